@@ -1,0 +1,157 @@
+"""Device mesh, logical-axis rules and sharding of parameters and activations.
+
+Every parameter and key activation carries *logical* axis names (`batch`, `embed`, `heads`, ...);
+one rule list (from the config) maps them to the physical mesh axes `(data, fsdp, tensor)`, as in
+T5X's partitioning and MaxText's `logical_axis_rules`. Changing the parallelism of a run is then a
+config change, never a model change.
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import logging
+from typing import Any, Iterator, Sequence
+
+import jax
+import numpy as np
+from flax import nnx
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+
+MESH_AXES = ("data", "fsdp", "tensor")
+
+# Logical name -> mesh axis (or tuple of axes, or None = replicated). First match wins.
+DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
+    ("batch", ("data", "fsdp")),
+    ("embed", "fsdp"),
+    ("vocab", "tensor"),
+    ("heads", "tensor"),
+    ("kv_heads", "tensor"),
+    ("mlp", "tensor"),
+    ("head_dim", None),
+    ("length", None),
+    ("cache_length", None),
+    ("act_embed", None),
+    ("norm", None),
+)
+
+# Metadata key under which parameters carry their logical axes. Kept apart from Flax's own
+# `out_sharding` so that Flax's eager sharding never sees unresolved logical names.
+AXES_KEY = "axes"
+
+_RULES: contextvars.ContextVar[tuple | None] = contextvars.ContextVar("ilp_rules", default=None)
+
+
+class MeshError(ValueError):
+  """The configured mesh does not fit the available devices."""
+
+
+def resolve_mesh_shape(shape: Sequence[int], num_devices: int) -> tuple[int, ...]:
+  """Replaces a single -1 by the number of devices left over."""
+  shape = tuple(int(s) for s in shape)
+  if len(shape) != len(MESH_AXES):
+    raise MeshError(f"mesh shape {shape} must have {len(MESH_AXES)} entries {MESH_AXES}")
+  if shape.count(-1) > 1:
+    raise MeshError(f"mesh shape {shape}: at most one axis may be -1")
+  known = int(np.prod([s for s in shape if s != -1]))
+  if any(s == 0 or s < -1 for s in shape) or num_devices % known:
+    raise MeshError(f"mesh shape {shape} does not divide the {num_devices} available devices")
+  shape = tuple(num_devices // known if s == -1 else s for s in shape)
+  if int(np.prod(shape)) != num_devices:
+    raise MeshError(f"mesh shape {shape} uses {int(np.prod(shape))} devices, but {num_devices} are available")
+  return shape
+
+
+def make_mesh(shape: Sequence[int] = (1, -1, 1), devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """A (data, fsdp, tensor) mesh with Auto axis types (so sharding constraints may be used)."""
+  devices = list(jax.devices() if devices is None else devices)
+  shape = resolve_mesh_shape(shape, len(devices))
+  device_grid = np.asarray(devices, dtype=object).reshape(shape)
+  return Mesh(device_grid, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES))
+
+
+def _rule_lookup(rules: Sequence[tuple[str, Any]], name: str | None) -> tuple[str, ...]:
+  if name is None:
+    return ()
+  for logical, physical in rules:
+    if logical == name:
+      if physical is None:
+        return ()
+      return (physical,) if isinstance(physical, str) else tuple(physical)
+  raise KeyError(f"logical axis '{name}' has no entry in the sharding rules")
+
+
+def logical_to_spec(axes: Sequence[str | None], shape: Sequence[int], mesh: Mesh,
+                    rules: Sequence[tuple[str, Any]]) -> PartitionSpec:
+  """Resolves logical axes to a PartitionSpec valid for `shape` on `mesh`.
+
+  A mesh axis is used at most once per array (the first dimension that asks gets it), and a
+  dimension that the mesh axes do not divide evenly falls back to fewer axes, down to replicated:
+  tiny test models must run on any mesh, and real models divide anyway.
+  """
+  if len(axes) != len(shape):
+    raise ValueError(f"logical axes {tuple(axes)} do not match shape {tuple(shape)}")
+  used: set[str] = set()
+  spec = []
+  for name, size in zip(axes, shape):
+    mesh_axes = [a for a in _rule_lookup(rules, name) if a not in used and mesh.shape[a] > 1]
+    while mesh_axes and size % int(np.prod([mesh.shape[a] for a in mesh_axes])):
+      mesh_axes.pop()
+    used.update(mesh_axes)
+    spec.append(None if not mesh_axes else mesh_axes[0] if len(mesh_axes) == 1 else tuple(mesh_axes))
+  return PartitionSpec(*spec)
+
+
+def variable_axes(variable: nnx.Variable) -> tuple[str | None, ...]:
+  axes = variable.get_metadata().get(AXES_KEY)
+  if axes is None:
+    raise ValueError(f"variable of shape {variable.shape} has no '{AXES_KEY}' metadata")
+  return tuple(axes)
+
+
+def state_shardings(abstract_state: nnx.State, mesh: Mesh, rules: Sequence[tuple[str, Any]]) -> nnx.State:
+  """A NamedSharding for every variable of an (abstract) NNX state, same tree structure."""
+  def one(v: nnx.Variable):
+    return v.replace(NamedSharding(mesh, logical_to_spec(variable_axes(v), v.shape, mesh, rules)))
+  return jax.tree.map(one, abstract_state, is_leaf=lambda x: isinstance(x, nnx.Variable))
+
+
+@contextlib.contextmanager
+def sharding_context(mesh: Mesh, rules: Sequence[tuple[str, Any]] = DEFAULT_RULES) -> Iterator[None]:
+  """Activates `mesh` and `rules` for activation constraints traced inside the block."""
+  token = _RULES.set(tuple(rules))
+  try:
+    with jax.set_mesh(mesh):
+      yield
+  finally:
+    _RULES.reset(token)
+
+
+def constrain(x: jax.Array, axes: Sequence[str | None]) -> jax.Array:
+  """Annotates an activation with logical axes; a no-op outside `sharding_context`."""
+  rules = _RULES.get()
+  mesh = jax.sharding.get_abstract_mesh()
+  if rules is None or mesh.empty:
+    return x
+  return jax.lax.with_sharding_constraint(x, logical_to_spec(axes, x.shape, mesh, rules))
+
+
+def batch_sharding(mesh: Mesh, shape: Sequence[int],
+                   rules: Sequence[tuple[str, Any]] = DEFAULT_RULES) -> NamedSharding:
+  """Sharding for a [batch, ...] input of `shape`: batch over its mesh axes, the rest replicated."""
+  axes = ("batch",) + (None,) * (len(shape) - 1)
+  return NamedSharding(mesh, logical_to_spec(axes, shape, mesh, rules))
+
+
+def initialize_distributed(enabled: bool, coordinator_address: str | None = None,
+                           num_processes: int | None = None, process_id: int | None = None) -> None:
+  """Starts JAX's multi-host runtime for a job that spans several processes.
+
+  Arguments left as None are auto-detected by JAX (TPU pods, SLURM, Open MPI); a single-process
+  run leaves `enabled` off and pays nothing.
+  """
+  if not enabled:
+    return
+  jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
+                             process_id=process_id)
+  logging.info("JAX distributed: process %d of %d, %d local / %d global devices", jax.process_index(),
+               jax.process_count(), jax.local_device_count(), jax.device_count())
