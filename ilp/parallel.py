@@ -17,6 +17,8 @@ import numpy as np
 from flax import nnx
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
+log = logging.getLogger(__name__)
+
 MESH_AXES = ("data", "fsdp", "tensor")
 
 # Logical name -> mesh axis (or tuple of axes, or None = replicated). First match wins.
@@ -153,5 +155,5 @@ def initialize_distributed(enabled: bool, coordinator_address: str | None = None
     return
   jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
                              process_id=process_id)
-  logging.info("JAX distributed: process %d of %d, %d local / %d global devices", jax.process_index(),
+  log.info("JAX distributed: process %d of %d, %d local / %d global devices", jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count())

@@ -63,3 +63,15 @@ def torch_logits(model: torch.nn.Module, tokens: np.ndarray, mask: np.ndarray) -
                 attention_mask=torch.as_tensor(mask, dtype=torch.long),
                 position_ids=torch.as_tensor(positions, dtype=torch.long))
   return out.logits.float().numpy()
+
+
+def save_tiny_tokenizer(directory: str, vocab_size: int = BASE["vocab_size"]) -> transformers.PreTrainedTokenizerFast:
+  """A word-level tokenizer over `w3 .. w{vocab_size-1}` with pad/bos/eos at ids 0/1/2, built offline."""
+  from tokenizers import Tokenizer, models, pre_tokenizers
+  vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, **{f"w{i}": i for i in range(3, vocab_size)}}
+  core = Tokenizer(models.WordLevel(vocab, unk_token="<pad>"))
+  core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+  tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", bos_token="<s>",
+                                                   eos_token="</s>", unk_token="<pad>")
+  tokenizer.save_pretrained(directory)
+  return tokenizer

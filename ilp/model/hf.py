@@ -232,3 +232,12 @@ def save_hf(cfg: ModelConfig, state: nnx.State, directory: str, max_shard_bytes:
     write_sharded(tensors, tmp, max_shard_bytes)
     with open(os.path.join(tmp, "config.json"), "w") as f:
       json.dump(hf_config, f, indent=2)
+
+
+def load_tokenizer(directory: str):
+  """The checkpoint's own tokenizer, read locally with transformers.AutoTokenizer."""
+  import transformers  # heavy import, only where a tokenizer is needed
+  try:
+    return transformers.AutoTokenizer.from_pretrained(directory, local_files_only=True)
+  except (OSError, ValueError) as e:
+    raise CheckpointError(f"{directory}: no loadable tokenizer ({e})") from e

@@ -1,0 +1,58 @@
+"""Model-only orbax checkpoints: parameters plus the ModelConfig that built them.
+
+A directory holds `params/` (orbax, restored straight onto the target shardings of any mesh) and
+`model_config.json`, so a checkpoint is self-describing and can be re-sharded on load.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Sequence
+
+import jax
+import orbax.checkpoint as ocp
+from flax import nnx
+from jax.sharding import Mesh
+
+from ilp import fileio, parallel
+from ilp.model import build
+from ilp.model.config import ModelConfig
+from ilp.model.safetensors_io import CheckpointError
+
+PARAMS_DIR = "params"
+CONFIG_FILE = "model_config.json"
+
+
+def save_params(directory: str, cfg: ModelConfig, state: nnx.State) -> None:
+  """Writes the checkpoint atomically: a reader sees all of it or nothing."""
+  with fileio.atomic_directory(directory) as tmp:
+    with ocp.StandardCheckpointer() as checkpointer:
+      checkpointer.save(os.path.join(tmp, PARAMS_DIR), state)
+      checkpointer.wait_until_finished()
+    with open(os.path.join(tmp, CONFIG_FILE), "w") as f:
+      json.dump(cfg.to_dict(), f, indent=2)
+
+
+def read_model_config(directory: str, **overrides: Any) -> ModelConfig:
+  path = os.path.join(directory, CONFIG_FILE)
+  if not os.path.exists(path):
+    raise CheckpointError(f"{path}: not found (is {directory} a checkpoint written by ilp?)")
+  with open(path) as f:
+    return ModelConfig.from_dict({**json.load(f), **overrides})
+
+
+def load_params(directory: str, mesh: Mesh, rules: Sequence[tuple[str, Any]] = parallel.DEFAULT_RULES,
+                **overrides: Any) -> tuple[ModelConfig, nnx.GraphDef, nnx.State]:
+  """Restores parameters directly into their shardings on `mesh` (any mesh, not only the saving one).
+
+  `overrides` change config fields that do not alter shapes, e.g. `dtype="bfloat16"`.
+  """
+  directory = os.path.abspath(directory)
+  cfg = read_model_config(directory, **overrides)
+  graphdef, abstract = build.abstract_model(cfg)
+  shardings = parallel.state_shardings(abstract, mesh, rules)
+  target = jax.tree.map(lambda v, s: jax.ShapeDtypeStruct(v.shape, cfg.jnp_param_dtype, sharding=s),
+                        abstract, shardings)
+  with ocp.StandardCheckpointer() as checkpointer:
+    state = checkpointer.restore(os.path.join(directory, PARAMS_DIR), target)
+  return cfg, graphdef, state

@@ -1,0 +1,55 @@
+"""Runs the configured stages in order; each reads and writes the work directory.
+
+A stage writes its outputs atomically, so "all outputs exist" means "finished": re-running a
+pipeline skips finished stages and redoes only what was interrupted or never run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Callable
+
+import jax
+import ml_collections
+import logging
+
+from ilp import fileio
+from ilp.stages import init_model
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+  name: str
+  outputs: Callable[[str], list[str]]  # workdir -> paths that exist once the stage is done
+  run: Callable[[ml_collections.ConfigDict, str], None]
+
+
+STAGES = {stage.name: stage for stage in (
+    Stage("init_model", init_model.outputs, init_model.run),
+)}
+
+
+class PipelineError(ValueError):
+  """The config asks for a stage that does not exist."""
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> None:
+  workdir = os.path.abspath(workdir)
+  unknown = [name for name in config.stages if name not in STAGES]
+  if unknown:
+    raise PipelineError(f"config field 'stages': unknown stage(s) {', '.join(unknown)} "
+                        f"(available: {', '.join(STAGES)})")
+  if jax.process_index() == 0:
+    fileio.write_json_atomic(os.path.join(workdir, "config.json"), config.to_dict())
+  for name in config.stages:
+    stage = STAGES[name]
+    if all(os.path.exists(p) for p in stage.outputs(workdir)):
+      log.info("stage %s: outputs exist, skipped", name)
+      continue
+    log.info("stage %s: running", name)
+    start = time.time()
+    stage.run(config, workdir)
+    log.info("stage %s: done in %.1fs", name, time.time() - start)

@@ -1,0 +1,58 @@
+"""The pipeline runner and launch.py: stages run once, config overrides apply, bad configs fail clearly."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from configs import tiny_test
+from ilp import pipeline
+from ilp.model import checkpoint
+from ilp.model.config import ModelConfig, ModelConfigError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_init_model_stage_writes_checkpoint_and_skips_when_done(tmp_path):
+  config = tiny_test.get_config()
+  pipeline.run(config, str(tmp_path))
+  summary = json.loads((tmp_path / "model_init.json").read_text())
+  assert summary["parameters"] == 128 * 32 * 2 + 32 + 2 * (32 * 8 * (4 + 2 + 2 + 4) + 3 * 32 * 64 + 2 * 32)
+  assert summary["cached_decode_max_abs_logit_gap"] < 1e-5
+  assert summary["mesh"] == {"data": 1, "fsdp": 8, "tensor": 1}
+  assert checkpoint.read_model_config(str(tmp_path / "model_init")).num_layers == 2
+  assert json.loads((tmp_path / "config.json").read_text())["model"]["hidden_size"] == 32
+  stamp = os.path.getmtime(tmp_path / "model_init.json")
+  pipeline.run(config, str(tmp_path))
+  assert os.path.getmtime(tmp_path / "model_init.json") == stamp
+
+
+def test_unknown_stage_is_rejected_before_anything_is_written(tmp_path):
+  config = tiny_test.get_config()
+  config.stages = ("init_model", "train_everything")
+  with pytest.raises(pipeline.PipelineError, match="unknown stage.*train_everything"):
+    pipeline.run(config, str(tmp_path / "w"))
+  assert not (tmp_path / "w").exists()
+
+
+def test_model_config_errors_name_the_field():
+  fields = tiny_test.get_config().model.to_dict()
+  with pytest.raises(ModelConfigError, match="unknown model config field.*num_expert"):
+    ModelConfig.from_dict({**fields, "num_expert": 4})
+  with pytest.raises(ModelConfigError, match="model.dtype 'float8'"):
+    ModelConfig.from_dict({**fields, "dtype": "float8"})
+  with pytest.raises(ModelConfigError, match="multiple of model.num_kv_heads"):
+    ModelConfig.from_dict({**fields, "num_kv_heads": 3})
+
+
+def test_launch_cli_applies_overrides(tmp_path):
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+  result = subprocess.run(
+      [sys.executable, os.path.join(ROOT, "launch.py"), "--config=configs/tiny_test.py",
+       "--config.model.num_layers=1", "--config.mesh.shape=(1,1,2)", f"--workdir={tmp_path}"],
+      cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "stage init_model: done" in result.stderr
+  assert checkpoint.read_model_config(str(tmp_path / "model_init")).num_layers == 1
+  assert json.loads((tmp_path / "model_init.json").read_text())["mesh"]["tensor"] == 2
