@@ -181,7 +181,10 @@ class Decoder(nnx.Module):
     attn_mask = causal[None, :, :] & key_valid[:, None, :]
     cos, sin = rope.rotary_tables(positions, jnp.asarray(self.inv_freq, jnp.float32))
 
-    x = self.embed[...].astype(cfg.jnp_dtype)[tokens]
+    # All-gather the table before the lookup, as FSDP does for every weight at its use: a gather
+    # with batch-sharded indices from a sharded table makes XLA fully rematerialise its output.
+    table = parallel.constrain(self.embed[...].astype(cfg.jnp_dtype), (None, None))
+    x = jnp.take(table, tokens, axis=0)
     x = parallel.constrain(x, ("batch", "length", "act_embed"))
     new_keys, new_values = [], []
     for i, layer in enumerate(self.layers):
