@@ -55,9 +55,15 @@ def padded_batch(lengths: list[int], total: int, vocab: int, left: bool, seed: i
   return tokens, mask
 
 
-def torch_logits(model: torch.nn.Module, tokens: np.ndarray, mask: np.ndarray) -> np.ndarray:
-  """Reference logits with HF's generate-style positions (count of real tokens before each)."""
-  positions = np.maximum(np.cumsum(mask, axis=1) - 1, 0)
+def default_positions(mask: np.ndarray) -> np.ndarray:
+  """HF generate's positions for a padded batch: the count of real tokens before each token."""
+  return np.maximum(np.cumsum(mask, axis=1) - 1, 0)
+
+
+def torch_logits(model: torch.nn.Module, tokens: np.ndarray, mask: np.ndarray,
+                 positions: np.ndarray | None = None) -> np.ndarray:
+  """Reference logits; positions default to `default_positions(mask)`."""
+  positions = default_positions(mask) if positions is None else positions
   with torch.no_grad():
     out = model(input_ids=torch.as_tensor(tokens, dtype=torch.long),
                 attention_mask=torch.as_tensor(mask, dtype=torch.long),

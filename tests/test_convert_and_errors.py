@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
+from flax import nnx
 from safetensors.numpy import load_file, save_file
 
 from ilp import parallel
@@ -129,14 +130,10 @@ def test_missing_and_malformed_files(tmp_path, checkpoint_dir):
 
 
 def test_failed_export_leaves_nothing(tmp_path, checkpoint_dir):
+  """An export that fails midway (here: a parameter is absent) leaves no directory behind."""
   cfg, _, state = _load(checkpoint_dir)
-  broken = nnx_state_without_embed(state)
+  broken = nnx.from_flat_state([(p, v) for p, v in build.flat_variables(state) if p != ("embed",)])
   with pytest.raises(KeyError):
     hf.save_hf(cfg, broken, str(tmp_path / "out"))
   assert not (tmp_path / "out").exists()
   assert [p for p in tmp_path.iterdir() if p.name.startswith(".tmp")] == []
-
-
-def nnx_state_without_embed(state):
-  from flax import nnx
-  return nnx.from_flat_state([(p, v) for p, v in build.flat_variables(state) if p != ("embed",)])

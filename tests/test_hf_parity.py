@@ -17,9 +17,9 @@ def one_device_mesh():
   return parallel.make_mesh((1, 1, 1), jax.devices()[:1])
 
 
-def _our_logits(graphdef, state, tokens, mask):
+def _our_logits(graphdef, state, tokens, mask, positions=None):
   import jax
-  logits, _ = jax.jit(build.forward)(graphdef, state, tokens, mask=mask)
+  logits, _ = jax.jit(build.forward)(graphdef, state, tokens, positions=positions, mask=mask)
   return np.asarray(logits)
 
 
@@ -41,6 +41,12 @@ def test_round_trip_parity(variant, tmp_path, one_device_mesh):
     assert diff < TOLERANCE, f"{variant} ({'left' if left else 'right'} padding): max |dlogit| = {diff}"
     assert float(np.abs(ref[real]).max()) > 0.1  # the comparison is not between near-zero logits
     worst = max(worst, diff)
+  # Explicit positions (a prompt continuing at offset 40) go through RoPE exactly as in HF.
+  positions = hf_models.default_positions(mask) + 40
+  ours = _our_logits(graphdef, state, tokens, mask, positions)
+  ref = hf_models.torch_logits(model, tokens, mask, positions)
+  worst = max(worst, float(np.abs(ours[real] - ref[real]).max()))
+  assert worst < TOLERANCE
   print(f"\nPARITY {variant}: max |logit diff| vs transformers = {worst:.2e}")
 
   hf.save_hf(cfg, state, dst)

@@ -204,7 +204,7 @@ def load_hf(directory: str, mesh: Mesh, rules: Sequence[tuple[str, Any]] = paral
     var = variables[t.path]
     view = t.to_ours(reader.get(t.hf_name), var.shape)
     array = jax.make_array_from_callback(
-        var.shape, shardings[t.path].get_value(), lambda idx, view=view: np.asarray(view[idx], dtype=np_dtype))
+        var.shape, shardings[t.path].get_value(), lambda idx, view=view: np.array(view[idx], dtype=np_dtype))  # copy: never alias the mmap
     flat.append((t.path, var.replace(array)))
   return cfg, graphdef, nnx.from_flat_state(flat)
 
