@@ -8,6 +8,24 @@ from ml_collections import config_dict
 from ilp import parallel
 
 
+def training(**overrides) -> ml_collections.ConfigDict:
+  """Knobs shared by the `pretrain` and `sft` stages (the same loop runs both)."""
+  section = ml_collections.ConfigDict(dict(
+      # Starting point: "model_init", "pretrain" (that stage's final model) or a checkpoint path.
+      init_from="model_init",
+      batch_size=16,              # global batch (sequences per optimizer step)
+      grad_accum_steps=1,         # micro-batches per step (batch_size must divide evenly)
+      compute_dtype="float32",    # "bfloat16" computes in bf16 with float32 master weights
+      log_every_steps=10,
+      peak_flops=0.0,             # peak FLOP/s of all devices for MFU; 0 = time a float32 matmul
+      optimizer=dict(learning_rate=1e-4, warmup_steps=-1, warmup_ratio=0.03, decay="cosine", end_lr_ratio=0.1,
+                     b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.0, grad_clip_norm=1.0),
+      checkpoint=dict(every_steps=200, max_to_keep=2, async_save=True),
+  ))
+  section.update(overrides)
+  return section
+
+
 def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
@@ -26,6 +44,25 @@ def get_config() -> ml_collections.ConfigDict:
   # Where the initial model comes from: a local HF directory (config.json + safetensors), or
   # random initialisation from `model` when empty.
   c.init = ml_collections.ConfigDict(dict(hf_dir="", param_dtype="float32", dtype="float32"))
+
+  # Training data. Each source is a dict: path, format (jsonl/json/parquet/hf/tfds/text; default
+  # from the extension), dataset (default: file stem), stage (default 1), fields (column mapping),
+  # split and name (for hf/tfds). Corpora for pre-training take the same keys plus `weight`.
+  c.data = ml_collections.ConfigDict(dict(
+      sft=(), corpora=(),
+      tokenizer="",               # HF tokenizer directory; default: the one stored with the initial model
+      buckets=(64, 128, 256),     # padded sequence lengths; the largest is the maximum length
+      overlong="truncate_prompt",  # or "drop": what to do with an example longer than the largest bucket
+      template=dict(use_chat_template=True, turn="{role}: {content}\n", generation_prefix="assistant: ",
+                    add_bos=True),
+  ))
+
+  # Supervised fine-tuning. `stages` lists dicts {name, datasets, epochs} for sequential SFT; when
+  # empty, records are staged by their own `stage` field, each stage running `epochs` epochs.
+  c.sft = training(epochs=2, stages=(), eval_every_steps=0)
+
+  # Continual pre-training on data.corpora (mixed by their `weight`), LM loss on every token.
+  c.pretrain = training(steps=1000, seq_length=128)
 
   # Device mesh (data, fsdp, tensor); one entry may be -1 (= the remaining devices).
   c.mesh = ml_collections.ConfigDict(dict(shape=(1, -1, 1), rules=parallel.DEFAULT_RULES))

@@ -1,7 +1,9 @@
 """Runs the configured stages in order; each reads and writes the work directory.
 
 A stage writes its outputs atomically, so "all outputs exist" means "finished": re-running a
-pipeline skips finished stages and redoes only what was interrupted or never run.
+pipeline skips finished stages and redoes only what was interrupted or never run. The input
+files of every stage still to run are validated first, so bad data fails before anything is
+written to the work directory.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import ml_collections
 import logging
 
 from ilp import fileio
-from ilp.stages import init_model
+from ilp.stages import init_model, pretrain, sft
 
 log = logging.getLogger(__name__)
 
@@ -25,10 +27,14 @@ class Stage:
   name: str
   outputs: Callable[[str], list[str]]  # workdir -> paths that exist once the stage is done
   run: Callable[[ml_collections.ConfigDict, str], None]
+  # Checks the stage's own input files (not earlier stages' outputs) before anything is written.
+  validate: Callable[[ml_collections.ConfigDict], None] = lambda config: None
 
 
 STAGES = {stage.name: stage for stage in (
     Stage("init_model", init_model.outputs, init_model.run),
+    Stage("pretrain", pretrain.outputs, pretrain.run, pretrain.validate),
+    Stage("sft", sft.outputs, sft.run, sft.validate),
 )}
 
 
@@ -42,6 +48,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> None:
   if unknown:
     raise PipelineError(f"config field 'stages': unknown stage(s) {', '.join(unknown)} "
                         f"(available: {', '.join(STAGES)})")
+  pending = [STAGES[name] for name in config.stages
+             if not all(os.path.exists(p) for p in STAGES[name].outputs(workdir))]
+  for stage in pending:
+    stage.validate(config)
   if jax.process_index() == 0:
     fileio.write_json_atomic(os.path.join(workdir, "config.json"), config.to_dict())
   for name in config.stages:

@@ -20,7 +20,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ilp import console, parallel  # noqa: E402
 from ilp.model import build, checkpoint, hf  # noqa: E402
-from ilp.model.safetensors_io import CheckpointError  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("to", None, ["orbax", "hf"], "Target format.")
@@ -32,17 +31,7 @@ flags.DEFINE_list("mesh_shape", ["1", "-1", "1"], "Mesh shape (data, fsdp, tenso
 flags.DEFINE_integer("max_shard_mb", 2048, "Largest safetensors file written when converting to HF.")
 flags.mark_flags_as_required(["to", "src", "dst"])
 
-TOKENIZER_DIR = "tokenizer"
 log = logging.getLogger("ilp.convert_hf")
-
-
-def _copy_tokenizer(src: str, dst: str) -> None:
-  try:
-    tokenizer = hf.load_tokenizer(src)
-  except CheckpointError:
-    log.info("no tokenizer in %s; converting the weights only", src)
-    return
-  tokenizer.save_pretrained(dst)
 
 
 def main(argv: list[str]) -> None:
@@ -51,12 +40,13 @@ def main(argv: list[str]) -> None:
   mesh = parallel.make_mesh([int(s) for s in FLAGS.mesh_shape])
   if FLAGS.to == "orbax":
     cfg, _, state = hf.load_hf(FLAGS.src, mesh, param_dtype=FLAGS.param_dtype or "float32")
-    checkpoint.save_params(FLAGS.dst, cfg, state)
-    _copy_tokenizer(FLAGS.src, os.path.join(FLAGS.dst, TOKENIZER_DIR))
+    checkpoint.save_params(FLAGS.dst, cfg, state, tokenizer=hf.find_tokenizer(FLAGS.src))
   else:
     cfg, _, state = checkpoint.load_params(FLAGS.src, mesh)
     hf.save_hf(cfg, state, FLAGS.dst, max_shard_bytes=FLAGS.max_shard_mb << 20, dtype=FLAGS.param_dtype)
-    _copy_tokenizer(os.path.join(FLAGS.src, TOKENIZER_DIR), FLAGS.dst)
+    tokenizer = hf.find_tokenizer(checkpoint.tokenizer_dir(FLAGS.src))
+    if tokenizer is not None:
+      tokenizer.save_pretrained(FLAGS.dst)
   log.info("converted %s (%s, %.1fM parameters) -> %s", FLAGS.src, cfg.family,
                build.param_count(state) / 1e6, FLAGS.dst)
 

@@ -1,7 +1,8 @@
 """Model-only orbax checkpoints: parameters plus the ModelConfig that built them.
 
-A directory holds `params/` (orbax, restored straight onto the target shardings of any mesh) and
-`model_config.json`, so a checkpoint is self-describing and can be re-sharded on load.
+A directory holds `params/` (orbax, restored straight onto the target shardings of any mesh),
+`model_config.json` and, when there is one, the model's `tokenizer/`: a checkpoint is
+self-describing, re-shardable on load, and later stages need nothing else to use it.
 """
 from __future__ import annotations
 
@@ -21,11 +22,14 @@ from ilp.model.safetensors_io import CheckpointError
 
 PARAMS_DIR = "params"
 CONFIG_FILE = "model_config.json"
+TOKENIZER_DIR = "tokenizer"
 
 
-def save_params(directory: str, cfg: ModelConfig, state: nnx.State) -> None:
+def save_params(directory: str, cfg: ModelConfig, state: nnx.State, tokenizer: Any = None) -> None:
   """Writes the checkpoint atomically: a reader sees all of it or nothing."""
   with fileio.atomic_directory(directory) as tmp:
+    if tokenizer is not None:
+      tokenizer.save_pretrained(os.path.join(tmp, TOKENIZER_DIR))
     with ocp.StandardCheckpointer() as checkpointer:
       checkpointer.save(os.path.join(tmp, PARAMS_DIR), state)
       checkpointer.wait_until_finished()
@@ -56,3 +60,7 @@ def load_params(directory: str, mesh: Mesh, rules: Sequence[tuple[str, Any]] = p
   with ocp.StandardCheckpointer() as checkpointer:
     state = checkpointer.restore(os.path.join(directory, PARAMS_DIR), target)
   return cfg, graphdef, state
+
+
+def tokenizer_dir(directory: str) -> str:
+  return os.path.join(directory, TOKENIZER_DIR)

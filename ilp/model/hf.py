@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 from typing import Any, Iterator, Sequence
 
@@ -241,3 +242,12 @@ def load_tokenizer(directory: str):
     return transformers.AutoTokenizer.from_pretrained(directory, local_files_only=True)
   except (OSError, ValueError) as e:
     raise CheckpointError(f"{directory}: no loadable tokenizer ({e})") from e
+
+
+def find_tokenizer(directory: str):
+  """The directory's tokenizer, or None (logged) when it has none: weights can travel alone."""
+  try:
+    return load_tokenizer(directory)
+  except CheckpointError:
+    logging.getLogger(__name__).info("no tokenizer in %s", directory)
+    return None

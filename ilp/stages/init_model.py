@@ -1,6 +1,7 @@
 """Stage `init_model`: the starting model of a run, imported from HF or randomly initialised.
 
-Writes `workdir/model_init/` (an orbax params checkpoint + model_config.json) and
+Writes `workdir/model_init/` (an orbax params checkpoint + model_config.json + the tokenizer of
+the HF directory, or of `data.tokenizer` for a random init) and
 `workdir/model_init.json`: size, mesh, and a self-check that cached decoding reproduces the
 full forward pass on this mesh (the model smoke test).
 """
@@ -59,13 +60,15 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> None:
     cfg, graphdef, state = hf.load_hf(config.init.hf_dir, mesh, rules, param_dtype=config.init.param_dtype,
                                       dtype=config.init.dtype)
     source = config.init.hf_dir
+    tokenizer = hf.find_tokenizer(config.init.hf_dir)
   else:
     cfg = ModelConfig.from_dict(config.model.to_dict())
     graphdef, state = build.init_params(cfg, mesh, rules, seed=config.seed)
     source = f"random init (seed {config.seed})"
+    tokenizer = hf.load_tokenizer(config.data.tokenizer) if config.data.tokenizer else None
   built = time.time() - start
   gap = cached_decode_gap(cfg, graphdef, state, mesh, rules, config.seed)
-  checkpoint.save_params(os.path.join(workdir, OUTPUT_DIR), cfg, state)
+  checkpoint.save_params(os.path.join(workdir, OUTPUT_DIR), cfg, state, tokenizer=tokenizer)
   summary = {"source": source, "family": cfg.family, "parameters": build.param_count(state),
              "mesh": dict(mesh.shape), "devices": jax.device_count(), "build_seconds": round(built, 2),
              "cached_decode_max_abs_logit_gap": gap}

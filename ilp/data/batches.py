@@ -1,0 +1,147 @@
+"""The training stream as a plan of example indices, and padded arrays for one batch.
+
+The whole stream (every stage, epoch and batch) is planned up front from the seed: the order is
+reproducible, the stream position of every example visit is known, and resuming at step k is
+just "start at batch k". Sequences are padded to a few bucket lengths so the step compiles a
+bounded number of times.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from typing import Sequence
+
+import numpy as np
+
+from ilp.data.tokenize import TokenizedExample
+
+
+@dataclasses.dataclass(frozen=True)
+class StageSpec:
+  """One stage of sequential SFT: which examples (indices) and how many epochs."""
+  name: str
+  examples: np.ndarray
+  epochs: int
+
+
+@dataclasses.dataclass(frozen=True)
+class PlannedBatch:
+  rows: np.ndarray        # [batch] example indices, -1 for padding rows
+  length: int             # bucket length
+  stage: int              # 1-based stage number
+  epoch: int              # 1-based epoch within the stage
+  positions: np.ndarray   # [batch] position of each visit in the training stream, -1 for padding
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalPoint:
+  step: int               # evaluated after this many optimizer steps
+  name: str               # "start", "stage1/epoch2", "step500"
+  stage: int
+  epoch: int
+  stage_end: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class Stream:
+  batches: list[PlannedBatch]
+  eval_points: list[EvalPoint]
+
+  def fingerprint(self) -> str:
+    """Identifies the plan, so a resumed run can refuse a changed data set or config."""
+    h = hashlib.sha256()
+    for b in self.batches:
+      h.update(b.rows.tobytes())
+      h.update(np.int64(b.length).tobytes())
+    return h.hexdigest()[:16]
+
+
+def bucket_length(length: int, buckets: Sequence[int]) -> int:
+  for b in sorted(buckets):
+    if length <= b:
+      return b
+  raise ValueError(f"sequence of {length} tokens exceeds the largest bucket {max(buckets)}")
+
+
+def _epoch(lengths: np.ndarray, members: np.ndarray, buckets: Sequence[int], batch_size: int,
+           rng: np.random.Generator) -> list[tuple[np.ndarray, int]]:
+  """Shuffled batches that visit every member once; a batch holds one bucket length."""
+  queues: dict[int, list[int]] = {b: [] for b in sorted(buckets)}
+  out = []
+  for i in rng.permutation(members):
+    bucket = bucket_length(int(lengths[i]), buckets)
+    queues[bucket].append(int(i))
+    if len(queues[bucket]) == batch_size:
+      out.append((np.asarray(queues[bucket]), bucket))
+      queues[bucket] = []
+  for bucket, rest in queues.items():
+    if rest:
+      out.append((np.asarray(rest + [-1] * (batch_size - len(rest))), bucket))
+  return out
+
+
+def build_stream(lengths: np.ndarray, stages: Sequence[StageSpec], buckets: Sequence[int], batch_size: int,
+                 seed: int, eval_every: int = 0) -> Stream:
+  """Plans every batch of every stage and epoch, and the evaluation points between them."""
+  batches: list[PlannedBatch] = []
+  evals = [EvalPoint(0, "start", 1, 0, False)]
+  position = 0
+  for s, stage in enumerate(stages, start=1):
+    for e in range(1, stage.epochs + 1):
+      rng = np.random.default_rng([seed, s, e])
+      for rows, length in _epoch(lengths, stage.examples, buckets, batch_size, rng):
+        real = rows >= 0
+        positions = np.full(rows.shape, -1, np.int64)
+        positions[real] = position + np.arange(real.sum())
+        position += int(real.sum())
+        batches.append(PlannedBatch(rows, length, s, e, positions))
+        step = len(batches)
+        if eval_every and step % eval_every == 0:
+          evals.append(EvalPoint(step, f"step{step}", s, e, False))
+      name = f"{stage.name}/epoch{e}"
+      if evals[-1].step == len(batches):  # an every-K point on the same step: keep one pass
+        evals.pop()
+      evals.append(EvalPoint(len(batches), name, s, e, e == stage.epochs))
+  return Stream(batches, evals)
+
+
+def eval_batches(lengths: np.ndarray, buckets: Sequence[int], batch_size: int) -> list[tuple[np.ndarray, int]]:
+  """Every example once, in index order within each bucket, for full evaluation passes."""
+  out = []
+  bucket_of = np.asarray([bucket_length(int(n), buckets) for n in lengths])
+  for bucket in sorted(buckets):
+    members = np.flatnonzero(bucket_of == bucket)
+    for start in range(0, len(members), batch_size):
+      rows = members[start:start + batch_size]
+      out.append((np.concatenate([rows, np.full(batch_size - len(rows), -1)]), bucket))
+  return out
+
+
+def assemble(examples: Sequence[TokenizedExample], rows: np.ndarray, length: int, pad_id: int) -> dict[str, np.ndarray]:
+  """Right-padded arrays for the given rows.
+
+  tokens/mask are the model input; targets[t] = tokens[t + 1] and loss_mask marks the targets
+  that are response tokens, so position t's logits are scored against the next token.
+  """
+  n = len(rows)
+  tokens = np.full((n, length), pad_id, np.int32)
+  mask = np.zeros((n, length), np.int32)
+  loss_mask = np.zeros((n, length), np.int32)
+  for r, i in enumerate(rows):
+    if i < 0:
+      continue
+    ex = examples[i]
+    tokens[r, :ex.length] = ex.tokens
+    mask[r, :ex.length] = 1
+    loss_mask[r, ex.prompt_length - 1:ex.length - 1] = 1
+  targets = np.concatenate([tokens[:, 1:], np.full((n, 1), pad_id, np.int32)], axis=1)
+  return {"tokens": tokens, "mask": mask, "targets": targets, "loss_mask": loss_mask}
+
+
+def lm_batch(sequences: np.ndarray) -> dict[str, np.ndarray]:
+  """Arrays for continual pre-training: every next token of packed text is a target."""
+  n, length = sequences.shape
+  targets = np.concatenate([sequences[:, 1:], np.zeros((n, 1), np.int32)], axis=1)
+  loss_mask = np.ones((n, length), np.int32)
+  loss_mask[:, -1] = 0
+  return {"tokens": sequences, "mask": np.ones((n, length), np.int32), "targets": targets, "loss_mask": loss_mask}

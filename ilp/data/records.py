@@ -1,0 +1,190 @@
+"""The training-data schema, and validation of raw rows into it.
+
+Every loader turns its rows into `SFTRecord`s or `CorpusDocument`s through this module, so the
+rules (and the wording of errors) are the same for JSONL, Parquet, Hugging Face and TFDS data.
+Types are checked strictly, with no coercion: a silently converted id or stage would change what
+is trained on, or which rows later tables join, without anyone noticing. Every error names the
+location (file and line, or row) and the field, so a bad row can be found and fixed directly.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, Iterable, Mapping, Sequence
+
+ROLES = ("system", "user", "assistant")
+SFT_FIELDS = ("id", "messages", "prompt", "response", "dataset", "stage", "meta")
+CORPUS_FIELDS = ("id", "text")
+MAX_LISTED_PROBLEMS = 20
+
+_KINDS = {str: "a string", int: "an int", dict: "an object", list: "a list"}
+
+
+class DataError(ValueError):
+  """Bad input data; the message names the file, the line (or row index) and the field."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SFTRecord:
+  """One supervised example: a conversation whose last (assistant) turn is the target."""
+  id: str                                  # unique across all SFT sources of a run
+  messages: tuple[dict[str, str], ...]     # {"role", "content"} turns; the last is the assistant's
+  dataset: str                             # source name
+  stage: int                               # sequential-SFT stage, >= 1
+  meta: dict[str, Any] = dataclasses.field(default_factory=dict)  # passed through to output tables
+
+  @property
+  def prompt_messages(self) -> tuple[dict[str, str], ...]:
+    return self.messages[:-1]
+
+  @property
+  def response(self) -> str:
+    return self.messages[-1]["content"]
+
+
+@dataclasses.dataclass(frozen=True)
+class CorpusDocument:
+  """Raw text for (continual) pre-training."""
+  id: str
+  text: str
+  corpus: str
+
+
+def raise_problems(problems: Sequence[str], what: str) -> None:
+  """Raises one error for all problems, so a user fixes every bad row in one pass."""
+  if not problems:
+    return
+  if len(problems) == 1:
+    raise DataError(problems[0])
+  listed = "".join(f"\n  {p}" for p in problems[:MAX_LISTED_PROBLEMS])
+  more = len(problems) - MAX_LISTED_PROBLEMS
+  if more > 0:
+    listed += f"\n  ... and {more} more"
+  raise DataError(f"{len(problems)} problems in the {what}:{listed}")
+
+
+def duplicate_id_problems(items_with_locations: Iterable[tuple[Any, str]]) -> list[str]:
+  """One problem per repeated `.id`, naming its location and that of the first occurrence."""
+  first: dict[str, str] = {}
+  problems = []
+  for item, where in items_with_locations:
+    if item.id in first:
+      problems.append(f"{where}: field 'id': duplicate id '{item.id}' (first at {first[item.id]})")
+    else:
+      first[item.id] = where
+  return problems
+
+
+def validate_unique_ids(records_with_locations: Iterable[tuple[Any, str]]) -> None:
+  """Ids key every per-example table, so a repeated id would merge two examples' statistics."""
+  raise_problems(duplicate_id_problems(records_with_locations), "record ids")
+
+
+def _field_error(where: str, column: str, message: str) -> DataError:
+  return DataError(f"{where}: field '{column}': {message}")
+
+
+def _expect(value: Any, kind: type, where: str, column: str) -> Any:
+  """`value` if it is of `kind` (bool is not an int); `list` also admits tuples."""
+  accepted = (list, tuple) if kind is list else kind
+  if not isinstance(value, accepted) or (kind is int and isinstance(value, bool)):
+    raise _field_error(where, column, f"expected {_KINDS[kind]}, got {type(value).__name__}")
+  return value
+
+
+def _non_empty(value: Any, where: str, column: str) -> str:
+  if not _expect(value, str, where, column).strip():
+    raise _field_error(where, column, "empty string")
+  return value
+
+
+def _turn(turn: Any, where: str, column: str) -> dict[str, str]:
+  _expect(turn, dict, where, column)
+  extra = sorted(k for k, v in turn.items() if k not in ("role", "content") and v is not None)
+  if extra:
+    raise _field_error(where, column, f"unexpected keys {extra} (a turn has only 'role' and 'content')")
+  for key in ("role", "content"):
+    if turn.get(key) is None:
+      raise DataError(f"{where}: missing field '{column}.{key}'")
+    _expect(turn[key], str, where, f"{column}.{key}")
+  if turn["role"] not in ROLES:
+    raise _field_error(where, f"{column}.role", f"unknown role '{turn['role']}' (expected one of {ROLES})")
+  return {"role": turn["role"], "content": turn["content"]}
+
+
+def _messages(value: Any, where: str, column: str) -> tuple[dict[str, str], ...]:
+  turns = tuple(_turn(t, where, f"{column}[{i}]") for i, t in enumerate(_expect(value, list, where, column)))
+  if not turns:
+    raise _field_error(where, column, "no turns")
+  if turns[-1]["role"] != "assistant":
+    raise _field_error(where, column, f"last turn is '{turns[-1]['role']}'; it must be 'assistant' (the response)")
+  if not any(t["role"] == "user" for t in turns):
+    raise _field_error(where, column, "no 'user' turn")
+  if not turns[-1]["content"].strip():
+    raise _field_error(where, f"{column}[{len(turns) - 1}].content", "empty response")
+  return turns
+
+
+def _prompt_response(row: Mapping[str, Any], fields: Mapping[str, str], where: str) -> tuple[dict[str, str], ...]:
+  """The [user, assistant] conversation of a row in prompt/response form."""
+  prompt, response = fields.get("prompt", "prompt"), fields.get("response", "response")
+  for column in (prompt, response):
+    if row.get(column) is None:
+      raise DataError(f"{where}: missing field '{column}' (or '{fields.get('messages', 'messages')}')")
+    _expect(row[column], str, where, column)
+  if not row[response].strip():
+    raise _field_error(where, response, "empty response")
+  return {"role": "user", "content": row[prompt]}, {"role": "assistant", "content": row[response]}
+
+
+def _meta(value: Any, where: str, column: str) -> dict[str, Any]:
+  _expect(value, dict, where, column)
+  try:
+    json.dumps(value)
+  except (TypeError, ValueError) as e:
+    raise _field_error(where, column, f"not JSON-serialisable ({e})") from e
+  return dict(value)
+
+
+def record_from_mapping(row: Mapping[str, Any], fields: Mapping[str, str], default_dataset: str, default_stage: int,
+                        where: str) -> SFTRecord:
+  """Validates one raw row into an `SFTRecord`.
+
+  `fields` maps canonical names (`SFT_FIELDS`) to the row's column names (identity when absent);
+  errors name the row's own columns, prefixed by `where` (e.g. "data/train.jsonl:17"). A None
+  value counts as absent, since columnar formats fill the columns a row lacks with nulls.
+  """
+  if not isinstance(row, Mapping):
+    raise DataError(f"{where}: expected an object (a mapping of fields), got {type(row).__name__}")
+  column = {name: fields.get(name, name) for name in SFT_FIELDS}
+  if row.get(column["id"]) is None:
+    raise DataError(f"{where}: missing field '{column['id']}'")
+  record_id = _non_empty(row[column["id"]], where, column["id"])
+  if row.get(column["messages"]) is not None:
+    both = [column[k] for k in ("prompt", "response") if row.get(column[k]) is not None]
+    if both:
+      raise DataError(f"{where}: field '{column['messages']}' and field '{both[0]}' both given; use one form")
+    messages = _messages(row[column["messages"]], where, column["messages"])
+  else:
+    messages = _prompt_response(row, column, where)
+  dataset, stage, meta = (row.get(column[k]) for k in ("dataset", "stage", "meta"))
+  if stage is not None and _expect(stage, int, where, column["stage"]) < 1:
+    raise _field_error(where, column["stage"], f"must be >= 1, got {stage}")
+  return SFTRecord(
+      id=record_id, messages=messages,
+      dataset=default_dataset if dataset is None else _non_empty(dataset, where, column["dataset"]),
+      stage=default_stage if stage is None else stage,
+      meta={} if meta is None else _meta(meta, where, column["meta"]))
+
+
+def document_from_mapping(row: Mapping[str, Any], fields: Mapping[str, str], default_id: str, corpus: str,
+                          where: str) -> CorpusDocument | None:
+  """Validates one raw row into a `CorpusDocument`; None for an empty (whitespace) text, which is skipped."""
+  if not isinstance(row, Mapping):
+    raise DataError(f"{where}: expected an object (a mapping of fields), got {type(row).__name__}")
+  text_column, id_column = fields.get("text", "text"), fields.get("id", "id")
+  if row.get(text_column) is None:
+    raise DataError(f"{where}: missing field '{text_column}'")
+  text = _expect(row[text_column], str, where, text_column)
+  doc_id = default_id if row.get(id_column) is None else _non_empty(row[id_column], where, id_column)
+  return CorpusDocument(id=doc_id, text=text, corpus=corpus) if text.strip() else None

@@ -1,0 +1,128 @@
+"""The per-example dynamics log: one row per (example, time it was seen or evaluated).
+
+Two kinds of rows, both keyed by the example's stable id:
+- `batch`: the statistics of the example in the forward pass of the training step that used it
+  (parameters *before* that step's update), with its stage, epoch and stream position;
+- `eval`: a full pass over the training set at an evaluation point (start, epoch and stage
+  ends, every K steps).
+Rows are buffered and written as Parquet files under `dynamics/` at checkpoint time, so after a
+resume the log holds exactly the steps the restored state has taken.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import re
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from ilp.data.batches import EvalPoint
+from ilp.train.step import STATS
+
+ID_COLUMNS = ("id", "dataset", "data_stage", "meta")
+
+
+def _atomic_parquet(frame: pd.DataFrame, path: str) -> None:
+  tmp = path + ".tmp"
+  frame.to_parquet(tmp, index=False)
+  os.replace(tmp, path)
+
+
+def _step_of(path: str) -> tuple[int, int]:
+  first, last = re.match(r".*-(\d+)-(\d+)", os.path.basename(path)).groups()
+  return int(first), int(last)
+
+
+class DynamicsWriter:
+  """Buffers rows and writes them atomically; only the writing process (process 0) writes."""
+
+  def __init__(self, directory: str, examples: pd.DataFrame, enabled: bool = True):
+    """`examples` has the ID_COLUMNS, one row per example index used in batches."""
+    self.directory = directory
+    self.examples = examples.reset_index(drop=True)
+    self.enabled = enabled
+    self._pending: list[pd.DataFrame] = []
+    self._first_step: int | None = None
+    self._last_step = 0
+    if enabled:
+      os.makedirs(directory, exist_ok=True)
+
+  def _rows(self, rows: np.ndarray, stats: dict[str, np.ndarray], **columns) -> pd.DataFrame:
+    real = rows >= 0
+    frame = self.examples.iloc[rows[real]].reset_index(drop=True)
+    for name, value in columns.items():
+      frame[name] = value[real] if isinstance(value, np.ndarray) else value
+    for name in STATS:
+      frame[name] = np.asarray(stats[name])[real]
+    frame["loss"] = frame["nll_sum"] / frame["tokens"].clip(lower=1)
+    return frame
+
+  def add_batch(self, step: int, stage: int, epoch: int, rows: np.ndarray, positions: np.ndarray,
+                stats: dict[str, np.ndarray]) -> None:
+    if not self.enabled:
+      return
+    self._pending.append(self._rows(rows, stats, kind="batch", eval_point="", step=step, train_stage=stage,
+                                    epoch=epoch, stream_position=positions))
+    self._first_step = step if self._first_step is None else self._first_step
+    self._last_step = step
+
+  def flush(self) -> None:
+    """Writes the buffered batch rows as `batch-<first>-<last>.parquet`."""
+    if not self.enabled or not self._pending:
+      return
+    path = os.path.join(self.directory, f"batch-{self._first_step:08d}-{self._last_step:08d}.parquet")
+    _atomic_parquet(pd.concat(self._pending, ignore_index=True), path)
+    self._pending, self._first_step = [], None
+
+  def write_eval(self, point: EvalPoint, rows: np.ndarray, stats: dict[str, np.ndarray]) -> None:
+    if not self.enabled:
+      return
+    frame = self._rows(rows, stats, kind="eval", eval_point=point.name, step=point.step,
+                       train_stage=point.stage, epoch=point.epoch, stream_position=-1)
+    frame["stage_end"] = point.stage_end
+    name = re.sub(r"[^A-Za-z0-9_.]+", "_", point.name)
+    _atomic_parquet(frame, os.path.join(self.directory, f"eval-{point.step:08d}-{point.step:08d}-{name}.parquet"))
+
+  def discard_after(self, step: int) -> None:
+    """Drops files written after the checkpoint a run resumes from (they will be redone)."""
+    self._pending, self._first_step = [], None
+    if not self.enabled:
+      return
+    for path in glob.glob(os.path.join(self.directory, "*.parquet")):
+      if _step_of(path)[0] > step:
+        os.remove(path)
+
+
+def load_dynamics(directory: str) -> pd.DataFrame:
+  """Every row of a dynamics directory (`<run>/dynamics`), ordered by kind, step and example."""
+  files = sorted(glob.glob(os.path.join(directory, "*.parquet")))
+  if not files:
+    raise FileNotFoundError(f"{directory}: no dynamics files")
+  frame = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+  return frame.sort_values(["kind", "step", "id", "stream_position"], kind="stable").reset_index(drop=True)
+
+
+def cartography(frame: pd.DataFrame, kind: str = "eval", skip_start: bool = True,
+                id_columns: Sequence[str] = ("id", "dataset", "data_stage")) -> pd.DataFrame:
+  """Dataset-Cartography summaries per example, from `eval` passes (default) or `batch` visits.
+
+  confidence / variability: mean / std of the gold-token probability; correctness: share of
+  exact-match rows; forgetting_events: exact-match 1 -> 0 transitions in step order (Toneva et
+  al.); first_learned_step: first step with exact match (NaN if never); final_*: last row.
+  """
+  rows = frame[frame["kind"] == kind]
+  if kind == "eval" and skip_start:
+    rows = rows[rows["eval_point"] != "start"]
+  rows = rows.sort_values(["id", "step"], kind="stable")
+  learned = rows["exact_match"] > 0.5
+  previous = learned.groupby(rows["id"]).shift(1, fill_value=False)
+  rows = rows.assign(_forgot=(previous & ~learned).astype(int),
+                     _learned_step=rows["step"].where(learned))
+  grouped = rows.groupby(list(id_columns), sort=True)
+  out = grouped.agg(confidence=("gold_prob", "mean"), variability=("gold_prob", lambda x: float(np.std(x))),
+                    correctness=("exact_match", "mean"), forgetting_events=("_forgot", "sum"),
+                    first_learned_step=("_learned_step", "min"), final_exact_match=("exact_match", "last"),
+                    final_loss=("loss", "last"), observations=("step", "size"))
+  return out.reset_index()

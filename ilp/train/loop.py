@@ -1,0 +1,225 @@
+"""The training loop shared by SFT (all stages) and continual pre-training.
+
+One pass over a precomputed stream of batches: each step is `jax.jit` with the state's and the
+batch's named shardings (state donated), every example's statistics go to the dynamics log,
+full evaluation passes run at the stream's evaluation points, and checkpoints (state + data
+position via the step) make a killed run resume to the same parameters and log.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from typing import Any, Callable
+
+import jax
+import ml_collections
+import numpy as np
+import pandas as pd
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from ilp import fileio, parallel
+from ilp.data import batches as batching
+from ilp.model import build, checkpoint
+from ilp.train import checkpointing, dynamics, metrics, optim
+from ilp.train.step import make_eval_step, make_train_step
+
+log = logging.getLogger(__name__)
+
+
+class TrainingDivergedError(RuntimeError):
+  """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclasses.dataclass
+class TrainData:
+  """What the loop trains on: a stream plan and a way to turn planned rows into arrays.
+
+  `table` (id, dataset, data_stage, meta per example) enables the per-example dynamics log and
+  evaluation passes; continual pre-training leaves it None.
+  """
+  stream: batching.Stream
+  batch_size: int
+  arrays: Callable[[np.ndarray, int], dict[str, np.ndarray]]  # (rows, length) -> host arrays
+  lengths: np.ndarray | None = None
+  buckets: tuple[int, ...] = ()
+  table: pd.DataFrame | None = None
+
+
+def _local_rows(sharding: NamedSharding, shape: tuple[int, int]) -> slice:
+  """The contiguous block of global batch rows whose data this process must provide."""
+  index_map = sharding.addressable_devices_indices_map(shape)
+  starts = [idx[0].start or 0 for idx in index_map.values()]
+  stops = [shape[0] if idx[0].stop is None else idx[0].stop for idx in index_map.values()]
+  return slice(min(starts), max(stops))
+
+
+def _device_batch(host: dict[str, np.ndarray], sharding: NamedSharding, rows: slice) -> dict[str, jax.Array]:
+  return {k: jax.make_array_from_process_local_data(sharding, v[rows], v.shape) for k, v in host.items()}
+
+
+def _to_host(tree: Any) -> Any:
+  if jax.process_count() > 1:
+    return multihost_utils.process_allgather(tree, tiled=True)
+  return jax.device_get(tree)
+
+
+class _Window:
+  """Running sums between two log lines."""
+
+  def __init__(self):
+    self.reset()
+
+  def reset(self) -> None:
+    self.start, self.steps, self.nll, self.tokens, self.real_tokens, self.flops = time.time(), 0, 0.0, 0.0, 0, 0.0
+    self.by_dataset: dict[str, list[float]] = {}
+
+
+def train(config: ml_collections.ConfigDict, mesh_config: ml_collections.ConfigDict, out_dir: str,
+          init_dir: str, data: TrainData, tokenizer: Any = None) -> dict[str, Any]:
+  """Trains from the params checkpoint in `init_dir`; writes `out_dir/{checkpoints,dynamics,tensorboard,final}`.
+
+  `tokenizer` is stored with the final model so that later stages need nothing else.
+  """
+  is_writer = jax.process_index() == 0
+  mesh = parallel.make_mesh(mesh_config.shape)
+  rules = mesh_config.rules
+  cfg, graphdef, params = checkpoint.load_params(init_dir, mesh, rules, dtype=config.compute_dtype)
+  stream, batch_size = data.stream, data.batch_size
+  total = len(stream.batches)
+  stage_steps = [sum(b.stage == s for b in stream.batches) for s in sorted({b.stage for b in stream.batches})]
+  schedule = optim.make_schedule(config.optimizer, stage_steps)
+  optimizer = optim.make_optimizer(config.optimizer, schedule)
+  _, abstract = build.abstract_model(cfg)
+  param_shardings = parallel.state_shardings(abstract, mesh, rules)
+  shardings = optim.state_shardings(param_shardings, optimizer, abstract, mesh)
+  batch_sharding = parallel.batch_sharding(mesh, (batch_size, 1), rules)
+  stats_sharding = parallel.batch_sharding(mesh, (batch_size,), rules)
+  replicated = NamedSharding(mesh, PartitionSpec())
+  rows = _local_rows(batch_sharding, (batch_size, 1))
+
+  ckpt = checkpointing.TrainCheckpointer(os.path.join(out_dir, "checkpoints"), config.checkpoint.max_to_keep,
+                                         config.checkpoint.async_save)
+  state = optim.create_state(params, optimizer, shardings)
+  del params
+  latest = ckpt.latest_step()
+  fingerprint = stream.fingerprint()
+  if latest is not None:
+    state, meta = ckpt.restore(latest, state)
+    if meta.get("fingerprint") != fingerprint:
+      raise checkpointing.ResumeError(
+          f"{ckpt.directory}: checkpoint {latest} was written for another data stream (fingerprint "
+          f"{meta.get('fingerprint')} vs {fingerprint}); the data or batching config changed. "
+          f"Use a new work directory or delete {out_dir} to start over.")
+    log.info("resumed from step %d of %d", latest, total)
+  start = int(jax.device_get(state.step))
+
+  writer = metrics.MetricWriter(os.path.join(out_dir, "tensorboard"), enabled=is_writer)
+  log_dyn = data.table is not None
+  dyn = dynamics.DynamicsWriter(os.path.join(out_dir, "dynamics"), data.table, enabled=is_writer) if log_dyn else None
+  if dyn:
+    dyn.discard_after(start)
+
+  with parallel.sharding_context(mesh, rules):
+    train_step = jax.jit(
+        make_train_step(graphdef, optimizer, schedule, config.grad_accum_steps, with_stats=log_dyn),
+        in_shardings=(shardings, batch_sharding),
+        out_shardings=(shardings, replicated, stats_sharding if log_dyn else replicated), donate_argnums=0)
+    eval_step = jax.jit(make_eval_step(graphdef), in_shardings=(param_shardings, batch_sharding),
+                        out_shardings=stats_sharding)
+
+  def run_eval(point: batching.EvalPoint) -> None:
+    t0 = time.time()
+    all_rows, all_stats = [], []
+    with parallel.sharding_context(mesh, rules):
+      for eval_rows, length in batching.eval_batches(data.lengths, data.buckets, batch_size):
+        host = data.arrays(eval_rows, length)
+        all_stats.append(_to_host(eval_step(state.params, _device_batch(host, batch_sharding, rows))))
+        all_rows.append(eval_rows)
+    merged = {k: np.concatenate([s[k] for s in all_stats]) for k in all_stats[0]}
+    rows_all = np.concatenate(all_rows)
+    dyn.write_eval(point, rows_all, merged)
+    real = rows_all >= 0
+    loss = merged["nll_sum"][real] / np.maximum(merged["tokens"][real], 1)
+    writer.histogram(point.step, "eval/example_loss", loss)
+    writer.histogram(point.step, "eval/example_margin_min", merged["margin_min"][real])
+    writer.scalars(point.step, {"eval/loss": float(loss.mean()), "eval/exact_match": float(merged["exact_match"][real].mean())})
+    log.info("eval %-16s step %6d: mean loss %.4f, exact match %.1f%% (%.1fs)", point.name, point.step,
+             loss.mean(), 100 * merged["exact_match"][real].mean(), time.time() - t0)
+
+  evals_at: dict[int, list[batching.EvalPoint]] = {}
+  for point in stream.eval_points:
+    evals_at.setdefault(point.step, []).append(point)
+  if log_dyn and start == 0:
+    for point in evals_at.get(0, []):
+      run_eval(point)
+
+  peak = config.peak_flops or metrics.matmul_peak_flops() * jax.device_count()
+  epoch_ends = {p.step for p in stream.eval_points if p.step > 0 and not p.name.startswith("step")}
+  window, compiled, run_start = _Window(), set(), time.time()
+  for i in range(start, total):
+    planned = stream.batches[i]
+    host = data.arrays(planned.rows, planned.length)
+    compiled.add(planned.length)
+    with parallel.sharding_context(mesh, rules):
+      state, step_metrics, stats = train_step(state, _device_batch(host, batch_sharding, rows))
+    step = i + 1
+    step_metrics = jax.device_get(step_metrics)
+    if not (np.isfinite(step_metrics["loss"]) and np.isfinite(step_metrics["grad_norm"])):
+      raise TrainingDivergedError(f"non-finite loss ({step_metrics['loss']}) or gradient norm "
+                                  f"({step_metrics['grad_norm']}) at step {step}; the last good "
+                                  f"checkpoint (step {ckpt.latest_step()}) in {ckpt.directory} is kept")
+    window.steps += 1
+    window.nll += float(step_metrics["loss"]) * float(step_metrics["tokens"])
+    window.tokens += float(step_metrics["tokens"])
+    window.real_tokens += int(host["mask"].sum())
+    window.flops += metrics.training_flops_per_token(cfg, planned.length) * host["tokens"].size
+    if log_dyn:
+      stats = _to_host(stats)
+      dyn.add_batch(step, planned.stage, planned.epoch, planned.rows, planned.positions, stats)
+      real = planned.rows >= 0
+      datasets = data.table["dataset"].to_numpy()[planned.rows[real]]
+      for name in np.unique(datasets):
+        sel = datasets == name
+        acc = window.by_dataset.setdefault(str(name), [0.0, 0.0])
+        acc[0] += float(stats["nll_sum"][real][sel].sum())
+        acc[1] += float(stats["tokens"][real][sel].sum())
+
+    if step % config.log_every_steps == 0 or step == total:
+      elapsed = max(time.time() - window.start, 1e-9)
+      scalars = {"train/loss": window.nll / max(window.tokens, 1), "train/learning_rate": step_metrics["learning_rate"],
+                 "train/grad_norm": step_metrics["grad_norm"], "perf/tokens_per_sec": window.real_tokens / elapsed,
+                 "perf/mfu": window.flops / elapsed / peak}
+      scalars.update({f"train/loss_by_dataset/{k}": v[0] / max(v[1], 1) for k, v in window.by_dataset.items()})
+      writer.scalars(step, scalars)
+      done = step - start
+      eta = (time.time() - run_start) / done * (total - step)
+      log.info("step %6d/%d  loss %.4f  lr %.2e  grad %.3f  %.0f tok/s  MFU %.1f%%  ETA %s", step, total,
+               scalars["train/loss"], scalars["train/learning_rate"], scalars["train/grad_norm"],
+               scalars["perf/tokens_per_sec"], 100 * scalars["perf/mfu"], time.strftime("%H:%M:%S", time.gmtime(eta)))
+      window.reset()
+
+    if log_dyn:
+      for point in evals_at.get(step, []):
+        run_eval(point)
+    if step % config.checkpoint.every_steps == 0 or step in epoch_ends or step == total:
+      if dyn:
+        dyn.flush()
+      ckpt.save(step, state, {"fingerprint": fingerprint, "step": step,
+                              "stage": planned.stage, "epoch": planned.epoch})
+      writer.flush()
+
+  ckpt.wait()
+  ckpt.close()
+  writer.close()
+  checkpoint.save_params(os.path.join(out_dir, "final"), cfg, state.params, tokenizer=tokenizer)
+  summary = {"steps": total, "resumed_from": start or None, "stages": len(stage_steps),
+             "step_variants_compiled": len(compiled), "buckets": sorted(compiled),
+             "final_loss": float(step_metrics["loss"]) if total > start else None}
+  if is_writer:
+    fileio.write_json_atomic(os.path.join(out_dir, "summary.json"), summary)
+  log.info("training done: %d steps, %d step variants compiled (bucket lengths %s)", total, len(compiled),
+           sorted(compiled))
+  return summary

@@ -1,0 +1,66 @@
+"""TensorBoard output (tensorboardX, no TensorFlow needed) and FLOP accounting for MFU."""
+from __future__ import annotations
+
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ilp.model.config import ModelConfig
+
+
+class MetricWriter:
+  """Scalars, histograms and text for TensorBoard; a no-op on processes other than 0."""
+
+  def __init__(self, logdir: str, enabled: bool = True):
+    self._writer = None
+    if enabled:
+      from tensorboardX import SummaryWriter  # imported only where something is written
+      self._writer = SummaryWriter(logdir)
+
+  def scalars(self, step: int, values: dict[str, float]) -> None:
+    if self._writer:
+      for name, value in values.items():
+        self._writer.add_scalar(name, float(value), step)
+
+  def histogram(self, step: int, name: str, values: np.ndarray) -> None:
+    if self._writer and len(values):
+      self._writer.add_histogram(name, np.asarray(values, np.float64), step)
+
+  def text(self, step: int, name: str, value: str) -> None:
+    if self._writer:
+      self._writer.add_text(name, value, step)
+
+  def flush(self) -> None:
+    if self._writer:
+      self._writer.flush()
+
+  def close(self) -> None:
+    if self._writer:
+      self._writer.close()
+
+
+def training_flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
+  """Model FLOPs of one training token (forward + backward = 3x forward), as in PaLM's MFU.
+
+  6 per weight of every matmul (the embedding lookup is a gather, the head a matmul) plus the
+  attention scores and weighted values, 12 * layers * heads * head_dim * seq_len.
+  """
+  attn = cfg.hidden_size * cfg.head_dim * (2 * cfg.num_heads + 2 * cfg.num_kv_heads)
+  mlp = 3 * cfg.hidden_size * cfg.intermediate_size
+  matmul_params = cfg.num_layers * (attn + mlp) + cfg.hidden_size * cfg.vocab_size
+  return 6.0 * matmul_params + 12.0 * cfg.num_layers * cfg.num_heads * cfg.head_dim * seq_len
+
+
+def matmul_peak_flops(n: int = 2048, repeats: int = 5) -> float:
+  """Achieved FLOP/s of a large float32 matmul on the default device: the practical ceiling."""
+  a = jnp.ones((n, n), jnp.float32)
+  matmul = jax.jit(lambda x: x @ x)
+  matmul(a).block_until_ready()
+  best = float("inf")
+  for _ in range(repeats):
+    start = time.perf_counter()
+    matmul(a).block_until_ready()
+    best = min(best, time.perf_counter() - start)
+  return 2.0 * n ** 3 / best
