@@ -157,7 +157,7 @@ def _text_rows(path: str) -> _Rows:
     if isinstance(line, DataError):
       yield where, line
     elif line.strip():
-      start = where
+      start = start if lines else where
       lines.append(line)
     elif lines:
       yield start, {"text": "".join(lines).rstrip("\r\n")}
