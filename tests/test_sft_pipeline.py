@@ -58,6 +58,7 @@ def test_outputs_summary_compiles_and_tensorboard(two_stage_run):
   out = os.path.join(two_stage_run, "sft")
   summary = json.loads(open(os.path.join(out, "summary.json")).read())
   assert summary["stages"] == 2 and summary["step_variants_compiled"] <= 2
+  assert summary["tokenization"] == {"examples": 40, "truncated": 0, "dropped": 0}
   assert sorted(os.listdir(os.path.join(out, "final"))) == ["model_config.json", "params", "tokenizer"]
   events = glob.glob(os.path.join(out, "tensorboard", "events.out.tfevents.*"))
   assert len(events) == 1

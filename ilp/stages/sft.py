@@ -85,4 +85,5 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> None:
   data = loop.TrainData(stream=stream, batch_size=section.batch_size,
                         arrays=lambda rows, length: batching.assemble(examples, rows, length, pad),
                         lengths=lengths, buckets=buckets, table=example_table(records, example_records))
-  loop.train(section, config.mesh, os.path.join(workdir, NAME), init, data, tokenizer)
+  loop.train(section, config.mesh, os.path.join(workdir, NAME), init, data, tokenizer,
+             notes={"tokenization": report})

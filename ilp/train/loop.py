@@ -78,10 +78,12 @@ class _Window:
 
 
 def train(config: ml_collections.ConfigDict, mesh_config: ml_collections.ConfigDict, out_dir: str,
-          init_dir: str, data: TrainData, tokenizer: Any = None) -> dict[str, Any]:
+          init_dir: str, data: TrainData, tokenizer: Any = None, notes: dict[str, Any] | None = None
+          ) -> dict[str, Any]:
   """Trains from the params checkpoint in `init_dir`; writes `out_dir/{checkpoints,dynamics,tensorboard,final}`.
 
-  `tokenizer` is stored with the final model so that later stages need nothing else.
+  `tokenizer` is stored with the final model so that later stages need nothing else; `notes`
+  (e.g. the tokenisation counts) are added to `summary.json`.
   """
   is_writer = jax.process_index() == 0
   mesh = parallel.make_mesh(mesh_config.shape)
@@ -217,7 +219,7 @@ def train(config: ml_collections.ConfigDict, mesh_config: ml_collections.ConfigD
   checkpoint.save_params(os.path.join(out_dir, "final"), cfg, state.params, tokenizer=tokenizer)
   summary = {"steps": total, "resumed_from": start or None, "stages": len(stage_steps),
              "step_variants_compiled": len(compiled), "buckets": sorted(compiled),
-             "final_loss": float(step_metrics["loss"]) if total > start else None}
+             "final_loss": float(step_metrics["loss"]) if total > start else None, **(notes or {})}
   if is_writer:
     fileio.write_json_atomic(os.path.join(out_dir, "summary.json"), summary)
   log.info("training done: %d steps, %d step variants compiled (bucket lengths %s)", total, len(compiled),
