@@ -15,6 +15,7 @@ from typing import Any, Iterator, Sequence
 import jax
 import numpy as np
 from flax import nnx
+from jax.experimental import multihost_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 log = logging.getLogger(__name__)
@@ -142,6 +143,26 @@ def batch_sharding(mesh: Mesh, shape: Sequence[int],
   """Sharding for a [batch, ...] input of `shape`: batch over its mesh axes, the rest replicated."""
   axes = ("batch",) + (None,) * (len(shape) - 1)
   return NamedSharding(mesh, logical_to_spec(axes, shape, mesh, rules))
+
+
+def local_rows(sharding: NamedSharding, shape: Sequence[int]) -> slice:
+  """The contiguous block of global batch rows whose data this process must provide."""
+  index_map = sharding.addressable_devices_indices_map(tuple(shape))
+  starts = [idx[0].start or 0 for idx in index_map.values()]
+  stops = [shape[0] if idx[0].stop is None else idx[0].stop for idx in index_map.values()]
+  return slice(min(starts), max(stops))
+
+
+def global_batch(host: dict[str, np.ndarray], sharding: NamedSharding, rows: slice) -> dict[str, jax.Array]:
+  """Global arrays from full host arrays, of which this process contributes only `rows`."""
+  return {k: jax.make_array_from_process_local_data(sharding, v[rows], v.shape) for k, v in host.items()}
+
+
+def to_host(tree: Any) -> Any:
+  """Fetches (possibly sharded) arrays to every process's host memory as numpy."""
+  if jax.process_count() > 1:
+    return multihost_utils.process_allgather(tree, tiled=True)
+  return jax.device_get(tree)
 
 
 def initialize_distributed(enabled: bool, coordinator_address: str | None = None,

@@ -17,7 +17,6 @@ import jax
 import ml_collections
 import numpy as np
 import pandas as pd
-from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ilp import fileio, parallel
@@ -46,24 +45,6 @@ class TrainData:
   lengths: np.ndarray | None = None
   buckets: tuple[int, ...] = ()
   table: pd.DataFrame | None = None
-
-
-def _local_rows(sharding: NamedSharding, shape: tuple[int, int]) -> slice:
-  """The contiguous block of global batch rows whose data this process must provide."""
-  index_map = sharding.addressable_devices_indices_map(shape)
-  starts = [idx[0].start or 0 for idx in index_map.values()]
-  stops = [shape[0] if idx[0].stop is None else idx[0].stop for idx in index_map.values()]
-  return slice(min(starts), max(stops))
-
-
-def _device_batch(host: dict[str, np.ndarray], sharding: NamedSharding, rows: slice) -> dict[str, jax.Array]:
-  return {k: jax.make_array_from_process_local_data(sharding, v[rows], v.shape) for k, v in host.items()}
-
-
-def _to_host(tree: Any) -> Any:
-  if jax.process_count() > 1:
-    return multihost_utils.process_allgather(tree, tiled=True)
-  return jax.device_get(tree)
 
 
 class _Window:
@@ -100,7 +81,7 @@ def train(config: ml_collections.ConfigDict, mesh_config: ml_collections.ConfigD
   batch_sharding = parallel.batch_sharding(mesh, (batch_size, 1), rules)
   stats_sharding = parallel.batch_sharding(mesh, (batch_size,), rules)
   replicated = NamedSharding(mesh, PartitionSpec())
-  rows = _local_rows(batch_sharding, (batch_size, 1))
+  rows = parallel.local_rows(batch_sharding, (batch_size, 1))
 
   ckpt = checkpointing.TrainCheckpointer(os.path.join(out_dir, "checkpoints"), config.checkpoint.max_to_keep,
                                          config.checkpoint.async_save)
@@ -138,7 +119,7 @@ def train(config: ml_collections.ConfigDict, mesh_config: ml_collections.ConfigD
     with parallel.sharding_context(mesh, rules):
       for eval_rows, length in batching.eval_batches(data.lengths, data.buckets, batch_size):
         host = data.arrays(eval_rows, length)
-        all_stats.append(_to_host(eval_step(state.params, _device_batch(host, batch_sharding, rows))))
+        all_stats.append(parallel.to_host(eval_step(state.params, parallel.global_batch(host, batch_sharding, rows))))
         all_rows.append(eval_rows)
     merged = {k: np.concatenate([s[k] for s in all_stats]) for k in all_stats[0]}
     rows_all = np.concatenate(all_rows)
@@ -166,7 +147,7 @@ def train(config: ml_collections.ConfigDict, mesh_config: ml_collections.ConfigD
     host = data.arrays(planned.rows, planned.length)
     compiled.add(planned.length)
     with parallel.sharding_context(mesh, rules):
-      state, step_metrics, stats = train_step(state, _device_batch(host, batch_sharding, rows))
+      state, step_metrics, stats = train_step(state, parallel.global_batch(host, batch_sharding, rows))
     step = i + 1
     step_metrics = jax.device_get(step_metrics)
     if not (np.isfinite(step_metrics["loss"]) and np.isfinite(step_metrics["grad_norm"])):
@@ -179,7 +160,7 @@ def train(config: ml_collections.ConfigDict, mesh_config: ml_collections.ConfigD
     window.real_tokens += int(host["mask"].sum())
     window.flops += metrics.training_flops_per_token(cfg, planned.length) * host["tokens"].size
     if log_dyn:
-      stats = _to_host(stats)
+      stats = parallel.to_host(stats)
       dyn.add_batch(step, planned.stage, planned.epoch, planned.rows, planned.positions, stats)
       real = planned.rows >= 0
       datasets = data.table["dataset"].to_numpy()[planned.rows[real]]
