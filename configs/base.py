@@ -64,6 +64,25 @@ def get_config() -> ml_collections.ConfigDict:
   # Continual pre-training on data.corpora (mixed by their `weight`), LM loss on every token.
   c.pretrain = training(steps=1000, seq_length=128)
 
+  # Detection (paper §2–3): re-evaluate the fine-tuned model on its own training set. Decoding
+  # settings are not given by the paper; these defaults are ours (README, "Detection").
+  c.detect = ml_collections.ConfigDict(dict(
+      model="sft",                 # "sft" (that stage's final model) or a checkpoint path
+      base="model_init",           # base model for the probes: "model_init", "pretrain", a path, or "" for none
+      num_samples=5, temperature=0.7, top_k=0, top_p=1.0, max_new_tokens=64,
+      repeats=2,                   # sampling runs with different seeds, for Cohen's kappa of the labels
+      repeat_temperatures=(),      # per-run temperatures (default: all at `temperature`)
+      threshold=0.2,               # unlearned: pass@N < threshold (paper: 0.2 with N = 5)
+      pass_k=(1, 5), bon_k=(1, 3, 5),
+      verifier="exact_match", verifier_threshold=0.5,
+      dataset_verifiers=(),        # ((dataset, verifier name), ...) overriding `verifier`
+      base_samples=5,              # samples per prompt from the base model (0: greedy only)
+      batch_size=16, chunk_size=512, top_candidates=1000,
+      mc=dict(enabled=True, num_options=4, distractors="random", include_base_answer=True,
+              p_exist=0.8,         # knowledge exists: base P(true option) > p_exist (paper: 0.8)
+              t_conf=0.5),         # high-confidence error: base P(a wrong option) > t_conf (paper: not given)
+  ))
+
   # Device mesh (data, fsdp, tensor); one entry may be -1 (= the remaining devices).
   c.mesh = ml_collections.ConfigDict(dict(shape=(1, -1, 1), rules=parallel.DEFAULT_RULES))
 

@@ -17,7 +17,7 @@ import ml_collections
 import logging
 
 from ilp import fileio
-from ilp.stages import init_model, pretrain, sft
+from ilp.stages import detect, init_model, pretrain, sft
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,7 @@ STAGES = {stage.name: stage for stage in (
     Stage("init_model", init_model.outputs, init_model.run),
     Stage("pretrain", pretrain.outputs, pretrain.run, pretrain.validate),
     Stage("sft", sft.outputs, sft.run, sft.validate),
+    Stage("detect", detect.outputs, detect.run, detect.validate),
 )}
 
 

@@ -63,6 +63,14 @@ def example_table(records: list[SFTRecord], example_records: np.ndarray) -> pd.D
       "meta": [json.dumps(records[r].meta, sort_keys=True) for r in example_records]})
 
 
+def load_examples(config: ml_collections.ConfigDict, tokenizer) -> tuple[list[SFTRecord], list, dict[str, int]]:
+  """The SFT records and their tokenisation, exactly as training sees them (detection reuses it)."""
+  records = loaders.load_sft(config.data.sft)
+  examples, report = tokenize_sft(records, tokenizer, max(config.data.buckets), TemplateConfig(**config.data.template),
+                                  config.data.overlong)
+  return records, examples, report
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> None:
   section = config.sft
   if section.batch_size % section.grad_accum_steps:
@@ -70,10 +78,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> None:
                      f"'sft.grad_accum_steps' ({section.grad_accum_steps})")
   init = training_inputs.init_dir(section, workdir, "sft")
   tokenizer = training_inputs.tokenizer(config, init)
-  records = loaders.load_sft(config.data.sft)
+  records, examples, report = load_examples(config, tokenizer)
   buckets = tuple(sorted(config.data.buckets))
-  examples, report = tokenize_sft(records, tokenizer, buckets[-1], TemplateConfig(**config.data.template),
-                                  config.data.overlong)
   example_records = np.asarray([e.record for e in examples])
   lengths = np.asarray([e.length for e in examples])
   stream = batching.build_stream(lengths, plan_stages(config, records, example_records), buckets,

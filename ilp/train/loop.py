@@ -22,8 +22,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from ilp import fileio, parallel
 from ilp.data import batches as batching
 from ilp.model import build, checkpoint
-from ilp.train import checkpointing, dynamics, metrics, optim
-from ilp.train.step import make_eval_step, make_train_step
+from ilp.train import checkpointing, dynamics, evaluate, metrics, optim
+from ilp.train.step import make_train_step
 
 log = logging.getLogger(__name__)
 
@@ -110,27 +110,19 @@ def train(config: ml_collections.ConfigDict, mesh_config: ml_collections.ConfigD
         make_train_step(graphdef, optimizer, schedule, config.grad_accum_steps, with_stats=log_dyn),
         in_shardings=(shardings, batch_sharding),
         out_shardings=(shardings, replicated, stats_sharding if log_dyn else replicated), donate_argnums=0)
-    eval_step = jax.jit(make_eval_step(graphdef), in_shardings=(param_shardings, batch_sharding),
-                        out_shardings=stats_sharding)
+
+  evaluator = evaluate.ExampleEvaluator(graphdef, cfg, mesh, batch_size, rules) if log_dyn else None
 
   def run_eval(point: batching.EvalPoint) -> None:
     t0 = time.time()
-    all_rows, all_stats = [], []
-    with parallel.sharding_context(mesh, rules):
-      for eval_rows, length in batching.eval_batches(data.lengths, data.buckets, batch_size):
-        host = data.arrays(eval_rows, length)
-        all_stats.append(parallel.to_host(eval_step(state.params, parallel.global_batch(host, batch_sharding, rows))))
-        all_rows.append(eval_rows)
-    merged = {k: np.concatenate([s[k] for s in all_stats]) for k in all_stats[0]}
-    rows_all = np.concatenate(all_rows)
-    dyn.write_eval(point, rows_all, merged)
-    real = rows_all >= 0
-    loss = merged["nll_sum"][real] / np.maximum(merged["tokens"][real], 1)
+    stats = evaluator(state.params, data.arrays, data.lengths, data.buckets)
+    dyn.write_eval(point, np.arange(len(data.lengths)), stats)
+    loss = stats["nll_sum"] / np.maximum(stats["tokens"], 1)
     writer.histogram(point.step, "eval/example_loss", loss)
-    writer.histogram(point.step, "eval/example_margin_min", merged["margin_min"][real])
-    writer.scalars(point.step, {"eval/loss": float(loss.mean()), "eval/exact_match": float(merged["exact_match"][real].mean())})
+    writer.histogram(point.step, "eval/example_margin_min", stats["margin_min"])
+    writer.scalars(point.step, {"eval/loss": float(loss.mean()), "eval/exact_match": float(stats["exact_match"].mean())})
     log.info("eval %-16s step %6d: mean loss %.4f, exact match %.1f%% (%.1fs)", point.name, point.step,
-             loss.mean(), 100 * merged["exact_match"][real].mean(), time.time() - t0)
+             loss.mean(), 100 * stats["exact_match"].mean(), time.time() - t0)
 
   evals_at: dict[int, list[batching.EvalPoint]] = {}
   for point in stream.eval_points:

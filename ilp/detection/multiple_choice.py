@@ -1,0 +1,68 @@
+"""Multiple-choice probes (paper §2–3): the true response against plausible wrong ones.
+
+Each training example becomes a K-option question: option 0 is its own response; the others are
+responses of other examples of the same data set (chosen at random, or those closest in length),
+plus, when it differs from the target, the base model's own greedy answer, so that a conflicting
+belief of the base model is on the menu. Options are scored by the length-normalised
+log-likelihood of the option given the prompt (no letters, so no position bias), and a softmax
+over the valid options gives the option distribution of a model.
+"""
+from __future__ import annotations
+
+import zlib
+from typing import Sequence
+
+import numpy as np
+from flax import nnx
+
+from ilp.sampling.estimators import option_distribution
+from ilp.sampling.verifiers import normalize
+from ilp.train.evaluate import ExampleEvaluator, continuation_logliks
+
+STRATEGIES = ("random", "similar_length")
+
+
+def distractor_pools(responses: Sequence[str], datasets: Sequence[str]) -> dict[str, dict[str, str]]:
+  """Distinct (normalised) responses of each data set: where distractors are drawn from."""
+  pools: dict[str, dict[str, str]] = {}
+  for text, dataset in zip(responses, datasets):
+    pools.setdefault(dataset, {}).setdefault(normalize(text), text)
+  return pools
+
+
+def choose_options(ids: Sequence[str], responses: Sequence[str], datasets: Sequence[str],
+                   pools: dict[str, dict[str, str]], base_answers: Sequence[str] | None, num_options: int,
+                   strategy: str, seed: int) -> list[list[str]]:
+  """Option texts per example, the true response first; fewer options when a data set is small."""
+  if strategy not in STRATEGIES:
+    raise ValueError(f"config field 'detect.mc.distractors': '{strategy}' is not one of {STRATEGIES}")
+  options = []
+  for i, (ident, target, dataset) in enumerate(zip(ids, responses, datasets)):
+    key = normalize(target)
+    chosen: list[str] = []
+    if base_answers is not None and base_answers[i].strip() and normalize(base_answers[i]) != key:
+      chosen.append(base_answers[i])
+    taken = {key} | {normalize(c) for c in chosen}
+    candidates = [t for k, t in pools[dataset].items() if k not in taken]
+    rng = np.random.default_rng([seed, zlib.crc32(ident.encode())])
+    order = rng.permutation(len(candidates))
+    if strategy == "similar_length":
+      order = sorted(order, key=lambda j: abs(len(candidates[j]) - len(target)))
+    chosen += [candidates[j] for j in order[:num_options - 1 - len(chosen)]]
+    options.append([target] + chosen)
+  return options
+
+
+def option_probabilities(evaluator: ExampleEvaluator, params: nnx.State, prompts: Sequence[np.ndarray],
+                         option_tokens: Sequence[Sequence[np.ndarray]], num_options: int, buckets: Sequence[int],
+                         pad_id: int) -> np.ndarray:
+  """[examples, num_options] option distribution of one model; missing options get probability 0."""
+  pairs = [(e, k) for e, opts in enumerate(option_tokens) for k in range(len(opts))]
+  sums, counts = continuation_logliks(evaluator, params, [prompts[e] for e, _ in pairs],
+                                      [option_tokens[e][k] for e, k in pairs], buckets, pad_id)
+  logliks = np.zeros((len(prompts), num_options))
+  valid = np.zeros((len(prompts), num_options), bool)
+  for (e, k), total, n in zip(pairs, sums, counts):
+    logliks[e, k] = total / max(n, 1)
+    valid[e, k] = True
+  return option_distribution(logliks, valid)

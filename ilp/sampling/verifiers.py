@@ -1,0 +1,98 @@
+"""Verifiers: does a generated text count as a correct answer to the reference text?
+
+A verifier is a plain `(prediction, reference) -> bool` function, so one name in a config picks how
+a task is graded. Text metrics follow the SQuAD evaluation script (same normalisation, same token
+F1), so their figures are comparable with published ones.
+"""
+from __future__ import annotations
+
+import collections
+import functools
+import re
+import string
+from typing import Callable
+
+Verifier = Callable[[str, str], bool]
+
+VERIFIERS = ("exact_match", "token_f1", "rouge_l", "mc_letter")
+
+_PUNCTUATION = str.maketrans("", "", string.punctuation)
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+# An option letter standing alone: "(b)" in any case; "B", "Answer: C." in upper case (a capital
+# "A" before a lower-case word, "A cat ...", is the article); a lower-case "b", "b)" or "b." only
+# at the start, where it cannot be an ordinary word.
+_LETTER = re.compile(r"\(([A-Da-d])\)|\b(A(?!\s+[a-z])|[B-D])\b|^\s*([a-d])(?:[.):]|\s*$)")
+
+
+def normalize(text: str) -> str:
+  """SQuAD normalisation: lower case, no ASCII punctuation, no articles, single spaces."""
+  text = text.lower().translate(_PUNCTUATION)
+  return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+def exact_match(pred: str, ref: str) -> bool:
+  return normalize(pred) == normalize(ref)
+
+
+def _f_measure(overlap: int, pred_len: int, ref_len: int) -> float:
+  """Harmonic mean of precision and recall; two empty texts match perfectly."""
+  if pred_len == 0 and ref_len == 0:
+    return 1.0
+  if overlap == 0:
+    return 0.0
+  precision, recall = overlap / pred_len, overlap / ref_len
+  return 2 * precision * recall / (precision + recall)
+
+
+def token_f1(pred: str, ref: str) -> float:
+  """SQuAD token F1: overlap of the normalised token multisets, order ignored."""
+  pred_tokens, ref_tokens = normalize(pred).split(), normalize(ref).split()
+  overlap = sum((collections.Counter(pred_tokens) & collections.Counter(ref_tokens)).values())
+  return _f_measure(overlap, len(pred_tokens), len(ref_tokens))
+
+
+def _lcs_length(a: list[str], b: list[str]) -> int:
+  row = [0] * (len(b) + 1)  # row[j]: LCS of the tokens of `a` seen so far and b[:j]
+  for x in a:
+    diagonal = 0
+    for j, y in enumerate(b, 1):
+      diagonal, row[j] = row[j], diagonal + 1 if x == y else max(row[j], row[j - 1])
+  return row[-1]
+
+
+def rouge_l(pred: str, ref: str) -> float:
+  """ROUGE-L F-measure (beta = 1) over normalised tokens: like token F1, but order matters."""
+  pred_tokens, ref_tokens = normalize(pred).split(), normalize(ref).split()
+  return _f_measure(_lcs_length(pred_tokens, ref_tokens), len(pred_tokens), len(ref_tokens))
+
+
+def _option_letter(text: str) -> str | None:
+  match = _LETTER.search(text)
+  return None if match is None else next(g for g in match.groups() if g).upper()
+
+
+def multiple_choice_letter(pred: str, ref: str) -> bool:
+  """Whether the first standalone option letter A-D of the prediction is the reference's letter;
+  a prediction without one is wrong. A reference without one is a data error."""
+  expected = _option_letter(ref)
+  if expected is None:
+    raise ValueError(f"reference {ref!r} holds no option letter A-D")
+  return _option_letter(pred) == expected
+
+
+def _at_least(score: Callable[[str, str], float], threshold: float, pred: str, ref: str) -> bool:
+  return score(pred, ref) >= threshold
+
+
+def get_verifier(name: str, threshold: float = 0.5) -> Verifier:
+  """The verifier called `name` (one of VERIFIERS); `threshold` is the pass mark of the scored
+  ones, token_f1 and rouge_l."""
+  scores = {"token_f1": token_f1, "rouge_l": rouge_l}
+  if name in scores:
+    if not 0.0 <= threshold <= 1.0:
+      raise ValueError(f"verifier threshold must lie in [0, 1], got {threshold}")
+    return functools.partial(_at_least, scores[name], threshold)  # unlike a closure, pickles to workers
+  exact = {"exact_match": exact_match, "mc_letter": multiple_choice_letter}
+  if name not in exact:
+    raise ValueError(f"unknown verifier {name!r}; available: {', '.join(VERIFIERS)}")
+  return exact[name]

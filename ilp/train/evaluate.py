@@ -1,0 +1,62 @@
+"""Per-example statistics of a model on a set of sequences: evaluation passes and option scoring.
+
+The training loop's full passes over the training set and the detection stage's teacher-forced
+scoring of multiple-choice options both need "these statistics for each of these sequences under
+these parameters", batched by length bucket and sharded over the batch axes.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import jax
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh
+
+from ilp import parallel
+from ilp.data import batches as batching
+from ilp.data.tokenize import TokenizedExample
+from ilp.model import build
+from ilp.model.config import ModelConfig
+from ilp.train.step import make_eval_step
+
+ArraysFn = Callable[[np.ndarray, int], dict[str, np.ndarray]]  # (rows, bucket length) -> host arrays
+
+
+class ExampleEvaluator:
+  """Jitted forward-only statistics (`ilp.train.step.STATS`) per sequence, in index order."""
+
+  def __init__(self, graphdef: nnx.GraphDef, cfg: ModelConfig, mesh: Mesh, batch_size: int,
+               rules: Sequence[tuple[str, Any]] = parallel.DEFAULT_RULES):
+    self.mesh, self.rules, self.batch_size = mesh, rules, batch_size
+    _, abstract = build.abstract_model(cfg)
+    self._batch_sharding = parallel.batch_sharding(mesh, (batch_size, 1), rules)
+    self._rows = parallel.local_rows(self._batch_sharding, (batch_size, 1))
+    with parallel.sharding_context(mesh, rules):
+      self._step = jax.jit(make_eval_step(graphdef),
+                           in_shardings=(parallel.state_shardings(abstract, mesh, rules), self._batch_sharding),
+                           out_shardings=parallel.batch_sharding(mesh, (batch_size,), rules))
+
+  def __call__(self, params: nnx.State, arrays: ArraysFn, lengths: np.ndarray,
+               buckets: Sequence[int]) -> dict[str, np.ndarray]:
+    """Statistics for sequences 0..len(lengths)-1; `arrays` builds a padded batch of given rows."""
+    out: dict[str, np.ndarray] = {}
+    with parallel.sharding_context(self.mesh, self.rules):
+      for rows, length in batching.eval_batches(lengths, buckets, self.batch_size):
+        host = arrays(rows, length)
+        stats = parallel.to_host(self._step(params, parallel.global_batch(host, self._batch_sharding, self._rows)))
+        real = rows >= 0
+        for name, values in stats.items():
+          out.setdefault(name, np.zeros(len(lengths), np.asarray(values).dtype))[rows[real]] = values[real]
+    return out
+
+
+def continuation_logliks(evaluator: ExampleEvaluator, params: nnx.State, prompts: Sequence[np.ndarray],
+                         continuations: Sequence[np.ndarray], buckets: Sequence[int], pad_id: int
+                         ) -> tuple[np.ndarray, np.ndarray]:
+  """Sum of log p(continuation | prompt) and its token count, for every (prompt, continuation) pair."""
+  examples = [TokenizedExample(i, np.concatenate([p, c]).astype(np.int32), len(p))
+              for i, (p, c) in enumerate(zip(prompts, continuations))]
+  lengths = np.asarray([e.length for e in examples])
+  stats = evaluator(params, lambda rows, length: batching.assemble(examples, rows, length, pad_id), lengths, buckets)
+  return -stats["nll_sum"].astype(np.float64), stats["tokens"].astype(np.int64)

@@ -1,0 +1,110 @@
+"""The detection stage on a model that memorised part of its data; MC scoring; chunk-level resume."""
+import json
+import os
+import shutil
+
+import jax
+import numpy as np
+import pandas as pd
+import pytest
+
+from ilp import parallel, pipeline
+from ilp.detection import multiple_choice as mc
+from ilp.model import build, checkpoint
+from ilp.sampling import estimators
+from ilp.sampling.verifiers import normalize
+from ilp.train.evaluate import ExampleEvaluator
+from tests import sft_data
+
+
+def _config(paths):
+  config = sft_data.sft_config(paths, epochs=25)
+  config.stages = ("init_model", "sft", "detect")
+  config.sft.checkpoint.every_steps = 10_000
+  config.detect.update(num_samples=5, temperature=0.3, max_new_tokens=8, batch_size=8, chunk_size=10,
+                       pass_k=(1, 5), bon_k=(1, 3), top_candidates=3, repeats=2)
+  return config
+
+
+@pytest.fixture(scope="module")
+def detected(tmp_path_factory):
+  base = tmp_path_factory.mktemp("detect")
+  paths = sft_data.make_inputs(str(base / "data"), per_dataset=12)
+  workdir = str(base / "work")
+  pipeline.run(_config(paths), workdir)
+  return paths, workdir, pd.read_parquet(os.path.join(workdir, "detect", "detection.parquet"))
+
+
+def test_detection_table_is_consistent(detected):
+  _, workdir, table = detected
+  summary = json.load(open(os.path.join(workdir, "detect", "summary.json")))
+  assert len(table) == 24 and table["id"].is_unique
+  assert 0 < summary["unlearned_rate"] < 1  # some examples memorised, some not
+  assert summary["unlearned_rate"] == pytest.approx(table["unlearned"].mean())
+  np.testing.assert_array_equal(table["unlearned"], table["pass_at_n"] < 0.2)
+  np.testing.assert_allclose(table["pass_at_n"], table["c"] / table["n"])
+  np.testing.assert_allclose(table["pass_at_5"], (table["c"] > 0).astype(float))
+  np.testing.assert_allclose(table["pass_at_1"], table["pass_at_n"])
+  np.testing.assert_allclose(table["bon_at_1"], table["pass_at_n"])
+  labels = np.asarray(table["unlearned_runs"].tolist()).T
+  assert summary["kappa_between_runs"] == pytest.approx(estimators.cohen_kappa(labels[0], labels[1]))
+  # Greedy correctness is the verifier (exact match) on the decoded greedy answer.
+  assert table["greedy_correct"].any()
+  np.testing.assert_array_equal(table["greedy_correct"],
+                                table["greedy_text"].map(normalize) == table["reference"].map(normalize))
+  assert table.loc[table["greedy_correct"], "pass_at_n"].mean() > table.loc[~table["greedy_correct"], "pass_at_n"].mean()
+  assert all(len(s) == 5 for s in table["samples"])
+  # Severity: unlearned examples ranked 1..U by error consistency; top candidates are the first 3.
+  ranked = table[table["unlearned"]].sort_values("severity_rank")
+  assert ranked["severity_rank"].tolist() == list(range(1, len(ranked) + 1))
+  assert ranked["error_consistency"].is_monotonic_decreasing
+  assert table["top_candidate"].sum() == min(3, len(ranked))
+  # Probes: the SFT model prefers its training answers more than the random base model does.
+  assert table["sft_p_true"].mean() > table["base_p_true"].mean()
+  np.testing.assert_allclose([sum(p) for p in table["mc_probs_base"]], 1.0, rtol=1e-9)
+  np.testing.assert_array_equal(table["p_exist"], table["base_p_true"] > 0.8)
+  np.testing.assert_allclose(table["jsd_base_sft"],
+                             estimators.js_divergence(np.stack(table["mc_probs_base"]), np.stack(table["mc_probs_sft"])))
+  assert (table["mc_options"].map(len) == 4).all() and (table["mc_options"].map(lambda o: o[0]) == table["reference"]).all()
+
+
+def test_option_probabilities_match_direct_computation(detected):
+  paths, workdir, table = detected
+  mesh = parallel.make_mesh((1, 1, 1), jax.devices()[:1])
+  cfg, graphdef, params = checkpoint.load_params(os.path.join(workdir, "sft", "final"), mesh)
+  rng = np.random.default_rng(0)
+  prompts = [rng.integers(3, 90, n).astype(np.int32) for n in (3, 6, 2)]
+  options = [[rng.integers(3, 90, m).astype(np.int32) for m in sizes] for sizes in ((2, 4, 1), (3, 3), (5, 1, 2))]
+  probs = mc.option_probabilities(ExampleEvaluator(graphdef, cfg, mesh, 8), params, prompts, options, 3, (16,), 0)
+  for e, (prompt, opts) in enumerate(zip(prompts, options)):
+    scores = []
+    for opt in opts:
+      seq = np.concatenate([prompt, opt])[None]
+      log_probs = np.asarray(jax.nn.log_softmax(jax.jit(build.forward)(graphdef, params, seq)[0][0]), np.float64)
+      scores.append(np.mean([log_probs[len(prompt) - 1 + t, tok] for t, tok in enumerate(opt)]))
+    direct = np.exp(scores - np.max(scores))
+    np.testing.assert_allclose(probs[e, :len(opts)], direct / direct.sum(), rtol=1e-4)
+    assert (probs[e, len(opts):] == 0).all()
+
+
+def test_killed_detection_resumes_from_finished_chunks(detected, tmp_path):
+  paths, workdir, table = detected
+  copy = str(tmp_path / "work")
+  shutil.copytree(workdir, copy)
+  detect_dir = os.path.join(copy, "detect")
+  os.remove(os.path.join(detect_dir, "detection.parquet"))
+  os.remove(os.path.join(detect_dir, "summary.json"))
+  os.remove(os.path.join(detect_dir, "parts", "part-00002.parquet"))  # the chunk a kill interrupted
+  kept = os.path.getmtime(os.path.join(detect_dir, "parts", "part-00000.parquet"))
+  pipeline.run(_config(paths), copy)
+  assert os.path.getmtime(os.path.join(detect_dir, "parts", "part-00000.parquet")) == kept
+  pd.testing.assert_frame_equal(pd.read_parquet(os.path.join(detect_dir, "detection.parquet")), table)
+
+
+def test_choose_options_prefers_the_base_answer_and_skips_duplicates():
+  pools = mc.distractor_pools(["x y", "The  X y!", "z", "w", "v"], ["d"] * 5)
+  options = mc.choose_options(["a"], ["x y"], ["d"], pools, ["q r"], 4, "random", seed=0)[0]
+  assert options[0] == "x y" and options[1] == "q r" and len(options) == 4
+  assert len({o.lower() for o in options}) == 4 and "The  X y!" not in options
+  same = mc.choose_options(["a"], ["x y"], ["d"], pools, ["X Y"], 4, "similar_length", seed=0)[0]
+  assert "X Y" not in same and len(same) == 4
