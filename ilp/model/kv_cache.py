@@ -19,17 +19,17 @@ from ilp.model.config import ModelConfig
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass
 class KVCache:
-  keys: tuple[jax.Array, ...]    # per layer [batch, max_length, kv_heads, head_dim]
-  values: tuple[jax.Array, ...]  # per layer, same shape
+  keys: tuple[jax.Array, ...]    # per layer [batch, kv_heads, head_dim, max_length]
+  values: tuple[jax.Array, ...]  # per layer [batch, kv_heads, max_length, head_dim]
   valid: jax.Array               # [batch, max_length] bool: slot holds a real token
   index: jax.Array               # [] int32: next slot to write
 
   @classmethod
   def init(cls, cfg: ModelConfig, batch: int, max_length: int) -> "KVCache":
-    shape = (batch, max_length, cfg.num_kv_heads, cfg.head_dim)
-    zeros = lambda: jnp.zeros(shape, cfg.jnp_dtype)
-    return cls(keys=tuple(zeros() for _ in range(cfg.num_layers)),
-               values=tuple(zeros() for _ in range(cfg.num_layers)),
+    key_shape = (batch, cfg.num_kv_heads, cfg.head_dim, max_length)
+    value_shape = (batch, cfg.num_kv_heads, max_length, cfg.head_dim)
+    return cls(keys=tuple(jnp.zeros(key_shape, cfg.jnp_dtype) for _ in range(cfg.num_layers)),
+               values=tuple(jnp.zeros(value_shape, cfg.jnp_dtype) for _ in range(cfg.num_layers)),
                valid=jnp.zeros((batch, max_length), bool), index=jnp.zeros((), jnp.int32))
 
   @property

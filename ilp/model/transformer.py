@@ -80,18 +80,22 @@ class Attention(nnx.Module):
     if cfg.qk_norm:
       q, k = self.q_norm(q), self.k_norm(k)
     q, k = rope.apply_rotary(q, cos, sin), rope.apply_rotary(k, cos, sin)
+    # Keys as [batch, kv_heads, head_dim, length] and values as [batch, kv_heads, length, head_dim]:
+    # the operand layouts of plain (untransposed) score and value matmuls, so a long cache is
+    # read and updated in place each decode step instead of being copied or transposed.
+    k, v = k.transpose(0, 2, 3, 1), v.transpose(0, 2, 1, 3)
     if cache is not None:
-      k = jax.lax.dynamic_update_slice(cache[0], k.astype(cache[0].dtype), (0, index, 0, 0))
-      v = jax.lax.dynamic_update_slice(cache[1], v.astype(cache[1].dtype), (0, index, 0, 0))
+      k = jax.lax.dynamic_update_slice(cache[0], k.astype(cache[0].dtype), (0, 0, 0, index))
+      v = jax.lax.dynamic_update_slice(cache[1], v.astype(cache[1].dtype), (0, 0, index, 0))
       cache = (k, v)
     b, t = q.shape[:2]
     group = cfg.num_heads // cfg.num_kv_heads
     q = q.reshape(b, t, cfg.num_kv_heads, group, cfg.head_dim)
-    scores = jnp.einsum("btkgd,bskd->bkgts", q, k.astype(q.dtype)).astype(jnp.float32)
+    scores = jnp.einsum("btkgd,bkds->bkgts", q, k.astype(q.dtype)).astype(jnp.float32)
     scores = scores * (cfg.head_dim ** -0.5)
     scores = jnp.where(mask[:, None, None, :, :], scores, _MASK_VALUE)
     probs = jax.nn.softmax(scores, axis=-1).astype(cfg.jnp_dtype)
-    out = jnp.einsum("bkgts,bskd->btkgd", probs, v.astype(probs.dtype))
+    out = jnp.einsum("bkgts,bksd->btkgd", probs, v.astype(probs.dtype))
     out = out.reshape(b, t, cfg.num_heads, cfg.head_dim)
     out = parallel.constrain(out, ("batch", "length", "heads", "head_dim"))
     out = jnp.einsum("bthd,hde->bte", out, self.o[...].astype(cfg.jnp_dtype))

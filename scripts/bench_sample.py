@@ -1,0 +1,94 @@
+"""Sampling benchmark: our jitted KV-cache sampler vs Hugging Face generate(), same weights, one process.
+
+For N = 1, 5, 10 samples per prompt, prints generated tokens/s of both (float32, CPU, KV cache
+on, every row generating the full budget), and the time of a 1-token generation for each N,
+which is dominated by the prefill: our sampler prefills each prompt once whatever N is. Needs
+the test environment (torch):
+
+  .venv/bin/python scripts/bench_sample.py [--batch=16] [--new_tokens=32]
+"""
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+
+from absl import app, flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+from ilp import parallel  # noqa: E402
+from ilp.model import hf  # noqa: E402
+from ilp.sampling.sampler import Sampler, SamplingConfig, left_pad  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_integer("batch", 16, "Prompts per call.")
+flags.DEFINE_integer("new_tokens", 32, "Tokens generated per sample.")
+flags.DEFINE_integer("d_model", 256, "Hidden size.")
+flags.DEFINE_integer("layers", 4, "Decoder layers.")
+flags.DEFINE_integer("vocab", 8192, "Vocabulary size.")
+flags.DEFINE_integer("repeats", 3, "Timed calls per measurement (the best is kept).")
+
+
+def _best(fn) -> float:
+  fn()
+  times = []
+  for _ in range(FLAGS.repeats):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return min(times)
+
+
+def main(argv: list[str]) -> None:
+  del argv
+  import torch
+  import transformers
+  torch.manual_seed(0)
+  config = transformers.LlamaConfig(vocab_size=FLAGS.vocab, hidden_size=FLAGS.d_model,
+                                    intermediate_size=int(FLAGS.d_model * 2.75) // 16 * 16,
+                                    num_hidden_layers=FLAGS.layers, num_attention_heads=FLAGS.d_model // 64,
+                                    num_key_value_heads=FLAGS.d_model // 64, max_position_embeddings=512,
+                                    bos_token_id=1, eos_token_id=2, pad_token_id=0)
+  model = transformers.LlamaForCausalLM(config).float().eval()
+  directory = tempfile.mkdtemp()
+  model.save_pretrained(directory)
+  mesh = parallel.make_mesh((-1, 1, 1))
+  cfg, graphdef, params = hf.load_hf(directory, mesh)
+  sampler = Sampler(graphdef, cfg, mesh)
+
+  rng = np.random.default_rng(0)
+  prompts = [rng.integers(3, FLAGS.vocab, int(n)).astype(np.int32) for n in rng.integers(32, 65, FLAGS.batch)]
+  tokens, mask = left_pad(prompts, 64, pad_id=0)
+  input_ids, attention = torch.as_tensor(tokens, dtype=torch.long), torch.as_tensor(mask, dtype=torch.long)
+  print(f"devices: {jax.device_count()} x {jax.devices()[0].platform}; torch threads: {torch.get_num_threads()}")
+  print(f"model: Llama d_model {FLAGS.d_model}, {FLAGS.layers} layers, vocab {FLAGS.vocab}, float32; "
+        f"{FLAGS.batch} prompts of 32-64 tokens (left-padded to 64), {FLAGS.new_tokens} new tokens per sample")
+
+  def ours(n: int, new_tokens: int) -> float:
+    config = SamplingConfig(num_samples=n, max_new_tokens=new_tokens, temperature=1.0)
+    return _best(lambda: sampler(params, tokens, mask, seed=0, config=config))
+
+  def theirs(n: int, new_tokens: int) -> float:
+    def call():
+      with torch.no_grad():
+        model.generate(input_ids=input_ids, attention_mask=attention, do_sample=True, temperature=1.0, top_k=0,
+                       top_p=1.0, num_return_sequences=n, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                       use_cache=True, pad_token_id=0)
+    return _best(call)
+
+  print(f"{'N':>3} {'ilp tok/s':>10} {'HF tok/s':>10} {'speed-up':>9} | {'1-token call, ilp':>18} {'HF':>8}")
+  for n in (1, 5, 10):
+    generated = FLAGS.batch * n * FLAGS.new_tokens
+    ours_s, theirs_s = ours(n, FLAGS.new_tokens), theirs(n, FLAGS.new_tokens)
+    ours_1, theirs_1 = ours(n, 1), theirs(n, 1)
+    print(f"{n:>3} {generated / ours_s:>10.0f} {generated / theirs_s:>10.0f} {theirs_s / ours_s:>8.1f}x | "
+          f"{ours_1 * 1e3:>15.0f} ms {theirs_1 * 1e3:>5.0f} ms")
+
+
+if __name__ == "__main__":
+  app.run(main)
