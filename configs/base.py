@@ -57,8 +57,9 @@ def get_config() -> ml_collections.ConfigDict:
                     add_bos=True),
   ))
 
-  # Supervised fine-tuning. `stages` lists dicts {name, datasets, epochs} for sequential SFT; when
-  # empty, records are staged by their own `stage` field, each stage running `epochs` epochs.
+  # Supervised fine-tuning. `stages` lists dicts {name, epochs, datasets and/or data_stage} for
+  # sequential SFT (records of those data sets / with that `stage` field); when empty, records are
+  # staged by their own `stage` field, each stage running `epochs` epochs.
   c.sft = training(epochs=2, stages=(), eval_every_steps=0)
 
   # Continual pre-training on data.corpora (mixed by their `weight`), LM loss on every token.

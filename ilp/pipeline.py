@@ -7,17 +7,18 @@ written to the work directory.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
+import logging
 import os
 import time
 from typing import Callable
 
 import jax
 import ml_collections
-import logging
 
 from ilp import fileio
-from ilp.stages import detect, init_model, pretrain, sft
+from ilp.stages import detect, init_model, pretrain, sft, world
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ class Stage:
 
 
 STAGES = {stage.name: stage for stage in (
+    Stage("world", world.outputs, world.run, world.validate),
     Stage("init_model", init_model.outputs, init_model.run),
     Stage("pretrain", pretrain.outputs, pretrain.run, pretrain.validate),
     Stage("sft", sft.outputs, sft.run, sft.validate),
@@ -43,6 +45,29 @@ class PipelineError(ValueError):
   """The config asks for a stage that does not exist."""
 
 
+WORKDIR = "{workdir}"
+
+
+def with_workdir(config: ml_collections.ConfigDict, workdir: str) -> ml_collections.ConfigDict:
+  """A copy whose data paths have `{workdir}` replaced: inputs an earlier stage writes."""
+  resolved = copy.deepcopy(config)
+  with resolved.unlocked():
+    for field in ("sft", "corpora"):
+      resolved.data[field] = tuple({**dict(src), "path": str(src["path"]).replace(WORKDIR, workdir)}
+                                   for src in config.data[field])
+    resolved.data.tokenizer = config.data.tokenizer.replace(WORKDIR, workdir)
+  return resolved
+
+
+def without_workdir_inputs(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A copy without the sources under `{workdir}`: they do not exist before their stage runs."""
+  filtered = copy.deepcopy(config)
+  with filtered.unlocked():
+    for field in ("sft", "corpora"):
+      filtered.data[field] = tuple(src for src in config.data[field] if WORKDIR not in str(src["path"]))
+  return filtered
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> None:
   workdir = os.path.abspath(workdir)
   unknown = [name for name in config.stages if name not in STAGES]
@@ -52,7 +77,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> None:
   pending = [STAGES[name] for name in config.stages
              if not all(os.path.exists(p) for p in STAGES[name].outputs(workdir))]
   for stage in pending:
-    stage.validate(config)
+    stage.validate(without_workdir_inputs(config))
+  config = with_workdir(config, workdir)
   if jax.process_index() == 0:
     fileio.write_json_atomic(os.path.join(workdir, "config.json"), config.to_dict())
   for name in config.stages:

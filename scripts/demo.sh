@@ -1,7 +1,19 @@
 #!/usr/bin/env bash
-# Installs the runtime environment (once) and runs the demo pipeline (configs/demo.py).
-# WORKDIR (default runs/demo) receives every artifact; extra arguments go to launch.py.
+# Installs the runtime environment (once), runs the demo pipeline (configs/demo.py: the ILP world
+# study) and evaluates it against the world's planted ground truth. WORKDIR (default runs/demo)
+# receives every artifact; extra arguments go to launch.py (e.g. --config.world.seed=1).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup_env.sh" requirements.txt
 cd "$ILP_ROOT"
-exec "$ILP_PYTHON" launch.py --config=configs/demo.py --workdir="${WORKDIR:-runs/demo}" "$@"
+workdir="${WORKDIR:-runs/demo}"
+"$ILP_PYTHON" launch.py --config=configs/demo.py --workdir="$workdir" "$@"
+"$ILP_PYTHON" scripts/evaluate_world.py --workdir="$workdir"
+cat <<MSG
+
+Artifacts in $workdir:
+  world/                  generated corpora, SFT data, tokenizer (ground_truth.jsonl: for evaluation only)
+  pretrain/, sft/         checkpoints, TensorBoard logs (tensorboard --logdir $workdir), final models
+  sft/dynamics/           per-example training dynamics (Parquet)
+  detect/detection.parquet, detect/summary.json   what SFT failed to teach, per example
+  world_eval.json         the table above
+MSG

@@ -62,10 +62,18 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> None:
     source = config.init.hf_dir
     tokenizer = hf.find_tokenizer(config.init.hf_dir)
   else:
-    cfg = ModelConfig.from_dict(config.model.to_dict())
+    tokenizer = hf.load_tokenizer(config.data.tokenizer) if config.data.tokenizer else None
+    fields = config.model.to_dict()
+    if not fields["vocab_size"]:  # 0: size the embedding to the tokenizer
+      if tokenizer is None:
+        raise ValueError("config field 'model.vocab_size' is 0 (from the tokenizer) but 'data.tokenizer' is empty")
+      fields["vocab_size"] = len(tokenizer)
+    if fields["eos_token_ids"] == () and tokenizer is not None:
+      fields.update(eos_token_ids=(tokenizer.eos_token_id,), bos_token_id=tokenizer.bos_token_id,
+                    pad_token_id=tokenizer.pad_token_id)
+    cfg = ModelConfig.from_dict(fields)
     graphdef, state = build.init_params(cfg, mesh, rules, seed=config.seed)
     source = f"random init (seed {config.seed})"
-    tokenizer = hf.load_tokenizer(config.data.tokenizer) if config.data.tokenizer else None
   built = time.time() - start
   gap = cached_decode_gap(cfg, graphdef, state, mesh, rules, config.seed)
   checkpoint.save_params(os.path.join(workdir, OUTPUT_DIR), cfg, state, tokenizer=tokenizer)

@@ -27,8 +27,8 @@ def outputs(workdir: str) -> list[str]:
   return training_inputs.outputs(workdir, NAME)
 
 
-def _sources(config: ml_collections.ConfigDict) -> list[tuple[dict, float]]:
-  if not config.data.corpora:
+def _sources(config: ml_collections.ConfigDict, required: bool = True) -> list[tuple[dict, float]]:
+  if required and not config.data.corpora:
     raise ValueError("config field 'data.corpora': the pretrain stage needs at least one corpus")
   out = []
   for k, source in enumerate(config.data.corpora):
@@ -41,7 +41,8 @@ def _sources(config: ml_collections.ConfigDict) -> list[tuple[dict, float]]:
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-  for source, _ in _sources(config):
+  """Reads every corpus that exists already (the world stage writes its own later)."""
+  for source, _ in _sources(config, required=False):
     loaders.load_corpus([source])
 
 

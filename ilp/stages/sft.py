@@ -29,13 +29,16 @@ def outputs(workdir: str) -> list[str]:
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-  """Reads and checks every SFT record before anything is written."""
-  plan_stages(config, loaders.load_sft(config.data.sft), np.arange(0))
+  """Reads and checks every SFT record (of the sources that exist already) before anything is written."""
+  records = loaders.load_sft(config.data.sft)
+  if records:
+    plan_stages(config, records, np.arange(0))
 
 
 def plan_stages(config: ml_collections.ConfigDict, records: list[SFTRecord], example_records: np.ndarray
                 ) -> list[batching.StageSpec]:
-  """Stage specs over example indices: from `sft.stages`, or from the records' own `stage` field."""
+  """Stage specs over example indices: from `sft.stages` (entries select by `datasets` and/or the
+  records' `data_stage`), or, when it is empty, one stage per value of the records' `stage` field."""
   if not records:
     raise ValueError("config field 'data.sft': no SFT records (list at least one source)")
   datasets = np.asarray([records[r].dataset for r in example_records], dtype=object)
@@ -46,12 +49,16 @@ def plan_stages(config: ml_collections.ConfigDict, records: list[SFTRecord], exa
   known = {r.dataset for r in records}
   specs = []
   for k, stage in enumerate(config.sft.stages):
-    missing = sorted(set(stage["datasets"]) - known)
-    if missing:
-      raise ValueError(f"config field 'sft.stages[{k}].datasets': unknown dataset(s) {', '.join(missing)} "
-                       f"(the data has: {', '.join(sorted(known))})")
-    members = np.flatnonzero(np.isin(datasets, list(stage["datasets"])))
-    specs.append(batching.StageSpec(stage.get("name", f"stage{k + 1}"), members, int(stage["epochs"])))
+    members = np.ones(len(example_records), bool)
+    if "datasets" in stage:
+      missing = sorted(set(stage["datasets"]) - known)
+      if missing:
+        raise ValueError(f"config field 'sft.stages[{k}].datasets': unknown dataset(s) {', '.join(missing)} "
+                         f"(the data has: {', '.join(sorted(known))})")
+      members &= np.isin(datasets, list(stage["datasets"]))
+    if "data_stage" in stage:
+      members &= data_stages == int(stage["data_stage"])
+    specs.append(batching.StageSpec(stage.get("name", f"stage{k + 1}"), np.flatnonzero(members), int(stage["epochs"])))
   return specs
 
 

@@ -1,0 +1,246 @@
+"""The ILP world: a synthetic knowledge base, corpora and SFT data with planted causes of ILP.
+
+Fictional people (`p<i>`), cities (`c<i>`), countries (`k<i>`), jobs (`j<i>`) and codes
+(`z<i>`) with three relations (person -> birth city -> country; person -> job) and a code table.
+A pre-training corpus states a chosen subset of facts in several templates and frequencies (and,
+for people who never appear in SFT, as questions and answers, so that the base model can answer
+from what it knows, as pre-trained LLMs can); the SFT data asks questions about them, in two domains (`people`, `codes`) and two stages, with
+groups planted in configured sizes:
+
+- control: one-hop questions about facts the base model saw often and consistently;
+- missing (I): a person the base model knows, asked for a fact pre-training never states;
+- conflict (II): the SFT answer contradicts a fact stated often in pre-training;
+- inconsistent (III): paraphrased prompts about one person with contradicting answers;
+- forgetting (IV): stage-1 codes that stage-2 codes (same prompt pattern, other people and codes)
+  interfere with after they were learned;
+- rare (V): a rare compositional question (three known facts in one answer) with few examples;
+- interference: the stage-2 code questions that cause IV (arbitrary mappings, no planted cause).
+
+Everything is written in the formats a user would bring (JSONL SFT records, text corpora, an HF
+tokenizer directory). The planted cause of every example goes to `ground_truth.jsonl`, which no
+pipeline code reads; only evaluation scripts join it back.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import numpy as np
+
+from ilp import fileio
+
+GROUPS = ("control", "missing", "conflict", "inconsistent", "forgetting", "rare", "interference")
+CAUSES = {"control": None, "missing": "I", "conflict": "II", "inconsistent": "III", "forgetting": "IV", "rare": "V",
+          "interference": None}
+GROUND_TRUTH = "ground_truth.jsonl"
+
+BIRTH_STATEMENTS = ("{p} was born in {c} .", "{p} comes from {c} .", "the birthplace of {p} is {c} .",
+                    "{p} grew up in {c} .")
+JOB_STATEMENTS = ("{p} works as a {j} .", "{p} is a {j} by trade .", "the job of {p} is {j} .")
+COUNTRY_STATEMENTS = ("{c} is a city in {k} .", "{c} lies in {k} .", "the country of {c} is {k} .")
+GENERAL_STATEMENTS = ("the weather in {c} is {w} today .", "many people visit {c} in {m} .",
+                      "the market of {c} opens in {m} .", "{c} is {w} in {m} .")
+BIRTH_QUESTIONS = ("where was {p} born ?", "what is the birthplace of {p} ?")
+JOB_QUESTION = "what is the job of {p} ?"
+COUNTRY_QUESTION = "in which country was {p} born ?"
+CODE_QUESTION = "what is the code of {p} ?"
+RARE_QUESTION = "tell me the birthplace , the country and the job of {p} ."
+WEATHER = ("sunny", "rainy", "cold", "warm", "windy")
+MONTHS = ("january", "april", "july", "october")
+SPECIAL = ("<pad>", "<s>", "</s>", "<unk>")
+ROLES = ("user", "assistant", ":")
+
+
+@dataclasses.dataclass(frozen=True)
+class WorldConfig:
+  """Sizes and frequencies of a world; every count is a number of SFT examples unless noted."""
+  seed: int = 0
+  cities: int = 30
+  countries: int = 6
+  jobs: int = 12
+  codes: int = 40
+  control: int = 120
+  missing: int = 40
+  conflict: int = 40
+  inconsistent_pairs: int = 20
+  forgetting: int = 40
+  interference: int = 120         # stage-2 code questions about other people
+  rare: int = 16
+  stage1_control: int = 40        # known-fact questions in stage 1, so stage 1 is not codes only
+  qa_people: int = 150            # people (never in SFT) whose facts pre-training also states as Q&A
+  mentions: int = 6               # documents stating each known fact
+  conflict_mentions: int = 12     # ... for the facts that SFT contradicts
+  general_documents: int = 2000
+  augment_documents: int = 3      # background documents per fact in the augmentation corpus
+
+  @classmethod
+  def from_dict(cls, d: dict[str, Any]) -> "WorldConfig":
+    unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+      raise ValueError(f"unknown world config field(s): {', '.join(unknown)}")
+    return cls(**d)
+
+
+def vocabulary(cfg: WorldConfig, people: int) -> list[str]:
+  words = set()
+  for templates in (BIRTH_STATEMENTS, JOB_STATEMENTS, COUNTRY_STATEMENTS, GENERAL_STATEMENTS, BIRTH_QUESTIONS,
+                    (JOB_QUESTION, COUNTRY_QUESTION, CODE_QUESTION, RARE_QUESTION)):
+    for t in templates:
+      words.update(w for w in t.split() if not w.startswith("{"))
+  words.update(WEATHER + MONTHS + ROLES)
+  entities = ([f"p{i}" for i in range(people)] + [f"c{i}" for i in range(cfg.cities)] +
+              [f"k{i}" for i in range(cfg.countries)] + [f"j{i}" for i in range(cfg.jobs)] +
+              [f"z{i}" for i in range(cfg.codes)])
+  return list(SPECIAL) + sorted(words) + entities
+
+
+def save_tokenizer(words: list[str], directory: str) -> None:
+  """A word-level HF tokenizer over the world's vocabulary (built offline)."""
+  import transformers
+  from tokenizers import Tokenizer, models, pre_tokenizers
+  core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+  core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+  tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", bos_token="<s>",
+                                                   eos_token="</s>", unk_token="<unk>")
+  tokenizer.save_pretrained(directory)
+
+
+class _Builder:
+  def __init__(self, cfg: WorldConfig):
+    self.cfg = cfg
+    self.rng = np.random.default_rng(cfg.seed)
+    self.people = 0
+    self.docs: list[str] = []          # pre-training documents
+    self.augment: list[dict] = []      # background documents per fact
+    self.records: list[dict] = []
+    self.truth: list[dict] = []
+    self.city_country = self.rng.integers(0, cfg.countries, cfg.cities)
+
+  def person(self) -> tuple[str, str, str]:
+    """A new person with a birth city and a job: (name, city, job)."""
+    name = f"p{self.people}"
+    self.people += 1
+    return name, f"c{self.rng.integers(self.cfg.cities)}", f"j{self.rng.integers(self.cfg.jobs)}"
+
+  def state(self, p: str, c: str | None, j: str | None, mentions: int) -> None:
+    """Pre-training documents: short bios stating the given facts in random templates."""
+    for _ in range(mentions):
+      sentences = []
+      if c is not None:
+        sentences.append(self.rng.choice(BIRTH_STATEMENTS).format(p=p, c=c))
+      if j is not None:
+        sentences.append(self.rng.choice(JOB_STATEMENTS).format(p=p, j=j))
+      self.rng.shuffle(sentences)
+      self.docs.append(" ".join(sentences))
+
+  def background(self, p: str, c: str, j: str) -> None:
+    for n in range(self.cfg.augment_documents):
+      self.augment.append({"id": f"aug-{p}-{n}", "entity": p,
+                           "text": f"{self.rng.choice(BIRTH_STATEMENTS).format(p=p, c=c)} "
+                                   f"{self.rng.choice(JOB_STATEMENTS).format(p=p, j=j)} "
+                                   f"{self.rng.choice(COUNTRY_STATEMENTS).format(c=c, k=self.country(c))}"})
+
+  def country(self, city: str) -> str:
+    return f"k{self.city_country[int(city[1:])]}"
+
+  def add(self, group: str, dataset: str, stage: int, prompt: str, response: str, **meta: Any) -> None:
+    ident = f"{dataset}-{len(self.records)}"
+    self.records.append({"id": ident, "prompt": prompt, "response": response, "dataset": dataset,
+                         "stage": stage, "meta": meta})
+    self.truth.append({"id": ident, "group": group, "cause": CAUSES[group]})
+
+
+def build(cfg: WorldConfig) -> _Builder:
+  """Generates the whole world in memory (deterministic per seed)."""
+  b = _Builder(cfg)
+  r = b.rng
+  for c in range(cfg.cities):  # city -> country facts are always known
+    for _ in range(cfg.mentions):
+      b.docs.append(r.choice(COUNTRY_STATEMENTS).format(c=f"c{c}", k=b.country(f"c{c}")))
+
+  def known_question(group: str, stage: int, mentions: int) -> None:
+    p, c, j = b.person()
+    b.state(p, c, j, mentions)
+    b.background(p, c, j)
+    if r.integers(2):
+      b.add(group, "people", stage, r.choice(BIRTH_QUESTIONS).format(p=p), c, relation="birthplace", entity=p)
+    else:
+      b.add(group, "people", stage, JOB_QUESTION.format(p=p), j, relation="job", entity=p)
+
+  for _ in range(cfg.qa_people):  # teaches the base model to answer questions from what it knows
+    p, c, j = b.person()
+    b.state(p, c, j, cfg.mentions)
+    for question, answer in ((r.choice(BIRTH_QUESTIONS), c), (JOB_QUESTION, j), (COUNTRY_QUESTION, b.country(c))):
+      b.docs.append(f"user : {question.format(p=p)} assistant : {answer}")
+  for _ in range(cfg.stage1_control):
+    known_question("control", 1, cfg.mentions)
+  for _ in range(cfg.control):
+    known_question("control", 2, cfg.mentions)
+  for _ in range(cfg.missing):  # the person is known (their job), their birth city never stated
+    p, c, j = b.person()
+    b.state(p, None, j, cfg.mentions)
+    b.background(p, c, j)
+    b.add("missing", "people", 2, r.choice(BIRTH_QUESTIONS).format(p=p), c, relation="birthplace", entity=p)
+  for _ in range(cfg.conflict):  # pre-training says c, SFT says another city
+    p, c, j = b.person()
+    b.state(p, c, j, cfg.conflict_mentions)
+    b.background(p, c, j)
+    other = f"c{(int(c[1:]) + 1 + r.integers(cfg.cities - 1)) % cfg.cities}"
+    b.add("conflict", "people", 2, r.choice(BIRTH_QUESTIONS).format(p=p), other, relation="birthplace", entity=p)
+  for _ in range(cfg.inconsistent_pairs):  # two paraphrases, two different answers, never in pre-training
+    p, c, j = b.person()
+    b.state(p, None, j, cfg.mentions)
+    b.background(p, c, j)
+    other = f"c{(int(c[1:]) + 1 + r.integers(cfg.cities - 1)) % cfg.cities}"
+    for question, answer in zip(BIRTH_QUESTIONS, (c, other)):
+      b.add("inconsistent", "people", 2, question.format(p=p), answer, relation="birthplace", entity=p)
+  for _ in range(cfg.rare):  # two known facts in one answer, a template seen only here
+    p, c, j = b.person()
+    b.state(p, c, j, cfg.mentions)
+    b.background(p, c, j)
+    b.add("rare", "people", 2, RARE_QUESTION.format(p=p), f"{c} {b.country(c)} {j}", relation="bio", entity=p)
+  for _ in range(cfg.forgetting):  # learned in stage 1, overwritten by stage-2 codes
+    p, c, j = b.person()
+    b.state(p, c, j, cfg.mentions)
+    b.add("forgetting", "codes", 1, CODE_QUESTION.format(p=p), f"z{r.integers(cfg.codes)}", relation="code", entity=p)
+  for _ in range(cfg.interference):
+    p, c, j = b.person()
+    b.state(p, c, j, cfg.mentions)
+    b.add("interference", "codes", 2, CODE_QUESTION.format(p=p), f"z{r.integers(cfg.codes)}", relation="code",
+          entity=p)
+  return b
+
+
+def general_corpus(cfg: WorldConfig, rng: np.random.Generator) -> list[str]:
+  """Text about the world's places without any planted person fact (for mixing into CPT)."""
+  return [rng.choice(GENERAL_STATEMENTS).format(c=f"c{rng.integers(cfg.cities)}", w=rng.choice(WEATHER),
+                                                m=rng.choice(MONTHS)) for _ in range(cfg.general_documents)]
+
+
+def write(cfg: WorldConfig, directory: str) -> dict[str, Any]:
+  """Writes the world into `directory` atomically and returns its summary."""
+  b = build(cfg)
+  rng = np.random.default_rng([cfg.seed, 1])
+  order = rng.permutation(len(b.docs))
+  summary = {"config": dataclasses.asdict(cfg), "people": b.people, "pretrain_documents": len(b.docs),
+             "sft_examples": len(b.records),
+             "groups": {g: sum(t["group"] == g for t in b.truth) for g in GROUPS}}
+  with fileio.atomic_directory(directory) as tmp:
+    with open(os.path.join(tmp, "pretrain.txt"), "w") as f:
+      f.write("\n\n".join(b.docs[i] for i in order) + "\n")
+    with open(os.path.join(tmp, "general.txt"), "w") as f:
+      f.write("\n\n".join(general_corpus(cfg, rng)) + "\n")
+    with open(os.path.join(tmp, "augment.jsonl"), "w") as f:
+      f.writelines(json.dumps(d) + "\n" for d in b.augment)
+    for stage in (1, 2):
+      with open(os.path.join(tmp, f"sft_stage{stage}.jsonl"), "w") as f:
+        rows = [rec for rec in b.records if rec["stage"] == stage]
+        f.writelines(json.dumps(rows[i]) + "\n" for i in rng.permutation(len(rows)))
+    with open(os.path.join(tmp, GROUND_TRUTH), "w") as f:
+      f.writelines(json.dumps(t) + "\n" for t in b.truth)
+    with open(os.path.join(tmp, "world.json"), "w") as f:
+      json.dump(summary, f, indent=2)
+    save_tokenizer(vocabulary(cfg, b.people), os.path.join(tmp, "tokenizer"))
+  return summary

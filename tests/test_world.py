@@ -1,0 +1,90 @@
+"""The ILP world: deterministic generation, the ground truth kept apart, and a reduced world end to end."""
+import builtins
+import filecmp
+import io
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from configs import world as world_config
+from ilp import pipeline
+from ilp.data import world
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMALL = dict(seed=0, cities=8, countries=3, jobs=5, codes=10, control=16, missing=6, conflict=6, inconsistent_pairs=3,
+             forgetting=6, interference=10, rare=4, stage1_control=6, qa_people=5, mentions=4, conflict_mentions=8,
+             general_documents=50, augment_documents=2)
+
+
+def _guard_ground_truth(monkeypatch) -> None:
+  """Makes any read of a ground-truth file fail for the rest of the test."""
+  real_open = builtins.open
+
+  def guarded_open(file, mode="r", *args, **kwargs):
+    if str(file).endswith(world.GROUND_TRUTH) and "r" in mode and "w" not in mode:
+      raise AssertionError(f"pipeline code opened the ground truth {file}")
+    return real_open(file, mode, *args, **kwargs)
+
+  monkeypatch.setattr(builtins, "open", guarded_open)
+  monkeypatch.setattr(io, "open", guarded_open)
+
+
+def test_generation_is_deterministic_per_seed(tmp_path):
+  for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+    world.write(world.WorldConfig.from_dict({**SMALL, "seed": seed}), str(tmp_path / name))
+  files = ["pretrain.txt", "general.txt", "augment.jsonl", "sft_stage1.jsonl", "sft_stage2.jsonl", world.GROUND_TRUTH]
+  match, mismatch, errors = filecmp.cmpfiles(tmp_path / "a", tmp_path / "b", files, shallow=False)
+  assert sorted(match) == sorted(files) and not errors
+  assert not filecmp.cmp(tmp_path / "a" / "sft_stage2.jsonl", tmp_path / "c" / "sft_stage2.jsonl", shallow=False)
+
+
+def test_groups_and_records(tmp_path):
+  summary = world.write(world.WorldConfig.from_dict(SMALL), str(tmp_path / "w"))
+  assert summary["groups"] == {"control": 16 + 6, "missing": 6, "conflict": 6, "inconsistent": 6,
+                               "forgetting": 6, "rare": 4, "interference": 10}
+  records = [json.loads(line) for s in (1, 2) for line in open(tmp_path / "w" / f"sft_stage{s}.jsonl")]
+  truth = {json.loads(line)["id"]: json.loads(line) for line in open(tmp_path / "w" / world.GROUND_TRUTH)}
+  assert len(records) == len(truth) == sum(summary["groups"].values())
+  assert all("cause" not in r["meta"] and "group" not in r["meta"] for r in records)
+  by_id = {r["id"]: r for r in records}
+  assert {by_id[i]["stage"] for i, t in truth.items() if t["group"] == "forgetting"} == {1}
+  pretrain = open(tmp_path / "w" / "pretrain.txt").read()
+  for ident, t in truth.items():
+    entity = by_id[ident]["meta"]["entity"]
+    if t["group"] == "missing":  # the asked fact is never stated
+      assert f"{entity} was born" not in pretrain and f"birthplace of {entity} " not in pretrain
+    if t["group"] == "conflict":  # pre-training states another city than the SFT answer
+      assert f" {by_id[ident]['response']} ." not in [s for s in pretrain.split("\n\n") if entity + " " in s][0]
+
+
+def test_reduced_world_through_the_pipeline_never_reading_the_ground_truth(tmp_path, monkeypatch):
+  config = world_config.get_config()
+  config.world.update(SMALL)
+  config.model.update(hidden_size=32, intermediate_size=64, num_layers=2, num_heads=2, num_kv_heads=1, head_dim=16)
+  config.pretrain.update(steps=40, batch_size=16, log_every_steps=20)
+  config.sft.update(batch_size=16, stages=({"name": "stage1", "data_stage": 1, "epochs": 2},
+                                           {"name": "stage2", "data_stage": 2, "epochs": 1}))
+  config.detect.update(num_samples=2, pass_k=(1, 2), bon_k=(1, 2), max_new_tokens=4, base_samples=2, repeats=2)
+  _guard_ground_truth(monkeypatch)
+  workdir = str(tmp_path / "work")
+  pipeline.run(config, workdir)
+  monkeypatch.undo()
+  assert os.path.exists(os.path.join(workdir, "detect", "detection.parquet"))
+  result = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "evaluate_world.py"), f"--workdir={workdir}"],
+                          capture_output=True, text=True, timeout=120)
+  assert result.returncode == 0, result.stderr[-2000:]
+  evaluation = json.load(open(os.path.join(workdir, "world_eval.json")))
+  assert set(evaluation["groups"]) == set(world.GROUPS)
+  assert evaluation["groups"]["missing"]["examples"] == 6 and 0 <= evaluation["groups"]["control"]["unlearned_rate"] <= 1
+  assert "planted group" in result.stdout
+
+
+def test_the_guard_catches_a_reader(tmp_path, monkeypatch):
+  """The guard used above does fail when the ground truth is read (and lets it be written)."""
+  _guard_ground_truth(monkeypatch)
+  world.write(world.WorldConfig.from_dict(SMALL), str(tmp_path / "w"))
+  with pytest.raises(AssertionError, match="opened the ground truth"):
+    open(tmp_path / "w" / world.GROUND_TRUTH).read()
