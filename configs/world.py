@@ -10,7 +10,7 @@ from configs import base
 
 def get_config():
   c = base.get_config()
-  c.stages = ("world", "init_model", "pretrain", "sft", "detect")
+  c.stages = ("world", "init_model", "pretrain", "sft", "detect", "report")
   c.world = ml_collections.ConfigDict(dict(
       seed=0, cities=40, countries=15, jobs=12, codes=40, control=200, missing=30, conflict=30,
       inconsistent_pairs=15, forgetting=40, interference=120, rare=12, stage1_control=40, qa_people=150, mentions=10,

@@ -18,7 +18,7 @@ import jax
 import ml_collections
 
 from ilp import fileio
-from ilp.stages import detect, init_model, pretrain, sft, world
+from ilp.stages import detect, init_model, pretrain, report, sft, world
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,7 @@ STAGES = {stage.name: stage for stage in (
     Stage("pretrain", pretrain.outputs, pretrain.run, pretrain.validate),
     Stage("sft", sft.outputs, sft.run, sft.validate),
     Stage("detect", detect.outputs, detect.run, detect.validate),
+    Stage("report", report.outputs, report.run),
 )}
 
 

@@ -56,3 +56,21 @@ def test_launch_cli_applies_overrides(tmp_path):
   assert "stage init_model: done" in result.stderr
   assert checkpoint.read_model_config(str(tmp_path / "model_init")).num_layers == 1
   assert json.loads((tmp_path / "model_init.json").read_text())["mesh"]["tensor"] == 2
+
+
+@pytest.mark.parametrize("name, variant", [("qwen2_5_0_5b", "qwen2_tied"), ("llama3_2_1b", "llama3_rope_bias"),
+                                           ("olmo2_1b", "olmo2")])
+def test_real_model_configs_start_from_a_local_checkpoint(name, variant, tmp_path):
+  """The real-model configs are complete; pointed at a tiny checkpoint of the family, init_model runs."""
+  import importlib
+  from tests import hf_models
+  hf_models.save_hf_model(variant, str(tmp_path / "hf"))
+  hf_models.save_tiny_tokenizer(str(tmp_path / "hf"))
+  config = importlib.import_module(f"configs.{name}").get_config()
+  assert config.init.hf_dir.startswith("/models/") and config.sft.compute_dtype == "bfloat16"
+  config.init.hf_dir = str(tmp_path / "hf")
+  config.stages = ("init_model",)
+  pipeline.run(config, str(tmp_path / "work"))
+  cfg = checkpoint.read_model_config(str(tmp_path / "work" / "model_init"))
+  assert cfg.family == variant.split("_")[0].replace("llama3", "llama") and cfg.dtype == "bfloat16"
+  assert os.path.isdir(tmp_path / "work" / "model_init" / "tokenizer")

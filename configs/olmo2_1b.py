@@ -1,0 +1,6 @@
+"""OLMo-2-1B class (OLMo2 family, q/k norms, post-sublayer norms), from a local HF directory; see configs/real_model.py."""
+from configs import real_model
+
+
+def get_config():
+  return real_model.get_config("/models/OLMo-2-0425-1B-Instruct")

@@ -1,0 +1,6 @@
+"""Qwen2.5-0.5B class (Qwen2 family, tied embeddings, q/k/v biases), from a local HF directory; see configs/real_model.py."""
+from configs import real_model
+
+
+def get_config():
+  return real_model.get_config("/models/Qwen2.5-0.5B-Instruct")

@@ -1,0 +1,53 @@
+"""Matplotlib figures for the reports (PNG files; headless Agg backend)."""
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+
+def bar_chart(values: dict[str, float], path: str, title: str, ylabel: str) -> None:
+  fig, ax = plt.subplots(figsize=(max(4, 0.9 * len(values) + 2), 3.2))
+  ax.bar(list(values), [100 * v for v in values.values()], color="#4c72b0")
+  ax.set_ylabel(ylabel)
+  ax.set_title(title)
+  ax.set_ylim(0, 100)
+  plt.setp(ax.get_xticklabels(), rotation=20, ha="right")
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def histogram(values: np.ndarray, path: str, title: str, xlabel: str, bins: int = 11) -> None:
+  fig, ax = plt.subplots(figsize=(5, 3.2))
+  ax.hist(values, bins=np.linspace(0, 1, bins + 1), color="#55a868", edgecolor="white")
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel("examples")
+  ax.set_title(title)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def learning_curves(evals: pd.DataFrame, by: str, path: str, title: str) -> None:
+  """Mean exact match and loss of each `by` group over the evaluation passes, in step order."""
+  fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+  for name, rows in evals.groupby(by):
+    curve = rows.groupby("step")[["exact_match", "loss"]].mean()
+    axes[0].plot(curve.index, 100 * curve["exact_match"], marker=".", label=str(name))
+    axes[1].plot(curve.index, curve["loss"], marker=".", label=str(name))
+  for step in sorted(evals.loc[evals["stage_end"].astype(bool), "step"].unique()):
+    for ax in axes:
+      ax.axvline(step, color="grey", lw=0.6, ls="--")
+  axes[0].set_ylabel("exact match (%)")
+  axes[1].set_ylabel("response loss")
+  for ax in axes:
+    ax.set_xlabel("optimizer step (dashed: stage ends)")
+  axes[0].legend(fontsize=7)
+  fig.suptitle(title)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
