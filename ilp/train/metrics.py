@@ -11,7 +11,7 @@ from ilp.model.config import ModelConfig
 
 
 class MetricWriter:
-  """Scalars, histograms and text for TensorBoard; a no-op on processes other than 0."""
+  """Scalars and histograms for TensorBoard; a no-op on processes other than 0."""
 
   def __init__(self, logdir: str, enabled: bool = True):
     self._writer = None
@@ -27,10 +27,6 @@ class MetricWriter:
   def histogram(self, step: int, name: str, values: np.ndarray) -> None:
     if self._writer and len(values):
       self._writer.add_histogram(name, np.asarray(values, np.float64), step)
-
-  def text(self, step: int, name: str, value: str) -> None:
-    if self._writer:
-      self._writer.add_text(name, value, step)
 
   def flush(self) -> None:
     if self._writer:
