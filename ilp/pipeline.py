@@ -28,16 +28,17 @@ class Stage:
   name: str
   outputs: Callable[[str], list[str]]  # workdir -> paths that exist once the stage is done
   run: Callable[[ml_collections.ConfigDict, str], None]
-  # Checks the stage's own input files (not earlier stages' outputs) before anything is written.
-  validate: Callable[[ml_collections.ConfigDict], None] = lambda config: None
+  # Checks of the stage's own inputs (not earlier stages' outputs), run before anything is written;
+  # a check shared by several pending stages (e.g. reading the SFT records) runs once.
+  checks: tuple[Callable[[ml_collections.ConfigDict], None], ...] = ()
 
 
 STAGES = {stage.name: stage for stage in (
-    Stage("world", world.outputs, world.run, world.validate),
+    Stage("world", world.outputs, world.run, (world.validate,)),
     Stage("init_model", init_model.outputs, init_model.run),
-    Stage("pretrain", pretrain.outputs, pretrain.run, pretrain.validate),
-    Stage("sft", sft.outputs, sft.run, sft.validate),
-    Stage("detect", detect.outputs, detect.run, detect.validate),
+    Stage("pretrain", pretrain.outputs, pretrain.run, (pretrain.validate,)),
+    Stage("sft", sft.outputs, sft.run, (sft.validate,)),
+    Stage("detect", detect.outputs, detect.run, (sft.validate, detect.validate)),
     Stage("report", report.outputs, report.run),
 )}
 
@@ -77,8 +78,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> None:
                         f"(available: {', '.join(STAGES)})")
   pending = [STAGES[name] for name in config.stages
              if not all(os.path.exists(p) for p in STAGES[name].outputs(workdir))]
-  for stage in pending:
-    stage.validate(without_workdir_inputs(config))
+  checked = without_workdir_inputs(config)
+  for check in dict.fromkeys(check for stage in pending for check in stage.checks):
+    check(checked)
   config = with_workdir(config, workdir)
   if jax.process_index() == 0:
     fileio.write_json_atomic(os.path.join(workdir, "config.json"), config.to_dict())

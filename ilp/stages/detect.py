@@ -45,7 +45,7 @@ def outputs(workdir: str) -> list[str]:
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-  sft.validate(config)
+  """The detect settings (the SFT records are checked by `sft.validate`)."""
   d = config.detect
   for k in d.pass_k:
     if not 1 <= k <= d.num_samples:
