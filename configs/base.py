@@ -84,6 +84,20 @@ def get_config() -> ml_collections.ConfigDict:
               t_conf=0.5),         # high-confidence error: base P(a wrong option) > t_conf (paper: not given)
   ))
 
+  # Diagnosis (paper §3–4): per-example signals and the ordered cause rules. The paper gives
+  # JSD 0.3 and the blind-fact pass rate 0.2; every other value is ours (README, "Diagnosis").
+  c.diagnose = ml_collections.ConfigDict(dict(
+      signals=dict(similarity_threshold=0.5,  # TF-IDF cosine of near-duplicate prompts (paper's X: not given)
+                   ngram=1, max_df=100,       # word n-grams; n-grams in more prompts propose no candidate pairs
+                   template_min_df=3,         # rarer words are masked to form a prompt's template
+                   slope_passes=3),           # final evaluation passes over which improvement is measured
+      rules=dict(order=("III", "IV", "II", "I", "V"),  # first cause whose rule holds wins
+                 jsd=0.3, blind_pass=0.2, prerequisites_known=0.5, forgetting_drop=0.25, oscillation=0.3,
+                 improvement=0.05, rare_template_share=0.05, long_response_ratio=2.0),
+      corpus_evidence=True,       # check answers against data.corpora, the pre-training text (paper §6)
+      typical_examples=3,         # examples per cause shown in the report
+  ))
+
   # Device mesh (data, fsdp, tensor); one entry may be -1 (= the remaining devices).
   c.mesh = ml_collections.ConfigDict(dict(shape=(1, -1, 1), rules=parallel.DEFAULT_RULES))
 

@@ -10,10 +10,10 @@ from configs import base
 
 def get_config():
   c = base.get_config()
-  c.stages = ("world", "init_model", "pretrain", "sft", "detect", "report")
+  c.stages = ("world", "init_model", "pretrain", "sft", "detect", "diagnose", "report")
   c.world = ml_collections.ConfigDict(dict(
       seed=0, cities=40, countries=15, jobs=12, codes=40, control=200, missing=30, conflict=30,
-      inconsistent_pairs=15, forgetting=40, interference=120, rare=12, stage1_control=40, qa_people=150, mentions=10,
+      inconsistent_pairs=15, forgetting=40, interference=200, rare=12, stage1_control=40, qa_people=150, mentions=10,
       conflict_mentions=16, general_documents=2000, augment_documents=3))
   c.model.update(family="llama", vocab_size=0, hidden_size=128, intermediate_size=352, num_layers=4, num_heads=4,
                  num_kv_heads=2, head_dim=32, max_position_embeddings=256)
@@ -27,7 +27,7 @@ def get_config():
   c.pretrain.optimizer.update(learning_rate=3e-3, warmup_steps=100, decay="cosine", weight_decay=0.01)
   c.pretrain.checkpoint.every_steps = 500
   c.sft.update(init_from="pretrain", batch_size=32, log_every_steps=20,
-               stages=({"name": "stage1", "data_stage": 1, "epochs": 15},
+               stages=({"name": "stage1", "data_stage": 1, "epochs": 20},
                        {"name": "stage2", "data_stage": 2, "epochs": 3}))
   c.sft.optimizer.update(learning_rate=1e-3, warmup_steps=10, decay="cosine")
   c.sft.checkpoint.every_steps = 1000

@@ -18,7 +18,7 @@ import jax
 import ml_collections
 
 from ilp import fileio
-from ilp.stages import detect, init_model, pretrain, report, sft, world
+from ilp.stages import detect, diagnose, init_model, pretrain, report, sft, world
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,7 @@ STAGES = {stage.name: stage for stage in (
     Stage("pretrain", pretrain.outputs, pretrain.run, (pretrain.validate,)),
     Stage("sft", sft.outputs, sft.run, (sft.validate,)),
     Stage("detect", detect.outputs, detect.run, (sft.validate, detect.validate)),
+    Stage("diagnose", diagnose.outputs, diagnose.run, (sft.validate, diagnose.validate)),
     Stage("report", report.outputs, report.run),
 )}
 

@@ -32,7 +32,7 @@ flags.mark_flag_as_required("workdir")
 
 
 def evaluate(workdir: str) -> dict:
-  truth = pd.read_json(os.path.join(workdir, "world", world.GROUND_TRUTH), lines=True)
+  truth = world.load_ground_truth(os.path.join(workdir, "world"))
   table = pd.read_parquet(os.path.join(workdir, "detect", "detection.parquet")).merge(truth, on="id")
   rates = table.groupby("group")["unlearned"].agg(["size", "mean"])
   groups = {g: {"examples": int(rates.loc[g, "size"]), "unlearned_rate": float(rates.loc[g, "mean"])}

@@ -1,17 +1,21 @@
 """The ILP world: deterministic generation, the ground truth kept apart, and a reduced world end to end."""
 import builtins
 import filecmp
+import glob
+import importlib.util
 import io
 import json
 import os
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 
 from configs import world as world_config
 from ilp import pipeline
 from ilp.data import world
+from ilp.diagnosis import attribution
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = dict(seed=0, cities=8, countries=3, jobs=5, codes=10, control=16, missing=6, conflict=6, inconsistent_pairs=3,
@@ -80,6 +84,40 @@ def test_reduced_world_through_the_pipeline_never_reading_the_ground_truth(tmp_p
   assert set(evaluation["groups"]) == set(world.GROUPS)
   assert evaluation["groups"]["missing"]["examples"] == 6 and 0 <= evaluation["groups"]["control"]["unlearned_rate"] <= 1
   assert "planted group" in result.stdout
+  _check_diagnosis(workdir)
+
+
+def _check_diagnosis(workdir: str) -> None:
+  """The diagnose stage's outputs, its data-side signals against what the world planted, its
+  report section, and the validation script's figures."""
+  table = pd.read_parquet(os.path.join(workdir, "diagnosis", "attribution.parquet"))
+  detection = pd.read_parquet(os.path.join(workdir, "detect", "detection.parquet"))
+  assert sorted(table["id"]) == sorted(detection["id"])
+  assert ((table["cause"] == attribution.LEARNED) == ~table["unlearned"]).all()
+  assert set(table["cause"]) <= set(attribution.CAUSES) | {attribution.LEARNED, attribution.UNATTRIBUTED}
+  joined = table.merge(world.load_ground_truth(os.path.join(workdir, "world")), on="id", suffixes=("", "_planted"))
+  by = {g: rows for g, rows in joined.groupby("group")}
+  assert (by["conflict"]["corpus_contradiction"] > by["conflict"]["corpus_support"]).all()
+  assert (by["control"]["corpus_support"] > 0).all() and (by["missing"]["corpus_support"] == 0).all()
+  assert (by["inconsistent"]["disagreeing_duplicates"] == 1).all()
+  assert (by["rare"]["prerequisites"] == 3).all() and (by["rare"]["template_share"] < 0.1).all()
+  assert by["rare"]["prerequisites_known"].between(0, 1).all() and by["control"]["prerequisites_known"].isna().all()
+  assert (by["forgetting"]["own_stage"] == 1).all() and (by["interference"]["own_stage"] == 2).all()
+  for group in ("control", "missing", "conflict", "interference"):
+    assert (by[group]["disagreeing_duplicates"] == 0).all(), group
+  report = open(os.path.join(workdir, "report", "report.md")).read()
+  assert "Why examples were not learned" in report and "](../diagnosis/data_map.png)" in report
+  assert glob.glob(os.path.join(workdir, "diagnosis", "tensorboard", "events.*"))
+  spec = importlib.util.spec_from_file_location("validate_diagnosis", os.path.join(ROOT, "scripts",
+                                                                                   "validate_diagnosis.py"))
+  validation = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(validation)
+  result = validation.validate(workdir)
+  assert sum(sum(row.values()) for row in result["confusion"].values()) == int(table["unlearned"].sum())
+  for cause in attribution.CAUSES:
+    assert result["confusion"][cause][cause] == int((joined["cause"] == joined["cause_planted"]).where(
+        joined["cause_planted"] == cause, False).sum())
+    assert 0 <= result["per_cause"][cause]["recall"] <= 1
 
 
 def test_the_guard_catches_a_reader(tmp_path, monkeypatch):

@@ -16,6 +16,7 @@ ROLES = ("system", "user", "assistant")
 SFT_FIELDS = ("id", "messages", "prompt", "response", "dataset", "stage", "meta")
 CORPUS_FIELDS = ("id", "text")
 MAX_LISTED_PROBLEMS = 20
+PREREQUISITES = "prerequisites"  # optional meta key: [{"prompt", "response"}, ...]
 
 _KINDS = {str: "a string", int: "an int", dict: "an object", list: "a list"}
 
@@ -143,7 +144,22 @@ def _meta(value: Any, where: str, column: str) -> dict[str, Any]:
     json.dumps(value)
   except (TypeError, ValueError) as e:
     raise _field_error(where, column, f"not JSON-serialisable ({e})") from e
+  _prerequisites(value.get(PREREQUISITES), where, f"{column}.{PREREQUISITES}")
   return dict(value)
+
+
+def _prerequisites(value: Any, where: str, column: str) -> None:
+  """`meta.prerequisites`: the one-hop questions a multi-hop prompt composes, which detection
+  asks the base model (diagnosis tells missing knowledge from a hard composition with them)."""
+  if value is None:
+    return
+  _expect(value, list, where, column)
+  for k, probe in enumerate(value):
+    _expect(probe, dict, where, f"{column}[{k}]")
+    for key in ("prompt", "response"):
+      if probe.get(key) is None:
+        raise _field_error(where, f"{column}[{k}]", f"missing key '{key}'")
+      _non_empty(probe[key], where, f"{column}[{k}].{key}")
 
 
 def record_from_mapping(row: Mapping[str, Any], fields: Mapping[str, str], default_dataset: str, default_stage: int,

@@ -14,7 +14,9 @@ groups planted in configured sizes:
 - forgetting (IV): stage-1 codes that stage-2 codes (same prompt pattern, other people and codes)
   interfere with after they were learned;
 - rare (V): a rare compositional question (three known facts in one answer) with few examples;
-- interference: the stage-2 code questions that cause IV (arbitrary mappings, no planted cause).
+  its `meta.prerequisites` lists the one-hop questions it composes, so detection can probe them;
+- interference: the stage-2 code questions that cause IV. Their codes, like the missing group's
+  birthplaces, are facts pre-training never states, so when they stay unlearned the cause is I.
 
 Everything is written in the formats a user would bring (JSONL SFT records, text corpora, an HF
 tokenizer directory). The planted cause of every example goes to `ground_truth.jsonl`, which no
@@ -33,7 +35,7 @@ from ilp import fileio
 
 GROUPS = ("control", "missing", "conflict", "inconsistent", "forgetting", "rare", "interference")
 CAUSES = {"control": None, "missing": "I", "conflict": "II", "inconsistent": "III", "forgetting": "IV", "rare": "V",
-          "interference": None}
+          "interference": "I"}
 GROUND_TRUTH = "ground_truth.jsonl"
 
 BIRTH_STATEMENTS = ("{p} was born in {c} .", "{p} comes from {c} .", "the birthplace of {p} is {c} .",
@@ -200,7 +202,11 @@ def build(cfg: WorldConfig) -> _Builder:
     p, c, j = b.person()
     b.state(p, c, j, cfg.mentions)
     b.background(p, c, j)
-    b.add("rare", "people", 2, RARE_QUESTION.format(p=p), f"{c} {b.country(c)} {j}", relation="bio", entity=p)
+    prerequisites = [{"prompt": BIRTH_QUESTIONS[0].format(p=p), "response": c},
+                     {"prompt": COUNTRY_QUESTION.format(p=p), "response": b.country(c)},
+                     {"prompt": JOB_QUESTION.format(p=p), "response": j}]
+    b.add("rare", "people", 2, RARE_QUESTION.format(p=p), f"{c} {b.country(c)} {j}", relation="bio", entity=p,
+          prerequisites=prerequisites)
   for _ in range(cfg.forgetting):  # learned in stage 1, overwritten by stage-2 codes
     p, c, j = b.person()
     b.state(p, c, j, cfg.mentions)
@@ -244,3 +250,9 @@ def write(cfg: WorldConfig, directory: str) -> dict[str, Any]:
       json.dump(summary, f, indent=2)
     save_tokenizer(vocabulary(cfg, b.people), os.path.join(tmp, "tokenizer"))
   return summary
+
+
+def load_ground_truth(directory: str):
+  """The planted group and cause of every SFT example of a written world (evaluation only)."""
+  import pandas as pd
+  return pd.read_json(os.path.join(directory, GROUND_TRUTH), lines=True, dtype={"cause": object})

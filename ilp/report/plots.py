@@ -21,12 +21,31 @@ def bar_chart(values: dict[str, float], path: str, title: str, ylabel: str) -> N
   plt.close(fig)
 
 
-def histogram(values: np.ndarray, path: str, title: str, xlabel: str, bins: int = 11) -> None:
+def histogram(values: np.ndarray | dict[str, np.ndarray], path: str, title: str, xlabel: str, bins: int = 11) -> None:
+  """Values in [0, 1]; a dict of groups is drawn as stacked bars."""
+  groups = values if isinstance(values, dict) else {"": values}
   fig, ax = plt.subplots(figsize=(5, 3.2))
-  ax.hist(values, bins=np.linspace(0, 1, bins + 1), color="#55a868", edgecolor="white")
+  ax.hist(list(groups.values()), bins=np.linspace(0, 1, bins + 1), stacked=True, edgecolor="white",
+          label=list(groups), color=None if len(groups) > 1 else ["#55a868"])
+  if len(groups) > 1:
+    ax.legend(fontsize=7)
   ax.set_xlabel(xlabel)
   ax.set_ylabel("examples")
   ax.set_title(title)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def data_map(frame: pd.DataFrame, hue: str, path: str, title: str) -> None:
+  """Dataset-Cartography map: variability (x) against confidence (y), one colour per `hue` value."""
+  fig, ax = plt.subplots(figsize=(5.5, 4.2))
+  for name, rows in frame.groupby(hue):
+    ax.scatter(rows["variability"], rows["confidence"], s=9, alpha=0.7, label=f"{name} ({len(rows)})")
+  ax.set_xlabel("variability (std of gold-token probability)")
+  ax.set_ylabel("confidence (mean gold-token probability)")
+  ax.set_title(title)
+  ax.legend(fontsize=7, markerscale=1.5)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)

@@ -4,7 +4,8 @@ For every training example, from the fine-tuned model (and, for the probes, the 
 N samples -> pass@N (fraction correct), unbiased pass@k, BoN and BoN@k by the model's own
 confidence, greedy correctness, truncations; repeated runs -> Cohen's kappa of the unlearned
 labels and an error-consistency severity; a multiple-choice probe of both models -> base
-accuracy, P_exist, high-confidence errors and JSD(base || SFT). Work goes in chunks written as
+accuracy, P_exist, high-confidence errors and JSD(base || SFT); the base model's greedy answers to
+each example's `meta.prerequisites` questions -> the share of prerequisite facts it knows. Work goes in chunks written as
 Parquet parts, so a killed run resumes after its last finished chunk.
 
 Writes `workdir/detect/`: `detection.parquet` (one row per example), `summary.json`, `parts/`,
@@ -25,6 +26,8 @@ import numpy as np
 import pandas as pd
 
 from ilp import fileio, parallel
+from ilp.data.records import PREREQUISITES, SFTRecord
+from ilp.data.tokenize import TemplateConfig, tokenize_sft
 from ilp.detection import multiple_choice as mc
 from ilp.detection.generative import GenerativeResult, sample_and_verify
 from ilp.model import checkpoint
@@ -90,7 +93,41 @@ def _generative_columns(prefix: str, first: GenerativeResult) -> dict:
           f"{prefix}samples": [list(t) for t in first.texts]}
 
 
-def _chunk_table(idx: np.ndarray, records, examples, prompts, references, verifiers, models, d, pools, seed,
+def _prerequisite_probes(records, examples, tokenizer, config: ml_collections.ConfigDict
+                         ) -> list[list[tuple[np.ndarray, str]]]:
+  """Per example, the (prompt tokens, reference) of each of its `meta.prerequisites` questions,
+  rendered with the training template (empty for examples without prerequisites)."""
+  template = TemplateConfig(**config.data.template)
+  probes = []
+  for ex in examples:
+    record = records[ex.record]
+    listed = record.meta.get(PREREQUISITES) or []
+    rendered = [SFTRecord(f"{record.id}/prerequisite{k}", ({"role": "user", "content": q["prompt"]},
+                                                          {"role": "assistant", "content": q["response"]}),
+                          record.dataset, record.stage) for k, q in enumerate(listed)]
+    tokenized = tokenize_sft(rendered, tokenizer, max(config.data.buckets), template)[0] if rendered else []
+    probes.append([(t.tokens[:t.prompt_length], rendered[t.record].response) for t in tokenized])
+  return probes
+
+
+def _prerequisite_columns(idx, probes, verifiers, base_model, d, config: SamplingConfig, pad, decode, buckets,
+                          seed) -> dict:
+  """How many prerequisite facts each example has and the share the base model knows: a fact is
+  known unless it is blind, i.e. its pass rate over the base model's samples is below the
+  detection threshold (the paper's fact-level criterion; greedy when base_samples is 0)."""
+  flat = [(e, prompt, ref) for e, i in enumerate(idx) for prompt, ref in probes[i]]
+  counts = np.asarray([len(probes[i]) for i in idx])
+  known = np.full(len(idx), np.nan)
+  if flat:
+    result = sample_and_verify(base_model.sampler, base_model.params, [p for _, p, _ in flat], [r for _, _, r in flat],
+                               [verifiers[e] for e, _, _ in flat], decode, config, buckets, d.batch_size, pad, seed)
+    fact_known = (estimators.pass_fraction(result.correct) >= d.threshold).astype(float)
+    owners = np.asarray([e for e, _, _ in flat])
+    known[counts > 0] = (np.bincount(owners, fact_known, len(idx)) / np.maximum(counts, 1))[counts > 0]
+  return {"prerequisites": counts, "prerequisites_known": known}
+
+
+def _chunk_table(idx: np.ndarray, records, examples, prompts, references, verifiers, probes, models, d, pools, seed,
                  tokenizer, buckets) -> pd.DataFrame:
   eos = tokenizer.eos_token_id
   pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
@@ -127,6 +164,8 @@ def _chunk_table(idx: np.ndarray, records, examples, prompts, references, verifi
   cols["greedy_text"] = [t[0] for t in sft_greedy.texts]
   base_answers = None
   if base_model is not None:
+    probe_config = sampling(d.temperature, d.base_samples) if d.base_samples else greedy
+    cols.update(_prerequisite_columns(idx, probes, ver, base_model, d, probe_config, pad, decode, buckets, seed + 2))
     base_greedy = run(base_model, greedy, seed)
     base_answers = [t[0] for t in base_greedy.texts]
     cols["base_greedy_correct"] = base_greedy.correct[:, 0]
@@ -206,6 +245,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> None:
   verifiers = [get_verifier(by_dataset.get(records[ex.record].dataset, d.verifier), d.verifier_threshold)
                for ex in examples]
   pools = mc.distractor_pools(references, [records[ex.record].dataset for ex in examples])
+  probes = _prerequisite_probes(records, examples, tokenizer, config)
 
   settings = _settings_hash(config)
   settings_path = os.path.join(parts_dir, "settings.json")
@@ -225,7 +265,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> None:
     path = os.path.join(parts_dir, f"part-{k:05d}.parquet")
     if os.path.exists(path):
       continue
-    table = _chunk_table(idx, records, examples, prompts, references, verifiers, models, d, pools,
+    table = _chunk_table(idx, records, examples, prompts, references, verifiers, probes, models, d, pools,
                          config.seed * 1_000_003 + k, tokenizer, buckets)
     if jax.process_index() == 0:
       table.to_parquet(path + ".tmp", index=False)

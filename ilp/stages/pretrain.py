@@ -27,7 +27,7 @@ def outputs(workdir: str) -> list[str]:
   return training_inputs.outputs(workdir, NAME)
 
 
-def _sources(config: ml_collections.ConfigDict, required: bool = True) -> list[tuple[dict, float]]:
+def corpus_sources(config: ml_collections.ConfigDict, required: bool = True) -> list[tuple[dict, float]]:
   if required and not config.data.corpora:
     raise ValueError("config field 'data.corpora': the pretrain stage needs at least one corpus")
   out = []
@@ -42,7 +42,7 @@ def _sources(config: ml_collections.ConfigDict, required: bool = True) -> list[t
 
 def validate(config: ml_collections.ConfigDict) -> None:
   """Reads every corpus that exists already (the world stage writes its own later)."""
-  for source, _ in _sources(config, required=False):
+  for source, _ in corpus_sources(config, required=False):
     loaders.load_corpus([source])
 
 
@@ -67,7 +67,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> None:
     raise ValueError("config field 'pretrain.init_from' cannot be the pretrain stage itself")
   tokenizer = training_inputs.tokenizer(config, init)
   packed, weights = [], []
-  for source, weight in _sources(config):
+  for source, weight in corpus_sources(config):
     packed.append(pack_corpus(loaders.load_corpus([source]), tokenizer, section.seq_length))
     weights.append(weight)
   sequences = np.concatenate(packed)

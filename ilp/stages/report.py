@@ -1,7 +1,7 @@
 """Stage `report`: a Markdown report of the run with tables and plots, `workdir/report/`.
 
-It reads what earlier stages wrote (detection table and summary, dynamics log) and never the
-world's ground truth; `scripts/evaluate_world.py` adds the planted-group view separately.
+It reads what earlier stages wrote (detection table and summary, dynamics log, and the diagnosis
+when that stage ran, whose section and figures it embeds) and never the world's ground truth; `scripts/evaluate_world.py` adds the planted-group view separately.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import pandas as pd
 
 from ilp import fileio
 from ilp.report import plots
+from ilp.stages import diagnose
 from ilp.train import dynamics
 
 NAME = "report"
@@ -62,5 +63,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> None:
                 f"- knowledge exists (base P(true option) > {config.detect.mc.p_exist}): {100 * table['p_exist'].mean():.1f}%",
                 f"- base high-confidence errors: {100 * table['base_high_conf_error'].mean():.1f}%",
                 f"- mean JSD(base, SFT) over the options: {table['jsd_base_sft'].mean():.3f} bits", ""]
+    diagnosis = os.path.join(workdir, diagnose.DIR)
+    if os.path.exists(diagnosis):
+      attributed = pd.read_parquet(os.path.join(diagnosis, diagnose.TABLE))
+      lines.append(diagnose.markdown(attributed, json.load(open(os.path.join(diagnosis, "summary.json"))),
+                                     f"../{diagnose.DIR}/", config.diagnose.typical_examples))
     with open(os.path.join(out, "report.md"), "w") as f:
       f.write("\n".join(lines))

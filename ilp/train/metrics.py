@@ -11,7 +11,7 @@ from ilp.model.config import ModelConfig
 
 
 class MetricWriter:
-  """Scalars and histograms for TensorBoard; a no-op on processes other than 0."""
+  """Scalars, histograms, text and images for TensorBoard; a no-op on processes other than 0."""
 
   def __init__(self, logdir: str, enabled: bool = True):
     self._writer = None
@@ -27,6 +27,16 @@ class MetricWriter:
   def histogram(self, step: int, name: str, values: np.ndarray) -> None:
     if self._writer and len(values):
       self._writer.add_histogram(name, np.asarray(values, np.float64), step)
+
+  def text(self, step: int, name: str, markdown: str) -> None:
+    if self._writer:
+      self._writer.add_text(name, markdown, step)
+
+  def image(self, step: int, name: str, png_path: str) -> None:
+    """A PNG written by the report plots, shown in TensorBoard's Images tab."""
+    if self._writer:
+      import matplotlib.image
+      self._writer.add_image(name, matplotlib.image.imread(png_path)[..., :3], step, dataformats="HWC")
 
   def flush(self) -> None:
     if self._writer:

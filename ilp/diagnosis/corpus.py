@@ -1,0 +1,62 @@
+"""What the pre-training corpus says about each example (paper §6: OLMo2's SFT data measured
+against its open pre-training corpus, Dolma, for missing and conflicting knowledge).
+
+An example is *about* its prompt's slot fillers (rare words: names, entities) and its answer is
+of the *kind* given to prompts of the same template (or of templates sharing answers with it). A corpus document that mentions all of an
+example's slot fillers either states its answer (all answer words present: support), states
+another answer of the same kind (a competing answer word: contradiction), or neither. Sparse
+matrix products find the documents per example, so the cost is linear in the documents that
+mention an example's entities, not in corpus x examples.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import sparse
+from scipy.sparse import csgraph
+
+from ilp.diagnosis import similarity
+from ilp.sampling.verifiers import normalize
+
+
+def answer_kinds(templates: Sequence[str], references: Sequence[str]) -> np.ndarray:
+  """Per example, its answer kind: templates that share a (normalised) answer are one kind, so
+  "where was # born ?" and "what is the birthplace of # ?" pool their cities, while a job
+  question keeps its own (connected components of the template-answer graph)."""
+  _, template_ids = np.unique(np.asarray(templates, dtype=object), return_inverse=True)
+  _, answer_ids = np.unique(np.asarray([normalize(r) for r in references], dtype=object), return_inverse=True)
+  t, a = template_ids.max() + 1, answer_ids.max() + 1
+  graph = sparse.csr_matrix((np.ones(len(templates)), (template_ids, t + answer_ids)), shape=(t + a, t + a))
+  _, labels = csgraph.connected_components(graph, directed=False)
+  return np.unique(labels[template_ids], return_inverse=True)[1]
+
+
+def evidence(patterns: similarity.Patterns, references: Sequence[str], documents: Sequence[str]) -> pd.DataFrame:
+  """Per example: `corpus_entity_docs` (documents mentioning all its slot fillers),
+  `corpus_support` (... that also state its answer) and `corpus_contradiction` (... that state
+  a competing answer of the same kind instead)."""
+  answers = [similarity.words(r) for r in references]
+  vocab: dict[str, int] = {}
+  for row in list(patterns.slots) + answers:
+    for w in row:
+      vocab.setdefault(w, len(vocab))
+  entity = similarity.binary_matrix(patterns.slots, vocab)
+  target = similarity.binary_matrix(answers, vocab)
+  kinds = answer_kinds(patterns.templates, references)
+  by_kind = sparse.csr_matrix((np.ones(len(answers)), (kinds, np.arange(len(answers)))),
+                              shape=(kinds.max() + 1, len(answers))) @ target
+  kind = (by_kind[kinds] > 0).astype(np.float64)                     # answer words of the same kind
+  competing = sparse.csr_matrix(kind - kind.multiply(target))
+  docs = similarity.binary_matrix([similarity.words(d) for d in documents], vocab)
+  n_entity = np.asarray(entity.sum(axis=1)).ravel()
+  n_target = np.asarray(target.sum(axis=1)).ravel()
+  hits = (entity @ docs.T).tocoo()
+  full = (n_entity[hits.row] > 0) & (hits.data == n_entity[hits.row])  # documents naming every slot filler
+  ex, doc = hits.row[full].astype(np.int64), hits.col[full].astype(np.int64)
+  states_target = similarity.row_dots(target, ex, docs, doc) >= np.maximum(n_target[ex], 1)
+  states_other = ~states_target & (similarity.row_dots(competing, ex, docs, doc) > 0)
+  count = lambda mask: np.bincount(ex[mask], minlength=len(answers))
+  return pd.DataFrame({"corpus_entity_docs": count(np.ones(len(ex), bool)), "corpus_support": count(states_target),
+                       "corpus_contradiction": count(states_other)})

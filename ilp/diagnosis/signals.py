@@ -1,0 +1,175 @@
+"""Per-example diagnostic signals: one row per training example, from the detection table, the
+dynamics log and the SFT data itself (paper §3–4; README "Diagnosis" lists every column).
+
+Everything is vectorised over examples (pivot tables of the evaluation passes, sparse TF-IDF
+for near-duplicates), so 100k examples take seconds.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from ilp.diagnosis import corpus, similarity
+from ilp.sampling.verifiers import normalize
+
+
+@dataclasses.dataclass(frozen=True)
+class SignalConfig:
+  """How the data-side signals are computed (config section `diagnose.signals`)."""
+  similarity_threshold: float = 0.5   # TF-IDF cosine for near-duplicate prompts (paper's X: not given)
+  ngram: int = 1                      # word n-grams of the TF-IDF
+  max_df: int = 100                   # n-grams shared by more prompts do not propose candidate pairs
+  template_min_df: int = 3            # words in fewer prompts are masked to form the prompt template
+  slope_passes: int = 3               # evaluation passes at the end over which improvement is measured
+
+
+def _pivot(evals: pd.DataFrame, column: str, ids: pd.Index, steps: np.ndarray) -> np.ndarray:
+  """[examples, evaluation passes] matrix of one statistic (NaN where an example was not evaluated)."""
+  return evals.pivot_table(index="id", columns="step", values=column, aggfunc="last").reindex(
+      index=ids, columns=steps).to_numpy(np.float64)
+
+
+def _row_pick(matrix: np.ndarray, columns: np.ndarray) -> np.ndarray:
+  return matrix[np.arange(len(matrix)), columns]
+
+
+def dynamics_signals(dynamics: pd.DataFrame, ids: pd.Index, slope_passes: int) -> pd.DataFrame:
+  """Signals of the training dynamics: initial (base model) fit, own-stage end, final, forgetting,
+  improvement at the end, oscillation, position in the stream, and cartography summaries."""
+  evals = dynamics[dynamics["kind"] == "eval"]
+  visits = dynamics[dynamics["kind"] == "batch"]
+  steps = np.sort(evals["step"].unique())
+  point_stage = evals.groupby("step")["train_stage"].first().reindex(steps).to_numpy()
+  stage_end_step = evals[evals["stage_end"].astype(bool)].groupby("train_stage")["step"].max()
+  final_stage = int(point_stage.max())
+  m = {c: _pivot(evals, c, ids, steps) for c in ("loss", "gold_prob", "exact_match", "margin_mean", "nll_sum")}
+  response_prob = np.exp(-m["nll_sum"])   # probability of the whole response: what sampling sees
+  own = visits.groupby("id")["train_stage"].max().reindex(ids).fillna(final_stage).astype(int).to_numpy()
+  own_end = np.searchsorted(steps, stage_end_step.reindex(own).fillna(steps[-1]).to_numpy())
+  trained = (point_stage[None, :] == own[:, None]) & (steps[None, :] > 0)   # passes during the own stage
+  before = np.zeros_like(trained)
+  first = trained.argmax(1)
+  before[np.arange(len(ids)), np.maximum(first - 1, 0)] = True               # the pass just before it
+  window = trained | before
+  loss = m["loss"]
+  diffs = np.diff(loss, axis=1)
+  pairs = window[:, 1:] & window[:, :-1]
+  variation = np.where(pairs, np.abs(diffs), 0).sum(1)
+  net = np.abs(_row_pick(loss, own_end) - _row_pick(loss, np.maximum(first - 1, 0)))
+  after_start = steps > 0
+  learned = m["exact_match"][:, after_start] > 0.5
+  gold = m["gold_prob"]
+  peak_own = np.nanmax(np.where(trained & (np.arange(len(steps))[None, :] <= own_end[:, None]), response_prob,
+                                -np.inf), 1)
+  k = min(slope_passes, len(steps) - 1)
+  final_loss, earlier_loss = loss[:, -1], loss[:, -1 - k]
+  previous = np.concatenate([learned[:, :1] * False, learned[:, :-1]], axis=1)
+  positive_margin = m["margin_mean"][:, after_start] > 0
+  stream_end = max(float(visits["stream_position"].max()), 1.0) if len(visits) else 1.0
+  out = pd.DataFrame(index=ids)
+  out["own_stage"] = own
+  out["final_stage"] = final_stage
+  out["initial_loss"] = loss[:, 0]
+  out["initial_gold_prob"] = gold[:, 0]
+  out["initial_margin"] = m["margin_mean"][:, 0]
+  out["own_end_gold_prob"] = _row_pick(gold, own_end)
+  out["own_end_exact_match"] = _row_pick(m["exact_match"], own_end) > 0.5
+  out["own_end_margin"] = _row_pick(m["margin_mean"], own_end)
+  out["final_loss"] = final_loss
+  out["final_gold_prob"] = gold[:, -1]
+  out["final_exact_match"] = m["exact_match"][:, -1] > 0.5
+  out["final_response_prob"] = response_prob[:, -1]
+  out["peak_own_response_prob"] = peak_own
+  earlier_stage = own < final_stage
+  out["boundary_drop"] = np.where(earlier_stage, out["own_end_gold_prob"] - out["final_gold_prob"], 0.0)
+  # relative loss of response probability from its best during its own stage to the end
+  out["peak_drop"] = np.where(earlier_stage, 1 - response_prob[:, -1] / np.maximum(peak_own, 1e-12), 0.0)
+  out["learned_then_lost"] = earlier_stage & out["own_end_exact_match"] & ~out["final_exact_match"]
+  out["forgetting_events"] = (previous & ~learned).sum(1)
+  out["ever_learned"] = learned.any(1)
+  first_positive = np.where(positive_margin.any(1), steps[after_start][positive_margin.argmax(1)], np.nan)
+  out["steps_to_positive_margin"] = first_positive
+  out["margin_closing_rate"] = (out["own_end_margin"] - out["initial_margin"]) / np.maximum(trained.sum(1), 1)
+  out["recent_improvement"] = (earlier_loss - final_loss) / np.maximum(earlier_loss, 1e-6)
+  out["steady_improvement"] = np.where(pairs, diffs < 0, False).sum(1) / np.maximum(pairs.sum(1), 1)
+  out["loss_oscillation"] = np.where(variation > 0, (variation - net) / np.maximum(variation, 1e-12), 0.0)
+  last_visit = visits.groupby("id")["stream_position"].max().reindex(ids).to_numpy(np.float64)
+  out["last_visit_position"] = last_visit / stream_end
+  rows = gold[:, after_start]
+  out["confidence"] = rows.mean(1)
+  out["variability"] = rows.std(1)
+  out["correctness"] = learned.mean(1)
+  return out
+
+
+def text_signals(prompts: pd.Series, references: pd.Series, greedy: pd.Series | None, cfg: SignalConfig,
+                 corpus_documents: Sequence[str] | None = None) -> pd.DataFrame:
+  """Near-duplicate prompts whose targets disagree (III), the rarity of the prompt pattern and of
+  the answer (V), and, given the pre-training corpus, what it states about each example (I, II).
+  `greedy` (the fine-tuned model's greedy answers) tells which side of a contradiction it learned."""
+  n = len(prompts)
+  found = similarity.patterns(prompts.tolist(), cfg.template_min_df)
+  slot_vocab = {w: k for k, w in enumerate(sorted({w for row in found.slots for w in row}))}
+  vectors = similarity.tfidf(prompts.tolist(), cfg.ngram)
+  i, j, cosine = similarity.near_duplicate_pairs(vectors, cfg.similarity_threshold, cfg.max_df,
+                                                 similarity.binary_matrix(found.slots, slot_vocab))
+  answers = np.asarray([normalize(r) for r in references], dtype=object)
+  disagree = answers[i] != answers[j]
+  src, dst = np.concatenate([i, j]), np.concatenate([j, i])
+  sim, dis = np.concatenate([cosine, cosine]), np.concatenate([disagree, disagree])
+  out = pd.DataFrame(index=prompts.index)
+  out["near_duplicates"] = np.bincount(src, minlength=n)
+  out["disagreeing_duplicates"] = np.bincount(src, dis.astype(float), minlength=n).astype(int)
+  out["duplicate_similarity"] = _group_max(src, sim, n)
+  out["disagreeing_similarity"] = _group_max(src[dis], sim[dis], n)
+  out["duplicate_agreement"] = np.where(out["near_duplicates"] > 0,
+                                        1 - out["disagreeing_duplicates"] / out["near_duplicates"].clip(lower=1),
+                                        np.nan)
+  if greedy is not None:
+    said = np.asarray([normalize(g) for g in greedy], dtype=object)
+    partner = np.zeros(n, bool)
+    np.logical_or.at(partner, src[dis], said[src[dis]] == answers[dst[dis]])
+    out["answers_partner_target"] = partner
+  keys = pd.Series(found.templates, index=prompts.index)
+  out["template_size"] = keys.map(keys.value_counts()).to_numpy()
+  out["template_share"] = out["template_size"] / n
+  out["answer_frequency"] = pd.Series(answers).map(pd.Series(answers).value_counts()).to_numpy()
+  out["response_words"] = [len(similarity.words(r)) for r in references]
+  if corpus_documents is not None:
+    for name, values in corpus.evidence(found, references.tolist(), corpus_documents).items():
+      out[name] = values.to_numpy()
+  return out
+
+
+def _group_max(index: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
+  out = np.zeros(n)
+  np.maximum.at(out, index, values)
+  return out
+
+
+DETECTION_COLUMNS = ("dataset", "stage", "unlearned", "pass_at_n", "error_consistency", "greedy_correct",
+                     "p_exist", "base_mc_correct", "base_p_true", "base_conf_wrong", "base_high_conf_error",
+                     "jsd_base_sft", "base_pass_at_n", "base_greedy_correct", "prerequisites", "prerequisites_known",
+                     "sft_p_true")
+
+
+def compute(detection: pd.DataFrame, prompts: pd.Series, dynamics: pd.DataFrame, cfg: SignalConfig,
+            corpus_documents: Sequence[str] | None = None) -> pd.DataFrame:
+  """All signals, one row per example of the detection table (indexed and ordered by its ids).
+
+  `prompts` maps id -> prompt text; detection columns missing from a run (no base model, no
+  multiple-choice probe) and corpus evidence without `corpus_documents` are simply absent, and
+  the rules fall back to what is there (README "Diagnosis").
+  """
+  table = detection.set_index("id")
+  ids = table.index
+  missing = ids.difference(prompts.index)
+  if len(missing):
+    raise ValueError(f"no prompt text for {len(missing)} detected example(s), e.g. '{missing[0]}'")
+  out = table[[c for c in DETECTION_COLUMNS if c in table]].copy()
+  out = out.join(text_signals(prompts.reindex(ids), table["reference"],
+                              table["greedy_text"] if "greedy_text" in table else None, cfg, corpus_documents))
+  return out.join(dynamics_signals(dynamics, ids, cfg.slope_passes))

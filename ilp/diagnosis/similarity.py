@@ -1,0 +1,111 @@
+"""Near-duplicate prompts and prompt templates, from word n-gram TF-IDF (sparse, no Python loops over pairs).
+
+Near-duplicate search is an all-pairs similarity search. Candidates are the pairs that share at
+least one *informative* n-gram (document frequency 2..`max_df`); the cosine of each candidate
+pair is then computed exactly. Sharing only very common n-grams ("what", "?") cannot make two
+prompts similar under TF-IDF unless they are very short, so the candidate filter loses almost
+nothing while keeping the work near-linear: at most `max_df` candidates per n-gram occurrence.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Sequence
+
+import numpy as np
+from scipy import sparse
+
+_WORD = re.compile(r"\w+|[^\w\s]")
+
+
+def words(text: str) -> list[str]:
+  return _WORD.findall(text.lower())
+
+
+def _ngrams(tokens: list[str], n_max: int) -> list[str]:
+  return [" ".join(tokens[i:i + n]) for n in range(1, n_max + 1) for i in range(len(tokens) - n + 1)]
+
+
+@dataclasses.dataclass(frozen=True)
+class TfIdf:
+  matrix: sparse.csr_matrix    # [docs, features], rows L2-normalised
+  df: np.ndarray               # [features] document frequency
+
+
+def tfidf(texts: Sequence[str], ngram: int = 1) -> TfIdf:
+  """Sublinear-tf, smoothed-idf TF-IDF over word 1..`ngram`-grams."""
+  vocab: dict[str, int] = {}
+  indptr, indices = [0], []
+  for text in texts:
+    for gram in _ngrams(words(text), ngram):
+      indices.append(vocab.setdefault(gram, len(vocab)))
+    indptr.append(len(indices))
+  counts = sparse.csr_matrix((np.ones(len(indices)), np.asarray(indices, np.int64), np.asarray(indptr)),
+                             shape=(len(texts), max(len(vocab), 1)))
+  counts.sum_duplicates()
+  df = np.bincount(counts.indices, minlength=counts.shape[1])
+  idf = np.log((1 + len(texts)) / (1 + df)) + 1.0
+  weighted = counts.copy()
+  weighted.data = (1.0 + np.log(weighted.data)) * idf[weighted.indices]
+  norms = np.sqrt(np.asarray(weighted.multiply(weighted).sum(axis=1)).ravel())
+  weighted = sparse.diags(1.0 / np.maximum(norms, 1e-12)) @ weighted
+  return TfIdf(sparse.csr_matrix(weighted), df)
+
+
+def near_duplicate_pairs(vectors: TfIdf, threshold: float, max_df: int, slots: sparse.csr_matrix | None = None
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Pairs (i < j) with cosine >= threshold among those sharing an n-gram of df in 2..max_df.
+
+  With `slots` ([docs, words] binary: each prompt's slot fillers, see `patterns`), a pair whose
+  prompts *both* have a slot filler the other lacks is one template about two different things
+  ("capital of France?" / "capital of Spain?"), not a near-duplicate, however long the template.
+  """
+  informative = (vectors.df >= 2) & (vectors.df <= max_df)
+  shared = vectors.matrix[:, informative]
+  shared.data[:] = 1.0
+  candidates = sparse.triu(shared @ shared.T, k=1).tocoo()
+  i, j = candidates.row.astype(np.int64), candidates.col.astype(np.int64)
+  if not len(i):
+    return i, j, np.zeros(0)
+  cosine = row_dots(vectors.matrix, i, vectors.matrix, j)
+  keep = cosine >= threshold
+  if slots is not None:
+    both = row_dots(slots, i, slots, j)
+    count = np.asarray(slots.sum(axis=1)).ravel()
+    keep &= ~((count[i] > both) & (count[j] > both))
+  return i[keep], j[keep], cosine[keep]
+
+
+def row_dots(a: sparse.csr_matrix, i: np.ndarray, b: sparse.csr_matrix, j: np.ndarray) -> np.ndarray:
+  """a[i[k]] . b[j[k]] for every k, without densifying."""
+  return np.asarray(a[i].multiply(b[j]).sum(axis=1)).ravel()
+
+
+@dataclasses.dataclass(frozen=True)
+class Patterns:
+  templates: list[str]      # each text with its slot fillers replaced by `#`
+  slots: list[list[str]]    # the slot fillers of each text
+
+
+def patterns(texts: Sequence[str], min_df: int) -> Patterns:
+  """Splits every text into a template and slot fillers: words in fewer than `min_df` texts
+  (names, numbers, entities). The template's frequency measures how rare a prompt pattern is;
+  the slot fillers say what a prompt is about."""
+  tokenized = [words(t) for t in texts]
+  df: dict[str, int] = {}
+  for tokens in tokenized:
+    for w in set(tokens):
+      df[w] = df.get(w, 0) + 1
+  rare = [[w for w in tokens if df[w] < min_df] for tokens in tokenized]
+  templates = [" ".join(w if df[w] >= min_df else "#" for w in tokens) for tokens in tokenized]
+  return Patterns(templates, rare)
+
+
+def binary_matrix(rows: Sequence[Sequence[str]], vocab: dict[str, int]) -> sparse.csr_matrix:
+  """[rows, vocab] 0/1 matrix of which vocabulary words each row holds (others are ignored)."""
+  indptr, indices = [0], []
+  for row in rows:
+    indices.extend(sorted({vocab[w] for w in row if w in vocab}))
+    indptr.append(len(indices))
+  return sparse.csr_matrix((np.ones(len(indices)), np.asarray(indices, np.int64), np.asarray(indptr, np.int64)),
+                           shape=(len(rows), max(len(vocab), 1)))

@@ -1,0 +1,119 @@
+"""Proves the diagnosis right on finished ILP-world runs: joins `diagnosis/attribution.parquet`
+with the world's planted ground truth (the only place the two meet) and prints, per run and
+overall:
+
+- detection: recall of planted-unlearnable examples that the final model in fact fails (greedy
+  answer wrong and not reproduced under teacher forcing), the unlearned rate of each planted
+  cause, and the false-positive rate on control examples;
+- attribution, over unlearned examples: the confusion matrix (planted cause x attributed cause;
+  "none" = a control example), per-cause precision / recall / F1 and macro-F1 over the five
+  causes, and the unattributed share. Ground truth exists only for the planted examples, so the
+  headline precision is over them; a control example that fails has no planted cause (it may
+  still have a real one, e.g. a stage-1 fact forgotten in stage 2), and the stricter precision
+  that counts every attributed control example as an error is printed beside it;
+- whether the targets hold: macro-F1 >= 0.85, every cause's recall >= 0.75, < 10% unattributed.
+
+Writes `<workdir>/diagnosis_validation.json` per run.
+
+  python scripts/validate_diagnosis.py --workdirs=runs/s0,runs/s1,runs/s2
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import numpy as np
+import pandas as pd
+from absl import app, flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from ilp import fileio  # noqa: E402
+from ilp.data import world  # noqa: E402
+from ilp.diagnosis.attribution import CAUSES, UNATTRIBUTED  # noqa: E402
+from ilp.stages import diagnose  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("workdirs", None, "Work directories of finished world runs (with the diagnose stage).")
+flags.mark_flag_as_required("workdirs")
+
+NONE = "none"
+TARGETS = {"macro_f1": 0.85, "recall": 0.75, "unattributed": 0.10}
+
+
+def validate(workdir: str) -> dict:
+  truth = world.load_ground_truth(os.path.join(workdir, "world"))
+  truth["planted"] = truth["cause"].where(truth["cause"].notna(), NONE).astype(str)
+  table = pd.read_parquet(os.path.join(workdir, diagnose.DIR, diagnose.TABLE)).merge(
+      truth[["id", "group", "planted"]], on="id", validate="one_to_one")
+  unlearned = table["unlearned"].astype(bool)
+  planted = table["planted"] != NONE
+  fails = ~table["greedy_correct"].astype(bool) & ~table["final_exact_match"].astype(bool)
+  u = table[unlearned]
+  confusion = pd.crosstab(u["planted"], u["cause"]).reindex(index=list(CAUSES) + [NONE],
+                                                             columns=list(CAUSES) + [UNATTRIBUTED], fill_value=0)
+  per_cause = {}
+  f1 = lambda p, r: 0.0 if p + r == 0 else 2 * p * r / (p + r)
+  for c in CAUSES:
+    hit = int(confusion.loc[c, c])
+    recall = hit / max(int(confusion.loc[c].sum()), 1)
+    precision = hit / max(int(confusion.loc[list(CAUSES), c].sum()), 1)
+    strict = hit / max(int(confusion[c].sum()), 1)
+    per_cause[c] = {"planted_unlearned": int(confusion.loc[c].sum()), "attributed": int(confusion[c].sum()),
+                    "precision": precision, "recall": recall, "f1": f1(precision, recall),
+                    "precision_with_control": strict, "f1_with_control": f1(strict, recall)}
+  macro = float(np.mean([v["f1"] for v in per_cause.values()]))
+  strict_macro = float(np.mean([v["f1_with_control"] for v in per_cause.values()]))
+  unattributed = float((u["cause"] == UNATTRIBUTED).mean()) if len(u) else 0.0
+  return {
+      "examples": int(len(table)), "unlearned": int(unlearned.sum()),
+      "detection": {"recall_of_failed_planted": float(unlearned[planted & fails].mean()),
+                    "unlearned_rate_by_planted_cause": {c: float(unlearned[table["planted"] == c].mean())
+                                                        for c in CAUSES},
+                    "control_false_positive_rate": float(unlearned[table["group"] == "control"].mean())},
+      "confusion": {r: {c: int(v) for c, v in row.items()} for r, row in confusion.iterrows()},
+      "per_cause": per_cause, "macro_f1": macro, "macro_f1_with_control": strict_macro,
+      "unattributed_share": unattributed,
+      "targets": {"macro_f1": macro >= TARGETS["macro_f1"],
+                  "every_recall": all(v["recall"] >= TARGETS["recall"] for v in per_cause.values()),
+                  "unattributed": unattributed < TARGETS["unattributed"]},
+  }
+
+
+def report(workdir: str, result: dict) -> str:
+  lines = [f"== {workdir}: {result['unlearned']} of {result['examples']} examples unlearned",
+           f"detection recall of failed planted examples {100 * result['detection']['recall_of_failed_planted']:.1f}%, "
+           f"control false positives {100 * result['detection']['control_false_positive_rate']:.1f}%",
+           "unlearned by planted cause: " + ", ".join(
+               f"{c} {100 * v:.0f}%" for c, v in result["detection"]["unlearned_rate_by_planted_cause"].items()),
+           "confusion (rows planted, columns attributed):",
+           f"{'':>6}" + "".join(f"{c:>13}" for c in list(CAUSES) + [UNATTRIBUTED])]
+  for row, counts in result["confusion"].items():
+    lines.append(f"{row:>6}" + "".join(f"{v:>13}" for v in counts.values()))
+  lines.append("cause  precision  recall     F1   (precision, F1 counting control examples as errors)")
+  for c, v in result["per_cause"].items():
+    lines.append(f"{c:>5} {v['precision']:>10.2f} {v['recall']:>7.2f} {v['f1']:>6.2f}   "
+                 f"({v['precision_with_control']:.2f}, {v['f1_with_control']:.2f})")
+  lines.append(f"macro-F1 {result['macro_f1']:.3f} ({result['macro_f1_with_control']:.3f} with control), unattributed {100 * result['unattributed_share']:.1f}%; targets: " +
+               ", ".join(f"{k}={'yes' if v else 'NO'}" for k, v in result["targets"].items()))
+  return "\n".join(lines)
+
+
+def main(argv: list[str]) -> None:
+  del argv
+  results = {}
+  for workdir in FLAGS.workdirs:
+    results[workdir] = validate(workdir)
+    fileio.write_json_atomic(os.path.join(workdir, "diagnosis_validation.json"), results[workdir])
+    print(report(workdir, results[workdir]))
+  if len(results) > 1:
+    print(f"== overall: macro-F1 min {min(r['macro_f1'] for r in results.values()):.3f}, "
+          f"mean {np.mean([r['macro_f1'] for r in results.values()]):.3f}; lowest recall "
+          f"{min(v['recall'] for r in results.values() for v in r['per_cause'].values()):.2f}; most unattributed "
+          f"{100 * max(r['unattributed_share'] for r in results.values()):.1f}%; all targets hold: "
+          f"{'yes' if all(all(r['targets'].values()) for r in results.values()) else 'NO'}")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,190 @@
+"""Diagnosis: each signal on hand-made tables with known answers, each rule, and the settings."""
+import collections
+import math
+
+import ml_collections
+import numpy as np
+import pandas as pd
+import pytest
+
+from configs import base as base_config
+from ilp.diagnosis import attribution, corpus, signals, similarity
+from ilp.stages import diagnose
+
+
+def _brute_tfidf(texts):
+  """Independent TF-IDF (dicts): sublinear tf, smoothed idf, L2-normalised rows."""
+  docs = [collections.Counter(similarity.words(t)) for t in texts]
+  df = collections.Counter(w for d in docs for w in d)
+  rows = []
+  for d in docs:
+    row = {w: (1 + math.log(c)) * (math.log((1 + len(texts)) / (1 + df[w])) + 1) for w, c in d.items()}
+    norm = math.sqrt(sum(v * v for v in row.values()))
+    rows.append({w: v / norm for w, v in row.items()})
+  return rows
+
+
+def test_tfidf_cosines_match_a_brute_force_computation():
+  texts = ["where was p1 born ?", "what is the birthplace of p1 ?", "where was p2 born ? born", "the job of p2"]
+  v = similarity.tfidf(texts)
+  dense = (v.matrix @ v.matrix.T).toarray()
+  ref = _brute_tfidf(texts)
+  for a in range(len(texts)):
+    for b in range(len(texts)):
+      assert dense[a, b] == pytest.approx(sum(x * ref[b].get(w, 0.0) for w, x in ref[a].items()), abs=1e-12)
+
+
+PROMPTS = ["where was p1 born ?", "what is the birthplace of p1 ?", "where was p2 born ?",
+           "what is the capital of france ?", "what is the capital of france ?",
+           "tell me the birthplace , the country and the job of p3 .",
+           "tell me the birthplace , the country and the job of p4 .", "where was p6 born ?",
+           "tell me the birthplace , the country and the job of p5 ."]
+
+
+def test_near_duplicates_are_paraphrases_and_duplicates_not_one_template_about_two_things():
+  v = similarity.tfidf(PROMPTS)
+  found = similarity.patterns(PROMPTS, min_df=3)
+  assert found.slots[0] == ["p1"] and found.slots[5] == ["p3"] and found.slots[3] == ["capital", "france"]
+  assert found.templates[5] == found.templates[6] == "tell me the birthplace , the country and the job of # ."
+  vocab = {w: k for k, w in enumerate(sorted({w for s in found.slots for w in s}))}
+  i, j, cos = similarity.near_duplicate_pairs(v, 0.3, max_df=100, slots=similarity.binary_matrix(found.slots, vocab))
+  assert set(zip(i.tolist(), j.tolist())) == {(0, 1), (3, 4)}
+  assert cos[list(zip(i, j)).index((3, 4))] == pytest.approx(1.0)
+  i, j, _ = similarity.near_duplicate_pairs(v, 0.3, max_df=100)   # without slot fillers, templates match
+  assert {(5, 6), (0, 2)} <= set(zip(i.tolist(), j.tolist()))
+
+
+def test_corpus_evidence_support_contradiction_and_silence():
+  prompts = ["where was p1 born ?", "where was p2 born ?", "where was p3 born ?", "what is the job of p4 ?",
+             "what is the job of p5 ?"]
+  references = ["c1", "c5", "c7", "j1", "j3"]
+  documents = ["p1 was born in c1 .", "p2 comes from c7 .", "p2 grew up in c7 .", "p3 works as j2 .",
+               "p4 works as j1 .", "c1 lies in k1 ."]
+  found = similarity.patterns(prompts, min_df=2)
+  ev = corpus.evidence(found, references, documents)
+  assert ev["corpus_entity_docs"].tolist() == [1, 2, 1, 1, 0]
+  assert ev["corpus_support"].tolist() == [1, 0, 0, 1, 0]
+  assert ev["corpus_contradiction"].tolist() == [0, 2, 0, 0, 0]   # p3's job is not an answer of its kind
+
+
+def _log(rows):
+  """Dynamics rows from {id: (stage trained, nll per pass, exact match per pass, margin per pass)}."""
+  passes = [(0, "start", 1, False), (10, "s1/e1", 1, False), (20, "s1/e2", 1, True), (30, "s2/e1", 2, False),
+            (40, "s2/e2", 2, True)]
+  evals, visits = [], []
+  for ident, (stage, nll, em, margin) in rows.items():
+    for (step, name, s, end), n, e, m in zip(passes, nll, em, margin):
+      evals.append(dict(kind="eval", id=ident, step=step, eval_point=name, train_stage=s, stage_end=end,
+                        stream_position=-1, nll_sum=n, tokens=2.0, loss=n / 2, gold_prob=math.exp(-n / 2),
+                        exact_match=float(e), margin_mean=m))
+    for k in range(2):
+      visits.append(dict(kind="batch", id=ident, step=10 * (stage - 1) * 2 + k, train_stage=stage,
+                         stream_position=(stage - 1) * 100 + k))
+  return pd.DataFrame(evals + visits)
+
+
+def test_dynamics_signals_forgetting_improvement_oscillation():
+  log = _log({"a": (1, [3.0, 0.5, 0.1, 1.0, 2.0], [0, 1, 1, 0, 0], [-2, 1, 2, -1, -1]),
+              "b": (2, [4.0, 4.0, 4.0, 2.0, 1.0], [0, 0, 0, 0, 0], [-5, -5, -5, -3, -1]),
+              "c": (2, [2.0, 2.0, 2.0, 1.0, 2.0], [0, 0, 0, 1, 0], [-1, -1, -1, 1, -1])})
+  out = signals.dynamics_signals(log, pd.Index(["a", "b", "c"]), slope_passes=2)
+  a, b, c = (out.loc[k] for k in "abc")
+  assert (a.own_stage, b.own_stage, a.final_stage) == (1, 2, 2)
+  assert a.peak_drop == pytest.approx(1 - math.exp(-2.0) / math.exp(-0.1))
+  assert a.learned_then_lost and not c.learned_then_lost and b.peak_drop == 0
+  assert (a.forgetting_events, c.forgetting_events) == (1, 1)
+  assert a.steps_to_positive_margin == 10 and math.isnan(b.steps_to_positive_margin)
+  assert a.initial_margin == -2 and b.initial_margin == -5
+  assert b.recent_improvement == pytest.approx((2.0 - 0.5) / 2.0)
+  assert b.steady_improvement == 1.0 and not b.ever_learned
+  assert a.loss_oscillation == pytest.approx(0.0) and c.loss_oscillation == pytest.approx(1.0)
+  assert b.last_visit_position == pytest.approx(101 / 101) and a.last_visit_position == pytest.approx(1 / 101)
+  assert c.correctness == pytest.approx(0.25)
+
+
+def test_text_signals_contradicting_duplicates_and_rarity():
+  prompts = pd.Series(PROMPTS, index=[f"x{k}" for k in range(len(PROMPTS))])
+  references = pd.Series(["c1", "c2", "c3", "paris", "lyon", "c4 k1 j1", "c5 k2 j2", "c9", "c6 k3 j3"],
+                         index=prompts.index)
+  greedy = pd.Series(["c2", "c2", "c3", "paris", "paris", "c4", "c5", "c9", "c6"], index=prompts.index)
+  cfg = signals.SignalConfig(similarity_threshold=0.3)
+  out = signals.text_signals(prompts, references, greedy, cfg)
+  assert out["disagreeing_duplicates"].tolist() == [1, 1, 0, 1, 1, 0, 0, 0, 0]
+  assert out["answers_partner_target"].tolist() == [True, False, False, False, True, False, False, False, False]
+  assert out["duplicate_agreement"].iloc[0] == 0.0 and np.isnan(out["duplicate_agreement"].iloc[2])
+  assert out["template_size"].tolist() == [3, 1, 3, 2, 2, 3, 3, 3, 3]
+  assert out["response_words"].tolist() == [1, 1, 1, 1, 1, 3, 3, 1, 3]
+  assert out["answer_frequency"].tolist() == [1] * 9
+
+
+def _signal_table(with_corpus=True):
+  """One row per rule, each built so that exactly the intended rules hold."""
+  neutral = dict(dataset="d", unlearned=True, p_exist=True, base_mc_correct=True, base_greedy_correct=True,
+                 base_pass_at_n=1.0, base_p_true=0.9, base_conf_wrong=0.0, base_high_conf_error=False,
+                 jsd_base_sft=0.0, prerequisites=0, prerequisites_known=np.nan, disagreeing_duplicates=0,
+                 disagreeing_similarity=0.0, duplicate_agreement=np.nan, answers_partner_target=False,
+                 loss_oscillation=0.0, own_stage=2, final_stage=2, learned_then_lost=False, peak_drop=0.0,
+                 recent_improvement=0.0, template_share=0.5, response_words=1, error_consistency=1.0,
+                 initial_margin=1.0, corpus_support=1, corpus_contradiction=0)
+  blind = dict(p_exist=False, base_mc_correct=False, base_greedy_correct=False, base_pass_at_n=0.0,
+               base_p_true=0.1, corpus_support=0)
+  rows = {
+      "inconsistent": {**blind, "disagreeing_duplicates": 1, "disagreeing_similarity": 0.8, "duplicate_agreement": 0.0},
+      "forgotten": {**blind, "own_stage": 1, "learned_then_lost": True, "peak_drop": 0.9},
+      "conflict": {**blind, "base_high_conf_error": True, "base_conf_wrong": 0.95, "corpus_contradiction": 5,
+                   "jsd_base_sft": 0.1},
+      "missing": dict(blind),
+      "rare": {**blind, "prerequisites": 3, "prerequisites_known": 1.0, "template_share": 0.01, "response_words": 3},
+      "unexplained": {},
+      "fine": {"unlearned": False},
+  }
+  table = pd.DataFrame([{**neutral, **r} for r in rows.values()], index=list(rows))
+  table["response_words"] = table["response_words"].where(table.index != "unexplained", 1)
+  if not with_corpus:
+    table = table.drop(columns=["corpus_support", "corpus_contradiction"])
+  return table
+
+
+def test_each_rule_attributes_its_cause():
+  out = attribution.attribute(_signal_table(), attribution.RuleConfig())
+  assert out["cause"].to_dict() == {"inconsistent": "III", "forgotten": "IV", "conflict": "II", "missing": "I",
+                                    "rare": "V", "unexplained": "unattributed", "fine": "learned"}
+  assert out.loc["inconsistent", "rules"] == "III;I"              # both hold; III comes first
+  assert "II:corpus_contradicts" in out.loc["conflict", "fired"].split(";")
+  assert out.loc["forgotten", "score_IV"] == pytest.approx(0.9)
+  assert out.loc["missing", "score_I"] == pytest.approx(0.9)
+  assert out.loc["rare", "score_I"] == 0.0 and out.loc["rare", "score_V"] > 0
+
+
+def test_without_corpus_conflict_falls_back_to_jsd_and_order_is_configurable():
+  table = _signal_table(with_corpus=False)
+  out = attribution.attribute(table, attribution.RuleConfig())
+  assert out.loc["conflict", "cause"] == "I"                       # JSD 0.1 <= 0.3: not the paper's conflict
+  table.loc["conflict", "jsd_base_sft"] = 0.6
+  assert attribution.attribute(table, attribution.RuleConfig()).loc["conflict", "cause"] == "II"
+  reordered = attribution.attribute(_signal_table(), attribution.RuleConfig(order=("I", "II", "III", "IV", "V")))
+  assert reordered.loc["inconsistent", "cause"] == "I" and reordered.loc["forgotten", "cause"] == "I"
+  only_three = attribution.attribute(_signal_table(), attribution.RuleConfig(order=("III",)))
+  assert only_three.loc["missing", "cause"] == "unattributed"
+  with pytest.raises(ValueError, match="diagnose.rules.order"):
+    attribution.RuleConfig(order=("III", "VI"))
+
+
+def test_forgetting_rule_uses_the_relative_drop_threshold():
+  table = _signal_table().loc[["forgotten"]].assign(learned_then_lost=False, peak_drop=0.3)
+  assert attribution.attribute(table, attribution.RuleConfig(forgetting_drop=0.25))["cause"].iloc[0] == "IV"
+  assert attribution.attribute(table, attribution.RuleConfig(forgetting_drop=0.5))["cause"].iloc[0] == "I"
+
+
+def test_settings_name_an_unknown_field():
+  config = base_config.get_config()
+  diagnose.validate(config)
+  config.diagnose.rules = ml_collections.ConfigDict({**config.diagnose.rules.to_dict(), "jsd_max": 1.0})
+  with pytest.raises(ValueError, match="diagnose.rules.*jsd_max"):
+    diagnose.validate(config)
+
+
+def test_templates_that_share_answers_are_one_kind():
+  templates = ["where was # born ?", "what is the birthplace of # ?", "what is the job of # ?", "where was # born ?"]
+  kinds = corpus.answer_kinds(templates, ["c1", "C1", "j1", "c2"])
+  assert kinds[0] == kinds[1] == kinds[3] != kinds[2]
