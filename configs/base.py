@@ -90,6 +90,7 @@ def get_config() -> ml_collections.ConfigDict:
       signals=dict(similarity_threshold=0.5,  # TF-IDF cosine of near-duplicate prompts (paper's X: not given)
                    ngram=1, max_df=100,       # word n-grams; n-grams in more prompts propose no candidate pairs
                    template_min_df=3,         # rarer words are masked to form a prompt's template
+                   same_answer_kind=True,     # near-duplicates expect the same kind of answer (templates sharing answers)
                    slope_passes=3),           # final evaluation passes over which improvement is measured
       rules=dict(order=("III", "IV", "II", "I", "V"),  # first cause whose rule holds wins
                  jsd=0.3, blind_pass=0.2, prerequisites_known=0.5, forgetting_drop=0.25, oscillation=0.3,

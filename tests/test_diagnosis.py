@@ -104,8 +104,8 @@ def test_dynamics_signals_forgetting_improvement_oscillation():
 
 def test_text_signals_contradicting_duplicates_and_rarity():
   prompts = pd.Series(PROMPTS, index=[f"x{k}" for k in range(len(PROMPTS))])
-  references = pd.Series(["c1", "c2", "c3", "paris", "lyon", "c4 k1 j1", "c5 k2 j2", "c9", "c6 k3 j3"],
-                         index=prompts.index)
+  references = pd.Series(["c1", "c2", "c3", "paris", "lyon", "c4 k1 j1", "c5 k2 j2", "c2", "c6 k3 j3"],
+                         index=prompts.index)   # x7 answers c2 like x1: both birthplace templates are one kind
   greedy = pd.Series(["c2", "c2", "c3", "paris", "paris", "c4", "c5", "c9", "c6"], index=prompts.index)
   cfg = signals.SignalConfig(similarity_threshold=0.3)
   out = signals.text_signals(prompts, references, greedy, cfg)
@@ -114,7 +114,7 @@ def test_text_signals_contradicting_duplicates_and_rarity():
   assert out["duplicate_agreement"].iloc[0] == 0.0 and np.isnan(out["duplicate_agreement"].iloc[2])
   assert out["template_size"].tolist() == [3, 1, 3, 2, 2, 3, 3, 3, 3]
   assert out["response_words"].tolist() == [1, 1, 1, 1, 1, 3, 3, 1, 3]
-  assert out["answer_frequency"].tolist() == [1] * 9
+  assert out["answer_frequency"].tolist() == [1, 2, 1, 1, 1, 1, 1, 2, 1]
 
 
 def _signal_table(with_corpus=True):
@@ -170,6 +170,13 @@ def test_without_corpus_conflict_falls_back_to_jsd_and_order_is_configurable():
     attribution.RuleConfig(order=("III", "VI"))
 
 
+def test_missing_knowledge_a_lucky_base_guess_counts_only_without_corpus_evidence():
+  lucky = _signal_table().loc[["missing"]].assign(base_greedy_correct=True, base_pass_at_n=0.4)
+  assert attribution.attribute(lucky, attribution.RuleConfig())["cause"].iloc[0] == "I"     # corpus: never stated
+  lucky = lucky.drop(columns=["corpus_support", "corpus_contradiction"])
+  assert attribution.attribute(lucky, attribution.RuleConfig())["cause"].iloc[0] == "unattributed"
+
+
 def test_forgetting_rule_uses_the_relative_drop_threshold():
   table = _signal_table().loc[["forgotten"]].assign(learned_then_lost=False, peak_drop=0.3)
   assert attribution.attribute(table, attribution.RuleConfig(forgetting_drop=0.25))["cause"].iloc[0] == "IV"
@@ -186,5 +193,16 @@ def test_settings_name_an_unknown_field():
 
 def test_templates_that_share_answers_are_one_kind():
   templates = ["where was # born ?", "what is the birthplace of # ?", "what is the job of # ?", "where was # born ?"]
-  kinds = corpus.answer_kinds(templates, ["c1", "C1", "j1", "c2"])
+  kinds = similarity.answer_kinds(templates, ["c1", "C1", "j1", "c2"])
   assert kinds[0] == kinds[1] == kinds[3] != kinds[2]
+
+
+def test_two_questions_about_one_entity_are_not_near_duplicates_when_answer_kinds_differ():
+  prompts = pd.Series(["where was p1 born ?", "what is the job of p1 ?", "where was p2 born ?", "where was p3 born ?",
+                       "what is the job of p4 ?", "what is the job of p5 ?"])
+  references = pd.Series(["c1", "j1", "c2", "c3", "j2", "j3"])
+  loose = signals.text_signals(prompts, references, None, signals.SignalConfig(similarity_threshold=0.2,
+                                                                                same_answer_kind=False))
+  assert loose["disagreeing_duplicates"].tolist() == [1, 1, 0, 0, 0, 0]
+  strict = signals.text_signals(prompts, references, None, signals.SignalConfig(similarity_threshold=0.2))
+  assert strict["disagreeing_duplicates"].tolist() == [0] * 6

@@ -85,13 +85,14 @@ def conditions(signals: pd.DataFrame, cfg: RuleConfig) -> dict[str, dict[str, np
 
 def rules(c: dict[str, dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
   """Whether each cause's rule holds. With corpus evidence, the corpus decides whether pre-training
-  stated something else (II) or nothing it could support (I); without it, II falls back to the
+  stated something else (II) or nothing at all (I: then a base model's lucky guess does not count
+  as knowledge); without it, I needs the base model wrong and blind, and II falls back to the
   paper's JSD(base || SFT) > 0.3."""
   i, ii, iii, iv, v = (c[k] for k in CAUSES)
   corpus = c["_"]["has_corpus"]
   return {
-      "I": i["prerequisites_unknown"] | (i["no_base_knowledge"] & i["base_wrong"] & i["base_blind"] &
-                                         (i["corpus_silent"] | ~corpus)),
+      "I": i["prerequisites_unknown"] | (i["no_base_knowledge"] & np.where(corpus, i["corpus_silent"],
+                                                                          i["base_wrong"] & i["base_blind"])),
       "II": ii["high_conf_error"] & np.where(corpus, ii["corpus_contradicts"], ii["jsd_above"]),
       "III": iii["disagreeing_duplicate"],
       "IV": iv["earlier_stage"] & (iv["learned_then_lost"] | iv["dropped_after_stage"]),

@@ -15,22 +15,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 from scipy import sparse
-from scipy.sparse import csgraph
 
 from ilp.diagnosis import similarity
-from ilp.sampling.verifiers import normalize
-
-
-def answer_kinds(templates: Sequence[str], references: Sequence[str]) -> np.ndarray:
-  """Per example, its answer kind: templates that share a (normalised) answer are one kind, so
-  "where was # born ?" and "what is the birthplace of # ?" pool their cities, while a job
-  question keeps its own (connected components of the template-answer graph)."""
-  _, template_ids = np.unique(np.asarray(templates, dtype=object), return_inverse=True)
-  _, answer_ids = np.unique(np.asarray([normalize(r) for r in references], dtype=object), return_inverse=True)
-  t, a = template_ids.max() + 1, answer_ids.max() + 1
-  graph = sparse.csr_matrix((np.ones(len(templates)), (template_ids, t + answer_ids)), shape=(t + a, t + a))
-  _, labels = csgraph.connected_components(graph, directed=False)
-  return np.unique(labels[template_ids], return_inverse=True)[1]
 
 
 def evidence(patterns: similarity.Patterns, references: Sequence[str], documents: Sequence[str]) -> pd.DataFrame:
@@ -44,7 +30,7 @@ def evidence(patterns: similarity.Patterns, references: Sequence[str], documents
       vocab.setdefault(w, len(vocab))
   entity = similarity.binary_matrix(patterns.slots, vocab)
   target = similarity.binary_matrix(answers, vocab)
-  kinds = answer_kinds(patterns.templates, references)
+  kinds = similarity.answer_kinds(patterns.templates, references)
   by_kind = sparse.csr_matrix((np.ones(len(answers)), (kinds, np.arange(len(answers)))),
                               shape=(kinds.max() + 1, len(answers))) @ target
   kind = (by_kind[kinds] > 0).astype(np.float64)                     # answer words of the same kind

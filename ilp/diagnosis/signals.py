@@ -23,6 +23,7 @@ class SignalConfig:
   ngram: int = 1                      # word n-grams of the TF-IDF
   max_df: int = 100                   # n-grams shared by more prompts do not propose candidate pairs
   template_min_df: int = 3            # words in fewer prompts are masked to form the prompt template
+  same_answer_kind: bool = True       # near-duplicates must expect the same kind of answer
   slope_passes: int = 3               # evaluation passes at the end over which improvement is measured
 
 
@@ -116,6 +117,10 @@ def text_signals(prompts: pd.Series, references: pd.Series, greedy: pd.Series | 
   vectors = similarity.tfidf(prompts.tolist(), cfg.ngram)
   i, j, cosine = similarity.near_duplicate_pairs(vectors, cfg.similarity_threshold, cfg.max_df,
                                                  similarity.binary_matrix(found.slots, slot_vocab))
+  if cfg.same_answer_kind:  # "where was p born?" and "what is p's job?" are not one question
+    kinds = similarity.answer_kinds(found.templates, references.tolist())
+    same = kinds[i] == kinds[j]
+    i, j, cosine = i[same], j[same], cosine[same]
   answers = np.asarray([normalize(r) for r in references], dtype=object)
   disagree = answers[i] != answers[j]
   src, dst = np.concatenate([i, j]), np.concatenate([j, i])

@@ -14,6 +14,9 @@ from typing import Sequence
 
 import numpy as np
 from scipy import sparse
+from scipy.sparse import csgraph
+
+from ilp.sampling.verifiers import normalize
 
 _WORD = re.compile(r"\w+|[^\w\s]")
 
@@ -99,6 +102,18 @@ def patterns(texts: Sequence[str], min_df: int) -> Patterns:
   rare = [[w for w in tokens if df[w] < min_df] for tokens in tokenized]
   templates = [" ".join(w if df[w] >= min_df else "#" for w in tokens) for tokens in tokenized]
   return Patterns(templates, rare)
+
+
+def answer_kinds(templates: Sequence[str], references: Sequence[str]) -> np.ndarray:
+  """Per example, its answer kind: templates that share a (normalised) answer are one kind, so
+  "where was # born ?" and "what is the birthplace of # ?" pool their cities, while a job
+  question keeps its own (connected components of the template-answer graph)."""
+  _, template_ids = np.unique(np.asarray(templates, dtype=object), return_inverse=True)
+  _, answer_ids = np.unique(np.asarray([normalize(r) for r in references], dtype=object), return_inverse=True)
+  t, a = template_ids.max() + 1, answer_ids.max() + 1
+  graph = sparse.csr_matrix((np.ones(len(templates)), (template_ids, t + answer_ids)), shape=(t + a, t + a))
+  _, labels = csgraph.connected_components(graph, directed=False)
+  return np.unique(labels[template_ids], return_inverse=True)[1]
 
 
 def binary_matrix(rows: Sequence[Sequence[str]], vocab: dict[str, int]) -> sparse.csr_matrix:
