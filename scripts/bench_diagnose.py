@@ -74,7 +74,7 @@ def timed(n: int) -> float:
 
 def brute_force_check(n: int) -> None:
   _, prompts, _, _ = synthetic(n, seed=1)
-  vectors = similarity.tfidf(prompts.tolist())
+  vectors = similarity.tfidf([similarity.words(t) for t in prompts])
   start = time.perf_counter()
   i, j, _ = similarity.near_duplicate_pairs(vectors, 0.5, signals.SignalConfig().max_df)
   sparse_s = time.perf_counter() - start

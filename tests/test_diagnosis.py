@@ -26,7 +26,7 @@ def _brute_tfidf(texts):
 
 def test_tfidf_cosines_match_a_brute_force_computation():
   texts = ["where was p1 born ?", "what is the birthplace of p1 ?", "where was p2 born ? born", "the job of p2"]
-  v = similarity.tfidf(texts)
+  v = similarity.tfidf([similarity.words(t) for t in texts])
   dense = (v.matrix @ v.matrix.T).toarray()
   ref = _brute_tfidf(texts)
   for a in range(len(texts)):
@@ -42,8 +42,9 @@ PROMPTS = ["where was p1 born ?", "what is the birthplace of p1 ?", "where was p
 
 
 def test_near_duplicates_are_paraphrases_and_duplicates_not_one_template_about_two_things():
-  v = similarity.tfidf(PROMPTS)
-  found = similarity.patterns(PROMPTS, min_df=3)
+  tokenized = [similarity.words(t) for t in PROMPTS]
+  v = similarity.tfidf(tokenized)
+  found = similarity.patterns(tokenized, min_df=3)
   assert found.slots[0] == ["p1"] and found.slots[5] == ["p3"] and found.slots[3] == ["capital", "france"]
   assert found.templates[5] == found.templates[6] == "tell me the birthplace , the country and the job of # ."
   vocab = {w: k for k, w in enumerate(sorted({w for s in found.slots for w in s}))}
@@ -60,8 +61,8 @@ def test_corpus_evidence_support_contradiction_and_silence():
   references = ["c1", "c5", "c7", "j1", "j3"]
   documents = ["p1 was born in c1 .", "p2 comes from c7 .", "p2 grew up in c7 .", "p3 works as j2 .",
                "p4 works as j1 .", "c1 lies in k1 ."]
-  found = similarity.patterns(prompts, min_df=2)
-  ev = corpus.evidence(found, references, documents)
+  found = similarity.patterns([similarity.words(p) for p in prompts], min_df=2)
+  ev = corpus.evidence(found, references, similarity.answer_kinds(found.templates, references), documents)
   assert ev["corpus_entity_docs"].tolist() == [1, 2, 1, 1, 0]
   assert ev["corpus_support"].tolist() == [1, 0, 0, 1, 0]
   assert ev["corpus_contradiction"].tolist() == [0, 2, 0, 0, 0]   # p3's job is not an answer of its kind
@@ -193,7 +194,7 @@ def test_settings_name_an_unknown_field():
 
 def test_templates_that_share_answers_are_one_kind():
   templates = ["where was # born ?", "what is the birthplace of # ?", "what is the job of # ?", "where was # born ?"]
-  kinds = similarity.answer_kinds(templates, ["c1", "C1", "j1", "c2"])
+  kinds = similarity.answer_kinds(templates, ["c1", "c1", "j1", "c2"])
   assert kinds[0] == kinds[1] == kinds[3] != kinds[2]
 
 

@@ -140,8 +140,13 @@ def attribute(signals: pd.DataFrame, cfg: RuleConfig) -> pd.DataFrame:
 
 
 def _joined(flags: dict[str, np.ndarray], n: int) -> np.ndarray:
-  """'a;b' listing the names whose flag is set, per row (vectorised string building)."""
-  text = np.full(n, "", dtype=object)
-  for name, flag in flags.items():
-    text = np.where(flag, text + name + ";", text)
-  return np.asarray([t[:-1] for t in text], dtype=object)
+  """'a;b' listing the names whose flag is set, per row: rows are coded as bit masks and each
+  distinct mask (few) is spelled out once."""
+  names = list(flags)
+  codes = np.zeros(n, np.int64)
+  for bit, name in enumerate(names):
+    codes |= np.asarray(flags[name], bool).astype(np.int64) << bit
+  distinct, inverse = np.unique(codes, return_inverse=True)
+  spelled = np.asarray([";".join(names[b] for b in range(len(names)) if code >> b & 1) for code in distinct],
+                       dtype=object)
+  return spelled[inverse]

@@ -19,10 +19,11 @@ from scipy import sparse
 from ilp.diagnosis import similarity
 
 
-def evidence(patterns: similarity.Patterns, references: Sequence[str], documents: Sequence[str]) -> pd.DataFrame:
+def evidence(patterns: similarity.Patterns, references: Sequence[str], kinds: np.ndarray, documents: Sequence[str]
+             ) -> pd.DataFrame:
   """Per example: `corpus_entity_docs` (documents mentioning all its slot fillers),
   `corpus_support` (... that also state its answer) and `corpus_contradiction` (... that state
-  a competing answer of the same kind instead)."""
+  a competing answer of its kind, `similarity.answer_kinds`, instead)."""
   answers = [similarity.words(r) for r in references]
   vocab: dict[str, int] = {}
   for row in list(patterns.slots) + answers:
@@ -30,19 +31,20 @@ def evidence(patterns: similarity.Patterns, references: Sequence[str], documents
       vocab.setdefault(w, len(vocab))
   entity = similarity.binary_matrix(patterns.slots, vocab)
   target = similarity.binary_matrix(answers, vocab)
-  kinds = similarity.answer_kinds(patterns.templates, references)
-  by_kind = sparse.csr_matrix((np.ones(len(answers)), (kinds, np.arange(len(answers)))),
-                              shape=(kinds.max() + 1, len(answers))) @ target
-  kind = (by_kind[kinds] > 0).astype(np.float64)                     # answer words of the same kind
-  competing = sparse.csr_matrix(kind - kind.multiply(target))
+  kind_words = sparse.csr_matrix((np.ones(len(answers)), (kinds, np.arange(len(answers)))),
+                                 shape=(kinds.max() + 1, len(answers))) @ target
+  kind_words.data[:] = 1.0                                            # answer words of each kind
   docs = similarity.binary_matrix([similarity.words(d) for d in documents], vocab)
   n_entity = np.asarray(entity.sum(axis=1)).ravel()
   n_target = np.asarray(target.sum(axis=1)).ravel()
   hits = (entity @ docs.T).tocoo()
   full = (n_entity[hits.row] > 0) & (hits.data == n_entity[hits.row])  # documents naming every slot filler
   ex, doc = hits.row[full].astype(np.int64), hits.col[full].astype(np.int64)
-  states_target = similarity.row_dots(target, ex, docs, doc) >= np.maximum(n_target[ex], 1)
-  states_other = ~states_target & (similarity.row_dots(competing, ex, docs, doc) > 0)
+  stated = similarity.row_dots(target, ex, docs, doc)
+  states_target = stated >= np.maximum(n_target[ex], 1)
+  # the target's words are words of its kind, so kind words minus target words are competitors
+  kind_hits = sparse.csr_matrix(docs @ kind_words.T)                   # [documents, kinds]
+  states_other = ~states_target & (np.asarray(kind_hits[doc, kinds[ex]]).ravel() - stated > 0)
   count = lambda mask: np.bincount(ex[mask], minlength=len(answers))
   return pd.DataFrame({"corpus_entity_docs": count(np.ones(len(ex), bool)), "corpus_support": count(states_target),
                        "corpus_contradiction": count(states_other)})

@@ -27,10 +27,18 @@ class SignalConfig:
   slope_passes: int = 3               # evaluation passes at the end over which improvement is measured
 
 
-def _pivot(evals: pd.DataFrame, column: str, ids: pd.Index, steps: np.ndarray) -> np.ndarray:
-  """[examples, evaluation passes] matrix of one statistic (NaN where an example was not evaluated)."""
-  return evals.pivot_table(index="id", columns="step", values=column, aggfunc="last").reindex(
-      index=ids, columns=steps).to_numpy(np.float64)
+def _pivots(evals: pd.DataFrame, columns: Sequence[str], ids: pd.Index, steps: np.ndarray) -> dict[str, np.ndarray]:
+  """[examples, evaluation passes] matrices of statistics (NaN where an example was not
+  evaluated; the last row wins), filled by index arithmetic rather than a pandas pivot."""
+  rows = ids.get_indexer(evals["id"])
+  cols = np.searchsorted(steps, evals["step"].to_numpy())
+  known = rows >= 0
+  out = {}
+  for c in columns:
+    matrix = np.full((len(ids), len(steps)), np.nan)
+    matrix[rows[known], cols[known]] = evals[c].to_numpy(np.float64)[known]
+    out[c] = matrix
+  return out
 
 
 def _row_pick(matrix: np.ndarray, columns: np.ndarray) -> np.ndarray:
@@ -46,7 +54,7 @@ def dynamics_signals(dynamics: pd.DataFrame, ids: pd.Index, slope_passes: int) -
   point_stage = evals.groupby("step")["train_stage"].first().reindex(steps).to_numpy()
   stage_end_step = evals[evals["stage_end"].astype(bool)].groupby("train_stage")["step"].max()
   final_stage = int(point_stage.max())
-  m = {c: _pivot(evals, c, ids, steps) for c in ("loss", "gold_prob", "exact_match", "margin_mean", "nll_sum")}
+  m = _pivots(evals, ("loss", "gold_prob", "exact_match", "margin_mean", "nll_sum"), ids, steps)
   response_prob = np.exp(-m["nll_sum"])   # probability of the whole response: what sampling sees
   own = visits.groupby("id")["train_stage"].max().reindex(ids).fillna(final_stage).astype(int).to_numpy()
   own_end = np.searchsorted(steps, stage_end_step.reindex(own).fillna(steps[-1]).to_numpy())
@@ -112,16 +120,17 @@ def text_signals(prompts: pd.Series, references: pd.Series, greedy: pd.Series | 
   the answer (V), and, given the pre-training corpus, what it states about each example (I, II).
   `greedy` (the fine-tuned model's greedy answers) tells which side of a contradiction it learned."""
   n = len(prompts)
-  found = similarity.patterns(prompts.tolist(), cfg.template_min_df)
+  tokenized = [similarity.words(t) for t in prompts]
+  found = similarity.patterns(tokenized, cfg.template_min_df)
   slot_vocab = {w: k for k, w in enumerate(sorted({w for row in found.slots for w in row}))}
-  vectors = similarity.tfidf(prompts.tolist(), cfg.ngram)
+  vectors = similarity.tfidf(tokenized, cfg.ngram)
   i, j, cosine = similarity.near_duplicate_pairs(vectors, cfg.similarity_threshold, cfg.max_df,
                                                  similarity.binary_matrix(found.slots, slot_vocab))
+  answers = np.asarray([normalize(r) for r in references], dtype=object)
+  kinds = similarity.answer_kinds(found.templates, answers)
   if cfg.same_answer_kind:  # "where was p born?" and "what is p's job?" are not one question
-    kinds = similarity.answer_kinds(found.templates, references.tolist())
     same = kinds[i] == kinds[j]
     i, j, cosine = i[same], j[same], cosine[same]
-  answers = np.asarray([normalize(r) for r in references], dtype=object)
   disagree = answers[i] != answers[j]
   src, dst = np.concatenate([i, j]), np.concatenate([j, i])
   sim, dis = np.concatenate([cosine, cosine]), np.concatenate([disagree, disagree])
@@ -144,7 +153,7 @@ def text_signals(prompts: pd.Series, references: pd.Series, greedy: pd.Series | 
   out["answer_frequency"] = pd.Series(answers).map(pd.Series(answers).value_counts()).to_numpy()
   out["response_words"] = [len(similarity.words(r)) for r in references]
   if corpus_documents is not None:
-    for name, values in corpus.evidence(found, references.tolist(), corpus_documents).items():
+    for name, values in corpus.evidence(found, references.tolist(), kinds, corpus_documents).items():
       out[name] = values.to_numpy()
   return out
 

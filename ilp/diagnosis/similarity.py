@@ -16,8 +16,6 @@ import numpy as np
 from scipy import sparse
 from scipy.sparse import csgraph
 
-from ilp.sampling.verifiers import normalize
-
 _WORD = re.compile(r"\w+|[^\w\s]")
 
 
@@ -35,19 +33,19 @@ class TfIdf:
   df: np.ndarray               # [features] document frequency
 
 
-def tfidf(texts: Sequence[str], ngram: int = 1) -> TfIdf:
-  """Sublinear-tf, smoothed-idf TF-IDF over word 1..`ngram`-grams."""
+def tfidf(tokenized: Sequence[list[str]], ngram: int = 1) -> TfIdf:
+  """Sublinear-tf, smoothed-idf TF-IDF over word 1..`ngram`-grams of tokenised texts (`words`)."""
   vocab: dict[str, int] = {}
   indptr, indices = [0], []
-  for text in texts:
-    for gram in _ngrams(words(text), ngram):
+  for tokens in tokenized:
+    for gram in _ngrams(tokens, ngram):
       indices.append(vocab.setdefault(gram, len(vocab)))
     indptr.append(len(indices))
   counts = sparse.csr_matrix((np.ones(len(indices)), np.asarray(indices, np.int64), np.asarray(indptr)),
-                             shape=(len(texts), max(len(vocab), 1)))
+                             shape=(len(tokenized), max(len(vocab), 1)))
   counts.sum_duplicates()
   df = np.bincount(counts.indices, minlength=counts.shape[1])
-  idf = np.log((1 + len(texts)) / (1 + df)) + 1.0
+  idf = np.log((1 + len(tokenized)) / (1 + df)) + 1.0
   weighted = counts.copy()
   weighted.data = (1.0 + np.log(weighted.data)) * idf[weighted.indices]
   norms = np.sqrt(np.asarray(weighted.multiply(weighted).sum(axis=1)).ravel())
@@ -90,11 +88,10 @@ class Patterns:
   slots: list[list[str]]    # the slot fillers of each text
 
 
-def patterns(texts: Sequence[str], min_df: int) -> Patterns:
-  """Splits every text into a template and slot fillers: words in fewer than `min_df` texts
-  (names, numbers, entities). The template's frequency measures how rare a prompt pattern is;
-  the slot fillers say what a prompt is about."""
-  tokenized = [words(t) for t in texts]
+def patterns(tokenized: Sequence[list[str]], min_df: int) -> Patterns:
+  """Splits every tokenised text into a template and slot fillers: words in fewer than `min_df`
+  texts (names, numbers, entities). The template's frequency measures how rare a prompt pattern
+  is; the slot fillers say what a prompt is about."""
   df: dict[str, int] = {}
   for tokens in tokenized:
     for w in set(tokens):
@@ -104,12 +101,12 @@ def patterns(texts: Sequence[str], min_df: int) -> Patterns:
   return Patterns(templates, rare)
 
 
-def answer_kinds(templates: Sequence[str], references: Sequence[str]) -> np.ndarray:
-  """Per example, its answer kind: templates that share a (normalised) answer are one kind, so
+def answer_kinds(templates: Sequence[str], answer_keys: Sequence[str]) -> np.ndarray:
+  """Per example, its answer kind: templates that share an answer (normalised key) are one kind, so
   "where was # born ?" and "what is the birthplace of # ?" pool their cities, while a job
   question keeps its own (connected components of the template-answer graph)."""
   _, template_ids = np.unique(np.asarray(templates, dtype=object), return_inverse=True)
-  _, answer_ids = np.unique(np.asarray([normalize(r) for r in references], dtype=object), return_inverse=True)
+  _, answer_ids = np.unique(np.asarray(answer_keys, dtype=object), return_inverse=True)
   t, a = template_ids.max() + 1, answer_ids.max() + 1
   graph = sparse.csr_matrix((np.ones(len(templates)), (template_ids, t + answer_ids)), shape=(t + a, t + a))
   _, labels = csgraph.connected_components(graph, directed=False)
