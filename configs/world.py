@@ -27,7 +27,7 @@ def get_config():
   c.pretrain.optimizer.update(learning_rate=3e-3, warmup_steps=100, decay="cosine", weight_decay=0.01)
   c.pretrain.checkpoint.every_steps = 500
   c.sft.update(init_from="pretrain", batch_size=32, log_every_steps=20,
-               stages=({"name": "stage1", "data_stage": 1, "epochs": 20},
+               stages=({"name": "stage1", "data_stage": 1, "epochs": 17},
                        {"name": "stage2", "data_stage": 2, "epochs": 3}))
   c.sft.optimizer.update(learning_rate=1e-3, warmup_steps=10, decay="cosine")
   c.sft.checkpoint.every_steps = 1000

@@ -108,3 +108,24 @@ def test_choose_options_prefers_the_base_answer_and_skips_duplicates():
   assert len({o.lower() for o in options}) == 4 and "The  X y!" not in options
   same = mc.choose_options(["a"], ["x y"], ["d"], pools, ["X Y"], 4, "similar_length", seed=0)[0]
   assert "X Y" not in same and len(same) == 4
+
+
+def test_diagnosis_without_corpus_follows_its_rules(detected, tmp_path):
+  """The diagnose stage on a run with no pre-training corpus: the probe-only rules, in order."""
+  paths, workdir, table = detected
+  copy = str(tmp_path / "work")
+  shutil.copytree(workdir, copy)
+  config = _config(paths)
+  config.stages = config.stages + ("diagnose",)
+  pipeline.run(config, copy)
+  out = pd.read_parquet(os.path.join(copy, "diagnosis", "attribution.parquet")).set_index("id")
+  assert sorted(out.index) == sorted(table["id"]) and "corpus_support" not in out
+  order = list(config.diagnose.rules.order)
+  for ident, row in out.iterrows():
+    holding = [c for c in row["rules"].split(";") if c]
+    expected = "learned" if not row["unlearned"] else (holding[0] if holding else "unattributed")
+    assert row["cause"] == expected and holding == sorted(holding, key=order.index), ident
+    if "II" in holding:
+      assert row["base_high_conf_error"] and row["jsd_base_sft"] > 0.3
+  summary = json.load(open(os.path.join(copy, "diagnosis", "summary.json")))
+  assert sum(v["count"] for v in summary["by_cause"].values()) == int(table["unlearned"].sum())
