@@ -111,6 +111,9 @@ def test_text_signals_contradicting_duplicates_and_rarity():
   cfg = signals.SignalConfig(similarity_threshold=0.3)
   out = signals.text_signals(prompts, references, greedy, cfg)
   assert out["disagreeing_duplicates"].tolist() == [1, 1, 0, 1, 1, 0, 0, 0, 0]
+  assert out["duplicate_group_size"].tolist() == [2, 2, 1, 2, 2, 1, 1, 1, 1]
+  group = out["duplicate_group"].tolist()
+  assert group[0] == group[1] != group[3] == group[4] and group[2] == -1
   assert out["answers_partner_target"].tolist() == [True, False, False, False, True, False, False, False, False]
   assert out["duplicate_agreement"].iloc[0] == 0.0 and np.isnan(out["duplicate_agreement"].iloc[2])
   assert out["template_size"].tolist() == [3, 1, 3, 2, 2, 3, 3, 3, 3]

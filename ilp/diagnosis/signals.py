@@ -135,6 +135,9 @@ def text_signals(prompts: pd.Series, references: pd.Series, greedy: pd.Series | 
   src, dst = np.concatenate([i, j]), np.concatenate([j, i])
   sim, dis = np.concatenate([cosine, cosine]), np.concatenate([disagree, disagree])
   out = pd.DataFrame(index=prompts.index)
+  group, size = similarity.groups(n, i, j)
+  out["duplicate_group"] = group
+  out["duplicate_group_size"] = size
   out["near_duplicates"] = np.bincount(src, minlength=n)
   out["disagreeing_duplicates"] = np.bincount(src, dis.astype(float), minlength=n).astype(int)
   out["duplicate_similarity"] = _group_max(src, sim, n)

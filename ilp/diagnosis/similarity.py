@@ -77,6 +77,15 @@ def near_duplicate_pairs(vectors: TfIdf, threshold: float, max_df: int, slots: s
   return i[keep], j[keep], cosine[keep]
 
 
+def groups(n: int, i: np.ndarray, j: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Near-duplicate groups (connected components of the pairs): per item its group id (-1 when
+  it has no near-duplicate) and the group's size (1 when alone)."""
+  graph = sparse.csr_matrix((np.ones(len(i)), (i, j)), shape=(n, n))
+  _, labels = csgraph.connected_components(graph, directed=False)
+  size = np.bincount(labels)[labels]
+  return np.where(size > 1, labels, -1), size
+
+
 def row_dots(a: sparse.csr_matrix, i: np.ndarray, b: sparse.csr_matrix, j: np.ndarray) -> np.ndarray:
   """a[i[k]] . b[j[k]] for every k, without densifying."""
   return np.asarray(a[i].multiply(b[j]).sum(axis=1)).ravel()
