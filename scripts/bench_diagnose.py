@@ -2,9 +2,9 @@
 
 Builds a detection table, a dynamics log (evaluation passes and batch visits over two stages),
 prompts (templates x entities, with contradicting paraphrase pairs) and a pre-training corpus
-of the same size, then times `signals.compute` + `attribution.attribute`. It also times 25k
-examples (the ratio shows the scaling) and checks the sparse near-duplicate search against a
-dense brute-force cosine matrix on a subsample (pairs found; speed ratio).
+of the same size, then times `signals.compute` + `attribution.attribute`. It also times a
+quarter of the examples (the ratio shows the scaling) and checks the sparse near-duplicate search
+against a dense brute-force cosine matrix on a subsample (pairs found; speed ratio).
 
   python scripts/bench_diagnose.py [--examples=100000]
 """
@@ -24,7 +24,7 @@ from ilp.diagnosis import attribution, signals, similarity  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("examples", 100_000, "Examples in the synthetic tables.")
-flags.DEFINE_integer("brute_force_examples", 4000, "Subsample for the brute-force near-duplicate check.")
+flags.DEFINE_integer("brute_force_examples", 2000, "Subsample for the brute-force near-duplicate check.")
 
 TEMPLATES = ("where was {e} born ?", "what is the birthplace of {e} ?", "what is the job of {e} ?",
              "in which country does {e} live ?", "tell me the birthplace , the country and the job of {e} .",
@@ -73,20 +73,29 @@ def timed(n: int) -> float:
 
 
 def brute_force_check(n: int) -> None:
+  """The sparse search against a dense n x n cosine matrix, both with the slot-filler rule: with
+  no candidate filter (max_df = n) the pairs must be identical; the default filter's share of
+  them shows what it drops (pairs sharing only n-grams found in more than max_df prompts)."""
   _, prompts, _, _ = synthetic(n, seed=1)
-  vectors = similarity.tfidf([similarity.words(t) for t in prompts])
-  start = time.perf_counter()
-  i, j, _ = similarity.near_duplicate_pairs(vectors, 0.5, signals.SignalConfig().max_df)
-  sparse_s = time.perf_counter() - start
+  tokenized = [similarity.words(t) for t in prompts]
+  vectors = similarity.tfidf(tokenized)
+  found = similarity.patterns(tokenized, signals.SignalConfig().template_min_df)
+  slots = similarity.binary_matrix(found.slots, {w: k for k, w in enumerate(sorted({w for r in found.slots for w in r}))})
   start = time.perf_counter()
   dense = vectors.matrix.toarray()
-  cosine = np.triu(dense @ dense.T, k=1)
-  bi, bj = np.nonzero(cosine >= 0.5)
+  bi, bj = np.nonzero(np.triu(dense @ dense.T, k=1) >= 0.5)
   dense_s = time.perf_counter() - start
-  found, truth = set(zip(i.tolist(), j.tolist())), set(zip(bi.tolist(), bj.tolist()))
-  print(f"near-duplicates on {n} prompts: sparse {sparse_s:.3f}s, dense brute force {dense_s:.3f}s "
-        f"({dense_s / max(sparse_s, 1e-9):.1f}x); found {len(found & truth)} of the {len(truth)} brute-force pairs, "
-        f"{len(found - truth)} others")
+  shared = similarity.row_dots(slots, bi, slots, bj)
+  count = np.asarray(slots.sum(axis=1)).ravel()
+  keep = ~((count[bi] > shared) & (count[bj] > shared))
+  truth = set(zip(bi[keep].tolist(), bj[keep].tolist()))
+  for max_df in (n, signals.SignalConfig().max_df):
+    start = time.perf_counter()
+    i, j, _ = similarity.near_duplicate_pairs(vectors, 0.5, max_df, slots)
+    sparse_s = time.perf_counter() - start
+    pairs = set(zip(i.tolist(), j.tolist()))
+    print(f"near-duplicates on {n} prompts, max_df {max_df}: sparse {sparse_s:.3f}s vs dense brute force "
+          f"{dense_s:.3f}s; {len(pairs & truth)} of the {len(truth)} brute-force pairs, {len(pairs - truth)} others")
 
 
 def main(argv: list[str]) -> None:
