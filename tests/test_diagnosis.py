@@ -210,3 +210,20 @@ def test_two_questions_about_one_entity_are_not_near_duplicates_when_answer_kind
   assert loose["disagreeing_duplicates"].tolist() == [1, 1, 0, 0, 0, 0]
   strict = signals.text_signals(prompts, references, None, signals.SignalConfig(similarity_threshold=0.2))
   assert strict["disagreeing_duplicates"].tolist() == [0] * 6
+
+
+def test_compute_without_base_probes_or_corpus_still_attributes():
+  """A run with no base model (`detect.base=''`) and no corpus: only data and dynamics signals."""
+  log = _log({"a": (1, [3.0, 0.5, 0.1, 1.0, 2.0], [0, 1, 1, 0, 0], [-2, 1, 2, -1, -1]),
+              "b": (2, [4.0, 4.0, 4.0, 2.0, 1.0], [0, 0, 0, 0, 0], [-5, -5, -5, -3, -1]),
+              "c": (2, [2.0, 2.0, 2.0, 0.1, 0.1], [0, 0, 0, 1, 1], [-1, -1, -1, 1, 1])})
+  detection = pd.DataFrame({"id": ["a", "b", "c"], "dataset": "d", "stage": [1, 2, 2], "reference": ["z1", "c1", "c2"],
+                            "greedy_text": ["z2", "c3", "c2"], "unlearned": [True, True, False],
+                            "pass_at_n": [0.0, 0.0, 1.0], "error_consistency": [1.0, 1.0, 0.0]})
+  prompts = pd.Series({"a": "what is the code of p1 ?", "b": "where was p2 born ?", "c": "where was p3 born ?"})
+  table = signals.compute(detection, prompts, log, signals.SignalConfig())
+  assert list(table.index) == ["a", "b", "c"] and "p_exist" not in table and "corpus_support" not in table
+  out = attribution.attribute(table, attribution.RuleConfig())
+  assert out["cause"].tolist() == ["IV", "V", "learned"]       # forgotten; still improving at the end
+  with pytest.raises(ValueError, match="no prompt text"):
+    signals.compute(detection, prompts.drop("c"), log, signals.SignalConfig())
