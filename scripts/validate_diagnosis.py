@@ -55,6 +55,7 @@ def validate(workdir: str) -> dict:
                                                              columns=list(CAUSES) + [UNATTRIBUTED], fill_value=0)
   per_cause = {}
   f1 = lambda p, r: 0.0 if p + r == 0 else 2 * p * r / (p + r)
+  # A cause with no unlearned planted example and no attribution has no F1: it is left out of the macro average.
   for c in CAUSES:
     hit = int(confusion.loc[c, c])
     recall = hit / max(int(confusion.loc[c].sum()), 1)
@@ -63,8 +64,12 @@ def validate(workdir: str) -> dict:
     per_cause[c] = {"planted_unlearned": int(confusion.loc[c].sum()), "attributed": int(confusion[c].sum()),
                     "precision": precision, "recall": recall, "f1": f1(precision, recall),
                     "precision_with_control": strict, "f1_with_control": f1(strict, recall)}
-  macro = float(np.mean([v["f1"] for v in per_cause.values()]))
-  strict_macro = float(np.mean([v["f1_with_control"] for v in per_cause.values()]))
+  scored = [v for v in per_cause.values() if v["planted_unlearned"] or v["attributed"]]
+  for v in per_cause.values():
+    if v not in scored:
+      v.update(precision=None, recall=None, f1=None, precision_with_control=None, f1_with_control=None)
+  macro = float(np.mean([v["f1"] for v in scored])) if scored else float("nan")
+  strict_macro = float(np.mean([v["f1_with_control"] for v in scored])) if scored else float("nan")
   unattributed = float((u["cause"] == UNATTRIBUTED).mean()) if len(u) else 0.0
   return {
       "examples": int(len(table)), "unlearned": int(unlearned.sum()),
@@ -76,7 +81,7 @@ def validate(workdir: str) -> dict:
       "per_cause": per_cause, "macro_f1": macro, "macro_f1_with_control": strict_macro,
       "unattributed_share": unattributed,
       "targets": {"macro_f1": macro >= TARGETS["macro_f1"],
-                  "every_recall": all(v["recall"] >= TARGETS["recall"] for v in per_cause.values()),
+                  "every_recall": all(v["recall"] >= TARGETS["recall"] for v in scored),
                   "unattributed": unattributed < TARGETS["unattributed"]},
   }
 
@@ -93,6 +98,9 @@ def report(workdir: str, result: dict) -> str:
     lines.append(f"{row:>6}" + "".join(f"{v:>13}" for v in counts.values()))
   lines.append("cause  precision  recall     F1   (precision, F1 counting control examples as errors)")
   for c, v in result["per_cause"].items():
+    if v["f1"] is None:
+      lines.append(f"{c:>5}          —       —      —   (no unlearned planted example, none attributed)")
+      continue
     lines.append(f"{c:>5} {v['precision']:>10.2f} {v['recall']:>7.2f} {v['f1']:>6.2f}   "
                  f"({v['precision_with_control']:.2f}, {v['f1_with_control']:.2f})")
   lines.append(f"macro-F1 {result['macro_f1']:.3f} ({result['macro_f1_with_control']:.3f} with control), unattributed {100 * result['unattributed_share']:.1f}%; targets: " +
@@ -110,7 +118,8 @@ def main(argv: list[str]) -> None:
   if len(results) > 1:
     print(f"== overall: macro-F1 min {min(r['macro_f1'] for r in results.values()):.3f}, "
           f"mean {np.mean([r['macro_f1'] for r in results.values()]):.3f}; lowest recall "
-          f"{min(v['recall'] for r in results.values() for v in r['per_cause'].values()):.2f}; most unattributed "
+          f"{min(v['recall'] for r in results.values() for v in r['per_cause'].values() if v['recall'] is not None):.2f}"
+          f"; most unattributed "
           f"{100 * max(r['unattributed_share'] for r in results.values()):.1f}%; all targets hold: "
           f"{'yes' if all(all(r['targets'].values()) for r in results.values()) else 'NO'}")
 
