@@ -62,7 +62,8 @@ def test_corpus_evidence_support_contradiction_and_silence():
   documents = ["p1 was born in c1 .", "p2 comes from c7 .", "p2 grew up in c7 .", "p3 works as j2 .",
                "p4 works as j1 .", "c1 lies in k1 ."]
   found = similarity.patterns([similarity.words(p) for p in prompts], min_df=2)
-  ev = corpus.evidence(found, references, similarity.answer_kinds(found.templates, references), documents)
+  ev = corpus.evidence(found, [similarity.words(r) for r in references],
+                       similarity.answer_kinds(found.templates, references), documents)
   assert ev["corpus_entity_docs"].tolist() == [1, 2, 1, 1, 0]
   assert ev["corpus_support"].tolist() == [1, 0, 0, 1, 0]
   assert ev["corpus_contradiction"].tolist() == [0, 2, 0, 0, 0]   # p3's job is not an answer of its kind

@@ -64,10 +64,10 @@ def conditions(signals: pd.DataFrame, cfg: RuleConfig) -> dict[str, dict[str, np
             "no_base_knowledge": ~has_prereq & (s("p_exist", 1) < 0.5),
             "base_wrong": base_correct < 0.5,
             "base_blind": ~(s("base_pass_at_n", 0) >= cfg.blind_pass),
-            "corpus_silent": np.full(len(signals), has_corpus) & (support == 0) & (contradiction == 0)},
+            "corpus_silent": has_corpus & (support == 0) & (contradiction == 0)},
       "II": {"high_conf_error": s("base_high_conf_error", 0) > 0.5,
              "jsd_above": s("jsd_base_sft", 0) > cfg.jsd,
-             "corpus_contradicts": np.full(len(signals), has_corpus) & (contradiction > support),
+             "corpus_contradicts": has_corpus & (contradiction > support),
              "negative_initial_margin": s("initial_margin", 0) < 0},
       "III": {"disagreeing_duplicate": s("disagreeing_duplicates", 0) > 0,
               "answers_partner_target": s("answers_partner_target", 0) > 0.5,
@@ -79,21 +79,19 @@ def conditions(signals: pd.DataFrame, cfg: RuleConfig) -> dict[str, dict[str, np
             "rare_pattern": s("template_share", 1) <= cfg.rare_template_share,
             "long_response": length >= cfg.long_response_ratio * median,
             "near_miss": s("error_consistency", 1) < 1},
-      "_": {"has_corpus": np.full(len(signals), has_corpus)},
   }
 
 
-def rules(c: dict[str, dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+def rules(c: dict[str, dict[str, np.ndarray]], has_corpus: bool) -> dict[str, np.ndarray]:
   """Whether each cause's rule holds. With corpus evidence, the corpus decides whether pre-training
   stated something else (II) or nothing at all (I: then a base model's lucky guess does not count
   as knowledge); without it, I needs the base model wrong and blind, and II falls back to the
   paper's JSD(base || SFT) > 0.3."""
   i, ii, iii, iv, v = (c[k] for k in CAUSES)
-  corpus = c["_"]["has_corpus"]
+  knowledge_absent = i["corpus_silent"] if has_corpus else i["base_wrong"] & i["base_blind"]
   return {
-      "I": i["prerequisites_unknown"] | (i["no_base_knowledge"] & np.where(corpus, i["corpus_silent"],
-                                                                          i["base_wrong"] & i["base_blind"])),
-      "II": ii["high_conf_error"] & np.where(corpus, ii["corpus_contradicts"], ii["jsd_above"]),
+      "I": i["prerequisites_unknown"] | (i["no_base_knowledge"] & knowledge_absent),
+      "II": ii["high_conf_error"] & (ii["corpus_contradicts"] if has_corpus else ii["jsd_above"]),
       "III": iii["disagreeing_duplicate"],
       "IV": iv["earlier_stage"] & (iv["learned_then_lost"] | iv["dropped_after_stage"]),
       "V": v["still_improving"] | v["rare_pattern"] | v["long_response"] | v["near_miss"],
@@ -121,7 +119,7 @@ def attribute(signals: pd.DataFrame, cfg: RuleConfig) -> pd.DataFrame:
   """id-indexed table: cause ("learned" for examples that are not unlearned), evidence scores
   `score_<cause>`, `rules` (causes whose rule holds) and `fired` (every condition that holds)."""
   c = conditions(signals, cfg)
-  holds = rules(c)
+  holds = rules(c, has_corpus="corpus_support" in signals)
   unlearned = signals["unlearned"].to_numpy().astype(bool)
   cause = np.full(len(signals), UNATTRIBUTED, dtype=object)
   open_ = unlearned.copy()

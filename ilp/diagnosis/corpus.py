@@ -2,9 +2,10 @@
 against its open pre-training corpus, Dolma, for missing and conflicting knowledge).
 
 An example is *about* its prompt's slot fillers (rare words: names, entities) and its answer is
-of the *kind* given to prompts of the same template (or of templates sharing answers with it). A corpus document that mentions all of an
-example's slot fillers either states its answer (all answer words present: support), states
-another answer of the same kind (a competing answer word: contradiction), or neither. Sparse
+of the *kind* given to prompts of the same template (or of templates sharing answers with it).
+A corpus document that mentions all of an example's slot fillers either states its answer (all
+answer words present: support), states another answer of the same kind (a competing answer
+word: contradiction), or neither. Sparse
 matrix products find the documents per example, so the cost is linear in the documents that
 mention an example's entities, not in corpus x examples.
 """
@@ -19,12 +20,12 @@ from scipy import sparse
 from ilp.diagnosis import similarity
 
 
-def evidence(patterns: similarity.Patterns, references: Sequence[str], kinds: np.ndarray, documents: Sequence[str]
-             ) -> pd.DataFrame:
-  """Per example: `corpus_entity_docs` (documents mentioning all its slot fillers),
+def evidence(patterns: similarity.Patterns, answers: Sequence[list[str]], kinds: np.ndarray,
+             documents: Sequence[str]) -> pd.DataFrame:
+  """Per example, given its tokenised answer (`similarity.words`) and answer kind
+  (`similarity.answer_kinds`): `corpus_entity_docs` (documents mentioning all its slot fillers),
   `corpus_support` (... that also state its answer) and `corpus_contradiction` (... that state
-  a competing answer of its kind, `similarity.answer_kinds`, instead)."""
-  answers = [similarity.words(r) for r in references]
+  a competing answer of its kind instead)."""
   vocab: dict[str, int] = {}
   for row in list(patterns.slots) + answers:
     for w in row:

@@ -1,8 +1,8 @@
 """Per-example diagnostic signals: one row per training example, from the detection table, the
 dynamics log and the SFT data itself (paper §3–4; README "Diagnosis" lists every column).
 
-Everything is vectorised over examples (pivot tables of the evaluation passes, sparse TF-IDF
-for near-duplicates), so 100k examples take seconds.
+Everything is vectorised over examples (matrices of the evaluation passes, sparse TF-IDF for
+near-duplicates), so 100k examples take seconds.
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import pandas as pd
 
 from ilp.diagnosis import corpus, similarity
 from ilp.sampling.verifiers import normalize
+from ilp.train import dynamics as dynamics_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,7 +48,8 @@ def _row_pick(matrix: np.ndarray, columns: np.ndarray) -> np.ndarray:
 
 def dynamics_signals(dynamics: pd.DataFrame, ids: pd.Index, slope_passes: int) -> pd.DataFrame:
   """Signals of the training dynamics: initial (base model) fit, own-stage end, final, forgetting,
-  improvement at the end, oscillation, position in the stream, and cartography summaries."""
+  improvement at the end, oscillation, position in the stream, and the cartography summaries
+  (`ilp.train.dynamics.cartography`)."""
   evals = dynamics[dynamics["kind"] == "eval"]
   visits = dynamics[dynamics["kind"] == "batch"]
   steps = np.sort(evals["step"].unique())
@@ -75,7 +77,6 @@ def dynamics_signals(dynamics: pd.DataFrame, ids: pd.Index, slope_passes: int) -
                                 -np.inf), 1)
   k = min(slope_passes, len(steps) - 1)
   final_loss, earlier_loss = loss[:, -1], loss[:, -1 - k]
-  previous = np.concatenate([learned[:, :1] * False, learned[:, :-1]], axis=1)
   positive_margin = m["margin_mean"][:, after_start] > 0
   stream_end = max(float(visits["stream_position"].max()), 1.0) if len(visits) else 1.0
   out = pd.DataFrame(index=ids)
@@ -97,7 +98,6 @@ def dynamics_signals(dynamics: pd.DataFrame, ids: pd.Index, slope_passes: int) -
   # relative loss of response probability from its best during its own stage to the end
   out["peak_drop"] = np.where(earlier_stage, 1 - response_prob[:, -1] / np.maximum(peak_own, 1e-12), 0.0)
   out["learned_then_lost"] = earlier_stage & out["own_end_exact_match"] & ~out["final_exact_match"]
-  out["forgetting_events"] = (previous & ~learned).sum(1)
   out["ever_learned"] = learned.any(1)
   first_positive = np.where(positive_margin.any(1), steps[after_start][positive_margin.argmax(1)], np.nan)
   out["steps_to_positive_margin"] = first_positive
@@ -107,10 +107,9 @@ def dynamics_signals(dynamics: pd.DataFrame, ids: pd.Index, slope_passes: int) -
   out["loss_oscillation"] = np.where(variation > 0, (variation - net) / np.maximum(variation, 1e-12), 0.0)
   last_visit = visits.groupby("id")["stream_position"].max().reindex(ids).to_numpy(np.float64)
   out["last_visit_position"] = last_visit / stream_end
-  rows = gold[:, after_start]
-  out["confidence"] = rows.mean(1)
-  out["variability"] = rows.std(1)
-  out["correctness"] = learned.mean(1)
+  carto = dynamics_lib.cartography(dynamics, id_columns=("id",)).set_index("id").reindex(ids)
+  for name in ("confidence", "variability", "correctness", "forgetting_events"):
+    out[name] = carto[name].to_numpy()
   return out
 
 
@@ -127,6 +126,7 @@ def text_signals(prompts: pd.Series, references: pd.Series, greedy: pd.Series | 
   i, j, cosine = similarity.near_duplicate_pairs(vectors, cfg.similarity_threshold, cfg.max_df,
                                                  similarity.binary_matrix(found.slots, slot_vocab))
   answers = np.asarray([normalize(r) for r in references], dtype=object)
+  answer_words = [similarity.words(r) for r in references]
   kinds = similarity.answer_kinds(found.templates, answers)
   if cfg.same_answer_kind:  # "where was p born?" and "what is p's job?" are not one question
     same = kinds[i] == kinds[j]
@@ -154,9 +154,9 @@ def text_signals(prompts: pd.Series, references: pd.Series, greedy: pd.Series | 
   out["template_size"] = keys.map(keys.value_counts()).to_numpy()
   out["template_share"] = out["template_size"] / n
   out["answer_frequency"] = pd.Series(answers).map(pd.Series(answers).value_counts()).to_numpy()
-  out["response_words"] = [len(similarity.words(r)) for r in references]
+  out["response_words"] = [len(w) for w in answer_words]
   if corpus_documents is not None:
-    for name, values in corpus.evidence(found, references.tolist(), kinds, corpus_documents).items():
+    for name, values in corpus.evidence(found, answer_words, kinds, corpus_documents).items():
       out[name] = values.to_numpy()
   return out
 

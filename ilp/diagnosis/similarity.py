@@ -1,10 +1,12 @@
-"""Near-duplicate prompts and prompt templates, from word n-gram TF-IDF (sparse, no Python loops over pairs).
+"""Near-duplicate prompts, prompt templates and answer kinds, from word n-gram TF-IDF (sparse,
+no Python loops over pairs).
 
 Near-duplicate search is an all-pairs similarity search. Candidates are the pairs that share at
 least one *informative* n-gram (document frequency 2..`max_df`); the cosine of each candidate
-pair is then computed exactly. Sharing only very common n-grams ("what", "?") cannot make two
-prompts similar under TF-IDF unless they are very short, so the candidate filter loses almost
-nothing while keeping the work near-linear: at most `max_df` candidates per n-gram occurrence.
+pair is then computed exactly. The filter drops pairs that share only common n-grams: mostly one
+template asked about two different things, which are not paraphrases; paraphrases and duplicates
+share a rare word (the entity) and are kept. It keeps the work near-linear: at most `max_df`
+candidates per n-gram occurrence (README "Diagnosis benchmark" measures what it drops).
 """
 from __future__ import annotations
 

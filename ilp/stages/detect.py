@@ -4,9 +4,9 @@ For every training example, from the fine-tuned model (and, for the probes, the 
 N samples -> pass@N (fraction correct), unbiased pass@k, BoN and BoN@k by the model's own
 confidence, greedy correctness, truncations; repeated runs -> Cohen's kappa of the unlearned
 labels and an error-consistency severity; a multiple-choice probe of both models -> base
-accuracy, P_exist, high-confidence errors and JSD(base || SFT); the base model's greedy answers to
-each example's `meta.prerequisites` questions -> the share of prerequisite facts it knows. Work goes in chunks written as
-Parquet parts, so a killed run resumes after its last finished chunk.
+accuracy, P_exist, high-confidence errors and JSD(base || SFT); the base model's samples for
+each example's `meta.prerequisites` questions -> the share of prerequisite facts it knows. Work
+goes in chunks written as Parquet parts, so a killed run resumes after its last finished chunk.
 
 Writes `workdir/detect/`: `detection.parquet` (one row per example), `summary.json`, `parts/`,
 `tensorboard/`.

@@ -1,7 +1,8 @@
 """Stage `report`: a Markdown report of the run with tables and plots, `workdir/report/`.
 
 It reads what earlier stages wrote (detection table and summary, dynamics log, and the diagnosis
-when that stage ran, whose section and figures it embeds) and never the world's ground truth; `scripts/evaluate_world.py` adds the planted-group view separately.
+when that stage ran, whose section and figures it embeds) and never the world's ground truth;
+`scripts/evaluate_world.py` adds the planted-group view separately.
 """
 from __future__ import annotations
 

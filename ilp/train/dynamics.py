@@ -121,8 +121,9 @@ def cartography(frame: pd.DataFrame, kind: str = "eval", skip_start: bool = True
   rows = rows.assign(_forgot=(previous & ~learned).astype(int),
                      _learned_step=rows["step"].where(learned))
   grouped = rows.groupby(list(id_columns), sort=True)
-  out = grouped.agg(confidence=("gold_prob", "mean"), variability=("gold_prob", lambda x: float(np.std(x))),
-                    correctness=("exact_match", "mean"), forgetting_events=("_forgot", "sum"),
-                    first_learned_step=("_learned_step", "min"), final_exact_match=("exact_match", "last"),
-                    final_loss=("loss", "last"), observations=("step", "size"))
+  out = grouped.agg(confidence=("gold_prob", "mean"), correctness=("exact_match", "mean"),
+                    forgetting_events=("_forgot", "sum"), first_learned_step=("_learned_step", "min"),
+                    final_exact_match=("exact_match", "last"), final_loss=("loss", "last"),
+                    observations=("step", "size"))
+  out.insert(1, "variability", grouped["gold_prob"].std(ddof=0))  # population std, vectorised
   return out.reset_index()
