@@ -6,7 +6,7 @@ locked config to `ilp.pipeline`, where every stage lives (importable and testabl
 from absl import app, flags
 from ml_collections import config_flags
 
-from ilp import console, parallel, pipeline
+from ilp import console, parallel, pipeline, typed
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file (a get_config() module).", lock_config=True)
@@ -18,8 +18,8 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   console.configure_logging()
-  dist = FLAGS.config.distributed
-  parallel.initialize_distributed(dist.enabled, dist.coordinator_address, dist.num_processes, dist.process_id)
+  # The multi-process runtime starts before JAX sees its devices (which the mesh check needs).
+  parallel.initialize_distributed(typed.build(parallel.DistributedConfig, FLAGS.config.distributed, "distributed"))
   pipeline.run(FLAGS.config, FLAGS.workdir)
 
 

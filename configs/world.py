@@ -1,25 +1,21 @@
 """The ILP world study: generate the world, pre-train a tiny base model on it from scratch,
-fine-tune it in two stages, and detect what SFT failed to teach.
+fine-tune it in two phases, detect what SFT failed to teach, diagnose why, and report.
 
   python launch.py --config=configs/world.py --workdir=runs/world [--config.world.seed=1]
 """
-import ml_collections
-
 from configs import base
+from ilp import typed
+from ilp.data.world import WorldConfig
 
 
 def get_config():
   c = base.get_config()
   c.stages = ("world", "init_model", "pretrain", "sft", "detect", "diagnose", "report")
-  c.world = ml_collections.ConfigDict(dict(
-      seed=0, cities=40, countries=15, jobs=12, codes=40, control=200, missing=30, conflict=30,
-      inconsistent_pairs=15, forgetting=40, interference=200, rare=12, stage1_control=40, qa_people=150, mentions=10,
-      conflict_mentions=16, general_documents=2000, augment_documents=3))
+  c.world = typed.config_dict(WorldConfig())
   c.model.update(family="llama", vocab_size=0, hidden_size=128, intermediate_size=352, num_layers=4, num_heads=4,
                  num_kv_heads=2, head_dim=32, max_position_embeddings=256)
-  c.mesh.shape = (1, -1, 1)
   c.data.update(tokenizer="{workdir}/world/tokenizer", buckets=(24, 48),
-                sft=({"path": "{workdir}/world/sft_stage1.jsonl"}, {"path": "{workdir}/world/sft_stage2.jsonl"}),
+                sft=({"path": "{workdir}/world/sft_phase1.jsonl"}, {"path": "{workdir}/world/sft_phase2.jsonl"}),
                 corpora=({"path": "{workdir}/world/pretrain.txt", "weight": 1.0},))
   c.data.template.update(use_chat_template=False, turn="{role} : {content} ", generation_prefix="assistant :",
                          add_bos=True)
@@ -27,8 +23,8 @@ def get_config():
   c.pretrain.optimizer.update(learning_rate=3e-3, warmup_steps=100, decay="cosine", weight_decay=0.01)
   c.pretrain.checkpoint.every_steps = 500
   c.sft.update(init_from="pretrain", batch_size=32, log_every_steps=20,
-               stages=({"name": "stage1", "data_stage": 1, "epochs": 17},
-                       {"name": "stage2", "data_stage": 2, "epochs": 3}))
+               phases=({"name": "phase1", "phase": 1, "epochs": 17},
+                       {"name": "phase2", "phase": 2, "epochs": 3}))
   c.sft.optimizer.update(learning_rate=1e-3, warmup_steps=10, decay="cosine")
   c.sft.checkpoint.every_steps = 1000
   c.detect.update(base="pretrain", num_samples=5, temperature=0.7, max_new_tokens=8, batch_size=32,

@@ -1,16 +1,21 @@
 """Atomic output: a stage's files appear whole or not at all.
 
 Every stage writes into a temporary sibling and renames it into place, so a killed job never
-leaves a half-written artifact that a later run would mistake for a finished one.
+leaves a half-written artifact that a later run would mistake for a finished one; long outputs
+are written as numbered parts (`Parts`) so a killed job resumes after its last finished part.
 """
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import shutil
 import tempfile
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
+
+if TYPE_CHECKING:
+  import pandas as pd
 
 
 @contextlib.contextmanager
@@ -30,16 +35,72 @@ def atomic_directory(final: str) -> Iterator[str]:
   os.replace(tmp, final)
 
 
-def write_json_atomic(path: str, payload: Any) -> None:
-  """Writes JSON to `path` through a temporary file and a rename."""
+@contextlib.contextmanager
+def atomic_file(path: str) -> Iterator[str]:
+  """Yields a temporary path in `path`'s directory that replaces `path` when the block succeeds."""
   path = os.path.abspath(path)
   os.makedirs(os.path.dirname(path), exist_ok=True)
   fd, tmp = tempfile.mkstemp(prefix=f".tmp-{os.path.basename(path)}-", dir=os.path.dirname(path))
+  os.close(fd)
   try:
-    with os.fdopen(fd, "w") as f:
-      json.dump(payload, f, indent=2, sort_keys=True)
+    yield tmp
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):
       os.remove(tmp)
     raise
+
+
+def write_json_atomic(path: str, payload: Any) -> None:
+  """Writes JSON to `path` through a temporary file and a rename."""
+  with atomic_file(path) as tmp, open(tmp, "w") as f:
+    json.dump(payload, f, indent=2, sort_keys=True)
+
+
+def write_text_atomic(path: str, text: str) -> None:
+  with atomic_file(path) as tmp, open(tmp, "w") as f:
+    f.write(text)
+
+
+def write_parquet_atomic(frame: "pd.DataFrame", path: str) -> None:
+  """A DataFrame as Parquet (without its index) through a temporary file and a rename."""
+  with atomic_file(path) as tmp:
+    frame.to_parquet(tmp, index=False)
+
+
+class ResumeError(RuntimeError):
+  """Finished work on disk was produced with other settings than the run that tries to resume it."""
+
+
+class Parts:
+  """Numbered Parquet parts of one output, computed under one settings hash.
+
+  `settings` identifies what the parts depend on; finding parts from other settings raises a
+  ResumeError instead of mixing them with new ones.
+  """
+
+  def __init__(self, directory: str, settings: str, writer: bool = True):
+    self.directory, self.writer = directory, writer
+    record = os.path.join(directory, "settings.json")
+    if os.path.exists(record):
+      with open(record) as f:
+        if json.load(f)["hash"] != settings:
+          raise ResumeError(f"{directory}: finished parts were computed with other settings; delete "
+                            f"{os.path.dirname(directory)} to start over")
+    elif writer:
+      write_json_atomic(record, {"hash": settings})
+
+  def path(self, k: int) -> str:
+    return os.path.join(self.directory, f"part-{k:05d}.parquet")
+
+  def done(self, k: int) -> bool:
+    return os.path.exists(self.path(k))
+
+  def write(self, k: int, frame: "pd.DataFrame") -> None:
+    if self.writer:
+      write_parquet_atomic(frame, self.path(k))
+
+  def read(self) -> "pd.DataFrame":
+    import pandas as pd
+    files = sorted(glob.glob(os.path.join(self.directory, "part-*.parquet")))
+    return pd.concat([pd.read_parquet(p) for p in files], ignore_index=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
 import logging
 from typing import Any, Iterator, Sequence
 
@@ -17,6 +18,8 @@ import numpy as np
 from flax import nnx
 from jax.experimental import multihost_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+
+from ilp.typed import check
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +49,31 @@ _RULES: contextvars.ContextVar[tuple | None] = contextvars.ContextVar("ilp_rules
 
 class MeshError(ValueError):
   """The configured mesh does not fit the available devices."""
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshConfig:
+  """The device mesh (config section `mesh`): `shape` over MESH_AXES, one entry may be -1 (the
+  remaining devices); `rules` map logical axis names to mesh axes."""
+  shape: tuple[int, int, int] = (1, -1, 1)
+  rules: tuple = DEFAULT_RULES
+
+  def __post_init__(self):
+    try:
+      resolve_mesh_shape(self.shape, jax.device_count())
+    except MeshError as e:
+      check(False, "shape", str(e))
+    names = [r[0] if isinstance(r, tuple) and len(r) == 2 else None for r in self.rules]
+    check(all(isinstance(n, str) for n in names), "rules", "every rule is a (logical name, mesh axes) pair")
+
+
+@dataclasses.dataclass(frozen=True)
+class DistributedConfig:
+  """JAX's multi-process runtime (config section `distributed`); unset fields are auto-detected."""
+  enabled: bool = False
+  coordinator_address: str | None = None
+  num_processes: int | None = None
+  process_id: int | None = None
 
 
 def resolve_mesh_shape(shape: Sequence[int], num_devices: int) -> tuple[int, ...]:
@@ -165,16 +193,21 @@ def to_host(tree: Any) -> Any:
   return jax.device_get(tree)
 
 
-def initialize_distributed(enabled: bool, coordinator_address: str | None = None,
-                           num_processes: int | None = None, process_id: int | None = None) -> None:
+def sync(name: str) -> None:
+  """Waits for every process (a no-op in a single-process run), e.g. until process 0 wrote a file."""
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(name)
+
+
+def initialize_distributed(distributed: DistributedConfig) -> None:
   """Starts JAX's multi-host runtime for a job that spans several processes.
 
-  Arguments left as None are auto-detected by JAX (TPU pods, SLURM, Open MPI); a single-process
+  Fields left as None are auto-detected by JAX (TPU pods, SLURM, Open MPI); a single-process
   run leaves `enabled` off and pays nothing.
   """
-  if not enabled:
+  if not distributed.enabled:
     return
-  jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
-                             process_id=process_id)
+  jax.distributed.initialize(coordinator_address=distributed.coordinator_address,
+                             num_processes=distributed.num_processes, process_id=distributed.process_id)
   log.info("JAX distributed: process %d of %d, %d local / %d global devices", jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count())

@@ -1,13 +1,12 @@
-"""Runs the configured stages in order; each reads and writes the work directory.
+"""Runs the configured stages in order; each reads and writes the work directory (`Layout`).
 
 A stage writes its outputs atomically, so "all outputs exist" means "finished": re-running a
-pipeline skips finished stages and redoes only what was interrupted or never run. The input
-files of every stage still to run are validated first, so bad data fails before anything is
-written to the work directory.
+pipeline skips finished stages and redoes only what was interrupted or never run. Before anything
+is written, the config is built and checked (`ilp.config.load`) and the input files of every
+stage still to run are validated, so a bad field or bad data fails with nothing written.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import logging
 import os
@@ -17,8 +16,13 @@ from typing import Callable
 import jax
 import ml_collections
 
+from ilp import config as config_lib
 from ilp import fileio
+from ilp.config import Config
+from ilp.data import examples, mixture
+from ilp.layout import Layout
 from ilp.stages import detect, diagnose, init_model, pretrain, report, sft, world
+from ilp.typed import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -26,71 +30,48 @@ log = logging.getLogger(__name__)
 @dataclasses.dataclass(frozen=True)
 class Stage:
   name: str
-  outputs: Callable[[str], list[str]]  # workdir -> paths that exist once the stage is done
-  run: Callable[[ml_collections.ConfigDict, str], None]
+  outputs: Callable[[Layout], list[str]]  # paths that exist once the stage is done
+  run: Callable[[Config, Layout], None]
   # Checks of the stage's own inputs (not earlier stages' outputs), run before anything is written;
   # a check shared by several pending stages (e.g. reading the SFT records) runs once.
-  checks: tuple[Callable[[ml_collections.ConfigDict], None], ...] = ()
+  checks: tuple[Callable[[Config], None], ...] = ()
 
 
 STAGES = {stage.name: stage for stage in (
-    Stage("world", world.outputs, world.run, (world.validate,)),
+    Stage("world", world.outputs, world.run),
     Stage("init_model", init_model.outputs, init_model.run),
-    Stage("pretrain", pretrain.outputs, pretrain.run, (pretrain.validate,)),
-    Stage("sft", sft.outputs, sft.run, (sft.validate,)),
-    Stage("detect", detect.outputs, detect.run, (sft.validate, detect.validate)),
-    Stage("diagnose", diagnose.outputs, diagnose.run, (sft.validate, diagnose.validate)),
+    Stage("pretrain", pretrain.outputs, pretrain.run, (mixture.check,)),
+    Stage("sft", sft.outputs, sft.run, (examples.check,)),
+    Stage("detect", detect.outputs, detect.run, (examples.check,)),
+    Stage("diagnose", diagnose.outputs, diagnose.run),
     Stage("report", report.outputs, report.run),
 )}
 
 
-class PipelineError(ValueError):
-  """The config asks for a stage that does not exist."""
+def _finished(stage: Stage, layout: Layout) -> bool:
+  return all(os.path.exists(p) for p in stage.outputs(layout))
 
 
-WORKDIR = "{workdir}"
-
-
-def with_workdir(config: ml_collections.ConfigDict, workdir: str) -> ml_collections.ConfigDict:
-  """A copy whose data paths have `{workdir}` replaced: inputs an earlier stage writes."""
-  resolved = copy.deepcopy(config)
-  with resolved.unlocked():
-    for field in ("sft", "corpora"):
-      resolved.data[field] = tuple({**dict(src), "path": str(src["path"]).replace(WORKDIR, workdir)}
-                                   for src in config.data[field])
-    resolved.data.tokenizer = config.data.tokenizer.replace(WORKDIR, workdir)
-  return resolved
-
-
-def without_workdir_inputs(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """A copy without the sources under `{workdir}`: they do not exist before their stage runs."""
-  filtered = copy.deepcopy(config)
-  with filtered.unlocked():
-    for field in ("sft", "corpora"):
-      filtered.data[field] = tuple(src for src in config.data[field] if WORKDIR not in str(src["path"]))
-  return filtered
-
-
-def run(config: ml_collections.ConfigDict, workdir: str) -> None:
-  workdir = os.path.abspath(workdir)
+def run(config: ml_collections.ConfigDict | Config, workdir: str) -> None:
+  """Checks `config` and the pending stages' inputs, then runs every pending stage into `workdir`."""
+  config = config_lib.load(config)
   unknown = [name for name in config.stages if name not in STAGES]
   if unknown:
-    raise PipelineError(f"config field 'stages': unknown stage(s) {', '.join(unknown)} "
-                        f"(available: {', '.join(STAGES)})")
-  pending = [STAGES[name] for name in config.stages
-             if not all(os.path.exists(p) for p in STAGES[name].outputs(workdir))]
-  checked = without_workdir_inputs(config)
+    raise ConfigError("stages", f"unknown stage(s) {', '.join(unknown)} (available: {', '.join(STAGES)})")
+  layout = Layout(workdir)
+  pending = [STAGES[name] for name in config.stages if not _finished(STAGES[name], layout)]
+  checked = dataclasses.replace(config, data=config.data.existing())
   for check in dict.fromkeys(check for stage in pending for check in stage.checks):
     check(checked)
-  config = with_workdir(config, workdir)
+  config = dataclasses.replace(config, data=config.data.resolved(layout.root))
   if jax.process_index() == 0:
-    fileio.write_json_atomic(os.path.join(workdir, "config.json"), config.to_dict())
+    fileio.write_json_atomic(layout.config, dataclasses.asdict(config))
   for name in config.stages:
     stage = STAGES[name]
-    if all(os.path.exists(p) for p in stage.outputs(workdir)):
+    if _finished(stage, layout):
       log.info("stage %s: outputs exist, skipped", name)
       continue
     log.info("stage %s: running", name)
     start = time.time()
-    stage.run(config, workdir)
+    stage.run(config, layout)
     log.info("stage %s: done in %.1fs", name, time.time() - start)

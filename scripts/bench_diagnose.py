@@ -1,6 +1,6 @@
 """Benchmark: diagnosis signals + attribution on synthetic tables of 100k examples.
 
-Builds a detection table, a dynamics log (evaluation passes and batch visits over two stages),
+Builds a detection table, a dynamics log (evaluation passes and batch visits over two phases),
 prompts (templates x entities, with contradicting paraphrase pairs) and a pre-training corpus
 of the same size, then times `signals.compute` + `attribution.attribute`. It also times a
 quarter of the examples (the ratio shows the scaling) and checks the sparse near-duplicate search
@@ -10,17 +10,14 @@ against a dense brute-force cosine matrix on a subsample (pairs found; speed rat
 """
 from __future__ import annotations
 
-import os
-import sys
 import time
 
 import numpy as np
 import pandas as pd
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ilp.diagnosis import attribution, signals, similarity  # noqa: E402
+from ilp.diagnosis import attribution, signals, similarity
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("examples", 100_000, "Examples in the synthetic tables.")
@@ -38,10 +35,10 @@ def synthetic(n: int, seed: int = 0) -> tuple[pd.DataFrame, pd.Series, pd.DataFr
   entity = rng.integers(0, n // 2, n)
   prompts = pd.Series([TEMPLATES[t].format(e=f"p{e}") for t, e in zip(template, entity)], index=ids)
   answers = np.asarray([f"a{a}" for a in rng.integers(0, 500, n)], dtype=object)
-  stage = np.where(template == 5, 1, 2)
+  phase = np.where(template == 5, 1, 2)
   unlearned = rng.random(n) < 0.2
   detection = pd.DataFrame({
-      "id": ids, "dataset": np.where(template == 5, "codes", "people"), "stage": stage, "reference": answers,
+      "id": ids, "dataset": np.where(template == 5, "codes", "people"), "phase": phase, "reference": answers,
       "greedy_text": np.where(unlearned, "a0", answers), "unlearned": unlearned, "pass_at_n": rng.random(n) * 0.2,
       "error_consistency": rng.random(n), "greedy_correct": ~unlearned, "p_exist": rng.random(n) < 0.5,
       "base_mc_correct": rng.random(n) < 0.5, "base_greedy_correct": rng.random(n) < 0.5,
@@ -50,11 +47,11 @@ def synthetic(n: int, seed: int = 0) -> tuple[pd.DataFrame, pd.Series, pd.DataFr
       "prerequisites": np.where(template == 4, 3, 0), "prerequisites_known": np.where(template == 4, 1.0, np.nan)})
   passes = [(0, 1, False)] + [(10 * e, 1, e == 4) for e in range(1, 5)] + [(40 + 5 * e, 2, e == 3) for e in range(1, 4)]
   evals = pd.concat([pd.DataFrame({
-      "kind": "eval", "id": ids, "step": step, "train_stage": s, "stage_end": end, "eval_point": f"p{step}",
+      "kind": "eval", "id": ids, "step": step, "train_phase": s, "phase_end": end, "eval_point": f"p{step}",
       "stream_position": -1, "nll_sum": rng.gamma(2.0, 0.5, n), "gold_prob": rng.random(n),
       "exact_match": (rng.random(n) < 0.6).astype(float), "margin_mean": rng.normal(size=n)}) for step, s, end in passes])
   evals["loss"] = evals["nll_sum"] / 2
-  visits = pd.DataFrame({"kind": "batch", "id": np.tile(ids, 2), "train_stage": np.tile(stage, 2),
+  visits = pd.DataFrame({"kind": "batch", "id": np.tile(ids, 2), "train_phase": np.tile(phase, 2),
                          "stream_position": np.arange(2 * n), "step": np.arange(2 * n) // 32})
   documents = [f"p{e} was born in a{a} . p{e} works as a{b} ." for e, a, b in
                zip(rng.integers(0, n // 2, n), rng.integers(0, 500, n), rng.integers(0, 500, n))]
@@ -65,7 +62,7 @@ def timed(n: int) -> float:
   detection, prompts, log, documents = synthetic(n)
   start = time.perf_counter()
   table = signals.compute(detection, prompts, log, signals.SignalConfig(), documents)
-  result = attribution.attribute(table, attribution.RuleConfig())
+  result = attribution.attribute(table, attribution.RuleConfig(), pass_threshold=0.2)
   elapsed = time.perf_counter() - start
   counts = result.loc[table["unlearned"], "cause"].value_counts().to_dict()
   print(f"{n:>7} examples ({len(log)} log rows, {len(documents)} corpus documents): {elapsed:.2f}s; causes {counts}")

@@ -9,21 +9,18 @@ the test environment (torch):
 """
 from __future__ import annotations
 
-import os
-import sys
 import tempfile
 import time
 
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
+import jax
+import numpy as np
 
-from ilp import parallel  # noqa: E402
-from ilp.model import hf  # noqa: E402
-from ilp.sampling.sampler import Sampler, SamplingConfig, left_pad  # noqa: E402
+from ilp import parallel
+from ilp.model import hf
+from ilp.sampling.sampler import Sampler, SamplingConfig, left_pad
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("batch", 16, "Prompts per call.")

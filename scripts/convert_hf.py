@@ -9,17 +9,14 @@ the source has one, travels along (`<dst>/tokenizer/` for orbax, the directory i
 """
 from __future__ import annotations
 
-import os
-import sys
 
 import logging
 
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ilp import console, parallel  # noqa: E402
-from ilp.model import build, checkpoint, hf  # noqa: E402
+from ilp import console, parallel
+from ilp.model import build, checkpoint, hf
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("to", None, ["orbax", "hf"], "Target format.")

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Creates (or reuses) the checkout's virtual environment .venv and installs a requirements file
-# into it with every transitive version pinned by constraints.txt. A second run with unchanged
-# requirement files installs nothing. Usage: source scripts/setup_env.sh requirements-test.txt
+# Creates (or reuses) the checkout's virtual environment .venv, installs a requirements file into
+# it with every transitive version pinned by constraints.txt, and installs this checkout's
+# packages (ilp, configs) in editable mode, so scripts and tests import them from anywhere. A
+# second run with unchanged requirement files installs nothing.
+# Usage: source scripts/setup_env.sh requirements-test.txt
 set -euo pipefail
 ILP_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 ILP_VENV="$ILP_ROOT/.venv"
@@ -24,12 +26,16 @@ if [ ! -x "$ILP_VENV/bin/python" ]; then
   "$_python" -m venv "$ILP_VENV"
 fi
 _stamp="$ILP_VENV/.installed-$(basename "$_req")"
-_hash="$(cat "$_req" "$ILP_ROOT/requirements.txt" "$ILP_ROOT/constraints.txt" | sha256sum | cut -d' ' -f1)"
+_hash="$(cat "$_req" "$ILP_ROOT/requirements.txt" "$ILP_ROOT/constraints.txt" "$ILP_ROOT/pyproject.toml" \
+         | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$_stamp" 2>/dev/null)" != "$_hash" ]; then
   echo "setup_env: installing $(basename "$_req") (pinned; a few minutes on first run)" >&2
   "$ILP_VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
       -r "$_req" -c "$ILP_ROOT/constraints.txt"
+  # The project itself: no dependencies of its own beyond the pins above, built with the
+  # environment's setuptools (no isolated build environment to download).
+  "$ILP_VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation \
+      -e "$ILP_ROOT"
   echo "$_hash" > "$_stamp"
 fi
 ILP_PYTHON="$ILP_VENV/bin/python"
-export PYTHONPATH="$ILP_ROOT${PYTHONPATH:+:$PYTHONPATH}"

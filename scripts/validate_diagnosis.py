@@ -19,20 +19,14 @@ Writes `<workdir>/diagnosis_validation.json` per run.
 """
 from __future__ import annotations
 
-import json
-import os
-import sys
-
 import numpy as np
 import pandas as pd
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from ilp import fileio  # noqa: E402
-from ilp.data import world  # noqa: E402
-from ilp.diagnosis.attribution import CAUSES, UNATTRIBUTED  # noqa: E402
-from ilp.stages import diagnose  # noqa: E402
+from ilp import fileio
+from ilp.data import world
+from ilp.diagnosis.attribution import CAUSES, UNATTRIBUTED
+from ilp.layout import Layout
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("workdirs", None, "Work directories of finished world runs (with the diagnose stage).")
@@ -42,10 +36,10 @@ NONE = "none"
 TARGETS = {"macro_f1": 0.85, "recall": 0.75, "unattributed": 0.10}
 
 
-def validate(workdir: str) -> dict:
-  truth = world.load_ground_truth(os.path.join(workdir, "world"))
+def validate(layout: Layout) -> dict:
+  truth = world.load_ground_truth(layout.world)
   truth["planted"] = truth["cause"].where(truth["cause"].notna(), NONE).astype(str)
-  table = pd.read_parquet(os.path.join(workdir, diagnose.DIR, diagnose.TABLE)).merge(
+  table = pd.read_parquet(layout.attribution).merge(
       truth[["id", "group", "planted"]], on="id", validate="one_to_one")
   unlearned = table["unlearned"].astype(bool)
   planted = table["planted"] != NONE
@@ -112,8 +106,9 @@ def main(argv: list[str]) -> None:
   del argv
   results = {}
   for workdir in FLAGS.workdirs:
-    results[workdir] = validate(workdir)
-    fileio.write_json_atomic(os.path.join(workdir, "diagnosis_validation.json"), results[workdir])
+    layout = Layout(workdir)
+    results[workdir] = validate(layout)
+    fileio.write_json_atomic(layout.diagnosis_validation, results[workdir])
     print(report(workdir, results[workdir]))
   if len(results) > 1:
     print(f"== overall: macro-F1 min {min(r['macro_f1'] for r in results.values()):.3f}, "

@@ -12,7 +12,7 @@ from tests import hf_models
 VOCAB = hf_models.BASE["vocab_size"]
 
 
-def write_sft_jsonl(path: str, dataset: str, stage: int, n: int, seed: int) -> list[dict]:
+def write_sft_jsonl(path: str, dataset: str, phase: int, n: int, seed: int) -> list[dict]:
   """n prompt/response records over the tiny tokenizer's words `w3..w95`."""
   rng = np.random.default_rng(seed)
   rows = []
@@ -20,7 +20,7 @@ def write_sft_jsonl(path: str, dataset: str, stage: int, n: int, seed: int) -> l
     prompt = " ".join(f"w{t}" for t in rng.integers(5, VOCAB, int(rng.integers(2, 8))))
     response = " ".join(f"w{t}" for t in rng.integers(5, VOCAB, int(rng.integers(1, 6))))
     rows.append({"id": f"{dataset}-{i}", "prompt": prompt, "response": response, "dataset": dataset,
-                 "stage": stage, "meta": {"k": i % 3}})
+                 "phase": phase, "meta": {"k": i % 3}})
   with open(path, "w") as f:
     for row in rows:
       f.write(json.dumps(row) + "\n")
@@ -28,7 +28,7 @@ def write_sft_jsonl(path: str, dataset: str, stage: int, n: int, seed: int) -> l
 
 
 def make_inputs(directory: str, per_dataset: int = 20) -> dict[str, str]:
-  """Two data sets for two sequential stages, and a tokenizer directory."""
+  """Two data sets for two sequential phases, and a tokenizer directory."""
   os.makedirs(directory, exist_ok=True)
   paths = {"a": os.path.join(directory, "a.jsonl"), "b": os.path.join(directory, "b.jsonl"),
            "tokenizer": os.path.join(directory, "tokenizer")}

@@ -108,7 +108,7 @@ def test_unexpected_tensor_is_named(checkpoint_dir):
 
 @pytest.mark.parametrize("change, message", [
     ({"hidden_act": "gelu"}, "field 'hidden_act': 'gelu' is not supported"),
-    ({"rope_parameters": {"rope_type": "yarn", "rope_theta": 1e4}}, "rope type 'yarn' is not supported"),
+    ({"rope_parameters": {"rope_type": "yarn", "rope_theta": 1e4}}, "'rope.type': 'yarn' is not supported"),
     ({"num_hidden_layers": None}, "required field 'num_hidden_layers' is missing"),
 ])
 def test_unsupported_config_fields_are_named(checkpoint_dir, change, message):

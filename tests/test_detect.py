@@ -11,9 +11,9 @@ import pytest
 from ilp import parallel, pipeline
 from ilp.detection import multiple_choice as mc
 from ilp.model import build, checkpoint
-from ilp.sampling import estimators
-from ilp.sampling.verifiers import normalize
-from ilp.train.evaluate import ExampleEvaluator
+from ilp.scoring import estimators
+from ilp.scoring.verifiers import normalize
+from ilp.scoring.evaluator import ExampleEvaluator
 from tests import sft_data
 
 

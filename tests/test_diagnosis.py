@@ -9,7 +9,8 @@ import pytest
 
 from configs import base as base_config
 from ilp.diagnosis import attribution, corpus, signals, similarity
-from ilp.stages import diagnose
+from ilp import config as ilp_config
+from ilp.typed import ConfigError
 
 
 def _brute_tfidf(texts):
@@ -69,6 +70,9 @@ def test_corpus_evidence_support_contradiction_and_silence():
   assert ev["corpus_contradiction"].tolist() == [0, 2, 0, 0, 0]   # p3's job is not an answer of its kind
 
 
+PASS = 0.2  # detect.threshold: the blind-fact pass rate
+
+
 def _log(rows):
   """Dynamics rows from {id: (stage trained, nll per pass, exact match per pass, margin per pass)}."""
   passes = [(0, "start", 1, False), (10, "s1/e1", 1, False), (20, "s1/e2", 1, True), (30, "s2/e1", 2, False),
@@ -76,11 +80,11 @@ def _log(rows):
   evals, visits = [], []
   for ident, (stage, nll, em, margin) in rows.items():
     for (step, name, s, end), n, e, m in zip(passes, nll, em, margin):
-      evals.append(dict(kind="eval", id=ident, step=step, eval_point=name, train_stage=s, stage_end=end,
+      evals.append(dict(kind="eval", id=ident, step=step, eval_point=name, train_phase=s, phase_end=end,
                         stream_position=-1, nll_sum=n, tokens=2.0, loss=n / 2, gold_prob=math.exp(-n / 2),
                         exact_match=float(e), margin_mean=m))
     for k in range(2):
-      visits.append(dict(kind="batch", id=ident, step=10 * (stage - 1) * 2 + k, train_stage=stage,
+      visits.append(dict(kind="batch", id=ident, step=10 * (stage - 1) * 2 + k, train_phase=stage,
                          stream_position=(stage - 1) * 100 + k))
   return pd.DataFrame(evals + visits)
 
@@ -91,7 +95,7 @@ def test_dynamics_signals_forgetting_improvement_oscillation():
               "c": (2, [2.0, 2.0, 2.0, 1.0, 2.0], [0, 0, 0, 1, 0], [-1, -1, -1, 1, -1])})
   out = signals.dynamics_signals(log, pd.Index(["a", "b", "c"]), slope_passes=2)
   a, b, c = (out.loc[k] for k in "abc")
-  assert (a.own_stage, b.own_stage, a.final_stage) == (1, 2, 2)
+  assert (a.own_phase, b.own_phase, a.final_phase) == (1, 2, 2)
   assert a.peak_drop == pytest.approx(1 - math.exp(-2.0) / math.exp(-0.1))
   assert a.learned_then_lost and not c.learned_then_lost and b.peak_drop == 0
   assert (a.forgetting_events, c.forgetting_events) == (1, 1)
@@ -128,14 +132,14 @@ def _signal_table(with_corpus=True):
                  base_pass_at_n=1.0, base_p_true=0.9, base_conf_wrong=0.0, base_high_conf_error=False,
                  jsd_base_sft=0.0, prerequisites=0, prerequisites_known=np.nan, disagreeing_duplicates=0,
                  disagreeing_similarity=0.0, duplicate_agreement=np.nan, answers_partner_target=False,
-                 loss_oscillation=0.0, own_stage=2, final_stage=2, learned_then_lost=False, peak_drop=0.0,
+                 loss_oscillation=0.0, own_phase=2, final_phase=2, learned_then_lost=False, peak_drop=0.0,
                  recent_improvement=0.0, template_share=0.5, response_words=1, error_consistency=1.0,
                  initial_margin=1.0, corpus_support=1, corpus_contradiction=0)
   blind = dict(p_exist=False, base_mc_correct=False, base_greedy_correct=False, base_pass_at_n=0.0,
                base_p_true=0.1, corpus_support=0)
   rows = {
       "inconsistent": {**blind, "disagreeing_duplicates": 1, "disagreeing_similarity": 0.8, "duplicate_agreement": 0.0},
-      "forgotten": {**blind, "own_stage": 1, "learned_then_lost": True, "peak_drop": 0.9},
+      "forgotten": {**blind, "own_phase": 1, "learned_then_lost": True, "peak_drop": 0.9},
       "conflict": {**blind, "base_high_conf_error": True, "base_conf_wrong": 0.95, "corpus_contradiction": 5,
                    "jsd_base_sft": 0.1},
       "missing": dict(blind),
@@ -151,7 +155,7 @@ def _signal_table(with_corpus=True):
 
 
 def test_each_rule_attributes_its_cause():
-  out = attribution.attribute(_signal_table(), attribution.RuleConfig())
+  out = attribution.attribute(_signal_table(), attribution.RuleConfig(), PASS)
   assert out["cause"].to_dict() == {"inconsistent": "III", "forgotten": "IV", "conflict": "II", "missing": "I",
                                     "rare": "V", "unexplained": "unattributed", "fine": "learned"}
   assert out.loc["inconsistent", "rules"] == "III;I"              # both hold; III comes first
@@ -163,37 +167,37 @@ def test_each_rule_attributes_its_cause():
 
 def test_without_corpus_conflict_falls_back_to_jsd_and_order_is_configurable():
   table = _signal_table(with_corpus=False)
-  out = attribution.attribute(table, attribution.RuleConfig())
+  out = attribution.attribute(table, attribution.RuleConfig(), PASS)
   assert out.loc["conflict", "cause"] == "I"                       # JSD 0.1 <= 0.3: not the paper's conflict
   table.loc["conflict", "jsd_base_sft"] = 0.6
-  assert attribution.attribute(table, attribution.RuleConfig()).loc["conflict", "cause"] == "II"
-  reordered = attribution.attribute(_signal_table(), attribution.RuleConfig(order=("I", "II", "III", "IV", "V")))
+  assert attribution.attribute(table, attribution.RuleConfig(), PASS).loc["conflict", "cause"] == "II"
+  reordered = attribution.attribute(_signal_table(), attribution.RuleConfig(order=("I", "II", "III", "IV", "V")), PASS)
   assert reordered.loc["inconsistent", "cause"] == "I" and reordered.loc["forgotten", "cause"] == "I"
-  only_three = attribution.attribute(_signal_table(), attribution.RuleConfig(order=("III",)))
+  only_three = attribution.attribute(_signal_table(), attribution.RuleConfig(order=("III",)), PASS)
   assert only_three.loc["missing", "cause"] == "unattributed"
-  with pytest.raises(ValueError, match="diagnose.rules.order"):
+  with pytest.raises(ConfigError, match="'order'"):
     attribution.RuleConfig(order=("III", "VI"))
 
 
 def test_missing_knowledge_a_lucky_base_guess_counts_only_without_corpus_evidence():
   lucky = _signal_table().loc[["missing"]].assign(base_greedy_correct=True, base_pass_at_n=0.4)
-  assert attribution.attribute(lucky, attribution.RuleConfig())["cause"].iloc[0] == "I"     # corpus: never stated
+  assert attribution.attribute(lucky, attribution.RuleConfig(), PASS)["cause"].iloc[0] == "I"     # corpus: never stated
   lucky = lucky.drop(columns=["corpus_support", "corpus_contradiction"])
-  assert attribution.attribute(lucky, attribution.RuleConfig())["cause"].iloc[0] == "unattributed"
+  assert attribution.attribute(lucky, attribution.RuleConfig(), PASS)["cause"].iloc[0] == "unattributed"
 
 
 def test_forgetting_rule_uses_the_relative_drop_threshold():
   table = _signal_table().loc[["forgotten"]].assign(learned_then_lost=False, peak_drop=0.3)
-  assert attribution.attribute(table, attribution.RuleConfig(forgetting_drop=0.25))["cause"].iloc[0] == "IV"
-  assert attribution.attribute(table, attribution.RuleConfig(forgetting_drop=0.5))["cause"].iloc[0] == "I"
+  assert attribution.attribute(table, attribution.RuleConfig(forgetting_drop=0.25), PASS)["cause"].iloc[0] == "IV"
+  assert attribution.attribute(table, attribution.RuleConfig(forgetting_drop=0.5), PASS)["cause"].iloc[0] == "I"
 
 
 def test_settings_name_an_unknown_field():
   config = base_config.get_config()
-  diagnose.validate(config)
+  ilp_config.load(config)
   config.diagnose.rules = ml_collections.ConfigDict({**config.diagnose.rules.to_dict(), "jsd_max": 1.0})
-  with pytest.raises(ValueError, match="diagnose.rules.*jsd_max"):
-    diagnose.validate(config)
+  with pytest.raises(ConfigError, match="'diagnose.rules.jsd_max': unknown field"):
+    ilp_config.load(config)
 
 
 def test_templates_that_share_answers_are_one_kind():
@@ -218,13 +222,13 @@ def test_compute_without_base_probes_or_corpus_still_attributes():
   log = _log({"a": (1, [3.0, 0.5, 0.1, 1.0, 2.0], [0, 1, 1, 0, 0], [-2, 1, 2, -1, -1]),
               "b": (2, [4.0, 4.0, 4.0, 2.0, 1.0], [0, 0, 0, 0, 0], [-5, -5, -5, -3, -1]),
               "c": (2, [2.0, 2.0, 2.0, 0.1, 0.1], [0, 0, 0, 1, 1], [-1, -1, -1, 1, 1])})
-  detection = pd.DataFrame({"id": ["a", "b", "c"], "dataset": "d", "stage": [1, 2, 2], "reference": ["z1", "c1", "c2"],
+  detection = pd.DataFrame({"id": ["a", "b", "c"], "dataset": "d", "phase": [1, 2, 2], "reference": ["z1", "c1", "c2"],
                             "greedy_text": ["z2", "c3", "c2"], "unlearned": [True, True, False],
                             "pass_at_n": [0.0, 0.0, 1.0], "error_consistency": [1.0, 1.0, 0.0]})
   prompts = pd.Series({"a": "what is the code of p1 ?", "b": "where was p2 born ?", "c": "where was p3 born ?"})
   table = signals.compute(detection, prompts, log, signals.SignalConfig())
   assert list(table.index) == ["a", "b", "c"] and "p_exist" not in table and "corpus_support" not in table
-  out = attribution.attribute(table, attribution.RuleConfig())
+  out = attribution.attribute(table, attribution.RuleConfig(), PASS)
   assert out["cause"].tolist() == ["IV", "V", "learned"]       # forgotten; still improving at the end
   with pytest.raises(ValueError, match="no prompt text"):
     signals.compute(detection, prompts.drop("c"), log, signals.SignalConfig())

@@ -8,8 +8,8 @@ import pickle
 import numpy as np
 import pytest
 
-from ilp.sampling import estimators as est
-from ilp.sampling import verifiers as ver
+from ilp.scoring import estimators as est
+from ilp.scoring import verifiers as ver
 
 
 def test_pass_fraction():

@@ -14,7 +14,7 @@ from ilp.data.records import CorpusDocument, DataError, SFTRecord, record_from_m
 
 CHAT = {"id": "c1", "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"},
                                  {"role": "assistant", "content": "4"}],
-        "dataset": "math", "stage": 2, "meta": {"source": "quiz", "difficulty": 3}}
+        "dataset": "math", "phase": 2, "meta": {"source": "quiz", "difficulty": 3}}
 PAIR = {"id": "p1", "prompt": "Capital of France?", "response": "Paris"}
 
 
@@ -60,9 +60,9 @@ def test_record_from_mapping_both_forms():
     ({**PAIR, "id": 7}, "x:4: field 'id': expected a string, got int"),
     ({**PAIR, "id": " "}, "x:4: field 'id': empty string"),
     ({k: v for k, v in PAIR.items() if k != "id"}, "x:4: missing field 'id'"),
-    ({**PAIR, "stage": "2"}, "x:4: field 'stage': expected an int, got str"),
-    ({**PAIR, "stage": True}, "x:4: field 'stage': expected an int, got bool"),
-    ({**PAIR, "stage": 0}, "x:4: field 'stage': must be >= 1, got 0"),
+    ({**PAIR, "phase": "2"}, "x:4: field 'phase': expected an int, got str"),
+    ({**PAIR, "phase": True}, "x:4: field 'phase': expected an int, got bool"),
+    ({**PAIR, "phase": 0}, "x:4: field 'phase': must be >= 1, got 0"),
     ({**PAIR, "dataset": 3}, "x:4: field 'dataset': expected a string, got int"),
     ({**PAIR, "meta": [1]}, "x:4: field 'meta': expected an object, got list"),
     ({**PAIR, "meta": {"prerequisites": "q"}}, "x:4: field 'meta.prerequisites': expected a list, got str"),
@@ -106,15 +106,15 @@ def test_validate_unique_ids_names_both_locations():
 def test_jsonl_defaults_overrides_and_blank_lines(tmp_path):
   path = write_jsonl(tmp_path / "train.jsonl", [CHAT, "", "   ", PAIR])
   assert loaders.load_sft([{"path": path}]) == [chat_record(), pair_record("train")]
-  assert loaders.load_sft([{"path": path, "dataset": "mine", "stage": 3}]) == [chat_record(), pair_record("mine", 3)]
-  config = ml_collections.ConfigDict({"sft": ({"path": path, "stage": 4},), "one": {"path": path, "fields": {}}})
+  assert loaders.load_sft([{"path": path, "dataset": "mine", "phase": 3}]) == [chat_record(), pair_record("mine", 3)]
+  config = ml_collections.ConfigDict({"sft": ({"path": path, "phase": 4},), "one": {"path": path, "fields": {}}})
   assert loaders.load_sft(config.sft) == [chat_record(), pair_record("train", 4)]
   assert loaders.load_sft([config.one]) == [chat_record(), pair_record("train")]
 
 
 def test_field_mapping_renames_columns_in_records_and_errors(tmp_path):
-  fields = {"id": "uid", "prompt": "question", "response": "answer", "meta": "info", "stage": "phase"}
-  row = {"uid": "q1", "question": "Why?", "answer": "Because.", "info": {"k": [1, 2]}, "phase": 4, "id": 99}
+  fields = {"id": "uid", "prompt": "question", "response": "answer", "meta": "info", "phase": "step"}
+  row = {"uid": "q1", "question": "Why?", "answer": "Because.", "info": {"k": [1, 2]}, "step": 4, "id": 99}
   path = write_jsonl(tmp_path / "qa.jsonl", [row, {**row, "uid": "q2", "answer": ""}])
   assert load_error([{"path": path, "fields": fields}]) == f"{path}:2: field 'answer': empty response"
   write_jsonl(path, [row])
@@ -127,7 +127,7 @@ def test_json_list_data_object_and_directory(tmp_path):
   (tmp_path / "b.json").write_text(json.dumps({"data": [PAIR]}))
   (tmp_path / "notes.md").write_text("not data")
   assert loaders.load_sft([{"path": str(tmp_path)}]) == [chat_record(), pair_record("b")]
-  assert loaders.load_sft([{"path": str(tmp_path / "*.json"), "stage": 2}]) == [chat_record(), pair_record("b", 2)]
+  assert loaders.load_sft([{"path": str(tmp_path / "*.json"), "phase": 2}]) == [chat_record(), pair_record("b", 2)]
   bad = str(tmp_path / "b.json")
   (tmp_path / "b.json").write_text(json.dumps({"data": [PAIR, {**PAIR, "id": 1}]}))
   assert load_error([{"path": bad}]) == f"{bad}:[1]: field 'id': expected a string, got int"
@@ -163,10 +163,10 @@ def test_hf_data_files_and_saved_datasets(tmp_path, monkeypatch):
                                      {"uid": "h2", "q": "Bye", "a": "Ciao", "level": 1}])
   rows.save_to_disk(str(tmp_path / "saved"))
   datasets.DatasetDict({"test": rows}).save_to_disk(str(tmp_path / "saved_dict"))
-  fields = {"id": "uid", "prompt": "q", "response": "a", "stage": "level"}
+  fields = {"id": "uid", "prompt": "q", "response": "a", "phase": "level"}
   for source in ({"path": str(tmp_path / "saved")}, {"path": str(tmp_path / "saved_dict"), "split": "test"}):
     records = loaders.load_sft([{**source, "format": "hf", "fields": fields}])
-    assert [(r.id, r.response, r.stage, r.dataset) for r in records] == [
+    assert [(r.id, r.response, r.phase, r.dataset) for r in records] == [
         ("h1", "Hello", 2, os.path.basename(source["path"])), ("h2", "Ciao", 1, os.path.basename(source["path"]))]
 
 
@@ -182,7 +182,7 @@ def _tfds_dataset(data_dir: str, rows: list[dict[str, Any]]) -> str:
     def _info(self):
       turn = {"role": tfds.features.Text(), "content": tfds.features.Text()}
       return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict(
-          {"id": tfds.features.Text(), "messages": tfds.features.Sequence(turn), "stage": np.int64}))
+          {"id": tfds.features.Text(), "messages": tfds.features.Sequence(turn), "phase": np.int64}))
 
     def _split_generators(self, dl_manager):
       return {"train": self._generate_examples()}
@@ -199,14 +199,14 @@ def test_tfds_array_record_without_tensorflow(tmp_path):
   with pytest.raises(ImportError):
     import tensorflow  # noqa: F401  (the point: reading needs no TensorFlow)
   french = ({"role": "user", "content": "Ça va ?"}, {"role": "assistant", "content": "Oui."})
-  path = _tfds_dataset(str(tmp_path), [{k: CHAT[k] for k in ("id", "messages", "stage")},
-                                       {"id": "t2", "messages": list(french), "stage": 1}])
+  path = _tfds_dataset(str(tmp_path), [{k: CHAT[k] for k in ("id", "messages", "phase")},
+                                       {"id": "t2", "messages": list(french), "phase": 1}])
   assert loaders.load_sft([{"path": path, "format": "tfds"}]) == [
       SFTRecord("c1", tuple(CHAT["messages"]), "ilp_tiny_chat", 2, {}),
       SFTRecord("t2", french, "ilp_tiny_chat", 1, {})]
-  assert load_error([{"path": path, "format": "tfds", "fields": {"id": "stage"}}]) == (
-      f"2 problems in the SFT data:\n  tfds:{path}[train]:row 0: field 'stage': expected a string, got int\n"
-      f"  tfds:{path}[train]:row 1: field 'stage': expected a string, got int")
+  assert load_error([{"path": path, "format": "tfds", "fields": {"id": "phase"}}]) == (
+      f"2 problems in the SFT data:\n  tfds:{path}[train]:row 0: field 'phase': expected a string, got int\n"
+      f"  tfds:{path}[train]:row 1: field 'phase': expected a string, got int")
 
 
 # --- errors across a whole load --------------------------------------------------------------------
@@ -224,26 +224,26 @@ def test_malformed_json_and_invalid_utf8_name_their_lines(tmp_path):
 
 def test_duplicate_ids_across_files_name_both_locations(tmp_path):
   first = write_jsonl(tmp_path / "first.jsonl", [PAIR, CHAT])
-  second = write_jsonl(tmp_path / "second.jsonl", [{**PAIR, "id": "p9"}, {**CHAT, "stage": 1}])
+  second = write_jsonl(tmp_path / "second.jsonl", [{**PAIR, "id": "p9"}, {**CHAT, "phase": 1}])
   assert load_error([{"path": first}, {"path": second}]) == (
       f"{second}:2: field 'id': duplicate id 'c1' (first at {first}:2)")
 
 
 def test_many_bad_rows_one_error(tmp_path):
   path = write_jsonl(tmp_path / "many.jsonl", [
-      {**PAIR, "id": 1}, {**PAIR, "id": "a", "stage": "2"}, PAIR, {**PAIR, "id": "b", "response": ""},
+      {**PAIR, "id": 1}, {**PAIR, "id": "a", "phase": "2"}, PAIR, {**PAIR, "id": "b", "response": ""},
       {**CHAT, "id": "c", "messages": CHAT["messages"][:2]}, {"id": "d", "prompt": "q"}])
   message = load_error([{"path": path}, {"path": str(tmp_path / "missing.jsonl")}, {"path": path, "stages": 2}])
   assert message.splitlines() == [
       "7 problems in the SFT data:",
       f"  {path}:1: field 'id': expected a string, got int",
-      f"  {path}:2: field 'stage': expected an int, got str",
+      f"  {path}:2: field 'phase': expected an int, got str",
       f"  {path}:4: field 'response': empty response",
       f"  {path}:5: field 'messages': last turn is 'user'; it must be 'assistant' (the response)",
       f"  {path}:6: missing field 'response' (or 'messages')",
       f"  {tmp_path}/missing.jsonl: file not found",
       f"  data source #2 ('{path}'): unknown key(s) ['stages'] (expected some of "
-      "('path', 'format', 'dataset', 'stage', 'fields', 'split', 'name'))"]
+      "('path', 'format', 'dataset', 'phase', 'fields', 'split', 'name'))"]
 
 
 def test_error_list_is_capped(tmp_path):
@@ -281,10 +281,10 @@ def test_corpus_errors(tmp_path):
   path = write_jsonl(tmp_path / "c.jsonl", [{"text": "ok"}, {"txt": "typo"}, {"text": 5}])
   with open(tmp_path / "t.txt", "wb") as f:
     f.write(b"fine\n\nbad \xc3\x28 byte\n")
-  assert load_error([{"path": path}, {"path": str(tmp_path / "t.txt")}, {"path": path, "stage": 2}],
+  assert load_error([{"path": path}, {"path": str(tmp_path / "t.txt")}, {"path": path, "phase": 2}],
                     loaders.load_corpus).splitlines() == [
       "4 problems in the corpus data:", f"  {path}:2: missing field 'text'",
       f"  {path}:3: field 'text': expected a string, got int",
       f"  {tmp_path}/t.txt:3: invalid UTF-8 (byte 5 of the line)",
-      f"  data source #2 ('{path}'): unknown key(s) ['stage'] (expected some of "
+      f"  data source #2 ('{path}'): unknown key(s) ['phase'] (expected some of "
       "('path', 'format', 'dataset', 'fields', 'split', 'name'))"]

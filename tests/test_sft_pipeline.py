@@ -15,7 +15,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from ilp import pipeline
 from ilp.data.records import DataError
 from ilp.model import checkpoint
-from ilp.stages import pretrain
+from ilp.data import mixture
 from ilp.train import dynamics, loop
 from tests import sft_data
 
@@ -36,21 +36,21 @@ def test_two_stage_sft_records_stages_and_stream_positions(two_stage_run):
   seen = frame[frame["kind"] == "batch"].sort_values("stream_position")
   # Every example appears once per epoch of its own stage, and only in that stage.
   assert len(seen) == 40 * 2
-  assert (seen["train_stage"] == seen["data_stage"]).all()
+  assert (seen["train_phase"] == seen["phase"]).all()
   assert seen.groupby("id").size().eq(2).all()
   np.testing.assert_array_equal(seen["stream_position"].to_numpy(), np.arange(80))
   assert seen["step"].is_monotonic_increasing
-  assert seen[seen["train_stage"] == 1]["stream_position"].max() < seen[seen["train_stage"] == 2]["stream_position"].min()
-  assert (seen.groupby(["train_stage", "epoch"])["id"].nunique() == 20).all()
+  assert seen[seen["train_phase"] == 1]["stream_position"].max() < seen[seen["train_phase"] == 2]["stream_position"].min()
+  assert (seen.groupby(["train_phase", "epoch"])["id"].nunique() == 20).all()
   assert set(json.loads(m)["k"] for m in seen["meta"]) == {0, 1, 2}
   # Full evaluation passes: start, and the end of every epoch of every stage, over all 40 examples.
   evals = frame[frame["kind"] == "eval"]
   assert sorted(evals["eval_point"].unique()) == ["stage1/epoch1", "stage1/epoch2", "stage2/epoch1",
                                                   "stage2/epoch2", "start"]
   assert (evals.groupby("eval_point").size() == 40).all()
-  assert evals[evals["stage_end"]]["eval_point"].unique().tolist() == ["stage1/epoch2", "stage2/epoch2"]
+  assert evals[evals["phase_end"]]["eval_point"].unique().tolist() == ["phase1/epoch2", "phase2/epoch2"]
   # Learning happened: stage-1 examples are best right after stage 1.
-  stage1 = evals[evals["data_stage"] == 1].groupby("eval_point")["loss"].mean()
+  stage1 = evals[evals["phase"] == 1].groupby("eval_point")["loss"].mean()
   assert stage1["stage1/epoch2"] < stage1["start"]
 
 
@@ -84,7 +84,7 @@ def test_cartography_summaries(two_stage_run):
 def test_cartography_on_a_hand_made_table():
   rows = []
   for step, (p, em) in enumerate([(0.2, 0), (0.6, 1), (0.3, 0), (0.9, 1)], start=1):
-    rows.append({"id": "x", "dataset": "d", "data_stage": 1, "kind": "eval", "eval_point": f"e{step}",
+    rows.append({"id": "x", "dataset": "d", "phase": 1, "kind": "eval", "eval_point": f"e{step}",
                  "step": step * 10, "gold_prob": p, "exact_match": em, "loss": -np.log(p)})
   rows.append({**rows[0], "eval_point": "start", "step": 0, "gold_prob": 0.01, "exact_match": 1})
   carto = dynamics.cartography(pd.DataFrame(rows)).iloc[0]
@@ -152,7 +152,7 @@ def _corrupt(path, kind):
   elif kind == "missing_field":
     row = json.loads(lines[2]); row.pop("response"); lines[2] = json.dumps(row).encode()
   elif kind == "wrong_type":
-    row = json.loads(lines[4]); row["stage"] = "two"; lines[4] = json.dumps(row).encode()
+    row = json.loads(lines[4]); row["phase"] = "two"; lines[4] = json.dumps(row).encode()
   elif kind == "empty_response":
     row = json.loads(lines[1]); row["response"] = "  "; lines[1] = json.dumps(row).encode()
   elif kind == "duplicate_id":
@@ -203,7 +203,7 @@ def test_continual_pretraining_mixes_corpora_by_weight(tmp_path):
   assert summary["steps"] == 12 and np.isfinite(summary["final_loss"])
   assert os.path.isdir(tmp_path / "work" / "pretrain" / "final" / "tokenizer")
 
-  rows = pretrain.mixture_rows([100, 50], [0.8, 0.2], 20000, seed=0)
+  rows = mixture.mixture_rows([100, 50], [0.8, 0.2], 20000, seed=0)
   share = np.mean(rows >= 100)
   assert abs(share - 0.2) < 0.01
   assert set(rows[rows >= 100]) == set(range(100, 150))  # the small corpus is cycled through whole

@@ -12,7 +12,7 @@ PLAIN = TemplateConfig(use_chat_template=False, turn="{content} ", generation_pr
 
 def _record(prompt, response, i=0):
   return SFTRecord(id=str(i), messages=({"role": "user", "content": prompt}, {"role": "assistant", "content": response}),
-                   dataset="d", stage=1, meta={})
+                   dataset="d", phase=1, meta={})
 
 
 @pytest.fixture(scope="module")
@@ -56,10 +56,10 @@ def test_overlong_policies(tokenizer):
 
 def test_stream_plan_visits_every_example_once_per_epoch_and_is_seeded():
   lengths = np.random.default_rng(0).integers(3, 30, size=37)
-  stages = [batches.StageSpec("one", np.arange(0, 20), 2), batches.StageSpec("two", np.arange(20, 37), 1)]
-  stream = batches.build_stream(lengths, stages, (8, 16, 32), batch_size=4, seed=5, eval_every=3)
-  for (stage, epoch), members in (((1, 1), range(20)), ((1, 2), range(20)), ((2, 1), range(20, 37))):
-    rows = np.concatenate([b.rows for b in stream.batches if (b.stage, b.epoch) == (stage, epoch)])
+  phases = [batches.PhaseSpec("one", np.arange(0, 20), 2), batches.PhaseSpec("two", np.arange(20, 37), 1)]
+  stream = batches.build_stream(lengths, phases, (8, 16, 32), batch_size=4, seed=5, eval_every=3)
+  for (phase, epoch), members in (((1, 1), range(20)), ((1, 2), range(20)), ((2, 1), range(20, 37))):
+    rows = np.concatenate([b.rows for b in stream.batches if (b.phase, b.epoch) == (phase, epoch)])
     assert sorted(rows[rows >= 0].tolist()) == list(members)
   for b in stream.batches:
     real = b.rows[b.rows >= 0]
@@ -69,8 +69,8 @@ def test_stream_plan_visits_every_example_once_per_epoch_and_is_seeded():
   names = [p.name for p in stream.eval_points]
   assert names[0] == "start" and "one/epoch2" in names and names[-1] == "two/epoch1"
   assert len(names) == len(set((p.step, p.name) for p in stream.eval_points))
-  same = batches.build_stream(lengths, stages, (8, 16, 32), batch_size=4, seed=5)
-  other = batches.build_stream(lengths, stages, (8, 16, 32), batch_size=4, seed=6)
+  same = batches.build_stream(lengths, phases, (8, 16, 32), batch_size=4, seed=5)
+  other = batches.build_stream(lengths, phases, (8, 16, 32), batch_size=4, seed=6)
   assert same.fingerprint() == stream.fingerprint() != other.fingerprint()
 
 

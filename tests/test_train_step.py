@@ -1,8 +1,6 @@
 """The training step: per-example statistics, and sharded / accumulated steps equal to one device."""
-import functools
 
 import jax
-import ml_collections
 import numpy as np
 import pytest
 
@@ -12,13 +10,13 @@ from ilp.data.tokenize import TokenizedExample
 from ilp.model import build
 from ilp.model.config import ModelConfig
 from ilp.train import optim
-from ilp.train.step import make_eval_step, make_train_step
+from ilp.scoring.statistics import make_eval_step
+from ilp.train.step import make_train_step
 
 CFG = ModelConfig(family="llama", vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4,
                   num_kv_heads=2, head_dim=8)
-OPT = ml_collections.ConfigDict(dict(learning_rate=3e-3, warmup_steps=3, warmup_ratio=0.0, decay="cosine",
-                                     end_lr_ratio=0.1, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.01,
-                                     grad_clip_norm=1.0))
+OPT = optim.OptimizerConfig(learning_rate=3e-3, warmup_steps=3, warmup_ratio=0.0, decay="cosine", end_lr_ratio=0.1,
+                            weight_decay=0.01, grad_clip_norm=1.0)
 
 
 def _examples(n, seed=0):
@@ -97,7 +95,7 @@ def _run_steps(mesh_shape, accum, steps=20):
                    in_shardings=(shardings, batch_sharding), donate_argnums=0)
     examples = _examples(40, seed=3)
     stream = batches.build_stream(np.array([e.length for e in examples]),
-                                  [batches.StageSpec("s", np.arange(40), 4)], (8, 16), 8, seed=0)
+                                  [batches.PhaseSpec("s", np.arange(40), 4)], (8, 16), 8, seed=0)
     losses = []
     for planned in stream.batches[:steps]:
       host = batches.assemble(examples, planned.rows, planned.length, 0)

@@ -19,7 +19,7 @@ from ilp.diagnosis import attribution
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = dict(seed=0, cities=8, countries=3, jobs=5, codes=10, control=16, missing=6, conflict=6, inconsistent_pairs=3,
-             forgetting=6, interference=10, rare=4, stage1_control=6, qa_people=5, mentions=4, conflict_mentions=8,
+             forgetting=6, interference=10, rare=4, phase1_control=6, qa_people=5, mentions=4, conflict_mentions=8,
              general_documents=50, augment_documents=2)
 
 
@@ -38,23 +38,23 @@ def _guard_ground_truth(monkeypatch) -> None:
 
 def test_generation_is_deterministic_per_seed(tmp_path):
   for name, seed in (("a", 0), ("b", 0), ("c", 1)):
-    world.write(world.WorldConfig.from_dict({**SMALL, "seed": seed}), str(tmp_path / name))
-  files = ["pretrain.txt", "general.txt", "augment.jsonl", "sft_stage1.jsonl", "sft_stage2.jsonl", world.GROUND_TRUTH]
+    world.write(world.WorldConfig(**{**SMALL, "seed": seed}), str(tmp_path / name))
+  files = ["pretrain.txt", "general.txt", "augment.jsonl", "sft_phase1.jsonl", "sft_phase2.jsonl", world.GROUND_TRUTH]
   match, mismatch, errors = filecmp.cmpfiles(tmp_path / "a", tmp_path / "b", files, shallow=False)
   assert sorted(match) == sorted(files) and not errors
-  assert not filecmp.cmp(tmp_path / "a" / "sft_stage2.jsonl", tmp_path / "c" / "sft_stage2.jsonl", shallow=False)
+  assert not filecmp.cmp(tmp_path / "a" / "sft_phase2.jsonl", tmp_path / "c" / "sft_phase2.jsonl", shallow=False)
 
 
 def test_groups_and_records(tmp_path):
-  summary = world.write(world.WorldConfig.from_dict(SMALL), str(tmp_path / "w"))
+  summary = world.write(world.WorldConfig(**SMALL), str(tmp_path / "w"))
   assert summary["groups"] == {"control": 16 + 6, "missing": 6, "conflict": 6, "inconsistent": 6,
                                "forgetting": 6, "rare": 4, "interference": 10}
-  records = [json.loads(line) for s in (1, 2) for line in open(tmp_path / "w" / f"sft_stage{s}.jsonl")]
+  records = [json.loads(line) for s in (1, 2) for line in open(tmp_path / "w" / f"sft_phase{s}.jsonl")]
   truth = {json.loads(line)["id"]: json.loads(line) for line in open(tmp_path / "w" / world.GROUND_TRUTH)}
   assert len(records) == len(truth) == sum(summary["groups"].values())
   assert all("cause" not in r["meta"] and "group" not in r["meta"] for r in records)
   by_id = {r["id"]: r for r in records}
-  assert {by_id[i]["stage"] for i, t in truth.items() if t["group"] == "forgetting"} == {1}
+  assert {by_id[i]["phase"] for i, t in truth.items() if t["group"] == "forgetting"} == {1}
   pretrain = open(tmp_path / "w" / "pretrain.txt").read()
   for ident, t in truth.items():
     entity = by_id[ident]["meta"]["entity"]
@@ -69,8 +69,8 @@ def test_reduced_world_through_the_pipeline_never_reading_the_ground_truth(tmp_p
   config.world.update(SMALL)
   config.model.update(hidden_size=32, intermediate_size=64, num_layers=2, num_heads=2, num_kv_heads=1, head_dim=16)
   config.pretrain.update(steps=40, batch_size=16, log_every_steps=20)
-  config.sft.update(batch_size=16, stages=({"name": "stage1", "data_stage": 1, "epochs": 2},
-                                           {"name": "stage2", "data_stage": 2, "epochs": 1}))
+  config.sft.update(batch_size=16, phases=({"name": "phase1", "phase": 1, "epochs": 2},
+                                           {"name": "phase2", "phase": 2, "epochs": 1}))
   config.detect.update(num_samples=2, pass_k=(1, 2), bon_k=(1, 2), max_new_tokens=4, base_samples=2, repeats=2)
   _guard_ground_truth(monkeypatch)
   workdir = str(tmp_path / "work")
@@ -102,7 +102,7 @@ def _check_diagnosis(workdir: str) -> None:
   assert (by["inconsistent"]["disagreeing_duplicates"] == 1).all()
   assert (by["rare"]["prerequisites"] == 3).all() and (by["rare"]["template_share"] < 0.1).all()
   assert by["rare"]["prerequisites_known"].between(0, 1).all() and by["control"]["prerequisites_known"].isna().all()
-  assert (by["forgetting"]["own_stage"] == 1).all() and (by["interference"]["own_stage"] == 2).all()
+  assert (by["forgetting"]["own_phase"] == 1).all() and (by["interference"]["own_phase"] == 2).all()
   for group in ("control", "missing", "conflict", "interference"):
     assert (by[group]["disagreeing_duplicates"] == 0).all(), group
   report = open(os.path.join(workdir, "report", "report.md")).read()
@@ -127,6 +127,6 @@ def _check_diagnosis(workdir: str) -> None:
 def test_the_guard_catches_a_reader(tmp_path, monkeypatch):
   """The guard used above does fail when the ground truth is read (and lets it be written)."""
   _guard_ground_truth(monkeypatch)
-  world.write(world.WorldConfig.from_dict(SMALL), str(tmp_path / "w"))
+  world.write(world.WorldConfig(**SMALL), str(tmp_path / "w"))
   with pytest.raises(AssertionError, match="opened the ground truth"):
     open(tmp_path / "w" / world.GROUND_TRUTH).read()

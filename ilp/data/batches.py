@@ -1,6 +1,6 @@
 """The training stream as a plan of example indices, and padded arrays for one batch.
 
-The whole stream (every stage, epoch and batch) is planned up front from the seed: the order is
+The whole stream (every phase, epoch and batch) is planned up front from the seed: the order is
 reproducible, the stream position of every example visit is known, and resuming at step k is
 just "start at batch k". Sequences are padded to a few bucket lengths so the step compiles a
 bounded number of times.
@@ -14,11 +14,44 @@ from typing import Sequence
 import numpy as np
 
 from ilp.data.tokenize import TokenizedExample
+from ilp.typed import check
 
 
 @dataclasses.dataclass(frozen=True)
-class StageSpec:
-  """One stage of sequential SFT: which examples (indices) and how many epochs."""
+class PhaseConfig:
+  """One entry of `sft.phases`: the records of `datasets` (all when empty) whose `phase` field is
+  `phase` (any when None), trained for `epochs` epochs; phases run in the order listed."""
+  epochs: int
+  name: str = ""                      # default: phase<k>
+  datasets: tuple[str, ...] = ()
+  phase: int | None = None
+
+  def __post_init__(self):
+    check(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
+    check(self.phase is None or self.phase >= 1, "phase", f"must be >= 1, got {self.phase}")
+
+
+def plan_phases(datasets: np.ndarray, phases: np.ndarray, configured: Sequence[PhaseConfig], epochs: int
+                ) -> list["PhaseSpec"]:
+  """Phase specs over example indices, given each example's data set and `phase` field: from
+  `configured` (`sft.phases`), or, when it is empty, one phase per value of the `phase` field in
+  increasing order, each of `epochs` epochs."""
+  if not configured:
+    return [PhaseSpec(f"phase{p}", np.flatnonzero(phases == p), epochs) for p in sorted(set(phases.tolist()))]
+  specs = []
+  for k, entry in enumerate(configured):
+    members = np.ones(len(datasets), bool)
+    if entry.datasets:
+      members &= np.isin(datasets, list(entry.datasets))
+    if entry.phase is not None:
+      members &= phases == entry.phase
+    specs.append(PhaseSpec(entry.name or f"phase{k + 1}", np.flatnonzero(members), entry.epochs))
+  return specs
+
+
+@dataclasses.dataclass(frozen=True)
+class PhaseSpec:
+  """One phase of sequential SFT: which examples (indices) and how many epochs."""
   name: str
   examples: np.ndarray
   epochs: int
@@ -28,18 +61,18 @@ class StageSpec:
 class PlannedBatch:
   rows: np.ndarray        # [batch] example indices, -1 for padding rows
   length: int             # bucket length
-  stage: int              # 1-based stage number
-  epoch: int              # 1-based epoch within the stage
+  phase: int              # 1-based phase number
+  epoch: int              # 1-based epoch within the phase
   positions: np.ndarray   # [batch] position of each visit in the training stream, -1 for padding
 
 
 @dataclasses.dataclass(frozen=True)
 class EvalPoint:
   step: int               # evaluated after this many optimizer steps
-  name: str               # "start", "stage1/epoch2", "step500"
-  stage: int
+  name: str               # "start", "phase1/epoch2", "step500"
+  phase: int
   epoch: int
-  stage_end: bool
+  phase_end: bool
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,16 +113,16 @@ def _epoch(lengths: np.ndarray, members: np.ndarray, buckets: Sequence[int], bat
   return out
 
 
-def build_stream(lengths: np.ndarray, stages: Sequence[StageSpec], buckets: Sequence[int], batch_size: int,
+def build_stream(lengths: np.ndarray, phases: Sequence[PhaseSpec], buckets: Sequence[int], batch_size: int,
                  seed: int, eval_every: int = 0) -> Stream:
-  """Plans every batch of every stage and epoch, and the evaluation points between them."""
+  """Plans every batch of every phase and epoch, and the evaluation points between them."""
   batches: list[PlannedBatch] = []
   evals = [EvalPoint(0, "start", 1, 0, False)]
   position = 0
-  for s, stage in enumerate(stages, start=1):
-    for e in range(1, stage.epochs + 1):
+  for s, phase in enumerate(phases, start=1):
+    for e in range(1, phase.epochs + 1):
       rng = np.random.default_rng([seed, s, e])
-      for rows, length in _epoch(lengths, stage.examples, buckets, batch_size, rng):
+      for rows, length in _epoch(lengths, phase.examples, buckets, batch_size, rng):
         real = rows >= 0
         positions = np.full(rows.shape, -1, np.int64)
         positions[real] = position + np.arange(real.sum())
@@ -98,10 +131,10 @@ def build_stream(lengths: np.ndarray, stages: Sequence[StageSpec], buckets: Sequ
         step = len(batches)
         if eval_every and step % eval_every == 0:
           evals.append(EvalPoint(step, f"step{step}", s, e, False))
-      name = f"{stage.name}/epoch{e}"
+      name = f"{phase.name}/epoch{e}"
       if evals[-1].step == len(batches):  # an every-K point on the same step: keep one pass
         evals.pop()
-      evals.append(EvalPoint(len(batches), name, s, e, e == stage.epochs))
+      evals.append(EvalPoint(len(batches), name, s, e, e == phase.epochs))
   return Stream(batches, evals)
 
 

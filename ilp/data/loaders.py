@@ -5,7 +5,7 @@ A source is a plain mapping (one entry of `config.data.sft` or `config.data.corp
   path     file, directory or glob (for `hf`: data files, or a `save_to_disk` directory)
   format   jsonl | json | parquet | hf | tfds | text; default: from each file's extension
   dataset  source name (corpus name for corpora); default: the file's stem
-  stage    sequential-SFT stage (SFT only), default 1
+  phase    sequential-SFT phase (SFT only), default 1
   fields   canonical field -> column name, for columns named otherwise
   split    hf/tfds split, default "train"
   name     hf: a `datasets` builder ("json", "parquet") or local dataset directory
@@ -31,7 +31,7 @@ from ilp.data.records import (CORPUS_FIELDS, SFT_FIELDS, CorpusDocument, DataErr
 FORMATS = ("jsonl", "json", "parquet", "hf", "tfds", "text")
 _EXTENSIONS = {".jsonl": "jsonl", ".json": "json", ".parquet": "parquet", ".txt": "text"}
 _HF_BUILDERS = {"jsonl": "json", "json": "json", "parquet": "parquet", "text": "text"}
-_SOURCE_KEYS = ("path", "format", "dataset", "stage", "fields", "split", "name")
+_SOURCE_KEYS = ("path", "format", "dataset", "phase", "fields", "split", "name")
 
 _Rows = Iterator[tuple[str, Any]]  # (location, raw row); a DataError in place of a row it could not read
 
@@ -40,7 +40,7 @@ class _Source(NamedTuple):
   path: str
   format: str | None
   dataset: str | None
-  stage: int
+  phase: int
   fields: dict[str, str]
   split: str
   name: str
@@ -73,14 +73,14 @@ def _source(raw: Any, index: int, allowed_fields: Sequence[str], keys: Sequence[
   if unknown:
     raise DataError(f"{label}: unknown key(s) {unknown} (expected some of {tuple(keys)})")
   source = _Source(path=raw.get("path") or "", format=raw.get("format") or None, dataset=raw.get("dataset"),
-                   stage=raw.get("stage", 1), fields=_plain(raw.get("fields") or {}),
+                   phase=raw.get("phase", 1), fields=_plain(raw.get("fields") or {}),
                    split=raw.get("split") or "train", name=raw.get("name") or "")
   if source.format not in (None, *FORMATS):
     raise DataError(f"{label}: key 'format': '{source.format}' is not one of {FORMATS}")
   if not isinstance(source.path, str) or not (source.path or (source.format == "hf" and source.name)):
     raise DataError(f"{label}: key 'path': expected a file, directory or glob")
-  if not isinstance(source.stage, int) or isinstance(source.stage, bool) or source.stage < 1:
-    raise DataError(f"{label}: key 'stage': expected an int >= 1, got {source.stage!r}")
+  if not isinstance(source.phase, int) or isinstance(source.phase, bool) or source.phase < 1:
+    raise DataError(f"{label}: key 'phase': expected an int >= 1, got {source.phase!r}")
   if source.dataset is not None and not (isinstance(source.dataset, str) and source.dataset.strip()):
     raise DataError(f"{label}: key 'dataset': expected a non-empty string, got {source.dataset!r}")
   if not isinstance(source.fields, Mapping) or not all(isinstance(v, str) for v in source.fields.values()):
@@ -314,7 +314,7 @@ def _read(sources: Sequence[Any], kind: _Kind) -> tuple[list[Any], list[str], li
 def _sft_record(source: _Source, part: _Part, number: int, where: str, row: Any) -> SFTRecord:
   if isinstance(row, DataError):
     raise row
-  return record_from_mapping(row, part.fields, source.dataset or part.name, source.stage, where)
+  return record_from_mapping(row, part.fields, source.dataset or part.name, source.phase, where)
 
 
 def _corpus_document(source: _Source, part: _Part, number: int, where: str, row: Any) -> CorpusDocument | None:
@@ -324,7 +324,7 @@ def _corpus_document(source: _Source, part: _Part, number: int, where: str, row:
 
 
 _SFT = _Kind("SFT data", SFT_FIELDS, _SOURCE_KEYS, tuple(f for f in FORMATS if f != "text"), _sft_record)
-_CORPUS = _Kind("corpus data", CORPUS_FIELDS, tuple(k for k in _SOURCE_KEYS if k != "stage"), FORMATS,
+_CORPUS = _Kind("corpus data", CORPUS_FIELDS, tuple(k for k in _SOURCE_KEYS if k != "phase"), FORMATS,
                 _corpus_document)
 
 

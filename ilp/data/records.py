@@ -2,7 +2,7 @@
 
 Every loader turns its rows into `SFTRecord`s or `CorpusDocument`s through this module, so the
 rules (and the wording of errors) are the same for JSONL, Parquet, Hugging Face and TFDS data.
-Types are checked strictly, with no coercion: a silently converted id or stage would change what
+Types are checked strictly, with no coercion: a silently converted id or phase would change what
 is trained on, or which rows later tables join, without anyone noticing. Every error names the
 location (file and line, or row) and the field, so a bad row can be found and fixed directly.
 """
@@ -13,7 +13,7 @@ import json
 from typing import Any, Iterable, Mapping, Sequence
 
 ROLES = ("system", "user", "assistant")
-SFT_FIELDS = ("id", "messages", "prompt", "response", "dataset", "stage", "meta")
+SFT_FIELDS = ("id", "messages", "prompt", "response", "dataset", "phase", "meta")
 CORPUS_FIELDS = ("id", "text")
 MAX_LISTED_PROBLEMS = 20
 PREREQUISITES = "prerequisites"  # optional meta key: [{"prompt", "response"}, ...]
@@ -31,7 +31,7 @@ class SFTRecord:
   id: str                                  # unique across all SFT sources of a run
   messages: tuple[dict[str, str], ...]     # {"role", "content"} turns; the last is the assistant's
   dataset: str                             # source name
-  stage: int                               # sequential-SFT stage, >= 1
+  phase: int                               # sequential-SFT phase, >= 1
   meta: dict[str, Any] = dataclasses.field(default_factory=dict)  # passed through to output tables
 
   @property
@@ -162,7 +162,7 @@ def _prerequisites(value: Any, where: str, column: str) -> None:
       _non_empty(probe[key], where, f"{column}[{k}].{key}")
 
 
-def record_from_mapping(row: Mapping[str, Any], fields: Mapping[str, str], default_dataset: str, default_stage: int,
+def record_from_mapping(row: Mapping[str, Any], fields: Mapping[str, str], default_dataset: str, default_phase: int,
                         where: str) -> SFTRecord:
   """Validates one raw row into an `SFTRecord`.
 
@@ -183,13 +183,13 @@ def record_from_mapping(row: Mapping[str, Any], fields: Mapping[str, str], defau
     messages = _messages(row[column["messages"]], where, column["messages"])
   else:
     messages = _prompt_response(row, column, where)
-  dataset, stage, meta = (row.get(column[k]) for k in ("dataset", "stage", "meta"))
-  if stage is not None and _expect(stage, int, where, column["stage"]) < 1:
-    raise _field_error(where, column["stage"], f"must be >= 1, got {stage}")
+  dataset, phase, meta = (row.get(column[k]) for k in ("dataset", "phase", "meta"))
+  if phase is not None and _expect(phase, int, where, column["phase"]) < 1:
+    raise _field_error(where, column["phase"], f"must be >= 1, got {phase}")
   return SFTRecord(
       id=record_id, messages=messages,
       dataset=default_dataset if dataset is None else _non_empty(dataset, where, column["dataset"]),
-      stage=default_stage if stage is None else stage,
+      phase=default_phase if phase is None else phase,
       meta={} if meta is None else _meta(meta, where, column["meta"]))
 
 

@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ilp.data.records import CorpusDocument, SFTRecord
+from ilp.typed import check
 
 log = logging.getLogger(__name__)
 
@@ -26,11 +27,16 @@ class TokenizationError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class TemplateConfig:
-  """How a conversation becomes text when the chat template is not used."""
+  """How a conversation becomes text (config section `data.template`): the tokenizer's chat
+  template when it has one and `use_chat_template` is on, else `turn` per message and then
+  `generation_prefix`."""
   use_chat_template: bool = True
   turn: str = "{role}: {content}\n"
   generation_prefix: str = "assistant: "
   add_bos: bool = True
+
+  def __post_init__(self):
+    check("{content}" in self.turn, "turn", f"must contain '{{content}}', got {self.turn!r}")
 
 
 @dataclasses.dataclass(frozen=True)

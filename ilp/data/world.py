@@ -4,18 +4,18 @@ Fictional people (`p<i>`), cities (`c<i>`), countries (`k<i>`), jobs (`j<i>`) an
 (`z<i>`) with three relations (person -> birth city -> country; person -> job) and a code table.
 A pre-training corpus states a chosen subset of facts in several templates and frequencies (and,
 for people who never appear in SFT, as questions and answers, so that the base model can answer
-from what it knows, as pre-trained LLMs can); the SFT data asks questions about them, in two domains (`people`, `codes`) and two stages, with
+from what it knows, as pre-trained LLMs can); the SFT data asks questions about them, in two domains (`people`, `codes`) and two phases, with
 groups planted in configured sizes:
 
 - control: one-hop questions about facts the base model saw often and consistently;
 - missing (I): a person the base model knows, asked for a fact pre-training never states;
 - conflict (II): the SFT answer contradicts a fact stated often in pre-training;
 - inconsistent (III): paraphrased prompts about one person with contradicting answers;
-- forgetting (IV): stage-1 codes that stage-2 codes (same prompt pattern, other people and codes)
+- forgetting (IV): phase-1 codes that phase-2 codes (same prompt pattern, other people and codes)
   interfere with after they were learned;
 - rare (V): a rare compositional question (three known facts in one answer) with few examples;
   its `meta.prerequisites` lists the one-hop questions it composes, so detection can probe them;
-- interference: the stage-2 code questions that cause IV. Their codes, like the missing group's
+- interference: the phase-2 code questions that cause IV. Their codes, like the missing group's
   birthplaces, are facts pre-training never states, so when they stay unlearned the cause is I.
 
 Everything is written in the formats a user would bring (JSONL SFT records, text corpora, an HF
@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from ilp import fileio
+from ilp.typed import check
 
 GROUPS = ("control", "missing", "conflict", "inconsistent", "forgetting", "rare", "interference")
 CAUSES = {"control": None, "missing": "I", "conflict": "II", "inconsistent": "III", "forgetting": "IV", "rare": "V",
@@ -57,32 +58,33 @@ ROLES = ("user", "assistant", ":")
 
 @dataclasses.dataclass(frozen=True)
 class WorldConfig:
-  """Sizes and frequencies of a world; every count is a number of SFT examples unless noted."""
+  """Sizes and frequencies of a world (config section `world`); every count is a number of SFT
+  examples unless noted. The defaults are the demo's world."""
   seed: int = 0
-  cities: int = 30
-  countries: int = 6
+  cities: int = 40
+  countries: int = 15
   jobs: int = 12
   codes: int = 40
-  control: int = 120
-  missing: int = 40
-  conflict: int = 40
-  inconsistent_pairs: int = 20
+  control: int = 200
+  missing: int = 30
+  conflict: int = 30
+  inconsistent_pairs: int = 15
   forgetting: int = 40
-  interference: int = 120         # stage-2 code questions about other people
-  rare: int = 16
-  stage1_control: int = 40        # known-fact questions in stage 1, so stage 1 is not codes only
+  interference: int = 200         # phase-2 code questions about other people
+  rare: int = 12
+  phase1_control: int = 40        # known-fact questions in phase 1, so phase 1 is not codes only
   qa_people: int = 150            # people (never in SFT) whose facts pre-training also states as Q&A
-  mentions: int = 6               # documents stating each known fact
-  conflict_mentions: int = 12     # ... for the facts that SFT contradicts
+  mentions: int = 10              # documents stating each known fact
+  conflict_mentions: int = 16     # ... for the facts that SFT contradicts
   general_documents: int = 2000
   augment_documents: int = 3      # background documents per fact in the augmentation corpus
 
-  @classmethod
-  def from_dict(cls, d: dict[str, Any]) -> "WorldConfig":
-    unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
-    if unknown:
-      raise ValueError(f"unknown world config field(s): {', '.join(unknown)}")
-    return cls(**d)
+  def __post_init__(self):
+    for field in dataclasses.fields(self):
+      if field.name != "seed":
+        check(getattr(self, field.name) >= 0, field.name, f"must be >= 0, got {getattr(self, field.name)}")
+    for name in ("cities", "countries", "jobs", "codes", "mentions", "conflict_mentions"):
+      check(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
 
 
 def vocabulary(cfg: WorldConfig, people: int) -> list[str]:
@@ -147,10 +149,10 @@ class _Builder:
   def country(self, city: str) -> str:
     return f"k{self.city_country[int(city[1:])]}"
 
-  def add(self, group: str, dataset: str, stage: int, prompt: str, response: str, **meta: Any) -> None:
+  def add(self, group: str, dataset: str, phase: int, prompt: str, response: str, **meta: Any) -> None:
     ident = f"{dataset}-{len(self.records)}"
     self.records.append({"id": ident, "prompt": prompt, "response": response, "dataset": dataset,
-                         "stage": stage, "meta": meta})
+                         "phase": phase, "meta": meta})
     self.truth.append({"id": ident, "group": group, "cause": CAUSES[group]})
 
 
@@ -162,21 +164,21 @@ def build(cfg: WorldConfig) -> _Builder:
     for _ in range(cfg.mentions):
       b.docs.append(r.choice(COUNTRY_STATEMENTS).format(c=f"c{c}", k=b.country(f"c{c}")))
 
-  def known_question(group: str, stage: int, mentions: int) -> None:
+  def known_question(group: str, phase: int, mentions: int) -> None:
     p, c, j = b.person()
     b.state(p, c, j, mentions)
     b.background(p, c, j)
     if r.integers(2):
-      b.add(group, "people", stage, r.choice(BIRTH_QUESTIONS).format(p=p), c, relation="birthplace", entity=p)
+      b.add(group, "people", phase, r.choice(BIRTH_QUESTIONS).format(p=p), c, relation="birthplace", entity=p)
     else:
-      b.add(group, "people", stage, JOB_QUESTION.format(p=p), j, relation="job", entity=p)
+      b.add(group, "people", phase, JOB_QUESTION.format(p=p), j, relation="job", entity=p)
 
   for _ in range(cfg.qa_people):  # teaches the base model to answer questions from what it knows
     p, c, j = b.person()
     b.state(p, c, j, cfg.mentions)
     for question, answer in ((r.choice(BIRTH_QUESTIONS), c), (JOB_QUESTION, j), (COUNTRY_QUESTION, b.country(c))):
       b.docs.append(f"user : {question.format(p=p)} assistant : {answer}")
-  for _ in range(cfg.stage1_control):
+  for _ in range(cfg.phase1_control):
     known_question("control", 1, cfg.mentions)
   for _ in range(cfg.control):
     known_question("control", 2, cfg.mentions)
@@ -207,7 +209,7 @@ def build(cfg: WorldConfig) -> _Builder:
                      {"prompt": JOB_QUESTION.format(p=p), "response": j}]
     b.add("rare", "people", 2, RARE_QUESTION.format(p=p), f"{c} {b.country(c)} {j}", relation="bio", entity=p,
           prerequisites=prerequisites)
-  for _ in range(cfg.forgetting):  # learned in stage 1, overwritten by stage-2 codes
+  for _ in range(cfg.forgetting):  # learned in phase 1, overwritten by phase-2 codes
     p, c, j = b.person()
     b.state(p, c, j, cfg.mentions)
     b.add("forgetting", "codes", 1, CODE_QUESTION.format(p=p), f"z{r.integers(cfg.codes)}", relation="code", entity=p)
@@ -240,9 +242,9 @@ def write(cfg: WorldConfig, directory: str) -> dict[str, Any]:
       f.write("\n\n".join(general_corpus(cfg, rng)) + "\n")
     with open(os.path.join(tmp, "augment.jsonl"), "w") as f:
       f.writelines(json.dumps(d) + "\n" for d in b.augment)
-    for stage in (1, 2):
-      with open(os.path.join(tmp, f"sft_stage{stage}.jsonl"), "w") as f:
-        rows = [rec for rec in b.records if rec["stage"] == stage]
+    for phase in (1, 2):
+      with open(os.path.join(tmp, f"sft_phase{phase}.jsonl"), "w") as f:
+        rows = [rec for rec in b.records if rec["phase"] == phase]
         f.writelines(json.dumps(rows[i]) + "\n" for i in rng.permutation(len(rows)))
     with open(os.path.join(tmp, GROUND_TRUTH), "w") as f:
       f.writelines(json.dumps(t) + "\n" for t in b.truth)

@@ -9,7 +9,7 @@ from flax import nnx
 
 from ilp.data import batches as batching
 from ilp.sampling.sampler import Sampler, SamplingConfig, left_pad
-from ilp.sampling.verifiers import Verifier
+from ilp.scoring.verifiers import Verifier
 
 
 @dataclasses.dataclass

@@ -9,17 +9,36 @@ over the valid options gives the option distribution of a model.
 """
 from __future__ import annotations
 
+import dataclasses
 import zlib
 from typing import Sequence
 
 import numpy as np
 from flax import nnx
 
-from ilp.sampling.estimators import option_distribution
-from ilp.sampling.verifiers import normalize
-from ilp.train.evaluate import ExampleEvaluator, continuation_logliks
+from ilp.scoring.estimators import option_distribution
+from ilp.scoring.verifiers import normalize
+from ilp.scoring.evaluator import ExampleEvaluator, continuation_logliks
+from ilp.typed import check
 
 STRATEGIES = ("random", "similar_length")
+
+
+@dataclasses.dataclass(frozen=True)
+class MCConfig:
+  """The multiple-choice probe (config section `detect.mc`)."""
+  enabled: bool = True
+  num_options: int = 4
+  distractors: str = "random"        # one of STRATEGIES
+  include_base_answer: bool = True   # the base model's own greedy answer is an option when it is wrong
+  p_exist: float = 0.8               # knowledge exists: base P(true option) > p_exist (paper: 0.8)
+  t_conf: float = 0.5                # high-confidence error: base P(a wrong option) > t_conf (paper: not given)
+
+  def __post_init__(self):
+    check(self.num_options >= 2, "num_options", f"must be >= 2, got {self.num_options}")
+    check(self.distractors in STRATEGIES, "distractors", f"'{self.distractors}' is not one of {STRATEGIES}")
+    for name in ("p_exist", "t_conf"):
+      check(0 <= getattr(self, name) <= 1, name, f"must lie in [0, 1], got {getattr(self, name)}")
 
 
 def distractor_pools(responses: Sequence[str], datasets: Sequence[str]) -> dict[str, dict[str, str]]:
@@ -34,8 +53,6 @@ def choose_options(ids: Sequence[str], responses: Sequence[str], datasets: Seque
                    pools: dict[str, dict[str, str]], base_answers: Sequence[str] | None, num_options: int,
                    strategy: str, seed: int) -> list[list[str]]:
   """Option texts per example, the true response first; fewer options when a data set is small."""
-  if strategy not in STRATEGIES:
-    raise ValueError(f"config field 'detect.mc.distractors': '{strategy}' is not one of {STRATEGIES}")
   options = []
   for i, (ident, target, dataset) in enumerate(zip(ids, responses, datasets)):
     key = normalize(target)

@@ -14,6 +14,8 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
+from ilp.typed import check
+
 CAUSES = ("I", "II", "III", "IV", "V")
 CAUSE_NAMES = {"I": "missing knowledge", "II": "conflict with pre-training", "III": "inconsistent data",
                "IV": "left-side forgetting", "V": "insufficient optimisation"}
@@ -26,19 +28,20 @@ class RuleConfig:
   """Thresholds of the rules (config section `diagnose.rules`)."""
   order: tuple[str, ...] = ("III", "IV", "II", "I", "V")
   jsd: float = 0.3                     # II: JSD(base || SFT) over the options above this (paper: 0.3)
-  blind_pass: float = 0.2              # I: base pass@N below this (paper's blind facts: pass@10 < 0.2)
   prerequisites_known: float = 0.5     # I: share of prerequisite facts the base knows below this
-  forgetting_drop: float = 0.25        # IV: relative drop of the response probability from its own-stage peak
+  forgetting_drop: float = 0.25        # IV: relative drop of the response probability from its own-phase peak
   oscillation: float = 0.3             # III evidence: share of loss variation that is back-and-forth
   improvement: float = 0.05            # V: relative loss decrease over the last passes
   rare_template_share: float = 0.05    # V: prompt pattern shared by at most this share of the data
   long_response_ratio: float = 2.0     # V: response at least this many times its data set's median length
 
   def __post_init__(self):
-    unknown = [c for c in self.order if c not in CAUSES]
-    if unknown or len(set(self.order)) != len(self.order):
-      raise ValueError(f"config field 'diagnose.rules.order': {list(self.order)} must list distinct causes of "
-                       f"{CAUSES}")
+    check(all(c in CAUSES for c in self.order) and len(set(self.order)) == len(self.order), "order",
+          f"{list(self.order)} must list distinct causes of {CAUSES}")
+    for name in ("jsd", "prerequisites_known", "forgetting_drop", "oscillation", "rare_template_share"):
+      check(0 <= getattr(self, name) <= 1, name, f"must lie in [0, 1], got {getattr(self, name)}")
+    check(self.improvement >= 0, "improvement", f"must be >= 0, got {self.improvement}")
+    check(self.long_response_ratio > 0, "long_response_ratio", f"must be > 0, got {self.long_response_ratio}")
 
 
 def _column(signals: pd.DataFrame, name: str, default) -> np.ndarray:
@@ -47,14 +50,15 @@ def _column(signals: pd.DataFrame, name: str, default) -> np.ndarray:
   return np.full(len(signals), default)
 
 
-def conditions(signals: pd.DataFrame, cfg: RuleConfig) -> dict[str, dict[str, np.ndarray]]:
-  """Per cause, the named conditions (boolean arrays) its rule and evidence are built from."""
+def conditions(signals: pd.DataFrame, cfg: RuleConfig, pass_threshold: float) -> dict[str, dict[str, np.ndarray]]:
+  """Per cause, the named conditions (boolean arrays) its rule and evidence are built from;
+  `pass_threshold` is detection's (`detect.threshold`): a base pass rate below it is blind."""
   s = lambda name, default=np.nan: _column(signals, name, default).astype(np.float64)
   has_prereq = s("prerequisites", 0) > 0
   length = s("response_words", 1)
   median = signals.groupby("dataset")["response_words"].transform("median").to_numpy() if "dataset" in signals \
       else np.median(length)
-  earlier = s("own_stage", 1) < s("final_stage", 1)
+  earlier = s("own_phase", 1) < s("final_phase", 1)
   base_correct = s("base_greedy_correct", np.nan)
   base_correct = np.where(np.isnan(base_correct), s("base_mc_correct", 1), base_correct)
   has_corpus = "corpus_support" in signals
@@ -63,7 +67,7 @@ def conditions(signals: pd.DataFrame, cfg: RuleConfig) -> dict[str, dict[str, np
       "I": {"prerequisites_unknown": has_prereq & (s("prerequisites_known", 1) < cfg.prerequisites_known),
             "no_base_knowledge": ~has_prereq & (s("p_exist", 1) < 0.5),
             "base_wrong": base_correct < 0.5,
-            "base_blind": ~(s("base_pass_at_n", 0) >= cfg.blind_pass),
+            "base_blind": ~(s("base_pass_at_n", 0) >= pass_threshold),
             "corpus_silent": has_corpus & (support == 0) & (contradiction == 0)},
       "II": {"high_conf_error": s("base_high_conf_error", 0) > 0.5,
              "jsd_above": s("jsd_base_sft", 0) > cfg.jsd,
@@ -72,9 +76,9 @@ def conditions(signals: pd.DataFrame, cfg: RuleConfig) -> dict[str, dict[str, np
       "III": {"disagreeing_duplicate": s("disagreeing_duplicates", 0) > 0,
               "answers_partner_target": s("answers_partner_target", 0) > 0.5,
               "oscillating_loss": s("loss_oscillation", 0) >= cfg.oscillation},
-      "IV": {"earlier_stage": earlier,
+      "IV": {"earlier_phase": earlier,
              "learned_then_lost": s("learned_then_lost", 0) > 0.5,
-             "dropped_after_stage": earlier & (s("peak_drop", 0) >= cfg.forgetting_drop)},
+             "dropped_after_phase": earlier & (s("peak_drop", 0) >= cfg.forgetting_drop)},
       "V": {"still_improving": s("recent_improvement", 0) >= cfg.improvement,
             "rare_pattern": s("template_share", 1) <= cfg.rare_template_share,
             "long_response": length >= cfg.long_response_ratio * median,
@@ -93,7 +97,7 @@ def rules(c: dict[str, dict[str, np.ndarray]], has_corpus: bool) -> dict[str, np
       "I": i["prerequisites_unknown"] | (i["no_base_knowledge"] & knowledge_absent),
       "II": ii["high_conf_error"] & (ii["corpus_contradicts"] if has_corpus else ii["jsd_above"]),
       "III": iii["disagreeing_duplicate"],
-      "IV": iv["earlier_stage"] & (iv["learned_then_lost"] | iv["dropped_after_stage"]),
+      "IV": iv["earlier_phase"] & (iv["learned_then_lost"] | iv["dropped_after_phase"]),
       "V": v["still_improving"] | v["rare_pattern"] | v["long_response"] | v["near_miss"],
   }
 
@@ -109,16 +113,16 @@ def scores(signals: pd.DataFrame, c: dict[str, dict[str, np.ndarray]]) -> dict[s
       "II": np.clip(s("base_conf_wrong", 0) * np.maximum(np.minimum(s("jsd_base_sft", 0) / 0.5, 1), contradicted), 0, 1),
       "III": np.clip(s("disagreeing_similarity", 0) * (1 - np.nan_to_num(s("duplicate_agreement", 1), nan=1.0) / 2), 0,
                      1) * c["III"]["disagreeing_duplicate"],
-      "IV": np.clip(s("peak_drop", 0), 0, 1) * c["IV"]["earlier_stage"],
+      "IV": np.clip(s("peak_drop", 0), 0, 1) * c["IV"]["earlier_phase"],
       "V": mean(np.clip(s("recent_improvement", 0), 0, 1), c["V"]["rare_pattern"], c["V"]["long_response"],
                 c["V"]["near_miss"]),
   }
 
 
-def attribute(signals: pd.DataFrame, cfg: RuleConfig) -> pd.DataFrame:
+def attribute(signals: pd.DataFrame, cfg: RuleConfig, pass_threshold: float) -> pd.DataFrame:
   """id-indexed table: cause ("learned" for examples that are not unlearned), evidence scores
   `score_<cause>`, `rules` (causes whose rule holds) and `fired` (every condition that holds)."""
-  c = conditions(signals, cfg)
+  c = conditions(signals, cfg, pass_threshold)
   holds = rules(c, has_corpus="corpus_support" in signals)
   unlearned = signals["unlearned"].to_numpy().astype(bool)
   cause = np.full(len(signals), UNATTRIBUTED, dtype=object)

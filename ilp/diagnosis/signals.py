@@ -13,8 +13,9 @@ import numpy as np
 import pandas as pd
 
 from ilp.diagnosis import corpus, similarity
-from ilp.sampling.verifiers import normalize
+from ilp.scoring.verifiers import normalize
 from ilp.train import dynamics as dynamics_lib
+from ilp.typed import check
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,6 +27,14 @@ class SignalConfig:
   template_min_df: int = 3            # words in fewer prompts are masked to form the prompt template
   same_answer_kind: bool = True       # near-duplicates must expect the same kind of answer
   slope_passes: int = 3               # evaluation passes at the end over which improvement is measured
+
+  def __post_init__(self):
+    check(0 < self.similarity_threshold <= 1, "similarity_threshold",
+          f"must lie in (0, 1], got {self.similarity_threshold}")
+    check(self.ngram >= 1, "ngram", f"must be >= 1, got {self.ngram}")
+    check(self.max_df >= 2, "max_df", f"must be >= 2 (a pair needs two prompts), got {self.max_df}")
+    check(self.template_min_df >= 1, "template_min_df", f"must be >= 1, got {self.template_min_df}")
+    check(self.slope_passes >= 1, "slope_passes", f"must be >= 1, got {self.slope_passes}")
 
 
 def _pivots(evals: pd.DataFrame, columns: Sequence[str], ids: pd.Index, steps: np.ndarray) -> dict[str, np.ndarray]:
@@ -47,20 +56,20 @@ def _row_pick(matrix: np.ndarray, columns: np.ndarray) -> np.ndarray:
 
 
 def dynamics_signals(dynamics: pd.DataFrame, ids: pd.Index, slope_passes: int) -> pd.DataFrame:
-  """Signals of the training dynamics: initial (base model) fit, own-stage end, final, forgetting,
+  """Signals of the training dynamics: initial (base model) fit, own-phase end, final, forgetting,
   improvement at the end, oscillation, position in the stream, and the cartography summaries
   (`ilp.train.dynamics.cartography`)."""
   evals = dynamics[dynamics["kind"] == "eval"]
   visits = dynamics[dynamics["kind"] == "batch"]
   steps = np.sort(evals["step"].unique())
-  point_stage = evals.groupby("step")["train_stage"].first().reindex(steps).to_numpy()
-  stage_end_step = evals[evals["stage_end"].astype(bool)].groupby("train_stage")["step"].max()
-  final_stage = int(point_stage.max())
+  point_phase = evals.groupby("step")["train_phase"].first().reindex(steps).to_numpy()
+  phase_end_step = evals[evals["phase_end"].astype(bool)].groupby("train_phase")["step"].max()
+  final_phase = int(point_phase.max())
   m = _pivots(evals, ("loss", "gold_prob", "exact_match", "margin_mean", "nll_sum"), ids, steps)
   response_prob = np.exp(-m["nll_sum"])   # probability of the whole response: what sampling sees
-  own = visits.groupby("id")["train_stage"].max().reindex(ids).fillna(final_stage).astype(int).to_numpy()
-  own_end = np.searchsorted(steps, stage_end_step.reindex(own).fillna(steps[-1]).to_numpy())
-  trained = (point_stage[None, :] == own[:, None]) & (steps[None, :] > 0)   # passes during the own stage
+  own = visits.groupby("id")["train_phase"].max().reindex(ids).fillna(final_phase).astype(int).to_numpy()
+  own_end = np.searchsorted(steps, phase_end_step.reindex(own).fillna(steps[-1]).to_numpy())
+  trained = (point_phase[None, :] == own[:, None]) & (steps[None, :] > 0)   # passes during the own phase
   before = np.zeros_like(trained)
   first = trained.argmax(1)
   before[np.arange(len(ids)), np.maximum(first - 1, 0)] = True               # the pass just before it
@@ -80,8 +89,8 @@ def dynamics_signals(dynamics: pd.DataFrame, ids: pd.Index, slope_passes: int) -
   positive_margin = m["margin_mean"][:, after_start] > 0
   stream_end = max(float(visits["stream_position"].max()), 1.0) if len(visits) else 1.0
   out = pd.DataFrame(index=ids)
-  out["own_stage"] = own
-  out["final_stage"] = final_stage
+  out["own_phase"] = own
+  out["final_phase"] = final_phase
   out["initial_loss"] = loss[:, 0]
   out["initial_gold_prob"] = gold[:, 0]
   out["initial_margin"] = m["margin_mean"][:, 0]
@@ -93,11 +102,11 @@ def dynamics_signals(dynamics: pd.DataFrame, ids: pd.Index, slope_passes: int) -
   out["final_exact_match"] = m["exact_match"][:, -1] > 0.5
   out["final_response_prob"] = response_prob[:, -1]
   out["peak_own_response_prob"] = peak_own
-  earlier_stage = own < final_stage
-  out["boundary_drop"] = np.where(earlier_stage, out["own_end_gold_prob"] - out["final_gold_prob"], 0.0)
-  # relative loss of response probability from its best during its own stage to the end
-  out["peak_drop"] = np.where(earlier_stage, 1 - response_prob[:, -1] / np.maximum(peak_own, 1e-12), 0.0)
-  out["learned_then_lost"] = earlier_stage & out["own_end_exact_match"] & ~out["final_exact_match"]
+  earlier_phase = own < final_phase
+  out["boundary_drop"] = np.where(earlier_phase, out["own_end_gold_prob"] - out["final_gold_prob"], 0.0)
+  # relative loss of response probability from its best during its own phase to the end
+  out["peak_drop"] = np.where(earlier_phase, 1 - response_prob[:, -1] / np.maximum(peak_own, 1e-12), 0.0)
+  out["learned_then_lost"] = earlier_phase & out["own_end_exact_match"] & ~out["final_exact_match"]
   out["ever_learned"] = learned.any(1)
   first_positive = np.where(positive_margin.any(1), steps[after_start][positive_margin.argmax(1)], np.nan)
   out["steps_to_positive_margin"] = first_positive
@@ -167,7 +176,7 @@ def _group_max(index: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
   return out
 
 
-DETECTION_COLUMNS = ("dataset", "stage", "unlearned", "pass_at_n", "error_consistency", "greedy_correct",
+DETECTION_COLUMNS = ("dataset", "phase", "unlearned", "pass_at_n", "error_consistency", "greedy_correct",
                      "p_exist", "base_mc_correct", "base_p_true", "base_conf_wrong", "base_high_conf_error",
                      "jsd_base_sft", "base_pass_at_n", "base_greedy_correct", "prerequisites", "prerequisites_known",
                      "sft_p_true")

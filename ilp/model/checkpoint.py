@@ -16,7 +16,7 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from ilp import fileio, parallel
-from ilp.model import build
+from ilp.model import build, hf
 from ilp.model.config import ModelConfig
 from ilp.model.safetensors_io import CheckpointError
 
@@ -64,3 +64,8 @@ def load_params(directory: str, mesh: Mesh, rules: Sequence[tuple[str, Any]] = p
 
 def tokenizer_dir(directory: str) -> str:
   return os.path.join(directory, TOKENIZER_DIR)
+
+
+def load_tokenizer(directory: str, override: str = ""):
+  """The tokenizer directory `override` when set (`data.tokenizer`), else the checkpoint's own."""
+  return hf.load_tokenizer(override or tokenizer_dir(directory))

@@ -11,13 +11,15 @@ from typing import Any, Mapping
 
 import jax.numpy as jnp
 
+from ilp.typed import check
+
 FAMILIES = ("llama", "qwen2", "olmo2")
 ROPE_TYPES = ("default", "linear", "llama3")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
 class ModelConfigError(ValueError):
-  """A model config names an unsupported family, dtype or shape."""
+  """A model config file (HF config.json or a saved model_config.json) cannot be read as a ModelConfig."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,16 +58,15 @@ class ModelConfig:
   pad_token_id: int | None = None
 
   def __post_init__(self):
-    if self.family not in FAMILIES:
-      raise ModelConfigError(f"model family '{self.family}' is not supported (supported: {', '.join(FAMILIES)})")
-    if self.rope.type not in ROPE_TYPES:
-      raise ModelConfigError(f"rope type '{self.rope.type}' is not supported (supported: {', '.join(ROPE_TYPES)})")
+    check(self.family in FAMILIES, "family", f"'{self.family}' is not supported (supported: {', '.join(FAMILIES)})")
+    check(self.rope.type in ROPE_TYPES, "rope.type",
+          f"'{self.rope.type}' is not supported (supported: {', '.join(ROPE_TYPES)})")
     for field in ("param_dtype", "dtype"):
-      if getattr(self, field) not in DTYPES:
-        raise ModelConfigError(f"model.{field} '{getattr(self, field)}' is not one of {sorted(DTYPES)}")
-    if self.num_heads % self.num_kv_heads:
-      raise ModelConfigError(
-          f"model.num_heads ({self.num_heads}) must be a multiple of model.num_kv_heads ({self.num_kv_heads})")
+      check(getattr(self, field) in DTYPES, field, f"'{getattr(self, field)}' is not one of {sorted(DTYPES)}")
+    for field in ("hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads", "head_dim"):
+      check(getattr(self, field) >= 1, field, f"must be >= 1, got {getattr(self, field)}")
+    check(self.num_heads % self.num_kv_heads == 0, "num_heads",
+          f"{self.num_heads} must be a multiple of num_kv_heads ({self.num_kv_heads})")
 
   @property
   def post_norm(self) -> bool:
@@ -87,6 +88,17 @@ class ModelConfig:
 
   def replace(self, **changes: Any) -> "ModelConfig":
     return dataclasses.replace(self, **changes)
+
+  def for_tokenizer(self, tokenizer: Any) -> "ModelConfig":
+    """vocab_size 0 becomes the tokenizer's size, and without eos_token_ids the special tokens
+    are the tokenizer's: a randomly initialised model fits the tokenizer it is trained with."""
+    changes: dict[str, Any] = {}
+    if not self.vocab_size:
+      changes["vocab_size"] = len(tokenizer)
+    if self.eos_token_ids == () and tokenizer is not None:
+      changes.update(eos_token_ids=(tokenizer.eos_token_id,), bos_token_id=tokenizer.bos_token_id,
+                     pad_token_id=tokenizer.pad_token_id)
+    return self.replace(**changes)
 
   def to_dict(self) -> dict[str, Any]:
     out = dataclasses.asdict(self)

@@ -22,6 +22,7 @@ from ilp import fileio, parallel
 from ilp.model import build
 from ilp.model.config import DTYPES, FAMILIES, ModelConfig, ModelConfigError, RopeConfig
 from ilp.model.safetensors_io import CheckpointError, SafetensorsDir, write_sharded
+from ilp.typed import ConfigError
 
 _ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "olmo2": "Olmo2ForCausalLM"}
 # Tensors HF checkpoints may carry that are recomputed rather than learned.
@@ -89,7 +90,7 @@ def config_from_hf(directory: str, param_dtype: str = "float32", dtype: str = "f
         qkv_bias=family == "qwen2" or attention_bias, o_bias=family != "qwen2" and attention_bias,
         param_dtype=param_dtype, dtype=dtype, bos_token_id=d.get("bos_token_id"), eos_token_ids=eos_ids,
         pad_token_id=d.get("pad_token_id"))
-  except ModelConfigError as e:
+  except (ModelConfigError, ConfigError) as e:
     raise ModelConfigError(f"{path}: {e}") from e
 
 

@@ -58,13 +58,13 @@ def learning_curves(evals: pd.DataFrame, by: str, path: str, title: str) -> None
     curve = rows.groupby("step")[["exact_match", "loss"]].mean()
     axes[0].plot(curve.index, 100 * curve["exact_match"], marker=".", label=str(name))
     axes[1].plot(curve.index, curve["loss"], marker=".", label=str(name))
-  for step in sorted(evals.loc[evals["stage_end"].astype(bool), "step"].unique()):
+  for step in sorted(evals.loc[evals["phase_end"].astype(bool), "step"].unique()):
     for ax in axes:
       ax.axvline(step, color="grey", lw=0.6, ls="--")
   axes[0].set_ylabel("exact match (%)")
   axes[1].set_ylabel("response loss")
   for ax in axes:
-    ax.set_xlabel("optimizer step (dashed: stage ends)")
+    ax.set_xlabel("optimizer step (dashed: phase ends)")
   axes[0].legend(fontsize=7)
   fig.suptitle(title)
   fig.tight_layout()

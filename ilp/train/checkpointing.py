@@ -5,15 +5,27 @@ changed fails loudly instead of silently training on a different stream.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 
+from ilp.typed import check
 
-class ResumeError(RuntimeError):
-  """A checkpoint does not belong to the run that tries to resume from it."""
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointConfig:
+  """When train-state checkpoints are written (config sections `sft.checkpoint`, `pretrain.checkpoint`);
+  phase and epoch ends and the last step are always saved."""
+  every_steps: int = 200
+  max_to_keep: int = 2
+  async_save: bool = True
+
+  def __post_init__(self):
+    check(self.every_steps >= 1, "every_steps", f"must be >= 1, got {self.every_steps}")
+    check(self.max_to_keep >= 1, "max_to_keep", f"must be >= 1, got {self.max_to_keep}")
 
 
 class TrainCheckpointer:

@@ -2,8 +2,8 @@
 
 Two kinds of rows, both keyed by the example's stable id:
 - `batch`: the statistics of the example in the forward pass of the training step that used it
-  (parameters *before* that step's update), with its stage, epoch and stream position;
-- `eval`: a full pass over the training set at an evaluation point (start, epoch and stage
+  (parameters *before* that step's update), with its training phase, epoch and stream position;
+- `eval`: a full pass over the training set at an evaluation point (start, epoch and phase
   ends, every K steps).
 Rows are buffered and written as Parquet files under `dynamics/` at checkpoint time, so after a
 resume the log holds exactly the steps the restored state has taken.
@@ -18,16 +18,11 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from ilp import fileio
 from ilp.data.batches import EvalPoint
-from ilp.train.step import STATS
+from ilp.scoring.statistics import STATS
 
-ID_COLUMNS = ("id", "dataset", "data_stage", "meta")
-
-
-def _atomic_parquet(frame: pd.DataFrame, path: str) -> None:
-  tmp = path + ".tmp"
-  frame.to_parquet(tmp, index=False)
-  os.replace(tmp, path)
+ID_COLUMNS = ("id", "dataset", "phase", "meta")
 
 
 def _step_of(path: str) -> tuple[int, int]:
@@ -59,11 +54,11 @@ class DynamicsWriter:
     frame["loss"] = frame["nll_sum"] / frame["tokens"].clip(lower=1)
     return frame
 
-  def add_batch(self, step: int, stage: int, epoch: int, rows: np.ndarray, positions: np.ndarray,
+  def add_batch(self, step: int, phase: int, epoch: int, rows: np.ndarray, positions: np.ndarray,
                 stats: dict[str, np.ndarray]) -> None:
     if not self.enabled:
       return
-    self._pending.append(self._rows(rows, stats, kind="batch", eval_point="", step=step, train_stage=stage,
+    self._pending.append(self._rows(rows, stats, kind="batch", eval_point="", step=step, train_phase=phase,
                                     epoch=epoch, stream_position=positions))
     self._first_step = step if self._first_step is None else self._first_step
     self._last_step = step
@@ -73,17 +68,17 @@ class DynamicsWriter:
     if not self.enabled or not self._pending:
       return
     path = os.path.join(self.directory, f"batch-{self._first_step:08d}-{self._last_step:08d}.parquet")
-    _atomic_parquet(pd.concat(self._pending, ignore_index=True), path)
+    fileio.write_parquet_atomic(pd.concat(self._pending, ignore_index=True), path)
     self._pending, self._first_step = [], None
 
   def write_eval(self, point: EvalPoint, rows: np.ndarray, stats: dict[str, np.ndarray]) -> None:
     if not self.enabled:
       return
     frame = self._rows(rows, stats, kind="eval", eval_point=point.name, step=point.step,
-                       train_stage=point.stage, epoch=point.epoch, stream_position=-1)
-    frame["stage_end"] = point.stage_end
+                       train_phase=point.phase, epoch=point.epoch, stream_position=-1)
+    frame["phase_end"] = point.phase_end
     name = re.sub(r"[^A-Za-z0-9_.]+", "_", point.name)
-    _atomic_parquet(frame, os.path.join(self.directory, f"eval-{point.step:08d}-{point.step:08d}-{name}.parquet"))
+    fileio.write_parquet_atomic(frame, os.path.join(self.directory, f"eval-{point.step:08d}-{point.step:08d}-{name}.parquet"))
 
   def discard_after(self, step: int) -> None:
     """Drops files written after the checkpoint a run resumes from (they will be redone)."""
@@ -105,7 +100,7 @@ def load_dynamics(directory: str) -> pd.DataFrame:
 
 
 def cartography(frame: pd.DataFrame, kind: str = "eval", skip_start: bool = True,
-                id_columns: Sequence[str] = ("id", "dataset", "data_stage")) -> pd.DataFrame:
+                id_columns: Sequence[str] = ("id", "dataset", "phase")) -> pd.DataFrame:
   """Dataset-Cartography summaries per example, from `eval` passes (default) or `batch` visits.
 
   confidence / variability: mean / std of the gold-token probability; correctness: share of

@@ -1,4 +1,4 @@
-"""The training loop shared by SFT (all stages) and continual pre-training.
+"""The training loop shared by SFT (all phases) and continual pre-training.
 
 One pass over a precomputed stream of batches: each step is `jax.jit` with the state's and the
 batch's named shardings (state donated), every example's statistics go to the dynamics log,
@@ -14,16 +14,19 @@ import time
 from typing import Any, Callable
 
 import jax
-import ml_collections
 import numpy as np
 import pandas as pd
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import NamedSharding, PartitionSpec
 
 from ilp import fileio, parallel
 from ilp.data import batches as batching
 from ilp.model import build, checkpoint
-from ilp.train import checkpointing, dynamics, evaluate, metrics, optim
+from ilp.scoring.evaluator import ExampleEvaluator
+from ilp.train import checkpointing, dynamics, metrics, optim
 from ilp.train.step import make_train_step
+from ilp.typed import check
+
+COMPUTE_DTYPES = ("float32", "bfloat16")
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +35,34 @@ class TrainingDivergedError(RuntimeError):
   """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """What the `pretrain` and `sft` sections share (the same loop runs both)."""
+  init_from: str = "model_init"    # "model_init", "pretrain" (sft only) or an absolute checkpoint path
+  batch_size: int = 16             # global batch (sequences per optimizer step)
+  grad_accum_steps: int = 1        # micro-batches per step; batch_size must divide evenly
+  compute_dtype: str = "float32"   # "bfloat16": bf16 compute over float32 master weights
+  log_every_steps: int = 10
+  peak_flops: float = 0.0          # peak FLOP/s of all devices for MFU; 0 = time a float32 matmul
+  optimizer: optim.OptimizerConfig = optim.OptimizerConfig()
+  checkpoint: checkpointing.CheckpointConfig = checkpointing.CheckpointConfig()
+
+  def __post_init__(self):
+    check(bool(self.init_from), "init_from", "must name 'model_init', 'pretrain' or a checkpoint path")
+    check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+    check(self.grad_accum_steps >= 1, "grad_accum_steps", f"must be >= 1, got {self.grad_accum_steps}")
+    check(self.batch_size % self.grad_accum_steps == 0, "batch_size",
+          f"{self.batch_size} is not divisible by grad_accum_steps={self.grad_accum_steps}")
+    check(self.compute_dtype in COMPUTE_DTYPES, "compute_dtype", f"'{self.compute_dtype}' is not one of {COMPUTE_DTYPES}")
+    check(self.log_every_steps >= 1, "log_every_steps", f"must be >= 1, got {self.log_every_steps}")
+    check(self.peak_flops >= 0, "peak_flops", f"must be >= 0, got {self.peak_flops}")
+
+
 @dataclasses.dataclass
 class TrainData:
   """What the loop trains on: a stream plan and a way to turn planned rows into arrays.
 
-  `table` (id, dataset, data_stage, meta per example) enables the per-example dynamics log and
+  `table` (id, dataset, phase, meta per example) enables the per-example dynamics log and
   evaluation passes; continual pre-training leaves it None.
   """
   stream: batching.Stream
@@ -58,23 +84,28 @@ class _Window:
     self.by_dataset: dict[str, list[float]] = {}
 
 
-def train(config: ml_collections.ConfigDict, mesh_config: ml_collections.ConfigDict, out_dir: str,
-          init_dir: str, data: TrainData, tokenizer: Any = None, notes: dict[str, Any] | None = None
-          ) -> dict[str, Any]:
+def train(section: TrainConfig, mesh_config: parallel.MeshConfig, out_dir: str, init_dir: str, data: TrainData,
+          tokenizer: Any = None, notes: dict[str, Any] | None = None) -> dict[str, Any]:
   """Trains from the params checkpoint in `init_dir`; writes `out_dir/{checkpoints,dynamics,tensorboard,final}`.
 
-  `tokenizer` is stored with the final model so that later stages need nothing else; `notes`
-  (e.g. the tokenisation counts) are added to `summary.json`.
+  Args:
+    section: the stage's training settings (the root config's `sft` or `pretrain`).
+    mesh_config: the device mesh and its logical-axis rules.
+    out_dir: the stage's directory (`Layout.training(stage)`).
+    init_dir: a params checkpoint to start from.
+    data: the planned stream and how to build its batches.
+    tokenizer: stored with the final model, so later stages need nothing else.
+    notes: added to `summary.json` (e.g. the tokenisation counts).
   """
   is_writer = jax.process_index() == 0
   mesh = parallel.make_mesh(mesh_config.shape)
   rules = mesh_config.rules
-  cfg, graphdef, params = checkpoint.load_params(init_dir, mesh, rules, dtype=config.compute_dtype)
+  cfg, graphdef, params = checkpoint.load_params(init_dir, mesh, rules, dtype=section.compute_dtype)
   stream, batch_size = data.stream, data.batch_size
   total = len(stream.batches)
-  stage_steps = [sum(b.stage == s for b in stream.batches) for s in sorted({b.stage for b in stream.batches})]
-  schedule = optim.make_schedule(config.optimizer, stage_steps)
-  optimizer = optim.make_optimizer(config.optimizer, schedule)
+  phase_steps = [sum(b.phase == s for b in stream.batches) for s in sorted({b.phase for b in stream.batches})]
+  schedule = optim.make_schedule(section.optimizer, phase_steps)
+  optimizer = optim.make_optimizer(section.optimizer, schedule)
   _, abstract = build.abstract_model(cfg)
   param_shardings = parallel.state_shardings(abstract, mesh, rules)
   shardings = optim.state_shardings(param_shardings, optimizer, abstract, mesh)
@@ -83,8 +114,8 @@ def train(config: ml_collections.ConfigDict, mesh_config: ml_collections.ConfigD
   replicated = NamedSharding(mesh, PartitionSpec())
   rows = parallel.local_rows(batch_sharding, (batch_size, 1))
 
-  ckpt = checkpointing.TrainCheckpointer(os.path.join(out_dir, "checkpoints"), config.checkpoint.max_to_keep,
-                                         config.checkpoint.async_save)
+  ckpt = checkpointing.TrainCheckpointer(os.path.join(out_dir, "checkpoints"), section.checkpoint.max_to_keep,
+                                         section.checkpoint.async_save)
   state = optim.create_state(params, optimizer, shardings)
   del params
   latest = ckpt.latest_step()
@@ -92,7 +123,7 @@ def train(config: ml_collections.ConfigDict, mesh_config: ml_collections.ConfigD
   if latest is not None:
     state, meta = ckpt.restore(latest, state)
     if meta.get("fingerprint") != fingerprint:
-      raise checkpointing.ResumeError(
+      raise fileio.ResumeError(
           f"{ckpt.directory}: checkpoint {latest} was written for another data stream (fingerprint "
           f"{meta.get('fingerprint')} vs {fingerprint}); the data or batching config changed. "
           f"Use a new work directory or delete {out_dir} to start over.")
@@ -107,11 +138,11 @@ def train(config: ml_collections.ConfigDict, mesh_config: ml_collections.ConfigD
 
   with parallel.sharding_context(mesh, rules):
     train_step = jax.jit(
-        make_train_step(graphdef, optimizer, schedule, config.grad_accum_steps, with_stats=log_dyn),
+        make_train_step(graphdef, optimizer, schedule, section.grad_accum_steps, with_stats=log_dyn),
         in_shardings=(shardings, batch_sharding),
         out_shardings=(shardings, replicated, stats_sharding if log_dyn else replicated), donate_argnums=0)
 
-  evaluator = evaluate.ExampleEvaluator(graphdef, cfg, mesh, batch_size, rules) if log_dyn else None
+  evaluator = ExampleEvaluator(graphdef, cfg, mesh, batch_size, rules) if log_dyn else None
 
   def run_eval(point: batching.EvalPoint) -> None:
     t0 = time.time()
@@ -131,7 +162,7 @@ def train(config: ml_collections.ConfigDict, mesh_config: ml_collections.ConfigD
     for point in evals_at.get(0, []):
       run_eval(point)
 
-  peak = config.peak_flops or metrics.matmul_peak_flops() * jax.device_count()
+  peak = section.peak_flops or metrics.matmul_peak_flops() * jax.device_count()
   epoch_ends = {p.step for p in stream.eval_points if p.step > 0 and not p.name.startswith("step")}
   window, compiled, run_start = _Window(), set(), time.time()
   for i in range(start, total):
@@ -153,7 +184,7 @@ def train(config: ml_collections.ConfigDict, mesh_config: ml_collections.ConfigD
     window.flops += metrics.training_flops_per_token(cfg, planned.length) * host["tokens"].size
     if log_dyn:
       stats = parallel.to_host(stats)
-      dyn.add_batch(step, planned.stage, planned.epoch, planned.rows, planned.positions, stats)
+      dyn.add_batch(step, planned.phase, planned.epoch, planned.rows, planned.positions, stats)
       real = planned.rows >= 0
       datasets = data.table["dataset"].to_numpy()[planned.rows[real]]
       for name in np.unique(datasets):
@@ -162,7 +193,7 @@ def train(config: ml_collections.ConfigDict, mesh_config: ml_collections.ConfigD
         acc[0] += float(stats["nll_sum"][real][sel].sum())
         acc[1] += float(stats["tokens"][real][sel].sum())
 
-    if step % config.log_every_steps == 0 or step == total:
+    if step % section.log_every_steps == 0 or step == total:
       elapsed = max(time.time() - window.start, 1e-9)
       scalars = {"train/loss": window.nll / max(window.tokens, 1), "train/learning_rate": step_metrics["learning_rate"],
                  "train/grad_norm": step_metrics["grad_norm"], "perf/tokens_per_sec": window.real_tokens / elapsed,
@@ -179,18 +210,18 @@ def train(config: ml_collections.ConfigDict, mesh_config: ml_collections.ConfigD
     if log_dyn:
       for point in evals_at.get(step, []):
         run_eval(point)
-    if step % config.checkpoint.every_steps == 0 or step in epoch_ends or step == total:
+    if step % section.checkpoint.every_steps == 0 or step in epoch_ends or step == total:
       if dyn:
         dyn.flush()
       ckpt.save(step, state, {"fingerprint": fingerprint, "step": step,
-                              "stage": planned.stage, "epoch": planned.epoch})
+                              "phase": planned.phase, "epoch": planned.epoch})
       writer.flush()
 
   ckpt.wait()
   ckpt.close()
   writer.close()
   checkpoint.save_params(os.path.join(out_dir, "final"), cfg, state.params, tokenizer=tokenizer)
-  summary = {"steps": total, "resumed_from": start or None, "stages": len(stage_steps),
+  summary = {"steps": total, "resumed_from": start or None, "phases": len(phase_steps),
              "step_variants_compiled": len(compiled), "buckets": sorted(compiled),
              "final_loss": float(step_metrics["loss"]) if total > start else None, **(notes or {})}
   if is_writer:

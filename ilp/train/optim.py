@@ -1,27 +1,54 @@
-"""AdamW with warmup + decay per stage, gradient clipping, and the sharded train state.
+"""AdamW with warmup + decay per phase, gradient clipping, and the sharded train state.
 
-Each stage of sequential SFT gets its own warmup and decay (as separate SFT runs would), while
+Each phase of sequential SFT gets its own warmup and decay (as separate SFT runs would), while
 the optimizer moments carry over. Weight decay applies to matrices only, not norms or biases.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ilp.train.step import TrainState
+from ilp.typed import check
 
 DECAYS = ("cosine", "linear", "constant")
 
 
-def stage_schedule(lr: float, steps: int, warmup_steps: int, decay: str, end_ratio: float) -> optax.Schedule:
-  if decay not in DECAYS:
-    raise ValueError(f"optimizer.decay '{decay}' is not one of {DECAYS}")
+@dataclasses.dataclass(frozen=True)
+class OptimizerConfig:
+  """AdamW and its learning-rate schedule (config sections `sft.optimizer`, `pretrain.optimizer`)."""
+  learning_rate: float = 1e-4
+  warmup_steps: int = -1          # >= 0 overrides warmup_ratio
+  warmup_ratio: float = 0.03      # share of each phase's steps spent warming up
+  decay: str = "cosine"           # one of DECAYS, after the warmup
+  end_lr_ratio: float = 0.1       # final learning rate / peak
+  b1: float = 0.9
+  b2: float = 0.95
+  eps: float = 1e-8
+  weight_decay: float = 0.0       # matrices only
+  grad_clip_norm: float = 1.0     # global-norm clipping; 0 turns it off
+
+  def __post_init__(self):
+    check(self.learning_rate > 0, "learning_rate", f"must be > 0, got {self.learning_rate}")
+    check(self.warmup_steps >= -1, "warmup_steps", f"must be >= 0 (or -1: use warmup_ratio), got {self.warmup_steps}")
+    check(0 <= self.warmup_ratio <= 1, "warmup_ratio", f"must lie in [0, 1], got {self.warmup_ratio}")
+    check(self.decay in DECAYS, "decay", f"'{self.decay}' is not one of {DECAYS}")
+    check(0 <= self.end_lr_ratio <= 1, "end_lr_ratio", f"must lie in [0, 1], got {self.end_lr_ratio}")
+    for name in ("b1", "b2"):
+      check(0 <= getattr(self, name) < 1, name, f"must lie in [0, 1), got {getattr(self, name)}")
+    check(self.eps > 0, "eps", f"must be > 0, got {self.eps}")
+    check(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
+    check(self.grad_clip_norm >= 0, "grad_clip_norm", f"must be >= 0, got {self.grad_clip_norm}")
+
+
+def phase_schedule(lr: float, steps: int, warmup_steps: int, decay: str, end_ratio: float) -> optax.Schedule:
+  """Linear warmup, then `decay` to `end_ratio` of the peak, over one phase of `steps`."""
   warmup = min(warmup_steps, max(steps - 1, 0))
   rest = max(steps - warmup, 1)
   if decay == "cosine":
@@ -35,20 +62,22 @@ def stage_schedule(lr: float, steps: int, warmup_steps: int, decay: str, end_rat
   return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), after], [warmup])
 
 
-def make_schedule(cfg: ml_collections.ConfigDict, stage_steps: Sequence[int]) -> optax.Schedule:
-  """One warmup + decay per stage, joined at the stage boundaries."""
+def make_schedule(optimizer: OptimizerConfig, phase_steps: Sequence[int]) -> optax.Schedule:
+  """One warmup + decay per phase, joined at the phase boundaries."""
   def warmup(steps: int) -> int:
-    return cfg.warmup_steps if cfg.warmup_steps >= 0 else int(round(cfg.warmup_ratio * steps))
-  parts = [stage_schedule(cfg.learning_rate, n, warmup(n), cfg.decay, cfg.end_lr_ratio) for n in stage_steps]
-  boundaries = [int(b) for b in jnp.cumsum(jnp.asarray(stage_steps))[:-1]]
+    return optimizer.warmup_steps if optimizer.warmup_steps >= 0 else int(round(optimizer.warmup_ratio * steps))
+  parts = [phase_schedule(optimizer.learning_rate, n, warmup(n), optimizer.decay, optimizer.end_lr_ratio)
+           for n in phase_steps]
+  boundaries = [int(b) for b in jnp.cumsum(jnp.asarray(phase_steps))[:-1]]
   return parts[0] if len(parts) == 1 else optax.join_schedules(parts, boundaries)
 
 
-def make_optimizer(cfg: ml_collections.ConfigDict, schedule: optax.Schedule) -> optax.GradientTransformation:
+def make_optimizer(optimizer: OptimizerConfig, schedule: optax.Schedule) -> optax.GradientTransformation:
   decay_mask: Callable[[Any], Any] = lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)
   return optax.chain(
-      optax.clip_by_global_norm(cfg.grad_clip_norm) if cfg.grad_clip_norm > 0 else optax.identity(),
-      optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay, mask=decay_mask))
+      optax.clip_by_global_norm(optimizer.grad_clip_norm) if optimizer.grad_clip_norm > 0 else optax.identity(),
+      optax.adamw(schedule, b1=optimizer.b1, b2=optimizer.b2, eps=optimizer.eps,
+                  weight_decay=optimizer.weight_decay, mask=decay_mask))
 
 
 def state_shardings(params_shardings: nnx.State, optimizer: optax.GradientTransformation,

@@ -18,13 +18,13 @@ from ilp.data import batches as batching
 from ilp.data.tokenize import TokenizedExample
 from ilp.model import build
 from ilp.model.config import ModelConfig
-from ilp.train.step import make_eval_step
+from ilp.scoring.statistics import make_eval_step
 
 ArraysFn = Callable[[np.ndarray, int], dict[str, np.ndarray]]  # (rows, bucket length) -> host arrays
 
 
 class ExampleEvaluator:
-  """Jitted forward-only statistics (`ilp.train.step.STATS`) per sequence, in index order."""
+  """Jitted forward-only statistics (`ilp.scoring.statistics.STATS`) per sequence, in index order."""
 
   def __init__(self, graphdef: nnx.GraphDef, cfg: ModelConfig, mesh: Mesh, batch_size: int,
                rules: Sequence[tuple[str, Any]] = parallel.DEFAULT_RULES):

@@ -1,0 +1,123 @@
+"""The run's typed config: every section as a frozen dataclass, built and checked once.
+
+`configs/base.py` turns `Config()` into the ml_collections ConfigDict that config files override;
+`load` turns the result back into a `Config` at pipeline start, so a bad field (unknown key, wrong
+type, value out of range, inconsistent combination) is one `ConfigError` naming it before any
+file is written. Every default lives in these dataclasses: the root below, and the sections of
+the library packages (`ModelConfig`, `DataConfig`, `TrainConfig`, `DetectConfig`, ...).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import ml_collections
+
+from ilp import typed
+from ilp.data.batches import PhaseConfig
+from ilp.data.config import DataConfig
+from ilp.data.world import WorldConfig
+from ilp.detection.table import DetectConfig
+from ilp.diagnosis.diagnose import DiagnoseConfig
+from ilp.model.config import DTYPES, ModelConfig
+from ilp.parallel import DistributedConfig, MeshConfig
+from ilp.train.loop import TrainConfig
+from ilp.typed import ConfigError, check
+
+STARTS = ("model_init", "pretrain")          # stages whose model a training stage may start from
+MODELS = ("model_init", "pretrain", "sft")   # stages whose model detection may probe
+
+
+@dataclasses.dataclass(frozen=True)
+class InitConfig:
+  """Where the starting model comes from (section `init`): a local HF directory (config.json +
+  safetensors + tokenizer), or random initialisation from `model` when `hf_dir` is empty."""
+  hf_dir: str = ""
+  param_dtype: str = "float32"
+  dtype: str = "float32"
+
+  def __post_init__(self):
+    for name in ("param_dtype", "dtype"):
+      check(getattr(self, name) in DTYPES, name, f"'{getattr(self, name)}' is not one of {sorted(DTYPES)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class SFTConfig(TrainConfig):
+  """Supervised fine-tuning (section `sft`). Phases run in sequence; with `phases` empty, records
+  form one phase per value of their `phase` field, each of `epochs` epochs."""
+  epochs: int = 2
+  phases: tuple[PhaseConfig, ...] = ()
+  eval_every_steps: int = 0      # extra full evaluation passes every K steps (0: start and epoch ends only)
+
+  def __post_init__(self):
+    super().__post_init__()
+    check(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
+    check(self.eval_every_steps >= 0, "eval_every_steps", f"must be >= 0, got {self.eval_every_steps}")
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainConfig(TrainConfig):
+  """Continual pre-training on `data.corpora` mixed by weight, LM loss on every token (section `pretrain`)."""
+  steps: int = 1000
+  seq_length: int = 128
+
+  def __post_init__(self):
+    super().__post_init__()
+    check(self.steps >= 1, "steps", f"must be >= 1, got {self.steps}")
+    check(self.seq_length >= 2, "seq_length", f"must be >= 2, got {self.seq_length}")
+
+
+DEFAULT_MODEL = ModelConfig(family="llama", vocab_size=256, hidden_size=64, intermediate_size=176, num_layers=2,
+                            num_heads=4, num_kv_heads=2, head_dim=16, max_position_embeddings=512)
+
+
+def _model_name(value: str, allowed: tuple[str, ...]) -> bool:
+  return value in allowed or os.path.isabs(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  """The root: which stages run, and one section per part of the pipeline."""
+  stages: tuple[str, ...] = ("init_model",)   # run in order; a stage whose outputs exist is skipped
+  seed: int = 0
+  model: ModelConfig = DEFAULT_MODEL          # architecture for a random init (vocab_size 0: the tokenizer's)
+  init: InitConfig = InitConfig()
+  data: DataConfig = DataConfig()
+  sft: SFTConfig = SFTConfig()
+  pretrain: PretrainConfig = PretrainConfig()
+  detect: DetectConfig = DetectConfig()
+  diagnose: DiagnoseConfig = DiagnoseConfig()
+  mesh: MeshConfig = MeshConfig()
+  distributed: DistributedConfig = DistributedConfig()
+  world: WorldConfig | None = None            # the synthetic world (the `world` stage)
+
+  def __post_init__(self):
+    for name, allowed in (("sft", STARTS), ("pretrain", ("model_init",))):
+      start = getattr(self, name).init_from
+      check(_model_name(start, allowed), f"{name}.init_from",
+            f"'{start}' is none of {allowed} and not an absolute checkpoint path")
+    check(_model_name(self.detect.model, MODELS), "detect.model",
+          f"'{self.detect.model}' is none of {MODELS} and not an absolute checkpoint path")
+    check(not self.detect.base or _model_name(self.detect.base, MODELS), "detect.base",
+          f"'{self.detect.base}' is none of {MODELS}, '' (no base probes) or an absolute checkpoint path")
+    check("world" not in self.stages or self.world is not None, "world", "the world stage needs a `world` section")
+    check("pretrain" not in self.stages or bool(self.data.corpora), "data.corpora",
+          "the pretrain stage needs at least one corpus")
+    check("sft" not in self.stages or bool(self.data.sft), "data.sft", "the sft stage needs at least one source")
+    check(bool(self.init.hf_dir) or self.model.vocab_size > 0 or bool(self.data.tokenizer), "model.vocab_size",
+          "is 0 (take it from the tokenizer) but 'data.tokenizer' is empty")
+    check(self.model.vocab_size >= 0, "model.vocab_size", f"must be >= 0, got {self.model.vocab_size}")
+
+
+def load(config: ml_collections.ConfigDict | dict[str, Any] | Config) -> Config:
+  """The typed, checked config; raises ConfigError naming the first bad field."""
+  return typed.build(Config, config)
+
+
+def config_dict(config: Config | None = None) -> ml_collections.ConfigDict:
+  """The ConfigDict that config files start from (defaults: `Config()`)."""
+  return typed.config_dict(config or Config())
+
+
+__all__ = ["Config", "ConfigError", "load", "config_dict"]

@@ -1,0 +1,53 @@
+"""The `data` config section: where SFT records and corpora come from and how they are tokenised."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Iterable
+
+from ilp.data.tokenize import OVERLONG_POLICIES, TemplateConfig
+from ilp.typed import check
+
+WORKDIR = "{workdir}"  # in a data path: the run's work directory (for files an earlier stage writes)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+  """Each source is a dict: path, format (jsonl/json/parquet/hf/tfds/text; default from the
+  extension), dataset (default: file stem), phase (default 1), fields (column mapping), split and
+  name (hf/tfds); corpora also take `weight` (their share of the pre-training mixture). Paths may
+  contain `{workdir}` for files an earlier stage writes."""
+  sft: tuple[dict, ...] = ()
+  corpora: tuple[dict, ...] = ()
+  tokenizer: str = ""                       # HF tokenizer directory; default: the one stored with the model
+  buckets: tuple[int, ...] = (64, 128, 256)  # padded sequence lengths; the largest is the maximum length
+  overlong: str = "truncate_prompt"         # one of OVERLONG_POLICIES: what to do with a longer example
+  template: TemplateConfig = TemplateConfig()
+
+  def __post_init__(self):
+    check(len(self.buckets) > 0 and all(b >= 2 for b in self.buckets), "buckets",
+          f"must list lengths >= 2, got {self.buckets}")
+    check(self.overlong in OVERLONG_POLICIES, "overlong", f"'{self.overlong}' is not one of {OVERLONG_POLICIES}")
+    for k, source in enumerate(self.corpora):
+      weight = source.get("weight", 1.0)
+      check(isinstance(weight, (int, float)) and not isinstance(weight, bool) and weight > 0,
+            f"corpora[{k}].weight", f"must be a positive number, got {weight!r}")
+
+  @property
+  def max_length(self) -> int:
+    return max(self.buckets)
+
+  def corpus_sources(self) -> list[tuple[dict[str, Any], float]]:
+    """(source without its weight, weight) for every corpus."""
+    return [({k: v for k, v in source.items() if k != "weight"}, float(source.get("weight", 1.0)))
+            for source in self.corpora]
+
+  def resolved(self, workdir: str) -> "DataConfig":
+    """A copy with `{workdir}` in every path replaced by `workdir`."""
+    fill = lambda sources: tuple({**s, "path": str(s["path"]).replace(WORKDIR, workdir)} for s in sources)
+    return dataclasses.replace(self, sft=fill(self.sft), corpora=fill(self.corpora),
+                               tokenizer=self.tokenizer.replace(WORKDIR, workdir))
+
+  def existing(self) -> "DataConfig":
+    """A copy without the sources under `{workdir}`: they do not exist before their stage runs."""
+    keep: Callable[[Iterable[dict]], tuple] = lambda sources: tuple(s for s in sources if WORKDIR not in str(s["path"]))
+    return dataclasses.replace(self, sft=keep(self.sft), corpora=keep(self.corpora))

@@ -1,0 +1,129 @@
+"""The work-directory layout: the one place that names every artifact path of a run.
+
+Stages, the report and the scripts reach each other's outputs only through a `Layout`, so moving
+an artifact is a one-line change here. A run nested in another run's work directory (an
+intervention arm under `arms/<name>/`) is `Layout(root).arm(name)`: the same layout one level down.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+FINAL = "final"  # the trained model inside a training stage's directory
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+  """Paths under the work directory `root` (absolute)."""
+  root: str
+
+  def __post_init__(self):
+    object.__setattr__(self, "root", os.path.abspath(self.root))
+
+  def path(self, *parts: str) -> str:
+    return os.path.join(self.root, *parts)
+
+  def arm(self, name: str) -> "Layout":
+    """The layout of intervention arm `name`, nested in this run."""
+    return Layout(self.path("arms", name))
+
+  # The run itself.
+  @property
+  def config(self) -> str:
+    return self.path("config.json")
+
+  # world: the synthetic world's generated inputs.
+  @property
+  def world(self) -> str:
+    return self.path("world")
+
+  # init_model: the starting model and its smoke-test summary.
+  @property
+  def model_init(self) -> str:
+    return self.path("model_init")
+
+  @property
+  def model_init_summary(self) -> str:
+    return self.path("model_init.json")
+
+  def model(self, name: str) -> str:
+    """The model directory a config names: a stage's ("model_init", "pretrain", "sft") or an
+    absolute checkpoint path (the config checks which names a field allows)."""
+    if name == "model_init":
+      return self.model_init
+    if name in ("pretrain", "sft"):
+      return self.final(name)
+    return name
+
+  # Training stages (pretrain, sft): checkpoints, logs and the final model.
+  def training(self, stage: str) -> str:
+    return self.path(stage)
+
+  def final(self, stage: str) -> str:
+    return self.path(stage, FINAL)
+
+  def checkpoints(self, stage: str) -> str:
+    return self.path(stage, "checkpoints")
+
+  def tensorboard(self, stage: str) -> str:
+    return self.path(stage, "tensorboard")
+
+  def summary(self, stage: str) -> str:
+    return self.path(stage, "summary.json")
+
+  @property
+  def dynamics(self) -> str:
+    return self.path("sft", "dynamics")
+
+  @property
+  def examples(self) -> str:
+    """The SFT examples as trained on (ids, text, tokens), written once by the sft stage (or by
+    detect, for a model trained elsewhere)."""
+    return self.path("examples.parquet")
+
+  # detect
+  @property
+  def detect(self) -> str:
+    return self.path("detect")
+
+  @property
+  def detection(self) -> str:
+    return self.path("detect", "detection.parquet")
+
+  @property
+  def detection_summary(self) -> str:
+    return self.path("detect", "summary.json")
+
+  @property
+  def detection_parts(self) -> str:
+    return self.path("detect", "parts")
+
+  # diagnose
+  @property
+  def diagnosis(self) -> str:
+    return self.path("diagnosis")
+
+  @property
+  def attribution(self) -> str:
+    return self.path("diagnosis", "attribution.parquet")
+
+  @property
+  def diagnosis_summary(self) -> str:
+    return self.path("diagnosis", "summary.json")
+
+  # report, and the evaluation scripts' outputs (worlds only).
+  @property
+  def report(self) -> str:
+    return self.path("report")
+
+  @property
+  def world_evaluation(self) -> str:
+    return self.path("world_eval.json")
+
+  @property
+  def world_evaluation_dir(self) -> str:
+    return self.path("evaluation")
+
+  @property
+  def diagnosis_validation(self) -> str:
+    return self.path("diagnosis_validation.json")

@@ -1,0 +1,74 @@
+"""Per-example statistics of a model's fit to its targets: what training logs, evaluation passes
+report and detection's option scoring uses, computed one way for all three.
+
+Token scores come from the logits in two fused reductions over the vocabulary; each example's
+statistics (`STATS`) reduce them over its supervised (response) tokens.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from ilp.model import build
+
+STATS = ("nll_sum", "tokens", "token_acc", "exact_match", "gold_prob", "margin_mean", "margin_min")
+
+
+def token_nll(logits: jax.Array, targets: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Per-token negative log-likelihood of the targets, and the targets' logits (float32)."""
+  logits = logits.astype(jnp.float32)
+  gold = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+  return jax.nn.logsumexp(logits, axis=-1) - gold, gold
+
+
+def token_scores(logits: jax.Array, targets: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Per-token NLL, correctness (gold is the argmax) and margin (gold minus best other logit).
+
+  Two fused reductions over the vocabulary instead of `lax.top_k`, which XLA:CPU lowers to a sort.
+  """
+  nll, gold = token_nll(logits, targets)
+  logits = logits.astype(jnp.float32)
+  best = jnp.argmax(logits, axis=-1)
+  top = jnp.max(logits, axis=-1)
+  vocab = jax.lax.broadcasted_iota(jnp.int32, logits.shape, logits.ndim - 1)
+  runner_up = jnp.max(jnp.where(vocab == best[..., None], -jnp.inf, logits), axis=-1)
+  correct = best == targets
+  return nll, correct, gold - jnp.where(correct, runner_up, top)
+
+
+def example_stats(nll: jax.Array, correct: jax.Array, margin: jax.Array, loss_mask: jax.Array) -> dict[str, jax.Array]:
+  """Reduces token scores over each example's supervised tokens: one value per row."""
+  m = loss_mask.astype(jnp.float32)
+  count = m.sum(axis=1)
+  denom = jnp.maximum(count, 1.0)
+  supervised = loss_mask.astype(bool)
+  return {
+      "nll_sum": (nll * m).sum(axis=1),
+      "tokens": count,
+      "token_acc": (correct * m).sum(axis=1) / denom,
+      "exact_match": jnp.all(correct | ~supervised, axis=1).astype(jnp.float32),
+      "gold_prob": (jnp.exp(-nll) * m).sum(axis=1) / denom,
+      "margin_mean": (margin * m).sum(axis=1) / denom,
+      "margin_min": jnp.min(jnp.where(supervised, margin, jnp.inf), axis=1),
+  }
+
+
+def forward_scores(graphdef: nnx.GraphDef, params: nnx.State, batch: dict[str, jax.Array], with_stats: bool):
+  """(sum of the supervised tokens' NLL, per-example statistics or {}) of one padded batch."""
+  logits, _ = build.forward(graphdef, params, batch["tokens"], mask=batch["mask"])
+  if not with_stats:
+    nll, _ = token_nll(logits, batch["targets"])
+    return (nll * batch["loss_mask"]).sum(), {}
+  nll, correct, margin = token_scores(logits, batch["targets"])
+  stats = jax.lax.stop_gradient(example_stats(nll, correct, margin, batch["loss_mask"]))
+  return (nll * batch["loss_mask"]).sum(), stats
+
+
+def make_eval_step(graphdef: nnx.GraphDef):
+  """eval_step(params, batch) -> per-example stats (forward only)."""
+
+  def eval_step(params: nnx.State, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    return forward_scores(graphdef, params, batch, with_stats=True)[1]
+
+  return eval_step
