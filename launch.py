@@ -2,26 +2,48 @@
 
 Deliberately thin: it parses flags, starts the multi-host runtime when configured, and hands the
 locked config to `ilp.pipeline`, where every stage lives (importable and testable without a CLI).
+A bad config field or bad input data ends the run with its one-line error and nothing written.
 """
+import sys
+
 from absl import app, flags
 from ml_collections import config_flags
 
 from ilp import console, parallel, pipeline, typed
+from ilp.data.records import DataError
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file (a get_config() module).", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for every artifact of the run.")
 flags.mark_flags_as_required(["config", "workdir"])
 
+OVERRIDE = "--config."
+
+
+def _parse(argv: list[str]) -> list[str]:
+  """absl's flag parsing; a `--config.a.b=...` override that names no field is reported as such."""
+  try:
+    return FLAGS(argv)
+  except (AttributeError, KeyError) as e:  # ml_collections: the override's path does not exist
+    missing = str(e).strip("\"'")
+    for arg in argv[1:]:
+      path = arg[len(OVERRIDE):].split("=")[0] if arg.startswith(OVERRIDE) else ""
+      if missing in path.split("."):
+        sys.exit(f"launch.py: {typed.ConfigError(path, 'unknown field')} (from {arg})")
+    sys.exit(f"launch.py: bad config override: {e}")
+
 
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   console.configure_logging()
-  # The multi-process runtime starts before JAX sees its devices (which the mesh check needs).
-  parallel.initialize_distributed(typed.build(parallel.DistributedConfig, FLAGS.config.distributed, "distributed"))
-  pipeline.run(FLAGS.config, FLAGS.workdir)
+  try:
+    # The multi-process runtime starts before JAX sees its devices (which the mesh check needs).
+    parallel.initialize_distributed(typed.build(parallel.DistributedConfig, FLAGS.config.distributed, "distributed"))
+    pipeline.run(FLAGS.config, FLAGS.workdir)
+  except (typed.ConfigError, DataError) as e:
+    sys.exit(f"launch.py: {e}")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=_parse)

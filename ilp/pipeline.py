@@ -20,6 +20,7 @@ from ilp import config as config_lib
 from ilp import fileio
 from ilp.config import Config
 from ilp.data import examples, mixture
+from ilp.data.config import DataConfig
 from ilp.layout import Layout
 from ilp.stages import detect, diagnose, init_model, pretrain, report, sft, world
 from ilp.typed import ConfigError
@@ -32,9 +33,10 @@ class Stage:
   name: str
   outputs: Callable[[Layout], list[str]]  # paths that exist once the stage is done
   run: Callable[[Config, Layout], None]
-  # Checks of the stage's own inputs (not earlier stages' outputs), run before anything is written;
-  # a check shared by several pending stages (e.g. reading the SFT records) runs once.
-  checks: tuple[Callable[[Config], None], ...] = ()
+  # Checks of the stage's own inputs (not earlier stages' outputs), run before anything is written
+  # on (config, the data sources that exist already); a check shared by several pending stages
+  # (e.g. reading the SFT records) runs once.
+  checks: tuple[Callable[[Config, DataConfig], None], ...] = ()
 
 
 STAGES = {stage.name: stage for stage in (
@@ -60,9 +62,9 @@ def run(config: ml_collections.ConfigDict | Config, workdir: str) -> None:
     raise ConfigError("stages", f"unknown stage(s) {', '.join(unknown)} (available: {', '.join(STAGES)})")
   layout = Layout(workdir)
   pending = [STAGES[name] for name in config.stages if not _finished(STAGES[name], layout)]
-  checked = dataclasses.replace(config, data=config.data.existing())
+  existing = config.data.existing()
   for check in dict.fromkeys(check for stage in pending for check in stage.checks):
-    check(checked)
+    check(config, existing)
   config = dataclasses.replace(config, data=config.data.resolved(layout.root))
   if jax.process_index() == 0:
     fileio.write_json_atomic(layout.config, dataclasses.asdict(config))

@@ -44,14 +44,14 @@ def table(records: Sequence[SFTRecord], tokenized: Sequence[TokenizedExample]) -
       "length": np.asarray([e.length for e in tokenized], np.int64)})
 
 
-def check(config: Any) -> None:
-  """Reads and validates every SFT record of the sources that exist already (`config.data.sft`),
-  and that the data sets `config.sft.phases` names are in them."""
-  if not config.data.sft:
+def check(config: Any, data: DataConfig) -> None:
+  """Reads and validates every SFT record of `data` (the sources that exist already), and checks
+  that the data sets `config.sft.phases` names are in them."""
+  if not data.sft:
     return
-  records = loaders.load_sft(config.data.sft)
+  records = loaders.load_sft(data.sft)
   if not records:
-    raise DataError(f"data.sft: the sources hold no records ({', '.join(str(s['path']) for s in config.data.sft)})")
+    raise DataError(f"data.sft: the sources hold no records ({', '.join(str(s['path']) for s in data.sft)})")
   known = {r.dataset for r in records}
   for k, phase in enumerate(config.sft.phases):
     missing = sorted(set(phase.datasets) - known)

@@ -27,9 +27,11 @@ def mixture_rows(sizes: list[int], weights: list[float], rows: int, seed: int) -
   return out
 
 
-def check(config: Any) -> None:
-  """Reads and validates every corpus that exists already (the world stage writes its own later)."""
-  for source, _ in config.data.corpus_sources():
+def check(config: Any, data: DataConfig) -> None:
+  """Reads and validates every corpus of `data` (those that exist already: the world stage writes
+  its own later); `config` is unused, as checks share one signature."""
+  del config
+  for source, _ in data.corpus_sources():
     loaders.load_corpus([source])
 
 

@@ -1,0 +1,125 @@
+"""The typed config: every bad field is one ConfigError naming it, raised before anything is written."""
+import os
+import subprocess
+import sys
+
+import ml_collections
+import pytest
+
+from configs import base, tiny_test, world
+from ilp import config as config_lib
+from ilp import pipeline, typed
+from ilp.data.world import WorldConfig
+from ilp.typed import ConfigError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _sft_config() -> ml_collections.ConfigDict:
+  config = tiny_test.get_config()
+  config.stages = ("init_model", "sft", "detect")
+  config.data.sft = ({"path": "/nonexistent/never-read.jsonl"},)  # the config fails before any file is read
+  return config
+
+
+def _set(config: ml_collections.ConfigDict, path: str, value) -> None:
+  *parents, leaf = path.split(".")
+  section = config
+  for name in parents:
+    section = section[name]
+  with section.unlocked():
+    section[leaf] = value
+
+
+# (field, value, the error's message): every field the architecture issue and the reliability probe listed.
+BAD_FIELDS = [
+    ("sft.nonexistent", 1, "'sft.nonexistent': unknown field"),
+    ("sft.batch_size", "16", "'sft.batch_size': expected int, got str"),
+    ("sft.batch_size", 0, "'sft.batch_size': must be >= 1, got 0"),
+    ("sft.grad_accum_steps", 3, "'sft.batch_size': 16 is not divisible by grad_accum_steps=3"),
+    ("sft.epochs", -1, "'sft.epochs': must be >= 1, got -1"),
+    ("sft.optimizer.learning_rate", -1e-3, "'sft.optimizer.learning_rate': must be > 0"),
+    ("sft.optimizer.decay", "exponential", "'sft.optimizer.decay': 'exponential' is not one of"),
+    ("sft.init_from", "checkpoints/relative", "'sft.init_from': 'checkpoints/relative' is none of"),
+    ("sft.phases", ({"name": "one", "phase": 1},), "'sft.phases[0]'"),
+    ("sft.phases", ({"name": "one", "epochs": 0},), "'sft.phases[0].epochs': must be >= 1, got 0"),
+    ("pretrain.steps", -5, "'pretrain.steps': must be >= 1, got -5"),
+    ("pretrain.init_from", "pretrain", "'pretrain.init_from': 'pretrain' is none of"),
+    ("mesh.shape", (3, -1, 1), "'mesh.shape': mesh shape (3, -1, 1) does not divide the 8 available devices"),
+    ("mesh.shape", (1, 2), "'mesh.shape': expected 3 entries, got 2"),
+    ("detect.num_samples", 0, "'detect.num_samples': must be >= 1, got 0"),
+    ("detect.threshold", 1.5, "'detect.threshold': must lie in [0, 1], got 1.5"),
+    ("detect.temperature", -1.0, "'detect.temperature': must be >= 0 (0: greedy), got -1.0"),
+    ("detect.top_p", 0.0, "'detect.top_p': must lie in (0, 1], got 0.0"),
+    ("detect.pass_k", (1, 10), "'detect.pass_k': k=10 is not in 1..num_samples=5"),
+    ("detect.verifier", "bleu", "'detect.verifier': unknown verifier 'bleu'"),
+    ("detect.mc.distractors", "nearest", "'detect.mc.distractors': 'nearest' is not one of"),
+    ("detect.model", "final", "'detect.model': 'final' is none of"),
+    ("data.overlong", "chop", "'data.overlong': 'chop' is not one of"),
+    ("data.buckets", (), "'data.buckets': must list lengths >= 2"),
+    ("data.corpora", ({"path": "x.txt", "weight": 0.0},), "'data.corpora[0].weight': must be a positive number"),
+    ("data.template.turn", "{role}", "'data.template.turn': must contain '{content}'"),
+    ("diagnose.rules.order", ("III", "VI"), "'diagnose.rules.order': ['III', 'VI'] must list distinct causes"),
+    ("diagnose.signals.similarity_threshold", 0.0, "'diagnose.signals.similarity_threshold': must lie in (0, 1]"),
+    ("model.num_kv_heads", 3, "'model.num_heads': 4 must be a multiple of num_kv_heads (3)"),
+    ("model.dtype", "float8", "'model.dtype': 'float8' is not one of"),
+    ("init.dtype", "int8", "'init.dtype': 'int8' is not one of"),
+    ("stages", ("init_model", "fine_tune"), "'stages': unknown stage(s) fine_tune"),
+]
+
+
+@pytest.mark.parametrize("field, value, message", BAD_FIELDS, ids=[f"{f}={v}" for f, v, _ in BAD_FIELDS])
+def test_bad_field_is_one_config_error_naming_it_and_nothing_is_written(tmp_path, field, value, message):
+  config = _sft_config()
+  _set(config, field, value)
+  workdir = tmp_path / "work"
+  with pytest.raises(ConfigError) as raised:
+    pipeline.run(config, str(workdir))
+  assert message in str(raised.value)
+  assert str(raised.value).startswith("config field '")
+  assert not workdir.exists()
+
+
+def test_combinations_across_sections():
+  config = _sft_config()
+  config.data.sft = ()
+  with pytest.raises(ConfigError, match="'data.sft': the sft stage needs at least one source"):
+    config_lib.load(config)
+  config = world.get_config()
+  config.data.corpora = ()
+  with pytest.raises(ConfigError, match="'data.corpora': the pretrain stage needs at least one corpus"):
+    config_lib.load(config)
+  config = tiny_test.get_config()
+  config.model.vocab_size = 0
+  with pytest.raises(ConfigError, match="'model.vocab_size': is 0 .* 'data.tokenizer' is empty"):
+    config_lib.load(config)
+  config = base.get_config()
+  config.stages = ("world",)
+  with pytest.raises(ConfigError, match="'world': the world stage needs a `world` section"):
+    config_lib.load(config)
+  config = world.get_config()
+  config.world.interference = -3
+  with pytest.raises(ConfigError, match="'world.interference': must be >= 0, got -3"):
+    config_lib.load(config)
+
+
+def test_defaults_live_in_the_dataclasses_and_round_trip():
+  """The ConfigDicts of the config files are the dataclasses' defaults; building one back gives them."""
+  assert config_lib.load(base.get_config()) == config_lib.Config()
+  loaded = config_lib.load(world.get_config())
+  assert loaded.world == WorldConfig() and loaded.world.interference == 200 and loaded.world.cities == 40
+  assert config_lib.load(typed.config_dict(loaded)) == loaded
+  # Optional fields are typed placeholders, so a command line can set them.
+  cd = base.get_config()
+  cd.model.bos_token_id = 3
+  assert config_lib.load(cd).model.bos_token_id == 3
+
+
+def test_launch_names_an_unknown_override_without_a_traceback(tmp_path):
+  result = subprocess.run(
+      [sys.executable, os.path.join(ROOT, "launch.py"), "--config=configs/tiny_test.py", "--config.sft.nonexistent=1",
+       f"--workdir={tmp_path / 'w'}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert result.returncode != 0
+  assert "config field 'sft.nonexistent': unknown field" in result.stderr
+  assert "Traceback" not in result.stderr
+  assert not (tmp_path / "w").exists()
