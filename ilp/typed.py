@@ -46,6 +46,8 @@ def _convert(kind: Any, value: Any, path: str) -> Any:
     if value is None and type(None) in args:
       return None
     options = [a for a in args if a is not type(None)]
+    if len(options) == 1:  # Optional[X]: X's own error, with its field
+      return _convert(options[0], value, path)
     errors = []
     for option in options:
       try:

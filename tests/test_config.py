@@ -34,7 +34,6 @@ def _set(config: ml_collections.ConfigDict, path: str, value) -> None:
 # (field, value, the error's message): every field the architecture issue and the reliability probe listed.
 BAD_FIELDS = [
     ("sft.nonexistent", 1, "'sft.nonexistent': unknown field"),
-    ("sft.batch_size", "16", "'sft.batch_size': expected int, got str"),
     ("sft.batch_size", 0, "'sft.batch_size': must be >= 1, got 0"),
     ("sft.grad_accum_steps", 3, "'sft.batch_size': 16 is not divisible by grad_accum_steps=3"),
     ("sft.epochs", -1, "'sft.epochs': must be >= 1, got -1"),
@@ -78,6 +77,16 @@ def test_bad_field_is_one_config_error_naming_it_and_nothing_is_written(tmp_path
   assert message in str(raised.value)
   assert str(raised.value).startswith("config field '")
   assert not workdir.exists()
+
+
+def test_wrong_types_are_named():
+  """ml_collections refuses a retyped override itself; a plain mapping reaches the typed check."""
+  with pytest.raises(ConfigError, match="'sft.batch_size': expected int, got str '16'"):
+    config_lib.load({"sft": {"batch_size": "16"}})
+  with pytest.raises(ConfigError, match=r"'detect.pass_k\[1\]': expected int, got float 2.5"):
+    config_lib.load({"detect": {"pass_k": [1, 2.5]}})
+  with pytest.raises(ConfigError, match="'mesh': expected a section"):
+    config_lib.load({"mesh": 3})
 
 
 def test_combinations_across_sections():
