@@ -71,9 +71,9 @@ class Layout:
   def summary(self, stage: str) -> str:
     return self.path(stage, "summary.json")
 
-  @property
-  def dynamics(self) -> str:
-    return self.path("sft", "dynamics")
+  def dynamics(self, stage: str = "sft") -> str:
+    """The per-example dynamics log of a training stage."""
+    return self.path(stage, "dynamics")
 
   @property
   def examples(self) -> str:

@@ -68,7 +68,7 @@ def main(argv: list[str]) -> None:
 
   def ours(n: int, new_tokens: int) -> float:
     config = SamplingConfig(num_samples=n, max_new_tokens=new_tokens, temperature=1.0)
-    return _best(lambda: sampler(params, tokens, mask, seed=0, config=config))
+    return _best(lambda: sampler(params, tokens, mask, seed=0, sampling=config))
 
   def theirs(n: int, new_tokens: int) -> float:
     def call():

@@ -36,7 +36,7 @@ def evaluate(layout: Layout) -> dict:
   groups = {g: {"examples": int(rates.loc[g, "size"]), "unlearned_rate": float(rates.loc[g, "mean"])}
             for g in world.GROUPS if g in rates.index}
   control = groups["control"]["unlearned_rate"]
-  frame = dynamics.load_dynamics(layout.dynamics)
+  frame = dynamics.load_dynamics(layout.dynamics())
   evals = frame[frame["kind"] == "eval"].merge(truth, on="id")
   phase_ends = evals[evals["phase_end"]].groupby(["group", "train_phase"])["exact_match"].mean()
   phase2 = evals[(evals["train_phase"] == 2) & (evals["group"] == "rare")]

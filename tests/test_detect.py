@@ -10,7 +10,7 @@ import pytest
 
 from ilp import parallel, pipeline
 from ilp.detection import multiple_choice as mc
-from ilp.model import build, checkpoint
+from ilp.model import build, checkpoint, hf
 from ilp.scoring import estimators
 from ilp.scoring.verifiers import normalize
 from ilp.scoring.evaluator import ExampleEvaluator
@@ -129,3 +129,23 @@ def test_diagnosis_without_corpus_follows_its_rules(detected, tmp_path):
       assert row["base_high_conf_error"] and row["jsd_base_sft"] > 0.3
   summary = json.load(open(os.path.join(copy, "diagnosis", "summary.json")))
   assert sum(v["count"] for v in summary["by_cause"].values()) == int(table["unlearned"].sum())
+
+
+def test_examples_table_is_what_training_saw_and_detect_builds_it_for_a_model_trained_elsewhere(detected, tmp_path):
+  """sft writes the examples table once (tokens as trained on); detect on a checkpoint from another
+  work directory, with no sft stage of its own, builds the same table and the same detection."""
+  paths, workdir, table = detected
+  examples = pd.read_parquet(os.path.join(workdir, "examples.parquet"))
+  assert examples["id"].tolist() == table["id"].tolist()
+  tokenizer = hf.load_tokenizer(paths["tokenizer"])
+  for row in examples.itertuples():
+    assert list(row.tokens[row.prompt_length:]) == tokenizer(row.response, add_special_tokens=False)["input_ids"] + [
+        tokenizer.eos_token_id]
+    assert row.length == len(row.tokens)
+  config = _config(paths)
+  config.stages = ("detect",)
+  config.detect.update(model=os.path.join(workdir, "sft", "final"), base=os.path.join(workdir, "model_init"))
+  other = tmp_path / "other"
+  pipeline.run(config, str(other))
+  pd.testing.assert_frame_equal(pd.read_parquet(other / "examples.parquet"), examples)
+  pd.testing.assert_frame_equal(pd.read_parquet(other / "detect" / "detection.parquet"), table)

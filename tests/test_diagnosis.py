@@ -74,18 +74,18 @@ PASS = 0.2  # detect.threshold: the blind-fact pass rate
 
 
 def _log(rows):
-  """Dynamics rows from {id: (stage trained, nll per pass, exact match per pass, margin per pass)}."""
+  """Dynamics rows from {id: (phase trained, nll per pass, exact match per pass, margin per pass)}."""
   passes = [(0, "start", 1, False), (10, "s1/e1", 1, False), (20, "s1/e2", 1, True), (30, "s2/e1", 2, False),
             (40, "s2/e2", 2, True)]
   evals, visits = [], []
-  for ident, (stage, nll, em, margin) in rows.items():
+  for ident, (phase, nll, em, margin) in rows.items():
     for (step, name, s, end), n, e, m in zip(passes, nll, em, margin):
       evals.append(dict(kind="eval", id=ident, step=step, eval_point=name, train_phase=s, phase_end=end,
                         stream_position=-1, nll_sum=n, tokens=2.0, loss=n / 2, gold_prob=math.exp(-n / 2),
                         exact_match=float(e), margin_mean=m))
     for k in range(2):
-      visits.append(dict(kind="batch", id=ident, step=10 * (stage - 1) * 2 + k, train_phase=stage,
-                         stream_position=(stage - 1) * 100 + k))
+      visits.append(dict(kind="batch", id=ident, step=10 * (phase - 1) * 2 + k, train_phase=phase,
+                         stream_position=(phase - 1) * 100 + k))
   return pd.DataFrame(evals + visits)
 
 

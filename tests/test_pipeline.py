@@ -75,3 +75,27 @@ def test_real_model_configs_start_from_a_local_checkpoint(name, variant, tmp_pat
   cfg = checkpoint.read_model_config(str(tmp_path / "work" / "model_init"))
   assert cfg.family == variant.split("_")[0].replace("llama3", "llama") and cfg.dtype == "bfloat16"
   assert os.path.isdir(tmp_path / "work" / "model_init" / "tokenizer")
+
+
+def test_stages_are_wiring_only():
+  """No stage module imports another stage, and each stays short: the library holds the logic."""
+  import ast
+  import glob
+  for path in glob.glob(os.path.join(ROOT, "ilp", "stages", "*.py")):
+    source = open(path).read()
+    assert len(source.splitlines()) <= 100, path
+    for node in ast.walk(ast.parse(source)):
+      if isinstance(node, ast.ImportFrom):
+        assert not (node.module or "").startswith("ilp.stages"), f"{path} imports {node.module}"
+      if isinstance(node, ast.Import):
+        assert not any(a.name.startswith("ilp.stages") for a in node.names), path
+
+
+def test_layout_nests_arms():
+  from ilp.layout import Layout
+  layout = Layout("/runs/base")
+  arm = layout.arm("knowledge_cpt")
+  assert arm.root == "/runs/base/arms/knowledge_cpt"
+  assert arm.detection == "/runs/base/arms/knowledge_cpt/detect/detection.parquet"
+  assert arm.model("sft") == "/runs/base/arms/knowledge_cpt/sft/final" and arm.model("/ckpt/x") == "/ckpt/x"
+  assert layout.dynamics() == "/runs/base/sft/dynamics" and layout.examples == "/runs/base/examples.parquet"

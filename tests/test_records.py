@@ -18,13 +18,13 @@ CHAT = {"id": "c1", "messages": [{"role": "system", "content": "Be brief."}, {"r
 PAIR = {"id": "p1", "prompt": "Capital of France?", "response": "Paris"}
 
 
-def chat_record(dataset: str = "math", stage: int = 2) -> SFTRecord:
-  return SFTRecord("c1", tuple(CHAT["messages"]), dataset, stage, {"source": "quiz", "difficulty": 3})
+def chat_record(dataset: str = "math", phase: int = 2) -> SFTRecord:
+  return SFTRecord("c1", tuple(CHAT["messages"]), dataset, phase, {"source": "quiz", "difficulty": 3})
 
 
-def pair_record(dataset: str, stage: int = 1) -> SFTRecord:
+def pair_record(dataset: str, phase: int = 1) -> SFTRecord:
   messages = ({"role": "user", "content": "Capital of France?"}, {"role": "assistant", "content": "Paris"})
-  return SFTRecord("p1", messages, dataset, stage, {})
+  return SFTRecord("p1", messages, dataset, phase, {})
 
 
 def write_jsonl(path: Any, rows: list[Any]) -> str:

@@ -30,7 +30,7 @@ def test_greedy_matches_hf_generate(variant, tmp_path, one_device):
   tokens, mask = left_pad(_prompts(cfg.vocab_size), 10, pad_id=0)
   steps = 12
   config = SamplingConfig(num_samples=1, max_new_tokens=steps, temperature=0.0, stop_tokens=(2,))
-  ours = Sampler(graphdef, cfg, one_device)(params, tokens, mask, seed=0, config=config)
+  ours = Sampler(graphdef, cfg, one_device)(params, tokens, mask, seed=0, sampling=config)
   with torch.no_grad():
     ref = model.generate(input_ids=torch.as_tensor(tokens, dtype=torch.long),
                          attention_mask=torch.as_tensor(mask, dtype=torch.long), do_sample=False,
@@ -55,7 +55,7 @@ def test_temperature_sampling_follows_the_model_distribution(tiny, one_device):
   tokens, mask = left_pad(prompt, 9, 0)
   sampler = Sampler(graphdef, cfg, one_device)
   temperature = 1.5
-  out = sampler(params, tokens, mask, seed=1, config=SamplingConfig(num_samples=4000, max_new_tokens=1,
+  out = sampler(params, tokens, mask, seed=1, sampling=SamplingConfig(num_samples=4000, max_new_tokens=1,
                                                                    temperature=temperature))
   logits, _ = jax.jit(build.forward)(graphdef, params, tokens, mask=mask)
   probs = np.asarray(jax.nn.softmax(np.asarray(logits[0, -1], np.float64) / temperature))
@@ -72,11 +72,11 @@ def test_temperature_sampling_follows_the_model_distribution(tiny, one_device):
   log_probs = np.asarray(jax.nn.log_softmax(np.asarray(logits[0, -1])))
   np.testing.assert_allclose(out.logprobs[0, :50, 0], log_probs[out.tokens[0, :50, 0]], atol=1e-5)
   top5 = set(np.argsort(log_probs)[-5:])
-  k_out = sampler(params, tokens, mask, seed=2, config=SamplingConfig(num_samples=300, max_new_tokens=1, top_k=5))
+  k_out = sampler(params, tokens, mask, seed=2, sampling=SamplingConfig(num_samples=300, max_new_tokens=1, top_k=5))
   assert set(k_out.tokens[0, :, 0]) <= top5 and len(set(k_out.tokens[0, :, 0])) > 1
   order = np.argsort(log_probs)[::-1]
   nucleus = set(order[:np.searchsorted(np.cumsum(np.exp(log_probs[order])), 0.5) + 1])
-  p_out = sampler(params, tokens, mask, seed=3, config=SamplingConfig(num_samples=300, max_new_tokens=1, top_p=0.5))
+  p_out = sampler(params, tokens, mask, seed=3, sampling=SamplingConfig(num_samples=300, max_new_tokens=1, top_p=0.5))
   assert set(p_out.tokens[0, :, 0]) <= nucleus
 
 
@@ -85,7 +85,7 @@ def test_sample_logprobs_equal_teacher_forced_scores(tiny, one_device):
   cfg, graphdef, params = tiny
   tokens, mask = left_pad(_prompts(cfg.vocab_size), 10, 0)
   out = Sampler(graphdef, cfg, one_device)(params, tokens, mask, seed=4,
-                                          config=SamplingConfig(num_samples=3, max_new_tokens=6))
+                                          sampling=SamplingConfig(num_samples=3, max_new_tokens=6))
   for b in range(len(PROMPT_LENGTHS)):
     for s in range(3):
       full = np.concatenate([tokens[b], out.tokens[b, s]])[None]
@@ -100,12 +100,12 @@ def test_same_samples_on_one_and_eight_devices(tiny, one_device):
   prompts = _prompts(cfg.vocab_size) * 2
   tokens, mask = left_pad(prompts, 10, 0)
   config = SamplingConfig(num_samples=5, max_new_tokens=8, temperature=1.0, top_p=0.9)
-  ref = Sampler(graphdef, cfg, one_device)(params, tokens, mask, seed=7, config=config)
+  ref = Sampler(graphdef, cfg, one_device)(params, tokens, mask, seed=7, sampling=config)
   for shape in ((8, 1, 1), (2, 2, 2)):
     mesh = parallel.make_mesh(shape)
     sharded = jax.device_put(params, parallel.state_shardings(build.abstract_model(cfg)[1], mesh,
                                                               parallel.DEFAULT_RULES))
-    out = Sampler(graphdef, cfg, mesh)(sharded, tokens, mask, seed=7, config=config)
+    out = Sampler(graphdef, cfg, mesh)(sharded, tokens, mask, seed=7, sampling=config)
     np.testing.assert_array_equal(out.tokens, ref.tokens)
     np.testing.assert_allclose(out.logprobs, ref.logprobs, atol=1e-5)
 
@@ -116,10 +116,10 @@ def test_no_recompilation_and_truncation_flags(tiny, one_device):
   config = SamplingConfig(num_samples=2, max_new_tokens=5, stop_tokens=())
   for seed in range(3):
     tokens, mask = left_pad(_prompts(cfg.vocab_size, seed=seed), 10, 0)
-    out = sampler(params, tokens, mask, seed=seed, config=config)
+    out = sampler(params, tokens, mask, seed=seed, sampling=config)
   assert sampler.compilations == 1
   assert out.truncated.all() and (out.lengths == 5).all()
   everything_stops = SamplingConfig(num_samples=2, max_new_tokens=5, stop_tokens=tuple(range(cfg.vocab_size)))
-  out = sampler(params, tokens, mask, seed=0, config=everything_stops)
+  out = sampler(params, tokens, mask, seed=0, sampling=everything_stops)
   assert sampler.compilations == 2
   assert out.stopped.all() and (out.lengths == 1).all() and (out.tokens[..., 1:] == 0).all()

@@ -1,4 +1,4 @@
-"""SFT and continual pre-training through the pipeline: stages, dynamics, resume, errors, TensorBoard."""
+"""SFT and continual pre-training through the pipeline: phases, dynamics, resume, errors, TensorBoard."""
 import glob
 import json
 import os
@@ -23,18 +23,18 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
-def two_stage_run(tmp_path_factory):
-  base = tmp_path_factory.mktemp("two_stage")
+def two_phase_run(tmp_path_factory):
+  base = tmp_path_factory.mktemp("two_phase")
   paths = sft_data.make_inputs(str(base / "data"))
   workdir = str(base / "work")
   pipeline.run(sft_data.sft_config(paths), workdir)
   return workdir
 
 
-def test_two_stage_sft_records_stages_and_stream_positions(two_stage_run):
-  frame = dynamics.load_dynamics(os.path.join(two_stage_run, "sft", "dynamics"))
+def test_two_phase_sft_records_phases_and_stream_positions(two_phase_run):
+  frame = dynamics.load_dynamics(os.path.join(two_phase_run, "sft", "dynamics"))
   seen = frame[frame["kind"] == "batch"].sort_values("stream_position")
-  # Every example appears once per epoch of its own stage, and only in that stage.
+  # Every example appears once per epoch of its own phase, and only in that phase.
   assert len(seen) == 40 * 2
   assert (seen["train_phase"] == seen["phase"]).all()
   assert seen.groupby("id").size().eq(2).all()
@@ -43,21 +43,21 @@ def test_two_stage_sft_records_stages_and_stream_positions(two_stage_run):
   assert seen[seen["train_phase"] == 1]["stream_position"].max() < seen[seen["train_phase"] == 2]["stream_position"].min()
   assert (seen.groupby(["train_phase", "epoch"])["id"].nunique() == 20).all()
   assert set(json.loads(m)["k"] for m in seen["meta"]) == {0, 1, 2}
-  # Full evaluation passes: start, and the end of every epoch of every stage, over all 40 examples.
+  # Full evaluation passes: start, and the end of every epoch of every phase, over all 40 examples.
   evals = frame[frame["kind"] == "eval"]
-  assert sorted(evals["eval_point"].unique()) == ["stage1/epoch1", "stage1/epoch2", "stage2/epoch1",
-                                                  "stage2/epoch2", "start"]
+  assert sorted(evals["eval_point"].unique()) == ["phase1/epoch1", "phase1/epoch2", "phase2/epoch1",
+                                                  "phase2/epoch2", "start"]
   assert (evals.groupby("eval_point").size() == 40).all()
   assert evals[evals["phase_end"]]["eval_point"].unique().tolist() == ["phase1/epoch2", "phase2/epoch2"]
-  # Learning happened: stage-1 examples are best right after stage 1.
-  stage1 = evals[evals["phase"] == 1].groupby("eval_point")["loss"].mean()
-  assert stage1["stage1/epoch2"] < stage1["start"]
+  # Learning happened: phase-1 examples are best right after phase 1.
+  phase1 = evals[evals["phase"] == 1].groupby("eval_point")["loss"].mean()
+  assert phase1["phase1/epoch2"] < phase1["start"]
 
 
-def test_outputs_summary_compiles_and_tensorboard(two_stage_run):
-  out = os.path.join(two_stage_run, "sft")
+def test_outputs_summary_compiles_and_tensorboard(two_phase_run):
+  out = os.path.join(two_phase_run, "sft")
   summary = json.loads(open(os.path.join(out, "summary.json")).read())
-  assert summary["stages"] == 2 and summary["step_variants_compiled"] <= 2
+  assert summary["phases"] == 2 and summary["step_variants_compiled"] <= 2
   assert summary["tokenization"] == {"examples": 40, "truncated": 0, "dropped": 0}
   assert sorted(os.listdir(os.path.join(out, "final"))) == ["model_config.json", "params", "tokenizer"]
   events = glob.glob(os.path.join(out, "tensorboard", "events.out.tfevents.*"))
@@ -74,8 +74,8 @@ def test_outputs_summary_compiles_and_tensorboard(two_stage_run):
   assert len(acc.Histograms("eval/example_loss")) == 5
 
 
-def test_cartography_summaries(two_stage_run):
-  frame = dynamics.load_dynamics(os.path.join(two_stage_run, "sft", "dynamics"))
+def test_cartography_summaries(two_phase_run):
+  frame = dynamics.load_dynamics(os.path.join(two_phase_run, "sft", "dynamics"))
   carto = dynamics.cartography(frame)
   assert len(carto) == 40 and (carto["observations"] == 4).all()
   assert carto["confidence"].between(0, 1).all() and (carto["variability"] >= 0).all()

@@ -16,6 +16,7 @@ from configs import world as world_config
 from ilp import pipeline
 from ilp.data import world
 from ilp.diagnosis import attribution
+from ilp.layout import Layout
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = dict(seed=0, cities=8, countries=3, jobs=5, codes=10, control=16, missing=6, conflict=6, inconsistent_pairs=3,
@@ -112,7 +113,7 @@ def _check_diagnosis(workdir: str) -> None:
                                                                                    "validate_diagnosis.py"))
   validation = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(validation)
-  result = validation.validate(workdir)
+  result = validation.validate(Layout(workdir))
   assert sum(sum(row.values()) for row in result["confusion"].values()) == int(table["unlearned"].sum())
   for cause in attribution.CAUSES:
     assert result["confusion"][cause][cause] == int((joined["cause"] == joined["cause_planted"]).where(

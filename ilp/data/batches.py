@@ -115,7 +115,16 @@ def _epoch(lengths: np.ndarray, members: np.ndarray, buckets: Sequence[int], bat
 
 def build_stream(lengths: np.ndarray, phases: Sequence[PhaseSpec], buckets: Sequence[int], batch_size: int,
                  seed: int, eval_every: int = 0) -> Stream:
-  """Plans every batch of every phase and epoch, and the evaluation points between them."""
+  """Plans every batch of every phase and epoch, and the evaluation points between them.
+
+  Args:
+    lengths: token count of every example.
+    phases: the phases in training order (`plan_phases`).
+    buckets: padded lengths; a batch holds one.
+    batch_size: rows per batch (the last batch of a bucket is padded with -1 rows).
+    seed: the shuffle of phase p, epoch e uses [seed, p, e].
+    eval_every: an extra evaluation point every this many steps (0: none).
+  """
   batches: list[PlannedBatch] = []
   evals = [EvalPoint(0, "start", 1, 0, False)]
   position = 0

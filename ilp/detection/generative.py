@@ -22,10 +22,21 @@ class GenerativeResult:
 
 
 def sample_and_verify(sampler: Sampler, params: nnx.State, prompts: Sequence[np.ndarray], references: Sequence[str],
-                      verifiers: Sequence[Verifier], decode: Callable[[np.ndarray], str], config: SamplingConfig,
+                      verifiers: Sequence[Verifier], decode: Callable[[np.ndarray], str], sampling: SamplingConfig,
                       buckets: Sequence[int], batch_size: int, pad_id: int, seed: int) -> GenerativeResult:
-  """Samples `config.num_samples` answers per prompt (prompts batched by length bucket)."""
-  count, n = len(prompts), config.num_samples
+  """Samples `sampling.num_samples` answers per prompt (prompts batched by length bucket) and
+  verifies each against the prompt's reference.
+
+  Args:
+    sampler, params: the model.
+    prompts: token ids per prompt (unpadded).
+    references, verifiers: per prompt, the answer and how a sample is checked against it.
+    decode: token ids -> text.
+    sampling: how to decode.
+    buckets, batch_size, pad_id: prompt batching (left-padded to the smallest bucket that fits).
+    seed: batch b samples with seed * 100003 + b.
+  """
+  count, n = len(prompts), sampling.num_samples
   correct = np.zeros((count, n), bool)
   confidence = np.zeros((count, n), np.float64)
   truncated = np.zeros((count, n), bool)
@@ -33,7 +44,7 @@ def sample_and_verify(sampler: Sampler, params: nnx.State, prompts: Sequence[np.
   lengths = np.asarray([len(p) for p in prompts])
   for b, (rows, length) in enumerate(batching.eval_batches(lengths, buckets, batch_size)):
     tokens, mask = left_pad([prompts[r] if r >= 0 else np.zeros(0, np.int32) for r in rows], length, pad_id)
-    out = sampler(params, tokens, mask, seed=seed * 100_003 + b, config=config)
+    out = sampler(params, tokens, mask, seed=seed * 100_003 + b, sampling=sampling)
     mean_logprob = np.asarray(out.mean_logprob)
     for slot, r in enumerate(rows):
       if r < 0:

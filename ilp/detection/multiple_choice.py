@@ -52,7 +52,16 @@ def distractor_pools(responses: Sequence[str], datasets: Sequence[str]) -> dict[
 def choose_options(ids: Sequence[str], responses: Sequence[str], datasets: Sequence[str],
                    pools: dict[str, dict[str, str]], base_answers: Sequence[str] | None, num_options: int,
                    strategy: str, seed: int) -> list[list[str]]:
-  """Option texts per example, the true response first; fewer options when a data set is small."""
+  """Option texts per example, the true response first; fewer options when a data set is small.
+
+  Args:
+    ids, responses, datasets: per example (the id seeds its distractor draw).
+    pools: distractors per data set (`distractor_pools`).
+    base_answers: the base model's greedy answers, offered first when wrong (None: not used).
+    num_options: options per example, the true one included.
+    strategy: one of STRATEGIES.
+    seed: the run's seed.
+  """
   options = []
   for i, (ident, target, dataset) in enumerate(zip(ids, responses, datasets)):
     key = normalize(target)
@@ -73,7 +82,15 @@ def choose_options(ids: Sequence[str], responses: Sequence[str], datasets: Seque
 def option_probabilities(evaluator: ExampleEvaluator, params: nnx.State, prompts: Sequence[np.ndarray],
                          option_tokens: Sequence[Sequence[np.ndarray]], num_options: int, buckets: Sequence[int],
                          pad_id: int) -> np.ndarray:
-  """[examples, num_options] option distribution of one model; missing options get probability 0."""
+  """[examples, num_options] option distribution of one model; missing options get probability 0.
+
+  Args:
+    evaluator, params: the model.
+    prompts: token ids per example.
+    option_tokens: per example, each option's token ids (ending in EOS).
+    num_options: columns of the result.
+    buckets, pad_id: how prompt + option sequences are padded.
+  """
   pairs = [(e, k) for e, opts in enumerate(option_tokens) for k in range(len(opts))]
   sums, counts = continuation_logliks(evaluator, params, [prompts[e] for e, _ in pairs],
                                       [option_tokens[e][k] for e, k in pairs], buckets, pad_id)

@@ -36,7 +36,15 @@ def init_params(cfg: ModelConfig, mesh: Mesh, rules: Sequence[tuple[str, Any]] =
 
 def forward(graphdef: nnx.GraphDef, state: nnx.State, tokens: jax.Array, positions: jax.Array | None = None,
             mask: jax.Array | None = None, cache: KVCache | None = None) -> tuple[jax.Array, KVCache | None]:
-  """Logits and updated cache; pure, so callers wrap it in jax.jit with their shardings."""
+  """Logits and updated cache; pure, so callers wrap it in jax.jit with their shardings.
+
+  Args:
+    graphdef, state: the model's structure and parameters.
+    tokens: [batch, length] token ids.
+    positions: [batch, length] RoPE positions (default: real tokens before each one).
+    mask: [batch, length] 1 for real tokens (default: all real).
+    cache: a KV cache to attend over and extend (None: no cache).
+  """
   return nnx.merge(graphdef, state)(tokens, positions=positions, mask=mask, cache=cache)
 
 

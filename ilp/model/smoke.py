@@ -22,7 +22,15 @@ from ilp.model.kv_cache import KVCache
 def cached_decode_gap(cfg: ModelConfig, graphdef: nnx.GraphDef, state: nnx.State, mesh: Mesh,
                       rules: Sequence[tuple[str, Any]], seed: int, batch: int = 4,
                       prompt: int = 12, steps: int = 4) -> float:
-  """Max |logit| difference between prefill + step-by-step decode and one full forward pass."""
+  """Max |logit| difference between prefill + step-by-step decode and one full forward pass.
+
+  Args:
+    cfg, graphdef, state: the model.
+    mesh, rules: where it runs.
+    seed: draws the random tokens.
+    batch, prompt, steps: rows (with decreasing real lengths, left-padded), prefilled tokens and
+      decoded tokens.
+  """
   rng = np.random.default_rng(seed)
   tokens = rng.integers(0, cfg.vocab_size, size=(batch, prompt + steps)).astype(np.int32)
   lengths = np.linspace(prompt + steps, steps + 1, batch).astype(int)

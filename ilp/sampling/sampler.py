@@ -58,16 +58,16 @@ class Samples:
     return self.logprobs.sum(-1) / jnp.maximum(self.lengths, 1)
 
 
-def filter_logits(logits: jax.Array, config: SamplingConfig) -> jax.Array:
+def filter_logits(logits: jax.Array, sampling: SamplingConfig) -> jax.Array:
   """Temperature, then top-k, then top-p (the smallest set of tokens with mass >= top_p)."""
-  logits = logits.astype(jnp.float32) / config.temperature
-  if config.top_k:
-    kth = jax.lax.top_k(logits, config.top_k)[0][..., -1:]
+  logits = logits.astype(jnp.float32) / sampling.temperature
+  if sampling.top_k:
+    kth = jax.lax.top_k(logits, sampling.top_k)[0][..., -1:]
     logits = jnp.where(logits < kth, -jnp.inf, logits)
-  if config.top_p < 1.0:
+  if sampling.top_p < 1.0:
     ordered = jnp.sort(logits, axis=-1)[..., ::-1]
     probs = jax.nn.softmax(ordered, axis=-1)
-    kept = (jnp.cumsum(probs, axis=-1) - probs) < config.top_p
+    kept = (jnp.cumsum(probs, axis=-1) - probs) < sampling.top_p
     threshold = jnp.min(jnp.where(kept, ordered, jnp.inf), axis=-1, keepdims=True)
     logits = jnp.where(logits < threshold, -jnp.inf, logits)
   return logits
@@ -85,16 +85,24 @@ def categorical(key: jax.Array, logits: jax.Array) -> jax.Array:
 
 
 def generate(graphdef: nnx.GraphDef, cfg: ModelConfig, params: nnx.State, prompts: jax.Array,
-             prompt_mask: jax.Array, rng: jax.Array, config: SamplingConfig) -> Samples:
-  """Samples `config.num_samples` continuations of every left-padded prompt [batch, length]."""
+             prompt_mask: jax.Array, rng: jax.Array, sampling: SamplingConfig) -> Samples:
+  """Samples `sampling.num_samples` continuations of every left-padded prompt [batch, length].
+
+  Args:
+    graphdef, cfg: the model's structure and config (static).
+    params: its parameters.
+    prompts, prompt_mask: [batch, length] left-padded prompt tokens and their validity.
+    rng: the key every sampled token derives from.
+    sampling: how to decode (static: one program per prompt shape and setting).
+  """
   batch, prompt_len = prompts.shape
-  n, steps = config.num_samples, config.max_new_tokens
+  n, steps = sampling.num_samples, sampling.max_new_tokens
   cache = KVCache.init(cfg, batch, prompt_len + steps)
   logits, cache = build.forward(graphdef, params, prompts, mask=prompt_mask, cache=cache)
   last = jnp.repeat(logits[:, -1], n, axis=0)
   cache = cache.tile(n)
   rows = batch * n
-  stops = jnp.asarray(config.stop_tokens or (-1,), jnp.int32)
+  stops = jnp.asarray(sampling.stop_tokens or (-1,), jnp.int32)
 
   def cond(carry):
     i, _, _, _, _, _, done, _ = carry
@@ -103,10 +111,10 @@ def generate(graphdef: nnx.GraphDef, cfg: ModelConfig, params: nnx.State, prompt
   def body(carry):
     i, cache, last, tokens, logprobs, lengths, done, stopped = carry
     log_probs = jax.nn.log_softmax(last.astype(jnp.float32), axis=-1)
-    if config.greedy:
+    if sampling.greedy:
       token = jnp.argmax(last, axis=-1).astype(jnp.int32)
     else:
-      token = categorical(jax.random.fold_in(rng, i), filter_logits(last, config))
+      token = categorical(jax.random.fold_in(rng, i), filter_logits(last, sampling))
     token = jnp.where(done, 0, token)
     logprob = jnp.where(done, 0.0, jnp.take_along_axis(log_probs, token[:, None], axis=-1)[:, 0])
     tokens = jax.lax.dynamic_update_slice(tokens, token[:, None], (0, i))
@@ -131,7 +139,7 @@ class Sampler:
   def __init__(self, graphdef: nnx.GraphDef, cfg: ModelConfig, mesh: Mesh,
                rules: Sequence[tuple[str, Any]] = parallel.DEFAULT_RULES):
     self.cfg, self.mesh, self.rules = cfg, mesh, rules
-    self._fn = jax.jit(functools.partial(generate, graphdef, cfg), static_argnames="config")
+    self._fn = jax.jit(functools.partial(generate, graphdef, cfg), static_argnames="sampling")
 
   @property
   def compilations(self) -> int:
@@ -139,12 +147,12 @@ class Sampler:
     return self._fn._cache_size()
 
   def __call__(self, params: nnx.State, prompts: np.ndarray, prompt_mask: np.ndarray, seed: int,
-               config: SamplingConfig) -> Samples:
+               sampling: SamplingConfig) -> Samples:
     sharding = parallel.batch_sharding(self.mesh, prompts.shape, self.rules)
     inputs = parallel.global_batch({"prompts": prompts, "mask": prompt_mask}, sharding,
                                    parallel.local_rows(sharding, prompts.shape))
     with parallel.sharding_context(self.mesh, self.rules):
-      out = self._fn(params, inputs["prompts"], inputs["mask"], jax.random.key(seed), config=config)
+      out = self._fn(params, inputs["prompts"], inputs["mask"], jax.random.key(seed), sampling=sampling)
     return parallel.to_host(out)
 
 

@@ -54,7 +54,13 @@ class ExampleEvaluator:
 def continuation_logliks(evaluator: ExampleEvaluator, params: nnx.State, prompts: Sequence[np.ndarray],
                          continuations: Sequence[np.ndarray], buckets: Sequence[int], pad_id: int
                          ) -> tuple[np.ndarray, np.ndarray]:
-  """Sum of log p(continuation | prompt) and its token count, for every (prompt, continuation) pair."""
+  """Sum of log p(continuation | prompt) and its token count, for every (prompt, continuation) pair.
+
+  Args:
+    evaluator, params: the model.
+    prompts, continuations: token ids, paired by index.
+    buckets, pad_id: how each concatenated sequence is padded.
+  """
   examples = [TokenizedExample(i, np.concatenate([p, c]).astype(np.int32), len(p))
               for i, (p, c) in enumerate(zip(prompts, continuations))]
   lengths = np.asarray([e.length for e in examples])

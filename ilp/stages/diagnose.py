@@ -30,7 +30,7 @@ def outputs(layout: Layout) -> list[str]:
 
 
 def run(config: Config, layout: Layout) -> None:
-  log_frame = dynamics.load_dynamics(layout.dynamics)
+  log_frame = dynamics.load_dynamics(layout.dynamics())
   table = diagnose.diagnose(pd.read_parquet(layout.detection), examples.read(layout.examples), log_frame,
                             config.diagnose, config.detect.threshold,
                             diagnose.corpus_documents(config.diagnose, config.data))

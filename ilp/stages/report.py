@@ -26,7 +26,7 @@ def run(config: Config, layout: Layout) -> None:
   detection = pd.read_parquet(layout.detection)
   with open(layout.detection_summary) as f:
     summary = json.load(f)
-  evals = dynamics.load_dynamics(layout.dynamics)
+  evals = dynamics.load_dynamics(layout.dynamics())
   section = None
   if os.path.exists(layout.diagnosis):
     with open(layout.diagnosis_summary) as f:

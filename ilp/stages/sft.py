@@ -44,4 +44,4 @@ def run(config: Config, layout: Layout) -> None:
   data = loop.TrainData(stream=stream, batch_size=section.batch_size,
                         arrays=lambda rows, length: batching.assemble(tokenized, rows, length, pad),
                         lengths=lengths, buckets=buckets, table=frame[list(examples.ID_COLUMNS)])
-  loop.train(section, config.mesh, layout.training(NAME), init, data, tokenizer, notes={"tokenization": report})
+  loop.train(section, config.mesh, layout, NAME, init, data, tokenizer, notes={"tokenization": report})

@@ -56,6 +56,15 @@ class DynamicsWriter:
 
   def add_batch(self, step: int, phase: int, epoch: int, rows: np.ndarray, positions: np.ndarray,
                 stats: dict[str, np.ndarray]) -> None:
+    """Buffers one training step's rows.
+
+    Args:
+      step: optimizer steps taken after this one.
+      phase, epoch: where in the stream the step is (1-based).
+      rows: the batch's example indices (-1: padding).
+      positions: each row's position in the training stream.
+      stats: per-row statistics (`ilp.scoring.statistics.STATS`).
+    """
     if not self.enabled:
       return
     self._pending.append(self._rows(rows, stats, kind="batch", eval_point="", step=step, train_phase=phase,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import time
 from typing import Any, Callable
 
@@ -20,6 +19,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from ilp import fileio, parallel
 from ilp.data import batches as batching
+from ilp.layout import Layout
 from ilp.model import build, checkpoint
 from ilp.scoring.evaluator import ExampleEvaluator
 from ilp.train import checkpointing, dynamics, metrics, optim
@@ -84,14 +84,15 @@ class _Window:
     self.by_dataset: dict[str, list[float]] = {}
 
 
-def train(section: TrainConfig, mesh_config: parallel.MeshConfig, out_dir: str, init_dir: str, data: TrainData,
-          tokenizer: Any = None, notes: dict[str, Any] | None = None) -> dict[str, Any]:
-  """Trains from the params checkpoint in `init_dir`; writes `out_dir/{checkpoints,dynamics,tensorboard,final}`.
+def train(section: TrainConfig, mesh_config: parallel.MeshConfig, layout: Layout, stage: str, init_dir: str,
+          data: TrainData, tokenizer: Any = None, notes: dict[str, Any] | None = None) -> dict[str, Any]:
+  """Trains from the params checkpoint in `init_dir`; writes the stage's checkpoints, dynamics log
+  (with `data.table`), TensorBoard logs, final model and summary where `layout` puts them.
 
   Args:
     section: the stage's training settings (the root config's `sft` or `pretrain`).
     mesh_config: the device mesh and its logical-axis rules.
-    out_dir: the stage's directory (`Layout.training(stage)`).
+    layout, stage: the work directory and the stage's name (`pretrain`, `sft`).
     init_dir: a params checkpoint to start from.
     data: the planned stream and how to build its batches.
     tokenizer: stored with the final model, so later stages need nothing else.
@@ -114,7 +115,7 @@ def train(section: TrainConfig, mesh_config: parallel.MeshConfig, out_dir: str, 
   replicated = NamedSharding(mesh, PartitionSpec())
   rows = parallel.local_rows(batch_sharding, (batch_size, 1))
 
-  ckpt = checkpointing.TrainCheckpointer(os.path.join(out_dir, "checkpoints"), section.checkpoint.max_to_keep,
+  ckpt = checkpointing.TrainCheckpointer(layout.checkpoints(stage), section.checkpoint.max_to_keep,
                                          section.checkpoint.async_save)
   state = optim.create_state(params, optimizer, shardings)
   del params
@@ -126,13 +127,13 @@ def train(section: TrainConfig, mesh_config: parallel.MeshConfig, out_dir: str, 
       raise fileio.ResumeError(
           f"{ckpt.directory}: checkpoint {latest} was written for another data stream (fingerprint "
           f"{meta.get('fingerprint')} vs {fingerprint}); the data or batching config changed. "
-          f"Use a new work directory or delete {out_dir} to start over.")
+          f"Use a new work directory or delete {layout.training(stage)} to start over.")
     log.info("resumed from step %d of %d", latest, total)
   start = int(jax.device_get(state.step))
 
-  writer = metrics.MetricWriter(os.path.join(out_dir, "tensorboard"), enabled=is_writer)
+  writer = metrics.MetricWriter(layout.tensorboard(stage), enabled=is_writer)
   log_dyn = data.table is not None
-  dyn = dynamics.DynamicsWriter(os.path.join(out_dir, "dynamics"), data.table, enabled=is_writer) if log_dyn else None
+  dyn = dynamics.DynamicsWriter(layout.dynamics(stage), data.table, enabled=is_writer) if log_dyn else None
   if dyn:
     dyn.discard_after(start)
 
@@ -220,12 +221,12 @@ def train(section: TrainConfig, mesh_config: parallel.MeshConfig, out_dir: str, 
   ckpt.wait()
   ckpt.close()
   writer.close()
-  checkpoint.save_params(os.path.join(out_dir, "final"), cfg, state.params, tokenizer=tokenizer)
+  checkpoint.save_params(layout.final(stage), cfg, state.params, tokenizer=tokenizer)
   summary = {"steps": total, "resumed_from": start or None, "phases": len(phase_steps),
              "step_variants_compiled": len(compiled), "buckets": sorted(compiled),
              "final_loss": float(step_metrics["loss"]) if total > start else None, **(notes or {})}
   if is_writer:
-    fileio.write_json_atomic(os.path.join(out_dir, "summary.json"), summary)
+    fileio.write_json_atomic(layout.summary(stage), summary)
   log.info("training done: %d steps, %d step variants compiled (bucket lengths %s)", total, len(compiled),
            sorted(compiled))
   return summary
