@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Creates (or reuses) the checkout's virtual environment .venv, installs a requirements file into
-# it with every transitive version pinned by constraints.txt, and installs this checkout's
-# packages (ilp, configs) in editable mode, so scripts and tests import them from anywhere. A
+# it with every transitive version pinned by constraints.txt, and puts this checkout on the
+# environment's import path, so scripts and tests import `ilp` and `configs` from anywhere. A
 # second run with unchanged requirement files installs nothing.
 # Usage: source scripts/setup_env.sh requirements-test.txt
 set -euo pipefail
@@ -32,10 +32,9 @@ if [ "$(cat "$_stamp" 2>/dev/null)" != "$_hash" ]; then
   echo "setup_env: installing $(basename "$_req") (pinned; a few minutes on first run)" >&2
   "$ILP_VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
       -r "$_req" -c "$ILP_ROOT/constraints.txt"
-  # The project itself: no dependencies of its own beyond the pins above, built with the
-  # environment's setuptools (no isolated build environment to download).
-  "$ILP_VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation \
-      -e "$ILP_ROOT"
+  # The checkout itself, importable from anywhere (what an editable install amounts to, without
+  # build tooling): a path file in the environment's site-packages.
+  "$ILP_VENV/bin/python" -c 'import sys, sysconfig; open(sysconfig.get_paths()["purelib"] + "/ilp-checkout.pth", "w").write(sys.argv[1] + "\n")' "$ILP_ROOT"
   echo "$_hash" > "$_stamp"
 fi
 ILP_PYTHON="$ILP_VENV/bin/python"
