@@ -28,5 +28,5 @@ def get_config():
   c.sft.optimizer.update(learning_rate=1e-3, warmup_steps=10, decay="cosine")
   c.sft.checkpoint.every_steps = 1000
   c.detect.update(base="pretrain", num_samples=5, temperature=0.7, max_new_tokens=8, batch_size=32,
-                  chunk_size=256, base_samples=5)
+                  chunk_size=256)
   return c

@@ -101,6 +101,8 @@ class Config:
           f"'{self.detect.model}' is none of {MODELS} and not an absolute checkpoint path")
     check(not self.detect.base or _model_name(self.detect.base, MODELS), "detect.base",
           f"'{self.detect.base}' is none of {MODELS}, '' (no base probes) or an absolute checkpoint path")
+    check("diagnose" not in self.stages or self.diagnose.protocol in self.detect.protocols, "diagnose.protocol",
+          f"'{self.diagnose.protocol}' is not run by detect.protocol='{self.detect.protocol}'")
     check("world" not in self.stages or self.world is not None, "world", "the world stage needs a `world` section")
     check("pretrain" not in self.stages or bool(self.data.corpora), "data.corpora",
           "the pretrain stage needs at least one corpus")

@@ -17,7 +17,8 @@ import pandas as pd
 from absl import app, flags
 
 
-from ilp.diagnosis import attribution, signals, similarity
+from ilp.data import similarity
+from ilp.diagnosis import attribution, signals
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("examples", 100_000, "Examples in the synthetic tables.")

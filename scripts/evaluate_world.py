@@ -20,6 +20,7 @@ from absl import app, flags
 
 from ilp import fileio
 from ilp.data import world
+from ilp.detection.table import PREFIX
 from ilp.layout import Layout
 from ilp.report import plots
 from ilp.train import dynamics
@@ -29,35 +30,45 @@ flags.DEFINE_string("workdir", None, "Work directory of a finished world run.")
 flags.mark_flag_as_required("workdir")
 
 
+def _targets(groups: dict) -> dict:
+  control = groups["control"]["unlearned_rate"]
+  return {"control_at_most_10pct": control <= 0.10,
+          **{f"{g}_at_least_30pct_and_3x_control": (groups[g]["unlearned_rate"] >= 0.30 and
+                                                    groups[g]["unlearned_rate"] >= 3 * control)
+             for g in world.GROUPS if world.CAUSES[g] and g in groups}}
+
+
 def evaluate(layout: Layout) -> dict:
+  """Per protocol that detection ran: the unlearned rate per planted group and the world's targets."""
   truth = world.load_ground_truth(layout.world)
   table = pd.read_parquet(layout.detection).merge(truth, on="id")
-  rates = table.groupby("group")["unlearned"].agg(["size", "mean"])
-  groups = {g: {"examples": int(rates.loc[g, "size"]), "unlearned_rate": float(rates.loc[g, "mean"])}
-            for g in world.GROUPS if g in rates.index}
-  control = groups["control"]["unlearned_rate"]
+  protocols = {}
+  for protocol, prefix in PREFIX.items():
+    if f"{prefix}unlearned" not in table:
+      continue
+    rates = table.groupby("group")[f"{prefix}unlearned"].agg(["size", "mean"])
+    groups = {g: {"examples": int(rates.loc[g, "size"]), "unlearned_rate": float(rates.loc[g, "mean"])}
+              for g in world.GROUPS if g in rates.index}
+    protocols[protocol] = {"groups": groups, "targets": _targets(groups)}
   frame = dynamics.load_dynamics(layout.dynamics())
   evals = frame[frame["kind"] == "eval"].merge(truth, on="id")
   phase_ends = evals[evals["phase_end"]].groupby(["group", "train_phase"])["exact_match"].mean()
   phase2 = evals[(evals["train_phase"] == 2) & (evals["group"] == "rare")]
   figures = layout.world_evaluation_dir
   os.makedirs(figures, exist_ok=True)
-  plots.bar_chart({g: v["unlearned_rate"] for g, v in groups.items()}, os.path.join(figures, "unlearned_by_group.png"),
-                  "Unlearned rate per planted group", "unlearned (%)")
+  for protocol, result in protocols.items():
+    plots.bar_chart({g: v["unlearned_rate"] for g, v in result["groups"].items()},
+                    os.path.join(figures, f"unlearned_by_group_{protocol}.png"),
+                    f"Unlearned rate per planted group ({protocol})", "unlearned (%)")
   plots.learning_curves(evals, "group", os.path.join(figures, "curves_by_group.png"),
                         "Learning curves per planted group")
-  result = {
-      "groups": groups,
+  return {
+      "protocols": protocols,
       "forgetting": {"learned_end_of_phase1": float(phase_ends.get(("forgetting", 1), float("nan"))),
                      "learned_end_of_phase2": float(phase_ends.get(("forgetting", 2), float("nan")))},
       "rare_exact_match_by_phase2_epoch": {int(e): float(v) for e, v in
                                            phase2.groupby("epoch")["exact_match"].mean().items()},
-      "targets": {"control_at_most_10pct": control <= 0.10,
-                  **{f"{g}_at_least_30pct_and_3x_control": (groups[g]["unlearned_rate"] >= 0.30 and
-                                                            groups[g]["unlearned_rate"] >= 3 * control)
-                     for g in world.GROUPS if world.CAUSES[g] and g in groups}},
   }
-  return result
 
 
 def main(argv: list[str]) -> None:
@@ -66,24 +77,35 @@ def main(argv: list[str]) -> None:
   result = evaluate(layout)
   with open(layout.detection_summary) as f:
     summary = json.load(f)
-  print(f"unlearned: {100 * summary['unlearned_rate']:.1f}% of {summary['examples']} training examples; "
-        f"kappa between sampling runs {summary['kappa_between_runs']}")
-  print("by data set: " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in summary["unlearned_rate_by_dataset"].items()))
-  print("by phase:    " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in summary["unlearned_rate_by_phase"].items()))
-  print(f"{'planted group':<14} {'examples':>8} {'unlearned':>10}")
-  for group, row in result["groups"].items():
-    print(f"{group:<14} {row['examples']:>8} {100 * row['unlearned_rate']:>9.1f}%")
+  protocols = list(result["protocols"])
+  for protocol in protocols:
+    s = summary[protocol]
+    print(f"{protocol}: {100 * s['unlearned_rate']:.1f}% of {summary['examples']} training examples unlearned; "
+          f"kappa between sampling runs {s['kappa_between_runs']}; by phase "
+          + ", ".join(f"{k} {100 * v:.1f}%" for k, v in s["unlearned_rate_by_phase"].items()))
+  if "kappa_between_protocols" in summary:
+    print(f"kappa between the protocols' labels: {summary['kappa_between_protocols']:.2f}")
+  print(f"{'planted group':<14} {'examples':>8} " + " ".join(f"{p:>16}" for p in protocols))
+  first = result["protocols"][protocols[0]]["groups"]
+  for group, row in first.items():
+    print(f"{group:<14} {row['examples']:>8} " + " ".join(
+        f"{100 * result['protocols'][p]['groups'][group]['unlearned_rate']:>15.1f}%" for p in protocols))
   f = result["forgetting"]
   print(f"IV: learned at the end of phase 1 {100 * f['learned_end_of_phase1']:.1f}%, "
         f"at the end of phase 2 {100 * f['learned_end_of_phase2']:.1f}%")
   print("V: exact match after phase-2 epochs " +
         ", ".join(f"{e}: {100 * v:.1f}%" for e, v in result["rare_exact_match_by_phase2_epoch"].items()))
-  print("targets: " + ", ".join(f"{k}={'yes' if v else 'NO'}" for k, v in result["targets"].items()))
+  for protocol in protocols:
+    print(f"targets ({protocol}): " + ", ".join(f"{k}={'yes' if v else 'NO'}"
+                                              for k, v in result["protocols"][protocol]["targets"].items()))
   fileio.write_json_atomic(layout.world_evaluation, result)
-  lines = ["# ILP world: evaluation against the planted causes", "", "| planted group | examples | unlearned |",
-           "|---|---|---|"] + [f"| {g} | {r['examples']} | {100 * r['unlearned_rate']:.1f}% |"
-                               for g, r in result["groups"].items()]
-  lines += ["", "![groups](unlearned_by_group.png)", "", "![curves](curves_by_group.png)", ""]
+  lines = ["# ILP world: evaluation against the planted causes", "",
+           "| planted group | examples | " + " | ".join(f"unlearned ({p})" for p in protocols) + " |",
+           "|---|---|" + "---|" * len(protocols)]
+  lines += [f"| {g} | {r['examples']} | " + " | ".join(
+      f"{100 * result['protocols'][p]['groups'][g]['unlearned_rate']:.1f}%" for p in protocols) + " |"
+            for g, r in first.items()]
+  lines += [""] + [f"![groups](unlearned_by_group_{p}.png)" for p in protocols] + ["", "![curves](curves_by_group.png)", ""]
   fileio.write_text_atomic(os.path.join(layout.world_evaluation_dir, "evaluation.md"), "\n".join(lines))
 
 

@@ -43,7 +43,9 @@ def validate(layout: Layout) -> dict:
       truth[["id", "group", "planted"]], on="id", validate="one_to_one")
   unlearned = table["unlearned"].astype(bool)
   planted = table["planted"] != NONE
-  fails = ~table["greedy_correct"].astype(bool) & ~table["final_exact_match"].astype(bool)
+  fails = ~table["final_exact_match"].astype(bool)
+  if "greedy_correct" in table:  # the generative protocol ran: its greedy answer is wrong too
+    fails &= ~table["greedy_correct"].astype(bool)
   u = table[unlearned]
   confusion = pd.crosstab(u["planted"], u["cause"]).reindex(index=list(CAUSES) + [NONE],
                                                              columns=list(CAUSES) + [UNATTRIBUTED], fill_value=0)

@@ -54,6 +54,10 @@ BAD_FIELDS = [
     ("detect.verifier", "bleu", "'detect.verifier': unknown verifier 'bleu'"),
     ("detect.mc.distractors", "nearest", "'detect.mc.distractors': 'nearest' is not one of"),
     ("detect.model", "final", "'detect.model': 'final' is none of"),
+    ("detect.protocol", "cloze", "'detect.protocol': 'cloze' is not one of"),
+    ("detect.repeat_rule", "most", "'detect.repeat_rule': 'most' is not one of"),
+    ("detect.blind_bon_k", 20, "'detect.blind_bon_k': 20 is not in 1..base_samples=10"),
+    ("detect.confidence_temperature", 0.0, "'detect.confidence_temperature': must be > 0"),
     ("data.overlong", "chop", "'data.overlong': 'chop' is not one of"),
     ("data.buckets", (), "'data.buckets': must list lengths >= 2"),
     ("data.corpora", ({"path": "x.txt", "weight": 0.0},), "'data.corpora[0].weight': must be a positive number"),
@@ -101,6 +105,15 @@ def test_combinations_across_sections():
   config = tiny_test.get_config()
   config.model.vocab_size = 0
   with pytest.raises(ConfigError, match="'model.vocab_size': is 0 .* 'data.tokenizer' is empty"):
+    config_lib.load(config)
+  config = _sft_config()
+  config.stages = ("init_model", "sft", "detect", "diagnose")
+  config.detect.protocol = "generative"
+  with pytest.raises(ConfigError, match="'diagnose.protocol': 'multiple_choice' is not run by detect.protocol"):
+    config_lib.load(config)
+  config.detect.update(protocol="multiple_choice")
+  config.detect.mc.enabled = False
+  with pytest.raises(ConfigError, match="'detect.mc.enabled': the multiple_choice protocol needs"):
     config_lib.load(config)
   config = base.get_config()
   config.stages = ("world",)

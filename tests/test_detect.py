@@ -38,34 +38,45 @@ def detected(tmp_path_factory):
 def test_detection_table_is_consistent(detected):
   _, workdir, table = detected
   summary = json.load(open(os.path.join(workdir, "detect", "summary.json")))
-  assert len(table) == 24 and table["id"].is_unique
-  assert 0 < summary["unlearned_rate"] < 1  # some examples memorised, some not
-  assert summary["unlearned_rate"] == pytest.approx(table["unlearned"].mean())
-  np.testing.assert_array_equal(table["unlearned"], table["pass_at_n"] < 0.2)
-  np.testing.assert_allclose(table["pass_at_n"], table["c"] / table["n"])
-  np.testing.assert_allclose(table["pass_at_5"], (table["c"] > 0).astype(float))
-  np.testing.assert_allclose(table["pass_at_1"], table["pass_at_n"])
-  np.testing.assert_allclose(table["bon_at_1"], table["pass_at_n"])
-  labels = np.asarray(table["unlearned_runs"].tolist()).T
-  assert summary["kappa_between_runs"] == pytest.approx(estimators.cohen_kappa(labels[0], labels[1]))
+  assert len(table) == 24 and table["id"].is_unique and summary["protocols"] == ["multiple_choice", "generative"]
+  for protocol, p in (("multiple_choice", "mc_"), ("generative", "gen_")):
+    s = summary[protocol]
+    assert 0 < s["unlearned_rate"] < 1, protocol  # some examples memorised, some not
+    assert s["unlearned_rate"] == pytest.approx(table[f"{p}unlearned"].mean())
+    runs = np.asarray(table[f"{p}unlearned_runs"].tolist())
+    # The default repeat rule: unlearned when pass@N < 0.2 in every run; the first run's is pass@N's.
+    np.testing.assert_array_equal(table[f"{p}unlearned"], runs.all(1))
+    np.testing.assert_array_equal(runs[:, 0], table[f"{p}pass_at_n"] < 0.2)
+    np.testing.assert_allclose(table[f"{p}pass_at_5"], (table[f"{p}c"] > 0).astype(float))
+    np.testing.assert_allclose(table[f"{p}pass_at_1"], table[f"{p}pass_at_n"])
+    np.testing.assert_allclose(table[f"{p}bon_at_1"], table[f"{p}pass_at_n"])
+    assert s["kappa_between_runs"] == pytest.approx(estimators.cohen_kappa(runs[:, 0], runs[:, 1]))
+    # Severity: unlearned examples ranked 1..U by error consistency; top candidates are the first 3.
+    ranked = table[table[f"{p}unlearned"]].sort_values(f"{p}severity_rank")
+    assert ranked[f"{p}severity_rank"].tolist() == list(range(1, len(ranked) + 1))
+    assert ranked[f"{p}error_consistency"].is_monotonic_decreasing
+    assert table[f"{p}top_candidate"].sum() == min(3, len(ranked)) == s["top_candidates"]
+  assert summary["kappa_between_protocols"] == pytest.approx(
+      estimators.cohen_kappa(table["mc_unlearned"], table["gen_unlearned"]))
+  np.testing.assert_allclose(table["gen_pass_at_n"], table["gen_c"] / table["gen_n"])
   # Greedy correctness is the verifier (exact match) on the decoded greedy answer.
   assert table["greedy_correct"].any()
   np.testing.assert_array_equal(table["greedy_correct"],
                                 table["greedy_text"].map(normalize) == table["reference"].map(normalize))
-  assert table.loc[table["greedy_correct"], "pass_at_n"].mean() > table.loc[~table["greedy_correct"], "pass_at_n"].mean()
-  assert all(len(s) == 5 for s in table["samples"])
-  # Severity: unlearned examples ranked 1..U by error consistency; top candidates are the first 3.
-  ranked = table[table["unlearned"]].sort_values("severity_rank")
-  assert ranked["severity_rank"].tolist() == list(range(1, len(ranked) + 1))
-  assert ranked["error_consistency"].is_monotonic_decreasing
-  assert table["top_candidate"].sum() == min(3, len(ranked))
+  assert table.loc[table["greedy_correct"], "gen_pass_at_n"].mean() > table.loc[~table["greedy_correct"],
+                                                                                "gen_pass_at_n"].mean()
+  assert all(len(s) == 5 for s in table["gen_samples"])
   # Probes: the SFT model prefers its training answers more than the random base model does.
   assert table["sft_p_true"].mean() > table["base_p_true"].mean()
   np.testing.assert_allclose([sum(p) for p in table["mc_probs_base"]], 1.0, rtol=1e-9)
-  np.testing.assert_array_equal(table["p_exist"], table["base_p_true"] > 0.8)
+  np.testing.assert_array_equal(table["p_exist"], table["base_mc_accuracy"] > 0.8)
   np.testing.assert_allclose(table["jsd_base_sft"],
                              estimators.js_divergence(np.stack(table["mc_probs_base"]), np.stack(table["mc_probs_sft"])))
   assert (table["mc_options"].map(len) == 4).all() and (table["mc_options"].map(lambda o: o[0]) == table["reference"]).all()
+  # The MC protocol's first run is N draws from the SFT option distribution at the sampling temperature.
+  correct, _ = mc.predictions(np.stack(table["mc_probs_sft"]), 0.3, 0.3, 5, 0 * 1_000_003 + 0)
+  first_chunk = slice(0, 10)
+  np.testing.assert_allclose(table["mc_pass_at_n"].to_numpy()[first_chunk], correct.mean(1)[first_chunk])
 
 
 def test_option_probabilities_match_direct_computation(detected):
@@ -102,11 +113,13 @@ def test_killed_detection_resumes_from_finished_chunks(detected, tmp_path):
 
 
 def test_choose_options_prefers_the_base_answer_and_skips_duplicates():
-  pools = mc.distractor_pools(["x y", "The  X y!", "z", "w", "v"], ["d"] * 5)
-  options = mc.choose_options(["a"], ["x y"], ["d"], pools, ["q r"], 4, "random", seed=0)[0]
+  responses = ["x y", "The  X y!", "z", "w", "v"]
+  distractors = mc.Distractors(mc.distractor_pools(responses, ["d"] * 5), mc.distractor_pools(responses, [0] * 5),
+                               ["d"] * 5, [0] * 5, [[]] * 5)
+  options = mc.choose_options(["a"], [0], ["x y"], distractors, ["q r"], 4, "random", seed=0)[0]
   assert options[0] == "x y" and options[1] == "q r" and len(options) == 4
   assert len({o.lower() for o in options}) == 4 and "The  X y!" not in options
-  same = mc.choose_options(["a"], ["x y"], ["d"], pools, ["X Y"], 4, "similar_length", seed=0)[0]
+  same = mc.choose_options(["a"], [0], ["x y"], distractors, ["X Y"], 4, "similar_length", seed=0)[0]
   assert "X Y" not in same and len(same) == 4
 
 
@@ -128,7 +141,15 @@ def test_diagnosis_without_corpus_follows_its_rules(detected, tmp_path):
     if "II" in holding:
       assert row["base_high_conf_error"] and row["jsd_base_sft"] > 0.3
   summary = json.load(open(os.path.join(copy, "diagnosis", "summary.json")))
-  assert sum(v["count"] for v in summary["by_cause"].values()) == int(table["unlearned"].sum())
+  # The default diagnosis explains the paper's (MC) label; shares over all unlearned and over the top K.
+  assert summary["protocol"] == "multiple_choice"
+  np.testing.assert_array_equal(out.loc[table["id"], "unlearned"], table["mc_unlearned"])
+  assert sum(v["count"] for v in summary["by_cause"].values()) == int(table["mc_unlearned"].sum())
+  top = out[out["unlearned"] & out["top_candidate"]]
+  assert summary["top_candidates"] == len(top) == int(table["mc_top_candidate"].sum())
+  for cause, v in summary["by_cause"].items():
+    assert v["top_k_count"] == int((top["cause"] == cause).sum())
+    assert v["share_of_top_k"] == pytest.approx((top["cause"] == cause).mean() if len(top) else 0.0)
 
 
 def test_examples_table_is_what_training_saw_and_detect_builds_it_for_a_model_trained_elsewhere(detected, tmp_path):

@@ -8,7 +8,9 @@ import pandas as pd
 import pytest
 
 from configs import base as base_config
-from ilp.diagnosis import attribution, corpus, signals, similarity
+from ilp.data import similarity
+from ilp.diagnosis import attribution, corpus, signals
+from ilp.diagnosis import diagnose as diagnose_lib
 from ilp import config as ilp_config
 from ilp.typed import ConfigError
 
@@ -70,8 +72,6 @@ def test_corpus_evidence_support_contradiction_and_silence():
   assert ev["corpus_contradiction"].tolist() == [0, 2, 0, 0, 0]   # p3's job is not an answer of its kind
 
 
-PASS = 0.2  # detect.threshold: the blind-fact pass rate
-
 
 def _log(rows):
   """Dynamics rows from {id: (phase trained, nll per pass, exact match per pass, margin per pass)}."""
@@ -129,13 +129,14 @@ def test_text_signals_contradicting_duplicates_and_rarity():
 def _signal_table(with_corpus=True):
   """One row per rule, each built so that exactly the intended rules hold."""
   neutral = dict(dataset="d", unlearned=True, p_exist=True, base_mc_correct=True, base_greedy_correct=True,
-                 base_pass_at_n=1.0, base_p_true=0.9, base_conf_wrong=0.0, base_high_conf_error=False,
+                 base_pass_at_n=1.0, base_blind=False, base_p_true=0.9, base_conf_wrong=0.0,
+                 base_high_conf_error=False,
                  jsd_base_sft=0.0, prerequisites=0, prerequisites_known=np.nan, disagreeing_duplicates=0,
                  disagreeing_similarity=0.0, duplicate_agreement=np.nan, answers_partner_target=False,
                  loss_oscillation=0.0, own_phase=2, final_phase=2, learned_then_lost=False, peak_drop=0.0,
                  recent_improvement=0.0, template_share=0.5, response_words=1, error_consistency=1.0,
                  initial_margin=1.0, corpus_support=1, corpus_contradiction=0)
-  blind = dict(p_exist=False, base_mc_correct=False, base_greedy_correct=False, base_pass_at_n=0.0,
+  blind = dict(p_exist=False, base_mc_correct=False, base_greedy_correct=False, base_pass_at_n=0.0, base_blind=True,
                base_p_true=0.1, corpus_support=0)
   rows = {
       "inconsistent": {**blind, "disagreeing_duplicates": 1, "disagreeing_similarity": 0.8, "duplicate_agreement": 0.0},
@@ -155,7 +156,7 @@ def _signal_table(with_corpus=True):
 
 
 def test_each_rule_attributes_its_cause():
-  out = attribution.attribute(_signal_table(), attribution.RuleConfig(), PASS)
+  out = attribution.attribute(_signal_table(), attribution.RuleConfig())
   assert out["cause"].to_dict() == {"inconsistent": "III", "forgotten": "IV", "conflict": "II", "missing": "I",
                                     "rare": "V", "unexplained": "unattributed", "fine": "learned"}
   assert out.loc["inconsistent", "rules"] == "III;I"              # both hold; III comes first
@@ -167,29 +168,29 @@ def test_each_rule_attributes_its_cause():
 
 def test_without_corpus_conflict_falls_back_to_jsd_and_order_is_configurable():
   table = _signal_table(with_corpus=False)
-  out = attribution.attribute(table, attribution.RuleConfig(), PASS)
+  out = attribution.attribute(table, attribution.RuleConfig())
   assert out.loc["conflict", "cause"] == "I"                       # JSD 0.1 <= 0.3: not the paper's conflict
   table.loc["conflict", "jsd_base_sft"] = 0.6
-  assert attribution.attribute(table, attribution.RuleConfig(), PASS).loc["conflict", "cause"] == "II"
-  reordered = attribution.attribute(_signal_table(), attribution.RuleConfig(order=("I", "II", "III", "IV", "V")), PASS)
+  assert attribution.attribute(table, attribution.RuleConfig()).loc["conflict", "cause"] == "II"
+  reordered = attribution.attribute(_signal_table(), attribution.RuleConfig(order=("I", "II", "III", "IV", "V")))
   assert reordered.loc["inconsistent", "cause"] == "I" and reordered.loc["forgotten", "cause"] == "I"
-  only_three = attribution.attribute(_signal_table(), attribution.RuleConfig(order=("III",)), PASS)
+  only_three = attribution.attribute(_signal_table(), attribution.RuleConfig(order=("III",)))
   assert only_three.loc["missing", "cause"] == "unattributed"
   with pytest.raises(ConfigError, match="'order'"):
     attribution.RuleConfig(order=("III", "VI"))
 
 
 def test_missing_knowledge_a_lucky_base_guess_counts_only_without_corpus_evidence():
-  lucky = _signal_table().loc[["missing"]].assign(base_greedy_correct=True, base_pass_at_n=0.4)
-  assert attribution.attribute(lucky, attribution.RuleConfig(), PASS)["cause"].iloc[0] == "I"     # corpus: never stated
+  lucky = _signal_table().loc[["missing"]].assign(base_greedy_correct=True, base_pass_at_n=0.4, base_blind=False)
+  assert attribution.attribute(lucky, attribution.RuleConfig())["cause"].iloc[0] == "I"     # corpus: never stated
   lucky = lucky.drop(columns=["corpus_support", "corpus_contradiction"])
-  assert attribution.attribute(lucky, attribution.RuleConfig(), PASS)["cause"].iloc[0] == "unattributed"
+  assert attribution.attribute(lucky, attribution.RuleConfig())["cause"].iloc[0] == "unattributed"
 
 
 def test_forgetting_rule_uses_the_relative_drop_threshold():
   table = _signal_table().loc[["forgotten"]].assign(learned_then_lost=False, peak_drop=0.3)
-  assert attribution.attribute(table, attribution.RuleConfig(forgetting_drop=0.25), PASS)["cause"].iloc[0] == "IV"
-  assert attribution.attribute(table, attribution.RuleConfig(forgetting_drop=0.5), PASS)["cause"].iloc[0] == "I"
+  assert attribution.attribute(table, attribution.RuleConfig(forgetting_drop=0.25))["cause"].iloc[0] == "IV"
+  assert attribution.attribute(table, attribution.RuleConfig(forgetting_drop=0.5))["cause"].iloc[0] == "I"
 
 
 def test_settings_name_an_unknown_field():
@@ -228,7 +229,29 @@ def test_compute_without_base_probes_or_corpus_still_attributes():
   prompts = pd.Series({"a": "what is the code of p1 ?", "b": "where was p2 born ?", "c": "where was p3 born ?"})
   table = signals.compute(detection, prompts, log, signals.SignalConfig())
   assert list(table.index) == ["a", "b", "c"] and "p_exist" not in table and "corpus_support" not in table
-  out = attribution.attribute(table, attribution.RuleConfig(), PASS)
+  out = attribution.attribute(table, attribution.RuleConfig())
   assert out["cause"].tolist() == ["IV", "V", "learned"]       # forgotten; still improving at the end
   with pytest.raises(ValueError, match="no prompt text"):
     signals.compute(detection, prompts.drop("c"), log, signals.SignalConfig())
+
+
+def test_shares_over_all_unlearned_and_over_the_top_k_candidates():
+  table = pd.DataFrame({"id": list("abcdef"), "dataset": "d", "phase": 1,
+                        "unlearned": [True, True, True, True, False, False],
+                        "top_candidate": [True, True, False, False, False, False],
+                        "cause": ["I", "II", "I", "unattributed", "learned", "learned"]})
+  summary = diagnose_lib.summarize(table, "multiple_choice")
+  assert summary["by_cause"]["I"] == {"count": 2, "share_of_unlearned": 0.5, "top_k_count": 1, "share_of_top_k": 0.5}
+  assert summary["by_cause"]["II"]["share_of_top_k"] == 0.5 and summary["by_cause"]["unattributed"]["top_k_count"] == 0
+  assert summary["top_candidates"] == 2 and summary["unattributed_share"] == 0.25
+
+
+def test_the_diagnosis_explains_the_configured_protocols_label():
+  detection = pd.DataFrame({"id": ["a"], "mc_unlearned": [True], "gen_unlearned": [False], "mc_pass_at_n": [0.0],
+                            "gen_pass_at_n": [1.0], "mc_error_consistency": [1.0], "gen_error_consistency": [0.0],
+                            "mc_severity_rank": [1], "gen_severity_rank": [0], "mc_top_candidate": [True],
+                            "gen_top_candidate": [False]})
+  assert diagnose_lib.labelled(detection, "multiple_choice")["unlearned"].tolist() == [True]
+  assert diagnose_lib.labelled(detection, "generative")["unlearned"].tolist() == [False]
+  with pytest.raises(ValueError, match="diagnose.protocol"):
+    diagnose_lib.labelled(detection.drop(columns=["gen_unlearned"]), "generative")

@@ -220,3 +220,46 @@ def test_unknown_verifier_is_named():
   assert "'bleu'" in message and all(name in message for name in ver.VERIFIERS)
   with pytest.raises(ValueError, match="threshold"):
     ver.get_verifier("token_f1", 1.5)
+
+
+def test_repeat_rules_combine_run_labels():
+  labels = np.array([[1, 1, 0, 0, 1], [1, 0, 0, 1, 1], [1, 0, 0, 0, 0]], bool)
+  assert est.combine_runs(labels, "all").tolist() == [True, False, False, False, False]
+  assert est.combine_runs(labels, "any").tolist() == [True, True, False, True, True]
+  assert est.combine_runs(labels, "majority").tolist() == [True, False, False, False, True]
+  assert est.combine_runs(labels, "first").tolist() == labels[0].tolist()
+  with pytest.raises(ValueError, match="repeat rule"):
+    est.combine_runs(labels, "most")
+
+
+def test_temper_and_draw_follow_the_tempered_distribution():
+  probs = np.array([[0.5, 0.3, 0.2, 0.0]])
+  direct = probs[0, :3] ** (1 / 0.5) / (probs[0, :3] ** (1 / 0.5)).sum()
+  np.testing.assert_allclose(est.temper(probs, 0.5)[0, :3], direct)
+  assert est.temper(probs, 0.5)[0, 3] == 0.0
+  np.testing.assert_allclose(est.temper(probs, 1.0), probs)
+  np.testing.assert_array_equal(est.temper(np.array([[0.4, 0.4, 0.2]]), 0.0), [[0.5, 0.5, 0.0]])
+  drawn = est.draw(est.temper(probs, 0.5), 40_000, np.random.default_rng(0))[0]
+  np.testing.assert_allclose(np.bincount(drawn, minlength=4) / drawn.size, [*direct, 0.0], atol=0.01)
+
+
+def test_mc_predictions_pass_rate_and_bon_against_brute_force():
+  """The paper's MC protocol: N predictions drawn from the option distribution; BoN is correct when
+  the most confident predicted option (highest probability) is the true one (option 0)."""
+  from ilp.detection import multiple_choice as mc
+  probs = np.array([[0.6, 0.2, 0.1, 0.1], [0.1, 0.7, 0.1, 0.1], [0.3, 0.3, 0.2, 0.2]])
+  correct, confidence = mc.predictions(probs, 1.0, 1.0, 5, seed=4)
+  drawn = est.draw(probs, 5, np.random.default_rng([4, 31]))
+  np.testing.assert_array_equal(correct, drawn == 0)
+  np.testing.assert_allclose(confidence, np.log(np.take_along_axis(probs, drawn, 1)))
+  bon = est.best_of_n(correct, confidence)
+  for e in range(3):
+    best = probs[e, drawn[e]].max()
+    top = drawn[e][probs[e, drawn[e]] == best]
+    assert bon[e] == np.mean(top == 0)
+  greedy, _ = mc.predictions(probs[:2], 0.0, 1.0, 5, seed=4)   # temperature 0: always the argmax
+  np.testing.assert_array_equal(greedy.mean(1), [1.0, 0.0])
+
+
+def test_blind_fact_rule():
+  assert est.blind([0.1, 0.1, 0.3, 0.0], [0.05, 0.2, 0.0, 0.0], 0.2, 0.1).tolist() == [True, False, False, True]

@@ -17,6 +17,7 @@ SFT_FIELDS = ("id", "messages", "prompt", "response", "dataset", "phase", "meta"
 CORPUS_FIELDS = ("id", "text")
 MAX_LISTED_PROBLEMS = 20
 PREREQUISITES = "prerequisites"  # optional meta key: [{"prompt", "response"}, ...]
+DISTRACTORS = "distractors"      # optional meta key: wrong answers for the multiple-choice probe
 
 _KINDS = {str: "a string", int: "an int", dict: "an object", list: "a list"}
 
@@ -145,6 +146,9 @@ def _meta(value: Any, where: str, column: str) -> dict[str, Any]:
   except (TypeError, ValueError) as e:
     raise _field_error(where, column, f"not JSON-serialisable ({e})") from e
   _prerequisites(value.get(PREREQUISITES), where, f"{column}.{PREREQUISITES}")
+  if value.get(DISTRACTORS) is not None:
+    for k, option in enumerate(_expect(value[DISTRACTORS], list, where, f"{column}.{DISTRACTORS}")):
+      _non_empty(option, where, f"{column}.{DISTRACTORS}[{k}]")
   return dict(value)
 
 

@@ -1,8 +1,8 @@
 """Prerequisite probes: does the base model know the one-hop facts a multi-hop prompt composes?
 
 An example's `meta.prerequisites` lists those facts as questions with answers; the base model's
-samples for each question tell whether the fact is known (its pass rate reaches the detection
-threshold, the paper's fact-level criterion) or blind. Diagnosis then tells missing knowledge (I)
+samples for each question tell whether the fact is known or blind (the paper's fact-level
+criterion, `blind`). Diagnosis then tells missing knowledge (I)
 from a hard composition of known facts (V).
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 
 from ilp.data.records import PREREQUISITES, SFTRecord
 from ilp.data.tokenize import TemplateConfig, tokenize_sft
-from ilp.detection.generative import sample_and_verify
+from ilp.detection.generative import GenerativeResult, sample_and_verify
 from ilp.sampling.sampler import Sampler, SamplingConfig
 from ilp.scoring import estimators
 from ilp.scoring.verifiers import Verifier
@@ -37,26 +37,38 @@ def probes(ids: Sequence[str], metas: Sequence[str], tokenizer: Any, template: T
   return out
 
 
+def blind(result: GenerativeResult, detect: Any) -> np.ndarray:
+  """Per prompt, the paper's blind-fact rule on its samples: pass rate < `detect.threshold` and
+  BoN-`blind_bon_k` accuracy < `detect.blind_bon` (paper: pass@10 < 0.2 and BoN-5 < 0.1; with a
+  single greedy sample both are its correctness)."""
+  k = min(detect.blind_bon_k, result.correct.shape[1])
+  return estimators.blind(estimators.pass_fraction(result.correct),
+                          estimators.best_of_k(result.correct, result.confidence, k), detect.threshold,
+                          detect.blind_bon)
+
+
 def known_share(example_probes: Sequence[list[Probe]], verifiers: Sequence[Verifier], sampler: Sampler, params: Any,
-                sampling: SamplingConfig, threshold: float, decode: Callable[[np.ndarray], str],
-                buckets: Sequence[int], batch_size: int, pad_id: int, seed: int) -> dict[str, np.ndarray]:
-  """How many prerequisite facts each example has, and the share the model knows (NaN for none).
+                sampling: SamplingConfig, detect: Any, decode: Callable[[np.ndarray], str],
+                buckets: Sequence[int], pad_id: int, seed: int) -> dict[str, np.ndarray]:
+  """How many prerequisite facts each example has, and the share the model knows, i.e. is not
+  blind on (NaN for none).
 
   Args:
     example_probes: per example, its probes (`probes`).
     verifiers: per example, the verifier of its data set (used for its probes too).
     sampler, params: the base model.
     sampling: samples per probe and decoding settings (greedy when the base takes no samples).
-    threshold: a fact is known when its pass rate is at least this (`detect.threshold`).
-    decode, buckets, batch_size, pad_id, seed: as in `sample_and_verify`.
+    detect: the detection settings (`blind`'s thresholds, the batch size).
+    decode, buckets, pad_id, seed: as in `sample_and_verify`.
   """
   flat = [(e, prompt, ref) for e, listed in enumerate(example_probes) for prompt, ref in listed]
   counts = np.asarray([len(listed) for listed in example_probes])
   known = np.full(len(example_probes), np.nan)
   if flat:
     result = sample_and_verify(sampler, params, [p for _, p, _ in flat], [r for _, _, r in flat],
-                               [verifiers[e] for e, _, _ in flat], decode, sampling, buckets, batch_size, pad_id, seed)
-    fact_known = (estimators.pass_fraction(result.correct) >= threshold).astype(float)
+                               [verifiers[e] for e, _, _ in flat], decode, sampling, buckets, detect.batch_size,
+                               pad_id, seed)
+    fact_known = (~blind(result, detect)).astype(float)
     owners = np.asarray([e for e, _, _ in flat])
     share = np.bincount(owners, fact_known, len(example_probes)) / np.maximum(counts, 1)
     known[counts > 0] = share[counts > 0]

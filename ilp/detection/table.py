@@ -21,6 +21,7 @@ import pandas as pd
 
 from ilp.data import examples as examples_lib
 from ilp.data.config import DataConfig
+from ilp.data.records import DISTRACTORS
 from ilp.detection import multiple_choice as mc
 from ilp.detection import prerequisites
 from ilp.detection.generative import GenerativeResult, sample_and_verify
@@ -33,45 +34,67 @@ from ilp.scoring.verifiers import VERIFIERS, Verifier, get_verifier
 from ilp.typed import check
 
 
+PROTOCOLS = ("multiple_choice", "generative")
+RUN = {"multiple_choice": ("multiple_choice",), "generative": ("generative",), "both": PROTOCOLS}
+PREFIX = {"multiple_choice": "mc_", "generative": "gen_"}  # column prefix of each protocol's numbers
+
+
 @dataclasses.dataclass(frozen=True)
 class DetectConfig:
-  """Detection settings (config section `detect`). The paper gives N = 5 and the 0.2 threshold;
-  the decoding settings are ours (README, "Detection")."""
+  """Detection settings (config section `detect`). The paper gives the 4-option MC protocol, N = 5,
+  the 0.2 threshold, P_exist's 0.8 and the blind-fact rule; the decoding settings are ours
+  (README, "Detection")."""
+  protocol: str = "both"              # "multiple_choice" (the paper's), "generative", or "both"
   model: str = "sft"                  # the model to probe: "sft", "model_init", "pretrain" or a checkpoint path
-  base: str = "model_init"            # base model for the probes: the same choices, or "" for none
-  num_samples: int = 5
-  temperature: float = 0.7
+  base: str = "model_init"            # base (pre-SFT) model for the probes: the same choices, or "" for none
+  reference: str = ""                 # optional other model (e.g. an instruct checkpoint) scored on the MC options
+  num_samples: int = 5                # N: predictions (MC) or generations per example and run
+  temperature: float = 0.7            # sampling temperature of both protocols
+  confidence_temperature: float | None = None  # BoN's confidence temperature (None: `temperature`; 1 if greedy)
   top_k: int = 0
   top_p: float = 1.0
   max_new_tokens: int = 64
-  repeats: int = 2                    # sampling runs with different seeds, for Cohen's kappa of the labels
+  repeats: int = 2                    # sampling runs with different seeds
   repeat_temperatures: tuple[float, ...] = ()  # per-run temperatures (default: all at `temperature`)
-  threshold: float = 0.2              # a pass rate below this is a failure: unlearned examples, blind facts
+  repeat_rule: str = "all"            # unlearned when pass@N < threshold in: all runs, any, a majority, the first
+  threshold: float = 0.2              # T: a pass rate below this is a failure (unlearned examples, blind facts)
+  blind_bon: float = 0.1              # blind fact: also BoN-`blind_bon_k` accuracy below this (paper: BoN-5 < 0.1)
+  blind_bon_k: int = 5
   pass_k: tuple[int, ...] = (1, 5)
   bon_k: tuple[int, ...] = (1, 3, 5)
-  verifier: str = "exact_match"       # one of VERIFIERS
+  verifier: str = "exact_match"       # one of VERIFIERS (generative protocol)
   verifier_threshold: float = 0.5     # pass mark of the scored verifiers (token_f1, rouge_l)
   dataset_verifiers: tuple[tuple[str, str], ...] = ()  # (dataset, verifier) overriding `verifier`
-  base_samples: int = 5               # samples per prompt from the base model (0: greedy only)
+  base_samples: int = 10              # generations per prompt from the base model (paper's blind facts: pass@10)
   batch_size: int = 16
   chunk_size: int = 512               # examples per resumable part
-  top_candidates: int = 1000          # the K most severe unlearned examples are marked
+  top_candidates: int = 1000          # K: the most severe unlearned examples go on to diagnosis (paper: 1000)
   mc: MCConfig = MCConfig()
 
   def __post_init__(self):
+    check(self.protocol in RUN, "protocol", f"'{self.protocol}' is not one of {tuple(RUN)}")
+    check(self.mc.enabled or "multiple_choice" not in RUN[self.protocol], "mc.enabled",
+          f"the {self.protocol} protocol needs the multiple-choice probe")
     check(bool(self.model), "model", "must name a model ('sft', 'model_init', 'pretrain' or a path)")
     check(self.num_samples >= 1, "num_samples", f"must be >= 1, got {self.num_samples}")
     check(self.temperature >= 0, "temperature", f"must be >= 0 (0: greedy), got {self.temperature}")
+    check(self.confidence_temperature is None or self.confidence_temperature > 0, "confidence_temperature",
+          f"must be > 0, got {self.confidence_temperature}")
     check(self.top_k >= 0, "top_k", f"must be >= 0 (0: off), got {self.top_k}")
     check(0 < self.top_p <= 1, "top_p", f"must lie in (0, 1], got {self.top_p}")
     check(self.max_new_tokens >= 1, "max_new_tokens", f"must be >= 1, got {self.max_new_tokens}")
     check(self.repeats >= 1, "repeats", f"must be >= 1, got {self.repeats}")
     check(all(t >= 0 for t in self.repeat_temperatures), "repeat_temperatures",
           f"must be >= 0, got {self.repeat_temperatures}")
-    check(0 <= self.threshold <= 1, "threshold", f"must lie in [0, 1], got {self.threshold}")
+    check(self.repeat_rule in estimators.REPEAT_RULES, "repeat_rule",
+          f"'{self.repeat_rule}' is not one of {estimators.REPEAT_RULES}")
+    for name in ("threshold", "blind_bon"):
+      check(0 <= getattr(self, name) <= 1, name, f"must lie in [0, 1], got {getattr(self, name)}")
     for name in ("pass_k", "bon_k"):
       bad = [k for k in getattr(self, name) if not 1 <= k <= self.num_samples]
       check(not bad, name, f"k={bad[0] if bad else ''} is not in 1..num_samples={self.num_samples}")
+    check(1 <= self.blind_bon_k <= max(self.base_samples, 1), "blind_bon_k",
+          f"{self.blind_bon_k} is not in 1..base_samples={self.base_samples}")
     for field, name in [("verifier", self.verifier)] + [("dataset_verifiers", v) for _, v in self.dataset_verifiers]:
       check(name in VERIFIERS, field, f"unknown verifier {name!r} (available: {', '.join(VERIFIERS)})")
     check(0 <= self.verifier_threshold <= 1, "verifier_threshold", f"must lie in [0, 1], got {self.verifier_threshold}")
@@ -81,9 +104,19 @@ class DetectConfig:
     check(self.top_candidates >= 0, "top_candidates", f"must be >= 0, got {self.top_candidates}")
 
   @property
+  def protocols(self) -> tuple[str, ...]:
+    return RUN[self.protocol]
+
+  @property
   def temperatures(self) -> list[float]:
     """One temperature per sampling run."""
     return list(self.repeat_temperatures) or [self.temperature] * self.repeats
+
+  def confidence_at(self, temperature: float) -> float:
+    """The temperature BoN's confidence is measured at, for samples drawn at `temperature`."""
+    if self.confidence_temperature is not None:
+      return self.confidence_temperature
+    return temperature if temperature > 0 else 1.0
 
 
 class Model:
@@ -96,21 +129,30 @@ class Model:
 
 
 @dataclasses.dataclass(frozen=True)
+class Models:
+  """The model probed, and the optional base and reference models."""
+  sft: Model
+  base: Model | None = None
+  reference: Model | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class Inputs:
   """What detection asks about every example: from the examples table, tokenised once."""
   frame: pd.DataFrame                    # the examples table
   prompts: list[np.ndarray]
   verifiers: list[Verifier]
   probes: list[list[prerequisites.Probe]]
-  pools: dict[str, dict[str, str]]       # distractor pools per data set
+  distractors: mc.Distractors
 
   @classmethod
   def from_examples(cls, frame: pd.DataFrame, detect: DetectConfig, data: DataConfig, tokenizer: Any) -> "Inputs":
     by_dataset = dict(detect.dataset_verifiers)
     verifiers = [get_verifier(by_dataset.get(d, detect.verifier), detect.verifier_threshold) for d in frame["dataset"]]
+    supplied = [json.loads(m).get(DISTRACTORS) or [] for m in frame["meta"]]
     return cls(frame, examples_lib.prompts(frame), verifiers,
                prerequisites.probes(frame["id"], frame["meta"], tokenizer, data.template, data.max_length),
-               mc.distractor_pools(frame["response"], frame["dataset"]))
+               mc.Distractors.build(frame["prompt"], frame["response"], frame["dataset"], supplied))
 
 
 def _covering(buckets: Sequence[int], longest: int) -> tuple[int, ...]:
@@ -130,35 +172,57 @@ def _generative_columns(prefix: str, first: GenerativeResult) -> dict:
           f"{prefix}samples": [list(t) for t in first.texts]}
 
 
-def _mc_columns(cols: dict, options: list[list[str]], probs: dict[str, np.ndarray], mc_config: MCConfig) -> None:
-  """The probe's columns: option distributions of both models, P_exist, high-confidence errors, JSD."""
-  cols["mc_options"] = options
-  cols["mc_probs_sft"] = [list(r) for r in probs["sft"]]
-  cols["sft_mc_correct"] = probs["sft"].argmax(1) == 0
-  cols["sft_p_true"] = probs["sft"][:, 0]
+def _protocol_columns(prefix: str, runs: list[tuple[np.ndarray, np.ndarray]], detect: DetectConfig) -> dict:
+  """A protocol's label columns from its runs' ([examples, N] correct, confidence): pass@N, unbiased
+  pass@k, BoN and BoN@k of the first run; the per-run labels (pass@N < threshold), the label
+  combined by `repeat_rule`, and the error consistency (share of wrong predictions over all runs)."""
+  correct, confidence = runs[0]
+  labels = np.stack([estimators.pass_fraction(c) < detect.threshold for c, _ in runs])
+  cols = {f"{prefix}pass_at_n": estimators.pass_fraction(correct), f"{prefix}c": correct.sum(1),
+          f"{prefix}bon": estimators.best_of_n(correct, confidence)}
+  for k in detect.pass_k:
+    cols[f"{prefix}pass_at_{k}"] = estimators.unbiased_pass_at_k(detect.num_samples, correct.sum(1), k)
+  for k in detect.bon_k:
+    cols[f"{prefix}bon_at_{k}"] = estimators.best_of_k(correct, confidence, k)
+  cols[f"{prefix}unlearned"] = estimators.combine_runs(labels, detect.repeat_rule)
+  cols[f"{prefix}unlearned_runs"] = [list(map(bool, labels[:, e])) for e in range(labels.shape[1])]
+  cols[f"{prefix}error_consistency"] = 1.0 - np.concatenate([c for c, _ in runs], axis=1).mean(1)
+  return cols
+
+
+def _mc_columns(probs: dict[str, np.ndarray], options: list[list[str]], detect: DetectConfig, seed: int) -> dict:
+  """The probe's columns: option distributions, the paper's MC protocol on the probed model, and
+  the base model's P_exist (accuracy over N predictions > p_exist), high-confidence errors and JSD."""
+  sft = probs["sft"]
+  predict = lambda p, t, run_seed: mc.predictions(p, t, detect.confidence_at(t), detect.num_samples, run_seed)
+  cols = {"mc_options": options, "mc_probs_sft": [list(r) for r in sft], "sft_mc_correct": sft.argmax(1) == 0,
+          "sft_p_true": sft[:, 0]}
+  if "multiple_choice" in detect.protocols:
+    runs = [predict(sft, t, seed + 7919 * r) for r, t in enumerate(detect.temperatures)]
+    cols.update(_protocol_columns(PREFIX["multiple_choice"], runs, detect))
+  if "reference" in probs:
+    cols.update(reference_mc_correct=probs["reference"].argmax(1) == 0, reference_p_true=probs["reference"][:, 0])
   if "base" not in probs:
-    return
+    return cols
   base = probs["base"]
   wrong = base[:, 1:].max(1) if base.shape[1] > 1 else np.zeros(len(base))
-  cols["mc_probs_base"] = [list(r) for r in base]
-  cols["base_mc_correct"] = base.argmax(1) == 0
-  cols["base_p_true"] = base[:, 0]
-  cols["p_exist"] = base[:, 0] > mc_config.p_exist
-  cols["base_conf_wrong"] = wrong
-  cols["base_high_conf_error"] = (base.argmax(1) != 0) & (wrong > mc_config.t_conf)
-  cols["base_belief"] = [opts[int(np.argmax(row[1:])) + 1] if len(opts) > 1 else "" for opts, row in
-                         zip(options, base)]
-  cols["jsd_base_sft"] = estimators.js_divergence(base, probs["sft"])
+  accuracy = estimators.pass_fraction(predict(base, detect.temperature, seed + 3)[0])
+  cols.update(mc_probs_base=[list(r) for r in base], base_mc_correct=base.argmax(1) == 0, base_p_true=base[:, 0],
+              base_mc_accuracy=accuracy, p_exist=accuracy > detect.mc.p_exist, base_conf_wrong=wrong,
+              base_high_conf_error=(base.argmax(1) != 0) & (wrong > detect.mc.t_conf),
+              base_belief=[opts[int(np.argmax(row[1:])) + 1] if len(opts) > 1 else "" for opts, row in zip(options, base)],
+              jsd_base_sft=estimators.js_divergence(base, sft))
+  return cols
 
 
-def chunk_table(idx: np.ndarray, inputs: Inputs, sft: Model, base: Model | None, detect: DetectConfig, tokenizer: Any,
+def chunk_table(idx: np.ndarray, inputs: Inputs, models: Models, detect: DetectConfig, tokenizer: Any,
                 buckets: Sequence[int], seed: int) -> pd.DataFrame:
   """The detection table's rows for examples `idx` (row indices of the examples table).
 
   Args:
     idx: the chunk's examples.
     inputs: prompts, references, verifiers, probes and distractor pools of all examples.
-    sft, base: the model probed and the base model (None: no base probes).
+    models: the model probed, and the base (None: no base probes) and reference models.
     detect: the detection settings.
     tokenizer: decodes samples and tokenises options.
     buckets: prompt padding lengths.
@@ -175,39 +239,36 @@ def chunk_table(idx: np.ndarray, inputs: Inputs, sft: Model, base: Model | None,
   run = lambda model, sampling, run_seed: sample_and_verify(model.sampler, model.params, p, refs, ver, decode, sampling,
                                                            buckets, detect.batch_size, pad, run_seed)
   sampled = lambda t, n: SamplingConfig(num_samples=n, max_new_tokens=detect.max_new_tokens, temperature=float(t),
-                                        top_k=detect.top_k, top_p=detect.top_p, stop_tokens=stops)
+                                        top_k=detect.top_k, top_p=detect.top_p, stop_tokens=stops,
+                                        confidence_temperature=detect.confidence_at(float(t)))
   greedy = SamplingConfig(num_samples=1, max_new_tokens=detect.max_new_tokens, temperature=0.0, stop_tokens=stops)
-  runs = [run(sft, sampled(t, detect.num_samples), seed + 7919 * r) for r, t in enumerate(detect.temperatures)]
-  first = runs[0]
   rows = frame.iloc[idx]
   cols = {"id": rows["id"].tolist(), "dataset": rows["dataset"].tolist(), "phase": rows["phase"].tolist(),
           "meta": rows["meta"].tolist(), "reference": refs}
-  cols.update(_generative_columns("", first))
-  for k in detect.pass_k:
-    cols[f"pass_at_{k}"] = estimators.unbiased_pass_at_k(detect.num_samples, first.correct.sum(1), k)
-  for k in detect.bon_k:
-    cols[f"bon_at_{k}"] = estimators.best_of_k(first.correct, first.confidence, k)
-  labels = np.stack([estimators.pass_fraction(r.correct) < detect.threshold for r in runs])
-  cols["unlearned"] = labels[0]
-  cols["unlearned_runs"] = [list(map(bool, labels[:, e])) for e in range(len(idx))]
-  cols["error_consistency"] = 1.0 - np.concatenate([r.correct for r in runs], axis=1).mean(1)
-  sft_greedy = run(sft, greedy, seed)
-  cols["greedy_correct"] = sft_greedy.correct[:, 0]
-  cols["greedy_text"] = [t[0] for t in sft_greedy.texts]
+  if "generative" in detect.protocols:
+    runs = [run(models.sft, sampled(t, detect.num_samples), seed + 7919 * r) for r, t in enumerate(detect.temperatures)]
+    prefix = PREFIX["generative"]
+    cols.update(_generative_columns(prefix, runs[0]))
+    cols.update(_protocol_columns(prefix, [(r.correct, r.confidence) for r in runs], detect))
+    sft_greedy = run(models.sft, greedy, seed)
+    cols["greedy_correct"] = sft_greedy.correct[:, 0]
+    cols["greedy_text"] = [t[0] for t in sft_greedy.texts]
   base_answers = None
-  if base is not None:
+  if models.base is not None:
+    base = models.base
     probe_sampling = sampled(detect.temperature, detect.base_samples) if detect.base_samples else greedy
     cols.update(prerequisites.known_share([inputs.probes[i] for i in idx], ver, base.sampler, base.params,
-                                          probe_sampling, detect.threshold, decode, buckets, detect.batch_size, pad,
-                                          seed + 2))
+                                          probe_sampling, detect, decode, buckets, pad, seed + 2))
     base_greedy = run(base, greedy, seed)
     base_answers = [t[0] for t in base_greedy.texts]
     cols["base_greedy_correct"] = base_greedy.correct[:, 0]
     cols["base_greedy_text"] = base_answers
+    sampled_base = run(base, probe_sampling, seed + 1) if detect.base_samples else base_greedy
     if detect.base_samples:
-      cols.update(_generative_columns("base_", run(base, sampled(detect.temperature, detect.base_samples), seed + 1)))
+      cols.update(_generative_columns("base_", sampled_base))
+    cols["base_blind"] = prerequisites.blind(sampled_base, detect)
   if detect.mc.enabled:
-    options = mc.choose_options(cols["id"], refs, cols["dataset"], inputs.pools,
+    options = mc.choose_options(cols["id"], idx, refs, inputs.distractors,
                                 base_answers if detect.mc.include_base_answer else None, detect.mc.num_options,
                                 detect.mc.distractors, seed)
     option_tokens = [[np.asarray(tokenizer(o, add_special_tokens=False)["input_ids"] + [eos], np.int32) for o in opts]
@@ -216,8 +277,9 @@ def chunk_table(idx: np.ndarray, inputs: Inputs, sft: Model, base: Model | None,
     score_buckets = _covering(buckets, longest)
     probs = {name: mc.option_probabilities(m.evaluator, m.params, p, option_tokens, detect.mc.num_options,
                                            score_buckets, pad)
-             for name, m in (("sft", sft), ("base", base)) if m is not None}
-    _mc_columns(cols, options, probs, detect.mc)
+             for name, m in (("sft", models.sft), ("base", models.base), ("reference", models.reference))
+             if m is not None}
+    cols.update(_mc_columns(probs, options, detect, seed))
   return pd.DataFrame(cols)
 
 
@@ -228,23 +290,44 @@ def settings_hash(detect: DetectConfig, data: DataConfig, seed: int) -> str:
   return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def finish(frame: pd.DataFrame, detect: DetectConfig) -> tuple[pd.DataFrame, dict]:
-  """Global columns (severity rank, top candidates) and the summary."""
-  order = frame.sort_values(["unlearned", "error_consistency", "mean_logprob", "id"],
-                            ascending=[False, False, False, True], kind="stable").index
+def _severity(frame: pd.DataFrame, protocol: str, top_candidates: int) -> None:
+  """`<p>severity_rank` (1 = most severe unlearned example, 0 for learned ones) and
+  `<p>top_candidate` (the first `top_candidates`: what the paper diagnoses). Severity is the error
+  consistency over all runs; ties go to the example the model is most confident about (the
+  generative protocol's mean log-prob of its samples; the MC protocol's lowest P(true option))."""
+  p = PREFIX[protocol]
+  tie = frame["gen_mean_logprob"] if protocol == "generative" else -frame["sft_p_true"]
+  order = frame.assign(_tie=tie).sort_values([f"{p}unlearned", f"{p}error_consistency", "_tie", "id"],
+                                             ascending=[False, False, False, True], kind="stable").index
   rank = pd.Series(np.arange(1, len(frame) + 1), index=order)
-  frame["severity_rank"] = np.where(frame["unlearned"], rank.reindex(frame.index), 0)
-  frame["top_candidate"] = frame["unlearned"] & (frame["severity_rank"] <= detect.top_candidates)
-  labels = np.asarray(frame["unlearned_runs"].tolist(), bool).T
-  kappa = estimators.mean_pairwise_kappa(labels) if labels.shape[0] >= 2 else None
-  rate = lambda g: {str(k): float(v) for k, v in frame.groupby(g)["unlearned"].mean().items()}
-  summary = {"examples": int(len(frame)), "unlearned": int(frame["unlearned"].sum()),
-             "unlearned_rate": float(frame["unlearned"].mean()), "unlearned_rate_by_dataset": rate("dataset"),
-             "unlearned_rate_by_phase": rate("phase"), "kappa_between_runs": kappa, "runs": int(labels.shape[0]),
-             "truncated_sample_rate": float(frame["truncated"].sum() / frame["n"].sum()),
-             "mean_pass_at_n": float(frame["pass_at_n"].mean())}
+  frame[f"{p}severity_rank"] = np.where(frame[f"{p}unlearned"], rank.reindex(frame.index), 0)
+  frame[f"{p}top_candidate"] = frame[f"{p}unlearned"] & (frame[f"{p}severity_rank"] <= top_candidates)
+
+
+def finish(frame: pd.DataFrame, detect: DetectConfig) -> tuple[pd.DataFrame, dict]:
+  """Global columns (severity ranks, top candidates) and the summary: per protocol its unlearned
+  rate (overall, per data set, per phase), Cohen's kappa between its runs, and, when both ran,
+  their agreement."""
+  summary: dict[str, Any] = {"examples": int(len(frame)), "protocols": list(detect.protocols)}
+  for protocol in detect.protocols:
+    p = PREFIX[protocol]
+    _severity(frame, protocol, detect.top_candidates)
+    labels = np.asarray(frame[f"{p}unlearned_runs"].tolist(), bool).T
+    rate = lambda g: {str(k): float(v) for k, v in frame.groupby(g)[f"{p}unlearned"].mean().items()}
+    summary[protocol] = {
+        "unlearned": int(frame[f"{p}unlearned"].sum()), "unlearned_rate": float(frame[f"{p}unlearned"].mean()),
+        "unlearned_rate_by_dataset": rate("dataset"), "unlearned_rate_by_phase": rate("phase"),
+        "kappa_between_runs": estimators.mean_pairwise_kappa(labels) if labels.shape[0] >= 2 else None,
+        "runs": int(labels.shape[0]), "repeat_rule": detect.repeat_rule,
+        "top_candidates": int(frame[f"{p}top_candidate"].sum()), "mean_pass_at_n": float(frame[f"{p}pass_at_n"].mean())}
+  if len(detect.protocols) == 2:
+    summary["kappa_between_protocols"] = estimators.cohen_kappa(frame["mc_unlearned"], frame["gen_unlearned"])
+  if "gen_truncated" in frame:
+    summary["generative"]["truncated_sample_rate"] = float(frame["gen_truncated"].sum() / frame["gen_n"].sum())
   if "p_exist" in frame:
     summary.update(p_exist_rate=float(frame["p_exist"].mean()),
                    base_high_conf_error_rate=float(frame["base_high_conf_error"].mean()),
-                   mean_jsd_base_sft=float(frame["jsd_base_sft"].mean()))
+                   mean_jsd_base_sft_bits=float(frame["jsd_base_sft"].mean()))
+  if "base_blind" in frame:
+    summary["base_blind_rate"] = float(frame["base_blind"].mean())
   return frame, summary

@@ -50,9 +50,8 @@ def _column(signals: pd.DataFrame, name: str, default) -> np.ndarray:
   return np.full(len(signals), default)
 
 
-def conditions(signals: pd.DataFrame, cfg: RuleConfig, pass_threshold: float) -> dict[str, dict[str, np.ndarray]]:
-  """Per cause, the named conditions (boolean arrays) its rule and evidence are built from;
-  `pass_threshold` is detection's (`detect.threshold`): a base pass rate below it is blind."""
+def conditions(signals: pd.DataFrame, cfg: RuleConfig) -> dict[str, dict[str, np.ndarray]]:
+  """Per cause, the named conditions (boolean arrays) its rule and evidence are built from."""
   s = lambda name, default=np.nan: _column(signals, name, default).astype(np.float64)
   has_prereq = s("prerequisites", 0) > 0
   length = s("response_words", 1)
@@ -67,7 +66,7 @@ def conditions(signals: pd.DataFrame, cfg: RuleConfig, pass_threshold: float) ->
       "I": {"prerequisites_unknown": has_prereq & (s("prerequisites_known", 1) < cfg.prerequisites_known),
             "no_base_knowledge": ~has_prereq & (s("p_exist", 1) < 0.5),
             "base_wrong": base_correct < 0.5,
-            "base_blind": ~(s("base_pass_at_n", 0) >= pass_threshold),
+            "base_blind": s("base_blind", 1) > 0.5,   # detection's blind-fact rule (no base samples: blind)
             "corpus_silent": has_corpus & (support == 0) & (contradiction == 0)},
       "II": {"high_conf_error": s("base_high_conf_error", 0) > 0.5,
              "jsd_above": s("jsd_base_sft", 0) > cfg.jsd,
@@ -119,10 +118,10 @@ def scores(signals: pd.DataFrame, c: dict[str, dict[str, np.ndarray]]) -> dict[s
   }
 
 
-def attribute(signals: pd.DataFrame, cfg: RuleConfig, pass_threshold: float) -> pd.DataFrame:
+def attribute(signals: pd.DataFrame, cfg: RuleConfig) -> pd.DataFrame:
   """id-indexed table: cause ("learned" for examples that are not unlearned), evidence scores
   `score_<cause>`, `rules` (causes whose rule holds) and `fired` (every condition that holds)."""
-  c = conditions(signals, cfg, pass_threshold)
+  c = conditions(signals, cfg)
   holds = rules(c, has_corpus="corpus_support" in signals)
   unlearned = signals["unlearned"].to_numpy().astype(bool)
   cause = np.full(len(signals), UNATTRIBUTED, dtype=object)

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from ilp.diagnosis import similarity
+from ilp.data import similarity
 
 
 def evidence(patterns: similarity.Patterns, answers: Sequence[list[str]], kinds: np.ndarray,

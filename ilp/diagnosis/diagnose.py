@@ -15,6 +15,7 @@ from ilp.data.config import DataConfig
 from ilp.diagnosis import attribution, signals
 from ilp.diagnosis.attribution import RuleConfig
 from ilp.diagnosis.signals import SignalConfig
+from ilp.detection.table import PREFIX
 from ilp.typed import check
 
 GROUPS = attribution.CAUSES + (attribution.UNATTRIBUTED,)
@@ -24,12 +25,14 @@ GROUPS = attribution.CAUSES + (attribution.UNATTRIBUTED,)
 class DiagnoseConfig:
   """Diagnosis settings (config section `diagnose`). The paper gives JSD 0.3 and the blind-fact
   pass rate (`detect.threshold`); every other value is ours (README, "Diagnosis")."""
+  protocol: str = "multiple_choice"   # whose unlearned label is explained: "multiple_choice" (the paper's) or "generative"
   signals: SignalConfig = SignalConfig()
   rules: RuleConfig = RuleConfig()
   corpus_evidence: bool = True     # check answers against data.corpora, the pre-training text (paper §6)
   typical_examples: int = 3        # examples per cause shown in the report
 
   def __post_init__(self):
+    check(self.protocol in PREFIX, "protocol", f"'{self.protocol}' is not one of {tuple(PREFIX)}")
     check(self.typical_examples >= 0, "typical_examples", f"must be >= 0, got {self.typical_examples}")
 
 
@@ -40,38 +43,57 @@ def corpus_documents(diagnose: DiagnoseConfig, data: DataConfig) -> list[str] | 
   return [d.text for d in loaders.load_corpus([source for source, _ in data.corpus_sources()])]
 
 
+def labelled(detection: pd.DataFrame, protocol: str) -> pd.DataFrame:
+  """The detection table with `protocol`'s numbers under the generic names the signals and rules
+  read: unlearned, pass_at_n, error_consistency, severity_rank, top_candidate."""
+  p = PREFIX[protocol]
+  if f"{p}unlearned" not in detection:
+    raise ValueError(f"config field 'diagnose.protocol': the detection table has no {protocol} protocol columns "
+                     f"(set detect.protocol to run it)")
+  return detection.assign(**{name: detection[f"{p}{name}"] for name in
+                             ("unlearned", "pass_at_n", "error_consistency", "severity_rank", "top_candidate")})
+
+
 def diagnose(detection: pd.DataFrame, examples: pd.DataFrame, log_frame: pd.DataFrame, diagnose: DiagnoseConfig,
-             pass_threshold: float, documents: Sequence[str] | None = None) -> pd.DataFrame:
+             documents: Sequence[str] | None = None) -> pd.DataFrame:
   """Signals joined with the attribution, one row per detected example, with its prompt, target
-  and greedy answer.
+  and greedy answer; `unlearned` is the label of `diagnose.protocol`.
 
   Args:
     detection: the detection table.
     examples: the examples table (prompt text per id).
     log_frame: the SFT dynamics log.
-    diagnose: the signal and rule settings.
-    pass_threshold: detection's threshold (`detect.threshold`), also the blind-fact pass rate.
+    diagnose: the protocol, signal and rule settings.
     documents: the pre-training corpus, for corpus evidence (None: none).
   """
+  detection = labelled(detection, diagnose.protocol)
   prompts = pd.Series(examples["prompt"].to_numpy(), index=examples["id"], dtype=object)
   table = signals.compute(detection, prompts, log_frame, diagnose.signals, documents)
-  table = table.join(attribution.attribute(table, diagnose.rules, pass_threshold)).reset_index()
+  table = table.join(attribution.attribute(table, diagnose.rules)).reset_index()
   table = table.merge(detection[["id"] + [c for c in ("reference", "greedy_text") if c not in table]], on="id")
   table["prompt"] = prompts.reindex(table["id"]).to_numpy()
   return table
 
 
 def _counts(frame: pd.DataFrame) -> dict:
+  """Per cause: its unlearned examples and its share of them, and the same among the top-K
+  candidates (the paper's denominator)."""
   unlearned = frame[frame["unlearned"].astype(bool)]
-  counts = unlearned["cause"].value_counts()
-  return {c: {"count": int(counts.get(c, 0)), "share_of_unlearned": float(counts.get(c, 0) / max(len(unlearned), 1))}
+  top = unlearned[unlearned["top_candidate"].astype(bool)]
+  counts, top_counts = unlearned["cause"].value_counts(), top["cause"].value_counts()
+  return {c: {"count": int(counts.get(c, 0)), "share_of_unlearned": float(counts.get(c, 0) / max(len(unlearned), 1)),
+              "top_k_count": int(top_counts.get(c, 0)),
+              "share_of_top_k": float(top_counts.get(c, 0) / max(len(top), 1))}
           for c in GROUPS}
 
 
-def summarize(table: pd.DataFrame) -> dict:
-  """Counts and shares of the unlearned examples by cause, overall, per data set and per phase."""
+def summarize(table: pd.DataFrame, protocol: str) -> dict:
+  """Counts and shares of the unlearned examples by cause, overall, per data set and per phase,
+  over all unlearned examples and over the top-K candidates."""
   unlearned = int(table["unlearned"].sum())
-  return {"examples": int(len(table)), "unlearned": unlearned, "by_cause": _counts(table),
+  return {"protocol": protocol, "examples": int(len(table)), "unlearned": unlearned,
+          "top_candidates": int((table["unlearned"].astype(bool) & table["top_candidate"].astype(bool)).sum()),
+          "by_cause": _counts(table),
           "unattributed_share": float((table["cause"] == attribution.UNATTRIBUTED).sum() / max(unlearned, 1)),
           "by_dataset": {str(k): _counts(g) for k, g in table.groupby("dataset")},
           "by_phase": {str(k): _counts(g) for k, g in table.groupby("phase")}}

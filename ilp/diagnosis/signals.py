@@ -12,7 +12,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from ilp.diagnosis import corpus, similarity
+from ilp.data import similarity
+from ilp.diagnosis import corpus
 from ilp.scoring.verifiers import normalize
 from ilp.train import dynamics as dynamics_lib
 from ilp.typed import check
@@ -24,7 +25,7 @@ class SignalConfig:
   similarity_threshold: float = 0.5   # TF-IDF cosine for near-duplicate prompts (paper's X: not given)
   ngram: int = 1                      # word n-grams of the TF-IDF
   max_df: int = 100                   # n-grams shared by more prompts do not propose candidate pairs
-  template_min_df: int = 3            # words in fewer prompts are masked to form the prompt template
+  template_min_df: int = similarity.TEMPLATE_MIN_DF  # words in fewer prompts are masked to form the template
   same_answer_kind: bool = True       # near-duplicates must expect the same kind of answer
   slope_passes: int = 3               # evaluation passes at the end over which improvement is measured
 
@@ -176,10 +177,11 @@ def _group_max(index: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
   return out
 
 
-DETECTION_COLUMNS = ("dataset", "phase", "unlearned", "pass_at_n", "error_consistency", "greedy_correct",
-                     "p_exist", "base_mc_correct", "base_p_true", "base_conf_wrong", "base_high_conf_error",
-                     "jsd_base_sft", "base_pass_at_n", "base_greedy_correct", "prerequisites", "prerequisites_known",
-                     "sft_p_true")
+DETECTION_COLUMNS = ("dataset", "phase", "unlearned", "pass_at_n", "error_consistency", "severity_rank",
+                     "top_candidate", "greedy_correct", "p_exist", "base_mc_accuracy", "base_mc_correct",
+                     "base_p_true", "base_conf_wrong", "base_high_conf_error", "jsd_base_sft", "base_pass_at_n",
+                     "base_blind", "base_greedy_correct", "prerequisites", "prerequisites_known", "sft_p_true",
+                     "mc_unlearned", "gen_unlearned")
 
 
 def compute(detection: pd.DataFrame, prompts: pd.Series, dynamics: pd.DataFrame, cfg: SignalConfig,

@@ -41,10 +41,12 @@ def markdown(table: pd.DataFrame, summary: dict, link_prefix: str, typical: int)
   """The section; figures are linked under `link_prefix` (relative to where the Markdown lives)."""
   overall = summary["by_cause"]
   lines = ["## Why examples were not learned (diagnosis)", "",
-           f"{summary['unlearned']} unlearned examples; {100 * summary['unattributed_share']:.1f}% unattributed.", "",
-           "| cause | unlearned examples | share |", "|---|---|---|"]
-  lines += [f"| {c} {attribution.CAUSE_NAMES.get(c, '')} | {v['count']} | {100 * v['share_of_unlearned']:.1f}% |"
-            for c, v in overall.items()]
+           f"{summary['unlearned']} unlearned examples under the {summary['protocol']} protocol, "
+           f"{summary['top_candidates']} of them top-K candidates (the most severe; the paper diagnoses these); "
+           f"{100 * summary['unattributed_share']:.1f}% unattributed.", "",
+           "| cause | unlearned examples | share of unlearned | top-K candidates | share of top-K |", "|---|---|---|---|---|"]
+  lines += [f"| {c} {attribution.CAUSE_NAMES.get(c, '')} | {v['count']} | {100 * v['share_of_unlearned']:.1f}% | "
+            f"{v['top_k_count']} | {100 * v['share_of_top_k']:.1f}% |" for c, v in overall.items()]
   lines += ["", "### By data set", ""] + _cause_table(summary["by_dataset"], "dataset")
   lines += ["", "### By phase", ""] + _cause_table(summary["by_phase"], "phase")
   lines += ["", "### Most typical examples of each cause", ""]

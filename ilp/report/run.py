@@ -3,54 +3,79 @@ the base-model probes, and the diagnosis section when there is one."""
 from __future__ import annotations
 
 import os
+from typing import Sequence
 
 import pandas as pd
 
-from ilp.detection.table import DetectConfig
+from ilp.detection.table import PREFIX, DetectConfig
 from ilp.report import plots
 
 
-def rate_table(frame: pd.DataFrame, by: list[str]) -> str:
-  """Examples, unlearned rate, mean pass@N and greedy accuracy per group of the detection table."""
-  rows = frame.groupby(by).agg(examples=("id", "size"), unlearned=("unlearned", "mean"),
-                               pass_at_n=("pass_at_n", "mean"), greedy=("greedy_correct", "mean"))
-  lines = [f"| {' | '.join(by)} | examples | unlearned | mean pass@N | greedy correct |",
-           "|" + "---|" * (len(by) + 4)]
+NAMES = {"multiple_choice": "MC (paper's protocol)", "generative": "generative"}
+
+
+def rate_table(frame: pd.DataFrame, by: list[str], protocols: Sequence[str]) -> str:
+  """Examples, and per protocol its unlearned rate and mean pass@N, per group of the detection
+  table; greedy accuracy when the generative protocol ran."""
+  aggs = {"examples": ("id", "size")}
+  for protocol in protocols:
+    p = PREFIX[protocol]
+    aggs.update({f"{p}unlearned": (f"{p}unlearned", "mean"), f"{p}pass": (f"{p}pass_at_n", "mean")})
+  if "greedy_correct" in frame:
+    aggs["greedy"] = ("greedy_correct", "mean")
+  rows = frame.groupby(by).agg(**aggs)
+  heads = [h for protocol in protocols for h in (f"unlearned, {NAMES[protocol]}", f"mean pass@N, {NAMES[protocol]}")]
+  heads += ["greedy correct"] if "greedy" in rows else []
+  lines = [f"| {' | '.join(by)} | examples | {' | '.join(heads)} |", "|" + "---|" * (len(by) + 1 + len(heads))]
   for key, r in rows.iterrows():
     key = key if isinstance(key, tuple) else (key,)
-    lines.append(f"| {' | '.join(map(str, key))} | {int(r.examples)} | {100 * r.unlearned:.1f}% | "
-                 f"{r.pass_at_n:.2f} | {100 * r.greedy:.1f}% |")
+    cells = [f"{100 * r[f'{PREFIX[p]}unlearned']:.1f}% | {r[f'{PREFIX[p]}pass']:.2f}" for p in protocols]
+    cells += [f"{100 * r['greedy']:.1f}%"] if "greedy" in rows else []
+    lines.append(f"| {' | '.join(map(str, key))} | {int(r['examples'])} | {' | '.join(cells)} |")
   return "\n".join(lines)
 
 
-def draw(detection: pd.DataFrame, evals: pd.DataFrame, directory: str) -> None:
-  """unlearned.png, pass_rates.png and curves.png into `directory`."""
-  by_group = {f"{d} / phase {s}": v for (d, s), v in detection.groupby(["dataset", "phase"])["unlearned"].mean().items()}
-  plots.bar_chart(by_group, os.path.join(directory, "unlearned.png"), "Unlearned training examples", "unlearned (%)")
-  plots.histogram(detection["pass_at_n"].to_numpy(), os.path.join(directory, "pass_rates.png"),
-                  f"pass@{int(detection['n'].iloc[0])} of every training example", "fraction of samples correct")
+def draw(detection: pd.DataFrame, evals: pd.DataFrame, protocol: str, directory: str) -> None:
+  """unlearned.png and pass_rates.png (under `protocol`) and curves.png into `directory`."""
+  p = PREFIX[protocol]
+  by_group = {f"{d} / phase {s}": v
+              for (d, s), v in detection.groupby(["dataset", "phase"])[f"{p}unlearned"].mean().items()}
+  plots.bar_chart(by_group, os.path.join(directory, "unlearned.png"),
+                  f"Unlearned training examples ({NAMES[protocol]})", "unlearned (%)")
+  plots.histogram(detection[f"{p}pass_at_n"].to_numpy(), os.path.join(directory, "pass_rates.png"),
+                  f"pass@N of every training example ({NAMES[protocol]})", "fraction of predictions correct")
   evals = evals.assign(group=evals["dataset"] + " / phase " + evals["phase"].astype(str))
   plots.learning_curves(evals, "group", os.path.join(directory, "curves.png"), "Learning curves (evaluation passes)")
 
 
 def markdown(detection: pd.DataFrame, summary: dict, detect: DetectConfig, diagnosis_section: str | None) -> str:
   """The report's text; the figures of `draw` sit next to it."""
-  kappa = summary["kappa_between_runs"]
-  lines = [
-      "# ILP report", "",
-      f"{summary['unlearned']} of {summary['examples']} training examples are unlearned "
-      f"({100 * summary['unlearned_rate']:.1f}%): pass@N < {detect.threshold} with N = "
-      f"{detect.num_samples} samples at temperature {detect.temperature}. "
-      + (f"Cohen's kappa of the labels between {summary['runs']} sampling runs: {kappa:.2f}." if kappa is not None
-         else ""), "",
-      "## Unlearned rate by data set and phase", "", rate_table(detection, ["dataset", "phase"]), "",
-      "![unlearned](unlearned.png)", "", "## Pass rates", "", "![pass rates](pass_rates.png)", "",
-      "## Training dynamics", "", "![curves](curves.png)", ""]
+  lines = ["# ILP report", ""]
+  for protocol in detect.protocols:
+    s = summary[protocol]
+    kappa = s["kappa_between_runs"]
+    lines += [f"- **{NAMES[protocol]}**: {s['unlearned']} of {summary['examples']} training examples unlearned "
+              f"({100 * s['unlearned_rate']:.1f}%): pass@N < {detect.threshold} in {s['repeat_rule']} of "
+              f"{s['runs']} runs, N = {detect.num_samples} "
+              + ("predictions from the 4-option distribution" if protocol == "multiple_choice" else "generations")
+              + f" at temperature {detect.temperature}"
+              + (f"; Cohen's kappa between runs {kappa:.2f}." if kappa is not None else ".")]
+  if "kappa_between_protocols" in summary:
+    lines.append(f"- Agreement of the two labels (Cohen's kappa): {summary['kappa_between_protocols']:.2f}.")
+  lines += ["", "## Unlearned rate by data set and phase", "", rate_table(detection, ["dataset", "phase"],
+                                                                         detect.protocols), "",
+            "![unlearned](unlearned.png)", "", "## Pass rates", "", "![pass rates](pass_rates.png)", "",
+            "## Training dynamics", "", "![curves](curves.png)", ""]
   if "p_exist" in detection:
     lines += ["## Knowledge probes of the base model", "",
-              f"- knowledge exists (base P(true option) > {detect.mc.p_exist}): {100 * detection['p_exist'].mean():.1f}%",
-              f"- base high-confidence errors: {100 * detection['base_high_conf_error'].mean():.1f}%",
-              f"- mean JSD(base, SFT) over the options: {detection['jsd_base_sft'].mean():.3f} bits", ""]
+              f"- knowledge exists (P_exist: base accuracy over N MC predictions > {detect.mc.p_exist}): "
+              f"{100 * detection['p_exist'].mean():.1f}%",
+              f"- base high-confidence errors (P(wrong option) > {detect.mc.t_conf}): "
+              f"{100 * detection['base_high_conf_error'].mean():.1f}%",
+              f"- mean JSD(base, SFT) over the options: {detection['jsd_base_sft'].mean():.3f} bits (log base 2)", ""]
+  if "base_blind" in detection:
+    lines.insert(-1, f"- blind (base pass@{detect.base_samples} < {detect.threshold} and BoN-{detect.blind_bon_k} "
+                     f"< {detect.blind_bon}): {100 * detection['base_blind'].mean():.1f}%")
   if diagnosis_section is not None:
     lines.append(diagnosis_section)
   return "\n".join(lines)

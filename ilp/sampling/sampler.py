@@ -34,6 +34,7 @@ class SamplingConfig:
   top_k: int = 0                # 0: no top-k filter
   top_p: float = 1.0            # 1: no nucleus filter
   stop_tokens: tuple[int, ...] = ()
+  confidence_temperature: float = 1.0  # the temperature of the log-probs returned (a sample's confidence)
 
   @property
   def greedy(self) -> bool:
@@ -44,7 +45,7 @@ class SamplingConfig:
 @dataclasses.dataclass
 class Samples:
   tokens: jax.Array     # [batch, num_samples, max_new_tokens] int32; 0 after a row has stopped
-  logprobs: jax.Array   # same shape, float32: log p(token) under the model (temperature 1, unfiltered)
+  logprobs: jax.Array   # same shape, float32: log p(token) at `confidence_temperature`, unfiltered
   lengths: jax.Array    # [batch, num_samples] generated tokens, the stop token included
   stopped: jax.Array    # [batch, num_samples] bool: ended on a stop token
 
@@ -110,7 +111,7 @@ def generate(graphdef: nnx.GraphDef, cfg: ModelConfig, params: nnx.State, prompt
 
   def body(carry):
     i, cache, last, tokens, logprobs, lengths, done, stopped = carry
-    log_probs = jax.nn.log_softmax(last.astype(jnp.float32), axis=-1)
+    log_probs = jax.nn.log_softmax(last.astype(jnp.float32) / sampling.confidence_temperature, axis=-1)
     if sampling.greedy:
       token = jnp.argmax(last, axis=-1).astype(jnp.int32)
     else:

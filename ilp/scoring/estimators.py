@@ -154,3 +154,52 @@ def option_distribution(logliks: np.ndarray, valid: np.ndarray | None = None) ->
   masked = np.where(valid, logliks, -np.inf)
   weights = np.where(valid, np.exp(masked - masked.max(axis=-1, keepdims=True)), 0.0)
   return weights / weights.sum(axis=-1, keepdims=True)
+
+
+REPEAT_RULES = ("all", "any", "majority", "first")
+
+
+def combine_runs(labels: np.ndarray, rule: str) -> np.ndarray:
+  """One label per example from [runs, examples] labels of repeated sampling runs: set in `all`
+  runs (the default: unlearned under repeated sampling), in `any`, in a strict `majority`, or in
+  the `first` run only."""
+  labels = np.asarray(labels, bool)
+  if labels.ndim != 2 or len(labels) == 0:
+    raise ValueError(f"need a [runs, examples] array with at least one run; got shape {labels.shape}")
+  if rule not in REPEAT_RULES:
+    raise ValueError(f"repeat rule {rule!r} is not one of {REPEAT_RULES}")
+  if rule == "all":
+    return labels.all(0)
+  if rule == "any":
+    return labels.any(0)
+  if rule == "majority":
+    return labels.mean(0, dtype=np.float64) > 0.5
+  return labels[0]
+
+
+def temper(probs: np.ndarray, temperature: float) -> np.ndarray:
+  """A distribution on the last axis at another temperature: p^(1/T), renormalised (equivalently a
+  softmax of the logits divided by T). T = 0 puts all mass on the most probable entries, shared."""
+  probs = np.asarray(probs, np.float64)
+  if temperature < 0:
+    raise ValueError(f"temperature must be >= 0, got {temperature}")
+  if temperature == 0:
+    top = probs == probs.max(axis=-1, keepdims=True)
+    return top / top.sum(axis=-1, keepdims=True)
+  logs = np.where(probs > 0, np.log(np.where(probs > 0, probs, 1.0)), -np.inf) / temperature
+  weights = np.exp(logs - logs.max(axis=-1, keepdims=True))
+  return weights / weights.sum(axis=-1, keepdims=True)
+
+
+def draw(probs: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+  """[examples, n] indices drawn from each row's distribution (inverse CDF, one uniform per draw)."""
+  probs = np.asarray(probs, np.float64)
+  cdf = np.cumsum(probs, axis=-1)
+  u = rng.random((len(probs), n)) * cdf[:, -1:]
+  return np.minimum((cdf[:, None, :] <= u[:, :, None]).sum(-1), probs.shape[-1] - 1)
+
+
+def blind(pass_rate: np.ndarray, bon_rate: np.ndarray, pass_threshold: float, bon_threshold: float) -> np.ndarray:
+  """The paper's blind fact: pass rate below `pass_threshold` (paper: pass@10 < 0.2) and best-of-k
+  accuracy below `bon_threshold` (paper: BoN-5 < 0.1)."""
+  return (np.asarray(pass_rate) < pass_threshold) & (np.asarray(bon_rate) < bon_threshold)

@@ -41,28 +41,31 @@ def run(config: Config, layout: Layout) -> None:
   inputs = table.Inputs.from_examples(frame, detect, config.data, tokenizer)
   parts = fileio.Parts(layout.detection_parts, table.settings_hash(detect, config.data, config.seed), writer)
   mesh = parallel.make_mesh(config.mesh.shape)
-  sft = table.Model(model_dir, mesh, config.mesh.rules, detect.batch_size)
-  base = table.Model(layout.model(detect.base), mesh, config.mesh.rules, detect.batch_size) if detect.base else None
+  load = lambda name: table.Model(layout.model(name), mesh, config.mesh.rules, detect.batch_size) if name else None
+  models = table.Models(load(detect.model), load(detect.base), load(detect.reference))
   buckets = tuple(sorted(config.data.buckets))
   chunks = [np.arange(s, min(s + detect.chunk_size, len(frame))) for s in range(0, len(frame), detect.chunk_size)]
   start = time.time()
   for k, idx in enumerate(chunks):
     if not parts.done(k):
-      parts.write(k, table.chunk_table(idx, inputs, sft, base, detect, tokenizer, buckets,
-                                       config.seed * 1_000_003 + k))
+      parts.write(k, table.chunk_table(idx, inputs, models, detect, tokenizer, buckets, config.seed * 1_000_003 + k))
       log.info("detect: chunk %d/%d (%d examples), %.0fs elapsed", k + 1, len(chunks), len(idx), time.time() - start)
   if not writer:
     return
   detection, summary = table.finish(parts.read(), detect)
   metrics = MetricWriter(layout.tensorboard("detect"))
-  metrics.scalars(0, {"detect/unlearned_rate": summary["unlearned_rate"],
-                      **{f"detect/unlearned_rate_by_dataset/{k}": v
-                         for k, v in summary["unlearned_rate_by_dataset"].items()}})
-  if summary["kappa_between_runs"] is not None:
-    metrics.scalars(0, {"detect/kappa_between_runs": summary["kappa_between_runs"]})
-  metrics.histogram(0, "detect/pass_at_n", detection["pass_at_n"].to_numpy())
+  for protocol in detect.protocols:
+    s = summary[protocol]
+    metrics.scalars(0, {f"detect/{protocol}/unlearned_rate": s["unlearned_rate"],
+                        **{f"detect/{protocol}/unlearned_rate_by_dataset/{k}": v
+                           for k, v in s["unlearned_rate_by_dataset"].items()}})
+    if s["kappa_between_runs"] is not None:
+      metrics.scalars(0, {f"detect/{protocol}/kappa_between_runs": s["kappa_between_runs"]})
+    metrics.histogram(0, f"detect/{protocol}/pass_at_n", detection[f"{table.PREFIX[protocol]}pass_at_n"].to_numpy())
+    log.info("detect, %s protocol: %d of %d examples unlearned (%.1f%%); kappa between runs %s", protocol,
+             s["unlearned"], summary["examples"], 100 * s["unlearned_rate"], s["kappa_between_runs"])
+  if "kappa_between_protocols" in summary:
+    metrics.scalars(0, {"detect/kappa_between_protocols": summary["kappa_between_protocols"]})
   metrics.close()
   fileio.write_parquet_atomic(detection, layout.detection)
   fileio.write_json_atomic(layout.detection_summary, summary)
-  log.info("detect: %d of %d examples unlearned (%.1f%%); kappa between runs %s", summary["unlearned"],
-           summary["examples"], 100 * summary["unlearned_rate"], summary["kappa_between_runs"])

@@ -32,9 +32,8 @@ def outputs(layout: Layout) -> list[str]:
 def run(config: Config, layout: Layout) -> None:
   log_frame = dynamics.load_dynamics(layout.dynamics())
   table = diagnose.diagnose(pd.read_parquet(layout.detection), examples.read(layout.examples), log_frame,
-                            config.diagnose, config.detect.threshold,
-                            diagnose.corpus_documents(config.diagnose, config.data))
-  summary = diagnose.summarize(table)
+                            config.diagnose, diagnose.corpus_documents(config.diagnose, config.data))
+  summary = diagnose.summarize(table, config.diagnose.protocol)
   with fileio.atomic_directory(layout.diagnosis) as out:
     inside = lambda path: os.path.join(out, os.path.relpath(path, layout.diagnosis))
     table.to_parquet(inside(layout.attribution), index=False)

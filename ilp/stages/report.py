@@ -34,5 +34,6 @@ def run(config: Config, layout: Layout) -> None:
                                    os.path.relpath(layout.diagnosis, layout.report) + "/",
                                    config.diagnose.typical_examples)
   with fileio.atomic_directory(layout.report) as out:
-    report.draw(detection, evals[evals["kind"] == "eval"], out)
+    report.draw(detection, evals[evals["kind"] == "eval"], config.diagnose.protocol if
+                config.diagnose.protocol in config.detect.protocols else config.detect.protocols[0], out)
     fileio.write_text_atomic(os.path.join(out, "report.md"), report.markdown(detection, summary, config.detect, section))

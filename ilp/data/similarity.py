@@ -93,6 +93,9 @@ def row_dots(a: sparse.csr_matrix, i: np.ndarray, b: sparse.csr_matrix, j: np.nd
   return np.asarray(a[i].multiply(b[j]).sum(axis=1)).ravel()
 
 
+TEMPLATE_MIN_DF = 3  # default: words in fewer prompts are slot fillers, masked out of the template
+
+
 @dataclasses.dataclass(frozen=True)
 class Patterns:
   templates: list[str]      # each text with its slot fillers replaced by `#`
