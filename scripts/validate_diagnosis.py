@@ -13,34 +13,59 @@ overall:
   that counts every attributed control example as an error is printed beside it;
 - whether the targets hold: macro-F1 >= 0.85, every cause's recall >= 0.75, < 10% unattributed.
 
-Writes `<workdir>/diagnosis_validation.json` per run.
+The diagnosis stage explains one protocol's label (`diagnose.protocol`); `--protocols` scores the
+diagnosis of each protocol that detection ran, recomputing it (signals and rules take seconds)
+for the ones the stage did not explain. Writes `<workdir>/diagnosis_validation.json` per run
+(one entry per protocol).
 
-  python scripts/validate_diagnosis.py --workdirs=runs/s0,runs/s1,runs/s2
+  python scripts/validate_diagnosis.py --workdirs=runs/s0,runs/s1,runs/s2 [--protocols=multiple_choice]
 """
 from __future__ import annotations
+
+import dataclasses
+import json
 
 import numpy as np
 import pandas as pd
 from absl import app, flags
 
+from ilp import config as config_lib
 from ilp import fileio
-from ilp.data import world
+from ilp.data import examples, world
+from ilp.diagnosis import diagnose
 from ilp.diagnosis.attribution import CAUSES, UNATTRIBUTED
 from ilp.layout import Layout
+from ilp.train import dynamics
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("workdirs", None, "Work directories of finished world runs (with the diagnose stage).")
 flags.mark_flag_as_required("workdirs")
+flags.DEFINE_list("protocols", ["multiple_choice", "generative"], "Protocols whose diagnosis is scored (those run).")
 
 NONE = "none"
 TARGETS = {"macro_f1": 0.85, "recall": 0.75, "unattributed": 0.10}
 
 
-def validate(layout: Layout) -> dict:
+def attribution(layout: Layout, protocol: str) -> pd.DataFrame | None:
+  """The diagnosis of `protocol`'s label: the stage's, or recomputed with the run's settings (None
+  when detection did not run that protocol)."""
+  with open(layout.config) as f:
+    config = config_lib.load(json.load(f))
+  if config.diagnose.protocol == protocol:
+    return pd.read_parquet(layout.attribution)
+  if protocol not in config.detect.protocols:
+    return None
+  return diagnose.diagnose(pd.read_parquet(layout.detection), examples.read(layout.examples),
+                           dynamics.load_dynamics(layout.dynamics()),
+                           dataclasses.replace(config.diagnose, protocol=protocol),
+                           diagnose.corpus_documents(config.diagnose, config.data))
+
+
+def validate(layout: Layout, table: pd.DataFrame) -> dict:
+  """Scores one diagnosis table against the world's planted causes."""
   truth = world.load_ground_truth(layout.world)
   truth["planted"] = truth["cause"].where(truth["cause"].notna(), NONE).astype(str)
-  table = pd.read_parquet(layout.attribution).merge(
-      truth[["id", "group", "planted"]], on="id", validate="one_to_one")
+  table = table.merge(truth[["id", "group", "planted"]], on="id", validate="one_to_one")
   unlearned = table["unlearned"].astype(bool)
   planted = table["planted"] != NONE
   fails = ~table["final_exact_match"].astype(bool)
@@ -109,9 +134,13 @@ def main(argv: list[str]) -> None:
   results = {}
   for workdir in FLAGS.workdirs:
     layout = Layout(workdir)
-    results[workdir] = validate(layout)
-    fileio.write_json_atomic(layout.diagnosis_validation, results[workdir])
-    print(report(workdir, results[workdir]))
+    by_protocol = {}
+    for protocol in FLAGS.protocols:
+      table = attribution(layout, protocol)
+      if table is not None:
+        by_protocol[protocol] = results[f"{workdir} ({protocol})"] = validate(layout, table)
+        print(report(f"{workdir} ({protocol} protocol)", by_protocol[protocol]))
+    fileio.write_json_atomic(layout.diagnosis_validation, by_protocol)
   if len(results) > 1:
     print(f"== overall: macro-F1 min {min(r['macro_f1'] for r in results.values()):.3f}, "
           f"mean {np.mean([r['macro_f1'] for r in results.values()]):.3f}; lowest recall "

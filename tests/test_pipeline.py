@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from configs import tiny_test
@@ -61,20 +62,41 @@ def test_launch_cli_applies_overrides(tmp_path):
 
 @pytest.mark.parametrize("name, variant", [("qwen2_5_0_5b", "qwen2_tied"), ("llama3_2_1b", "llama3_rope_bias"),
                                            ("olmo2_1b", "olmo2")])
-def test_real_model_configs_start_from_a_local_checkpoint(name, variant, tmp_path):
-  """The real-model configs are complete; pointed at a tiny checkpoint of the family, init_model runs."""
+def test_real_model_configs_fine_tune_the_base_and_probe_it_through_diagnosis(name, variant, tmp_path):
+  """A real-model config pointed at a tiny pretrained base of its family (SFT starts from it, the
+  probes ask it) and a separate tiny instruct model (the reference) runs every stage."""
   import importlib
-  from tests import hf_models
-  hf_models.save_hf_model(variant, str(tmp_path / "hf"))
-  hf_models.save_tiny_tokenizer(str(tmp_path / "hf"))
+
+  import pandas as pd
+
+  from tests import hf_models, sft_data
+  for directory, seed in (("base", 0), ("instruct", 1)):
+    hf_models.save_hf_model(variant, str(tmp_path / directory), seed=seed)
+    hf_models.save_tiny_tokenizer(str(tmp_path / directory))
   config = importlib.import_module(f"configs.{name}").get_config()
-  assert config.init.hf_dir.startswith("/models/") and config.sft.compute_dtype == "bfloat16"
-  config.init.hf_dir = str(tmp_path / "hf")
-  config.stages = ("init_model",)
-  pipeline.run(config, str(tmp_path / "work"))
-  cfg = checkpoint.read_model_config(str(tmp_path / "work" / "model_init"))
+  assert config.init.hf_dir.startswith("/models/") and not config.init.hf_dir.endswith("Instruct")
+  assert config.detect.reference.endswith("Instruct") and config.detect.base == "model_init"
+  assert config.stages == ("init_model", "sft", "detect", "diagnose", "report")
+  assert config.sft.compute_dtype == "bfloat16" and config.sft.init_from == "model_init"
+  data = tmp_path / "data"
+  data.mkdir()
+  sft_data.write_sft_jsonl(str(data / "a.jsonl"), "a", 1, 8, seed=1)
+  config.init.hf_dir = str(tmp_path / "base")
+  config.data.update(sft=({"path": str(data / "a.jsonl")},), buckets=(32,))
+  config.sft.update(batch_size=8, epochs=1)
+  config.detect.update(reference=str(tmp_path / "instruct"), num_samples=2, pass_k=(1, 2), bon_k=(1, 2),
+                       max_new_tokens=3, base_samples=2, blind_bon_k=2, batch_size=8)
+  workdir = tmp_path / "work"
+  pipeline.run(config, str(workdir))
+  cfg = checkpoint.read_model_config(str(workdir / "model_init"))
   assert cfg.family == variant.split("_")[0].replace("llama3", "llama") and cfg.dtype == "bfloat16"
-  assert os.path.isdir(tmp_path / "work" / "model_init" / "tokenizer")
+  detection = pd.read_parquet(workdir / "detect" / "detection.parquet")
+  for column in ("mc_unlearned", "gen_unlearned", "p_exist", "base_blind", "reference_p_true", "jsd_base_sft"):
+    assert column in detection, column
+  assert detection["reference_p_true"].between(0, 1).all() and detection["p_exist"].dtype == bool
+  attributed = pd.read_parquet(workdir / "diagnosis" / "attribution.parquet")
+  np.testing.assert_array_equal(attributed.set_index("id").loc[detection["id"], "unlearned"], detection["mc_unlearned"])
+  assert (workdir / "report" / "report.md").exists()
 
 
 def test_stages_are_wiring_only():

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -72,7 +73,8 @@ def test_reduced_world_through_the_pipeline_never_reading_the_ground_truth(tmp_p
   config.pretrain.update(steps=40, batch_size=16, log_every_steps=20)
   config.sft.update(batch_size=16, phases=({"name": "phase1", "phase": 1, "epochs": 2},
                                            {"name": "phase2", "phase": 2, "epochs": 1}))
-  config.detect.update(num_samples=2, pass_k=(1, 2), bon_k=(1, 2), max_new_tokens=4, base_samples=2, repeats=2)
+  config.detect.update(num_samples=2, pass_k=(1, 2), bon_k=(1, 2), max_new_tokens=4, base_samples=2, blind_bon_k=2,
+                       repeats=2)
   _guard_ground_truth(monkeypatch)
   workdir = str(tmp_path / "work")
   pipeline.run(config, workdir)
@@ -113,7 +115,11 @@ def _check_diagnosis(workdir: str) -> None:
                                                                                    "validate_diagnosis.py"))
   validation = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(validation)
-  result = validation.validate(Layout(workdir))
+  layout = Layout(workdir)
+  result = validation.validate(layout, validation.attribution(layout, "multiple_choice"))
+  generative = validation.attribution(layout, "generative").set_index("id")   # recomputed for the other label
+  np.testing.assert_array_equal(generative.loc[detection["id"], "unlearned"], detection["gen_unlearned"])
+  assert ((generative["cause"] == attribution.LEARNED) == ~generative["unlearned"]).all()
   assert sum(sum(row.values()) for row in result["confusion"].values()) == int(table["unlearned"].sum())
   for cause in attribution.CAUSES:
     assert result["confusion"][cause][cause] == int((joined["cause"] == joined["cause_planted"]).where(

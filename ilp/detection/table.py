@@ -123,7 +123,7 @@ class Model:
   """A checkpoint with its sampler and evaluator on the mesh."""
 
   def __init__(self, directory: str, mesh: Any, rules: Sequence[tuple[str, Any]], batch_size: int):
-    self.cfg, graphdef, self.params = checkpoint.load_params(directory, mesh, rules)
+    self.cfg, graphdef, self.params = checkpoint.load_any(directory, mesh, rules)
     self.sampler = Sampler(graphdef, self.cfg, mesh, rules)
     self.evaluator = ExampleEvaluator(graphdef, self.cfg, mesh, batch_size, rules)
 

@@ -69,3 +69,12 @@ def tokenizer_dir(directory: str) -> str:
 def load_tokenizer(directory: str, override: str = ""):
   """The tokenizer directory `override` when set (`data.tokenizer`), else the checkpoint's own."""
   return hf.load_tokenizer(override or tokenizer_dir(directory))
+
+
+def load_any(directory: str, mesh: Mesh, rules: Sequence[tuple[str, Any]] = parallel.DEFAULT_RULES
+             ) -> tuple[ModelConfig, nnx.GraphDef, nnx.State]:
+  """An ilp checkpoint (`model_config.json` + orbax params) or, failing that, a local HF directory
+  (`config.json` + safetensors), e.g. an instruct model used as a reference."""
+  if os.path.exists(os.path.join(directory, CONFIG_FILE)):
+    return load_params(directory, mesh, rules)
+  return hf.load_hf(directory, mesh, rules)
