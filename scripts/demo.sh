@@ -15,9 +15,12 @@ cat <<MSG
 Artifacts in $workdir:
   world/                  generated corpora, SFT data, tokenizer (ground_truth.jsonl: for evaluation only)
   pretrain/, sft/         checkpoints, TensorBoard logs (tensorboard --logdir $workdir), final models
+  examples.parquet        the SFT examples as trained on (text and tokens)
   sft/dynamics/           per-example training dynamics (Parquet)
-  detect/detection.parquet, detect/summary.json   what SFT failed to teach, per example
+  detect/detection.parquet, detect/summary.json   what SFT failed to teach, per example, under the paper's
+                          multiple-choice protocol (mc_*) and the generative one (gen_*)
   diagnosis/attribution.parquet, diagnosis/summary.json   why: the cause of each unlearned example, with evidence
   report/report.md        tables and figures of the whole run
-  world_eval.json, diagnosis_validation.json      the planted-group table and the diagnosis scored against the planted causes
+  world_eval.json, diagnosis_validation.json      the planted-group table and the diagnosis of each protocol's
+                          label scored against the planted causes
 MSG

@@ -170,3 +170,18 @@ def test_examples_table_is_what_training_saw_and_detect_builds_it_for_a_model_tr
   pipeline.run(config, str(other))
   pd.testing.assert_frame_equal(pd.read_parquet(other / "examples.parquet"), examples)
   pd.testing.assert_frame_equal(pd.read_parquet(other / "detect" / "detection.parquet"), table)
+
+
+def test_same_kind_distractors_and_supplied_options_come_first():
+  """Birthplace questions get cities (answers of the same kind), not job titles; a record's own
+  `meta.distractors` lead, then the base model's wrong answer."""
+  prompts = ["where was p1 born ?", "where was p2 born ?", "where was p3 born ?", "where was p4 born ?",
+             "what is the job of p1 ?", "what is the job of p2 ?", "what is the job of p3 ?", "what is the job of p5 ?"]
+  responses = ["c1", "c2", "c3", "c4", "j1", "j2", "j3", "j4"]
+  supplied = [["c9"]] + [[]] * 7
+  distractors = mc.Distractors.build(prompts, responses, ["d"] * 8, supplied)
+  options = mc.choose_options(["a", "b"], [0, 4], ["c1", "j1"], distractors, ["c7", ""], 4, "same_kind", seed=0)
+  assert options[0][:3] == ["c1", "c9", "c7"] and options[0][3] in {"c2", "c3", "c4"}
+  assert options[1][0] == "j1" and set(options[1][1:]) == {"j2", "j3", "j4"}
+  mixed = mc.choose_options(["b"], [4], ["j1"], distractors, None, 4, "random", seed=0)[0]
+  assert len(mixed) == 4 and len(set(mixed)) == 4

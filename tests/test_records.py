@@ -112,6 +112,13 @@ def test_jsonl_defaults_overrides_and_blank_lines(tmp_path):
   assert loaders.load_sft([config.one]) == [chat_record(), pair_record("train")]
 
 
+def test_meta_distractors_are_checked(tmp_path):
+  path = write_jsonl(tmp_path / "x.jsonl", [{**PAIR, "meta": {"distractors": ["Lyon", ""]}}])
+  assert load_error([{"path": path}]) == f"{path}:1: field 'meta.distractors[1]': empty string"
+  write_jsonl(path, [{**PAIR, "meta": {"distractors": "Lyon"}}])
+  assert load_error([{"path": path}]) == f"{path}:1: field 'meta.distractors': expected a list, got str"
+
+
 def test_field_mapping_renames_columns_in_records_and_errors(tmp_path):
   fields = {"id": "uid", "prompt": "question", "response": "answer", "meta": "info", "phase": "step"}
   row = {"uid": "q1", "question": "Why?", "answer": "Because.", "info": {"k": [1, 2]}, "step": 4, "id": 99}
