@@ -77,6 +77,9 @@ def test_detection_table_is_consistent(detected):
   correct, _ = mc.predictions(np.stack(table["mc_probs_sft"]), 0.3, 0.3, 5, 0 * 1_000_003 + 0)
   first_chunk = slice(0, 10)
   np.testing.assert_allclose(table["mc_pass_at_n"].to_numpy()[first_chunk], correct.mean(1)[first_chunk])
+  # P_exist, the paper's: the base model's accuracy over N predictions from its option distribution > 0.8.
+  base_correct, _ = mc.predictions(np.stack(table["mc_probs_base"])[first_chunk], 0.3, 0.3, 5, 0 + 3)
+  np.testing.assert_allclose(table["base_mc_accuracy"].to_numpy()[first_chunk], base_correct.mean(1))
 
 
 def test_option_probabilities_match_direct_computation(detected):

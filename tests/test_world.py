@@ -84,9 +84,15 @@ def test_reduced_world_through_the_pipeline_never_reading_the_ground_truth(tmp_p
                           capture_output=True, text=True, timeout=120)
   assert result.returncode == 0, result.stderr[-2000:]
   evaluation = json.load(open(os.path.join(workdir, "world_eval.json")))
-  assert set(evaluation["groups"]) == set(world.GROUPS)
-  assert evaluation["groups"]["missing"]["examples"] == 6 and 0 <= evaluation["groups"]["control"]["unlearned_rate"] <= 1
-  assert "planted group" in result.stdout
+  detection = pd.read_parquet(os.path.join(workdir, "detect", "detection.parquet")).merge(
+      world.load_ground_truth(os.path.join(workdir, "world")), on="id")
+  assert set(evaluation["protocols"]) == {"multiple_choice", "generative"}
+  for protocol, prefix in (("multiple_choice", "mc_"), ("generative", "gen_")):
+    groups = evaluation["protocols"][protocol]["groups"]
+    assert set(groups) == set(world.GROUPS) and groups["missing"]["examples"] == 6
+    for group, rows in detection.groupby("group"):
+      assert groups[group]["unlearned_rate"] == pytest.approx(rows[f"{prefix}unlearned"].mean())
+  assert "planted group" in result.stdout and "kappa between the protocols' labels" in result.stdout
   _check_diagnosis(workdir)
 
 
