@@ -188,3 +188,22 @@ def test_same_kind_distractors_and_supplied_options_come_first():
   assert options[1][0] == "j1" and set(options[1][1:]) == {"j2", "j3", "j4"}
   mixed = mc.choose_options(["b"], [4], ["j1"], distractors, None, 4, "random", seed=0)[0]
   assert len(mixed) == 4 and len(set(mixed)) == 4
+
+
+def test_multiple_choice_protocol_alone_through_diagnosis_and_report(detected, tmp_path):
+  """A run that detects with the paper's protocol only (no generations, no greedy answers) is
+  diagnosed and reported from the MC columns."""
+  paths, workdir, table = detected
+  copy = tmp_path / "work"
+  shutil.copytree(workdir, copy)
+  generative = [c for c in table if c.startswith("gen_") or c.startswith("greedy_")]
+  table.drop(columns=generative).to_parquet(copy / "detect" / "detection.parquet", index=False)
+  config = _config(paths)
+  config.stages = config.stages + ("diagnose", "report")
+  config.detect.protocol = "multiple_choice"
+  pipeline.run(config, str(copy))
+  out = pd.read_parquet(copy / "diagnosis" / "attribution.parquet").set_index("id")
+  np.testing.assert_array_equal(out.loc[table["id"], "unlearned"], table["mc_unlearned"])
+  assert "greedy_text" not in out and "answers_partner_target" not in out
+  report = (copy / "report" / "report.md").read_text()
+  assert "MC (paper's protocol)" in report and "generative" not in report.split("## Why")[0]

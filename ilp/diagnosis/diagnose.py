@@ -70,7 +70,8 @@ def diagnose(detection: pd.DataFrame, examples: pd.DataFrame, log_frame: pd.Data
   prompts = pd.Series(examples["prompt"].to_numpy(), index=examples["id"], dtype=object)
   table = signals.compute(detection, prompts, log_frame, diagnose.signals, documents)
   table = table.join(attribution.attribute(table, diagnose.rules)).reset_index()
-  table = table.merge(detection[["id"] + [c for c in ("reference", "greedy_text") if c not in table]], on="id")
+  table = table.merge(detection[["id"] + [c for c in ("reference", "greedy_text") if c in detection and c not in table]],
+                      on="id")
   table["prompt"] = prompts.reindex(table["id"]).to_numpy()
   return table
 
