@@ -36,7 +36,7 @@ class MCConfig:
   num_options: int = 4
   distractors: str = "same_kind"     # one of STRATEGIES
   include_base_answer: bool = True   # the base model's own greedy answer is an option when it is wrong
-  p_exist: float = 0.8               # knowledge exists: base P(true option) > p_exist (paper: 0.8)
+  p_exist: float = 0.8               # knowledge exists: base accuracy over N predictions > p_exist (paper: 0.8)
   t_conf: float = 0.5                # high-confidence error: base P(a wrong option) > t_conf (paper: not given)
 
   def __post_init__(self):

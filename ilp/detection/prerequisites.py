@@ -7,7 +7,6 @@ from a hard composition of known facts (V).
 """
 from __future__ import annotations
 
-import json
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -22,13 +21,13 @@ from ilp.scoring.verifiers import Verifier
 Probe = tuple[np.ndarray, str]  # (prompt tokens, reference answer)
 
 
-def probes(ids: Sequence[str], metas: Sequence[str], tokenizer: Any, template: TemplateConfig, max_length: int
+def probes(ids: Sequence[str], metas: Sequence[dict], tokenizer: Any, template: TemplateConfig, max_length: int
            ) -> list[list[Probe]]:
   """Per example, its prerequisite questions rendered with the training template (empty when its
-  meta (JSON) lists none)."""
+  meta lists none)."""
   out = []
   for ident, meta in zip(ids, metas):
-    listed = json.loads(meta).get(PREREQUISITES) or []
+    listed = meta.get(PREREQUISITES) or []
     rendered = [SFTRecord(f"{ident}/prerequisite{k}", ({"role": "user", "content": q["prompt"]},
                                                       {"role": "assistant", "content": q["response"]}), "", 1)
                 for k, q in enumerate(listed)]

@@ -149,9 +149,10 @@ class Inputs:
   def from_examples(cls, frame: pd.DataFrame, detect: DetectConfig, data: DataConfig, tokenizer: Any) -> "Inputs":
     by_dataset = dict(detect.dataset_verifiers)
     verifiers = [get_verifier(by_dataset.get(d, detect.verifier), detect.verifier_threshold) for d in frame["dataset"]]
-    supplied = [json.loads(m).get(DISTRACTORS) or [] for m in frame["meta"]]
+    metas = [json.loads(m) for m in frame["meta"]]
+    supplied = [meta.get(DISTRACTORS) or [] for meta in metas]
     return cls(frame, examples_lib.prompts(frame), verifiers,
-               prerequisites.probes(frame["id"], frame["meta"], tokenizer, data.template, data.max_length),
+               prerequisites.probes(frame["id"], metas, tokenizer, data.template, data.max_length),
                mc.Distractors.build(frame["prompt"], frame["response"], frame["dataset"], supplied))
 
 
@@ -161,15 +162,18 @@ def _covering(buckets: Sequence[int], longest: int) -> tuple[int, ...]:
   return tuple(buckets if longest <= buckets[-1] else buckets + [int(np.ceil(longest / 64) * 64)])
 
 
-def _generative_columns(prefix: str, first: GenerativeResult) -> dict:
-  """Per-example summaries of one sampling run (the paper's pass@N is the fraction correct)."""
+def _generation_columns(prefix: str, first: GenerativeResult) -> dict:
+  """What only generations have, per example of one sampling run: samples, truncations, confidence."""
   return {f"{prefix}n": np.full(len(first.correct), first.correct.shape[1]),
-          f"{prefix}c": first.correct.sum(1),
-          f"{prefix}pass_at_n": estimators.pass_fraction(first.correct),
-          f"{prefix}bon": estimators.best_of_n(first.correct, first.confidence),
           f"{prefix}truncated": first.truncated.sum(1),
           f"{prefix}mean_logprob": first.confidence.mean(1),
           f"{prefix}samples": [list(t) for t in first.texts]}
+
+
+def _score_columns(prefix: str, correct: np.ndarray, confidence: np.ndarray) -> dict:
+  """Correct count, pass@N (the paper's: the fraction correct) and BoN of one run's [examples, N]."""
+  return {f"{prefix}pass_at_n": estimators.pass_fraction(correct), f"{prefix}c": correct.sum(1),
+          f"{prefix}bon": estimators.best_of_n(correct, confidence)}
 
 
 def _protocol_columns(prefix: str, runs: list[tuple[np.ndarray, np.ndarray]], detect: DetectConfig) -> dict:
@@ -178,8 +182,7 @@ def _protocol_columns(prefix: str, runs: list[tuple[np.ndarray, np.ndarray]], de
   combined by `repeat_rule`, and the error consistency (share of wrong predictions over all runs)."""
   correct, confidence = runs[0]
   labels = np.stack([estimators.pass_fraction(c) < detect.threshold for c, _ in runs])
-  cols = {f"{prefix}pass_at_n": estimators.pass_fraction(correct), f"{prefix}c": correct.sum(1),
-          f"{prefix}bon": estimators.best_of_n(correct, confidence)}
+  cols = _score_columns(prefix, correct, confidence)
   for k in detect.pass_k:
     cols[f"{prefix}pass_at_{k}"] = estimators.unbiased_pass_at_k(detect.num_samples, correct.sum(1), k)
   for k in detect.bon_k:
@@ -248,7 +251,7 @@ def chunk_table(idx: np.ndarray, inputs: Inputs, models: Models, detect: DetectC
   if "generative" in detect.protocols:
     runs = [run(models.sft, sampled(t, detect.num_samples), seed + 7919 * r) for r, t in enumerate(detect.temperatures)]
     prefix = PREFIX["generative"]
-    cols.update(_generative_columns(prefix, runs[0]))
+    cols.update(_generation_columns(prefix, runs[0]))
     cols.update(_protocol_columns(prefix, [(r.correct, r.confidence) for r in runs], detect))
     sft_greedy = run(models.sft, greedy, seed)
     cols["greedy_correct"] = sft_greedy.correct[:, 0]
@@ -265,7 +268,8 @@ def chunk_table(idx: np.ndarray, inputs: Inputs, models: Models, detect: DetectC
     cols["base_greedy_text"] = base_answers
     sampled_base = run(base, probe_sampling, seed + 1) if detect.base_samples else base_greedy
     if detect.base_samples:
-      cols.update(_generative_columns("base_", sampled_base))
+      cols.update(_generation_columns("base_", sampled_base))
+      cols.update(_score_columns("base_", sampled_base.correct, sampled_base.confidence))
     cols["base_blind"] = prerequisites.blind(sampled_base, detect)
   if detect.mc.enabled:
     options = mc.choose_options(cols["id"], idx, refs, inputs.distractors,
