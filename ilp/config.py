@@ -19,9 +19,12 @@ from ilp.data.batches import PhaseConfig
 from ilp.data.config import DataConfig
 from ilp.data.world import WorldConfig
 from ilp.detection.table import DetectConfig
+from ilp.interventions import config as interventions
+from ilp.interventions.config import InterventionsConfig
 from ilp.diagnosis.diagnose import DiagnoseConfig
 from ilp.model.config import DTYPES, ModelConfig
 from ilp.parallel import DistributedConfig, MeshConfig
+from ilp.train.controls import ProgressiveConfig, ResampleConfig
 from ilp.train.loop import TrainConfig
 from ilp.typed import ConfigError, check
 
@@ -42,18 +45,42 @@ class InitConfig:
       check(getattr(self, name) in DTYPES, name, f"'{getattr(self, name)}' is not one of {sorted(DTYPES)}")
 
 
+ORDERS = ("sequential", "global")
+
+
+@dataclasses.dataclass(frozen=True)
+class SpreadConfig:
+  """Near-duplicate groups kept apart (`sft.spread`, the paper's bucketing): `groups` is a JSON
+  file of id lists (empty: off); members are dealt over `buckets` buckets of batches so no two
+  share a mini-batch, re-dealt every `every_steps` steps (`ilp.data.spread`; the paper gives
+  neither number)."""
+  groups: str = ""
+  buckets: int = 4
+  every_steps: int = 50
+
+  def __post_init__(self):
+    check(self.buckets >= 2, "buckets", f"must be >= 2, got {self.buckets}")
+    check(self.every_steps >= 1, "every_steps", f"must be >= 1, got {self.every_steps}")
+
+
 @dataclasses.dataclass(frozen=True)
 class SFTConfig(TrainConfig):
-  """Supervised fine-tuning (section `sft`). Phases run in sequence; with `phases` empty, records
-  form one phase per value of their `phase` field, each of `epochs` epochs."""
+  """Supervised fine-tuning (section `sft`). Phases run in sequence (`order`="global": their
+  visits interleaved in one shuffled stream); with `phases` empty, records form one phase per
+  value of their `phase` field, each of `epochs` epochs."""
   epochs: int = 2
   phases: tuple[PhaseConfig, ...] = ()
   eval_every_steps: int = 0      # extra full evaluation passes every K steps (0: start and epoch ends only)
+  order: str = "sequential"      # one of ORDERS
+  spread: SpreadConfig = SpreadConfig()
+  resample: ResampleConfig = ResampleConfig()
+  progressive: ProgressiveConfig = ProgressiveConfig()
 
   def __post_init__(self):
     super().__post_init__()
     check(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
     check(self.eval_every_steps >= 0, "eval_every_steps", f"must be >= 0, got {self.eval_every_steps}")
+    check(self.order in ORDERS, "order", f"'{self.order}' is not one of {ORDERS}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,6 +118,7 @@ class Config:
   mesh: MeshConfig = MeshConfig()
   distributed: DistributedConfig = DistributedConfig()
   world: WorldConfig | None = None            # the synthetic world (the `world` stage)
+  interventions: InterventionsConfig = InterventionsConfig()  # the arms (the `arms` stage)
 
   def __post_init__(self):
     for name, allowed in (("sft", STARTS), ("pretrain", ("model_init",))):
@@ -107,9 +135,22 @@ class Config:
     check("pretrain" not in self.stages or bool(self.data.corpora), "data.corpora",
           "the pretrain stage needs at least one corpus")
     check("sft" not in self.stages or bool(self.data.sft), "data.sft", "the sft stage needs at least one source")
+    watched = self.sft.resample.every_steps > 0 or self.sft.progressive.enabled
+    check(not watched or bool(self.data.dev) or self.data.dev_fraction > 0, "data.dev",
+          "sft.resample and sft.progressive watch a dev set: give data.dev or data.dev_fraction > 0")
+    check("capability" not in self.stages or bool(self.data.heldout) or bool(self.data.heldout_text),
+          "data.heldout", "the capability stage needs data.heldout or data.heldout_text")
     check(bool(self.init.hf_dir) or self.model.vocab_size > 0 or bool(self.data.tokenizer), "model.vocab_size",
           "is 0 (take it from the tokenizer) but 'data.tokenizer' is empty")
     check(self.model.vocab_size >= 0, "model.vocab_size", f"must be >= 0, got {self.model.vocab_size}")
+    for k, arm in enumerate(self.interventions.arms):
+      checker = getattr(interventions.module(arm.intervention), "check_config", None)
+      try:
+        if checker:
+          checker(self, arm.typed_settings())
+      except ConfigError as e:
+        field = f"interventions.arms[{k}].{e.field}" if e.field.startswith("settings") else e.field
+        raise ConfigError(field, f"(arm '{arm.name}') {e.message}") from None
 
 
 def load(config: ml_collections.ConfigDict | dict[str, Any] | Config) -> Config:

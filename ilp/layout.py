@@ -111,6 +111,32 @@ class Layout:
   def diagnosis_summary(self) -> str:
     return self.path("diagnosis", "summary.json")
 
+  # capability, arms, compare
+  @property
+  def capability(self) -> str:
+    return self.path("capability.json")
+
+  @property
+  def intervention(self) -> str:
+    """An arm's own inputs, written from the baseline's diagnosis (retrieved corpus, edited records)."""
+    return self.path("intervention")
+
+  @property
+  def compare(self) -> str:
+    return self.path("compare")
+
+  @property
+  def comparison(self) -> str:
+    return self.path("compare", "comparison.parquet")
+
+  @property
+  def compare_summary(self) -> str:
+    return self.path("compare", "summary.json")
+
+  @property
+  def compare_report(self) -> str:
+    return self.path("compare", "comparison.md")
+
   # report, and the evaluation scripts' outputs (worlds only).
   @property
   def report(self) -> str:

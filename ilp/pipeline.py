@@ -22,7 +22,8 @@ from ilp.config import Config
 from ilp.data import examples, mixture
 from ilp.data.config import DataConfig
 from ilp.layout import Layout
-from ilp.stages import detect, diagnose, init_model, pretrain, report, sft, world
+from ilp.interventions import arms
+from ilp.stages import capability, compare, detect, diagnose, init_model, pretrain, report, sft, world
 from ilp.typed import ConfigError
 
 log = logging.getLogger(__name__)
@@ -43,15 +44,21 @@ STAGES = {stage.name: stage for stage in (
     Stage("world", world.outputs, world.run),
     Stage("init_model", init_model.outputs, init_model.run),
     Stage("pretrain", pretrain.outputs, pretrain.run, (mixture.check,)),
-    Stage("sft", sft.outputs, sft.run, (examples.check,)),
+    Stage("sft", sft.outputs, sft.run, (examples.check, examples.check_sources)),
     Stage("detect", detect.outputs, detect.run, (examples.check,)),
     Stage("diagnose", diagnose.outputs, diagnose.run),
+    Stage("capability", capability.outputs, capability.run, (examples.check_sources,)),
+    # The arms and their comparison always run: each arm's pipeline skips its finished stages,
+    # and the comparison is recomputed from the tables (seconds), so arms added later count.
+    Stage("arms", lambda layout: [], lambda config, layout: arms.run(config, layout, run), (examples.check_sources,)),
+    Stage("compare", lambda layout: [], compare.run),
     Stage("report", report.outputs, report.run),
 )}
 
 
 def _finished(stage: Stage, layout: Layout) -> bool:
-  return all(os.path.exists(p) for p in stage.outputs(layout))
+  outputs = stage.outputs(layout)
+  return bool(outputs) and all(os.path.exists(p) for p in outputs)
 
 
 def run(config: ml_collections.ConfigDict | Config, workdir: str) -> None:

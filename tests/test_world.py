@@ -22,7 +22,7 @@ from ilp.layout import Layout
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = dict(seed=0, cities=8, countries=3, jobs=5, codes=10, control=16, missing=6, conflict=6, inconsistent_pairs=3,
              forgetting=6, interference=10, rare=4, phase1_control=6, qa_people=5, mentions=4, conflict_mentions=8,
-             general_documents=50, augment_documents=2)
+             general_documents=50, knowledge_documents=2)
 
 
 def _guard_ground_truth(monkeypatch) -> None:
@@ -41,7 +41,7 @@ def _guard_ground_truth(monkeypatch) -> None:
 def test_generation_is_deterministic_per_seed(tmp_path):
   for name, seed in (("a", 0), ("b", 0), ("c", 1)):
     world.write(world.WorldConfig(**{**SMALL, "seed": seed}), str(tmp_path / name))
-  files = ["pretrain.txt", "general.txt", "augment.jsonl", "sft_phase1.jsonl", "sft_phase2.jsonl", world.GROUND_TRUTH]
+  files = ["pretrain.txt", "general.txt", "knowledge.jsonl", "dev.jsonl", "heldout.jsonl", "sft_phase1.jsonl", "sft_phase2.jsonl", world.GROUND_TRUTH]
   match, mismatch, errors = filecmp.cmpfiles(tmp_path / "a", tmp_path / "b", files, shallow=False)
   assert sorted(match) == sorted(files) and not errors
   assert not filecmp.cmp(tmp_path / "a" / "sft_phase2.jsonl", tmp_path / "c" / "sft_phase2.jsonl", shallow=False)
@@ -143,3 +143,36 @@ def test_the_guard_catches_a_reader(tmp_path, monkeypatch):
   world.write(world.WorldConfig(**SMALL), str(tmp_path / "w"))
   with pytest.raises(AssertionError, match="opened the ground truth"):
     open(tmp_path / "w" / world.GROUND_TRUTH).read()
+
+
+def test_knowledge_dev_and_heldout_collections(tmp_path):
+  summary = world.write(world.WorldConfig(**SMALL), str(tmp_path / "w"))
+  read = lambda name: [json.loads(line) for line in open(tmp_path / "w" / name)]
+  docs, dev, heldout = read("knowledge.jsonl"), read("dev.jsonl"), read("heldout.jsonl")
+  assert (summary["knowledge_documents"], summary["dev_questions"], summary["heldout_questions"]) == (
+      len(docs), len(dev), len(heldout))
+  vocab = set(world.vocabulary(world.WorldConfig(**SMALL), summary["people"]))
+  for row in docs:
+    assert set(row["text"].split()) <= vocab, row
+  for row in dev + heldout:
+    assert set(row["prompt"].split()) | set(row["response"].split()) <= vocab, row
+  records = [json.loads(line) for s in (1, 2) for line in open(tmp_path / "w" / f"sft_phase{s}.jsonl")]
+  truth = {t["id"]: t["group"] for t in read(world.GROUND_TRUTH)}
+  by_entity = {}
+  for d in docs:
+    by_entity.setdefault(d["entity"], []).append(d["text"])
+  pretrain = open(tmp_path / "w" / "pretrain.txt").read()
+  for r in records:
+    texts = by_entity[r["meta"]["entity"]]
+    if truth[r["id"]] == "conflict":   # the SFT answer, and the pre-training's competing city
+      assert sum(f" {r['response']} " in f" {t} " for t in texts) == SMALL["knowledge_documents"]
+      assert any(f" {r['response']} " not in f" {t} " for t in texts)
+    if truth[r["id"]] in ("forgetting", "interference"):
+      assert any(f"the code of {r['meta']['entity']} is {r['response']} ." in t for t in texts)
+      assert f"the code of {r['meta']['entity']} is" not in pretrain
+  sft_people = {r["meta"]["entity"] for r in records}
+  dev_people, heldout_people = ({r["meta"]["entity"] for r in rows} for rows in (dev, heldout))
+  assert not dev_people & heldout_people and not (dev_people | heldout_people) & sft_people
+  assert len(dev) + len(heldout) == SMALL["qa_people"] and {r["dataset"] for r in dev} == {"people"}
+  for r in dev + heldout:   # answerable from pre-training: stated there
+    assert r["meta"]["entity"] in pretrain

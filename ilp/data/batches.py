@@ -113,9 +113,35 @@ def _epoch(lengths: np.ndarray, members: np.ndarray, buckets: Sequence[int], bat
   return out
 
 
+Segment = tuple[int, int, str, bool, np.ndarray, np.random.Generator]  # phase, epoch, name, phase end, members, rng
+
+
+def _plan(segments: Sequence[Segment], lengths: np.ndarray, buckets: Sequence[int], batch_size: int,
+          eval_every: int) -> Stream:
+  """Batches for each segment (one shuffled pass over its members) in order, with an evaluation
+  point at each segment's end and every `eval_every` steps."""
+  batches: list[PlannedBatch] = []
+  evals = [EvalPoint(0, "start", 1, 0, False)]
+  position = 0
+  for phase, epoch, name, phase_end, members, rng in segments:
+    for rows, length in _epoch(lengths, members, buckets, batch_size, rng):
+      real = rows >= 0
+      positions = np.full(rows.shape, -1, np.int64)
+      positions[real] = position + np.arange(real.sum())
+      position += int(real.sum())
+      batches.append(PlannedBatch(rows, length, phase, epoch, positions))
+      step = len(batches)
+      if eval_every and step % eval_every == 0:
+        evals.append(EvalPoint(step, f"step{step}", phase, epoch, False))
+    if evals[-1].step == len(batches) and evals[-1].name.startswith("step"):  # keep one pass per step
+      evals.pop()
+    evals.append(EvalPoint(len(batches), name, phase, epoch, phase_end))
+  return Stream(batches, evals)
+
+
 def build_stream(lengths: np.ndarray, phases: Sequence[PhaseSpec], buckets: Sequence[int], batch_size: int,
                  seed: int, eval_every: int = 0) -> Stream:
-  """Plans every batch of every phase and epoch, and the evaluation points between them.
+  """Plans every batch of every phase and epoch, phases in sequence, and the evaluation points.
 
   Args:
     lengths: token count of every example.
@@ -125,26 +151,32 @@ def build_stream(lengths: np.ndarray, phases: Sequence[PhaseSpec], buckets: Sequ
     seed: the shuffle of phase p, epoch e uses [seed, p, e].
     eval_every: an extra evaluation point every this many steps (0: none).
   """
-  batches: list[PlannedBatch] = []
-  evals = [EvalPoint(0, "start", 1, 0, False)]
-  position = 0
-  for s, phase in enumerate(phases, start=1):
-    for e in range(1, phase.epochs + 1):
-      rng = np.random.default_rng([seed, s, e])
-      for rows, length in _epoch(lengths, phase.examples, buckets, batch_size, rng):
-        real = rows >= 0
-        positions = np.full(rows.shape, -1, np.int64)
-        positions[real] = position + np.arange(real.sum())
-        position += int(real.sum())
-        batches.append(PlannedBatch(rows, length, s, e, positions))
-        step = len(batches)
-        if eval_every and step % eval_every == 0:
-          evals.append(EvalPoint(step, f"step{step}", s, e, False))
-      name = f"{phase.name}/epoch{e}"
-      if evals[-1].step == len(batches):  # an every-K point on the same step: keep one pass
-        evals.pop()
-      evals.append(EvalPoint(len(batches), name, s, e, e == phase.epochs))
-  return Stream(batches, evals)
+  segments = [(s, e, f"{phase.name}/epoch{e}", e == phase.epochs, phase.examples, np.random.default_rng([seed, s, e]))
+              for s, phase in enumerate(phases, start=1) for e in range(1, phase.epochs + 1)]
+  return _plan(segments, lengths, buckets, batch_size, eval_every)
+
+
+def global_rounds(phases: Sequence[PhaseSpec]) -> list[np.ndarray]:
+  """The visits of every phase spread over R = max(epochs) rounds: an example of a phase of n
+  epochs is visited in rounds floor((j + 1/2) R / n), j = 0..n-1 (n distinct rounds, evenly
+  spaced), so each example keeps its number of visits and every phase is present throughout."""
+  total = max(p.epochs for p in phases)
+  rounds: list[list[np.ndarray]] = [[] for _ in range(total)]
+  for phase in phases:
+    for j in range(phase.epochs):
+      rounds[int((j + 0.5) * total / phase.epochs)].append(phase.examples)
+  return [np.concatenate(r) if r else np.zeros(0, np.int64) for r in rounds]
+
+
+def build_global_stream(lengths: np.ndarray, phases: Sequence[PhaseSpec], buckets: Sequence[int], batch_size: int,
+                        seed: int, eval_every: int = 0) -> Stream:
+  """The paper's global shuffle: the visits of all phases interleaved (`global_rounds`), each
+  round shuffled with [seed, 0, round]; one phase ("global"), whose epochs are the rounds. Same
+  arguments as `build_stream`."""
+  rounds = global_rounds(phases)
+  segments = [(1, r, f"global/epoch{r}", r == len(rounds), members, np.random.default_rng([seed, 0, r]))
+              for r, members in enumerate(rounds, start=1)]
+  return _plan(segments, lengths, buckets, batch_size, eval_every)
 
 
 def eval_batches(lengths: np.ndarray, buckets: Sequence[int], batch_size: int) -> list[tuple[np.ndarray, int]]:

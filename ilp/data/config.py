@@ -7,6 +7,7 @@ from typing import Any, Callable, Iterable
 from ilp.data.tokenize import OVERLONG_POLICIES, TemplateConfig
 from ilp.typed import check
 
+SOURCES = ("sft", "corpora", "dev", "knowledge", "general", "heldout", "heldout_text")  # fields listing sources
 WORKDIR = "{workdir}"  # in a data path: the run's work directory (for files an earlier stage writes)
 
 
@@ -18,6 +19,12 @@ class DataConfig:
   contain `{workdir}` for files an earlier stage writes."""
   sft: tuple[dict, ...] = ()
   corpora: tuple[dict, ...] = ()
+  dev: tuple[dict, ...] = ()                # SFT-format records held out to watch training (resampling, early stop)
+  dev_fraction: float = 0.0                 # without `dev`: hold out this share of `sft` by id hash (ilp.data.dev)
+  knowledge: tuple[dict, ...] = ()          # documents the knowledge/calibration arms retrieve from
+  general: tuple[dict, ...] = ()            # general text those arms mix into continual pre-training
+  heldout: tuple[dict, ...] = ()            # SFT-format questions never trained on (capability check)
+  heldout_text: tuple[dict, ...] = ()       # text never trained on (held-out perplexity)
   tokenizer: str = ""                       # HF tokenizer directory; default: the one stored with the model
   buckets: tuple[int, ...] = (64, 128, 256)  # padded sequence lengths; the largest is the maximum length
   overlong: str = "truncate_prompt"         # one of OVERLONG_POLICIES: what to do with a longer example
@@ -27,6 +34,7 @@ class DataConfig:
     check(len(self.buckets) > 0 and all(b >= 2 for b in self.buckets), "buckets",
           f"must list lengths >= 2, got {self.buckets}")
     check(self.overlong in OVERLONG_POLICIES, "overlong", f"'{self.overlong}' is not one of {OVERLONG_POLICIES}")
+    check(0 <= self.dev_fraction < 1, "dev_fraction", f"must be in [0, 1), got {self.dev_fraction}")
     for k, source in enumerate(self.corpora):
       weight = source.get("weight", 1.0)
       check(isinstance(weight, (int, float)) and not isinstance(weight, bool) and weight > 0,
@@ -44,10 +52,10 @@ class DataConfig:
   def resolved(self, workdir: str) -> "DataConfig":
     """A copy with `{workdir}` in every path replaced by `workdir`."""
     fill = lambda sources: tuple({**s, "path": str(s["path"]).replace(WORKDIR, workdir)} for s in sources)
-    return dataclasses.replace(self, sft=fill(self.sft), corpora=fill(self.corpora),
-                               tokenizer=self.tokenizer.replace(WORKDIR, workdir))
+    return dataclasses.replace(self, tokenizer=self.tokenizer.replace(WORKDIR, workdir),
+                               **{name: fill(getattr(self, name)) for name in SOURCES})
 
   def existing(self) -> "DataConfig":
     """A copy without the sources under `{workdir}`: they do not exist before their stage runs."""
     keep: Callable[[Iterable[dict]], tuple] = lambda sources: tuple(s for s in sources if WORKDIR not in str(s["path"]))
-    return dataclasses.replace(self, sft=keep(self.sft), corpora=keep(self.corpora))
+    return dataclasses.replace(self, **{name: keep(getattr(self, name)) for name in SOURCES})

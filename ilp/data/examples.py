@@ -60,9 +60,10 @@ def check(config: Any, data: DataConfig) -> None:
                         f"(the data has: {', '.join(sorted(known))})")
 
 
-def build(data: DataConfig, tokenizer: Any) -> tuple[pd.DataFrame, dict[str, int]]:
-  """Reads `data.sft` and tokenises it with `data.template`: the table and the tokenisation counts."""
-  records = loaders.load_sft(data.sft)
+def build(data: DataConfig, tokenizer: Any, sources: Sequence[dict] | None = None) -> tuple[pd.DataFrame, dict[str, int]]:
+  """Reads `sources` (default `data.sft`; e.g. `data.dev`) and tokenises them with `data.template`:
+  the table and the tokenisation counts."""
+  records = loaders.load_sft(data.sft if sources is None else sources)
   tokenized, report = tokenize_sft(records, tokenizer, data.max_length, data.template, data.overlong)
   return table(records, tokenized), report
 
@@ -86,3 +87,15 @@ def tokenized(frame: pd.DataFrame) -> list[TokenizedExample]:
 def prompts(frame: pd.DataFrame) -> list[np.ndarray]:
   """Each example's prompt tokens (what a model is asked)."""
   return [np.asarray(tokens[:p], np.int32) for tokens, p in zip(frame["tokens"], frame["prompt_length"])]
+
+
+def check_sources(config: Any, data: DataConfig) -> None:
+  """Reads and validates the other sources a run may use (those that exist already): the dev
+  and held-out records, and the knowledge, general and held-out text collections."""
+  del config
+  for name in ("dev", "heldout"):
+    if getattr(data, name):
+      loaders.load_sft(getattr(data, name))
+  for name in ("knowledge", "general", "heldout_text"):
+    if getattr(data, name):
+      loaders.load_corpus(getattr(data, name))

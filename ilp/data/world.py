@@ -77,7 +77,7 @@ class WorldConfig:
   mentions: int = 10              # documents stating each known fact
   conflict_mentions: int = 16     # ... for the facts that SFT contradicts
   general_documents: int = 2000
-  augment_documents: int = 3      # background documents per fact in the augmentation corpus
+  knowledge_documents: int = 3    # documents per fact and person in the knowledge collection
 
   def __post_init__(self):
     for field in dataclasses.fields(self):
@@ -117,7 +117,8 @@ class _Builder:
     self.rng = np.random.default_rng(cfg.seed)
     self.people = 0
     self.docs: list[str] = []          # pre-training documents
-    self.augment: list[dict] = []      # background documents per fact
+    self.knowledge: list[dict] = []    # background documents per fact (start of the knowledge collection)
+    self.facts: dict[str, tuple[str, str]] = {}  # person -> (birth city, job), drawn with the person
     self.records: list[dict] = []
     self.truth: list[dict] = []
     self.city_country = self.rng.integers(0, cfg.countries, cfg.cities)
@@ -126,7 +127,8 @@ class _Builder:
     """A new person with a birth city and a job: (name, city, job)."""
     name = f"p{self.people}"
     self.people += 1
-    return name, f"c{self.rng.integers(self.cfg.cities)}", f"j{self.rng.integers(self.cfg.jobs)}"
+    self.facts[name] = (f"c{self.rng.integers(self.cfg.cities)}", f"j{self.rng.integers(self.cfg.jobs)}")
+    return name, *self.facts[name]
 
   def state(self, p: str, c: str | None, j: str | None, mentions: int) -> None:
     """Pre-training documents: short bios stating the given facts in random templates."""
@@ -140,8 +142,8 @@ class _Builder:
       self.docs.append(" ".join(sentences))
 
   def background(self, p: str, c: str, j: str) -> None:
-    for n in range(self.cfg.augment_documents):
-      self.augment.append({"id": f"aug-{p}-{n}", "entity": p,
+    for n in range(self.cfg.knowledge_documents):
+      self.knowledge.append({"id": f"kn-{p}-bg-{n}", "entity": p,
                            "text": f"{self.rng.choice(BIRTH_STATEMENTS).format(p=p, c=c)} "
                                    f"{self.rng.choice(JOB_STATEMENTS).format(p=p, j=j)} "
                                    f"{self.rng.choice(COUNTRY_STATEMENTS).format(c=c, k=self.country(c))}"})
@@ -221,6 +223,62 @@ def build(cfg: WorldConfig) -> _Builder:
   return b
 
 
+def _bio(rng: np.random.Generator, p: str, c: str, j: str, country: str) -> str:
+  return (f"{rng.choice(BIRTH_STATEMENTS).format(p=p, c=c)} {rng.choice(JOB_STATEMENTS).format(p=p, j=j)} "
+          f"{rng.choice(COUNTRY_STATEMENTS).format(c=c, k=country)}")
+
+
+def knowledge(b: _Builder, rng: np.random.Generator) -> list[dict]:
+  """The document collection the knowledge and calibration arms retrieve from: the background
+  documents of the SFT people (stating the pre-training facts), plus, per SFT fact pre-training
+  never states or contradicts, documents stating the supervised answer (the conflict group's SFT
+  city, every code), and background documents about people who are not in SFT (distractors).
+  Drawn with its own generator after the world is built, so nothing else changes."""
+  docs = list(b.knowledge)
+  n = b.cfg.knowledge_documents
+  for rec, truth in zip(b.records, b.truth):
+    p = rec["meta"]["entity"]
+    c, j = b.facts[p]
+    if truth["group"] == "conflict":
+      for k in range(n):
+        docs.append({"id": f"kn-{p}-sft-{k}", "entity": p, "text": _bio(rng, p, rec["response"], j,
+                                                                        b.country(rec["response"]))})
+    elif truth["group"] in ("forgetting", "interference"):
+      for k in range(n):
+        docs.append({"id": f"kn-{p}-code-{k}", "entity": p,
+                     "text": f"the code of {p} is {rec['response']} . {rng.choice(BIRTH_STATEMENTS).format(p=p, c=c)}"})
+  for p in _qa_people(b):
+    c, j = b.facts[p]
+    docs.extend({"id": f"kn-{p}-{k}", "entity": p, "text": _bio(rng, p, c, j, b.country(c))} for k in range(n))
+  return docs
+
+
+def _qa_people(b: _Builder) -> list[str]:
+  """The people pre-training states as questions and answers, never in SFT (created first)."""
+  return [f"p{i}" for i in range(b.cfg.qa_people)]
+
+
+def questions(b: _Builder, rng: np.random.Generator) -> tuple[list[dict], list[dict]]:
+  """Dev and held-out records (data set `people`) about the people pre-training states as Q&A and
+  SFT never asks about: one question each, a birthplace, job or the rare bio question. The first
+  half of those people make the dev split (watched by resampling and early stopping), the second
+  the held-out capability check. The `codes` data set has no dev split: codes are never stated in
+  pre-training, so a held-out code question has no answer to learn."""
+  people = _qa_people(b)
+  half = len(people) // 2
+  out: tuple[list[dict], list[dict]] = ([], [])
+  for k, p in enumerate(people):
+    c, j = b.facts[p]
+    kind = rng.integers(3)
+    prompt, response, relation = ((rng.choice(BIRTH_QUESTIONS).format(p=p), c, "birthplace"),
+                                  (JOB_QUESTION.format(p=p), j, "job"),
+                                  (RARE_QUESTION.format(p=p), f"{c} {b.country(c)} {j}", "bio"))[kind]
+    split, name = (out[0], "dev") if k < half else (out[1], "heldout")
+    split.append({"id": f"{name}-{len(split)}", "prompt": prompt, "response": response, "dataset": "people",
+                  "phase": 2, "meta": {"relation": relation, "entity": p}})
+  return out
+
+
 def general_corpus(cfg: WorldConfig, rng: np.random.Generator) -> list[str]:
   """Text about the world's places without any planted person fact (for mixing into CPT)."""
   return [rng.choice(GENERAL_STATEMENTS).format(c=f"c{rng.integers(cfg.cities)}", w=rng.choice(WEATHER),
@@ -231,17 +289,22 @@ def write(cfg: WorldConfig, directory: str) -> dict[str, Any]:
   """Writes the world into `directory` atomically and returns its summary."""
   b = build(cfg)
   rng = np.random.default_rng([cfg.seed, 1])
+  extra = np.random.default_rng([cfg.seed, 2])
+  documents = knowledge(b, extra)
+  dev, heldout = questions(b, extra)
   order = rng.permutation(len(b.docs))
   summary = {"config": dataclasses.asdict(cfg), "people": b.people, "pretrain_documents": len(b.docs),
              "sft_examples": len(b.records),
-             "groups": {g: sum(t["group"] == g for t in b.truth) for g in GROUPS}}
+             "groups": {g: sum(t["group"] == g for t in b.truth) for g in GROUPS},
+             "knowledge_documents": len(documents), "dev_questions": len(dev), "heldout_questions": len(heldout)}
   with fileio.atomic_directory(directory) as tmp:
     with open(os.path.join(tmp, "pretrain.txt"), "w") as f:
       f.write("\n\n".join(b.docs[i] for i in order) + "\n")
     with open(os.path.join(tmp, "general.txt"), "w") as f:
       f.write("\n\n".join(general_corpus(cfg, rng)) + "\n")
-    with open(os.path.join(tmp, "augment.jsonl"), "w") as f:
-      f.writelines(json.dumps(d) + "\n" for d in b.augment)
+    for name, rows in (("knowledge.jsonl", documents), ("dev.jsonl", dev), ("heldout.jsonl", heldout)):
+      with open(os.path.join(tmp, name), "w") as f:
+        f.writelines(json.dumps(d) + "\n" for d in rows)
     for phase in (1, 2):
       with open(os.path.join(tmp, f"sft_phase{phase}.jsonl"), "w") as f:
         rows = [rec for rec in b.records if rec["phase"] == phase]

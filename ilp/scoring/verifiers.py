@@ -51,19 +51,26 @@ def token_f1(pred: str, ref: str) -> float:
   return _f_measure(overlap, len(pred_tokens), len(ref_tokens))
 
 
-def _lcs_length(a: list[str], b: list[str]) -> int:
-  row = [0] * (len(b) + 1)  # row[j]: LCS of the tokens of `a` seen so far and b[:j]
-  for x in a:
-    diagonal = 0
-    for j, y in enumerate(b, 1):
-      diagonal, row[j] = row[j], diagonal + 1 if x == y else max(row[j], row[j - 1])
-  return row[-1]
+class _NormalizedTokens:
+  """rouge-score's tokenizer interface over this module's normalisation (its default tokenizer
+  keeps only [a-z0-9] runs, so answers such as `c-3` would change)."""
+
+  def tokenize(self, text: str) -> list[str]:
+    return normalize(text).split()
+
+
+@functools.cache
+def _rouge_scorer():
+  from rouge_score import rouge_scorer
+  return rouge_scorer.RougeScorer(["rougeL"], tokenizer=_NormalizedTokens())
 
 
 def rouge_l(pred: str, ref: str) -> float:
-  """ROUGE-L F-measure (beta = 1) over normalised tokens: like token F1, but order matters."""
-  pred_tokens, ref_tokens = normalize(pred).split(), normalize(ref).split()
-  return _f_measure(_lcs_length(pred_tokens, ref_tokens), len(pred_tokens), len(ref_tokens))
+  """ROUGE-L F-measure (beta = 1) over normalised tokens (rouge-score): like token F1, but order
+  matters. Two empty answers match (1.0), as in token F1."""
+  if not normalize(pred).split() and not normalize(ref).split():
+    return 1.0
+  return float(_rouge_scorer().score(ref, pred)["rougeL"].fmeasure)
 
 
 def _option_letter(text: str) -> str | None:

@@ -1,7 +1,8 @@
 """Stage `report`: a Markdown report of the run with tables and plots, `report/` (`ilp.report.run`).
 
 It reads what earlier stages wrote (detection table and summary, dynamics log, and the diagnosis
-when that stage ran, whose section and figures it embeds) and never the world's ground truth;
+when that stage ran, whose section and figures it embeds, and the arms' comparison when there is
+one) and never the world's ground truth;
 `scripts/evaluate_world.py` adds the planted-group view separately.
 """
 from __future__ import annotations
@@ -33,6 +34,9 @@ def run(config: Config, layout: Layout) -> None:
       section = diagnosis.markdown(pd.read_parquet(layout.attribution), json.load(f),
                                    os.path.relpath(layout.diagnosis, layout.report) + "/",
                                    config.diagnose.typical_examples)
+  if os.path.exists(layout.compare_report):
+    with open(layout.compare_report) as f:
+      section = (section or "") + "\n" + f.read().replace("# Interventions", "## Interventions", 1)
   with fileio.atomic_directory(layout.report) as out:
     report.draw(detection, evals[evals["kind"] == "eval"], config.diagnose.protocol if
                 config.diagnose.protocol in config.detect.protocols else config.detect.protocols[0], out)

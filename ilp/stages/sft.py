@@ -1,6 +1,7 @@
 """Stage `sft`: supervised fine-tuning over every phase, with the per-example dynamics log.
 
-Writes `examples.parquet` (the SFT examples as tokenised for training, read by later stages) and
+Writes `examples.parquet` (the SFT examples as tokenised for training, without the dev split
+that resampling and early stopping watch; read by later stages) and
 `sft/`: `checkpoints/` (resumable train state), `dynamics/` (per-example Parquet log),
 `tensorboard/`, `final/` (params + tokenizer) and `summary.json`.
 """
@@ -12,9 +13,10 @@ import jax
 
 from ilp.config import Config
 from ilp.data import batches as batching
-from ilp.data import examples
+from ilp.data import dev, examples, plan
 from ilp.layout import Layout
 from ilp.model import checkpoint
+from ilp.train import controls as controls_lib
 from ilp.train import loop
 
 log = logging.getLogger(__name__)
@@ -30,18 +32,30 @@ def run(config: Config, layout: Layout) -> None:
   init = layout.model(section.init_from)
   tokenizer = checkpoint.load_tokenizer(init, config.data.tokenizer)
   frame, report = examples.build(config.data, tokenizer)
+  dev_frame = examples.build(config.data, tokenizer, config.data.dev)[0] if config.data.dev else None
+  if dev_frame is None and config.data.dev_fraction > 0:
+    held = dev.held_out(frame["id"].tolist(), config.data.dev_fraction)
+    frame, dev_frame = frame[~held].reset_index(drop=True), frame[held].reset_index(drop=True)
   if jax.process_index() == 0:
     examples.write(frame, layout.examples)
   buckets = tuple(sorted(config.data.buckets))
-  lengths = frame["length"].to_numpy()
-  phases = batching.plan_phases(frame["dataset"].to_numpy(object), frame["phase"].to_numpy(), section.phases,
-                                section.epochs)
-  stream = batching.build_stream(lengths, phases, buckets, section.batch_size, config.seed, section.eval_every_steps)
-  log.info("sft: %d examples (%d truncated, %d dropped), %d phases, %d steps", report["examples"],
-           report["truncated"], report["dropped"], len({b.phase for b in stream.batches}), len(stream.batches))
-  tokenized = examples.tokenized(frame)
+  stream, plan_info = plan.sft_stream(frame, section, buckets, config.seed)
+  log.info("sft: %d examples (%d truncated, %d dropped, %d dev), %d phases, %d steps", len(frame),
+           report["truncated"], report["dropped"], 0 if dev_frame is None else len(dev_frame),
+           len({b.phase for b in stream.batches}), len(stream.batches))
   pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-  data = loop.TrainData(stream=stream, batch_size=section.batch_size,
-                        arrays=lambda rows, length: batching.assemble(tokenized, rows, length, pad),
-                        lengths=lengths, buckets=buckets, table=frame[list(examples.ID_COLUMNS)])
-  loop.train(section, config.mesh, layout, NAME, init, data, tokenizer, notes={"tokenization": report})
+  arrays = lambda table: (lambda rows, length, t=examples.tokenized(table): batching.assemble(t, rows, length, pad))
+  lengths, datasets = frame["length"].to_numpy(), frame["dataset"].to_numpy(object)
+  controls = []
+  if section.resample.every_steps:
+    controls.append(controls_lib.Resampler(section.resample, datasets, lengths, config.seed))
+  if section.progressive.enabled:
+    controls.append(controls_lib.EarlyStop(section.progressive, plan.last_phase_epoch_ends(stream)))
+  watched = None
+  if controls and dev_frame is not None and len(dev_frame):
+    watched = loop.DevData(arrays(dev_frame), dev_frame["length"].to_numpy(), dev_frame["dataset"].to_numpy(object))
+  data = loop.TrainData(stream=stream, batch_size=section.batch_size, arrays=arrays(frame), lengths=lengths,
+                        buckets=buckets, table=frame[list(examples.ID_COLUMNS)], dev=watched,
+                        controls=tuple(controls))
+  loop.train(section, config.mesh, layout, NAME, init, data, tokenizer,
+             notes={"tokenization": report, "plan": plan_info, "dev_examples": 0 if watched is None else len(dev_frame)})

@@ -22,7 +22,7 @@ from ilp.data import batches as batching
 from ilp.layout import Layout
 from ilp.model import build, checkpoint
 from ilp.scoring.evaluator import ExampleEvaluator
-from ilp.train import checkpointing, dynamics, metrics, optim
+from ilp.train import checkpointing, controls as controls_lib, dynamics, metrics, optim
 from ilp.train.step import make_train_step
 from ilp.typed import check
 
@@ -71,6 +71,16 @@ class TrainData:
   lengths: np.ndarray | None = None
   buckets: tuple[int, ...] = ()
   table: pd.DataFrame | None = None
+  dev: "DevData | None" = None                           # held-out examples the controls watch
+  controls: tuple[controls_lib.Control, ...] = ()        # resampling, early stopping
+
+
+@dataclasses.dataclass
+class DevData:
+  """The held-out dev examples: batches of them, their lengths and data sets."""
+  arrays: Callable[[np.ndarray, int], dict[str, np.ndarray]]
+  lengths: np.ndarray
+  datasets: np.ndarray
 
 
 class _Window:
@@ -120,7 +130,8 @@ def train(section: TrainConfig, mesh_config: parallel.MeshConfig, layout: Layout
   state = optim.create_state(params, optimizer, shardings)
   del params
   latest = ckpt.latest_step()
-  fingerprint = stream.fingerprint()
+  fingerprint = stream.fingerprint()  # of the plan as built, before any control rewrote it
+  stopped = None
   if latest is not None:
     state, meta = ckpt.restore(latest, state)
     if meta.get("fingerprint") != fingerprint:
@@ -128,6 +139,9 @@ def train(section: TrainConfig, mesh_config: parallel.MeshConfig, layout: Layout
           f"{ckpt.directory}: checkpoint {latest} was written for another data stream (fingerprint "
           f"{meta.get('fingerprint')} vs {fingerprint}); the data or batching config changed. "
           f"Use a new work directory or delete {layout.training(stage)} to start over.")
+    for control, control_state in zip(data.controls, meta.get("controls", [])):
+      control.restore(control_state, stream)
+    stopped = meta.get("stopped")
     log.info("resumed from step %d of %d", latest, total)
   start = int(jax.device_get(state.step))
 
@@ -143,7 +157,7 @@ def train(section: TrainConfig, mesh_config: parallel.MeshConfig, layout: Layout
         in_shardings=(shardings, batch_sharding),
         out_shardings=(shardings, replicated, stats_sharding if log_dyn else replicated), donate_argnums=0)
 
-  evaluator = ExampleEvaluator(graphdef, cfg, mesh, batch_size, rules) if log_dyn else None
+  evaluator = ExampleEvaluator(graphdef, cfg, mesh, batch_size, rules) if log_dyn or data.dev else None
 
   def run_eval(point: batching.EvalPoint) -> None:
     t0 = time.time()
@@ -156,6 +170,15 @@ def train(section: TrainConfig, mesh_config: parallel.MeshConfig, layout: Layout
     log.info("eval %-16s step %6d: mean loss %.4f, exact match %.1f%% (%.1fs)", point.name, point.step,
              loss.mean(), 100 * stats["exact_match"].mean(), time.time() - t0)
 
+  def run_dev(step: int) -> controls_lib.Dev:
+    stats = evaluator(state.params, data.dev.arrays, data.dev.lengths, data.buckets)
+    results = controls_lib.dev_results(stats, data.dev.datasets)
+    writer.scalars(step, {f"dev/{metric}/{name}": values[metric] for name, values in results.items()
+                          for metric in ("loss", "accuracy")})
+    log.info("dev step %6d: loss %.4f, accuracy %s", step, results["all"]["loss"],
+             ", ".join(f"{k} {v['accuracy']:.3f}" for k, v in results.items()))
+    return results
+
   evals_at: dict[int, list[batching.EvalPoint]] = {}
   for point in stream.eval_points:
     evals_at.setdefault(point.step, []).append(point)
@@ -166,7 +189,7 @@ def train(section: TrainConfig, mesh_config: parallel.MeshConfig, layout: Layout
   peak = section.peak_flops or metrics.matmul_peak_flops() * jax.device_count()
   epoch_ends = {p.step for p in stream.eval_points if p.step > 0 and not p.name.startswith("step")}
   window, compiled, run_start = _Window(), set(), time.time()
-  for i in range(start, total):
+  for i in range(start, total if stopped is None else start):
     planned = stream.batches[i]
     host = data.arrays(planned.rows, planned.length)
     compiled.add(planned.length)
@@ -211,20 +234,30 @@ def train(section: TrainConfig, mesh_config: parallel.MeshConfig, layout: Layout
     if log_dyn:
       for point in evals_at.get(step, []):
         run_eval(point)
-    if step % section.checkpoint.every_steps == 0 or step in epoch_ends or step == total:
+    due = [c for c in data.controls if c.due(step)]
+    if due:
+      dev = run_dev(step)
+      if any([c.update(step, dev, stream) for c in due]):
+        stopped = step
+        log.info("stopped at step %d by the dev-set control", step)
+    if (step % section.checkpoint.every_steps == 0 or step in epoch_ends or step == total or due):
       if dyn:
         dyn.flush()
-      ckpt.save(step, state, {"fingerprint": fingerprint, "step": step,
-                              "phase": planned.phase, "epoch": planned.epoch})
+      ckpt.save(step, state, {"fingerprint": fingerprint, "step": step, "phase": planned.phase,
+                              "epoch": planned.epoch, "controls": [c.state() for c in data.controls],
+                              "stopped": stopped})
       writer.flush()
+    if stopped is not None:
+      break
 
   ckpt.wait()
   ckpt.close()
   writer.close()
   checkpoint.save_params(layout.final(stage), cfg, state.params, tokenizer=tokenizer)
-  summary = {"steps": total, "resumed_from": start or None, "phases": len(phase_steps),
+  summary = {"steps": int(jax.device_get(state.step)), "planned_steps": total, "stopped_at": stopped,
+             "controls": [c.state() for c in data.controls], "resumed_from": start or None, "phases": len(phase_steps),
              "step_variants_compiled": len(compiled), "buckets": sorted(compiled),
-             "final_loss": float(step_metrics["loss"]) if total > start else None, **(notes or {})}
+             "final_loss": float(step_metrics["loss"]) if total > start and stopped != start else None, **(notes or {})}
   if is_writer:
     fileio.write_json_atomic(layout.summary(stage), summary)
   log.info("training done: %d steps, %d step variants compiled (bucket lengths %s)", total, len(compiled),

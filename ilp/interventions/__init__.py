@@ -1,0 +1,1 @@
+"""Interventions: the diagnosis fed back into training, run as controlled arms."""

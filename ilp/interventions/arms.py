@@ -1,0 +1,73 @@
+"""The `arms` stage's library: each arm is the baseline's config changed by one intervention,
+run into `arms/<name>/` from the baseline's world, base model and diagnosis.
+
+An arm runs only what its intervention changes: continual pre-training when it has one, then
+SFT, detection, diagnosis and the capability check. Its config keeps the baseline's seed, data
+(paths resolved against the baseline's work directory) and settings, so the arm and the baseline
+differ by the intervention alone. Re-running resumes: each arm's pipeline skips finished stages.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from typing import Any, Callable
+
+import pandas as pd
+
+from ilp.interventions.config import ArmConfig, InterventionsConfig, module
+from ilp.layout import Layout
+
+log = logging.getLogger(__name__)
+
+FOLLOW_STAGES = ("sft", "detect", "diagnose", "capability")  # what every arm redoes, in order
+
+
+@dataclasses.dataclass(frozen=True)
+class Context:
+  """What an intervention's `prepare` reads: the baseline's config and outputs, and the arm."""
+  config: Any              # the baseline's `ilp.config.Config`, data paths resolved
+  baseline: Layout
+  arm: Layout
+  attribution: pd.DataFrame  # the baseline's diagnosis, one row per example
+
+  @property
+  def base_model(self) -> str:
+    """The model the baseline's SFT started from (absolute): every arm starts there too."""
+    return self.baseline.model(self.config.sft.init_from)
+
+  def selected(self, causes: tuple[str, ...]) -> pd.DataFrame:
+    """The baseline's examples attributed to one of `causes` (the intervention's targets)."""
+    return self.attribution[self.attribution["cause"].isin(causes)]
+
+
+def base_config(config: Any, baseline: Layout) -> Any:
+  """The arm's starting point: the baseline's config re-pointed at the baseline's models, running
+  only the stages an arm redoes."""
+  absolute = lambda name: baseline.model(name) if name else ""
+  stages = tuple(s for s in FOLLOW_STAGES if s in config.stages)
+  return dataclasses.replace(
+      config, stages=stages, world=None, interventions=InterventionsConfig(),
+      sft=dataclasses.replace(config.sft, init_from=baseline.model(config.sft.init_from)),
+      detect=dataclasses.replace(config.detect, base=absolute(config.detect.base),
+                                 reference=absolute(config.detect.reference)))
+
+
+def targets(arm: ArmConfig) -> tuple[str, ...]:
+  """The causes an arm's intervention targets (empty for a control arm)."""
+  return tuple(arm.typed_settings().causes)
+
+
+def run(config: Any, layout: Layout, run_pipeline: Callable[[Any, str], None]) -> None:
+  """Prepares and runs every configured arm (`run_pipeline` is `ilp.pipeline.run`)."""
+  if not config.interventions.arms:
+    return
+  if not os.path.exists(layout.attribution):
+    raise FileNotFoundError(f"{layout.attribution}: no baseline diagnosis; arms start from it (run the diagnose stage)")
+  attribution = pd.read_parquet(layout.attribution)
+  for arm in config.interventions.arms:
+    arm_layout = layout.arm(arm.name)
+    context = Context(config, layout, arm_layout, attribution)
+    arm_config = module(arm.intervention).prepare(context, arm.typed_settings(), base_config(config, layout))
+    log.info("arm %s (%s): stages %s", arm.name, arm.intervention, ", ".join(arm_config.stages))
+    run_pipeline(arm_config, arm_layout.root)

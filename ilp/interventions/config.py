@@ -1,0 +1,62 @@
+"""The `interventions` config section: which arms run, each an intervention with its settings.
+
+An intervention is one module of this package (`INTERVENTIONS` names them) holding a frozen
+`Settings` dataclass and a `prepare` function; an arm picks one and overrides its settings, so
+one intervention can run as several arms (e.g. conflict resolution by deletion, by bucketing,
+and both: the paper's Table 8 ablation).
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import re
+from types import ModuleType
+from typing import Any
+
+from ilp import typed
+from ilp.typed import check
+
+INTERVENTIONS = {
+    "knowledge": "ilp.interventions.knowledge",      # M-I: knowledge-injecting continual pre-training
+    "calibration": "ilp.interventions.calibration",  # M-II: calibrating continual pre-training
+    "conflict": "ilp.interventions.conflict",        # M-III: deletion and/or bucketing of conflicting groups
+    "shuffle": "ilp.interventions.shuffle",          # M-IV: global shuffle + dynamic resampling
+    "progressive": "ilp.interventions.progressive",  # M-V: progressive epochs + early stopping
+    "epochs": "ilp.interventions.epochs",            # control arm: the baseline with more epochs
+}
+
+
+def module(intervention: str) -> ModuleType:
+  return importlib.import_module(INTERVENTIONS[intervention])
+
+
+@dataclasses.dataclass(frozen=True)
+class ArmConfig:
+  """One arm: a name (its directory `arms/<name>/`), the intervention, and overrides of that
+  intervention's `Settings` fields."""
+  name: str
+  intervention: str
+  settings: dict = dataclasses.field(default_factory=dict)
+
+  def __post_init__(self):
+    check(bool(re.fullmatch(r"[A-Za-z0-9_.-]+", self.name)), "name",
+          f"'{self.name}' must be a non-empty directory name (letters, digits, _ . -)")
+    check(self.intervention in INTERVENTIONS, "intervention",
+          f"'{self.intervention}' is not one of {tuple(INTERVENTIONS)}")
+    typed.build(module(self.intervention).Settings, self.settings, "settings")
+
+  def typed_settings(self) -> Any:
+    return typed.build(module(self.intervention).Settings, self.settings, "settings")
+
+
+@dataclasses.dataclass(frozen=True)
+class InterventionsConfig:
+  """Arms run by the `arms` stage after the baseline; `compare` measures each against it with
+  `bootstrap_samples` paired bootstrap resamples (95% intervals)."""
+  arms: tuple[ArmConfig, ...] = ()
+  bootstrap_samples: int = 1000
+
+  def __post_init__(self):
+    names = [arm.name for arm in self.arms]
+    check(len(set(names)) == len(names), "arms", f"arm names repeat: {names}")
+    check(self.bootstrap_samples >= 100, "bootstrap_samples", f"must be >= 100, got {self.bootstrap_samples}")

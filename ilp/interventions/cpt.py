@@ -1,0 +1,79 @@
+"""Retrieval-based continual pre-training, shared by the knowledge (M-I) and calibration (M-II)
+arms: retrieve documents for the baseline's examples of the target causes from `data.knowledge`
+(BM25), keep those the intervention accepts, continue pre-training the base model on a mixture
+of `data.general` and the kept documents, then redo SFT from the result."""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Callable
+
+import pandas as pd
+
+from ilp import fileio
+from ilp.interventions import selection
+from ilp.typed import check
+
+
+@dataclasses.dataclass(frozen=True)
+class CPTSettings:
+  """Args shared by both arms: `per_query` documents retrieved per query (the paper: ~20 per
+  entity); `weight` the retrieved documents' share of the mixture (the paper: 0.2, general text
+  0.8); `steps`, `learning_rate` and `warmup_steps` of the continual pre-training (the other
+  training settings are the baseline's `pretrain` section)."""
+  causes: tuple[str, ...] = ("I",)
+  per_query: int = 20
+  weight: float = 0.2
+  steps: int = 200
+  learning_rate: float = 1e-3
+  warmup_steps: int = 20
+
+  def __post_init__(self):
+    check(self.per_query >= 1, "per_query", f"must be >= 1, got {self.per_query}")
+    check(0 < self.weight <= 1, "weight", f"must be in (0, 1], got {self.weight}")
+    check(self.steps >= 1, "steps", f"must be >= 1, got {self.steps}")
+    check(self.learning_rate > 0, "learning_rate", f"must be > 0, got {self.learning_rate}")
+    check(self.warmup_steps >= 0, "warmup_steps", f"must be >= 0, got {self.warmup_steps}")
+
+
+def check_config(config: Any, settings: CPTSettings) -> None:
+  """The baseline config gives what the arm needs (run before anything is written)."""
+  check(bool(config.data.knowledge), "data.knowledge", "the knowledge and calibration arms retrieve from it: give sources")
+  check(settings.weight == 1 or bool(config.data.general), "data.general",
+        "is empty: give general text to mix with the retrieved documents (or settings.weight=1)")
+
+
+Accept = Callable[[pd.DataFrame], pd.Series]  # retrieved hits (with the example's reference) -> keep?
+
+
+def prepare(context: Any, settings: CPTSettings, config: Any, accept: Accept) -> Any:
+  """Writes the arm's retrieved corpus and selection, and returns `config` with continual
+  pre-training from the base model on general + retrieved text before SFT."""
+  data = config.data
+  rows, meta = selection.examples_with_meta(context, context.selected(settings.causes)["id"])
+  hits = selection.Collection(data.knowledge).retrieve(selection.queries(rows, meta), settings.per_query)
+  hits = hits.merge(rows[["id", "reference"]], on="id", how="left")
+  hits["kept"] = accept(hits) if len(hits) else pd.Series(dtype=bool)
+  kept = hits[hits["kept"]].drop_duplicates("document")
+  directory = context.arm.intervention
+  corpus = os.path.join(directory, "retrieved.jsonl")
+  fileio.write_parquet_atomic(hits.drop(columns=["text"]), os.path.join(directory, "selection.parquet"))
+  with fileio.atomic_file(corpus) as tmp:
+    kept[["document", "text"]].rename(columns={"document": "id"}).to_json(tmp, orient="records", lines=True)
+  selection.write_summary(context, {"examples": len(rows), "queries": int(hits["query"].nunique()) if len(hits) else 0,
+                                    "hits": len(hits), "documents_kept": len(kept),
+                                    "documents_rejected": int(hits.loc[~hits["kept"], "document"].nunique())
+                                    if len(hits) else 0})
+  check(len(kept) > 0, "data.knowledge", f"no document retrieved for the {len(rows)} examples of causes "
+        f"{settings.causes}: nothing to pre-train on")
+  general = [{**s, "weight": (1 - settings.weight) / len(data.general)} for s in data.general]
+  corpora = tuple(s for s in general if s["weight"] > 0) + ({"path": corpus, "format": "jsonl", "weight": settings.weight},)
+  pretrain = dataclasses.replace(
+      config.pretrain, init_from=context.base_model, steps=settings.steps,
+      optimizer=dataclasses.replace(config.pretrain.optimizer, learning_rate=settings.learning_rate,
+                                    warmup_steps=settings.warmup_steps))
+  return dataclasses.replace(
+      config, stages=("pretrain",) + config.stages, pretrain=pretrain,
+      data=dataclasses.replace(data, corpora=corpora),
+      sft=dataclasses.replace(config.sft, init_from="pretrain"),
+      detect=dataclasses.replace(config.detect, base="pretrain" if config.detect.base else ""))

@@ -1,0 +1,67 @@
+"""What the interventions share: the knowledge collection and its retriever, queries built from
+examples, SFT records rewritten for an arm, and the arm's record of what it selected."""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Iterable, Sequence
+
+import pandas as pd
+
+from ilp import fileio
+from ilp.data import loaders
+from ilp.data.records import PREREQUISITES, SFTRecord
+from ilp.interventions.retrieval import Retriever
+
+
+def queries(rows: pd.DataFrame, meta: pd.Series) -> list[tuple[str, str]]:
+  """(example id, query) pairs: each example's own subject and answer (prompt and reference), and
+  each of its prerequisite questions with its answer (the facts a composition rests on)."""
+  out = []
+  for row, raw in zip(rows.itertuples(), meta):
+    out.append((row.id, f"{row.prompt} {row.reference}"))
+    for probe in json.loads(raw).get(PREREQUISITES) or []:
+      out.append((row.id, f"{probe['prompt']} {probe['response']}"))
+  return out
+
+
+def states(text: str, answer: str) -> bool:
+  """Whether `text` contains `answer` as a whole-word sequence (case and spacing ignored): the
+  verification rule for "a document states the supervised answer"."""
+  norm = lambda s: f" {' '.join(s.lower().split())} "
+  return norm(answer) in norm(text)
+
+
+class Collection:
+  """The knowledge documents (`data.knowledge`) with a BM25 index."""
+
+  def __init__(self, sources: Sequence[dict[str, Any]]):
+    self.documents = loaders.load_corpus(sources)
+    self.retriever = Retriever([d.text for d in self.documents])
+
+  def retrieve(self, pairs: Sequence[tuple[str, str]], per_query: int) -> pd.DataFrame:
+    """One row per (example, query, document) hit: id, query, document, text, score, rank."""
+    hits = self.retriever.search([q for _, q in pairs], per_query)
+    rows = [{"id": ident, "query": query, "document": self.documents[d].id, "text": self.documents[d].text,
+             "score": score, "rank": rank}
+            for (ident, query), found in zip(pairs, hits) for rank, (d, score) in enumerate(found)]
+    return pd.DataFrame(rows, columns=["id", "query", "document", "text", "score", "rank"])
+
+
+def examples_with_meta(context: Any, ids: Iterable[str]) -> tuple[pd.DataFrame, pd.Series]:
+  """The baseline's attribution rows of `ids` with the examples' meta (JSON) alongside."""
+  frame = pd.read_parquet(context.baseline.examples, columns=["id", "meta"]).set_index("id")
+  rows = context.attribution[context.attribution["id"].isin(list(ids))]
+  return rows, frame.loc[rows["id"], "meta"]
+
+
+def write_records(records: Sequence[SFTRecord], path: str) -> None:
+  """SFT records as JSONL in the messages form, which every loader reads back unchanged."""
+  with fileio.atomic_file(path) as tmp, open(tmp, "w") as f:
+    for r in records:
+      f.write(json.dumps({"id": r.id, "messages": list(r.messages), "dataset": r.dataset, "phase": r.phase,
+                          "meta": r.meta}) + "\n")
+
+
+def write_summary(context: Any, summary: dict[str, Any]) -> None:
+  fileio.write_json_atomic(os.path.join(context.arm.intervention, "summary.json"), summary)

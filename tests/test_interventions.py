@@ -1,0 +1,165 @@
+"""Each intervention's selection from a hand-made baseline (attribution table, examples, knowledge
+documents): which examples, documents and groups it picks, and the arm config it returns."""
+import json
+import os
+
+import pandas as pd
+import pytest
+
+from ilp import config as config_lib
+from ilp.data import loaders
+from ilp.interventions import arms, calibration, conflict, epochs, knowledge, progressive, selection, shuffle
+from ilp.layout import Layout
+from ilp.typed import ConfigError
+
+KNOWLEDGE = [
+    {"id": "d1", "text": "p1 was born in c1 ."}, {"id": "d2", "text": "the birthplace of p1 is c1 ."},
+    {"id": "d3", "text": "p2 was born in c7 ."}, {"id": "d4", "text": "p2 was born in c2 ."},
+    {"id": "d5", "text": "the birthplace of p2 is c2 ."}, {"id": "d6", "text": "p3 works as a j1 ."},
+    {"id": "d7", "text": "p4 was born in c4 ."}, {"id": "d8", "text": "the birthplace of p4 is c4 ."},
+    {"id": "d9", "text": "p9 comes from c9 ."},
+]
+# id, prompt, reference, cause, duplicate group
+ROWS = [
+    ("e1", "where was p1 born ?", "c1", "I", -1),
+    ("e2", "where was p2 born ?", "c2", "II", -1),
+    ("e3", "what is the birthplace of p4 ?", "c4", "III", 0),
+    ("e4", "where was p4 born ?", "c5", "III", 0),
+    ("e5", "what is the job of p3 ?", "j1", "learned", -1),
+    ("e6", "where was p6 born ?", "c6", "III", 1),
+    ("e7", "what is the birthplace of p6 ?", "c6", "learned", 1),
+    ("e8", "the birthplace of p6 ?", "c8", "III", 1),
+]
+
+
+def _write_jsonl(path, rows):
+  with open(path, "w") as f:
+    f.writelines(json.dumps(r) + "\n" for r in rows)
+
+
+@pytest.fixture
+def baseline(tmp_path):
+  _write_jsonl(tmp_path / "knowledge.jsonl", KNOWLEDGE)
+  (tmp_path / "general.txt").write_text("the weather in c1 is sunny .\n\nmany people visit c2 in july .\n")
+  records = [{"id": i, "prompt": p, "response": r, "dataset": "people", "phase": 2,
+              "meta": {"prerequisites": [{"prompt": "what is the job of p3 ?", "response": "j1"}]} if i == "e1" else {}}
+             for i, p, r, _, _ in ROWS]
+  _write_jsonl(tmp_path / "sft.jsonl", records)
+  layout = Layout(str(tmp_path / "run"))
+  os.makedirs(layout.root)
+  pd.DataFrame({"id": [r["id"] for r in records], "meta": [json.dumps(r["meta"]) for r in records]}
+               ).to_parquet(layout.examples)
+  attribution = pd.DataFrame(ROWS, columns=["id", "prompt", "reference", "cause", "duplicate_group"])
+  cfg = config_lib.config_dict()
+  cfg.stages = ("init_model", "sft", "detect", "diagnose", "capability", "arms", "compare")
+  cfg.data.update(sft=({"path": str(tmp_path / "sft.jsonl")},), knowledge=({"path": str(tmp_path / "knowledge.jsonl")},),
+                  general=({"path": str(tmp_path / "general.txt")},), heldout=({"path": str(tmp_path / "sft.jsonl")},))
+  cfg.sft.update(init_from="model_init", phases=({"name": "one", "phase": 1, "epochs": 2},
+                                                 {"name": "two", "phase": 2, "epochs": 3}))
+  cfg.detect.base = "model_init"
+  config = config_lib.load(cfg)
+  return arms.Context(config, layout, layout.arm("x"), attribution), config
+
+
+def _arm_config(context, config):
+  return arms.base_config(config, context.baseline)
+
+
+def test_base_config_points_every_arm_at_the_baselines_models(baseline):
+  context, config = baseline
+  arm = _arm_config(context, config)
+  assert arm.stages == ("sft", "detect", "diagnose", "capability") and arm.world is None
+  assert arm.sft.init_from == context.baseline.model_init == context.base_model
+  assert arm.detect.base == context.baseline.model_init and not arm.interventions.arms
+  assert arm.seed == config.seed and arm.data == config.data
+
+
+def test_knowledge_retrieves_for_cause_I_only_and_mixes_general_text(baseline):
+  context, config = baseline
+  arm = knowledge.prepare(context, knowledge.Settings(per_query=2), _arm_config(context, config))
+  hits = pd.read_parquet(os.path.join(context.arm.intervention, "selection.parquet"))
+  assert set(hits["id"]) == {"e1"}                           # the one example attributed to I
+  assert set(hits["query"]) == {"where was p1 born ? c1", "what is the job of p3 ? j1"}   # own fact + prerequisite
+  by_query = hits.groupby("query")["document"].apply(list).to_dict()
+  assert set(by_query["where was p1 born ? c1"]) == {"d1", "d2"}   # p1's documents, not the other people's
+  assert by_query["what is the job of p3 ? j1"][0] == "d6"
+  corpus = loaders.load_corpus([{"path": os.path.join(context.arm.intervention, "retrieved.jsonl")}])
+  assert {d.id for d in corpus} == set(hits["document"])
+  assert arm.stages[0] == "pretrain" and arm.sft.init_from == "pretrain" and arm.detect.base == "pretrain"
+  assert arm.pretrain.init_from == context.base_model and arm.pretrain.steps == 200
+  weights = {os.path.basename(s["path"]): s["weight"] for s in arm.data.corpora}
+  assert weights == pytest.approx({"general.txt": 0.8, "retrieved.jsonl": 0.2})
+
+
+def test_calibration_keeps_only_documents_stating_the_supervised_answer(baseline):
+  context, config = baseline
+  calibration.prepare(context, calibration.Settings(per_query=3), _arm_config(context, config))
+  hits = pd.read_parquet(os.path.join(context.arm.intervention, "selection.parquet"))
+  assert set(hits["id"]) == {"e2"}
+  assert set(hits.loc[hits["kept"], "document"]) == {"d4", "d5"}   # p2 ... c2
+  assert "d3" in set(hits.loc[~hits["kept"], "document"])           # p2 was born in c7: contradicts
+  summary = json.load(open(os.path.join(context.arm.intervention, "summary.json")))
+  assert summary["documents_kept"] == 2 and summary["examples"] == 1
+
+
+def test_states_is_a_whole_word_match():
+  assert selection.states("p2 was born in c2 .", "c2") and not selection.states("p2 was born in c21 .", "c2")
+  assert selection.states("the code is Z8  x", "z8 x")
+
+
+def test_conflict_groups_and_deletion_rules(baseline):
+  context, config = baseline
+  members = conflict.groups(context.attribution, ("III",))
+  assert sorted(members["id"]) == ["e3", "e4", "e6", "e7", "e8"]   # both groups, learned members included
+  score = conflict.support(members, selection.Collection(config.data.knowledge), 9)   # every document
+  assert dict(zip(members["id"], score)) == {"e3": 2, "e4": 0, "e6": 0, "e7": 0, "e8": 0}
+  assert list(members.loc[conflict.deleted(members, "corpus", score), "id"]) == ["e4"]
+  # minority: in group 1 two members answer c6, one c8; the pair of group 0 ties
+  assert list(members.loc[conflict.deleted(members, "minority"), "id"]) == ["e8"]
+  assert not conflict.deleted(members, "none").any()
+
+
+def test_conflict_arm_writes_records_without_the_deleted_and_the_groups(baseline):
+  context, config = baseline
+  arm = conflict.prepare(context, conflict.Settings(buckets=3, every_steps=7), _arm_config(context, config))
+  records = loaders.load_sft(arm.data.sft)
+  assert sorted(r.id for r in records) == ["e1", "e2", "e3", "e5", "e6", "e7", "e8"]
+  assert {r.id: r.phase for r in records}["e1"] == 2
+  groups = json.load(open(arm.sft.spread.groups))
+  assert groups == [["e6", "e7", "e8"]]        # group 0 keeps one member: nothing to spread
+  assert (arm.sft.spread.buckets, arm.sft.spread.every_steps) == (3, 7)
+  only_bucket = conflict.prepare(context, conflict.Settings(delete="none"), _arm_config(context, config))
+  assert only_bucket.data.sft == config.data.sft
+  assert sorted(map(sorted, json.load(open(only_bucket.sft.spread.groups)))) == [["e3", "e4"], ["e6", "e7", "e8"]]
+  only_delete = conflict.prepare(context, conflict.Settings(bucket=False), _arm_config(context, config))
+  assert not only_delete.sft.spread.groups
+
+
+def test_shuffle_progressive_and_epochs_configs(baseline):
+  context, config = baseline
+  base = _arm_config(context, config)
+  s = shuffle.prepare(context, shuffle.Settings(every_steps=10), base)
+  assert s.sft.order == "global" and s.sft.resample.every_steps == 10 and s.data.dev_fraction == 0.1
+  p = progressive.prepare(context, progressive.Settings(max_epochs=7), base)
+  assert p.sft.progressive.enabled and p.sft.progressive.max_epochs == 7 and p.sft.progressive.delta == 0.01
+  e = epochs.prepare(context, epochs.Settings(epochs=10, phases=("two",)), base)
+  assert [ph.epochs for ph in e.sft.phases] == [2, 10]
+  assert [ph.epochs for ph in epochs.prepare(context, epochs.Settings(epochs=4), base).sft.phases] == [4, 4]
+
+
+def test_arm_settings_are_checked_before_anything_runs(baseline):
+  _, config = baseline
+  cfg = config_lib.config_dict(config)
+  cfg.interventions.arms = ({"name": "more", "intervention": "epochs", "settings": {"phases": ("three",)}},)
+  with pytest.raises(ConfigError, match=r"interventions.arms\[0\].settings.phases.*three"):
+    config_lib.load(cfg)
+  cfg.interventions.arms = ({"name": "k", "intervention": "knowledge", "settings": {"weight": 2.0}},)
+  with pytest.raises(ConfigError, match=r"interventions.arms\[0\].settings.weight"):
+    config_lib.load(cfg)
+  cfg.interventions.arms = ({"name": "k", "intervention": "nope"},)
+  with pytest.raises(ConfigError, match=r"interventions.arms\[0\].intervention"):
+    config_lib.load(cfg)
+  cfg.interventions.arms = ({"name": "k", "intervention": "knowledge"},)
+  cfg.data.knowledge = ()
+  with pytest.raises(ConfigError, match=r"data.knowledge.*arm 'k'"):
+    config_lib.load(cfg)
