@@ -97,29 +97,27 @@ def _controlled_config(paths, tmp_path, **sft):
   return config
 
 
-def _fake_dev_results(monkeypatch):
-  """Dev accuracy as a deterministic function of the model's dev statistics that often falls by
-  more than 5%, so resampling fires in a tiny run (and the same model state gives the same answer
-  after a resume)."""
+def _scheduled_accuracy(monkeypatch):
+  """Dev accuracy of data set `a` by step (falling at steps 4 and 10), fed to the real resampler,
+  so resampling fires at known steps of a tiny run, and identically after a resume."""
+  real_update = controls.Resampler.update
 
-  def fake(stats, datasets):
-    accuracy = 0.9 if int(float(stats["nll_sum"].sum()) * 1e4) % 2 else 0.3
-    return {"all": {"loss": 1.0, "accuracy": accuracy, "examples": len(datasets)},
-            "a": {"loss": 1.0, "accuracy": accuracy, "examples": len(datasets)}}
+  def update(self, step, dev, stream):
+    dev = {**dev, "a": {**dev["a"], "accuracy": 0.3 if step in (4, 10) else 0.9}}
+    return real_update(self, step, dev, stream)
 
-  monkeypatch.setattr(controls, "dev_results", fake)
+  monkeypatch.setattr(controls.Resampler, "update", update)
 
 
 def test_resampling_through_the_loop_resumes_exactly(tmp_path, monkeypatch):
   paths = sft_data.make_inputs(str(tmp_path / "data"), per_dataset=24)
   config = _controlled_config(paths, tmp_path, order="global")
   config.sft.resample.update(every_steps=2, drop=0.05, share=0.5)
-  _fake_dev_results(monkeypatch)
+  _scheduled_accuracy(monkeypatch)
   pipeline.run(config, str(tmp_path / "full"))
   summary = json.load(open(tmp_path / "full" / "sft" / "summary.json"))
   events = summary["controls"][0]["events"]
-  assert events and all(e["dataset"] == "a" and e["rows"] > 0 for e in events)
-  assert any(e["step"] < 7 for e in events) and any(e["step"] > 7 for e in events)
+  assert [(e["step"], e["dataset"]) for e in events] == [(4, "a"), (10, "a")] and all(e["rows"] > 0 for e in events)
 
   real_add = dynamics.DynamicsWriter.add_batch
 

@@ -1,0 +1,73 @@
+"""Arms end to end on a reduced ILP world: the baseline, three arms (continual pre-training with
+retrieval, global shuffle with resampling, conflict deletion with bucketing) and the comparison,
+never reading the ground truth; the comparison against a direct computation from the tables."""
+import json
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from configs import interventions
+from ilp import pipeline
+from ilp.layout import Layout
+from tests.test_world import ROOT, SMALL, _guard_ground_truth
+
+
+def test_arms_and_comparison_on_a_reduced_world(tmp_path, monkeypatch):
+  config = interventions.get_config()
+  config.world.update(SMALL)
+  config.model.update(hidden_size=32, intermediate_size=64, num_layers=2, num_heads=2, num_kv_heads=1, head_dim=16)
+  config.pretrain.update(steps=30, batch_size=16, log_every_steps=20)
+  config.sft.update(batch_size=16, phases=({"name": "phase1", "phase": 1, "epochs": 2},
+                                           {"name": "phase2", "phase": 2, "epochs": 2}))
+  config.detect.update(num_samples=2, pass_k=(1, 2), bon_k=(1, 2), max_new_tokens=4, base_samples=2, blind_bon_k=2)
+  config.interventions.update(bootstrap_samples=200, arms=(
+      {"name": "knowledge", "intervention": "knowledge", "settings": {"steps": 10, "causes": ("I", "II", "V")}},
+      {"name": "shuffle", "intervention": "shuffle", "settings": {"every_steps": 2}},
+      {"name": "conflict", "intervention": "conflict", "settings": {"causes": ("I", "II", "III", "IV", "V")}}))
+  _guard_ground_truth(monkeypatch)
+  workdir = str(tmp_path / "work")
+  pipeline.run(config, workdir)
+  monkeypatch.undo()
+  layout = Layout(workdir)
+  for name in ("knowledge", "shuffle", "conflict"):
+    arm = layout.arm(name)
+    for path in (arm.detection, arm.attribution, arm.capability, arm.final("sft"), arm.dynamics()):
+      assert os.path.exists(path), path
+    assert os.listdir(arm.tensorboard("sft"))
+  assert os.path.exists(layout.arm("knowledge").final("pretrain"))
+  assert not os.path.exists(layout.arm("shuffle").final("pretrain"))
+  retrieved = [json.loads(line) for line in open(os.path.join(layout.arm("knowledge").intervention, "retrieved.jsonl"))]
+  assert retrieved and all(d["text"] for d in retrieved)
+  shuffle = json.load(open(layout.arm("shuffle").summary("sft")))
+  assert shuffle["plan"]["order"] == "global" and shuffle["dev_examples"] == SMALL["qa_people"] // 2
+  conflict = json.load(open(os.path.join(layout.arm("conflict").intervention, "summary.json")))
+  arm_examples = pd.read_parquet(layout.arm("conflict").examples)
+  assert len(arm_examples) == len(pd.read_parquet(layout.examples)) - conflict["deleted"]
+
+  summary = json.load(open(layout.compare_summary))["arms"]
+  assert set(summary) == {"knowledge", "shuffle", "conflict"}
+  base = pd.read_parquet(layout.attribution)
+  for name, s in summary.items():
+    arm = pd.read_parquet(layout.arm(name).attribution)
+    joined = base.merge(arm, on="id", suffixes=("", "_arm"))
+    assert s["examples"] == len(joined) and s["missing_from_arm"] == len(base) - len(joined)
+    assert s["unlearned"]["baseline_rate"] == pytest.approx(joined["unlearned"].mean())
+    assert s["unlearned"]["arm_rate"] == pytest.approx(joined["unlearned_arm"].mean())
+    for cause, row in s["by_cause"].items():
+      if cause in ("I", "II", "III", "IV", "V"):
+        sel = joined["cause"] == cause
+        assert row["n"] == sel.sum() and row["arm_rate"] == pytest.approx(joined.loc[sel, "unlearned_arm"].mean())
+  table = pd.read_parquet(layout.comparison)
+  assert set(table["arm"]) == set(summary)
+  assert "Interventions against the baseline" in open(layout.compare_report).read()
+  assert "Interventions against the baseline" in open(os.path.join(layout.report, "report.md")).read()
+  result = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "evaluate_interventions.py"),
+                           f"--workdirs={workdir}", "--samples=200"], capture_output=True, text=True, timeout=120)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert set(json.load(open(os.path.join(workdir, "interventions_eval.json")))["arms"]) == set(summary)
+
+  pipeline.run(config, workdir)   # everything finished: resumes to nothing, recomputes the comparison
+  assert json.load(open(layout.compare_summary))["arms"] == summary
