@@ -2,6 +2,7 @@
 retrieval, global shuffle with resampling, conflict deletion with bucketing) and the comparison,
 never reading the ground truth; the comparison against a direct computation from the tables."""
 import json
+import math
 import os
 import subprocess
 import sys
@@ -43,6 +44,12 @@ def test_arms_and_comparison_on_a_reduced_world(tmp_path, monkeypatch):
   assert retrieved and all(d["text"] for d in retrieved)
   shuffle = json.load(open(layout.arm("shuffle").summary("sft")))
   assert shuffle["plan"]["order"] == "global" and shuffle["dev_examples"] == SMALL["qa_people"] // 2
+  baseline_shapes = json.load(open(layout.summary("sft")))["buckets"]
+  for name in ("shuffle", "conflict"):   # reordering, spreading and resampling add no batch shape
+    assert set(json.load(open(layout.arm(name).summary("sft")))["buckets"]) <= set(baseline_shapes)
+  capability = json.load(open(layout.arm("shuffle").capability))
+  assert capability["heldout_questions"]["questions"] == SMALL["qa_people"] - SMALL["qa_people"] // 2
+  assert capability["heldout_text"]["perplexity"] == pytest.approx(math.exp(capability["heldout_text"]["nll"]))
   conflict = json.load(open(os.path.join(layout.arm("conflict").intervention, "summary.json")))
   arm_examples = pd.read_parquet(layout.arm("conflict").examples)
   assert len(arm_examples) == len(pd.read_parquet(layout.examples)) - conflict["deleted"]

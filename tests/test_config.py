@@ -68,6 +68,17 @@ BAD_FIELDS = [
     ("model.dtype", "float8", "'model.dtype': 'float8' is not one of"),
     ("init.dtype", "int8", "'init.dtype': 'int8' is not one of"),
     ("stages", ("init_model", "fine_tune"), "'stages': unknown stage(s) fine_tune"),
+    ("sft.order", "random", "'sft.order': 'random' is not one of"),
+    ("sft.spread.buckets", 1, "'sft.spread.buckets': must be >= 2, got 1"),
+    ("sft.resample.drop", 1.5, "'sft.resample.drop': must be in (0, 1), got 1.5"),
+    ("sft.resample.every_steps", 10, "'data.dev': sft.resample and sft.progressive watch a dev set"),
+    ("sft.progressive.max_epochs", 0, "'sft.progressive.max_epochs': must be >= 1, got 0"),
+    ("data.dev_fraction", 1.0, "'data.dev_fraction': must be in [0, 1), got 1.0"),
+    ("interventions.arms", ({"name": "a b", "intervention": "epochs"},), "'interventions.arms[0].name'"),
+    ("interventions.arms", ({"name": "x", "intervention": "shuffle", "settings": {"share": 0}},),
+     "'interventions.arms[0].settings.share': must be in (0, 1]"),
+    ("interventions.arms", ({"name": "x", "intervention": "epochs"}, {"name": "x", "intervention": "epochs"}),
+     "'interventions.arms': arm names repeat"),
 ]
 
 
