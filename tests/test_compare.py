@@ -84,3 +84,9 @@ def test_rouge_by_position_against_a_direct_lcs():
   assert out["first"] == {"examples": 2, "rouge_l": pytest.approx(np.mean(direct[:2]))}
   assert out["middle"] == {"examples": 2, "rouge_l": pytest.approx(np.mean([direct[2], direct[4]]))}
   assert out["last"] == {"examples": 1, "rouge_l": pytest.approx(direct[3])}
+
+
+def test_response_matrix_reads_the_relative_reduction_per_cause_and_arm():
+  summary = {"m1": {"by_cause": {"I": {"relative_change": -0.75}, "IV": {"relative_change": 0.5}}},
+             "m4": {"by_cause": {"I": {"relative_change": None}, "IV": {"relative_change": -1.0}}}}
+  assert compare.response_matrix(summary) == {"I": {"m1": 0.75, "m4": None}, "IV": {"m1": -0.5, "m4": 1.0}}

@@ -122,6 +122,16 @@ def _plain(value: Any) -> Any:
   return value
 
 
+def response_matrix(summary: dict[str, Any]) -> dict[str, dict[str, float | None]]:
+  """Rows: the causes the baseline attributed; columns: the arms; cells: the relative reduction
+  of the unlearned rate on that cause's examples (1 = all learned in the arm, negative = worse).
+  A diagnosis confirmed by intervention has a dominant diagonal: each cause responds most to its
+  own mitigation. It needs no ground truth, so a user can check it on their own data."""
+  return {cause: {arm: (None if s["by_cause"].get(cause, {}).get("relative_change") is None
+                        else -s["by_cause"][cause]["relative_change"]) for arm, s in summary.items()}
+          for cause in CAUSES if any(cause in s["by_cause"] for s in summary.values())}
+
+
 def comparison(base: pd.DataFrame, arms: dict[str, pd.DataFrame], targets: dict[str, Sequence[str]],
                samples: int = 1000, seed: int = 0) -> tuple[pd.DataFrame, dict[str, Any]]:
   """The long table of every arm's `rates` (column `arm`) and a JSON-ready summary per arm.

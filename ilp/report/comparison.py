@@ -15,8 +15,9 @@ def _points(x: float | None, low: float | None = None, high: float | None = None
   return f"{100 * x:+.1f}{interval}"
 
 
-def markdown(summary: dict[str, Any], capability: dict[str, Any], label: str) -> str:
-  """Tables of `compare/summary.json` (per arm) and the runs' capability checks."""
+def markdown(summary: dict[str, Any], capability: dict[str, Any], label: str,
+             matrix: dict[str, dict[str, float | None]]) -> str:
+  """Tables of `compare/summary.json` (per arm), the response matrix and the runs' capability checks."""
   lines = ["# Interventions against the baseline", "",
            f"Unlearned = the {label} label. Each arm is compared with the baseline on the examples both "
            "trained on; changes are in percentage points with 95% paired bootstrap intervals. "
@@ -45,6 +46,16 @@ def markdown(summary: dict[str, Any], capability: dict[str, Any], label: str) ->
     cells = [f"{_pct(s['by_cause'][c]['baseline_rate'])} → {_pct(s['by_cause'][c]['arm_rate'])}"
              if c in s["by_cause"] else "—" for c in ("I", "II", "III", "IV", "V", "unlearned", "learned")]
     lines.append(f"| {name} | " + " | ".join(cells) + " |")
+  arms = list(summary)
+  targets = {name: set(s["targets"]) for name, s in summary.items()}
+  lines += ["", "## Response matrix: relative reduction of the unlearned rate by baseline-attributed cause", "",
+            "Rows: the cause the baseline attributed; columns: the arms (its own mitigation in bold). A diagnosis "
+            "confirmed by intervention has a dominant diagonal: each cause responds most to its own mitigation.", "",
+            "| cause (n) | " + " | ".join(arms) + " |", "|---|" + "---|" * len(arms)]
+  for cause, row in matrix.items():
+    n = next((s["by_cause"][cause]["n"] for s in summary.values() if cause in s["by_cause"]), 0)
+    cells = [(f"**{_pct(row[a])}**" if cause in targets[a] else _pct(row[a])) for a in arms]
+    lines.append(f"| {cause} ({n}) | " + " | ".join(cells) + " |")
   lines += ["", "## ROUGE-L by position in the training stream (first / middle / last 10%; the paper's Table 11)", "",
             "| run | first | middle | last |", "|---|---|---|---|"]
   first = next(iter(summary.values()), None)

@@ -42,8 +42,10 @@ def run(config: Config, layout: Layout) -> None:
     summary[a.name].update(intervention=a.intervention, capability=capability[a.name])
   fileio.write_parquet_atomic(frame, layout.comparison)
   fileio.write_json_atomic(layout.compare_summary, {"label": config.diagnose.protocol,
-                                                    "baseline_capability": capability["baseline"], "arms": summary})
-  fileio.write_text_atomic(layout.compare_report, comparison.markdown(summary, capability, config.diagnose.protocol))
+                                                    "baseline_capability": capability["baseline"], "arms": summary,
+                                                    "response_matrix": compare.response_matrix(summary)})
+  fileio.write_text_atomic(layout.compare_report, comparison.markdown(summary, capability, config.diagnose.protocol,
+                                                                           compare.response_matrix(summary)))
   for name, s in summary.items():
     log.info("compare %s: unlearned %.1f%% -> %.1f%%, DiD %s", name, 100 * s["unlearned"]["baseline_rate"],
              100 * s["unlearned"]["arm_rate"], s["difference_in_differences"]["did"])
