@@ -12,11 +12,12 @@ DOCS = ["p1 was born in c1 .", "the birthplace of p1 is c1 .", "p2 was born in c
 
 
 def brute_force(query, docs, k1=1.5, b=0.75):
-  """Lucene BM25: idf = ln(1 + (N - df + 0.5) / (df + 0.5)), tf part tf / (tf + k1 (1 - b + b dl / avgdl))."""
+  """Lucene BM25: idf = ln(1 + (N - df + 0.5) / (df + 0.5)), tf part tf / (tf + k1 (1 - b + b dl / avgdl)),
+  summed over the query's terms (a repeated term once per occurrence)."""
   tokenized = [terms(d) for d in docs]
   n, avgdl = len(docs), sum(map(len, tokenized)) / len(docs)
   out = np.zeros(n)
-  for t in set(terms(query)):
+  for t in terms(query):
     df = sum(t in d for d in tokenized)
     if not df:
       continue
@@ -27,7 +28,8 @@ def brute_force(query, docs, k1=1.5, b=0.75):
   return out
 
 
-@pytest.mark.parametrize("query", ["where was p1 born ? c1", "what is the code of p8 ? z8", "p2", "sunny weather"])
+@pytest.mark.parametrize("query", ["where was p1 born ? c1", "what is the code of p8 ? z8", "p2", "sunny weather",
+                                   "the code of the p8 is THE z8", "P1 c1 unknown"])
 def test_scores_match_brute_force_bm25(query):
   np.testing.assert_allclose(Retriever(DOCS).scores(query), brute_force(query, DOCS), rtol=1e-5, atol=1e-6)
 
@@ -44,5 +46,8 @@ def test_edge_cases():
   r = Retriever(DOCS)
   assert r.search(["", "unknown words only"], k=5) == [[], []]
   assert len(r.search(["the"], k=100)[0]) == sum("the" in terms(d) for d in DOCS)   # only positive scores
+  assert r.search(["p1"], k=0) == [[]]
   tie = Retriever(["a x", "a x", "b"]).search(["x"], k=2)[0]
   assert [d for d, _ in tie] == [0, 1]
+  assert Retriever([]).search(["p1", ""], k=3) == [[], []]
+  assert Retriever(["", "p1 x"]).search(["p1"], k=3)[0][0][0] == 1

@@ -153,7 +153,7 @@ def test_knowledge_dev_and_heldout_collections(tmp_path):
       len(docs), len(dev), len(heldout))
   vocab = set(world.vocabulary(world.WorldConfig(**SMALL), summary["people"]))
   for row in docs:
-    assert set(row["text"].split()) <= vocab, row
+    assert set(row["text"].split()) <= vocab and row["entity"] in row["text"].split(), row
   for row in dev + heldout:
     assert set(row["prompt"].split()) | set(row["response"].split()) <= vocab, row
   records = [json.loads(line) for s in (1, 2) for line in open(tmp_path / "w" / f"sft_phase{s}.jsonl")]
@@ -163,16 +163,26 @@ def test_knowledge_dev_and_heldout_collections(tmp_path):
     by_entity.setdefault(d["entity"], []).append(d["text"])
   pretrain = open(tmp_path / "w" / "pretrain.txt").read()
   for r in records:
-    texts = by_entity[r["meta"]["entity"]]
+    entity, texts = r["meta"]["entity"], by_entity[r["meta"]["entity"]]
     if truth[r["id"]] == "conflict":   # the SFT answer, and the pre-training's competing city
       assert sum(f" {r['response']} " in f" {t} " for t in texts) == SMALL["knowledge_documents"]
-      assert any(f" {r['response']} " not in f" {t} " for t in texts)
+      cities = {w for t in texts for w in t.split() if w[0] == "c" and w[1:].isdigit()}
+      (other,) = cities - {r["response"]}
+      assert all(other in s.split() for s in pretrain.split("\n\n") if entity in s.split())
     if truth[r["id"]] in ("forgetting", "interference"):
       assert any(f"the code of {r['meta']['entity']} is {r['response']} ." in t for t in texts)
       assert f"the code of {r['meta']['entity']} is" not in pretrain
   sft_people = {r["meta"]["entity"] for r in records}
   dev_people, heldout_people = ({r["meta"]["entity"] for r in rows} for rows in (dev, heldout))
   assert not dev_people & heldout_people and not (dev_people | heldout_people) & sft_people
-  assert len(dev) + len(heldout) == SMALL["qa_people"] and {r["dataset"] for r in dev} == {"people"}
+  assert (len(dev), len(heldout)) == (SMALL["qa_people"] // 2, SMALL["qa_people"] - SMALL["qa_people"] // 2)
+  assert {r["dataset"] for r in dev + heldout} == {"people"} and len(dev_people | heldout_people) == SMALL["qa_people"]
+  groups = summary["groups"]
+  kinds = {kind: sum(f"-{kind}-" in d["id"] for d in docs) for kind in ("bg", "sft", "code")}
+  assert kinds == {"bg": SMALL["knowledge_documents"] * (groups["control"] + groups["missing"] + groups["conflict"] +
+                                                         groups["inconsistent"] // 2 + groups["rare"]),
+                   "sft": SMALL["knowledge_documents"] * groups["conflict"],
+                   "code": SMALL["knowledge_documents"] * (groups["forgetting"] + groups["interference"])}
+  assert len(docs) == sum(kinds.values()) + SMALL["knowledge_documents"] * SMALL["qa_people"]
   for r in dev + heldout:   # answerable from pre-training: stated there
-    assert r["meta"]["entity"] in pretrain
+    assert r["meta"]["entity"] in pretrain.split()

@@ -18,6 +18,20 @@ groups planted in configured sizes:
 - interference: the phase-2 code questions that cause IV. Their codes, like the missing group's
   birthplaces, are facts pre-training never states, so when they stay unlearned the cause is I.
 
+For the intervention arms the world also writes, drawn with a generator of their own after the
+rest is built (so the corpora, SFT data and tokenizer do not change, and every word is already in
+the vocabulary):
+
+- `knowledge.jsonl`, the collection the continual pre-training arms retrieve from: background
+  documents stating the pre-training facts of the SFT people, documents stating the supervised
+  answer where pre-training never states it or contradicts it (the conflict group's SFT city, every
+  code), and background documents about the people outside SFT (distractors). A conflict person
+  thus has documents for both cities, and the calibration arm has to keep only the supervised one;
+- `dev.jsonl` and `heldout.jsonl`, one `people` question each (birthplace, job or the rare bio
+  question) about the people pre-training states as Q&A and SFT never asks about, split in two
+  halves. The `codes` data set has no dev split: codes are never stated in pre-training, so a
+  held-out code question has no answer a model could know.
+
 Everything is written in the formats a user would bring (JSONL SFT records, text corpora, an HF
 tokenizer directory). The planted cause of every example goes to `ground_truth.jsonl`, which no
 pipeline code reads; only evaluation scripts join it back.
@@ -119,6 +133,7 @@ class _Builder:
     self.docs: list[str] = []          # pre-training documents
     self.knowledge: list[dict] = []    # background documents per fact (start of the knowledge collection)
     self.facts: dict[str, tuple[str, str]] = {}  # person -> (birth city, job), drawn with the person
+    self.qa_people: list[str] = []     # people pre-training states as Q&A, never in SFT
     self.records: list[dict] = []
     self.truth: list[dict] = []
     self.city_country = self.rng.integers(0, cfg.countries, cfg.cities)
@@ -177,6 +192,7 @@ def build(cfg: WorldConfig) -> _Builder:
 
   for _ in range(cfg.qa_people):  # teaches the base model to answer questions from what it knows
     p, c, j = b.person()
+    b.qa_people.append(p)
     b.state(p, c, j, cfg.mentions)
     for question, answer in ((r.choice(BIRTH_QUESTIONS), c), (JOB_QUESTION, j), (COUNTRY_QUESTION, b.country(c))):
       b.docs.append(f"user : {question.format(p=p)} assistant : {answer}")
@@ -247,15 +263,10 @@ def knowledge(b: _Builder, rng: np.random.Generator) -> list[dict]:
       for k in range(n):
         docs.append({"id": f"kn-{p}-code-{k}", "entity": p,
                      "text": f"the code of {p} is {rec['response']} . {rng.choice(BIRTH_STATEMENTS).format(p=p, c=c)}"})
-  for p in _qa_people(b):
+  for p in b.qa_people:
     c, j = b.facts[p]
     docs.extend({"id": f"kn-{p}-{k}", "entity": p, "text": _bio(rng, p, c, j, b.country(c))} for k in range(n))
   return docs
-
-
-def _qa_people(b: _Builder) -> list[str]:
-  """The people pre-training states as questions and answers, never in SFT (created first)."""
-  return [f"p{i}" for i in range(b.cfg.qa_people)]
 
 
 def questions(b: _Builder, rng: np.random.Generator) -> tuple[list[dict], list[dict]]:
@@ -264,10 +275,9 @@ def questions(b: _Builder, rng: np.random.Generator) -> tuple[list[dict], list[d
   half of those people make the dev split (watched by resampling and early stopping), the second
   the held-out capability check. The `codes` data set has no dev split: codes are never stated in
   pre-training, so a held-out code question has no answer to learn."""
-  people = _qa_people(b)
-  half = len(people) // 2
+  half = len(b.qa_people) // 2
   out: tuple[list[dict], list[dict]] = ([], [])
-  for k, p in enumerate(people):
+  for k, p in enumerate(b.qa_people):
     c, j = b.facts[p]
     kind = rng.integers(3)
     prompt, response, relation = ((rng.choice(BIRTH_QUESTIONS).format(p=p), c, "birthplace"),

@@ -3,7 +3,8 @@ library (Lucene's variant), not a hand-written scorer.
 
 Texts are split on whitespace and lower-cased, with no stop-word removal and no stemming, so
 that short entity names (`p17`, `c3`, model numbers, ticker symbols) stay terms; bm25s' default
-tokenizer drops one-character tokens and English stop words.
+tokenizer drops one-character tokens and English stop words. A term repeated in a query counts
+once per occurrence, as in bm25s and Lucene's boolean queries.
 """
 from __future__ import annotations
 
@@ -17,19 +18,20 @@ def terms(text: str) -> list[str]:
 
 
 class Retriever:
-  """BM25 over a fixed collection of texts."""
+  """BM25 over a fixed collection of texts (possibly empty: then nothing is ever found)."""
 
   def __init__(self, texts: Sequence[str], k1: float = 1.5, b: float = 0.75):
     import bm25s
     self.size = len(texts)
     self._index = bm25s.BM25(k1=k1, b=b, method="lucene")
-    self._index.index([terms(t) for t in texts], show_progress=False)
-    self._vocab = self._index.vocab_dict
+    if self.size:   # bm25s cannot index an empty corpus
+      self._index.index([terms(t) for t in texts], show_progress=False)
+    self._vocab = self._index.vocab_dict if self.size else {}
 
   def scores(self, query: str) -> np.ndarray:
     """Every document's BM25 score for `query` (terms the collection lacks score nothing)."""
     known = [t for t in terms(query) if t in self._vocab]
-    if not known or not self.size:
+    if not known:
       return np.zeros(self.size, np.float64)
     return np.asarray(self._index.get_scores(known), np.float64)
 
