@@ -2,15 +2,17 @@
 
 Deliberately thin: it parses flags, starts the multi-host runtime when configured, and hands the
 locked config to `ilp.pipeline`, where every stage lives (importable and testable without a CLI).
-A bad config field or bad input data ends the run with its one-line error and nothing written.
+A bad config field or bad input data ends the run with its one-line error and nothing written;
+so does a work directory another launch holds, or a model whose parameters are not finite.
 """
 import sys
 
 from absl import app, flags
 from ml_collections import config_flags
 
-from ilp import console, parallel, pipeline, typed
+from ilp import console, lock, parallel, pipeline, typed
 from ilp.data.records import DataError
+from ilp.model.checkpoint import CorruptModelError
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file (a get_config() module).", lock_config=True)
@@ -41,7 +43,7 @@ def main(argv: list[str]) -> None:
     # The multi-process runtime starts before JAX sees its devices (which the mesh check needs).
     parallel.initialize_distributed(typed.build(parallel.DistributedConfig, FLAGS.config.distributed, "distributed"))
     pipeline.run(FLAGS.config, FLAGS.workdir)
-  except (typed.ConfigError, DataError) as e:
+  except (typed.ConfigError, DataError, lock.LockError, CorruptModelError) as e:
     sys.exit(f"launch.py: {e}")
 
 

@@ -1,0 +1,10 @@
+"""ilp: what supervised fine-tuning failed to teach a language model, and why.
+
+Nothing is downloaded at run time, by construction: the Hugging Face libraries are put in offline
+mode here, before any module of the package imports them (they read these variables at import),
+and data and model sources must be local paths (`ilp.data.loaders` refuses URLs and Hub ids).
+"""
+import os
+
+for _name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+  os.environ[_name] = "1"

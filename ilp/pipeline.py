@@ -17,7 +17,7 @@ import jax
 import ml_collections
 
 from ilp import config as config_lib
-from ilp import fileio
+from ilp import fileio, lock
 from ilp.config import Config
 from ilp.data import examples, mixture
 from ilp.data.config import DataConfig
@@ -68,6 +68,11 @@ def run(config: ml_collections.ConfigDict | Config, workdir: str) -> None:
   if unknown:
     raise ConfigError("stages", f"unknown stage(s) {', '.join(unknown)} (available: {', '.join(STAGES)})")
   layout = Layout(workdir)
+  with lock.workdir_lock(layout.root, enabled=jax.process_index() == 0):
+    _run(config, layout)
+
+
+def _run(config: Config, layout: Layout) -> None:
   pending = [STAGES[name] for name in config.stages if not _finished(STAGES[name], layout)]
   existing = config.data.existing()
   for check in dict.fromkeys(check for stage in pending for check in stage.checks):

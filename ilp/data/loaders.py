@@ -3,12 +3,14 @@
 A source is a plain mapping (one entry of `config.data.sft` or `config.data.corpora`):
 
   path     file, directory or glob (for `hf`: data files, or a `save_to_disk` directory)
-  format   jsonl | json | parquet | hf | tfds | text; default: from each file's extension
+  format   jsonl | json | parquet | hf | tfds | text (documents separated by blank lines) | lines
+           (one document per line); default: from each file's extension
   dataset  source name (corpus name for corpora); default: the file's stem
   phase    sequential-SFT phase (SFT only), default 1
   fields   canonical field -> column name, for columns named otherwise
   split    hf/tfds split, default "train"
-  name     hf: a `datasets` builder ("json", "parquet") or local dataset directory
+  name     hf: a `datasets` builder that reads local files ("json", "parquet", ...) or a local
+           dataset directory; a URL path or a Hub id is refused (nothing is downloaded)
 
 Every row of every source is validated before anything is returned, and all problems come back
 as one `DataError` (up to `records.MAX_LISTED_PROBLEMS` listed), so a user fixes a whole file
@@ -22,13 +24,17 @@ from __future__ import annotations
 import glob
 import itertools
 import json
+import logging
 import os
 from typing import Any, Callable, Iterator, Mapping, NamedTuple, Sequence
 
 from ilp.data.records import (CORPUS_FIELDS, SFT_FIELDS, CorpusDocument, DataError, SFTRecord, document_from_mapping,
                               duplicate_id_problems, raise_problems, record_from_mapping)
 
-FORMATS = ("jsonl", "json", "parquet", "hf", "tfds", "text")
+FORMATS = ("jsonl", "json", "parquet", "hf", "tfds", "text", "lines")
+LOCAL_BUILDERS = ("json", "parquet", "text", "csv", "arrow")  # `datasets` builders that read local files only
+LONG_DOCUMENT_LINES = 100  # a `text` document this long without a blank line is probably one per line
+log = logging.getLogger(__name__)
 _EXTENSIONS = {".jsonl": "jsonl", ".json": "json", ".parquet": "parquet", ".txt": "text"}
 _HF_BUILDERS = {"jsonl": "json", "json": "json", "parquet": "parquet", "text": "text"}
 _SOURCE_KEYS = ("path", "format", "dataset", "phase", "fields", "split", "name")
@@ -79,6 +85,13 @@ def _source(raw: Any, index: int, allowed_fields: Sequence[str], keys: Sequence[
     raise DataError(f"{label}: key 'format': '{source.format}' is not one of {FORMATS}")
   if not isinstance(source.path, str) or not (source.path or (source.format == "hf" and source.name)):
     raise DataError(f"{label}: key 'path': expected a file, directory or glob")
+  if "://" in source.path:
+    raise DataError(f"{label}: key 'path': '{source.path}' is a URL; sources must be local paths "
+                    "(nothing is downloaded at run time)")
+  if source.name and source.name not in LOCAL_BUILDERS and not os.path.isdir(source.name):
+    raise DataError(f"{label}: key 'name': '{source.name}' is neither a local dataset directory nor one of "
+                    f"{LOCAL_BUILDERS}; a Hugging Face Hub id would need the network (download it beforehand "
+                    "and give its local path)")
   if not isinstance(source.phase, int) or isinstance(source.phase, bool) or source.phase < 1:
     raise DataError(f"{label}: key 'phase': expected an int >= 1, got {source.phase!r}")
   if source.dataset is not None and not (isinstance(source.dataset, str) and source.dataset.strip()):
@@ -151,8 +164,9 @@ def _parquet_rows(path: str) -> _Rows:
 
 
 def _text_rows(path: str) -> _Rows:
-  """Documents separated by blank lines, each located at its first line."""
-  start, lines = "", []
+  """Documents separated by blank lines, each located at its first line. A very long document
+  gets a warning: a corpus with one document per line needs `format: lines`."""
+  start, lines, warned = "", [], False
   for where, line in itertools.chain(_lines(path), [("", "")]):  # a final blank line ends the last document
     if isinstance(line, DataError):
       yield where, line
@@ -160,12 +174,23 @@ def _text_rows(path: str) -> _Rows:
       start = start if lines else where
       lines.append(line)
     elif lines:
+      if len(lines) >= LONG_DOCUMENT_LINES and not warned:
+        log.warning("%s: a document of %d lines without a blank line (documents are separated by blank lines); "
+                    "for one document per line, set the source's format to 'lines'", start, len(lines))
+        warned = True
       yield start, {"text": "".join(lines).rstrip("\r\n")}
       lines = []
 
 
+def _lines_rows(path: str) -> _Rows:
+  """One document per non-empty line."""
+  for where, line in _lines(path):
+    if isinstance(line, DataError) or line.strip():
+      yield where, line if isinstance(line, DataError) else {"text": line.rstrip("\r\n")}
+
+
 _FILE_READERS: dict[str, Callable[[str], _Rows]] = {
-    "jsonl": _jsonl_rows, "json": _json_rows, "parquet": _parquet_rows, "text": _text_rows}
+    "jsonl": _jsonl_rows, "json": _json_rows, "parquet": _parquet_rows, "text": _text_rows, "lines": _lines_rows}
 
 
 def _files(source: _Source) -> list[str]:
@@ -275,7 +300,7 @@ def _parts(source: _Source) -> Iterator[_Part]:
       if fmt in ("hf", "tfds"):
         raise DataError(f"{path}: format '{fmt}' reads a dataset directory, not a file")
       # Raw text has one fixed column; the source's mapping is for its structured files.
-      yield _Part(_stem(path), fmt, _FILE_READERS[fmt](path), {} if fmt == "text" else source.fields)
+      yield _Part(_stem(path), fmt, _FILE_READERS[fmt](path), {} if fmt in ("text", "lines") else source.fields)
 
 
 class _Kind(NamedTuple):
@@ -323,7 +348,7 @@ def _corpus_document(source: _Source, part: _Part, number: int, where: str, row:
   return document_from_mapping(row, part.fields, f"{part.name}:{number}", source.dataset or part.name, where)
 
 
-_SFT = _Kind("SFT data", SFT_FIELDS, _SOURCE_KEYS, tuple(f for f in FORMATS if f != "text"), _sft_record)
+_SFT = _Kind("SFT data", SFT_FIELDS, _SOURCE_KEYS, tuple(f for f in FORMATS if f not in ("text", "lines")), _sft_record)
 _CORPUS = _Kind("corpus data", CORPUS_FIELDS, tuple(k for k in _SOURCE_KEYS if k != "phase"), FORMATS,
                 _corpus_document)
 

@@ -59,7 +59,28 @@ def load_params(directory: str, mesh: Mesh, rules: Sequence[tuple[str, Any]] = p
                         abstract, shardings)
   with ocp.StandardCheckpointer() as checkpointer:
     state = checkpointer.restore(os.path.join(directory, PARAMS_DIR), target)
+  check_finite(state, directory)
   return cfg, graphdef, state
+
+
+class CorruptModelError(ValueError):
+  """A model's parameters hold NaN or infinite values."""
+
+
+@jax.jit
+def _all_finite(leaves: list[jax.Array]) -> list[jax.Array]:
+  return [jax.numpy.isfinite(x).all() for x in leaves]
+
+
+def check_finite(params: Any, source: str) -> None:
+  """Refuses parameters with a NaN or infinite value (a corrupt or diverged checkpoint), naming
+  the source and the first bad parameter; one jitted program, reductions on device."""
+  paths = [jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+  finite = jax.device_get(_all_finite(jax.tree.leaves(params)))
+  bad = [path for path, ok in zip(paths, finite) if not ok]
+  if bad:
+    raise CorruptModelError(f"{source}: parameters hold NaN or infinite values ({bad[0]}"
+                            f"{f' and {len(bad) - 1} more' if len(bad) > 1 else ''}); the checkpoint is corrupt")
 
 
 def tokenizer_dir(directory: str) -> str:
@@ -77,4 +98,6 @@ def load_any(directory: str, mesh: Mesh, rules: Sequence[tuple[str, Any]] = para
   (`config.json` + safetensors), e.g. an instruct model used as a reference."""
   if os.path.exists(os.path.join(directory, CONFIG_FILE)):
     return load_params(directory, mesh, rules)
-  return hf.load_hf(directory, mesh, rules)
+  cfg, graphdef, params = hf.load_hf(directory, mesh, rules)
+  check_finite(params, directory)
+  return cfg, graphdef, params

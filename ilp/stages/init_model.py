@@ -30,6 +30,7 @@ def run(config: Config, layout: Layout) -> None:
   if config.init.hf_dir:
     cfg, graphdef, state = hf.load_hf(config.init.hf_dir, mesh, rules, param_dtype=config.init.param_dtype,
                                       dtype=config.init.dtype)
+    checkpoint.check_finite(state, config.init.hf_dir)
     source = config.init.hf_dir
     tokenizer = hf.find_tokenizer(config.init.hf_dir)
   else:

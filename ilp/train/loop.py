@@ -198,6 +198,7 @@ def train(section: TrainConfig, mesh_config: parallel.MeshConfig, layout: Layout
     step = i + 1
     step_metrics = jax.device_get(step_metrics)
     if not (np.isfinite(step_metrics["loss"]) and np.isfinite(step_metrics["grad_norm"])):
+      ckpt.wait()   # an asynchronous save in flight is finished (or failed) before naming the last good one
       raise TrainingDivergedError(f"non-finite loss ({step_metrics['loss']}) or gradient norm "
                                   f"({step_metrics['grad_norm']}) at step {step}; the last good "
                                   f"checkpoint (step {ckpt.latest_step()}) in {ckpt.directory} is kept")
