@@ -101,3 +101,12 @@ def test_non_finite_parameters_are_refused_on_load(tmp_path):
   checkpoint.save_params(str(tmp_path / "model"), cfg, jax.tree.unflatten(treedef, leaves))
   with pytest.raises(checkpoint.CorruptModelError, match=r"model: parameters hold NaN or infinite values"):
     checkpoint.load_params(str(tmp_path / "model"), mesh)
+
+
+def test_detection_settings_do_not_depend_on_where_the_workdir_lies():
+  from ilp.data.config import DataConfig
+  from ilp.detection.table import DetectConfig, settings_hash
+  data = DataConfig(sft=({"path": "{workdir}/world/sft.jsonl"},), tokenizer="{workdir}/world/tokenizer")
+  a = settings_hash(DetectConfig(), data.resolved("/runs/a"), 0, "/runs/a")
+  assert a == settings_hash(DetectConfig(), data.resolved("/elsewhere/b"), 0, "/elsewhere/b/")
+  assert a != settings_hash(DetectConfig(temperature=0.5), data.resolved("/runs/a"), 0, "/runs/a")

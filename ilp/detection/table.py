@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from ilp.data import examples as examples_lib
-from ilp.data.config import DataConfig
+from ilp.data.config import WORKDIR, DataConfig
 from ilp.data.records import DISTRACTORS
 from ilp.detection import multiple_choice as mc
 from ilp.detection import prerequisites
@@ -287,11 +287,12 @@ def chunk_table(idx: np.ndarray, inputs: Inputs, models: Models, detect: DetectC
   return pd.DataFrame(cols)
 
 
-def settings_hash(detect: DetectConfig, data: DataConfig, seed: int) -> str:
-  """Identifies what finished parts were computed with, so a resume cannot mix settings."""
+def settings_hash(detect: DetectConfig, data: DataConfig, seed: int, root: str) -> str:
+  """Identifies what finished parts were computed with, so a resume cannot mix settings. Paths
+  under the work directory `root` count relative to it, so a moved work directory resumes."""
   payload = json.dumps({"detect": dataclasses.asdict(detect), "data": dataclasses.asdict(data), "seed": seed},
                        sort_keys=True, default=str)
-  return hashlib.sha256(payload.encode()).hexdigest()[:16]
+  return hashlib.sha256(payload.replace(root.rstrip("/"), WORKDIR).encode()).hexdigest()[:16]
 
 
 def _severity(frame: pd.DataFrame, protocol: str, top_candidates: int) -> None:

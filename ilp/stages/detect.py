@@ -39,7 +39,7 @@ def run(config: Config, layout: Layout) -> None:
   parallel.sync("examples table")
   frame = examples.read(layout.examples)
   inputs = table.Inputs.from_examples(frame, detect, config.data, tokenizer)
-  parts = fileio.Parts(layout.detection_parts, table.settings_hash(detect, config.data, config.seed), writer)
+  parts = fileio.Parts(layout.detection_parts, table.settings_hash(detect, config.data, config.seed, layout.root), writer)
   mesh = parallel.make_mesh(config.mesh.shape)
   load = lambda name: table.Model(layout.model(name), mesh, config.mesh.rules, detect.batch_size) if name else None
   models = table.Models(load(detect.model), load(detect.base), load(detect.reference))
