@@ -10,13 +10,15 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from ilp import console, lock, parallel, pipeline, typed
+from ilp import console, fileio, lock, parallel, pipeline, typed
 from ilp.data.records import DataError
 from ilp.model.checkpoint import CorruptModelError
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file (a get_config() module).", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for every artifact of the run.")
+flags.DEFINE_list("force_rerun", [], "Stages to run again from scratch, with every later stage (after a "
+                  "change of their settings).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 OVERRIDE = "--config."
@@ -42,8 +44,8 @@ def main(argv: list[str]) -> None:
   try:
     # The multi-process runtime starts before JAX sees its devices (which the mesh check needs).
     parallel.initialize_distributed(typed.build(parallel.DistributedConfig, FLAGS.config.distributed, "distributed"))
-    pipeline.run(FLAGS.config, FLAGS.workdir)
-  except (typed.ConfigError, DataError, lock.LockError, CorruptModelError) as e:
+    pipeline.run(FLAGS.config, FLAGS.workdir, FLAGS.force_rerun)
+  except (typed.ConfigError, DataError, lock.LockError, CorruptModelError, fileio.ResumeError) as e:
     sys.exit(f"launch.py: {e}")
 
 

@@ -32,6 +32,11 @@ class Layout:
   def config(self) -> str:
     return self.path("config.json")
 
+  @property
+  def provenance(self) -> str:
+    """The settings each stage ran with (`ilp.provenance`)."""
+    return self.path("provenance.json")
+
   # world: the synthetic world's generated inputs.
   @property
   def world(self) -> str:

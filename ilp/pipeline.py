@@ -1,23 +1,27 @@
 """Runs the configured stages in order; each reads and writes the work directory (`Layout`).
 
 A stage writes its outputs atomically, so "all outputs exist" means "finished": re-running a
-pipeline skips finished stages and redoes only what was interrupted or never run. Before anything
-is written, the config is built and checked (`ilp.config.load`) and the input files of every
-stage still to run are validated, so a bad field or bad data fails with nothing written.
+pipeline skips finished stages and redoes only what was interrupted or never run; once a stage
+with outputs runs, every later stage runs again from scratch (its inputs changed). Before
+anything is written, the config is built and checked (`ilp.config.load`), the work directory is
+locked (`ilp.lock`), its provenance is checked (`ilp.provenance`: a stage recorded with other
+settings is refused unless forced) and the input files of every stage still to run are
+validated, so a bad field, bad data or a changed setting fails with nothing written.
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
 import os
+import shutil
 import time
-from typing import Callable
+from typing import Callable, Sequence
 
 import jax
 import ml_collections
 
 from ilp import config as config_lib
-from ilp import fileio, lock
+from ilp import fileio, lock, parallel, provenance
 from ilp.config import Config
 from ilp.data import examples, mixture
 from ilp.data.config import DataConfig
@@ -38,21 +42,25 @@ class Stage:
   # on (config, the data sources that exist already); a check shared by several pending stages
   # (e.g. reading the SFT records) runs once.
   checks: tuple[Callable[[Config, DataConfig], None], ...] = ()
+  # What a re-run from scratch removes first: the outputs and any partial work it would resume.
+  work: Callable[[Layout], list[str]] = lambda layout: []
 
 
 STAGES = {stage.name: stage for stage in (
-    Stage("world", world.outputs, world.run),
-    Stage("init_model", init_model.outputs, init_model.run),
-    Stage("pretrain", pretrain.outputs, pretrain.run, (mixture.check,)),
-    Stage("sft", sft.outputs, sft.run, (examples.check, examples.check_sources)),
-    Stage("detect", detect.outputs, detect.run, (examples.check,)),
-    Stage("diagnose", diagnose.outputs, diagnose.run),
-    Stage("capability", capability.outputs, capability.run, (examples.check_sources,)),
+    Stage("world", world.outputs, world.run, work=lambda l: [l.world]),
+    Stage("init_model", init_model.outputs, init_model.run, work=lambda l: [l.model_init, l.model_init_summary]),
+    Stage("pretrain", pretrain.outputs, pretrain.run, (mixture.check,), work=lambda l: [l.training("pretrain")]),
+    Stage("sft", sft.outputs, sft.run, (examples.check, examples.check_sources),
+          work=lambda l: [l.training("sft"), l.examples]),
+    Stage("detect", detect.outputs, detect.run, (examples.check,), work=lambda l: [l.detect]),
+    Stage("diagnose", diagnose.outputs, diagnose.run, work=lambda l: [l.diagnosis]),
+    Stage("capability", capability.outputs, capability.run, (examples.check_sources,), work=lambda l: [l.capability]),
     # The arms and their comparison always run: each arm's pipeline skips its finished stages,
     # and the comparison is recomputed from the tables (seconds), so arms added later count.
-    Stage("arms", lambda layout: [], lambda config, layout: arms.run(config, layout, run), (examples.check_sources,)),
-    Stage("compare", lambda layout: [], compare.run),
-    Stage("report", report.outputs, report.run),
+    Stage("arms", lambda layout: [], lambda config, layout: arms.run(config, layout, run), (examples.check_sources,),
+          work=lambda l: [l.path("arms")]),
+    Stage("compare", lambda layout: [], compare.run, work=lambda l: [l.compare]),
+    Stage("report", report.outputs, report.run, work=lambda l: [l.report]),
 )}
 
 
@@ -61,31 +69,75 @@ def _finished(stage: Stage, layout: Layout) -> bool:
   return bool(outputs) and all(os.path.exists(p) for p in outputs)
 
 
-def run(config: ml_collections.ConfigDict | Config, workdir: str) -> None:
-  """Checks `config` and the pending stages' inputs, then runs every pending stage into `workdir`."""
+def run(config: ml_collections.ConfigDict | Config, workdir: str, force: Sequence[str] = ()) -> None:
+  """Checks `config`, the work directory's provenance and the pending stages' inputs, then runs
+  every pending stage into `workdir`; the stages in `force`, and every later one, run from scratch."""
   config = config_lib.load(config)
   unknown = [name for name in config.stages if name not in STAGES]
   if unknown:
     raise ConfigError("stages", f"unknown stage(s) {', '.join(unknown)} (available: {', '.join(STAGES)})")
+  unknown = [name for name in force if name not in config.stages]
+  if unknown:
+    raise ConfigError("force_rerun", f"stage(s) {', '.join(unknown)} not in stages {config.stages}")
   layout = Layout(workdir)
   with lock.workdir_lock(layout.root, enabled=jax.process_index() == 0):
-    _run(config, layout)
+    _run(config, layout, set(force))
 
 
-def _run(config: Config, layout: Layout) -> None:
-  pending = [STAGES[name] for name in config.stages if not _finished(STAGES[name], layout)]
+def _plan(config: Config, layout: Layout, record: provenance.Record, force: set[str]) -> list[tuple[Stage, str]]:
+  """("skip" | "run" | "redo", per stage). A stage runs when unfinished; it is redone from scratch
+  when forced or when an earlier stage with outputs runs (its inputs change). A finished or
+  started stage recorded with other settings is refused, naming every changed field."""
+  plan, stale, problems = [], False, []
+  for name in config.stages:
+    stage = STAGES[name]
+    stale = stale or name in force
+    before = record.stages.get(name)
+    changed = provenance.changes(before["settings"], provenance.settings(config, name)) if before else []
+    if changed and not stale:
+      problems.append((name, changed))
+    if stale:
+      plan.append((stage, "redo"))
+    elif _finished(stage, layout):
+      plan.append((stage, "skip"))
+    else:
+      plan.append((stage, "run"))
+      stale = bool(stage.outputs(layout))  # later outputs were built on this stage's old ones
+  if problems:
+    listed = "".join(f"\n  {name}: {change}" for name, changed in problems for change in changed)
+    raise fileio.ResumeError(f"{layout.root} holds outputs made with other settings:{listed}\nUse a new work "
+                             f"directory, or re-run with --force_rerun={problems[0][0]} (it re-runs that stage "
+                             "and every later one from scratch).")
+  return plan
+
+
+def _run(config: Config, layout: Layout, force: set[str]) -> None:
+  writer = jax.process_index() == 0
+  record = provenance.Record(layout.provenance, writer)
+  plan = _plan(config, layout, record, force)
+  pending = [stage for stage, action in plan if action != "skip"]
   existing = config.data.existing()
   for check in dict.fromkeys(check for stage in pending for check in stage.checks):
     check(config, existing)
+  unresolved = config
   config = dataclasses.replace(config, data=config.data.resolved(layout.root))
   if jax.process_index() == 0:
     fileio.write_json_atomic(layout.config, dataclasses.asdict(config))
-  for name in config.stages:
-    stage = STAGES[name]
-    if _finished(stage, layout):
-      log.info("stage %s: outputs exist, skipped", name)
+  for stage, action in plan:
+    if action == "skip":
+      log.info("stage %s: outputs exist, skipped", stage.name)
       continue
-    log.info("stage %s: running", name)
+    if action == "redo" and writer:
+      for path in stage.work(layout):
+        if os.path.isdir(path):
+          shutil.rmtree(path)
+        elif os.path.exists(path):
+          os.remove(path)
+    parallel.sync(f"clear {stage.name}")
+    values = provenance.settings(unresolved, stage.name)
+    record.mark(stage.name, values, finished=False)
+    log.info("stage %s: %s", stage.name, "running from scratch" if action == "redo" else "running")
     start = time.time()
     stage.run(config, layout)
-    log.info("stage %s: done in %.1fs", name, time.time() - start)
+    record.mark(stage.name, values, finished=True)
+    log.info("stage %s: done in %.1fs", stage.name, time.time() - start)

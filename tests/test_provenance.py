@@ -1,0 +1,64 @@
+"""Config-aware resume: a finished or started stage recorded with other settings is refused
+(naming the fields) unless forced; a stage that runs again makes every later stage run from
+scratch; a moved work directory still resumes."""
+import json
+import os
+import shutil
+
+import pytest
+
+from ilp import fileio, pipeline
+from tests import sft_data
+
+
+def _config(paths, **sft):
+  config = sft_data.sft_config(paths, **{"epochs": 1, **sft})
+  config.stages = ("init_model", "sft")
+  return config
+
+
+def test_changed_settings_are_refused_then_forced(tmp_path):
+  paths = sft_data.make_inputs(str(tmp_path / "data"), per_dataset=8)
+  workdir = str(tmp_path / "work")
+  pipeline.run(_config(paths), workdir)
+  final = os.path.join(workdir, "sft", "final")
+  stamp = os.path.getmtime(final)
+  changed = _config(paths)
+  changed.sft.optimizer.learning_rate = 1e-3
+  changed.seed = 5
+  with pytest.raises(fileio.ResumeError) as raised:
+    pipeline.run(changed, workdir)
+  message = str(raised.value)
+  assert "sft: sft.optimizer.learning_rate: 0.003 -> 0.001" in message and "init_model: seed: 0 -> 5" in message
+  assert "--force_rerun=init_model" in message and os.path.getmtime(final) == stamp
+  pipeline.run(changed, workdir, force=("init_model",))
+  assert os.path.getmtime(final) > stamp
+  record = json.load(open(os.path.join(workdir, "provenance.json")))
+  assert record["sft"]["finished"] and record["sft"]["settings"]["sft"]["optimizer"]["learning_rate"] == 1e-3
+  pipeline.run(changed, workdir)   # now consistent: everything skipped
+
+
+def test_a_stage_that_runs_again_redoes_the_later_ones(tmp_path):
+  paths = sft_data.make_inputs(str(tmp_path / "data"), per_dataset=8)
+  workdir = str(tmp_path / "work")
+  config = _config(paths)
+  pipeline.run(config, workdir)
+  stamp = os.path.getmtime(os.path.join(workdir, "sft", "final"))
+  shutil.rmtree(os.path.join(workdir, "model_init"))
+  pipeline.run(config, workdir)   # init_model runs again, so sft (built on the old model) is redone
+  assert os.path.getmtime(os.path.join(workdir, "sft", "final")) > stamp
+
+
+def test_a_moved_workdir_resumes_and_an_interrupted_stage_keeps_its_settings(tmp_path):
+  paths = sft_data.make_inputs(str(tmp_path / "data"), per_dataset=8)
+  config = _config(paths)
+  pipeline.run(config, str(tmp_path / "work"))
+  shutil.move(str(tmp_path / "work"), str(tmp_path / "moved"))
+  stamp = os.path.getmtime(tmp_path / "moved" / "sft" / "final")
+  pipeline.run(config, str(tmp_path / "moved"))
+  assert os.path.getmtime(tmp_path / "moved" / "sft" / "final") == stamp
+  shutil.rmtree(tmp_path / "moved" / "sft" / "final")    # as if interrupted after starting sft
+  os.remove(tmp_path / "moved" / "sft" / "summary.json")
+  changed = _config(paths, batch_size=4)
+  with pytest.raises(fileio.ResumeError, match="sft: sft.batch_size: 8 -> 4"):
+    pipeline.run(changed, str(tmp_path / "moved"))
