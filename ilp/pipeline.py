@@ -127,16 +127,17 @@ def _run(config: Config, layout: Layout, force: set[str]) -> None:
     if action == "skip":
       log.info("stage %s: outputs exist, skipped", stage.name)
       continue
-    if action == "redo" and writer:
-      for path in stage.work(layout):
+    cleared = [p for p in stage.work(layout) if os.path.exists(p)] if action == "redo" else []
+    if writer:
+      for path in cleared:
         if os.path.isdir(path):
           shutil.rmtree(path)
-        elif os.path.exists(path):
+        else:
           os.remove(path)
     parallel.sync(f"clear {stage.name}")
     values = provenance.settings(unresolved, stage.name)
     record.mark(stage.name, values, finished=False)
-    log.info("stage %s: %s", stage.name, "running from scratch" if action == "redo" else "running")
+    log.info("stage %s: running%s", stage.name, f" from scratch (removed {', '.join(cleared)})" if cleared else "")
     start = time.time()
     stage.run(config, layout)
     record.mark(stage.name, values, finished=True)

@@ -198,6 +198,7 @@ def test_multiple_choice_protocol_alone_through_diagnosis_and_report(detected, t
   shutil.copytree(workdir, copy)
   generative = [c for c in table if c.startswith("gen_") or c.startswith("greedy_")]
   table.drop(columns=generative).to_parquet(copy / "detect" / "detection.parquet", index=False)
+  os.remove(copy / "provenance.json")   # the table is now an MC-only run's: its recorded settings go with it
   config = _config(paths)
   config.stages = config.stages + ("diagnose", "report")
   config.detect.protocol = "multiple_choice"

@@ -116,27 +116,36 @@ def _epoch(lengths: np.ndarray, members: np.ndarray, buckets: Sequence[int], bat
 Segment = tuple[int, int, str, bool, np.ndarray, np.random.Generator]  # phase, epoch, name, phase end, members, rng
 
 
+def visit_positions(rows: Sequence[np.ndarray]) -> list[np.ndarray]:
+  """The stream position of every real row, consecutive in batch order (-1 for padding rows), so
+  a transform that reorders rows can renumber the visits."""
+  out, position = [], 0
+  for r in rows:
+    real = r >= 0
+    positions = np.full(r.shape, -1, np.int64)
+    positions[real] = position + np.arange(real.sum())
+    position += int(real.sum())
+    out.append(positions)
+  return out
+
+
 def _plan(segments: Sequence[Segment], lengths: np.ndarray, buckets: Sequence[int], batch_size: int,
           eval_every: int) -> Stream:
   """Batches for each segment (one shuffled pass over its members) in order, with an evaluation
   point at each segment's end and every `eval_every` steps."""
-  batches: list[PlannedBatch] = []
+  planned: list[tuple[np.ndarray, int, int, int]] = []   # rows, length, phase, epoch
   evals = [EvalPoint(0, "start", 1, 0, False)]
-  position = 0
   for phase, epoch, name, phase_end, members, rng in segments:
     for rows, length in _epoch(lengths, members, buckets, batch_size, rng):
-      real = rows >= 0
-      positions = np.full(rows.shape, -1, np.int64)
-      positions[real] = position + np.arange(real.sum())
-      position += int(real.sum())
-      batches.append(PlannedBatch(rows, length, phase, epoch, positions))
-      step = len(batches)
+      planned.append((rows, length, phase, epoch))
+      step = len(planned)
       if eval_every and step % eval_every == 0:
         evals.append(EvalPoint(step, f"step{step}", phase, epoch, False))
-    if evals[-1].step == len(batches) and evals[-1].name.startswith("step"):  # keep one pass per step
+    if evals[-1].step == len(planned) and evals[-1].name.startswith("step"):  # keep one pass per step
       evals.pop()
-    evals.append(EvalPoint(len(batches), name, phase, epoch, phase_end))
-  return Stream(batches, evals)
+    evals.append(EvalPoint(len(planned), name, phase, epoch, phase_end))
+  positions = visit_positions([rows for rows, *_ in planned])
+  return Stream([PlannedBatch(*batch, p) for batch, p in zip(planned, positions)], evals)
 
 
 def build_stream(lengths: np.ndarray, phases: Sequence[PhaseSpec], buckets: Sequence[int], batch_size: int,
@@ -157,22 +166,33 @@ def build_stream(lengths: np.ndarray, phases: Sequence[PhaseSpec], buckets: Sequ
 
 
 def global_rounds(phases: Sequence[PhaseSpec]) -> list[np.ndarray]:
-  """The visits of every phase spread over R = max(epochs) rounds: an example of a phase of n
-  epochs is visited in rounds floor((j + 1/2) R / n), j = 0..n-1 (n distinct rounds, evenly
-  spaced), so each example keeps its number of visits and every phase is present throughout."""
-  total = max(p.epochs for p in phases)
+  """The members of each round when the visits of all phases are interleaved.
+
+  An example gets the visits it gets in `build_stream`, n = the epochs of every phase it belongs
+  to summed, and is visited in rounds floor((j + 1/2) R / n) + 1 for j = 0..n-1: n distinct,
+  evenly spaced rounds of 1..R, so every phase is present from the first round to the last. R is
+  the largest `epochs` of a phase, or the largest n where overlapping phases give an example more
+  visits than that (distinct rounds need R >= n).
+  """
+  visits = np.concatenate([np.repeat(p.examples, p.epochs) for p in phases]).astype(np.int64)
+  examples, counts = np.unique(visits, return_counts=True)
+  total = max([p.epochs for p in phases] + counts.tolist())
   rounds: list[list[np.ndarray]] = [[] for _ in range(total)]
-  for phase in phases:
-    for j in range(phase.epochs):
-      rounds[int((j + 0.5) * total / phase.epochs)].append(phase.examples)
-  return [np.concatenate(r) if r else np.zeros(0, np.int64) for r in rounds]
+  for n in np.unique(counts).tolist():
+    for j in range(n):
+      rounds[int((j + 0.5) * total / n)].append(examples[counts == n])
+  out = [np.sort(np.concatenate(r)) if r else np.zeros(0, np.int64) for r in rounds]
+  assert all(len(np.unique(r)) == len(r) for r in out), "an example is visited twice in one round"
+  return out
 
 
 def build_global_stream(lengths: np.ndarray, phases: Sequence[PhaseSpec], buckets: Sequence[int], batch_size: int,
                         seed: int, eval_every: int = 0) -> Stream:
-  """The paper's global shuffle: the visits of all phases interleaved (`global_rounds`), each
-  round shuffled with [seed, 0, round]; one phase ("global"), whose epochs are the rounds. Same
-  arguments as `build_stream`."""
+  """The paper's global shuffle across the whole multi-phase mixture: the visits of all phases
+  interleaved over rounds (`global_rounds`), each round shuffled with [seed, 0, round] and batched
+  like an epoch of `build_stream`. The stream is one phase (1) whose epochs are the rounds; the
+  evaluation points are "start", every `eval_every` steps and "global/epoch<r>" at each round's
+  end (the last one ends the phase). Same arguments as `build_stream`."""
   rounds = global_rounds(phases)
   segments = [(1, r, f"global/epoch{r}", r == len(rounds), members, np.random.default_rng([seed, 0, r]))
               for r, members in enumerate(rounds, start=1)]

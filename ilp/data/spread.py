@@ -1,16 +1,6 @@
 """Near-duplicate groups kept out of each other's mini-batches (the paper's bucketing for
-conflicting data), as a transform of a planned stream.
-
-The stream is cut into windows of `every` steps. Inside a window, batch j belongs to bucket
-j mod `buckets`, and each group's members present in the window are dealt to distinct buckets by
-a fresh random draw ([seed, window]): the groups are re-formed every `every` steps. A member's
-visit in a batch of another bucket is swapped with a visit of an example in no group, of the same
-padded length and the same phase and epoch, from a batch of the member's bucket. Swaps move rows
-only between batches of one (phase, epoch, length), so every epoch still visits each example once
-and no new batch shape appears (the train step does not recompile). When no batch of the member's
-bucket can take it, any batch of the segment without another member of the group does (a
-fallback); when none can, the transform fails naming the group.
-"""
+conflicting data, e.g. paraphrases with contradicting answers), as a transform of a planned
+stream."""
 from __future__ import annotations
 
 import dataclasses
@@ -18,89 +8,107 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ilp.data.batches import Stream
+from ilp.data.batches import Stream, visit_positions
+
+NON_MEMBER, PADDING = -1, -2   # `owner` of a row that is in no group, of a padding row
 
 
-def _positions(rows: list[np.ndarray]) -> list[np.ndarray]:
-  """Stream positions of every real row, consecutive in batch order."""
-  out, position = [], 0
-  for r in rows:
-    p = np.full(r.shape, -1, np.int64)
-    real = r >= 0
-    p[real] = position + np.arange(real.sum())
-    position += int(real.sum())
-    out.append(p)
-  return out
+def _group_index(groups: Sequence[np.ndarray], buckets: int, every: int, size: int) -> np.ndarray:
+  """The group of every example index below `size` (NON_MEMBER for none), after checking the
+  arguments."""
+  if buckets < 2:
+    raise ValueError(f"spread: buckets must be >= 2, got {buckets}")
+  if every < 1:
+    raise ValueError(f"spread: every must be >= 1, got {every}")
+  group_of = np.full(size, NON_MEMBER, np.int64)
+  for k, members in enumerate(groups):
+    if len(members) > buckets:
+      raise ValueError(f"spread: group {k} has {len(members)} members, more than buckets={buckets}")
+    for i in np.asarray(members, np.int64).tolist():
+      if group_of[i] != NON_MEMBER:
+        raise ValueError(f"spread: example {i} is in groups {group_of[i]} and {k}")
+      group_of[i] = k
+  return group_of
 
 
 def spread(stream: Stream, groups: Sequence[np.ndarray], buckets: int, every: int, seed: int
            ) -> tuple[Stream, dict[str, Any]]:
-  """`stream` with no two members of a group in one batch (see the module docstring), and counts
-  of what was done (groups, windows, swaps, fallbacks).
+  """`stream` with no two members of a group in one batch, and counts of what was done (groups,
+  windows, swaps, fallbacks).
+
+  The stream is cut into windows of `every` consecutive steps; inside a window, batch j belongs to
+  bucket j mod `buckets`. Each group's distinct members present in a window are dealt to distinct
+  buckets by a random draw (generator [seed, window], one draw per group in group order, before
+  any swap): the grouping is re-formed every `every` steps. Every visit of a member in the window
+  goes to its bucket: a visit in a batch of another bucket is swapped with a visit of an example
+  in no group, chosen at random among the batches of the member's bucket that share the visit's
+  (phase, epoch, padded length) and hold no other member of the group. Swaps move rows only
+  between batches of one (phase, epoch, length), so every epoch still visits each example once and
+  no new (batch, length) shape appears: the train step does not recompile. When no batch of the
+  member's bucket can take it (a fallback), the visit stays if its batch holds no other member of
+  the group, and otherwise is swapped into a batch of its (phase, epoch, length) that holds none, in
+  the window if one there can take it, else anywhere in the stream; when there is none, the
+  transform fails naming the group and step. Positions are renumbered in the new order; evaluation
+  points are kept.
 
   Args:
-    stream: the planned stream.
+    stream: the planned stream (every batch has the same number of rows).
     groups: example indices of each group (an example belongs to at most one group).
-    buckets: B, the number of buckets a window's batches are dealt into (>= the largest group).
-    every: K, the window length in steps; the dealing is redrawn per window.
-    seed: the dealing's seed.
+    buckets: B >= 2, the number of buckets a window's batches are dealt into (>= the largest group).
+    every: K >= 1, the window length in steps.
+    seed: the seed of the dealing and the choice of swap partners.
   """
-  if buckets < 2 or every < 1:
-    raise ValueError(f"spread: buckets must be >= 2 and every >= 1, got {buckets} and {every}")
-  group_of: dict[int, int] = {}
-  for k, members in enumerate(groups):
-    if len(members) > buckets:
-      raise ValueError(f"spread: group {k} has {len(members)} members, more than buckets={buckets}")
-    for i in members:
-      if int(i) in group_of:
-        raise ValueError(f"spread: example {int(i)} is in groups {group_of[int(i)]} and {k}")
-      group_of[int(i)] = k
-  rows = [b.rows.copy() for b in stream.batches]
-  segment = [(b.phase, b.epoch, b.length) for b in stream.batches]
   counts = {"groups": len(groups), "windows": 0, "swaps": 0, "fallbacks": 0}
+  largest = max([int(np.max(g)) for g in groups if len(g)] + [int(b.rows.max()) for b in stream.batches] + [0])
+  group_of = _group_index(groups, buckets, every, largest + 1)
+  if not stream.batches:
+    return stream, counts
+  rows = np.stack([b.rows for b in stream.batches])
+  owner = np.where(rows >= 0, group_of[np.maximum(rows, 0)], PADDING)
+  keys = [(b.phase, b.epoch, b.length) for b in stream.batches]
+  codes = {key: c for c, key in enumerate(dict.fromkeys(keys))}
+  segment = np.asarray([codes[key] for key in keys])
 
-  def others_of(k: int, j: int, member: int) -> bool:
-    return any(group_of.get(int(r)) == k and r != member for r in rows[j] if r >= 0)
+  def usable(i: int, k: int, among: np.ndarray) -> np.ndarray:
+    """The batches of `among` that can take the visit in batch i of a member of group k: same
+    segment, a row of no group to swap with, no member of group k."""
+    same = among[(segment[among] == segment[i]) & (among != i)]
+    return same[(owner[same] == NON_MEMBER).any(1) & ~(owner[same] == k).any(1)]
 
-  def free_slots(j: int) -> np.ndarray:
-    return np.flatnonzero([(r >= 0) and (int(r) not in group_of) for r in rows[j]])
+  def place(i: int, member: int, k: int, bucket: int, window: np.ndarray, rng: np.random.Generator) -> None:
+    """Moves the visit of `member` (group k) in batch i into a batch of `bucket` of its segment."""
+    candidates = usable(i, k, window)
+    targets = candidates[(candidates - window[0]) % buckets == bucket]
+    if not len(targets):
+      counts["fallbacks"] += 1
+      if (owner[i] == k).sum() == 1:
+        return
+      targets = candidates if len(candidates) else usable(i, k, np.arange(len(rows)))
+      if not len(targets):
+        raise ValueError(f"spread: group {k} cannot be kept apart at step {i + 1}: no batch of the same phase, "
+                         f"epoch and length can take member {member}")
+    j = int(targets[rng.integers(len(targets))])
+    slot_j = int(rng.choice(np.flatnonzero(owner[j] == NON_MEMBER)))
+    slot_i = int(np.flatnonzero(rows[i] == member)[0])
+    rows[[i, j], [slot_i, slot_j]] = rows[[j, i], [slot_j, slot_i]]
+    owner[[i, j], [slot_i, slot_j]] = owner[[j, i], [slot_j, slot_i]]
+    counts["swaps"] += 1
 
   for w, start in enumerate(range(0, len(rows), every)):
-    window = range(start, min(start + every, len(rows)))
+    window = np.arange(start, min(start + every, len(rows)))
     counts["windows"] += 1
     rng = np.random.default_rng([seed, w])
+    at, slot = np.nonzero(owner[window] >= 0)
     visits: dict[int, dict[int, list[int]]] = {}   # group -> member -> batches holding a visit
-    for i in window:
-      for r in rows[i]:
-        if r >= 0 and int(r) in group_of:
-          visits.setdefault(group_of[int(r)], {}).setdefault(int(r), []).append(i)
-    for k in sorted(visits):
-      members = sorted(visits[k])
-      for member, bucket in zip(members, rng.permutation(buckets)[:len(members)]):
+    for i, member in zip((at + start).tolist(), rows[at + start, slot].tolist()):
+      visits.setdefault(int(group_of[member]), {}).setdefault(member, []).append(i)
+    dealt = {k: dict(zip(sorted(visits[k]), rng.permutation(buckets).tolist())) for k in sorted(visits)}
+    for k, bucket_of in dealt.items():
+      for member, bucket in bucket_of.items():
         for i in visits[k][member]:
-          if (i - start) % buckets == bucket and not others_of(k, i, member):
-            continue
-          same = [j for j in window if j != i and segment[j] == segment[i] and not others_of(k, j, member)
-                  and len(free_slots(j))]
-          targets = [j for j in same if (j - start) % buckets == bucket]
-          if not targets:
-            if not others_of(k, i, member):
-              counts["fallbacks"] += 1
-              continue
-            targets = same
-            counts["fallbacks"] += 1
-          if not targets:
-            raise ValueError(f"spread: group {k} cannot be kept apart at step {i + 1}: no batch of the same "
-                             f"phase, epoch and length can take member {member}")
-          j = targets[int(rng.integers(len(targets)))]
-          slot_j = int(rng.choice(free_slots(j)))
-          slot_i = int(np.flatnonzero(rows[i] == member)[0])
-          rows[i][slot_i], rows[j][slot_j] = rows[j][slot_j], rows[i][slot_i]
-          counts["swaps"] += 1
-  for i, r in enumerate(rows):
-    found = [group_of[int(x)] for x in r if x >= 0 and int(x) in group_of]
-    if len(found) != len(set(found)):
-      raise RuntimeError(f"spread: batch {i} holds two members of a group")
+          if (i - start) % buckets != bucket:
+            place(i, member, k, bucket, window, rng)
+  assert all(len(np.unique(h[h >= 0])) == (h >= 0).sum() for h in owner), "two members of a group share a batch"
   batches = [dataclasses.replace(b, rows=r, positions=p)
-             for b, r, p in zip(stream.batches, rows, _positions(rows))]
+             for b, r, p in zip(stream.batches, rows, visit_positions(list(rows)))]
   return Stream(batches, stream.eval_points), counts
