@@ -55,7 +55,7 @@ def _flatten(value: Any, prefix: str) -> dict[str, Any]:
 
 def changes(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
   """'field: old -> new' for every leaf field that differs."""
-  old, new = (_flatten(d, "")for d in (before, now))
+  old, new = (_flatten(d, "") for d in (before, now))
   return [f"{k[1:]}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
 
 

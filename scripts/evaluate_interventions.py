@@ -66,6 +66,7 @@ def evaluate(layout: Layout) -> dict:
              "examples_compared": int(len(joined)), "examples_missing": int(len(base) - len(joined)),
              "target": pick(target), "others": pick(others), "control": pick(joined["group"] == "control"),
              "all": pick(np.ones(len(joined), bool)),
+             "cause_I_unlearned": float(joined.loc[joined["cause"] == "I", "unlearned_arm"].mean()),
              "planted_groups": {g: {"baseline": float(d["unlearned"].mean()), "arm": float(d["unlearned_arm"].mean()),
                                     "examples": int(len(d))} for g, d in joined.groupby("group")}}
     t, o, c = entry["target"], entry["others"], entry["control"]
@@ -77,16 +78,10 @@ def evaluate(layout: Layout) -> dict:
     result["arms"][arm.name] = entry
   by_intervention = {e["intervention"]: name for name, e in result["arms"].items()}
   if "knowledge" in by_intervention and "epochs" in by_intervention:
-    on_i = lambda name: pick_i(base, layout.arm(name).attribution)
-    result["cause_I_knowledge_vs_more_epochs"] = {"knowledge": on_i(by_intervention["knowledge"]),
-                                                  "more_epochs": on_i(by_intervention["epochs"])}
+    result["cause_I_knowledge_vs_more_epochs"] = {
+        "knowledge": result["arms"][by_intervention["knowledge"]]["cause_I_unlearned"],
+        "more_epochs": result["arms"][by_intervention["epochs"]]["cause_I_unlearned"]}
   return result
-
-
-def pick_i(base: pd.DataFrame, path: str) -> float:
-  """The arm's unlearned rate on the examples the baseline attributed to I."""
-  joined = base.merge(pd.read_parquet(path, columns=["id", "unlearned"]), on="id", suffixes=("", "_arm"))
-  return float(joined.loc[joined["cause"] == "I", "unlearned_arm"].mean())
 
 
 def _pct(x) -> str:

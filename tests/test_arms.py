@@ -13,17 +13,11 @@ import pytest
 from configs import interventions
 from ilp import pipeline
 from ilp.layout import Layout
-from tests.test_world import ROOT, SMALL, _guard_ground_truth
+from tests.test_world import ROOT, SMALL, _guard_ground_truth, reduce
 
 
 def test_arms_and_comparison_on_a_reduced_world(tmp_path, monkeypatch):
-  config = interventions.get_config()
-  config.world.update(SMALL)
-  config.model.update(hidden_size=32, intermediate_size=64, num_layers=2, num_heads=2, num_kv_heads=1, head_dim=16)
-  config.pretrain.update(steps=30, batch_size=16, log_every_steps=20)
-  config.sft.update(batch_size=16, phases=({"name": "phase1", "phase": 1, "epochs": 2},
-                                           {"name": "phase2", "phase": 2, "epochs": 2}))
-  config.detect.update(num_samples=2, pass_k=(1, 2), bon_k=(1, 2), max_new_tokens=4, base_samples=2, blind_bon_k=2)
+  config = reduce(interventions.get_config(), pretrain_steps=30, phase2_epochs=2)
   config.interventions.update(bootstrap_samples=200, arms=(
       {"name": "knowledge", "intervention": "knowledge", "settings": {"steps": 10, "causes": ("I", "II", "V")}},
       {"name": "shuffle", "intervention": "shuffle", "settings": {"every_steps": 2}},

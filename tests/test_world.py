@@ -66,15 +66,20 @@ def test_groups_and_records(tmp_path):
       assert f" {by_id[ident]['response']} ." not in [s for s in pretrain.split("\n\n") if entity + " " in s][0]
 
 
-def test_reduced_world_through_the_pipeline_never_reading_the_ground_truth(tmp_path, monkeypatch):
-  config = world_config.get_config()
+def reduce(config, pretrain_steps: int, phase2_epochs: int):
+  """A world study config shrunk to the SMALL world and a tiny model, for end-to-end tests."""
   config.world.update(SMALL)
   config.model.update(hidden_size=32, intermediate_size=64, num_layers=2, num_heads=2, num_kv_heads=1, head_dim=16)
-  config.pretrain.update(steps=40, batch_size=16, log_every_steps=20)
+  config.pretrain.update(steps=pretrain_steps, batch_size=16, log_every_steps=20)
   config.sft.update(batch_size=16, phases=({"name": "phase1", "phase": 1, "epochs": 2},
-                                           {"name": "phase2", "phase": 2, "epochs": 1}))
-  config.detect.update(num_samples=2, pass_k=(1, 2), bon_k=(1, 2), max_new_tokens=4, base_samples=2, blind_bon_k=2,
-                       repeats=2)
+                                           {"name": "phase2", "phase": 2, "epochs": phase2_epochs}))
+  config.detect.update(num_samples=2, pass_k=(1, 2), bon_k=(1, 2), max_new_tokens=4, base_samples=2, blind_bon_k=2)
+  return config
+
+
+def test_reduced_world_through_the_pipeline_never_reading_the_ground_truth(tmp_path, monkeypatch):
+  config = reduce(world_config.get_config(), pretrain_steps=40, phase2_epochs=1)
+  config.detect.repeats = 2
   _guard_ground_truth(monkeypatch)
   workdir = str(tmp_path / "work")
   pipeline.run(config, workdir)

@@ -51,7 +51,7 @@ def prepare(context: Any, settings: CPTSettings, config: Any, accept: Accept) ->
   pre-training from the base model on general + retrieved text before SFT."""
   data = config.data
   rows, meta = selection.examples_with_meta(context, context.selected(settings.causes)["id"])
-  hits = selection.Collection(data.knowledge).retrieve(selection.queries(rows, meta), settings.per_query)
+  hits = selection.collection(data.knowledge).retrieve(selection.queries(rows, meta), settings.per_query)
   hits = hits.merge(rows[["id", "reference"]], on="id", how="left")
   hits["kept"] = accept(hits) if len(hits) else pd.Series(dtype=bool)
   kept = hits[hits["kept"]].drop_duplicates("document")

@@ -2,6 +2,7 @@
 examples, SFT records rewritten for an arm, and the arm's record of what it selected."""
 from __future__ import annotations
 
+import functools
 import json
 import os
 from typing import Any, Iterable, Sequence
@@ -46,6 +47,17 @@ class Collection:
              "score": score, "rank": rank}
             for (ident, query), found in zip(pairs, hits) for rank, (d, score) in enumerate(found)]
     return pd.DataFrame(rows, columns=["id", "query", "document", "text", "score", "rank"])
+
+
+@functools.lru_cache(maxsize=4)
+def _collection(key: str) -> Collection:
+  return Collection(json.loads(key))
+
+
+def collection(sources: Sequence[dict[str, Any]]) -> Collection:
+  """The indexed collection of `sources`, read and indexed once per process (every retrieving arm
+  of a launch uses the same `data.knowledge`)."""
+  return _collection(json.dumps(list(sources), sort_keys=True))
 
 
 def examples_with_meta(context: Any, ids: Iterable[str]) -> tuple[pd.DataFrame, pd.Series]:
