@@ -26,7 +26,7 @@ def get_config():
                phases=({"name": "phase1", "phase": 1, "epochs": 17},
                        {"name": "phase2", "phase": 2, "epochs": 3}))
   c.sft.optimizer.update(learning_rate=1e-3, warmup_steps=10, decay="cosine")
-  c.sft.checkpoint.every_steps = 1000
+  c.sft.checkpoint.update(every_steps=1000, phase_models=True)  # phase1/: the forgetting check samples it
   c.detect.update(base="pretrain", num_samples=5, temperature=0.7, max_new_tokens=8, batch_size=32,
                   chunk_size=256)
   return c

@@ -67,6 +67,10 @@ class Layout:
   def final(self, stage: str) -> str:
     return self.path(stage, FINAL)
 
+  def phase_model(self, stage: str, phase: int) -> str:
+    """The model at the end of `phase` (`sft.checkpoint.phase_models`)."""
+    return self.path(stage, f"phase{phase}")
+
   def checkpoints(self, stage: str) -> str:
     return self.path(stage, "checkpoints")
 
@@ -158,3 +162,7 @@ class Layout:
   @property
   def diagnosis_validation(self) -> str:
     return self.path("diagnosis_validation.json")
+
+  @property
+  def retest(self) -> str:
+    return self.path("retest.json")

@@ -77,7 +77,7 @@ def brute_force_check(n: int) -> None:
   _, prompts, _, _ = synthetic(n, seed=1)
   tokenized = [similarity.words(t) for t in prompts]
   vectors = similarity.tfidf(tokenized)
-  found = similarity.patterns(tokenized, signals.SignalConfig().template_min_df)
+  found = similarity.patterns(tokenized, signals.SignalConfig().filler_df(len(tokenized)))
   slots = similarity.binary_matrix(found.slots, {w: k for k, w in enumerate(sorted({w for r in found.slots for w in r}))})
   start = time.perf_counter()
   dense = vectors.matrix.toarray()

@@ -4,7 +4,8 @@ Prints the unlearned rate per data set and phase (from the detection summary) an
 group, and writes `<workdir>/world_eval.json` and `<workdir>/evaluation/` (Markdown + plots):
 per planted group, the unlearned rate from the
 detection stage; for left-side forgetting (IV), the share learned (exact match) at the end of
-phase 1 and at the end of phase 2; for rare patterns (V), exact match after each phase-2 epoch;
+phase 1 and at the end of phase 2, and, when the run kept its phase-1 model
+(`sft.checkpoint.phase_models`), the same under sampling (detection's samples and verifier); for rare patterns (V), exact match after each phase-2 epoch;
 and whether the targets of the world hold (control <= 10%, each planted group >= 30% and >= 3x
 control).
 
@@ -12,14 +13,18 @@ control).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
+import numpy as np
 import pandas as pd
 from absl import app, flags
 
+from ilp import config as config_lib
 from ilp import fileio
-from ilp.data import world
+from ilp.data import examples, world
+from ilp.detection import table
 from ilp.detection.table import PREFIX
 from ilp.layout import Layout
 from ilp.report import plots
@@ -36,6 +41,35 @@ def _targets(groups: dict) -> dict:
           **{f"{g}_at_least_30pct_and_3x_control": (groups[g]["unlearned_rate"] >= 0.30 and
                                                     groups[g]["unlearned_rate"] >= 3 * control)
              for g in world.GROUPS if world.CAUSES[g] and g in groups}}
+
+
+LEARNED_PASS = 0.8   # sampled pass rate at which a planted forgetting example counts as learned
+
+
+def sampled_pass_rates(layout: Layout, model_dir: str, ids: pd.Series) -> np.ndarray:
+  """The pass rate (detection's samples and verifier, one run) of examples `ids` under the model in
+  `model_dir`: the per-phase evaluation under sampling, not only greedy exact match."""
+  with open(layout.config) as f:
+    config = config_lib.load(json.load(f))
+  frame = examples.read(layout.examples)
+  detect = dataclasses.replace(config.detect, protocol="generative", repeats=1, repeat_temperatures=(),
+                               mc=dataclasses.replace(config.detect.mc, enabled=False))
+  rows = table.probe(frame[frame["id"].isin(set(ids))], model_dir, detect, config.data, config.mesh, config.seed)
+  return rows.set_index("id")["gen_pass_at_n"].reindex(ids).to_numpy()
+
+
+def forgetting_under_sampling(layout: Layout, truth: pd.DataFrame) -> dict:
+  """Share of the forgetting group learned under sampling (pass rate >= LEARNED_PASS) at the end
+  of phase 1 and at the end, and learned then lost (below the detection threshold at the end)."""
+  phase1 = layout.phase_model("sft", 1)
+  if not os.path.isdir(phase1):
+    return {}
+  ids = truth.loc[truth["group"] == "forgetting", "id"].reset_index(drop=True)
+  before, after = (sampled_pass_rates(layout, d, ids) for d in (phase1, layout.model("sft")))
+  return {"sampled_learned_end_of_phase1": float((before >= LEARNED_PASS).mean()),
+          "sampled_learned_end_of_phase2": float((after >= LEARNED_PASS).mean()),
+          "sampled_learned_then_lost": float(((before >= LEARNED_PASS) & (after < 0.2)).mean()),
+          "mean_pass_rate_end_of_phase1": float(before.mean()), "mean_pass_rate_end_of_phase2": float(after.mean())}
 
 
 def evaluate(layout: Layout) -> dict:
@@ -65,7 +99,8 @@ def evaluate(layout: Layout) -> dict:
   return {
       "protocols": protocols,
       "forgetting": {"learned_end_of_phase1": float(phase_ends.get(("forgetting", 1), float("nan"))),
-                     "learned_end_of_phase2": float(phase_ends.get(("forgetting", 2), float("nan")))},
+                     "learned_end_of_phase2": float(phase_ends.get(("forgetting", 2), float("nan"))),
+                     **forgetting_under_sampling(layout, truth)},
       "rare_exact_match_by_phase2_epoch": {int(e): float(v) for e, v in
                                            phase2.groupby("epoch")["exact_match"].mean().items()},
   }
@@ -91,8 +126,13 @@ def main(argv: list[str]) -> None:
     print(f"{group:<14} {row['examples']:>8} " + " ".join(
         f"{100 * result['protocols'][p]['groups'][group]['unlearned_rate']:>15.1f}%" for p in protocols))
   f = result["forgetting"]
-  print(f"IV: learned at the end of phase 1 {100 * f['learned_end_of_phase1']:.1f}%, "
+  print(f"IV: learned (greedy exact match) at the end of phase 1 {100 * f['learned_end_of_phase1']:.1f}%, "
         f"at the end of phase 2 {100 * f['learned_end_of_phase2']:.1f}%")
+  if "sampled_learned_end_of_phase1" in f:
+    print(f"IV under sampling (pass rate >= {LEARNED_PASS}): learned at the end of phase 1 "
+          f"{100 * f['sampled_learned_end_of_phase1']:.1f}%, at the end of phase 2 "
+          f"{100 * f['sampled_learned_end_of_phase2']:.1f}%; learned then lost (< 0.2 at the end) "
+          f"{100 * f['sampled_learned_then_lost']:.1f}%")
   print("V: exact match after phase-2 epochs " +
         ", ".join(f"{e}: {100 * v:.1f}%" for e, v in result["rare_exact_match_by_phase2_epoch"].items()))
   for protocol in protocols:

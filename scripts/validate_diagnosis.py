@@ -11,19 +11,25 @@ overall:
   headline precision is over them; a control example that fails has no planted cause (it may
   still have a real one, e.g. a stage-1 fact forgotten in stage 2), and the stricter precision
   that counts every attributed control example as an error is printed beside it;
-- whether the targets hold: macro-F1 >= 0.85, every cause's recall >= 0.75, < 10% unattributed.
+- whether the targets hold: macro-F1 >= 0.85 (>= 0.75 on the free-form world), every cause's
+  recall and precision >= 0.7, control false positives <= 5%; the unattributed share is reported.
 
 The diagnosis stage explains one protocol's label (`diagnose.protocol`); `--protocols` scores the
 diagnosis of each protocol that detection ran, recomputing it (signals and rules take seconds)
 for the ones the stage did not explain. Writes `<workdir>/diagnosis_validation.json` per run
 (one entry per protocol).
 
+`--evidence` scores the diagnosis also without the pre-training corpus and/or without
+`meta.prerequisites` (what a user with plain {prompt, response} data has).
+
   python scripts/validate_diagnosis.py --workdirs=runs/s0,runs/s1,runs/s2 [--protocols=multiple_choice]
+      [--evidence=as_run,no_corpus]
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 
 import numpy as np
 import pandas as pd
@@ -38,27 +44,40 @@ from ilp.layout import Layout
 from ilp.train import dynamics
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("workdirs", None, "Work directories of finished world runs (with the diagnose stage).")
-flags.mark_flag_as_required("workdirs")
-flags.DEFINE_list("protocols", ["multiple_choice", "generative"], "Protocols whose diagnosis is scored (those run).")
+EVIDENCE = ("as_run", "no_corpus", "no_metadata", "plain")
+
+
+def define_flags() -> None:
+  """The script's flags (defined only when it runs, so other scripts can import its functions)."""
+  flags.DEFINE_list("workdirs", None, "Work directories of finished world runs (with the diagnose stage).")
+  flags.mark_flag_as_required("workdirs")
+  flags.DEFINE_list("protocols", ["multiple_choice", "generative"], "Protocols whose diagnosis is scored (those run).")
+  flags.DEFINE_list("evidence", ["as_run"], "Evidence settings scored: as_run (the run's config), no_corpus (without "
+                    "the pre-training corpus), no_metadata (without meta.prerequisites), plain (neither).")
+
 
 NONE = "none"
-TARGETS = {"macro_f1": 0.85, "recall": 0.75, "unattributed": 0.10}
+TARGETS = {"macro_f1": 0.85, "macro_f1_free_form": 0.75, "recall": 0.7, "precision": 0.7, "control_fp": 0.05}
 
 
-def attribution(layout: Layout, protocol: str) -> pd.DataFrame | None:
+def attribution(layout: Layout, protocol: str, evidence: str = "as_run",
+                diagnose_config: diagnose.DiagnoseConfig | None = None) -> pd.DataFrame | None:
   """The diagnosis of `protocol`'s label: the stage's, or recomputed with the run's settings (None
-  when detection did not run that protocol)."""
+  when detection did not run that protocol), less the corpus and/or `meta.prerequisites` as
+  `evidence` says, or with `diagnose_config` instead of the run's."""
   with open(layout.config) as f:
     config = config_lib.load(json.load(f))
-  if config.diagnose.protocol == protocol:
+  if config.diagnose.protocol == protocol and evidence == "as_run" and diagnose_config is None:
     return pd.read_parquet(layout.attribution)
   if protocol not in config.detect.protocols:
     return None
-  return diagnose.diagnose(pd.read_parquet(layout.detection), examples.read(layout.examples),
-                           dynamics.load_dynamics(layout.dynamics()),
-                           dataclasses.replace(config.diagnose, protocol=protocol),
-                           diagnose.corpus_documents(config.diagnose, config.data))
+  settings = dataclasses.replace(diagnose_config or config.diagnose, protocol=protocol)
+  detection = pd.read_parquet(layout.detection)
+  if evidence in ("no_metadata", "plain"):
+    detection = detection.drop(columns=["prerequisites", "prerequisites_known"], errors="ignore")
+  documents = None if evidence in ("no_corpus", "plain") else diagnose.corpus_documents(settings, config.data)
+  return diagnose.diagnose(detection, examples.read(layout.examples), dynamics.load_dynamics(layout.dynamics()),
+                           settings, documents)
 
 
 def validate(layout: Layout, table: pd.DataFrame) -> dict:
@@ -92,18 +111,23 @@ def validate(layout: Layout, table: pd.DataFrame) -> dict:
   macro = float(np.mean([v["f1"] for v in scored])) if scored else float("nan")
   strict_macro = float(np.mean([v["f1_with_control"] for v in scored])) if scored else float("nan")
   unattributed = float((u["cause"] == UNATTRIBUTED).mean()) if len(u) else 0.0
+  control_fp = float(unlearned[table["group"] == "control"].mean())
+  with open(os.path.join(layout.world, "world.json")) as f:
+    free_form = json.load(f)["config"].get("free_form", False)
   return {
       "examples": int(len(table)), "unlearned": int(unlearned.sum()),
       "detection": {"recall_of_failed_planted": float(unlearned[planted & fails].mean()),
                     "unlearned_rate_by_planted_cause": {c: float(unlearned[table["planted"] == c].mean())
                                                         for c in CAUSES},
-                    "control_false_positive_rate": float(unlearned[table["group"] == "control"].mean())},
+                    "control_false_positive_rate": control_fp},
       "confusion": {r: {c: int(v) for c, v in row.items()} for r, row in confusion.iterrows()},
       "per_cause": per_cause, "macro_f1": macro, "macro_f1_with_control": strict_macro,
       "unattributed_share": unattributed,
-      "targets": {"macro_f1": macro >= TARGETS["macro_f1"],
+      "free_form": free_form,
+      "targets": {"macro_f1": macro >= TARGETS["macro_f1_free_form" if free_form else "macro_f1"],
                   "every_recall": all(v["recall"] >= TARGETS["recall"] for v in scored),
-                  "unattributed": unattributed < TARGETS["unattributed"]},
+                  "every_precision": all(v["precision"] >= TARGETS["precision"] for v in scored),
+                  "control_fp": control_fp <= TARGETS["control_fp"]},
   }
 
 
@@ -132,14 +156,19 @@ def report(workdir: str, result: dict) -> str:
 def main(argv: list[str]) -> None:
   del argv
   results = {}
+  bad = [e for e in FLAGS.evidence if e not in EVIDENCE]
+  if bad:
+    raise app.UsageError(f"--evidence: unknown setting(s) {bad}; choose from {EVIDENCE}")
   for workdir in FLAGS.workdirs:
     layout = Layout(workdir)
     by_protocol = {}
     for protocol in FLAGS.protocols:
-      table = attribution(layout, protocol)
-      if table is not None:
-        by_protocol[protocol] = results[f"{workdir} ({protocol})"] = validate(layout, table)
-        print(report(f"{workdir} ({protocol} protocol)", by_protocol[protocol]))
+      for evidence in FLAGS.evidence:
+        table = attribution(layout, protocol, evidence)
+        if table is not None:
+          key = protocol if evidence == "as_run" else f"{protocol}, {evidence}"
+          by_protocol[key] = results[f"{workdir} ({key})"] = validate(layout, table)
+          print(report(f"{workdir} ({key})", by_protocol[key]))
     fileio.write_json_atomic(layout.diagnosis_validation, by_protocol)
   if len(results) > 1:
     print(f"== overall: macro-F1 min {min(r['macro_f1'] for r in results.values()):.3f}, "
@@ -151,4 +180,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -8,12 +8,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from flax import nnx
+
+from ilp import config as ilp_config
 from ilp import parallel, pipeline
+from ilp.data import examples
+from ilp.detection import entities
 from ilp.detection import multiple_choice as mc
 from ilp.model import build, checkpoint, hf
+from ilp.detection.table import DetectConfig
 from ilp.scoring import estimators
 from ilp.scoring.verifiers import normalize
 from ilp.scoring.evaluator import ExampleEvaluator
+from ilp.typed import ConfigError
 from tests import sft_data
 
 
@@ -208,3 +215,69 @@ def test_multiple_choice_protocol_alone_through_diagnosis_and_report(detected, t
   assert "greedy_text" not in out and "answers_partner_target" not in out
   report = (copy / "report" / "report.md").read_text()
   assert "MC (paper's protocol)" in report and "generative" not in report.split("## Why")[0]
+
+
+def _direct_token_logliks(graphdef, params, prompt, response, temperature=1.0):
+  seq = np.concatenate([prompt, response])[None].astype(np.int32)
+  logits = np.asarray(jax.jit(build.forward)(graphdef, params, seq)[0][0], np.float64)
+  log_probs = np.asarray(jax.nn.log_softmax(logits / temperature, axis=-1))
+  return np.asarray([log_probs[len(prompt) - 1 + t, tok] for t, tok in enumerate(response)])
+
+
+def test_expected_pass_entity_lift_and_embeddings_match_direct_computation(detected):
+  paths, workdir, table = detected
+  mesh = parallel.make_mesh((1, 1, 1), jax.devices()[:1])
+  config = ilp_config.load(_config(paths))
+  frame = examples.read(os.path.join(workdir, "examples.parquet")).set_index("id").loc[table["id"]]
+  cfg, graphdef, params = checkpoint.load_params(os.path.join(workdir, "sft", "final"), mesh)
+  _, base_graphdef, base_params = checkpoint.load_params(os.path.join(workdir, "model_init"), mesh)
+  tokenizer = checkpoint.load_tokenizer(os.path.join(workdir, "sft", "final"))
+  swapped = entities.swapped_prompts(list(frame["prompt"]), config.detect.entity_swaps, seed=0)
+  special = set(tokenizer.all_special_ids)
+  assert table["base_entity_lift"].notna().sum() >= len(table) // 2
+  for e in range(0, len(table), 5):
+    tokens, cut = np.asarray(frame["tokens"].iloc[e], np.int32), int(frame["prompt_length"].iloc[e])
+    prompt, response = tokens[:cut], tokens[cut:]
+    # the probability that one sample at the sampling temperature is the reference
+    direct = np.exp(_direct_token_logliks(graphdef, params, prompt, response, 0.3).sum())
+    assert table["gen_expected_pass"].iloc[e] == pytest.approx(direct, rel=1e-3, abs=1e-9)
+    # the embedding: the final-normed hidden state at the prompt's last token
+    hidden, _ = nnx.merge(graphdef, params).hidden_states(prompt[None])
+    np.testing.assert_allclose(table["prompt_embedding"].iloc[e], np.asarray(hidden)[0, -1], rtol=1e-4, atol=1e-5)
+    # the entity lift under the base model: the best fresh token's mean gain over the swapped prompts
+    if swapped[e]:
+      own = _direct_token_logliks(base_graphdef, base_params, prompt, response)
+      others = [_direct_token_logliks(base_graphdef, base_params, q, response)
+                for q in entities.render(swapped[e], tokenizer, config.data.template, config.data.max_length)]
+      fresh = np.asarray([t not in set(prompt.tolist()) | special for t in response])
+      expected = np.mean([own - o for o in others], axis=0)[fresh].max() if fresh.any() else np.nan
+      assert table["base_entity_lift"].iloc[e] == pytest.approx(expected, rel=1e-3, abs=1e-4, nan_ok=True)
+  sft = np.stack(table["mc_probs_sft"])
+  np.testing.assert_allclose(table["mc_expected_pass"], estimators.temper(sft, 0.3)[:, 0], rtol=1e-9)
+  belief = np.stack(table["mc_probs_base"])[:, 1:].argmax(1) + 1
+  np.testing.assert_allclose(table["sft_p_base_belief"], sft[np.arange(len(sft)), belief], rtol=1e-9)
+  np.testing.assert_array_equal(table["gen_unlearned_sampled"], table["gen_unlearned"])   # the default label
+
+
+def test_swapped_prompts_replace_each_slot_filler_with_a_donors():
+  prompts = [f"where was p{k} born ?" for k in range(6)] + ["what is the job of p9 and p8 ?"] * 2 + ["where was born ?"]
+  swapped = entities.swapped_prompts(prompts, swaps=2, seed=0)
+  for k in range(6):
+    assert len(swapped[k]) == 2
+    for text in swapped[k]:
+      words = text.split()
+      assert words[:2] == ["where", "was"] and words[3:] == ["born", "?"] and words[2] != f"p{k}"
+      assert words[2] in {f"p{j}" for j in range(6)}
+  assert swapped[6] == [] and swapped[8] == []   # no donor with other fillers; no filler at all
+  gains = entities.lift([np.array([-1.0, -2.0, -0.1]), np.array([-3.0])],
+                        [np.array([-4.0, -2.5, -0.1]), np.array([-2.0, -3.5, -0.1])], np.array([0, 0]),
+                        [np.array([True, True, False]), np.array([True])])
+  assert gains[0] == pytest.approx(max((3.0 + 1.0) / 2, (0.5 + 1.5) / 2)) and np.isnan(gains[1])
+
+
+def test_the_expected_label_needs_exact_match_for_the_generative_protocol():
+  with pytest.raises(ConfigError, match="'label'"):
+    DetectConfig(label="expected", verifier="token_f1")
+  with pytest.raises(ConfigError, match="'label'"):
+    DetectConfig(label="expected", top_p=0.9)
+  assert DetectConfig(label="expected", protocol="multiple_choice", verifier="token_f1").label == "expected"

@@ -58,19 +58,61 @@ def test_near_duplicates_are_paraphrases_and_duplicates_not_one_template_about_t
   assert {(5, 6), (0, 2)} <= set(zip(i.tolist(), j.tolist()))
 
 
-def test_corpus_evidence_support_contradiction_and_silence():
+def test_corpus_evidence_support_contradiction_silence_and_coverage():
   prompts = ["where was p1 born ?", "where was p2 born ?", "where was p3 born ?", "what is the job of p4 ?",
-             "what is the job of p5 ?"]
-  references = ["c1", "c5", "c7", "j1", "j3"]
+             "what is the job of p5 ?", "tell me about p7 .", "tell me about p6 ."]
+  references = ["c1", "c5", "c7", "j1", "j3", "c1 k9 j4", "c2"]
   documents = ["p1 was born in c1 .", "p2 comes from c7 .", "p2 grew up in c7 .", "p3 works as j2 .",
-               "p4 works as j1 .", "c1 lies in k1 ."]
+               "p4 works as j1 .", "c1 lies in k1 .", "p7 was born in c1 .", "p7 works as j4 ."] + [
+                   f"c{k} is sunny ." for k in range(20)]
   found = similarity.patterns([similarity.words(p) for p in prompts], min_df=2)
-  ev = corpus.evidence(found, [similarity.words(r) for r in references],
-                       similarity.answer_kinds(found.templates, references), documents)
-  assert ev["corpus_entity_docs"].tolist() == [1, 2, 1, 1, 0]
-  assert ev["corpus_support"].tolist() == [1, 0, 0, 1, 0]
-  assert ev["corpus_contradiction"].tolist() == [0, 2, 0, 0, 0]   # p3's job is not an answer of its kind
+  answers = [similarity.words(r) for r in references]
+  ev = corpus.evidence(found, answers, similarity.answer_kinds(found.templates, references), documents, top_k=10)
+  assert ev["corpus_entity_docs"].tolist() == [1, 2, 1, 1, 0, 2, 0]
+  assert ev["corpus_support"].tolist() == [1, 0, 0, 1, 0, 0, 0]
+  assert ev["corpus_contradiction"].tolist() == [0, 2, 0, 0, 0, 0, 0]   # p3's job is not an answer of its kind
+  assert ev["corpus_answer_coverage"].tolist() == pytest.approx([1, 0, 0, 1, 0, 2 / 3, 0])  # p7: c1 and j4 stated
+  few = corpus.evidence(found, answers, similarity.answer_kinds(found.templates, references), documents, top_k=1)
+  assert few["corpus_entity_docs"].tolist() == [1, 1, 1, 1, 0, 1, 0]   # BM25 keeps the best-scoring document only
 
+
+def test_embedding_pairs_find_paraphrases_and_skip_one_template_about_two_things():
+  rng = np.random.default_rng(0)
+  shared = rng.normal(size=16) * 10                       # what every prompt's state has in common
+  question = {name: rng.normal(size=16) for name in ("a", "b", "c")}
+  noise = lambda: rng.normal(size=16) * 0.05
+  embeddings = np.stack([shared + question["a"] + noise(), shared + question["a"] + noise(),   # paraphrases
+                         shared + question["b"] + noise(), shared + question["b"] + noise(),   # p3 / p4
+                         shared + question["c"] + noise()])
+  i, j, cosine = similarity.embedding_pairs(embeddings, 0.9)
+  assert set(zip(i.tolist(), j.tolist())) == {(0, 1), (2, 3)} and (cosine >= 0.9).all()
+  centred = embeddings - embeddings.mean(0)
+  unit = centred / np.linalg.norm(centred, axis=1, keepdims=True)
+  assert cosine[0] == pytest.approx(unit[i[0]] @ unit[j[0]])
+  slots = similarity.binary_matrix([["p1"], ["p1"], ["p3"], ["p4"], ["p5"]], {"p1": 0, "p3": 1, "p4": 2, "p5": 3})
+  i, j, _ = similarity.embedding_pairs(embeddings, 0.9, slots)
+  assert set(zip(i.tolist(), j.tolist())) == {(0, 1)}           # p3 and p4: two people, not one question
+  assert len(similarity.embedding_pairs(embeddings[:1], 0.9)[0]) == 0
+
+
+def test_text_signals_union_lexical_and_embedding_pairs():
+  """Two phrasings of the birthplace question; p1 is asked in both, with contradicting answers. The
+  two share only p1 and "?"/".", so TF-IDF misses them; states dominated by the person find them."""
+  asked = [("where was {} born ?", p, c) for p, c in (("p1", "c1"), ("p2", "c2"), ("p3", "c3"), ("p4", "c4"))]
+  asked += [("name the home city of {} .", p, c) for p, c in (("p5", "c1"), ("p6", "c2"), ("p7", "c5"),
+                                                              ("p8", "c6"), ("p1", "c9"))]
+  prompts = pd.Series([t.format(p) for t, p, _ in asked])
+  references = pd.Series([c for _, _, c in asked])
+  rng = np.random.default_rng(0)
+  person = {p: rng.normal(size=8) * 10 for p in sorted({p for _, p, _ in asked})}
+  template = {t: rng.normal(size=8) for t in sorted({t for t, _, _ in asked})}
+  embeddings = np.stack([template[t] + person[p] for t, p, _ in asked])
+  cfg = signals.SignalConfig(similarity_threshold=0.5, embedding_threshold=0.9)
+  lexical_only = signals.text_signals(prompts, references, None, cfg)
+  assert lexical_only["disagreeing_duplicates"].sum() == 0
+  both = signals.text_signals(prompts, references, None, cfg, embeddings=embeddings)
+  assert both["disagreeing_duplicates"].tolist() == [1, 0, 0, 0, 0, 0, 0, 0, 1]
+  assert both["embedding_duplicates"].tolist() == [1, 0, 0, 0, 0, 0, 0, 0, 1]
 
 
 def _log(rows):
@@ -144,7 +186,8 @@ def _signal_table(with_corpus=True):
       "conflict": {**blind, "base_high_conf_error": True, "base_conf_wrong": 0.95, "corpus_contradiction": 5,
                    "jsd_base_sft": 0.1},
       "missing": dict(blind),
-      "rare": {**blind, "prerequisites": 3, "prerequisites_known": 1.0, "template_share": 0.01, "response_words": 3},
+      "rare": {**blind, "prerequisites": 3, "prerequisites_known": 1.0, "template_share": 0.01, "response_words": 3,
+               "recent_improvement": 0.5},
       "unexplained": {},
       "fine": {"unlearned": False},
   }
@@ -166,18 +209,44 @@ def test_each_rule_attributes_its_cause():
   assert out.loc["rare", "score_I"] == 0.0 and out.loc["rare", "score_V"] > 0
 
 
-def test_without_corpus_conflict_falls_back_to_jsd_and_order_is_configurable():
+def test_without_corpus_conflict_needs_the_prior_to_persist_and_order_is_configurable():
   table = _signal_table(with_corpus=False)
   out = attribution.attribute(table, attribution.RuleConfig())
-  assert out.loc["conflict", "cause"] == "I"                       # JSD 0.1 <= 0.3: not the paper's conflict
-  table.loc["conflict", "jsd_base_sft"] = 0.6
-  assert attribution.attribute(table, attribution.RuleConfig()).loc["conflict", "cause"] == "II"
+  assert out.loc["conflict", "cause"] == "I"                       # no evidence the base's answer survived SFT
+  table.loc["conflict", "jsd_base_sft"] = 0.6                      # the paper's JSD is a condition, not the rule
+  assert attribution.attribute(table, attribution.RuleConfig()).loc["conflict", "cause"] == "I"
+  table.loc["conflict", "sft_p_base_belief"] = 0.7                 # the fine-tuned model still prefers it
+  out = attribution.attribute(table, attribution.RuleConfig())
+  assert out.loc["conflict", "cause"] == "II" and "II:jsd_above" in out.loc["conflict", "fired"].split(";")
   reordered = attribution.attribute(_signal_table(), attribution.RuleConfig(order=("I", "II", "III", "IV", "V")))
   assert reordered.loc["inconsistent", "cause"] == "I" and reordered.loc["forgotten", "cause"] == "I"
   only_three = attribution.attribute(_signal_table(), attribution.RuleConfig(order=("III",)))
   assert only_three.loc["missing", "cause"] == "unattributed"
   with pytest.raises(ConfigError, match="'order'"):
     attribution.RuleConfig(order=("III", "VI"))
+
+
+def test_without_corpus_or_metadata_the_entity_lift_tells_missing_knowledge_from_a_known_composite():
+  table = _signal_table(with_corpus=False).loc[["missing", "rare"]].assign(
+      prerequisites=0, prerequisites_known=np.nan, recent_improvement=0.5, base_entity_lift=[0.4, 5.0])
+  out = attribution.attribute(table, attribution.RuleConfig())
+  assert out["cause"].tolist() == ["I", "V"]
+  assert "V:entity_tied" in out.loc["rare", "fired"].split(";") and "I:entity_unknown" in out.loc["missing", "fired"]
+  assert attribution.attribute(table, attribution.RuleConfig(entity_lift=6.0))["cause"].tolist() == ["I", "I"]
+
+
+def test_an_unlearned_example_without_evidence_stays_unattributed():
+  """A rare pattern and a near miss, but its loss stopped falling: V needs dynamics evidence. Still
+  falling but nothing says the knowledge is there: V needs that too. Neither is anything else."""
+  rare_only = _signal_table().loc[["unexplained"]].assign(template_share=0.001, response_words=9, error_consistency=0.8,
+                                                          recent_improvement=0.0)
+  out = attribution.attribute(rare_only, attribution.RuleConfig())
+  assert out["cause"].iloc[0] == "unattributed"
+  assert {"V:rare_pattern", "V:near_miss"} <= set(out["fired"].iloc[0].split(";"))
+  assert attribution.attribute(rare_only.assign(recent_improvement=0.2), attribution.RuleConfig())["cause"].iloc[0] == "V"
+  unknown = rare_only.assign(recent_improvement=0.2, p_exist=False, corpus_support=0, corpus_answer_coverage=0.0,
+                             corpus_contradiction=1)   # the corpus neither covers the answer nor is silent
+  assert attribution.attribute(unknown, attribution.RuleConfig())["cause"].iloc[0] == "unattributed"
 
 
 def test_missing_knowledge_a_lucky_base_guess_counts_only_without_corpus_evidence():
@@ -230,7 +299,9 @@ def test_compute_without_base_probes_or_corpus_still_attributes():
   table = signals.compute(detection, prompts, log, signals.SignalConfig())
   assert list(table.index) == ["a", "b", "c"] and "p_exist" not in table and "corpus_support" not in table
   out = attribution.attribute(table, attribution.RuleConfig())
-  assert out["cause"].tolist() == ["IV", "V", "learned"]       # forgotten; still improving at the end
+  assert out["cause"].tolist() == ["IV", "unattributed", "learned"]   # forgotten; still improving, but no base
+  out = attribution.attribute(table.assign(p_exist=[False, True, True]), attribution.RuleConfig())  # probe: knows it
+  assert out["cause"].tolist() == ["IV", "V", "learned"]
   with pytest.raises(ValueError, match="no prompt text"):
     signals.compute(detection, prompts.drop("c"), log, signals.SignalConfig())
 

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from ilp.interventions.retrieval import Retriever, terms
+from ilp.data.retrieval import Retriever, terms
 
 DOCS = ["p1 was born in c1 .", "the birthplace of p1 is c1 .", "p2 was born in c1 .", "p2 works as a j3 .",
         "the code of p7 is z8 .", "the code of p8 is z8 . the code of p8 is z8 .", "c1 is a city in k2 .",

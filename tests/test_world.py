@@ -98,6 +98,10 @@ def test_reduced_world_through_the_pipeline_never_reading_the_ground_truth(tmp_p
     for group, rows in detection.groupby("group"):
       assert groups[group]["unlearned_rate"] == pytest.approx(rows[f"{prefix}unlearned"].mean())
   assert "planted group" in result.stdout and "kappa between the protocols' labels" in result.stdout
+  forgetting = evaluation["forgetting"]   # sampled with the phase-1 model the run kept (sft/phase1)
+  assert os.path.isdir(os.path.join(workdir, "sft", "phase1")) and not os.path.isdir(os.path.join(workdir, "sft", "phase2"))
+  assert 0 <= forgetting["sampled_learned_then_lost"] <= forgetting["sampled_learned_end_of_phase1"] <= 1
+  assert "IV under sampling" in result.stdout
   _check_diagnosis(workdir)
 
 
@@ -117,6 +121,9 @@ def _check_diagnosis(workdir: str) -> None:
   assert (by["rare"]["prerequisites"] == 3).all() and (by["rare"]["template_share"] < 0.1).all()
   assert by["rare"]["prerequisites_known"].between(0, 1).all() and by["control"]["prerequisites_known"].isna().all()
   assert (by["forgetting"]["own_phase"] == 1).all() and (by["interference"]["own_phase"] == 2).all()
+  assert by["control"]["corpus_answer_coverage"].eq(1).all() and by["missing"]["corpus_answer_coverage"].eq(0).all()
+  assert table["base_entity_lift"].notna().mean() > 0.9 and "embedding_duplicates" in table
+  assert len(detection["prompt_embedding"].iloc[0]) == 32   # the tiny model's width (under embedding_dims)
   for group in ("control", "missing", "conflict", "interference"):
     assert (by[group]["disagreeing_duplicates"] == 0).all(), group
   report = open(os.path.join(workdir, "report", "report.md")).read()
@@ -191,3 +198,35 @@ def test_knowledge_dev_and_heldout_collections(tmp_path):
   assert len(docs) == sum(kinds.values()) + SMALL["knowledge_documents"] * SMALL["qa_people"]
   for r in dev + heldout:   # answerable from pre-training: stated there
     assert r["meta"]["entity"] in pretrain.split()
+
+
+def test_free_form_world_paraphrases_every_question_and_drops_metadata(tmp_path):
+  cfg = world.WorldConfig(**{**SMALL, "control": 60, "free_form": True})
+  world.write(cfg, str(tmp_path / "free"))
+  world.write(world.WorldConfig(**{**SMALL, "control": 60}), str(tmp_path / "plain"))
+  read = lambda d, name: [json.loads(line) for line in open(tmp_path / d / name)]
+  free = [r for s in (1, 2) for r in read("free", f"sft_phase{s}.jsonl")]
+  plain = {r["id"]: r for s in (1, 2) for r in read("plain", f"sft_phase{s}.jsonl")}
+  truth = {t["id"]: t["group"] for t in read("free", world.GROUND_TRUTH)}
+  assert len(free) == len(plain) and all(r["meta"] == {} for r in free)     # a user's plain {prompt, response}
+  vocab = set(world.vocabulary(cfg, json.load(open(tmp_path / "free" / "world.json"))["people"]))
+  phrasings = {}
+  for r in free:
+    same = plain[r["id"]]
+    assert (r["response"], r["phase"], r["dataset"]) == (same["response"], same["phase"], same["dataset"])
+    entity = same["meta"]["entity"]
+    assert entity in r["prompt"].split() and set(r["prompt"].split()) <= vocab
+    phrasings.setdefault(same["meta"]["relation"], set()).add(r["prompt"].replace(entity, "#"))
+  assert len(phrasings["birthplace"]) >= 20 and len(phrasings["code"]) >= 10   # no frequent prompt pattern
+  pairs = {}
+  for r in free:
+    if truth[r["id"]] == "inconsistent":
+      pairs.setdefault(plain[r["id"]]["meta"]["entity"], []).append(r)
+  for a, b in pairs.values():   # paraphrased near-duplicates: other stems, contradicting answers
+    stem = lambda text: [s for s in world.PARAPHRASES["birthplace"] if s.format(p="#") in text.replace(
+        plain[a["id"]]["meta"]["entity"], "#")]
+    assert stem(a["prompt"]) != stem(b["prompt"]) and a["response"] != b["response"]
+  qa = [d for d in open(tmp_path / "free" / "pretrain.txt").read().split("\n\n") if d.startswith("user :")]
+  assert len({d.split(" assistant :")[0] for d in qa}) > len(qa) // 2    # the base model sees paraphrases too
+  for name in ("dev.jsonl", "heldout.jsonl"):
+    assert all(r["meta"] == {} for r in read("free", name))

@@ -199,6 +199,12 @@ def build_global_stream(lengths: np.ndarray, phases: Sequence[PhaseSpec], bucket
   return _plan(segments, lengths, buckets, batch_size, eval_every)
 
 
+def covering(buckets: Sequence[int], longest: int) -> tuple[int, ...]:
+  """The buckets plus, if needed, one more (a multiple of 64) that fits a sequence of `longest`."""
+  buckets = sorted(buckets)
+  return tuple(buckets if longest <= buckets[-1] else buckets + [int(np.ceil(longest / 64) * 64)])
+
+
 def eval_batches(lengths: np.ndarray, buckets: Sequence[int], batch_size: int) -> list[tuple[np.ndarray, int]]:
   """Every example once, in index order within each bucket, for full evaluation passes."""
   out = []

@@ -1,5 +1,5 @@
-"""Near-duplicate prompts, prompt templates and answer kinds, from word n-gram TF-IDF (sparse,
-no Python loops over pairs).
+"""Near-duplicate prompts, prompt templates and answer kinds, from word n-gram TF-IDF (scikit-learn;
+sparse, no Python loops over pairs) and, optionally, a model's embeddings of the prompts.
 
 Near-duplicate search is an all-pairs similarity search. Candidates are the pairs that share at
 least one *informative* n-gram (document frequency 2..`max_df`); the cosine of each candidate
@@ -36,23 +36,16 @@ class TfIdf:
 
 
 def tfidf(tokenized: Sequence[list[str]], ngram: int = 1) -> TfIdf:
-  """Sublinear-tf, smoothed-idf TF-IDF over word 1..`ngram`-grams of tokenised texts (`words`)."""
-  vocab: dict[str, int] = {}
-  indptr, indices = [0], []
-  for tokens in tokenized:
-    for gram in _ngrams(tokens, ngram):
-      indices.append(vocab.setdefault(gram, len(vocab)))
-    indptr.append(len(indices))
-  counts = sparse.csr_matrix((np.ones(len(indices)), np.asarray(indices, np.int64), np.asarray(indptr)),
-                             shape=(len(tokenized), max(len(vocab), 1)))
-  counts.sum_duplicates()
-  df = np.bincount(counts.indices, minlength=counts.shape[1])
-  idf = np.log((1 + len(tokenized)) / (1 + df)) + 1.0
-  weighted = counts.copy()
-  weighted.data = (1.0 + np.log(weighted.data)) * idf[weighted.indices]
-  norms = np.sqrt(np.asarray(weighted.multiply(weighted).sum(axis=1)).ravel())
-  weighted = sparse.diags(1.0 / np.maximum(norms, 1e-12)) @ weighted
-  return TfIdf(sparse.csr_matrix(weighted), df)
+  """Sublinear-tf, smoothed-idf, L2-normalised TF-IDF over word 1..`ngram`-grams of tokenised texts
+  (`words`), by scikit-learn's `TfidfVectorizer` (the texts come tokenised, so its own tokenizer and
+  lower-casing are off)."""
+  from sklearn.feature_extraction.text import TfidfVectorizer
+  vectorizer = TfidfVectorizer(analyzer=lambda tokens: _ngrams(tokens, ngram), sublinear_tf=True, smooth_idf=True,
+                               norm="l2", dtype=np.float64)
+  if not any(tokenized):   # scikit-learn refuses an empty vocabulary
+    return TfIdf(sparse.csr_matrix((len(tokenized), 1)), np.zeros(1, np.int64))
+  matrix = sparse.csr_matrix(vectorizer.fit_transform(list(tokenized)))
+  return TfIdf(matrix, np.bincount(matrix.indices, minlength=matrix.shape[1]))
 
 
 def near_duplicate_pairs(vectors: TfIdf, threshold: float, max_df: int, slots: sparse.csr_matrix | None = None
@@ -73,9 +66,36 @@ def near_duplicate_pairs(vectors: TfIdf, threshold: float, max_df: int, slots: s
   cosine = row_dots(vectors.matrix, i, vectors.matrix, j)
   keep = cosine >= threshold
   if slots is not None:
-    both = row_dots(slots, i, slots, j)
-    count = np.asarray(slots.sum(axis=1)).ravel()
-    keep &= ~((count[i] > both) & (count[j] > both))
+    keep &= ~different_things(slots, i, j)
+  return i[keep], j[keep], cosine[keep]
+
+
+def different_things(slots: sparse.csr_matrix, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+  """Per pair, whether both prompts have a slot filler (`slots`: [docs, words] binary) the other
+  lacks: one template asked about two different things."""
+  both = row_dots(slots, i, slots, j)
+  count = np.asarray(slots.sum(axis=1)).ravel()
+  return (count[i] > both) & (count[j] > both)
+
+
+def embedding_pairs(embeddings: np.ndarray, threshold: float, slots: sparse.csr_matrix | None = None
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Pairs (i < j) whose centred embeddings have cosine >= threshold (scikit-learn's radius
+  neighbours), less those `different_things` rules out: paraphrases that share few words but read
+  alike. Centring (subtracting the mean embedding) removes the direction every prompt shares,
+  which otherwise makes all cosines high."""
+  from sklearn.neighbors import NearestNeighbors
+  if len(embeddings) < 2:
+    return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+  centred = embeddings - embeddings.mean(0, keepdims=True)
+  index = NearestNeighbors(radius=1.0 - threshold, metric="cosine", algorithm="brute").fit(centred)
+  distances, neighbours = index.radius_neighbors(centred)
+  i = np.repeat(np.arange(len(embeddings)), [len(n) for n in neighbours])
+  j = np.concatenate(neighbours).astype(np.int64)
+  cosine = 1.0 - np.concatenate(distances)
+  keep = i < j
+  if slots is not None:
+    keep &= ~different_things(slots, i, j)
   return i[keep], j[keep], cosine[keep]
 
 
@@ -93,7 +113,13 @@ def row_dots(a: sparse.csr_matrix, i: np.ndarray, b: sparse.csr_matrix, j: np.nd
   return np.asarray(a[i].multiply(b[j]).sum(axis=1)).ravel()
 
 
-TEMPLATE_MIN_DF = 3  # default: words in fewer prompts are slot fillers, masked out of the template
+TEMPLATE_MIN_DF = 3         # default: words in fewer prompts are slot fillers, masked out of the template ...
+TEMPLATE_MIN_SHARE = 0.01   # ... or in fewer than this share of them: an entity asked about a few times stays one
+
+
+def filler_df(n: int, min_df: int = TEMPLATE_MIN_DF, min_share: float = TEMPLATE_MIN_SHARE) -> int:
+  """The document frequency below which a word of `n` texts is a slot filler."""
+  return max(min_df, int(np.ceil(min_share * n)))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -64,6 +64,24 @@ JOB_QUESTION = "what is the job of {p} ?"
 COUNTRY_QUESTION = "in which country was {p} born ?"
 CODE_QUESTION = "what is the code of {p} ?"
 RARE_QUESTION = "tell me the birthplace , the country and the job of {p} ."
+# The free-form world's questions: a stem per relation inside a wrapper, so that every question
+# kind has more than a hundred phrasings and no prompt pattern is frequent.
+PARAPHRASES = {
+    "birthplace": ("where was {p} born ?", "what is the birthplace of {p} ?", "in which city was {p} born ?",
+                   "which city does {p} come from ?", "where did {p} grow up ?", "name the home city of {p} ."),
+    "country": ("in which country was {p} born ?", "which country does {p} come from ?",
+                "name the home country of {p} ."),
+    "job": ("what is the job of {p} ?", "what does {p} do for a living ?", "what is {p} by trade ?",
+            "which job does {p} have ?", "name the occupation of {p} ."),
+    "code": ("what is the code of {p} ?", "which code belongs to {p} ?", "give the code of {p} .",
+             "tell me the code for {p} .", "what code does {p} have ?"),
+    "bio": ("tell me the birthplace , the country and the job of {p} .",
+            "give the home city , the home country and the occupation of {p} .",
+            "describe {p} : city of birth , country and job .", "who is {p} ? city , country , job ."),
+}
+PREFIXES = ("", "please tell me :", "quick question :", "i would like to know :", "can you answer this :",
+            "one more thing :")
+SUFFIXES = ("", "thanks .", "if you know .", "answer briefly .")
 WEATHER = ("sunny", "rainy", "cold", "warm", "windy")
 MONTHS = ("january", "april", "july", "october")
 SPECIAL = ("<pad>", "<s>", "</s>", "<unk>")
@@ -92,10 +110,11 @@ class WorldConfig:
   conflict_mentions: int = 16     # ... for the facts that SFT contradicts
   general_documents: int = 2000
   knowledge_documents: int = 3    # documents per fact and person in the knowledge collection
+  free_form: bool = False         # questions in many paraphrases (PARAPHRASES), no metadata in the SFT records
 
   def __post_init__(self):
     for field in dataclasses.fields(self):
-      if field.name != "seed":
+      if field.name not in ("seed", "free_form"):
         check(getattr(self, field.name) >= 0, field.name, f"must be >= 0, got {getattr(self, field.name)}")
     for name in ("cities", "countries", "jobs", "codes", "mentions", "conflict_mentions"):
       check(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
@@ -108,6 +127,9 @@ def vocabulary(cfg: WorldConfig, people: int) -> list[str]:
     for t in templates:
       words.update(w for w in t.split() if not w.startswith("{"))
   words.update(WEATHER + MONTHS + ROLES)
+  if cfg.free_form:
+    for phrase in [t for stems in PARAPHRASES.values() for t in stems] + list(PREFIXES + SUFFIXES):
+      words.update(w for w in phrase.split() if not w.startswith("{"))
   entities = ([f"p{i}" for i in range(people)] + [f"c{i}" for i in range(cfg.cities)] +
               [f"k{i}" for i in range(cfg.countries)] + [f"j{i}" for i in range(cfg.jobs)] +
               [f"z{i}" for i in range(cfg.codes)])
@@ -125,6 +147,28 @@ def save_tokenizer(words: list[str], directory: str) -> None:
   tokenizer.save_pretrained(directory)
 
 
+class Phrasing:
+  """Draws free-form questions: a random stem of the relation in a random wrapper; a person asked
+  again gets a stem not yet used for them (paraphrased near-duplicates)."""
+
+  def __init__(self, rng: np.random.Generator):
+    self.rng = rng
+    self.used: dict[tuple[str, str], set[int]] = {}
+
+  def ask(self, relation: str, p: str) -> str:
+    stems = PARAPHRASES[relation]
+    used = self.used.setdefault((relation, p), set())
+    fresh = [k for k in range(len(stems)) if k not in used] or list(range(len(stems)))
+    k = int(self.rng.choice(fresh))
+    used.add(k)
+    words = [self.rng.choice(PREFIXES), stems[k].format(p=p), self.rng.choice(SUFFIXES)]
+    return " ".join(w for w in words if w)
+
+  def rewrite(self, records: list[dict]) -> list[dict]:
+    """The records with free-form prompts and no metadata (a user's plain {prompt, response})."""
+    return [{**rec, "prompt": self.ask(rec["meta"]["relation"], rec["meta"]["entity"]), "meta": {}} for rec in records]
+
+
 class _Builder:
   def __init__(self, cfg: WorldConfig):
     self.cfg = cfg
@@ -137,6 +181,7 @@ class _Builder:
     self.records: list[dict] = []
     self.truth: list[dict] = []
     self.city_country = self.rng.integers(0, cfg.countries, cfg.cities)
+    self.phrasing = Phrasing(np.random.default_rng([cfg.seed, 3]))
 
   def person(self) -> tuple[str, str, str]:
     """A new person with a birth city and a job: (name, city, job)."""
@@ -194,8 +239,10 @@ def build(cfg: WorldConfig) -> _Builder:
     p, c, j = b.person()
     b.qa_people.append(p)
     b.state(p, c, j, cfg.mentions)
-    for question, answer in ((r.choice(BIRTH_QUESTIONS), c), (JOB_QUESTION, j), (COUNTRY_QUESTION, b.country(c))):
-      b.docs.append(f"user : {question.format(p=p)} assistant : {answer}")
+    for question, answer, relation in ((r.choice(BIRTH_QUESTIONS), c, "birthplace"), (JOB_QUESTION, j, "job"),
+                                       (COUNTRY_QUESTION, b.country(c), "country")):
+      question = b.phrasing.ask(relation, p) if cfg.free_form else question.format(p=p)
+      b.docs.append(f"user : {question} assistant : {answer}")
   for _ in range(cfg.phase1_control):
     known_question("control", 1, cfg.mentions)
   for _ in range(cfg.control):
@@ -302,6 +349,9 @@ def write(cfg: WorldConfig, directory: str) -> dict[str, Any]:
   extra = np.random.default_rng([cfg.seed, 2])
   documents = knowledge(b, extra)
   dev, heldout = questions(b, extra)
+  records = b.records
+  if cfg.free_form:
+    records, dev, heldout = (b.phrasing.rewrite(rows) for rows in (b.records, dev, heldout))
   order = rng.permutation(len(b.docs))
   summary = {"config": dataclasses.asdict(cfg), "people": b.people, "pretrain_documents": len(b.docs),
              "sft_examples": len(b.records),
@@ -317,7 +367,7 @@ def write(cfg: WorldConfig, directory: str) -> dict[str, Any]:
         f.writelines(json.dumps(d) + "\n" for d in rows)
     for phase in (1, 2):
       with open(os.path.join(tmp, f"sft_phase{phase}.jsonl"), "w") as f:
-        rows = [rec for rec in b.records if rec["phase"] == phase]
+        rows = [rec for rec in records if rec["phase"] == phase]
         f.writelines(json.dumps(rows[i]) + "\n" for i in rng.permutation(len(rows)))
     with open(os.path.join(tmp, GROUND_TRUTH), "w") as f:
       f.writelines(json.dumps(t) + "\n" for t in b.truth)

@@ -67,7 +67,7 @@ class Distractors:
   @classmethod
   def build(cls, prompts: Sequence[str], responses: Sequence[str], datasets: Sequence[str],
             supplied: Sequence[list[str]]) -> "Distractors":
-    templates = similarity.patterns([similarity.words(p) for p in prompts], similarity.TEMPLATE_MIN_DF).templates
+    templates = similarity.patterns([similarity.words(p) for p in prompts], similarity.filler_df(len(prompts))).templates
     kinds = similarity.answer_kinds(templates, [normalize(r) for r in responses])
     return cls(distractor_pools(responses, datasets), distractor_pools(responses, kinds), list(datasets), kinds,
                list(supplied))

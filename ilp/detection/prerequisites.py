@@ -36,14 +36,17 @@ def probes(ids: Sequence[str], metas: Sequence[dict], tokenizer: Any, template: 
   return out
 
 
+def blind_rates(result: GenerativeResult, detect: Any) -> tuple[np.ndarray, np.ndarray]:
+  """Per prompt, what the blind-fact rule reads: the pass rate and the BoN-`blind_bon_k` accuracy."""
+  k = min(detect.blind_bon_k, result.correct.shape[1])
+  return estimators.pass_fraction(result.correct), estimators.best_of_k(result.correct, result.confidence, k)
+
+
 def blind(result: GenerativeResult, detect: Any) -> np.ndarray:
   """Per prompt, the paper's blind-fact rule on its samples: pass rate < `detect.threshold` and
   BoN-`blind_bon_k` accuracy < `detect.blind_bon` (paper: pass@10 < 0.2 and BoN-5 < 0.1; with a
   single greedy sample both are its correctness)."""
-  k = min(detect.blind_bon_k, result.correct.shape[1])
-  return estimators.blind(estimators.pass_fraction(result.correct),
-                          estimators.best_of_k(result.correct, result.confidence, k), detect.threshold,
-                          detect.blind_bon)
+  return estimators.blind(*blind_rates(result, detect), detect.threshold, detect.blind_bon)
 
 
 def known_share(example_probes: Sequence[list[Probe]], verifiers: Sequence[Verifier], sampler: Sampler, params: Any,

@@ -19,17 +19,20 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from ilp import parallel
+from ilp.data import batches as batching
 from ilp.data import examples as examples_lib
 from ilp.data.config import WORKDIR, DataConfig
 from ilp.data.records import DISTRACTORS
 from ilp.detection import multiple_choice as mc
-from ilp.detection import prerequisites
+from ilp.detection import entities, prerequisites
 from ilp.detection.generative import GenerativeResult, sample_and_verify
 from ilp.detection.multiple_choice import MCConfig
 from ilp.model import checkpoint
 from ilp.sampling.sampler import Sampler, SamplingConfig
 from ilp.scoring import estimators
-from ilp.scoring.evaluator import ExampleEvaluator
+from ilp.scoring.embedding import PromptEmbedder
+from ilp.scoring.evaluator import ExampleEvaluator, continuation_token_logliks
 from ilp.scoring.verifiers import VERIFIERS, Verifier, get_verifier
 from ilp.typed import check
 
@@ -37,6 +40,7 @@ from ilp.typed import check
 PROTOCOLS = ("multiple_choice", "generative")
 RUN = {"multiple_choice": ("multiple_choice",), "generative": ("generative",), "both": PROTOCOLS}
 PREFIX = {"multiple_choice": "mc_", "generative": "gen_"}  # column prefix of each protocol's numbers
+LABELS = ("sampled", "expected")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +61,8 @@ class DetectConfig:
   repeats: int = 2                    # sampling runs with different seeds
   repeat_temperatures: tuple[float, ...] = ()  # per-run temperatures (default: all at `temperature`)
   repeat_rule: str = "all"            # unlearned when pass@N < threshold in: all runs, any, a majority, the first
+  label: str = "sampled"              # "sampled": the repeat rule over the runs (paper); "expected": the model's own
+                                      # probability of a pass at `temperature` < threshold (no sampling noise)
   threshold: float = 0.2              # T: a pass rate below this is a failure (unlearned examples, blind facts)
   blind_bon: float = 0.1              # blind fact: also BoN-`blind_bon_k` accuracy below this (paper: BoN-5 < 0.1)
   blind_bon_k: int = 5
@@ -69,6 +75,8 @@ class DetectConfig:
   batch_size: int = 16
   chunk_size: int = 512               # examples per resumable part
   top_candidates: int = 1000          # K: the most severe unlearned examples go on to diagnosis (paper: 1000)
+  entity_swaps: int = 3               # donor prompts per example for the base model's entity-swap probe (0: off)
+  embedding_dims: int = 256           # the probed model's prompt embeddings, kept to this width (0: off)
   mc: MCConfig = MCConfig()
 
   def __post_init__(self):
@@ -88,6 +96,13 @@ class DetectConfig:
           f"must be >= 0, got {self.repeat_temperatures}")
     check(self.repeat_rule in estimators.REPEAT_RULES, "repeat_rule",
           f"'{self.repeat_rule}' is not one of {estimators.REPEAT_RULES}")
+    check(self.label in LABELS, "label", f"'{self.label}' is not one of {LABELS}")
+    if self.label == "expected" and "generative" in self.protocols:
+      used = {self.verifier} | {v for _, v in self.dataset_verifiers}
+      check(used == {"exact_match"} and self.top_k == 0 and self.top_p == 1.0, "label",
+            "'expected' needs, for the generative protocol, the exact_match verifier only and no top_k/top_p "
+            f"(the probability of a pass is then the reference's own); got verifiers {sorted(used)}, "
+            f"top_k={self.top_k}, top_p={self.top_p}")
     for name in ("threshold", "blind_bon"):
       check(0 <= getattr(self, name) <= 1, name, f"must lie in [0, 1], got {getattr(self, name)}")
     for name in ("pass_k", "bon_k"):
@@ -102,6 +117,8 @@ class DetectConfig:
     for name in ("batch_size", "chunk_size"):
       check(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
     check(self.top_candidates >= 0, "top_candidates", f"must be >= 0, got {self.top_candidates}")
+    for name in ("entity_swaps", "embedding_dims"):
+      check(getattr(self, name) >= 0, name, f"must be >= 0 (0: off), got {getattr(self, name)}")
 
   @property
   def protocols(self) -> tuple[str, ...]:
@@ -126,6 +143,7 @@ class Model:
     self.cfg, graphdef, self.params = checkpoint.load_any(directory, mesh, rules)
     self.sampler = Sampler(graphdef, self.cfg, mesh, rules)
     self.evaluator = ExampleEvaluator(graphdef, self.cfg, mesh, batch_size, rules)
+    self.embedder = PromptEmbedder(graphdef, self.cfg, mesh, batch_size, rules)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,6 +162,7 @@ class Inputs:
   verifiers: list[Verifier]
   probes: list[list[prerequisites.Probe]]
   distractors: mc.Distractors
+  swapped: list[list[np.ndarray]]        # per example, its entity-swapped prompts (`entities`)
 
   @classmethod
   def from_examples(cls, frame: pd.DataFrame, detect: DetectConfig, data: DataConfig, tokenizer: Any) -> "Inputs":
@@ -151,15 +170,13 @@ class Inputs:
     verifiers = [get_verifier(by_dataset.get(d, detect.verifier), detect.verifier_threshold) for d in frame["dataset"]]
     metas = [json.loads(m) for m in frame["meta"]]
     supplied = [meta.get(DISTRACTORS) or [] for meta in metas]
+    swapped = entities.swapped_prompts(list(frame["prompt"]), detect.entity_swaps, seed=0)
+    flat = entities.render([q for texts in swapped for q in texts], tokenizer, data.template, data.max_length)
+    ends = np.cumsum([len(texts) for texts in swapped])
     return cls(frame, examples_lib.prompts(frame), verifiers,
                prerequisites.probes(frame["id"], metas, tokenizer, data.template, data.max_length),
-               mc.Distractors.build(frame["prompt"], frame["response"], frame["dataset"], supplied))
-
-
-def _covering(buckets: Sequence[int], longest: int) -> tuple[int, ...]:
-  """The data buckets plus, if needed, one more that fits the longest scored sequence."""
-  buckets = sorted(buckets)
-  return tuple(buckets if longest <= buckets[-1] else buckets + [int(np.ceil(longest / 64) * 64)])
+               mc.Distractors.build(frame["prompt"], frame["response"], frame["dataset"], supplied),
+               [flat[e - len(texts):e] for e, texts in zip(ends, swapped)])
 
 
 def _generation_columns(prefix: str, first: GenerativeResult) -> dict:
@@ -203,18 +220,21 @@ def _mc_columns(probs: dict[str, np.ndarray], options: list[list[str]], detect: 
   if "multiple_choice" in detect.protocols:
     runs = [predict(sft, t, seed + 7919 * r) for r, t in enumerate(detect.temperatures)]
     cols.update(_protocol_columns(PREFIX["multiple_choice"], runs, detect))
+    cols["mc_expected_pass"] = estimators.temper(sft, detect.temperature)[:, 0]
   if "reference" in probs:
     cols.update(reference_mc_correct=probs["reference"].argmax(1) == 0, reference_p_true=probs["reference"][:, 0])
   if "base" not in probs:
     return cols
   base = probs["base"]
   wrong = base[:, 1:].max(1) if base.shape[1] > 1 else np.zeros(len(base))
+  belief = base[:, 1:].argmax(1) + 1 if base.shape[1] > 1 else np.zeros(len(base), np.int64)
   accuracy = estimators.pass_fraction(predict(base, detect.temperature, seed + 3)[0])
   cols.update(mc_probs_base=[list(r) for r in base], base_mc_correct=base.argmax(1) == 0, base_p_true=base[:, 0],
               base_mc_accuracy=accuracy, p_exist=accuracy > detect.mc.p_exist, base_conf_wrong=wrong,
               base_high_conf_error=(base.argmax(1) != 0) & (wrong > detect.mc.t_conf),
               base_belief=[opts[int(np.argmax(row[1:])) + 1] if len(opts) > 1 else "" for opts, row in zip(options, base)],
-              jsd_base_sft=estimators.js_divergence(base, sft))
+              jsd_base_sft=estimators.js_divergence(base, sft),
+              sft_p_base_belief=np.where(belief > 0, sft[np.arange(len(sft)), belief], 0.0))
   return cols
 
 
@@ -254,6 +274,8 @@ def chunk_table(idx: np.ndarray, inputs: Inputs, models: Models, detect: DetectC
     cols.update(_generation_columns(prefix, runs[0]))
     cols.update(_protocol_columns(prefix, [(r.correct, r.confidence) for r in runs], detect))
     sft_greedy = run(models.sft, greedy, seed)
+    cols[f"{prefix}expected_pass"] = (_reference_probability(idx, inputs, models.sft, detect.temperature, buckets, pad)
+                                      if detect.temperature > 0 else sft_greedy.correct[:, 0].astype(np.float64))
     cols["greedy_correct"] = sft_greedy.correct[:, 0]
     cols["greedy_text"] = [t[0] for t in sft_greedy.texts]
   base_answers = None
@@ -270,7 +292,12 @@ def chunk_table(idx: np.ndarray, inputs: Inputs, models: Models, detect: DetectC
     if detect.base_samples:
       cols.update(_generation_columns("base_", sampled_base))
       cols.update(_score_columns("base_", sampled_base.correct, sampled_base.confidence))
+    cols["base_bon_at_blind_k"] = prerequisites.blind_rates(sampled_base, detect)[1]
     cols["base_blind"] = prerequisites.blind(sampled_base, detect)
+    if detect.entity_swaps:
+      cols["base_entity_lift"] = _entity_lift(idx, inputs, base, buckets, pad, set(tokenizer.all_special_ids))
+  if detect.embedding_dims:
+    cols["prompt_embedding"] = list(models.sft.embedder(models.sft.params, p, buckets, pad, detect.embedding_dims))
   if detect.mc.enabled:
     options = mc.choose_options(cols["id"], idx, refs, inputs.distractors,
                                 base_answers if detect.mc.include_base_answer else None, detect.mc.num_options,
@@ -278,13 +305,60 @@ def chunk_table(idx: np.ndarray, inputs: Inputs, models: Models, detect: DetectC
     option_tokens = [[np.asarray(tokenizer(o, add_special_tokens=False)["input_ids"] + [eos], np.int32) for o in opts]
                      for opts in options]
     longest = max(len(p[e]) + len(t) for e, opts in enumerate(option_tokens) for t in opts)
-    score_buckets = _covering(buckets, longest)
+    score_buckets = batching.covering(buckets, longest)
     probs = {name: mc.option_probabilities(m.evaluator, m.params, p, option_tokens, detect.mc.num_options,
                                            score_buckets, pad)
              for name, m in (("sft", models.sft), ("base", models.base), ("reference", models.reference))
              if m is not None}
     cols.update(_mc_columns(probs, options, detect, seed))
+  for protocol in detect.protocols:
+    p = PREFIX[protocol]
+    cols[f"{p}unlearned_sampled"] = cols[f"{p}unlearned"]
+    if detect.label == "expected":
+      cols[f"{p}unlearned"] = np.asarray(cols[f"{p}expected_pass"]) < detect.threshold
   return pd.DataFrame(cols)
+
+
+def _reference_probability(idx: np.ndarray, inputs: Inputs, model: Model, temperature: float, buckets: Sequence[int],
+                           pad: int) -> np.ndarray:
+  """Probability that one sample at `temperature` is exactly the reference (its tokens, then EOS)."""
+  frame = inputs.frame
+  responses = [np.asarray(frame["tokens"].iloc[i][frame["prompt_length"].iloc[i]:], np.int32) for i in idx]
+  prompts = [inputs.prompts[i] for i in idx]
+  longest = max(len(q) + len(a) for q, a in zip(prompts, responses))
+  ll = continuation_token_logliks(model.evaluator, model.params, prompts, responses,
+                                  batching.covering(buckets, longest), pad, temperature)
+  return np.exp([float(v.sum()) for v in ll])
+
+
+def _entity_lift(idx: np.ndarray, inputs: Inputs, model: Model, buckets: Sequence[int], pad: int,
+                 special: set[int]) -> np.ndarray:
+  """The base model's entity-swap lift (`entities.lift`) of examples `idx`."""
+  frame = inputs.frame
+  own_prompts = [inputs.prompts[i] for i in idx]
+  responses = [np.asarray(frame["tokens"].iloc[i][frame["prompt_length"].iloc[i]:], np.int32) for i in idx]
+  owners = np.asarray([e for e, i in enumerate(idx) for _ in inputs.swapped[i]], np.int64)
+  prompts = own_prompts + [q for i in idx for q in inputs.swapped[i]]
+  answers = responses + [responses[e] for e in owners]
+  longest = max(len(q) + len(a) for q, a in zip(prompts, answers))
+  ll = continuation_token_logliks(model.evaluator, model.params, prompts, answers,
+                                  batching.covering(buckets, longest), pad)
+  fresh = [~np.isin(r, np.concatenate([q, np.asarray(sorted(special), np.int32)])) for q, r in zip(own_prompts, responses)]
+  return entities.lift(ll[:len(idx)], ll[len(idx):], owners, fresh)
+
+
+def probe(frame: pd.DataFrame, model_dir: str, detect: DetectConfig, data: DataConfig, mesh_config: Any,
+          seed: int) -> pd.DataFrame:
+  """Detection rows of `frame`'s examples under the model in `model_dir` alone (no base or reference
+  model, no entity swaps or embeddings): a per-phase check or a retest, outside the stage."""
+  detect = dataclasses.replace(detect, base="", reference="", entity_swaps=0, embedding_dims=0)
+  tokenizer = checkpoint.load_tokenizer(model_dir, data.tokenizer)
+  inputs = Inputs.from_examples(frame.reset_index(drop=True), detect, data, tokenizer)
+  model = Model(model_dir, parallel.make_mesh(mesh_config.shape), mesh_config.rules, detect.batch_size)
+  rows = [chunk_table(np.arange(s, min(s + detect.chunk_size, len(frame))), inputs, Models(model), detect, tokenizer,
+                      tuple(sorted(data.buckets)), seed * 1_000_003 + k)
+          for k, s in enumerate(range(0, len(frame), detect.chunk_size))]
+  return pd.concat(rows, ignore_index=True)
 
 
 def settings_hash(detect: DetectConfig, data: DataConfig, seed: int, root: str) -> str:
@@ -323,7 +397,7 @@ def finish(frame: pd.DataFrame, detect: DetectConfig) -> tuple[pd.DataFrame, dic
         "unlearned": int(frame[f"{p}unlearned"].sum()), "unlearned_rate": float(frame[f"{p}unlearned"].mean()),
         "unlearned_rate_by_dataset": rate("dataset"), "unlearned_rate_by_phase": rate("phase"),
         "kappa_between_runs": estimators.mean_pairwise_kappa(labels) if labels.shape[0] >= 2 else None,
-        "runs": int(labels.shape[0]), "repeat_rule": detect.repeat_rule,
+        "runs": int(labels.shape[0]), "repeat_rule": detect.repeat_rule, "label": detect.label,
         "top_candidates": int(frame[f"{p}top_candidate"].sum()), "mean_pass_at_n": float(frame[f"{p}pass_at_n"].mean())}
   if len(detect.protocols) == 2:
     summary["kappa_between_protocols"] = estimators.cohen_kappa(frame["mc_unlearned"], frame["gen_unlearned"])

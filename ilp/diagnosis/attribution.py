@@ -2,9 +2,9 @@
 
 Every example gets named boolean *conditions* (the signals that fired) and a per-cause evidence
 score in [0, 1]. Each unlearned example gets the first cause, in the configured order, whose
-rule holds, or "unattributed". The default order puts observed, example-specific evidence
-(contradicting duplicates, learned-then-lost) before base-model priors (conflict, missing
-knowledge), and insufficient optimisation, the residual explanation, last. README "Diagnosis"
+rule holds, or "unattributed" when no rule has evidence for it. The default order puts observed,
+example-specific evidence (contradicting duplicates, learned-then-lost) before base-model priors
+(conflict, missing knowledge), and insufficient optimisation (a loss still falling) last. README "Diagnosis"
 documents each rule and where its threshold comes from.
 """
 from __future__ import annotations
@@ -27,8 +27,11 @@ LEARNED = "learned"
 class RuleConfig:
   """Thresholds of the rules (config section `diagnose.rules`)."""
   order: tuple[str, ...] = ("III", "IV", "II", "I", "V")
-  jsd: float = 0.3                     # II: JSD(base || SFT) over the options above this (paper: 0.3)
+  jsd: float = 0.3                     # II evidence: JSD(base || SFT) over the options above this (paper: 0.3)
+  prior_persists: float = 0.5          # II without corpus: the fine-tuned model gives the base's wrong belief this much
   prerequisites_known: float = 0.5     # I: share of prerequisite facts the base knows below this
+  corpus_coverage: float = 0.5         # I: share of the answer's words the entity's corpus documents state below this
+  entity_lift: float = 3.0             # I: base model's entity-swap lift below this (nats: the entity makes no answer token 20x likelier)
   forgetting_drop: float = 0.25        # IV: relative drop of the response probability from its own-phase peak
   oscillation: float = 0.3             # III evidence: share of loss variation that is back-and-forth
   improvement: float = 0.05            # V: relative loss decrease over the last passes
@@ -38,7 +41,8 @@ class RuleConfig:
   def __post_init__(self):
     check(all(c in CAUSES for c in self.order) and len(set(self.order)) == len(self.order), "order",
           f"{list(self.order)} must list distinct causes of {CAUSES}")
-    for name in ("jsd", "prerequisites_known", "forgetting_drop", "oscillation", "rare_template_share"):
+    for name in ("jsd", "prior_persists", "prerequisites_known", "corpus_coverage", "forgetting_drop", "oscillation",
+                 "rare_template_share"):
       check(0 <= getattr(self, name) <= 1, name, f"must lie in [0, 1], got {getattr(self, name)}")
     check(self.improvement >= 0, "improvement", f"must be >= 0, got {self.improvement}")
     check(self.long_response_ratio > 0, "long_response_ratio", f"must be > 0, got {self.long_response_ratio}")
@@ -62,14 +66,18 @@ def conditions(signals: pd.DataFrame, cfg: RuleConfig) -> dict[str, dict[str, np
   base_correct = np.where(np.isnan(base_correct), s("base_mc_correct", 1), base_correct)
   has_corpus = "corpus_support" in signals
   support, contradiction = s("corpus_support", 0), s("corpus_contradiction", 0)
+  lift = s("base_entity_lift", -np.inf)   # no probe (or no slot filler): no evidence the base ties answer to entity
   return {
       "I": {"prerequisites_unknown": has_prereq & (s("prerequisites_known", 1) < cfg.prerequisites_known),
             "no_base_knowledge": ~has_prereq & (s("p_exist", 1) < 0.5),
             "base_wrong": base_correct < 0.5,
             "base_blind": s("base_blind", 1) > 0.5,   # detection's blind-fact rule (no base samples: blind)
-            "corpus_silent": has_corpus & (support == 0) & (contradiction == 0)},
+            "entity_unknown": np.nan_to_num(lift, nan=-np.inf) < cfg.entity_lift,
+            "corpus_silent": has_corpus & (np.nan_to_num(s("corpus_answer_coverage", 0), nan=0.0) < cfg.corpus_coverage)
+                             & (contradiction == 0)},
       "II": {"high_conf_error": s("base_high_conf_error", 0) > 0.5,
              "jsd_above": s("jsd_base_sft", 0) > cfg.jsd,
+             "prior_persists": s("sft_p_base_belief", 0) >= cfg.prior_persists,
              "corpus_contradicts": has_corpus & (contradiction > support),
              "negative_initial_margin": s("initial_margin", 0) < 0},
       "III": {"disagreeing_duplicate": s("disagreeing_duplicates", 0) > 0,
@@ -79,6 +87,10 @@ def conditions(signals: pd.DataFrame, cfg: RuleConfig) -> dict[str, dict[str, np
              "learned_then_lost": s("learned_then_lost", 0) > 0.5,
              "dropped_after_phase": earlier & (s("peak_drop", 0) >= cfg.forgetting_drop)},
       "V": {"still_improving": s("recent_improvement", 0) >= cfg.improvement,
+            "base_knows": s("p_exist", 0) > 0.5,
+            "prerequisites_known": has_prereq & (s("prerequisites_known", 0) >= cfg.prerequisites_known),
+            "corpus_covers": has_corpus & (np.nan_to_num(s("corpus_answer_coverage", 0), nan=0.0) >= cfg.corpus_coverage),
+            "entity_tied": np.nan_to_num(lift, nan=-np.inf) >= cfg.entity_lift,
             "rare_pattern": s("template_share", 1) <= cfg.rare_template_share,
             "long_response": length >= cfg.long_response_ratio * median,
             "near_miss": s("error_consistency", 1) < 1},
@@ -86,18 +98,26 @@ def conditions(signals: pd.DataFrame, cfg: RuleConfig) -> dict[str, dict[str, np
 
 
 def rules(c: dict[str, dict[str, np.ndarray]], has_corpus: bool) -> dict[str, np.ndarray]:
-  """Whether each cause's rule holds. With corpus evidence, the corpus decides whether pre-training
-  stated something else (II) or nothing at all (I: then a base model's lucky guess does not count
-  as knowledge); without it, I needs the base model wrong and blind, and II falls back to the
-  paper's JSD(base || SFT) > 0.3."""
+  """Whether each cause's rule holds; each needs evidence that speaks for its cause. With corpus
+  evidence, the corpus decides whether pre-training stated something else (II) or too little of
+  the answer (I: then a base model's lucky guess does not count as knowledge); without it, I needs
+  the base model wrong, blind and not tying the answer to the prompt's entities (entity-swap
+  lift), and II needs the fine-tuned model to still prefer the base model's wrong answer (the
+  paper's JSD(base || SFT) > 0.3 is kept as a condition, not a rule: README "Diagnosis" shows it
+  ranks conflicts below missing knowledge when a small base model hallucinates). V needs the
+  example's own loss still falling at the end and evidence that the knowledge is there (P_exist,
+  known prerequisites, the corpus stating most of the answer, or, without a corpus, the entity
+  lift); rarity, length and near misses only describe it."""
   i, ii, iii, iv, v = (c[k] for k in CAUSES)
-  knowledge_absent = i["corpus_silent"] if has_corpus else i["base_wrong"] & i["base_blind"]
+  knowledge_absent = i["corpus_silent"] if has_corpus else i["base_wrong"] & i["base_blind"] & i["entity_unknown"]
+  knowledge_present = v["base_knows"] | v["prerequisites_known"] | (v["corpus_covers"] if has_corpus else
+                                                                     v["entity_tied"])
   return {
       "I": i["prerequisites_unknown"] | (i["no_base_knowledge"] & knowledge_absent),
-      "II": ii["high_conf_error"] & (ii["corpus_contradicts"] if has_corpus else ii["jsd_above"]),
+      "II": ii["high_conf_error"] & (ii["corpus_contradicts"] if has_corpus else ii["prior_persists"]),
       "III": iii["disagreeing_duplicate"],
       "IV": iv["earlier_phase"] & (iv["learned_then_lost"] | iv["dropped_after_phase"]),
-      "V": v["still_improving"] | v["rare_pattern"] | v["long_response"] | v["near_miss"],
+      "V": v["still_improving"] & knowledge_present,
   }
 
 
@@ -105,16 +125,14 @@ def scores(signals: pd.DataFrame, c: dict[str, dict[str, np.ndarray]]) -> dict[s
   """Evidence strength per cause in [0, 1] (ranks the most typical examples of a cause)."""
   s = lambda name, default: np.nan_to_num(_column(signals, name, default).astype(np.float64), nan=default)
   knowledge = np.where(s("prerequisites", 0) > 0, s("prerequisites_known", 1), s("base_p_true", 1))
-  mean = lambda *parts: np.mean([p.astype(np.float64) for p in parts], axis=0)
   contradicted = s("corpus_contradiction", 0) / np.maximum(s("corpus_contradiction", 0) + s("corpus_support", 0), 1)
   return {
       "I": np.clip(1 - knowledge, 0, 1),
-      "II": np.clip(s("base_conf_wrong", 0) * np.maximum(np.minimum(s("jsd_base_sft", 0) / 0.5, 1), contradicted), 0, 1),
+      "II": np.clip(s("base_conf_wrong", 0) * np.maximum(s("sft_p_base_belief", 0), contradicted), 0, 1),
       "III": np.clip(s("disagreeing_similarity", 0) * (1 - np.nan_to_num(s("duplicate_agreement", 1), nan=1.0) / 2), 0,
                      1) * c["III"]["disagreeing_duplicate"],
       "IV": np.clip(s("peak_drop", 0), 0, 1) * c["IV"]["earlier_phase"],
-      "V": mean(np.clip(s("recent_improvement", 0), 0, 1), c["V"]["rare_pattern"], c["V"]["long_response"],
-                c["V"]["near_miss"]),
+      "V": np.clip(s("recent_improvement", 0), 0, 1),
   }
 
 

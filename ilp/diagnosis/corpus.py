@@ -3,49 +3,56 @@ against its open pre-training corpus, Dolma, for missing and conflicting knowled
 
 An example is *about* its prompt's slot fillers (rare words: names, entities) and its answer is
 of the *kind* given to prompts of the same template (or of templates sharing answers with it).
-A corpus document that mentions all of an example's slot fillers either states its answer (all
-answer words present: support), states another answer of the same kind (a competing answer
-word: contradiction), or neither. Sparse
-matrix products find the documents per example, so the cost is linear in the documents that
-mention an example's entities, not in corpus x examples.
+BM25 (`ilp.data.retrieval`, bm25s) retrieves the `top_k` documents for a query made of the slot
+fillers; those that mention every slot filler are the example's *entity documents*. One either
+states its answer (every answer word present: support), states another answer of the same kind
+(a competing answer word: contradiction), or neither; the share of the answer's words that some
+entity document states (`corpus_answer_coverage`) tells a composite answer built from stated
+facts from one that pre-training never stated.
 """
 from __future__ import annotations
 
+import re
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import sparse
 
-from ilp.data import similarity
+from ilp.data import retrieval, similarity
+
+_WORDLIKE = re.compile(r"\w+")
 
 
 def evidence(patterns: similarity.Patterns, answers: Sequence[list[str]], kinds: np.ndarray,
-             documents: Sequence[str]) -> pd.DataFrame:
+             documents: Sequence[str], top_k: int) -> pd.DataFrame:
   """Per example, given its tokenised answer (`similarity.words`) and answer kind
-  (`similarity.answer_kinds`): `corpus_entity_docs` (documents mentioning all its slot fillers),
-  `corpus_support` (... that also state its answer) and `corpus_contradiction` (... that state
-  a competing answer of its kind instead)."""
-  vocab: dict[str, int] = {}
-  for row in list(patterns.slots) + answers:
-    for w in row:
-      vocab.setdefault(w, len(vocab))
-  entity = similarity.binary_matrix(patterns.slots, vocab)
-  target = similarity.binary_matrix(answers, vocab)
-  kind_words = sparse.csr_matrix((np.ones(len(answers)), (kinds, np.arange(len(answers)))),
-                                 shape=(kinds.max() + 1, len(answers))) @ target
-  kind_words.data[:] = 1.0                                            # answer words of each kind
-  docs = similarity.binary_matrix([similarity.words(d) for d in documents], vocab)
-  n_entity = np.asarray(entity.sum(axis=1)).ravel()
-  n_target = np.asarray(target.sum(axis=1)).ravel()
-  hits = (entity @ docs.T).tocoo()
-  full = (n_entity[hits.row] > 0) & (hits.data == n_entity[hits.row])  # documents naming every slot filler
-  ex, doc = hits.row[full].astype(np.int64), hits.col[full].astype(np.int64)
-  stated = similarity.row_dots(target, ex, docs, doc)
-  states_target = stated >= np.maximum(n_target[ex], 1)
-  # the target's words are words of its kind, so kind words minus target words are competitors
-  kind_hits = sparse.csr_matrix(docs @ kind_words.T)                   # [documents, kinds]
-  states_other = ~states_target & (np.asarray(kind_hits[doc, kinds[ex]]).ravel() - stated > 0)
-  count = lambda mask: np.bincount(ex[mask], minlength=len(answers))
-  return pd.DataFrame({"corpus_entity_docs": count(np.ones(len(ex), bool)), "corpus_support": count(states_target),
-                       "corpus_contradiction": count(states_other)})
+  (`similarity.answer_kinds`): `corpus_entity_docs`, `corpus_support`, `corpus_contradiction` and
+  `corpus_answer_coverage` (NaN for an answer without word characters)."""
+  retriever = retrieval.Retriever(documents)
+  doc_words: dict[int, set[str]] = {}
+  words_of = lambda d: doc_words.setdefault(d, set(similarity.words(documents[d])))
+  kind_words: dict[int, set[str]] = {}
+  for k, answer in zip(kinds, answers):
+    kind_words.setdefault(int(k), set()).update(answer)
+  n = len(answers)
+  out = {name: np.zeros(n, np.int64) for name in ("corpus_entity_docs", "corpus_support", "corpus_contradiction")}
+  coverage = np.full(n, np.nan)
+  hits = retriever.search([" ".join(dict.fromkeys(slots)) for slots in patterns.slots], top_k)
+  for e, (slots, answer) in enumerate(zip(patterns.slots, answers)):
+    target = set(answer)
+    content = {w for w in target if _WORDLIKE.fullmatch(w)}
+    competitors = kind_words[int(kinds[e])] - target
+    stated: set[str] = set()
+    for d, _ in hits[e] if slots else ():
+      text = words_of(d)
+      if not set(slots) <= text:
+        continue
+      out["corpus_entity_docs"][e] += 1
+      stated |= content & text
+      if target <= text:
+        out["corpus_support"][e] += 1
+      elif competitors & text:
+        out["corpus_contradiction"][e] += 1
+    if content:
+      coverage[e] = len(stated) / len(content)
+  return pd.DataFrame({**out, "corpus_answer_coverage": coverage})

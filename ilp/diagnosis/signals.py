@@ -23,9 +23,12 @@ from ilp.typed import check
 class SignalConfig:
   """How the data-side signals are computed (config section `diagnose.signals`)."""
   similarity_threshold: float = 0.5   # TF-IDF cosine for near-duplicate prompts (paper's X: not given)
+  embedding_threshold: float = 0.9    # cosine of the prompts' embeddings (detection's `prompt_embedding`) for the same
   ngram: int = 1                      # word n-grams of the TF-IDF
   max_df: int = 100                   # n-grams shared by more prompts do not propose candidate pairs
-  template_min_df: int = similarity.TEMPLATE_MIN_DF  # words in fewer prompts are masked to form the template
+  template_min_df: int = similarity.TEMPLATE_MIN_DF  # words in fewer prompts are masked to form the template ...
+  template_min_share: float = similarity.TEMPLATE_MIN_SHARE  # ... or in fewer than this share of the prompts
+  corpus_top_k: int = 100             # documents BM25 retrieves per example for the corpus evidence
   same_answer_kind: bool = True       # near-duplicates must expect the same kind of answer
   slope_passes: int = 3               # evaluation passes at the end over which improvement is measured
 
@@ -35,6 +38,12 @@ class SignalConfig:
     check(self.ngram >= 1, "ngram", f"must be >= 1, got {self.ngram}")
     check(self.max_df >= 2, "max_df", f"must be >= 2 (a pair needs two prompts), got {self.max_df}")
     check(self.template_min_df >= 1, "template_min_df", f"must be >= 1, got {self.template_min_df}")
+    for name in ("embedding_threshold", "template_min_share"):
+      check(0 <= getattr(self, name) <= 1, name, f"must lie in [0, 1], got {getattr(self, name)}")
+    check(self.corpus_top_k >= 1, "corpus_top_k", f"must be >= 1, got {self.corpus_top_k}")
+
+  def filler_df(self, n: int) -> int:
+    return similarity.filler_df(n, self.template_min_df, self.template_min_share)
     check(self.slope_passes >= 1, "slope_passes", f"must be >= 1, got {self.slope_passes}")
 
 
@@ -123,24 +132,39 @@ def dynamics_signals(dynamics: pd.DataFrame, ids: pd.Index, slope_passes: int) -
   return out
 
 
+def _union(lexical: tuple[np.ndarray, ...], semantic: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
+  """The pairs of either search, each once, with the higher of its similarities, and whether
+  only the embeddings found it."""
+  i, j, cosine = (np.concatenate([a, b]) for a, b in zip(lexical, semantic))
+  only_semantic = np.concatenate([np.zeros(len(lexical[0]), bool), np.ones(len(semantic[0]), bool)])
+  frame = pd.DataFrame({"i": i, "j": j, "cosine": cosine, "semantic": only_semantic})
+  frame = frame.groupby(["i", "j"], sort=True).agg(cosine=("cosine", "max"), semantic=("semantic", "all")).reset_index()
+  return (frame["i"].to_numpy(np.int64), frame["j"].to_numpy(np.int64), frame["cosine"].to_numpy(np.float64),
+          frame["semantic"].to_numpy(bool))
+
+
 def text_signals(prompts: pd.Series, references: pd.Series, greedy: pd.Series | None, cfg: SignalConfig,
-                 corpus_documents: Sequence[str] | None = None) -> pd.DataFrame:
+                 corpus_documents: Sequence[str] | None = None, embeddings: np.ndarray | None = None) -> pd.DataFrame:
   """Near-duplicate prompts whose targets disagree (III), the rarity of the prompt pattern and of
   the answer (V), and, given the pre-training corpus, what it states about each example (I, II).
-  `greedy` (the fine-tuned model's greedy answers) tells which side of a contradiction it learned."""
+  `greedy` (the fine-tuned model's greedy answers) tells which side of a contradiction it learned;
+  `embeddings` (one row per prompt) find paraphrases that share few words."""
   n = len(prompts)
   tokenized = [similarity.words(t) for t in prompts]
-  found = similarity.patterns(tokenized, cfg.template_min_df)
+  found = similarity.patterns(tokenized, cfg.filler_df(n))
   slot_vocab = {w: k for k, w in enumerate(sorted({w for row in found.slots for w in row}))}
+  slots = similarity.binary_matrix(found.slots, slot_vocab)
   vectors = similarity.tfidf(tokenized, cfg.ngram)
-  i, j, cosine = similarity.near_duplicate_pairs(vectors, cfg.similarity_threshold, cfg.max_df,
-                                                 similarity.binary_matrix(found.slots, slot_vocab))
+  lexical = similarity.near_duplicate_pairs(vectors, cfg.similarity_threshold, cfg.max_df, slots)
+  semantic = (similarity.embedding_pairs(embeddings, cfg.embedding_threshold, slots) if embeddings is not None
+              else tuple(np.zeros(0, t) for t in (np.int64, np.int64, np.float64)))
+  i, j, cosine, by_embedding = _union(lexical, semantic)
   answers = np.asarray([normalize(r) for r in references], dtype=object)
   answer_words = [similarity.words(r) for r in references]
   kinds = similarity.answer_kinds(found.templates, answers)
   if cfg.same_answer_kind:  # "where was p born?" and "what is p's job?" are not one question
     same = kinds[i] == kinds[j]
-    i, j, cosine = i[same], j[same], cosine[same]
+    i, j, cosine, by_embedding = i[same], j[same], cosine[same], by_embedding[same]
   disagree = answers[i] != answers[j]
   src, dst = np.concatenate([i, j]), np.concatenate([j, i])
   sim, dis = np.concatenate([cosine, cosine]), np.concatenate([disagree, disagree])
@@ -149,6 +173,8 @@ def text_signals(prompts: pd.Series, references: pd.Series, greedy: pd.Series | 
   out["duplicate_group"] = group
   out["duplicate_group_size"] = size
   out["near_duplicates"] = np.bincount(src, minlength=n)
+  out["embedding_duplicates"] = np.bincount(np.concatenate([i, j]), np.tile(by_embedding, 2).astype(float),
+                                            minlength=n).astype(int)
   out["disagreeing_duplicates"] = np.bincount(src, dis.astype(float), minlength=n).astype(int)
   out["duplicate_similarity"] = _group_max(src, sim, n)
   out["disagreeing_similarity"] = _group_max(src[dis], sim[dis], n)
@@ -166,7 +192,7 @@ def text_signals(prompts: pd.Series, references: pd.Series, greedy: pd.Series | 
   out["answer_frequency"] = pd.Series(answers).map(pd.Series(answers).value_counts()).to_numpy()
   out["response_words"] = [len(w) for w in answer_words]
   if corpus_documents is not None:
-    for name, values in corpus.evidence(found, answer_words, kinds, corpus_documents).items():
+    for name, values in corpus.evidence(found, answer_words, kinds, corpus_documents, cfg.corpus_top_k).items():
       out[name] = values.to_numpy()
   return out
 
@@ -180,8 +206,8 @@ def _group_max(index: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
 DETECTION_COLUMNS = ("dataset", "phase", "unlearned", "pass_at_n", "error_consistency", "severity_rank",
                      "top_candidate", "greedy_correct", "p_exist", "base_mc_accuracy", "base_mc_correct",
                      "base_p_true", "base_conf_wrong", "base_high_conf_error", "jsd_base_sft", "base_pass_at_n",
-                     "base_blind", "base_greedy_correct", "prerequisites", "prerequisites_known", "sft_p_true",
-                     "mc_unlearned", "gen_unlearned")
+                     "base_blind", "base_greedy_correct", "base_entity_lift", "sft_p_base_belief", "prerequisites", "prerequisites_known",
+                     "sft_p_true", "mc_unlearned", "gen_unlearned")
 
 
 def compute(detection: pd.DataFrame, prompts: pd.Series, dynamics: pd.DataFrame, cfg: SignalConfig,
@@ -198,6 +224,8 @@ def compute(detection: pd.DataFrame, prompts: pd.Series, dynamics: pd.DataFrame,
   if len(missing):
     raise ValueError(f"no prompt text for {len(missing)} detected example(s), e.g. '{missing[0]}'")
   out = table[[c for c in DETECTION_COLUMNS if c in table]].copy()
+  embeddings = np.stack(table["prompt_embedding"].to_numpy()) if "prompt_embedding" in table else None
   out = out.join(text_signals(prompts.reindex(ids), table["reference"],
-                              table["greedy_text"] if "greedy_text" in table else None, cfg, corpus_documents))
+                              table["greedy_text"] if "greedy_text" in table else None, cfg, corpus_documents,
+                              embeddings))
   return out.join(dynamics_signals(dynamics, ids, cfg.slope_passes))

@@ -12,7 +12,7 @@ import pandas as pd
 from ilp import fileio
 from ilp.data import loaders
 from ilp.data.records import PREREQUISITES, SFTRecord
-from ilp.interventions.retrieval import Retriever
+from ilp.data.retrieval import Retriever
 
 
 def queries(rows: pd.DataFrame, meta: pd.Series) -> list[tuple[str, str]]:

@@ -166,6 +166,15 @@ class Decoder(nnx.Module):
     to the count of real tokens before each one (also across the cache), which is what HF's
     generate uses for left-padded prompts.
     """
+    x, cache = self.hidden_states(tokens, positions, mask, cache)
+    head = self.embed[...].T if self.cfg.tie_embeddings else self.lm_head[...]
+    logits = jnp.einsum("bte,ev->btv", x, head.astype(self.cfg.jnp_dtype), preferred_element_type=jnp.float32)
+    return parallel.constrain(logits, ("batch", "length", "vocab")), cache
+
+  def hidden_states(self, tokens: jax.Array, positions: jax.Array | None = None, mask: jax.Array | None = None,
+                    cache: KVCache | None = None) -> tuple[jax.Array, KVCache | None]:
+    """The final-normed hidden states [batch, length, embed] (what the head reads) and the updated
+    cache; the arguments are `__call__`'s."""
     cfg = self.cfg
     b, t = tokens.shape
     mask = jnp.ones((b, t), bool) if mask is None else mask.astype(bool)
@@ -198,9 +207,6 @@ class Decoder(nnx.Module):
         new_keys.append(layer_cache[0])
         new_values.append(layer_cache[1])
     x = self.final_norm(x)
-    head = self.embed[...].T if cfg.tie_embeddings else self.lm_head[...]
-    logits = jnp.einsum("bte,ev->btv", x, head.astype(cfg.jnp_dtype), preferred_element_type=jnp.float32)
-    logits = parallel.constrain(logits, ("batch", "length", "vocab"))
     if cache is not None:
       cache = KVCache(keys=tuple(new_keys), values=tuple(new_values), valid=key_valid, index=index + t)
-    return logits, cache
+    return x, cache

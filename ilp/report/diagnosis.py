@@ -61,6 +61,15 @@ def markdown(table: pd.DataFrame, summary: dict, link_prefix: str, typical: int)
       lines.append(f"| {r['id']} | {_cell(r['prompt'])} | {_cell(r['reference'])} | {_cell(r.get('greedy_text', ''))} "
                    f"| score {r[f'score_{cause}']:.2f}: {fired} |")
     lines.append("")
+  unattributed = table[table["cause"] == attribution.UNATTRIBUTED]
+  if len(unattributed):
+    shown = unattributed.sort_values("id").head(typical)
+    lines += [f"**Unattributed: {len(unattributed)} unlearned examples with no cause's evidence** (the first "
+              f"{len(shown)}, with every condition that fired)", "", "| id | prompt | target | model says | conditions |",
+              "|---|---|---|---|---|"]
+    lines += [f"| {r['id']} | {_cell(r['prompt'])} | {_cell(r['reference'])} | {_cell(r.get('greedy_text', ''))} | "
+              f"{r['fired'].replace(';', ', ') or 'none'} |" for _, r in shown.iterrows()]
+    lines.append("")
   lines += ["![data map](" + link_prefix + FIGURES["data_map"] + ")", "",
             "![curves by cause](" + link_prefix + FIGURES["curves"] + ")", "",
             "![pass rates by cause](" + link_prefix + FIGURES["pass_rates"] + ")", ""]

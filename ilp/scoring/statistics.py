@@ -72,3 +72,15 @@ def make_eval_step(graphdef: nnx.GraphDef):
     return forward_scores(graphdef, params, batch, with_stats=True)[1]
 
   return eval_step
+
+
+def make_token_step(graphdef: nnx.GraphDef, temperature: float = 1.0):
+  """token_step(params, batch) -> [batch, length] log-likelihood of each supervised target token
+  (0 elsewhere) under the model's distribution at `temperature` (> 0), forward only."""
+
+  def token_step(params: nnx.State, batch: dict[str, jax.Array]) -> jax.Array:
+    logits, _ = build.forward(graphdef, params, batch["tokens"], mask=batch["mask"])
+    nll, _ = token_nll(logits / temperature, batch["targets"])
+    return -nll * batch["loss_mask"]
+
+  return token_step

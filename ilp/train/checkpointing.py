@@ -22,6 +22,7 @@ class CheckpointConfig:
   every_steps: int = 200
   max_to_keep: int = 2
   async_save: bool = True
+  phase_models: bool = False   # also export the model at the end of every phase but the last (`<stage>/phase<k>/`)
 
   def __post_init__(self):
     check(self.every_steps >= 1, "every_steps", f"must be >= 1, got {self.every_steps}")

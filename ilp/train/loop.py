@@ -241,6 +241,8 @@ def train(section: TrainConfig, mesh_config: parallel.MeshConfig, layout: Layout
       if any([c.update(step, dev, stream) for c in due]):
         stopped = step
         log.info("stopped at step %d by the dev-set control", step)
+    if section.checkpoint.phase_models and step < total and stream.batches[step].phase != planned.phase:
+      checkpoint.save_params(layout.phase_model(stage, planned.phase), cfg, state.params, tokenizer=tokenizer)
     if (step % section.checkpoint.every_steps == 0 or step in epoch_ends or step == total or due):
       if dyn:
         dyn.flush()

@@ -1,4 +1,4 @@
-"""Lexical retrieval for the continual pre-training arms: BM25 through the maintained `bm25s`
+"""Lexical retrieval (the continual pre-training arms, the diagnosis's corpus evidence): BM25 through the maintained `bm25s`
 library (Lucene's variant), not a hand-written scorer.
 
 Texts are split on whitespace and lower-cased, with no stop-word removal and no stemming, so

@@ -1,0 +1,66 @@
+"""Test-retest agreement of the unlearned label: detects every training example again with the
+probed model and a different seed (same settings, same number of sampling runs and the same
+repeat rule) and prints Cohen's kappa between the stage's final labels and the retest's, per
+protocol (and, when the final label is `expected`, of the sampled label too). Writes
+`<workdir>/retest.json`.
+
+  python scripts/retest_detection.py --workdirs=runs/w0,runs/w1 [--seed_offset=1]
+"""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+from absl import app, flags
+
+from ilp import config as config_lib
+from ilp import fileio
+from ilp.data import examples
+from ilp.detection import table
+from ilp.layout import Layout
+from ilp.scoring import estimators
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("workdirs", None, "Work directories whose detection stage finished.")
+flags.mark_flag_as_required("workdirs")
+flags.DEFINE_integer("seed_offset", 1, "The retest's seed is the run's config.seed plus this (never 0).")
+
+
+def retest(layout: Layout) -> dict:
+  """Per protocol of the run: both detections' unlearned rates and the kappa between them."""
+  with open(layout.config) as f:
+    config = config_lib.load(json.load(f))
+  first = pd.read_parquet(layout.detection).set_index("id")
+  frame = examples.read(layout.examples)
+  second = table.probe(frame, layout.model(config.detect.model), config.detect, config.data, config.mesh,
+                       config.seed + FLAGS.seed_offset).set_index("id").reindex(first.index)
+  out = {}
+  for protocol in config.detect.protocols:
+    p = table.PREFIX[protocol]
+    out[protocol] = {"label": config.detect.label, "runs": len(config.detect.temperatures),
+                     "repeat_rule": config.detect.repeat_rule}
+    for name, column in (("", f"{p}unlearned"), ("sampled_", f"{p}unlearned_sampled")):
+      if column in first:
+        a, b = first[column].to_numpy(bool), second[column].to_numpy(bool)
+        out[protocol].update({f"{name}kappa": estimators.cohen_kappa(a, b), f"{name}unlearned_rate": float(a.mean()),
+                              f"{name}retest_unlearned_rate": float(b.mean())})
+  return out
+
+
+def main(argv: list[str]) -> None:
+  del argv
+  if FLAGS.seed_offset == 0:
+    raise app.UsageError("--seed_offset must not be 0 (the retest would repeat the stage's samples)")
+  for workdir in FLAGS.workdirs:
+    layout = Layout(workdir)
+    result = retest(layout)
+    for protocol, r in result.items():
+      print(f"{workdir} ({protocol}): test-retest kappa of the final ({r['label']}) label {r['kappa']:.3f} "
+            f"({100 * r['unlearned_rate']:.1f}% vs {100 * r['retest_unlearned_rate']:.1f}% unlearned)"
+            + (f"; of the sampled label ({r['runs']} runs, rule '{r['repeat_rule']}') {r['sampled_kappa']:.3f}"
+               if r["label"] != "sampled" and "sampled_kappa" in r else ""))
+    fileio.write_json_atomic(layout.retest, result)
+
+
+if __name__ == "__main__":
+  app.run(main)
