@@ -23,7 +23,7 @@ def get_config():
   c.pretrain.optimizer.update(learning_rate=3e-3, warmup_steps=100, decay="cosine", weight_decay=0.01)
   c.pretrain.checkpoint.every_steps = 500
   c.sft.update(init_from="pretrain", batch_size=32, log_every_steps=20,
-               phases=({"name": "phase1", "phase": 1, "epochs": 17},
+               phases=({"name": "phase1", "phase": 1, "epochs": 30},
                        {"name": "phase2", "phase": 2, "epochs": 3}))
   c.sft.optimizer.update(learning_rate=1e-3, warmup_steps=10, decay="cosine")
   c.sft.checkpoint.update(every_steps=1000, phase_models=True)  # phase1/: the forgetting check samples it

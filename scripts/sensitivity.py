@@ -24,6 +24,7 @@ import validate_diagnosis  # noqa: E402  (a sibling script: the scoring against 
 from ilp import config as config_lib  # noqa: E402
 from ilp import fileio  # noqa: E402
 from ilp.data import examples  # noqa: E402
+from ilp.detection.table import PREFIX  # noqa: E402
 from ilp.diagnosis import diagnose  # noqa: E402
 from ilp.layout import Layout  # noqa: E402
 from ilp.scoring import estimators  # noqa: E402
@@ -34,6 +35,7 @@ flags.DEFINE_list("workdirs", None, "Finished world runs (detect and diagnose st
 flags.mark_flag_as_required("workdirs")
 flags.DEFINE_string("protocol", "generative", "Whose unlearned label is explained.")
 flags.DEFINE_enum("evidence", "as_run", validate_diagnosis.EVIDENCE, "Evidence setting (as in validate_diagnosis).")
+flags.DEFINE_enum("label", "as_run", ("as_run", "sampled", "expected"), "Unlearned label (as in validate_diagnosis).")
 flags.DEFINE_string("out", "", "Markdown file for the table (default: print only).")
 
 FACTORS = (0.75, 1.25)
@@ -61,6 +63,10 @@ class Run:
     with open(self.layout.config) as f:
       self.config = config_lib.load(json.load(f))
     self.detection = pd.read_parquet(self.layout.detection)
+    p = PREFIX[FLAGS.protocol]
+    if FLAGS.label != "as_run":
+      self.detection[f"{p}unlearned"] = (self.detection[f"{p}expected_pass"] < self.config.detect.threshold
+                                         if FLAGS.label == "expected" else self.detection[f"{p}unlearned_sampled"])
     if FLAGS.evidence in ("no_metadata", "plain"):
       self.detection = self.detection.drop(columns=["prerequisites", "prerequisites_known"], errors="ignore")
     self.examples = examples.read(self.layout.examples)
@@ -107,7 +113,7 @@ def main(argv: list[str]) -> None:
     rows.append(f"| `{name}` | {start} | {values[0]} | {changes[0].min():+.3f} ({changes[0].mean():+.3f}) | "
                 f"{values[1]} | {changes[1].min():+.3f} ({changes[1].mean():+.3f}) |")
     print(rows[-1], flush=True)
-  lines = [f"Macro-F1 change ({FLAGS.protocol} label, evidence {FLAGS.evidence}; worst over {len(runs)} runs, mean in "
+  lines = [f"Macro-F1 change ({FLAGS.protocol} protocol, {FLAGS.label} label, evidence {FLAGS.evidence}; worst over {len(runs)} runs, mean in "
            f"brackets); default macro-F1 {', '.join(f'{f:.3f}' for f in base)}.", "",
            "| threshold | default | 0.75x | change | 1.25x | change |", "|---|---|---|---|---|---|"] + rows
   if FLAGS.out:

@@ -20,14 +20,16 @@ for the ones the stage did not explain. Writes `<workdir>/diagnosis_validation.j
 (one entry per protocol).
 
 `--evidence` scores the diagnosis also without the pre-training corpus and/or without
-`meta.prerequisites` (what a user with plain {prompt, response} data has).
+`meta.prerequisites` (what a user with plain {prompt, response} data has); `--labels` under the
+sampled (the paper's repeat rule) or the expected-pass label, whichever detection kept.
 
   python scripts/validate_diagnosis.py --workdirs=runs/s0,runs/s1,runs/s2 [--protocols=multiple_choice]
-      [--evidence=as_run,no_corpus]
+      [--evidence=as_run,no_corpus] [--labels=sampled,expected]
 """
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import os
 
@@ -39,6 +41,7 @@ from ilp import config as config_lib
 from ilp import fileio
 from ilp.data import examples, world
 from ilp.diagnosis import diagnose
+from ilp.detection.table import PREFIX
 from ilp.diagnosis.attribution import CAUSES, UNATTRIBUTED
 from ilp.layout import Layout
 from ilp.train import dynamics
@@ -54,25 +57,33 @@ def define_flags() -> None:
   flags.DEFINE_list("protocols", ["multiple_choice", "generative"], "Protocols whose diagnosis is scored (those run).")
   flags.DEFINE_list("evidence", ["as_run"], "Evidence settings scored: as_run (the run's config), no_corpus (without "
                     "the pre-training corpus), no_metadata (without meta.prerequisites), plain (neither).")
+  flags.DEFINE_list("labels", ["as_run"], "Unlearned labels scored: as_run (detect.label), sampled, expected.")
 
 
 NONE = "none"
 TARGETS = {"macro_f1": 0.85, "macro_f1_free_form": 0.75, "recall": 0.7, "precision": 0.7, "control_fp": 0.05}
 
 
-def attribution(layout: Layout, protocol: str, evidence: str = "as_run",
+def attribution(layout: Layout, protocol: str, evidence: str = "as_run", label: str = "as_run",
                 diagnose_config: diagnose.DiagnoseConfig | None = None) -> pd.DataFrame | None:
   """The diagnosis of `protocol`'s label: the stage's, or recomputed with the run's settings (None
   when detection did not run that protocol), less the corpus and/or `meta.prerequisites` as
-  `evidence` says, or with `diagnose_config` instead of the run's."""
+  `evidence` says, with the `sampled` or `expected` label (`detect.label`) as `label` says, or
+  with `diagnose_config` instead of the run's."""
   with open(layout.config) as f:
     config = config_lib.load(json.load(f))
-  if config.diagnose.protocol == protocol and evidence == "as_run" and diagnose_config is None:
+  if (config.diagnose.protocol == protocol and evidence == "as_run" and label in ("as_run", config.detect.label)
+      and diagnose_config is None):
     return pd.read_parquet(layout.attribution)
   if protocol not in config.detect.protocols:
     return None
   settings = dataclasses.replace(diagnose_config or config.diagnose, protocol=protocol)
   detection = pd.read_parquet(layout.detection)
+  p = PREFIX[protocol]
+  if label == "expected":
+    detection[f"{p}unlearned"] = detection[f"{p}expected_pass"] < config.detect.threshold
+  elif label == "sampled":
+    detection[f"{p}unlearned"] = detection[f"{p}unlearned_sampled"]
   if evidence in ("no_metadata", "plain"):
     detection = detection.drop(columns=["prerequisites", "prerequisites_known"], errors="ignore")
   documents = None if evidence in ("no_corpus", "plain") else diagnose.corpus_documents(settings, config.data)
@@ -163,10 +174,10 @@ def main(argv: list[str]) -> None:
     layout = Layout(workdir)
     by_protocol = {}
     for protocol in FLAGS.protocols:
-      for evidence in FLAGS.evidence:
-        table = attribution(layout, protocol, evidence)
+      for evidence, label in itertools.product(FLAGS.evidence, FLAGS.labels):
+        table = attribution(layout, protocol, evidence, label)
         if table is not None:
-          key = protocol if evidence == "as_run" else f"{protocol}, {evidence}"
+          key = ", ".join([protocol] + [v for v in (evidence, label) if v != "as_run"])
           by_protocol[key] = results[f"{workdir} ({key})"] = validate(layout, table)
           print(report(f"{workdir} ({key})", by_protocol[key]))
     fileio.write_json_atomic(layout.diagnosis_validation, by_protocol)

@@ -140,7 +140,7 @@ def test_defaults_live_in_the_dataclasses_and_round_trip():
   """The ConfigDicts of the config files are the dataclasses' defaults; building one back gives them."""
   assert config_lib.load(base.get_config()) == config_lib.Config()
   loaded = config_lib.load(world.get_config())
-  assert loaded.world == WorldConfig() and loaded.world.interference == 200 and loaded.world.cities == 40
+  assert loaded.world == WorldConfig() and loaded.world.interference == 400 and loaded.world.cities == 40
   assert config_lib.load(typed.config_dict(loaded)) == loaded
   # Optional fields are typed placeholders, so a command line can set them.
   cd = base.get_config()

@@ -2,6 +2,8 @@
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -16,12 +18,14 @@ from ilp.data import examples
 from ilp.detection import entities
 from ilp.detection import multiple_choice as mc
 from ilp.model import build, checkpoint, hf
-from ilp.detection.table import DetectConfig
+from ilp.detection.table import DetectConfig, probe
 from ilp.scoring import estimators
 from ilp.scoring.verifiers import normalize
 from ilp.scoring.evaluator import ExampleEvaluator
 from ilp.typed import ConfigError
 from tests import sft_data
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _config(paths):
@@ -281,3 +285,21 @@ def test_the_expected_label_needs_exact_match_for_the_generative_protocol():
   with pytest.raises(ConfigError, match="'label'"):
     DetectConfig(label="expected", top_p=0.9)
   assert DetectConfig(label="expected", protocol="multiple_choice", verifier="token_f1").label == "expected"
+
+
+def test_a_retest_with_the_stages_seed_reproduces_its_labels_and_the_script_reports_the_kappa(detected):
+  paths, workdir, table = detected
+  config = ilp_config.load(json.load(open(os.path.join(workdir, "config.json"))))
+  frame = examples.read(os.path.join(workdir, "examples.parquet"))
+  model_dir = os.path.join(workdir, "sft", "final")
+  same = probe(frame, model_dir, config.detect, config.data, config.mesh, config.seed).set_index("id").loc[table["id"]]
+  for column in ("gen_pass_at_n", "gen_unlearned", "gen_expected_pass", "greedy_text"):
+    np.testing.assert_array_equal(same[column].to_numpy(), table[column].to_numpy(), err_msg=column)
+  other = probe(frame, model_dir, config.detect, config.data, config.mesh, config.seed + 1).set_index("id")
+  result = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "retest_detection.py"),
+                           f"--workdirs={workdir}"], capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-2000:]
+  retest = json.load(open(os.path.join(workdir, "retest.json")))
+  expected = estimators.cohen_kappa(table["gen_unlearned"].to_numpy(), other.loc[table["id"], "gen_unlearned"].to_numpy())
+  assert retest["generative"]["kappa"] == pytest.approx(expected)
+  assert retest["multiple_choice"]["runs"] == 2 and "test-retest kappa" in result.stdout

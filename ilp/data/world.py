@@ -102,7 +102,7 @@ class WorldConfig:
   conflict: int = 30
   inconsistent_pairs: int = 15
   forgetting: int = 40
-  interference: int = 200         # phase-2 code questions about other people
+  interference: int = 400         # phase-2 code questions about other people
   rare: int = 12
   phase1_control: int = 40        # known-fact questions in phase 1, so phase 1 is not codes only
   qa_people: int = 150            # people (never in SFT) whose facts pre-training also states as Q&A
