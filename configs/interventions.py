@@ -5,7 +5,9 @@ generative label) and one arm per mitigation, then their comparison.
 
 The paper's multiple-choice label marks ~2% of this world unlearned (see README), too few
 examples per cause to measure a mitigation, so the baseline's diagnosis, and every comparison,
-uses the generative label; detection runs the generative protocol only (half the time).
+uses the generative label, in its expected-pass form (`detect.label=expected`: the probability
+of a pass, not its sampled estimate, so a re-run does not "fix" examples by sampling luck);
+detection runs the generative protocol only (half the time).
 """
 from configs import world
 
@@ -30,6 +32,7 @@ def get_config():
   c.stages = ("world", "init_model", "pretrain", "sft", "detect", "diagnose", "capability", "arms", "compare",
               "report")
   c.detect.protocol = "generative"
+  c.detect.label = "expected"   # no sampling noise in what is compared (test-retest kappa 1.0 against ~0.53)
   c.diagnose.protocol = "generative"
   c.data.update(knowledge=({"path": "{workdir}/world/knowledge.jsonl"},),
                 general=({"path": "{workdir}/world/pretrain.txt"},),

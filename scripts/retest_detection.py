@@ -1,8 +1,8 @@
 """Test-retest agreement of the unlearned label: detects every training example again with the
 probed model and a different seed (same settings, same number of sampling runs and the same
 repeat rule) and prints Cohen's kappa between the stage's final labels and the retest's, per
-protocol (and, when the final label is `expected`, of the sampled label too). Writes
-`<workdir>/retest.json`.
+protocol, for the sampled label (the paper's repeat rule) and the expected-pass label alike,
+whichever `detect.label` made final. Writes `<workdir>/retest.json`.
 
   python scripts/retest_detection.py --workdirs=runs/w0,runs/w1 [--seed_offset=1]
 """
@@ -39,11 +39,12 @@ def retest(layout: Layout) -> dict:
     p = table.PREFIX[protocol]
     out[protocol] = {"label": config.detect.label, "runs": len(config.detect.temperatures),
                      "repeat_rule": config.detect.repeat_rule}
-    for name, column in (("", f"{p}unlearned"), ("sampled_", f"{p}unlearned_sampled")):
-      if column in first:
-        a, b = first[column].to_numpy(bool), second[column].to_numpy(bool)
-        out[protocol].update({f"{name}kappa": estimators.cohen_kappa(a, b), f"{name}unlearned_rate": float(a.mean()),
-                              f"{name}retest_unlearned_rate": float(b.mean())})
+    labels = {"sampled": lambda t: t[f"{p}unlearned_sampled"].to_numpy(bool),
+              "expected": lambda t: t[f"{p}expected_pass"].to_numpy() < config.detect.threshold}
+    for name, label in labels.items():
+      a, b = label(first), label(second)
+      out[protocol][name] = {"kappa": estimators.cohen_kappa(a, b), "unlearned_rate": float(a.mean()),
+                             "retest_unlearned_rate": float(b.mean())}
   return out
 
 
@@ -55,10 +56,11 @@ def main(argv: list[str]) -> None:
     layout = Layout(workdir)
     result = retest(layout)
     for protocol, r in result.items():
-      print(f"{workdir} ({protocol}): test-retest kappa of the final ({r['label']}) label {r['kappa']:.3f} "
-            f"({100 * r['unlearned_rate']:.1f}% vs {100 * r['retest_unlearned_rate']:.1f}% unlearned)"
-            + (f"; of the sampled label ({r['runs']} runs, rule '{r['repeat_rule']}') {r['sampled_kappa']:.3f}"
-               if r["label"] != "sampled" and "sampled_kappa" in r else ""))
+      print(f"{workdir} ({protocol}): test-retest kappa of the sampled label ({r['runs']} runs, rule "
+            f"'{r['repeat_rule']}') {r['sampled']['kappa']:.3f} ({100 * r['sampled']['unlearned_rate']:.1f}% vs "
+            f"{100 * r['sampled']['retest_unlearned_rate']:.1f}% unlearned), of the expected-pass label "
+            f"{r['expected']['kappa']:.3f} ({100 * r['expected']['unlearned_rate']:.1f}% vs "
+            f"{100 * r['expected']['retest_unlearned_rate']:.1f}%); the final label is the {r['label']} one")
     fileio.write_json_atomic(layout.retest, result)
 
 

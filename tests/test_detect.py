@@ -301,5 +301,8 @@ def test_a_retest_with_the_stages_seed_reproduces_its_labels_and_the_script_repo
   assert result.returncode == 0, result.stderr[-2000:]
   retest = json.load(open(os.path.join(workdir, "retest.json")))
   expected = estimators.cohen_kappa(table["gen_unlearned"].to_numpy(), other.loc[table["id"], "gen_unlearned"].to_numpy())
-  assert retest["generative"]["kappa"] == pytest.approx(expected)
+  assert retest["generative"]["sampled"]["kappa"] == pytest.approx(expected)
+  expected_pass = lambda t: t.loc[table["id"], "gen_expected_pass"].to_numpy() < 0.2
+  assert retest["generative"]["expected"]["kappa"] == pytest.approx(
+      estimators.cohen_kappa(expected_pass(table.set_index("id")), expected_pass(other)))
   assert retest["multiple_choice"]["runs"] == 2 and "test-retest kappa" in result.stdout
