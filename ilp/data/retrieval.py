@@ -41,6 +41,7 @@ class Retriever:
     out = []
     for query in queries:
       s = self.scores(query)
-      order = np.argsort(-s, kind="stable")[:k]
-      out.append([(int(i), float(s[i])) for i in order if s[i] > 0])
+      hits = np.flatnonzero(s > 0)                       # few for entity queries: sort only those
+      order = hits[np.lexsort((hits, -s[hits]))][:k]
+      out.append([(int(i), float(s[i])) for i in order])
     return out

@@ -32,6 +32,13 @@ the vocabulary):
   halves. The `codes` data set has no dev split: codes are never stated in pre-training, so a
   held-out code question has no answer a model could know.
 
+With `free_form`, every question (SFT, dev, held-out, and the pre-training Q&A documents) is
+drawn from `PARAPHRASES` inside a random wrapper (over a hundred phrasings per question kind, so
+no prompt pattern is frequent), the two members of an inconsistent pair get different stems
+(paraphrased near-duplicates), and the SFT records carry no metadata (no `meta.prerequisites`):
+what a user's plain {prompt, response} data looks like. The facts, answers and planted groups
+are the same as without it.
+
 Everything is written in the formats a user would bring (JSONL SFT records, text corpora, an HF
 tokenizer directory). The planted cause of every example goes to `ground_truth.jsonl`, which no
 pipeline code reads; only evaluation scripts join it back.
