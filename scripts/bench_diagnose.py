@@ -63,7 +63,7 @@ def timed(n: int) -> float:
   detection, prompts, log, documents = synthetic(n)
   start = time.perf_counter()
   table = signals.compute(detection, prompts, log, signals.SignalConfig(), documents)
-  result = attribution.attribute(table, attribution.RuleConfig(), pass_threshold=0.2)
+  result = attribution.attribute(table, attribution.RuleConfig())
   elapsed = time.perf_counter() - start
   counts = result.loc[table["unlearned"], "cause"].value_counts().to_dict()
   print(f"{n:>7} examples ({len(log)} log rows, {len(documents)} corpus documents): {elapsed:.2f}s; causes {counts}")
