@@ -60,7 +60,7 @@ def test_near_duplicates_are_paraphrases_and_duplicates_not_one_template_about_t
 
 def test_corpus_evidence_support_contradiction_silence_and_coverage():
   prompts = ["where was p1 born ?", "where was p2 born ?", "where was p3 born ?", "what is the job of p4 ?",
-             "what is the job of p5 ?", "tell me about p7 .", "tell me about p6 ."]
+             "what is the job of p5 ?", "tell me about p7 kindly .", "tell me about p6 ."]  # no document says kindly
   references = ["c1", "c5", "c7", "j1", "j3", "c1 k9 j4", "c2"]
   documents = ["p1 was born in c1 .", "p2 comes from c7 .", "p2 grew up in c7 .", "p3 works as j2 .",
                "p4 works as j1 .", "c1 lies in k1 .", "p7 was born in c1 .", "p7 works as j4 ."] + [

@@ -28,6 +28,10 @@ class Retriever:
       self._index.index([terms(t) for t in texts], show_progress=False)
     self._vocab = self._index.vocab_dict if self.size else {}
 
+  def knows(self, term: str) -> bool:
+    """Whether any document holds `term` (as `terms` splits it)."""
+    return term in self._vocab
+
   def scores(self, query: str) -> np.ndarray:
     """Every document's BM25 score for `query` (terms the collection lacks score nothing)."""
     known = [t for t in terms(query) if t in self._vocab]

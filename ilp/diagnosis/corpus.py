@@ -4,7 +4,8 @@ against its open pre-training corpus, Dolma, for missing and conflicting knowled
 An example is *about* its prompt's slot fillers (rare words: names, entities) and its answer is
 of the *kind* given to prompts of the same template (or of templates sharing answers with it).
 BM25 (`ilp.data.retrieval`, bm25s) retrieves the `top_k` documents for a query made of the slot
-fillers; those that mention every slot filler are the example's *entity documents*. One either
+fillers that occur in the corpus at all; those that mention every one of them are the example's
+*entity documents*. One either
 states its answer (every answer word present: support), states another answer of the same kind
 (a competing answer word: contradiction), or neither; the share of the answer's words that some
 entity document states (`corpus_answer_coverage`) tells a composite answer built from stated
@@ -37,8 +38,10 @@ def evidence(patterns: similarity.Patterns, answers: Sequence[list[str]], kinds:
   n = len(answers)
   out = {name: np.zeros(n, np.int64) for name in ("corpus_entity_docs", "corpus_support", "corpus_contradiction")}
   coverage = np.full(n, np.nan)
-  hits = retriever.search([" ".join(dict.fromkeys(slots)) for slots in patterns.slots], top_k)
-  for e, (slots, answer) in enumerate(zip(patterns.slots, answers)):
+  # a slot filler no document holds ("describe" in a rare phrasing) cannot be what the corpus is about
+  about = [[w for w in dict.fromkeys(slots) if retriever.knows(w)] for slots in patterns.slots]
+  hits = retriever.search([" ".join(slots) for slots in about], top_k)
+  for e, (slots, answer) in enumerate(zip(about, answers)):
     target = set(answer)
     content = {w for w in target if _WORDLIKE.fullmatch(w)}
     competitors = kind_words[int(kinds[e])] - target
