@@ -19,10 +19,16 @@ from scipy import sparse
 from scipy.sparse import csgraph
 
 _WORD = re.compile(r"\w+|[^\w\s]")
+_WORDLIKE = re.compile(r"\w+")
 
 
 def words(text: str) -> list[str]:
   return _WORD.findall(text.lower())
+
+
+def is_word(token: str) -> bool:
+  """Whether a `words` token is a word (not punctuation)."""
+  return _WORDLIKE.fullmatch(token) is not None
 
 
 def _ngrams(tokens: list[str], n_max: int) -> list[str]:

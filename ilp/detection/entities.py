@@ -22,15 +22,12 @@ from ilp.data import similarity
 from ilp.data.records import SFTRecord
 from ilp.data.tokenize import TemplateConfig, tokenize_sft
 
-_WORDLIKE = re.compile(r"\w+")
-
-
 def swapped_prompts(prompts: Sequence[str], swaps: int, seed: int) -> list[list[str]]:
   """Per prompt, `swaps` copies with each slot filler replaced by the one in the same position of
   another prompt that has as many slot fillers but not the same ones (empty: no slot filler, or no
   such donor)."""
   tokenized = [similarity.words(p) for p in prompts]
-  fillers = [[w for w in dict.fromkeys(f) if _WORDLIKE.fullmatch(w)]
+  fillers = [[w for w in dict.fromkeys(f) if similarity.is_word(w)]
              for f in similarity.patterns(tokenized, similarity.filler_df(len(prompts))).slots]
   rng = np.random.default_rng(seed)
   by_count: dict[int, np.ndarray] = {}

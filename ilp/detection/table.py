@@ -319,11 +319,16 @@ def chunk_table(idx: np.ndarray, inputs: Inputs, models: Models, detect: DetectC
   return pd.DataFrame(cols)
 
 
+def _responses(inputs: Inputs, idx: np.ndarray) -> list[np.ndarray]:
+  """The response token ids (then EOS) of examples `idx`, as trained on."""
+  frame = inputs.frame
+  return [np.asarray(frame["tokens"].iloc[i][frame["prompt_length"].iloc[i]:], np.int32) for i in idx]
+
+
 def _reference_probability(idx: np.ndarray, inputs: Inputs, model: Model, temperature: float, buckets: Sequence[int],
                            pad: int) -> np.ndarray:
   """Probability that one sample at `temperature` is exactly the reference (its tokens, then EOS)."""
-  frame = inputs.frame
-  responses = [np.asarray(frame["tokens"].iloc[i][frame["prompt_length"].iloc[i]:], np.int32) for i in idx]
+  responses = _responses(inputs, idx)
   prompts = [inputs.prompts[i] for i in idx]
   longest = max(len(q) + len(a) for q, a in zip(prompts, responses))
   ll = continuation_token_logliks(model.evaluator, model.params, prompts, responses,
@@ -334,9 +339,8 @@ def _reference_probability(idx: np.ndarray, inputs: Inputs, model: Model, temper
 def _entity_lift(idx: np.ndarray, inputs: Inputs, model: Model, buckets: Sequence[int], pad: int,
                  special: set[int]) -> np.ndarray:
   """The base model's entity-swap lift (`entities.lift`) of examples `idx`."""
-  frame = inputs.frame
   own_prompts = [inputs.prompts[i] for i in idx]
-  responses = [np.asarray(frame["tokens"].iloc[i][frame["prompt_length"].iloc[i]:], np.int32) for i in idx]
+  responses = _responses(inputs, idx)
   owners = np.asarray([e for e, i in enumerate(idx) for _ in inputs.swapped[i]], np.int64)
   prompts = own_prompts + [q for i in idx for q in inputs.swapped[i]]
   answers = responses + [responses[e] for e in owners]

@@ -13,16 +13,12 @@ facts from one that pre-training never stated.
 """
 from __future__ import annotations
 
-import re
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
 from ilp.data import retrieval, similarity
-
-_WORDLIKE = re.compile(r"\w+")
-
 
 def evidence(patterns: similarity.Patterns, answers: Sequence[list[str]], kinds: np.ndarray,
              documents: Sequence[str], top_k: int) -> pd.DataFrame:
@@ -43,7 +39,7 @@ def evidence(patterns: similarity.Patterns, answers: Sequence[list[str]], kinds:
   hits = retriever.search([" ".join(slots) for slots in about], top_k)
   for e, (slots, answer) in enumerate(zip(about, answers)):
     target = set(answer)
-    content = {w for w in target if _WORDLIKE.fullmatch(w)}
+    content = {w for w in target if similarity.is_word(w)}
     competitors = kind_words[int(kinds[e])] - target
     stated: set[str] = set()
     for d, _ in hits[e] if slots else ():
