@@ -21,7 +21,7 @@ import jax
 import ml_collections
 
 from ilp import config as config_lib
-from ilp import fileio, lock, parallel, provenance
+from ilp import checksums, fileio, lock, parallel, provenance
 from ilp.config import Config
 from ilp.data import examples, mixture
 from ilp.data.config import DataConfig
@@ -65,8 +65,17 @@ STAGES = {stage.name: stage for stage in (
 
 
 def _finished(stage: Stage, layout: Layout) -> bool:
+  """All outputs exist, and every sealed one (a model checkpoint) still matches its checksums: a
+  corrupt model makes its stage run again, which resumes from the stage's last good checkpoint."""
   outputs = stage.outputs(layout)
-  return bool(outputs) and all(os.path.exists(p) for p in outputs)
+  if not (outputs and all(os.path.exists(p) for p in outputs)):
+    return False
+  for path in outputs:
+    bad = checksums.problems(path) if os.path.isdir(path) and checksums.sealed(path) else []
+    if bad:
+      log.warning("stage %s: output %s is corrupt (%s); the stage runs again", stage.name, path, bad[0])
+      return False
+  return True
 
 
 def run(config: ml_collections.ConfigDict | Config, workdir: str, force: Sequence[str] = ()) -> None:

@@ -22,13 +22,9 @@ from tests import sft_data
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(scope="module")
-def two_phase_run(tmp_path_factory):
-  base = tmp_path_factory.mktemp("two_phase")
-  paths = sft_data.make_inputs(str(base / "data"))
-  workdir = str(base / "work")
-  pipeline.run(sft_data.sft_config(paths), workdir)
-  return workdir
+@pytest.fixture
+def two_phase_run(two_phase):
+  return two_phase.workdir
 
 
 def test_two_phase_sft_records_phases_and_stream_positions(two_phase_run):
@@ -59,7 +55,7 @@ def test_outputs_summary_compiles_and_tensorboard(two_phase_run):
   summary = json.loads(open(os.path.join(out, "summary.json")).read())
   assert summary["phases"] == 2 and summary["step_variants_compiled"] <= 2
   assert summary["tokenization"] == {"examples": 40, "truncated": 0, "dropped": 0}
-  assert sorted(os.listdir(os.path.join(out, "final"))) == ["model_config.json", "params", "tokenizer"]
+  assert sorted(os.listdir(os.path.join(out, "final"))) == ["checksums.json", "model_config.json", "params", "tokenizer"]
   events = glob.glob(os.path.join(out, "tensorboard", "events.out.tfevents.*"))
   assert len(events) == 1
   acc = EventAccumulator(events[0], size_guidance={"scalars": 0, "histograms": 0})

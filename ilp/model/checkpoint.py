@@ -15,7 +15,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 from jax.sharding import Mesh
 
-from ilp import fileio, parallel
+from ilp import checksums, fileio, parallel
 from ilp.model import build, hf
 from ilp.model.config import ModelConfig
 from ilp.model.safetensors_io import CheckpointError
@@ -35,6 +35,7 @@ def save_params(directory: str, cfg: ModelConfig, state: nnx.State, tokenizer: A
       checkpointer.wait_until_finished()
     with open(os.path.join(tmp, CONFIG_FILE), "w") as f:
       json.dump(cfg.to_dict(), f, indent=2)
+    checksums.seal(tmp)
 
 
 def read_model_config(directory: str, **overrides: Any) -> ModelConfig:
@@ -52,19 +53,33 @@ def load_params(directory: str, mesh: Mesh, rules: Sequence[tuple[str, Any]] = p
   `overrides` change config fields that do not alter shapes, e.g. `dtype="bfloat16"`.
   """
   directory = os.path.abspath(directory)
+  verify(directory)
   cfg = read_model_config(directory, **overrides)
   graphdef, abstract = build.abstract_model(cfg)
   shardings = parallel.state_shardings(abstract, mesh, rules)
   target = jax.tree.map(lambda v, s: jax.ShapeDtypeStruct(v.shape, cfg.jnp_param_dtype, sharding=s),
                         abstract, shardings)
   with ocp.StandardCheckpointer() as checkpointer:
-    state = checkpointer.restore(os.path.join(directory, PARAMS_DIR), target)
+    try:
+      state = checkpointer.restore(os.path.join(directory, PARAMS_DIR), target)
+    except Exception as e:  # orbax/tensorstore name no file: say which checkpoint failed
+      raise CorruptModelError(f"{directory}: the parameters could not be restored ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else ''})") from e
   check_finite(state, directory)
   return cfg, graphdef, state
 
 
 class CorruptModelError(ValueError):
-  """A model's parameters hold NaN or infinite values."""
+  """A model's files differ from their checksums, cannot be restored, or hold NaN or infinite values."""
+
+
+def verify(directory: str) -> None:
+  """Compares a sealed checkpoint with its manifest (unsealed ones, e.g. written elsewhere, pass)."""
+  if checksums.sealed(directory):
+    bad = checksums.problems(directory)
+    if bad:
+      raise CorruptModelError(f"{directory}: the checkpoint is corrupt: {bad[0]}"
+                              f"{f' (and {len(bad) - 1} more)' if len(bad) > 1 else ''}")
 
 
 @jax.jit

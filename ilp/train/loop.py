@@ -129,11 +129,11 @@ def train(section: TrainConfig, mesh_config: parallel.MeshConfig, layout: Layout
                                          section.checkpoint.async_save)
   state = optim.create_state(params, optimizer, shardings)
   del params
-  latest = ckpt.latest_step()
   fingerprint = stream.fingerprint()  # of the plan as built, before any control rewrote it
   stopped = None
-  if latest is not None:
-    state, meta = ckpt.restore(latest, state)
+  resumed = ckpt.restore_latest(state)
+  if resumed is not None:
+    latest, state, meta = resumed
     if meta.get("fingerprint") != fingerprint:
       raise fileio.ResumeError(
           f"{ckpt.directory}: checkpoint {latest} was written for another data stream (fingerprint "
