@@ -54,6 +54,12 @@ def _ids(tokenizer: Any, text: str) -> list[int]:
   return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
+def plain_prompt(record: SFTRecord, template: TemplateConfig) -> str:
+  """The prompt as text without a chat template: every prompt turn, then the generation prefix."""
+  turns = "".join(template.turn.format(role=m["role"], content=m["content"]) for m in record.prompt_messages)
+  return turns + template.generation_prefix
+
+
 def _prompt_and_response(record: SFTRecord, tokenizer: Any, template: TemplateConfig) -> tuple[list[int], list[int]]:
   eos = tokenizer.eos_token_id
   if eos is None:
@@ -67,8 +73,7 @@ def _prompt_and_response(record: SFTRecord, tokenizer: Any, template: TemplateCo
       return prompt, response if response[-1] == eos else response + [eos]
     # Templates that rewrite earlier turns: fall back to prompt + plainly tokenised response.
     return prompt, _ids(tokenizer, record.response) + [eos]
-  text = "".join(template.turn.format(role=m["role"], content=m["content"]) for m in record.prompt_messages)
-  prompt = _ids(tokenizer, text + template.generation_prefix)
+  prompt = _ids(tokenizer, plain_prompt(record, template))
   if template.add_bos and tokenizer.bos_token_id is not None:
     prompt = [tokenizer.bos_token_id] + prompt
   return prompt, _ids(tokenizer, record.response) + [eos]
