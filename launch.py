@@ -13,6 +13,7 @@ from ml_collections import config_flags
 from ilp import console, fileio, lock, parallel, pipeline, typed
 from ilp.data.records import DataError
 from ilp.model.checkpoint import CorruptModelError
+from ilp.model.safetensors_io import CheckpointError
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file (a get_config() module).", lock_config=True)
@@ -45,7 +46,11 @@ def main(argv: list[str]) -> None:
     # The multi-process runtime starts before JAX sees its devices (which the mesh check needs).
     parallel.initialize_distributed(typed.build(parallel.DistributedConfig, FLAGS.config.distributed, "distributed"))
     pipeline.run(FLAGS.config, FLAGS.workdir, FLAGS.force_rerun)
-  except (typed.ConfigError, DataError, lock.LockError, CorruptModelError, fileio.ResumeError) as e:
+    # Processes leave together: one done early would otherwise wait in JAX's shutdown barrier, which
+    # gives up after `distributed.shutdown_timeout_seconds` while process 0 may still be writing.
+    parallel.sync("pipeline done")
+  except (typed.ConfigError, DataError, lock.LockError, CorruptModelError, CheckpointError,
+          fileio.ResumeError) as e:
     sys.exit(f"launch.py: {e}")
 
 

@@ -12,11 +12,12 @@ import dataclasses
 import os
 from typing import Any
 
+import jax
 import ml_collections
 
 from ilp import typed
 from ilp.data.batches import PhaseConfig
-from ilp.data.config import DataConfig
+from ilp.data.config import WORKDIR, DataConfig
 from ilp.data.world import WorldConfig
 from ilp.detection.table import DetectConfig
 from ilp.interventions import config as interventions
@@ -153,9 +154,32 @@ class Config:
         raise ConfigError(field, f"(arm '{arm.name}') {e.message}") from None
 
 
+def check_paths(config: Config) -> None:
+  """The directories the config names outside the work directory exist, and a random init's
+  vocabulary holds its tokenizer (checked before any work, not when the stage that reads them starts)."""
+  named = [("data.tokenizer", config.data.tokenizer), ("init.hf_dir", config.init.hf_dir)]
+  named += [(field, path) for field, path in (("sft.init_from", config.sft.init_from),
+                                              ("pretrain.init_from", config.pretrain.init_from),
+                                              ("detect.model", config.detect.model),
+                                              ("detect.base", config.detect.base)) if os.path.isabs(path)]
+  for field, path in named:
+    if path and WORKDIR not in path:
+      check(os.path.isdir(path), field, f"{path}: no such directory")
+  tokenizer = config.data.tokenizer
+  if "init_model" in config.stages and not config.init.hf_dir and tokenizer and WORKDIR not in tokenizer:
+    from ilp.model import hf
+    config.model.for_tokenizer(hf.load_tokenizer(tokenizer))   # a vocabulary too small for it is refused
+
+
 def load(config: ml_collections.ConfigDict | dict[str, Any] | Config) -> Config:
-  """The typed, checked config; raises ConfigError naming the first bad field."""
-  return typed.build(Config, config)
+  """The typed, checked config; raises ConfigError naming the first bad field. The mesh is checked
+  against the devices here, at pipeline start, once a multi-process runtime is up (`launch.py`)."""
+  loaded = typed.build(Config, config)
+  try:
+    loaded.mesh.check_devices(jax.device_count())
+  except ConfigError as e:
+    raise ConfigError(f"mesh.{e.field}", e.message) from None
+  return loaded
 
 
 def config_dict(config: Config | None = None) -> ml_collections.ConfigDict:

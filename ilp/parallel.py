@@ -11,6 +11,8 @@ import contextlib
 import contextvars
 import dataclasses
 import logging
+import os
+import shutil
 from typing import Any, Iterator, Sequence
 
 import jax
@@ -19,6 +21,7 @@ from flax import nnx
 from jax.experimental import multihost_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
+from ilp import fileio
 from ilp.typed import check
 
 log = logging.getLogger(__name__)
@@ -60,31 +63,66 @@ class MeshConfig:
 
   def __post_init__(self):
     try:
-      resolve_mesh_shape(self.shape, jax.device_count())
+      _check_shape(self.shape)
     except MeshError as e:
       check(False, "shape", str(e))
     names = [r[0] if isinstance(r, tuple) and len(r) == 2 else None for r in self.rules]
     check(all(isinstance(n, str) for n in names), "rules", "every rule is a (logical name, mesh axes) pair")
 
+  def check_devices(self, num_devices: int) -> None:
+    """Raises ConfigError('shape') unless the mesh fits `num_devices`. Not part of `__post_init__`:
+    counting devices starts JAX's backend, after which the multi-process runtime can no longer
+    start, and config files (with their defaults) are built before `launch.py` starts it."""
+    try:
+      resolve_mesh_shape(self.shape, num_devices)
+    except MeshError as e:
+      check(False, "shape", str(e))
+
 
 @dataclasses.dataclass(frozen=True)
 class DistributedConfig:
-  """JAX's multi-process runtime (config section `distributed`); unset fields are auto-detected."""
+  """JAX's multi-process runtime (config section `distributed`); unset fields are auto-detected.
+
+  The timeouts bound how long a job outlives a failure: a process that stops sending heartbeats
+  (killed, or its host gone) for `heartbeat_timeout_seconds` makes every other process exit with
+  JAX's "another task died" error, and a process that ends while others still run waits at most
+  `shutdown_timeout_seconds` for them. JAX's defaults (100 s, 300 s) suit clusters; a quick local
+  check may lower them.
+  """
   enabled: bool = False
   coordinator_address: str | None = None
   num_processes: int | None = None
   process_id: int | None = None
+  initialization_timeout_seconds: int = 300   # how long processes wait for each other at start
+  heartbeat_timeout_seconds: int = 100
+  shutdown_timeout_seconds: int = 300
+
+  def __post_init__(self):
+    for name in ("initialization_timeout_seconds", "heartbeat_timeout_seconds", "shutdown_timeout_seconds"):
+      check(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
+    check(self.num_processes is None or self.num_processes >= 1, "num_processes",
+          f"must be >= 1, got {self.num_processes}")
+    check(self.process_id is None or 0 <= self.process_id < (self.num_processes or self.process_id + 1),
+          "process_id", f"must lie in [0, num_processes={self.num_processes}), got {self.process_id}")
 
 
-def resolve_mesh_shape(shape: Sequence[int], num_devices: int) -> tuple[int, ...]:
-  """Replaces a single -1 by the number of devices left over."""
+def _check_shape(shape: Sequence[int]) -> tuple[int, ...]:
+  """The shape's own rules (whatever the devices): one entry per mesh axis, at most one -1."""
   shape = tuple(int(s) for s in shape)
   if len(shape) != len(MESH_AXES):
     raise MeshError(f"mesh shape {shape} must have {len(MESH_AXES)} entries {MESH_AXES}")
   if shape.count(-1) > 1:
     raise MeshError(f"mesh shape {shape}: at most one axis may be -1")
+  if any(s == 0 or s < -1 for s in shape):
+    raise MeshError(f"mesh shape {shape}: entries must be positive or -1")
+  return shape
+
+
+def resolve_mesh_shape(shape: Sequence[int], num_devices: int) -> tuple[int, ...]:
+  """Replaces a single -1 by the number of devices left over."""
+  shape = _check_shape(shape)
   known = int(np.prod([s for s in shape if s != -1]))
-  if any(s == 0 or s < -1 for s in shape) or num_devices % known:
+  if num_devices % known:
     raise MeshError(f"mesh shape {shape} does not divide the {num_devices} available devices")
   shape = tuple(num_devices // known if s == -1 else s for s in shape)
   if int(np.prod(shape)) != num_devices:
@@ -193,21 +231,70 @@ def to_host(tree: Any) -> Any:
   return jax.device_get(tree)
 
 
+def agree(value: bool) -> bool:
+  """Process 0's `value`, on every process (e.g. whether it took the work-directory lock)."""
+  if jax.process_count() > 1:
+    return bool(multihost_utils.broadcast_one_to_all(np.asarray(value)))
+  return value
+
+
 def sync(name: str) -> None:
   """Waits for every process (a no-op in a single-process run), e.g. until process 0 wrote a file."""
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices(name)
 
 
+@contextlib.contextmanager
+def shared_directory(final: str) -> Iterator[str]:
+  """`fileio.atomic_directory` for a directory that every process writes into (an orbax checkpoint,
+  whose shards each process saves itself); every process must enter it.
+
+  All processes get one temporary path (a private one per process would leave each with only its
+  own shards), which process 0 renames to `final` once every process is done. One launch holds a
+  work directory (`ilp.lock`), so a fixed name is unique; one left by a killed run is replaced.
+  """
+  if jax.process_count() == 1:
+    with fileio.atomic_directory(final) as tmp:
+      yield tmp
+    return
+  final = os.path.abspath(final)
+  tmp = os.path.join(os.path.dirname(final), f".tmp-{os.path.basename(final)}-shared")
+  writer = jax.process_index() == 0
+  if writer:
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+  sync(f"created {tmp}")
+  try:
+    yield tmp
+  except BaseException:
+    if writer:
+      shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  sync(f"written {tmp}")
+  if writer:
+    if os.path.exists(final):
+      shutil.rmtree(final)
+    os.replace(tmp, final)
+  sync(f"renamed {final}")
+
+
 def initialize_distributed(distributed: DistributedConfig) -> None:
   """Starts JAX's multi-host runtime for a job that spans several processes.
 
   Fields left as None are auto-detected by JAX (TPU pods, SLURM, Open MPI); a single-process
-  run leaves `enabled` off and pays nothing.
+  run leaves `enabled` off and pays nothing. JAX's preemption service is turned off: it takes over
+  SIGTERM to let a training loop checkpoint at an agreed step, which this loop does not poll, so
+  a `kill` or a scheduler's stop would be swallowed and the run go on until SIGKILL. Without it
+  SIGTERM ends a process as in a single-process run; the others stop within the heartbeat timeout
+  and a re-run resumes from the last checkpoint.
   """
   if not distributed.enabled:
     return
+  jax.config.update("jax_enable_preemption_service", False)
   jax.distributed.initialize(coordinator_address=distributed.coordinator_address,
-                             num_processes=distributed.num_processes, process_id=distributed.process_id)
+                             num_processes=distributed.num_processes, process_id=distributed.process_id,
+                             initialization_timeout=distributed.initialization_timeout_seconds,
+                             heartbeat_timeout_seconds=distributed.heartbeat_timeout_seconds,
+                             shutdown_timeout_seconds=distributed.shutdown_timeout_seconds)
   log.info("JAX distributed: process %d of %d, %d local / %d global devices", jax.process_index(),
-               jax.process_count(), jax.local_device_count(), jax.device_count())
+           jax.process_count(), jax.local_device_count(), jax.device_count())

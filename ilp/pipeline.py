@@ -10,12 +10,13 @@ validated, so a bad field, bad data or a changed setting fails with nothing writ
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
 import shutil
 import time
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import jax
 import ml_collections
@@ -89,8 +90,24 @@ def run(config: ml_collections.ConfigDict | Config, workdir: str, force: Sequenc
   if unknown:
     raise ConfigError("force_rerun", f"stage(s) {', '.join(unknown)} not in stages {config.stages}")
   layout = Layout(workdir)
-  with lock.workdir_lock(layout.root, enabled=jax.process_index() == 0):
+  with _locked(layout.root):
     _run(config, layout, set(force))
+
+
+@contextlib.contextmanager
+def _locked(root: str) -> Iterator[None]:
+  """Process 0 holds the work-directory lock; every process learns whether it got it, so a refused
+  multi-process launch stops everywhere at once instead of leaving the others waiting."""
+  refused = None
+  with contextlib.ExitStack() as stack:
+    if jax.process_index() == 0:
+      try:
+        stack.enter_context(lock.workdir_lock(root))
+      except lock.LockError as e:
+        refused = e
+    if not parallel.agree(refused is None):
+      raise refused or lock.LockError(f"{root}: process 0 could not lock the work directory (see its error)")
+    yield
 
 
 def _plan(config: Config, layout: Layout, record: provenance.Record, force: set[str]) -> list[tuple[Stage, str]]:
@@ -125,6 +142,7 @@ def _run(config: Config, layout: Layout, force: set[str]) -> None:
   record = provenance.Record(layout.provenance, writer)
   plan = _plan(config, layout, record, force)
   pending = [stage for stage, action in plan if action != "skip"]
+  config_lib.check_paths(config)
   existing = config.data.existing()
   for check in dict.fromkeys(check for stage in pending for check in stage.checks):
     check(config, existing)

@@ -15,6 +15,7 @@ import ilp
 from ilp import lock, pipeline
 from ilp.data import loaders
 from ilp.data.records import DataError
+from ilp.typed import ConfigError
 from ilp.model import checkpoint
 from tests import sft_data
 
@@ -110,3 +111,31 @@ def test_detection_settings_do_not_depend_on_where_the_workdir_lies():
   a = settings_hash(DetectConfig(), data.resolved("/runs/a"), 0, "/runs/a")
   assert a == settings_hash(DetectConfig(), data.resolved("/elsewhere/b"), 0, "/elsewhere/b/")
   assert a != settings_hash(DetectConfig(temperature=0.5), data.resolved("/runs/a"), 0, "/runs/a")
+
+
+def test_an_empty_source_file_is_refused_before_any_work(tmp_path):
+  paths = sft_data.make_inputs(str(tmp_path / "data"), per_dataset=8)
+  open(paths["b"], "w").close()
+  with pytest.raises(DataError, match=f"{paths['b']}: holds no SFT data"):
+    pipeline.run(sft_data.sft_config(paths), str(tmp_path / "work"))
+  assert not (tmp_path / "work").exists()
+
+
+@pytest.mark.parametrize("field", ["data.tokenizer", "init.hf_dir", "detect.model"])
+def test_a_missing_directory_the_config_names_is_refused_before_any_work(tmp_path, field):
+  paths = sft_data.make_inputs(str(tmp_path / "data"), per_dataset=8)
+  config = sft_data.sft_config(paths)
+  section, name = field.split(".")
+  config[section][name] = str(tmp_path / "nowhere")
+  with pytest.raises(ConfigError, match=f"'{field}': {tmp_path / 'nowhere'}: no such directory"):
+    pipeline.run(config, str(tmp_path / "work"))
+  assert not (tmp_path / "work").exists()
+
+
+def test_a_vocabulary_smaller_than_the_tokenizer_is_refused_before_any_work(tmp_path):
+  paths = sft_data.make_inputs(str(tmp_path / "data"), per_dataset=8)
+  config = sft_data.sft_config(paths)
+  config.model.vocab_size = 10
+  with pytest.raises(ConfigError, match="'model.vocab_size': 10 is smaller than the tokenizer's"):
+    pipeline.run(config, str(tmp_path / "work"))
+  assert not (tmp_path / "work").exists()

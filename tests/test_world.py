@@ -14,15 +14,14 @@ import pandas as pd
 import pytest
 
 from configs import world as world_config
+from configs import world_small
 from ilp import pipeline
 from ilp.data import world
 from ilp.diagnosis import attribution
 from ilp.layout import Layout
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SMALL = dict(seed=0, cities=8, countries=3, jobs=5, codes=10, control=16, missing=6, conflict=6, inconsistent_pairs=3,
-             forgetting=6, interference=10, rare=4, phase1_control=6, qa_people=5, mentions=4, conflict_mentions=8,
-             general_documents=50, knowledge_documents=2)
+SMALL = world_small.SIZES
 
 
 def _guard_ground_truth(monkeypatch) -> None:

@@ -318,6 +318,7 @@ def _read(sources: Sequence[Any], kind: _Kind) -> tuple[list[Any], list[str], li
   for index, raw in enumerate(sources):
     try:
       source = _source(raw, index, kind.fields, kind.keys)
+      found, failed = len(items), len(problems)
       for part in _parts(source):
         if part.format not in kind.formats:
           raise DataError(f"{source.path}: format '{part.format}' is not for {kind.name} "
@@ -331,6 +332,8 @@ def _read(sources: Sequence[Any], kind: _Kind) -> tuple[list[Any], list[str], li
           if item is not None:
             items.append(item)
             locations.append(where)
+      if len(items) == found and len(problems) == failed:   # a configured source that is empty is a mistake
+        raise DataError(f"{source.path or source.name}: holds no {kind.name} (the source is empty)")
     except DataError as e:
       problems.append(str(e))
   return items, locations, problems

@@ -15,7 +15,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 from jax.sharding import Mesh
 
-from ilp import checksums, fileio, parallel
+from ilp import checksums, parallel
 from ilp.model import build, hf
 from ilp.model.config import ModelConfig
 from ilp.model.safetensors_io import CheckpointError
@@ -26,16 +26,20 @@ TOKENIZER_DIR = "tokenizer"
 
 
 def save_params(directory: str, cfg: ModelConfig, state: nnx.State, tokenizer: Any = None) -> None:
-  """Writes the checkpoint atomically: a reader sees all of it or nothing."""
-  with fileio.atomic_directory(directory) as tmp:
-    if tokenizer is not None:
+  """Writes the checkpoint atomically: a reader sees all of it or nothing. Every process calls it:
+  each saves its own shards into one shared directory, and process 0 alone writes the other files
+  (two writers of one file could leave it, or the manifest sealing it, half-written)."""
+  writer = jax.process_index() == 0
+  with parallel.shared_directory(directory) as tmp:
+    if tokenizer is not None and writer:
       tokenizer.save_pretrained(os.path.join(tmp, TOKENIZER_DIR))
     with ocp.StandardCheckpointer() as checkpointer:
       checkpointer.save(os.path.join(tmp, PARAMS_DIR), state)
       checkpointer.wait_until_finished()
-    with open(os.path.join(tmp, CONFIG_FILE), "w") as f:
-      json.dump(cfg.to_dict(), f, indent=2)
-    checksums.seal(tmp)
+    if writer:
+      with open(os.path.join(tmp, CONFIG_FILE), "w") as f:
+        json.dump(cfg.to_dict(), f, indent=2)
+      checksums.seal(tmp)
 
 
 def read_model_config(directory: str, **overrides: Any) -> ModelConfig:

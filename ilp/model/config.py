@@ -11,7 +11,7 @@ from typing import Any, Mapping
 
 import jax.numpy as jnp
 
-from ilp.typed import check
+from ilp.typed import ConfigError, check
 
 FAMILIES = ("llama", "qwen2", "olmo2")
 ROPE_TYPES = ("default", "linear", "llama3")
@@ -95,6 +95,9 @@ class ModelConfig:
     changes: dict[str, Any] = {}
     if not self.vocab_size:
       changes["vocab_size"] = len(tokenizer)
+    elif tokenizer is not None and len(tokenizer) > self.vocab_size:   # ids past the table would be clamped
+      raise ConfigError("model.vocab_size", f"{self.vocab_size} is smaller than the tokenizer's {len(tokenizer)} "
+                        "tokens (0 takes the tokenizer's size)")
     if self.eos_token_ids == () and tokenizer is not None:
       changes.update(eos_token_ids=(tokenizer.eos_token_id,), bos_token_id=tokenizer.bos_token_id,
                      pad_token_id=tokenizer.pad_token_id)
