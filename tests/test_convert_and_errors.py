@@ -33,7 +33,7 @@ def test_convert_hf_cli_round_trip(tmp_path):
   model = hf_models.save_hf_model("olmo2", src)
   hf_models.save_tiny_tokenizer(src)
   _convert("--to=orbax", f"--src={src}", f"--dst={ckpt}", "--mesh_shape=1,4,1")
-  assert sorted(os.listdir(ckpt)) == ["model_config.json", "params", "tokenizer"]
+  assert sorted(os.listdir(ckpt)) == ["checksums.json", "model_config.json", "params", "tokenizer"]
   _convert("--to=hf", f"--src={ckpt}", f"--dst={back}", "--mesh_shape=2,1,2")
   reloaded = transformers.AutoModelForCausalLM.from_pretrained(back, dtype=torch.float32)
   for name, tensor in model.state_dict().items():

@@ -139,3 +139,12 @@ def test_a_vocabulary_smaller_than_the_tokenizer_is_refused_before_any_work(tmp_
   with pytest.raises(ConfigError, match="'model.vocab_size': 10 is smaller than the tokenizer's"):
     pipeline.run(config, str(tmp_path / "work"))
   assert not (tmp_path / "work").exists()
+
+
+def test_a_hub_id_as_a_dataset_name_is_refused_before_any_work(tmp_path):
+  paths = sft_data.make_inputs(str(tmp_path / "data"), per_dataset=8)
+  config = sft_data.sft_config(paths)
+  config.data.sft = ({"name": "tatsu-lab/alpaca", "format": "hf"},)
+  with pytest.raises(DataError, match="'tatsu-lab/alpaca' is neither a local dataset directory"):
+    pipeline.run(config, str(tmp_path / "work"))
+  assert not (tmp_path / "work").exists()

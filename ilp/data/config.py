@@ -51,11 +51,13 @@ class DataConfig:
 
   def resolved(self, workdir: str) -> "DataConfig":
     """A copy with `{workdir}` in every path replaced by `workdir`."""
-    fill = lambda sources: tuple({**s, "path": str(s["path"]).replace(WORKDIR, workdir)} for s in sources)
+    fill = lambda sources: tuple({**s, "path": str(s["path"]).replace(WORKDIR, workdir)} if "path" in s else s
+                                 for s in sources)
     return dataclasses.replace(self, tokenizer=self.tokenizer.replace(WORKDIR, workdir),
                                **{name: fill(getattr(self, name)) for name in SOURCES})
 
   def existing(self) -> "DataConfig":
     """A copy without the sources under `{workdir}`: they do not exist before their stage runs."""
-    keep: Callable[[Iterable[dict]], tuple] = lambda sources: tuple(s for s in sources if WORKDIR not in str(s["path"]))
+    keep: Callable[[Iterable[dict]], tuple] = lambda sources: tuple(s for s in sources
+                                                                    if WORKDIR not in str(s.get("path", "")))
     return dataclasses.replace(self, **{name: keep(getattr(self, name)) for name in SOURCES})
