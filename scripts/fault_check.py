@@ -286,35 +286,14 @@ def check_bad_configs(c: Checker) -> None:
     c.record("bad_config", case, ok, f"{last[:160]} ({time.time() - start:.0f}s)")
 
 
-def _damage_jsonl(source: str, target: str, kind: str) -> None:
-  lines = open(source, "rb").read().splitlines()
-  if kind == "malformed JSON":
-    lines[3] = lines[3][:-5]
-  elif kind == "missing response":
-    row = json.loads(lines[2]); row.pop("response"); lines[2] = json.dumps(row).encode()
-  elif kind == "wrong type":
-    row = json.loads(lines[4]); row["phase"] = "two"; lines[4] = json.dumps(row).encode()
-  elif kind == "empty response":
-    row = json.loads(lines[1]); row["response"] = "  "; lines[1] = json.dumps(row).encode()
-  elif kind == "duplicate id":
-    lines.append(lines[0])
-  elif kind == "invalid UTF-8":
-    lines[5] = b'{"id": "u", "prompt": "\xff\xfe", "response": "x"}'
-  elif kind == "empty file":
-    lines = []
-  with open(target, "wb") as f:
-    f.write(b"\n".join(lines) + (b"\n" if lines else b""))
-
-
 def check_bad_inputs(c: Checker, reference: str) -> None:
   world = Layout(reference).world
   data = os.path.join(c.out, "bad-data")
   os.makedirs(data, exist_ok=True)
   cases = []
-  for kind in ("malformed JSON", "missing response", "wrong type", "empty response", "duplicate id", "invalid UTF-8",
-               "empty file"):
+  for kind in faults.JSONL_DAMAGE:
     target = os.path.join(data, kind.replace(" ", "_") + ".jsonl")
-    _damage_jsonl(os.path.join(world, "sft_phase2.jsonl"), target, kind)
+    faults.damage_jsonl(os.path.join(world, "sft_phase2.jsonl"), target, kind)
     cases.append((kind, f"c.data.sft = ({{'path': {os.path.join(world, 'sft_phase1.jsonl')!r}}}, {{'path': {target!r}}})",
                   os.path.basename(target)))
   cases += [

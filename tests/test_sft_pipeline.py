@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from ilp import pipeline
+from ilp import faults, pipeline
 from ilp.data.records import DataError
 from ilp.model import checkpoint
 from ilp.data import mixture
@@ -141,28 +141,10 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
-def _corrupt(path, kind):
-  lines = open(path, "rb").read().splitlines()
-  if kind == "malformed":
-    lines[3] = b'{"id": "broken", "prompt": "w5"'
-  elif kind == "missing_field":
-    row = json.loads(lines[2]); row.pop("response"); lines[2] = json.dumps(row).encode()
-  elif kind == "wrong_type":
-    row = json.loads(lines[4]); row["phase"] = "two"; lines[4] = json.dumps(row).encode()
-  elif kind == "empty_response":
-    row = json.loads(lines[1]); row["response"] = "  "; lines[1] = json.dumps(row).encode()
-  elif kind == "duplicate_id":
-    lines.append(lines[0])
-  elif kind == "bad_utf8":
-    lines[5] = b'{"id": "u", "prompt": "\xff\xfe", "response": "w5"}'
-  open(path, "wb").write(b"\n".join(lines) + b"\n")
-
-
-@pytest.mark.parametrize("kind", ["malformed", "missing_field", "wrong_type", "empty_response", "duplicate_id",
-                                  "bad_utf8"])
+@pytest.mark.parametrize("kind", faults.JSONL_DAMAGE)
 def test_bad_input_fails_before_anything_is_written(tmp_path, kind):
   paths = sft_data.make_inputs(str(tmp_path / "data"))
-  _corrupt(paths["b"], kind)
+  faults.damage_jsonl(paths["b"], paths["b"], kind)
   workdir = tmp_path / "work"
   with pytest.raises(DataError, match="b.jsonl"):
     pipeline.run(sft_data.sft_config(paths), str(workdir))
