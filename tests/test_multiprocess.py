@@ -13,6 +13,7 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from ilp import config as config_lib
 from ilp import parallel, pipeline
@@ -74,6 +75,7 @@ def test_a_held_work_directory_stops_every_process(tmp_path):
   assert sorted(os.listdir(workdir)) == [".lock"]
 
 
+@pytest.mark.slow   # ~1 min; scripts/multiprocess_check.py runs the whole world this way
 def test_two_processes_fine_tune_like_one(tmp_path):
   """Two-phase SFT with its dynamics log and checkpoints (pre-training runs the same loop; the
   script checks it too), sized for the suite's budget: one step and one evaluator to compile."""
