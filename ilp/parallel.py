@@ -41,6 +41,7 @@ DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
     ("cache_length", None),
     ("act_embed", None),
     ("norm", None),
+    ("layers", None),
 )
 
 # Metadata key under which parameters carry their logical axes. Kept apart from Flax's own

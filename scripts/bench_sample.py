@@ -44,16 +44,9 @@ def _best(fn) -> float:
 def main(argv: list[str]) -> None:
   del argv
   import torch
-  import transformers
-  torch.manual_seed(0)
-  config = transformers.LlamaConfig(vocab_size=FLAGS.vocab, hidden_size=FLAGS.d_model,
-                                    intermediate_size=int(FLAGS.d_model * 2.75) // 16 * 16,
-                                    num_hidden_layers=FLAGS.layers, num_attention_heads=FLAGS.d_model // 64,
-                                    num_key_value_heads=FLAGS.d_model // 64, max_position_embeddings=512,
-                                    bos_token_id=1, eos_token_id=2, pad_token_id=0)
-  model = transformers.LlamaForCausalLM(config).float().eval()
+  import hf_llama  # scripts/hf_llama.py (torch, like the import above)
   directory = tempfile.mkdtemp()
-  model.save_pretrained(directory)
+  model = hf_llama.save_random_llama(directory, FLAGS.d_model, FLAGS.layers, FLAGS.vocab)
   mesh = parallel.make_mesh((-1, 1, 1))
   cfg, graphdef, params = hf.load_hf(directory, mesh)
   sampler = Sampler(graphdef, cfg, mesh)

@@ -24,6 +24,8 @@ flags.DEFINE_string("src", None, "Source checkpoint directory.")
 flags.DEFINE_string("dst", None, "Destination directory (replaced atomically).")
 flags.DEFINE_enum("param_dtype", None, ["float32", "bfloat16", "float16"],
                   "Parameter dtype to store (default: float32 into orbax, the checkpoint's own into HF).")
+flags.DEFINE_bool("scan_layers", False, "Into orbax: stack the layers on a leading axis, for a scanned model "
+                  "(model.scan_layers); into HF the checkpoint's own layout is read.")
 flags.DEFINE_list("mesh_shape", ["1", "-1", "1"], "Mesh shape (data, fsdp, tensor); one entry may be -1.")
 flags.DEFINE_integer("max_shard_mb", 2048, "Largest safetensors file written when converting to HF.")
 flags.mark_flags_as_required(["to", "src", "dst"])
@@ -36,7 +38,8 @@ def main(argv: list[str]) -> None:
   console.configure_logging()
   mesh = parallel.make_mesh([int(s) for s in FLAGS.mesh_shape])
   if FLAGS.to == "orbax":
-    cfg, _, state = hf.load_hf(FLAGS.src, mesh, param_dtype=FLAGS.param_dtype or "float32")
+    cfg, _, state = hf.load_hf(FLAGS.src, mesh, param_dtype=FLAGS.param_dtype or "float32",
+                               scan_layers=FLAGS.scan_layers)
     checkpoint.save_params(FLAGS.dst, cfg, state, tokenizer=hf.find_tokenizer(FLAGS.src))
   else:
     cfg, _, state = checkpoint.load_params(FLAGS.src, mesh)

@@ -15,6 +15,7 @@ from ilp.typed import ConfigError, check
 
 FAMILIES = ("llama", "qwen2", "olmo2")
 ROPE_TYPES = ("default", "linear", "llama3")
+REMATS = ("none", "full", "dots_saveable")  # what a layer keeps for the backward pass (all, nothing, matmul outputs)
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
@@ -56,11 +57,16 @@ class ModelConfig:
   bos_token_id: int | None = None
   eos_token_ids: tuple[int, ...] = ()
   pad_token_id: int | None = None
+  # How the layers run, not what they compute: one scan over weights stacked on a leading `layers`
+  # axis (compile time independent of depth), and per-layer recomputation in the backward pass.
+  scan_layers: bool = False
+  remat: str = "none"
 
   def __post_init__(self):
     check(self.family in FAMILIES, "family", f"'{self.family}' is not supported (supported: {', '.join(FAMILIES)})")
     check(self.rope.type in ROPE_TYPES, "rope.type",
           f"'{self.rope.type}' is not supported (supported: {', '.join(ROPE_TYPES)})")
+    check(self.remat in REMATS, "remat", f"'{self.remat}' is not one of {REMATS}")
     for field in ("param_dtype", "dtype"):
       check(getattr(self, field) in DTYPES, field, f"'{getattr(self, field)}' is not one of {sorted(DTYPES)}")
     for field in ("hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads", "head_dim"):

@@ -2,7 +2,9 @@
 
 Reading places every tensor straight onto its devices with its target sharding, slicing a
 memory-mapped view per shard, so no full host copy of the model is ever made. Writing produces
-a directory (`config.json` + safetensors) that `transformers.AutoModelForCausalLM` loads.
+a directory (`config.json` + safetensors) that `transformers.AutoModelForCausalLM` loads. A
+scanned model (`scan_layers`) stacks HF's per-layer tensors on its leading `layers` axis when
+reading and writes each layer's slice back, so its HF directory is the unscanned model's.
 """
 from __future__ import annotations
 
@@ -39,8 +41,10 @@ def _load_json(path: str) -> dict[str, Any]:
     raise CheckpointError(f"{path}: line {e.lineno}: invalid JSON ({e.msg})") from e
 
 
-def config_from_hf(directory: str, param_dtype: str = "float32", dtype: str = "float32") -> ModelConfig:
-  """Reads `config.json` of an HF checkpoint into a ModelConfig."""
+def config_from_hf(directory: str, param_dtype: str = "float32", dtype: str = "float32", scan_layers: bool = False,
+                   remat: str = "none") -> ModelConfig:
+  """Reads `config.json` of an HF checkpoint into a ModelConfig; the other arguments are how the
+  model is stored and run, which HF's config does not say."""
   path = os.path.join(directory, "config.json")
   d = _load_json(path)
   family = d.get("model_type")
@@ -89,7 +93,7 @@ def config_from_hf(directory: str, param_dtype: str = "float32", dtype: str = "f
         tie_embeddings=bool(d.get("tie_word_embeddings", False)),
         qkv_bias=family == "qwen2" or attention_bias, o_bias=family != "qwen2" and attention_bias,
         param_dtype=param_dtype, dtype=dtype, bos_token_id=d.get("bos_token_id"), eos_token_ids=eos_ids,
-        pad_token_id=d.get("pad_token_id"))
+        pad_token_id=d.get("pad_token_id"), scan_layers=scan_layers, remat=remat)
   except (ModelConfigError, ConfigError) as e:
     raise ModelConfigError(f"{path}: {e}") from e
 
@@ -124,12 +128,14 @@ class TensorMap:
   """Where one HF tensor lives in our state and how its layout differs.
 
   HF linear weights are [out, in]; ours are [in, out] with the head axis split out, so
-  `transpose` flips HF's two axes and a reshape then yields our shape.
+  `transpose` flips HF's two axes and a reshape then yields our shape. In a scanned model the
+  variable at `path` stacks every layer's tensor and this one is its slice `layer`.
   """
   hf_name: str
   path: tuple[Any, ...]
   hf_shape: tuple[int, ...]
   transpose: bool
+  layer: int | None = None
 
   def to_ours(self, hf_array: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     """A view (no copy) of the HF tensor in our layout."""
@@ -154,9 +160,9 @@ def tensor_maps(cfg: ModelConfig) -> list[TensorMap]:
   else:
     norm_names = {"attn_norm": "input_layernorm", "mlp_norm": "post_attention_layernorm"}
   for i in range(cfg.num_layers):
-    hf, ours = f"model.layers.{i}", ("layers", i)
+    hf, ours = f"model.layers.{i}", ("layers",) if cfg.scan_layers else ("layers", i)
     attn = ours + ("attn",)
-    maps += [
+    layer_maps = [
         TensorMap(f"{hf}.self_attn.q_proj.weight", attn + ("q",), (q_out, e), True),
         TensorMap(f"{hf}.self_attn.k_proj.weight", attn + ("k",), (kv_out, e), True),
         TensorMap(f"{hf}.self_attn.v_proj.weight", attn + ("v",), (kv_out, e), True),
@@ -165,24 +171,26 @@ def tensor_maps(cfg: ModelConfig) -> list[TensorMap]:
         TensorMap(f"{hf}.mlp.up_proj.weight", ours + ("mlp", "up"), (m, e), True),
         TensorMap(f"{hf}.mlp.down_proj.weight", ours + ("mlp", "down"), (e, m), True),
     ]
-    maps += [TensorMap(f"{hf}.{hf_norm}.weight", ours + (norm, "scale"), (e,), False)
-             for norm, hf_norm in norm_names.items()]
+    layer_maps += [TensorMap(f"{hf}.{hf_norm}.weight", ours + (norm, "scale"), (e,), False)
+                   for norm, hf_norm in norm_names.items()]
     if cfg.qkv_bias:
-      maps += [TensorMap(f"{hf}.self_attn.{p}_proj.bias", attn + (f"{p}_bias",), (n,), False)
-               for p, n in (("q", q_out), ("k", kv_out), ("v", kv_out))]
+      layer_maps += [TensorMap(f"{hf}.self_attn.{p}_proj.bias", attn + (f"{p}_bias",), (n,), False)
+                     for p, n in (("q", q_out), ("k", kv_out), ("v", kv_out))]
     if cfg.o_bias:
-      maps.append(TensorMap(f"{hf}.self_attn.o_proj.bias", attn + ("o_bias",), (e,), False))
+      layer_maps.append(TensorMap(f"{hf}.self_attn.o_proj.bias", attn + ("o_bias",), (e,), False))
     if cfg.qk_norm:
-      maps += [TensorMap(f"{hf}.self_attn.q_norm.weight", attn + ("q_norm", "scale"), (q_out,), False),
-               TensorMap(f"{hf}.self_attn.k_norm.weight", attn + ("k_norm", "scale"), (kv_out,), False)]
+      layer_maps += [TensorMap(f"{hf}.self_attn.q_norm.weight", attn + ("q_norm", "scale"), (q_out,), False),
+                     TensorMap(f"{hf}.self_attn.k_norm.weight", attn + ("k_norm", "scale"), (kv_out,), False)]
+    maps += [dataclasses.replace(t, layer=i) for t in layer_maps] if cfg.scan_layers else layer_maps
   return maps
 
 
 def load_hf(directory: str, mesh: Mesh, rules: Sequence[tuple[str, Any]] = parallel.DEFAULT_RULES,
-            param_dtype: str = "float32", dtype: str = "float32"
+            param_dtype: str = "float32", dtype: str = "float32", scan_layers: bool = False, remat: str = "none"
             ) -> tuple[ModelConfig, nnx.GraphDef, nnx.State]:
-  """Reads an HF checkpoint directory into sharded parameters on `mesh`."""
-  cfg = config_from_hf(directory, param_dtype=param_dtype, dtype=dtype)
+  """Reads an HF checkpoint directory into sharded parameters on `mesh`; the keyword arguments are
+  `config_from_hf`'s."""
+  cfg = config_from_hf(directory, param_dtype=param_dtype, dtype=dtype, scan_layers=scan_layers, remat=remat)
   graphdef, abstract = build.abstract_model(cfg)
   shardings = dict(build.flat_variables(parallel.state_shardings(abstract, mesh, rules)))
   variables = dict(build.flat_variables(abstract))
@@ -196,18 +204,24 @@ def load_hf(directory: str, mesh: Mesh, rules: Sequence[tuple[str, Any]] = paral
     raise CheckpointError(f"{directory}: tensors not used by a {cfg.family} model with this config.json: "
                           f"{', '.join(unexpected[:5])}{' ...' if len(unexpected) > 5 else ''}")
   np_dtype = np.dtype(DTYPES[param_dtype])
-  flat = []
-  for t in maps:
+  by_path: dict[tuple[Any, ...], list[TensorMap]] = {}
+  for t in maps:   # a scanned model's stacked variable gathers its layers' tensors, in layer order
     if t.hf_name not in reader:
       raise CheckpointError(f"{directory}: tensor '{t.hf_name}' is missing")
     if reader.shape(t.hf_name) != t.hf_shape:
       raise CheckpointError(f"{reader.file_of(t.hf_name)}: tensor '{t.hf_name}' has shape "
                             f"{reader.shape(t.hf_name)}, expected {t.hf_shape} from config.json")
-    var = variables[t.path]
-    view = t.to_ours(reader.get(t.hf_name), var.shape)
-    array = jax.make_array_from_callback(
-        var.shape, shardings[t.path].get_value(), lambda idx, view=view: np.array(view[idx], dtype=np_dtype))  # copy: never alias the mmap
-    flat.append((t.path, var.replace(array)))
+    by_path.setdefault(t.path, []).append(t)
+  flat = []
+  for path, group in by_path.items():
+    var = variables[path]
+    stacked = group[0].layer is not None
+    views = [t.to_ours(reader.get(t.hf_name), var.shape[1:] if stacked else var.shape) for t in group]
+    if stacked:   # a device's slice [layers, ...] stacks its layers' slices
+      read = lambda idx, views=views: np.stack([np.array(v[idx[1:]], dtype=np_dtype) for v in views[idx[0]]])
+    else:
+      read = lambda idx, view=views[0]: np.array(view[idx], dtype=np_dtype)   # copy: never alias the mmap
+    flat.append((path, var.replace(jax.make_array_from_callback(var.shape, shardings[path].get_value(), read))))
   return cfg, graphdef, nnx.from_flat_state(flat)
 
 
@@ -215,6 +229,8 @@ def _host_tensors(cfg: ModelConfig, state: nnx.State, dtype: np.dtype) -> Iterat
   variables = dict(build.flat_variables(state))
   for t in tensor_maps(cfg):
     array = variables[t.path].get_value()
+    if t.layer is not None:
+      array = array[t.layer]   # sliced on its devices: only this layer is gathered
     host = multihost_utils.process_allgather(array, tiled=True) if jax.process_count() > 1 else jax.device_get(array)
     yield t.hf_name, t.to_hf(np.asarray(host)).astype(dtype)
 

@@ -3,11 +3,13 @@
 Weights keep heads as their own axis (q kernel [embed, heads, head_dim], o kernel
 [heads, head_dim, embed]) so tensor parallelism shards whole heads; every parameter carries
 logical axis names (see `ilp.parallel`). Parameters live in `param_dtype`, the computation runs
-in `dtype`, normalisation, softmax and logits in float32.
+in `dtype`, normalisation, softmax and logits in float32. With `scan_layers` the decoder layers
+are one DecoderLayer whose weights are stacked on a leading `layers` axis, run by one scan: XLA
+compiles the layer once instead of once per layer, so compile time no longer grows with depth.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -19,6 +21,10 @@ from ilp.model.config import ModelConfig
 from ilp.model.kv_cache import KVCache
 
 _MASK_VALUE = float(jnp.finfo(jnp.float32).min)
+# A scanned model's stacked weights get a leading `layers` logical axis (NNX's vmap adds it on creation).
+_LAYERS_METADATA = {nnx.PARTITION_NAME: "layers", parallel.AXES_KEY: "layers"}
+_REMAT_POLICIES = {"full": jax.checkpoint_policies.nothing_saveable,
+                   "dots_saveable": jax.checkpoint_policies.dots_saveable}
 
 
 def _param(rngs: nnx.Rngs, shape: Sequence[int], axes: Sequence[str | None], dtype, init: str) -> nnx.Param:
@@ -43,6 +49,26 @@ class RMSNorm(nnx.Module):
     xf = x.astype(jnp.float32)
     xf = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=dims, keepdims=True) + self.eps)
     return (xf * self.scale[...].astype(jnp.float32)).astype(x.dtype)
+
+
+def _write_cache(cache: tuple[jax.Array, jax.Array], k: jax.Array, v: jax.Array, index: jax.Array,
+                 layer: jax.Array | None) -> tuple[jax.Array, jax.Array, tuple[jax.Array, jax.Array]]:
+  """Writes new keys and values at slot `index` of a cache; returns the layer's keys and values to
+  attend over and the updated cache.
+
+  `cache` is one layer's (keys, values), or with `layer` every layer's, stacked (a scanned model,
+  which carries the whole cache through its scan): the new slots are written in place at slice
+  `layer`, so a decode step copies one layer's cache at a time, not the whole cache.
+  """
+  keys, values = cache
+  if layer is None:
+    keys = jax.lax.dynamic_update_slice(keys, k.astype(keys.dtype), (0, 0, 0, index))
+    values = jax.lax.dynamic_update_slice(values, v.astype(values.dtype), (0, 0, index, 0))
+    return keys, values, (keys, values)
+  keys = jax.lax.dynamic_update_slice(keys, k[None].astype(keys.dtype), (layer, 0, 0, 0, index))
+  values = jax.lax.dynamic_update_slice(values, v[None].astype(values.dtype), (layer, 0, 0, index, 0))
+  return (jax.lax.dynamic_index_in_dim(keys, layer, keepdims=False),
+          jax.lax.dynamic_index_in_dim(values, layer, keepdims=False), (keys, values))
 
 
 class Attention(nnx.Module):
@@ -73,8 +99,9 @@ class Attention(nnx.Module):
     return out
 
   def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: jax.Array,
-               cache: tuple[jax.Array, jax.Array] | None, index: jax.Array | None
+               cache: tuple[jax.Array, jax.Array] | None, index: jax.Array | None, layer: jax.Array | None
                ) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
+    """Output and updated cache; `cache`, `index` and `layer` are `_write_cache`'s."""
     cfg = self.cfg
     q, k, v = self._project(x, "q"), self._project(x, "k"), self._project(x, "v")
     if cfg.qk_norm:
@@ -85,9 +112,7 @@ class Attention(nnx.Module):
     # read and updated in place each decode step instead of being copied or transposed.
     k, v = k.transpose(0, 2, 3, 1), v.transpose(0, 2, 1, 3)
     if cache is not None:
-      k = jax.lax.dynamic_update_slice(cache[0], k.astype(cache[0].dtype), (0, 0, 0, index))
-      v = jax.lax.dynamic_update_slice(cache[1], v.astype(cache[1].dtype), (0, 0, index, 0))
-      cache = (k, v)
+      k, v, cache = _write_cache(cache, k, v, index, layer)
     b, t = q.shape[:2]
     group = cfg.num_heads // cfg.num_kv_heads
     q = q.reshape(b, t, cfg.num_kv_heads, group, cfg.head_dim)
@@ -133,16 +158,45 @@ class DecoderLayer(nnx.Module):
     self.attn_norm = norm()
     self.mlp_norm = norm()
 
-  def __call__(self, x, cos, sin, mask, cache, index):
+  def __call__(self, x, cos, sin, mask, cache, index, layer=None):
     if self.post_norm:
-      attn_out, cache = self.attn(x, cos, sin, mask, cache, index)
+      attn_out, cache = self.attn(x, cos, sin, mask, cache, index, layer)
       x = x + self.attn_norm(attn_out)
       x = x + self.mlp_norm(self.mlp(x))
     else:
-      attn_out, cache = self.attn(self.attn_norm(x), cos, sin, mask, cache, index)
+      attn_out, cache = self.attn(self.attn_norm(x), cos, sin, mask, cache, index, layer)
       x = x + attn_out
       x = x + self.mlp(self.mlp_norm(x))
     return parallel.constrain(x, ("batch", "length", "act_embed")), cache
+
+
+def _layer_fn(graphdef: nnx.GraphDef, remat: str, prevent_cse: bool) -> Callable:
+  """`fn(state, *args)` = the layer `(graphdef, state)` applied to args, as a pure function, whose
+  activations the backward pass recomputes under `remat` (ModelConfig.REMATS) instead of keeping.
+
+  Pure JAX (split state in, merge inside) rather than NNX's lifted transforms: the forward also runs
+  inside plain JAX loops (the sampler's while_loop, gradient accumulation's scan), where lifted
+  transforms refuse modules built from an outer trace's arrays.
+  """
+  def fn(state: nnx.State, *args):
+    return nnx.merge(graphdef, state)(*args)
+  if remat == "none":
+    return fn
+  return jax.checkpoint(fn, policy=_REMAT_POLICIES[remat], prevent_cse=prevent_cse)
+
+
+def _stacked_layers(cfg: ModelConfig, rngs: nnx.Rngs) -> DecoderLayer:
+  """All layers as one DecoderLayer with weights stacked on a leading `layers` axis, each layer
+  drawn from its own split of the random streams."""
+  @nnx.split_rngs(splits=cfg.num_layers)
+  @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata=_LAYERS_METADATA)
+  def create(rngs: nnx.Rngs) -> DecoderLayer:
+    return DecoderLayer(cfg, rngs)
+  return create(rngs)
+
+
+# A KVCache's (keys, values): per-layer tuples (unrolled) or arrays stacked on the layers axis (scanned).
+LayerCaches = tuple[tuple[jax.Array, ...] | jax.Array, tuple[jax.Array, ...] | jax.Array]
 
 
 class Decoder(nnx.Module):
@@ -152,7 +206,10 @@ class Decoder(nnx.Module):
     self.cfg = cfg
     pd = cfg.jnp_param_dtype
     self.embed = _param(rngs, (cfg.vocab_size, cfg.hidden_size), ("vocab", "embed"), pd, "normal")
-    self.layers = nnx.List([DecoderLayer(cfg, rngs) for _ in range(cfg.num_layers)])
+    if cfg.scan_layers:
+      self.layers = _stacked_layers(cfg, rngs)
+    else:
+      self.layers = nnx.List([DecoderLayer(cfg, rngs) for _ in range(cfg.num_layers)])
     self.final_norm = RMSNorm((cfg.hidden_size,), ("norm",), cfg.rms_norm_eps, pd, rngs)
     if not cfg.tie_embeddings:
       self.lm_head = _param(rngs, (cfg.hidden_size, cfg.vocab_size), ("embed", "vocab"), pd, "normal")
@@ -199,14 +256,42 @@ class Decoder(nnx.Module):
     table = parallel.constrain(self.embed[...].astype(cfg.jnp_dtype), (None, None))
     x = jnp.take(table, tokens, axis=0)
     x = parallel.constrain(x, ("batch", "length", "act_embed"))
-    new_keys, new_values = [], []
-    for i, layer in enumerate(self.layers):
-      layer_cache = None if cache is None else (cache.keys[i], cache.values[i])
-      x, layer_cache = layer(x, cos, sin, attn_mask, layer_cache, index)
-      if cache is not None:
-        new_keys.append(layer_cache[0])
-        new_values.append(layer_cache[1])
+    run = self._scanned if cfg.scan_layers else self._unrolled
+    x, layer_cache = run(x, cos, sin, attn_mask, None if cache is None else (cache.keys, cache.values), index)
     x = self.final_norm(x)
     if cache is not None:
-      cache = KVCache(keys=tuple(new_keys), values=tuple(new_values), valid=key_valid, index=index + t)
+      cache = KVCache(keys=layer_cache[0], values=layer_cache[1], valid=key_valid, index=index + t)
+    return x, cache
+
+  def _unrolled(self, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: jax.Array,
+                cache: LayerCaches | None, index: jax.Array | None) -> tuple[jax.Array, LayerCaches | None]:
+    """The layers one after another, each traced (and compiled) on its own."""
+    keys, values = [], []
+    for i, layer in enumerate(self.layers):
+      graphdef, state = nnx.split(layer)
+      fn = _layer_fn(graphdef, self.cfg.remat, prevent_cse=True)
+      x, layer_cache = fn(state, x, cos, sin, mask, None if cache is None else (cache[0][i], cache[1][i]), index)
+      if cache is not None:
+        keys.append(layer_cache[0])
+        values.append(layer_cache[1])
+    return x, None if cache is None else (tuple(keys), tuple(values))
+
+  def _scanned(self, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: jax.Array,
+               cache: LayerCaches | None, index: jax.Array | None) -> tuple[jax.Array, LayerCaches | None]:
+    """One scan over the stacked layers: one layer traced and compiled.
+
+    The stacked cache rides in the scan's carry, each layer writing its slice in place: scanned
+    as input and output instead, it would be copied whole at every decode step (measured: sampling
+    at half the speed).
+    """
+    graphdef, stacked = nnx.split(self.layers)
+    fn = _layer_fn(graphdef, self.cfg.remat, prevent_cse=False)   # the scan already keeps recomputation apart
+    if cache is None:
+      return jax.lax.scan(lambda x, state: fn(state, x, cos, sin, mask, None, index), x, stacked)
+
+    def step(carry: tuple[jax.Array, LayerCaches], layer: tuple[nnx.State, jax.Array]):
+      x, cache = carry
+      state, i = layer
+      return fn(state, x, cos, sin, mask, cache, index, i), None
+    (x, cache), _ = jax.lax.scan(step, (x, cache), (stacked, jnp.arange(self.cfg.num_layers)))
     return x, cache

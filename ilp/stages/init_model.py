@@ -2,7 +2,8 @@
 
 Writes `model_init/` (an orbax params checkpoint + model_config.json + the tokenizer of the HF
 directory, or of `data.tokenizer` for a random init) and `model_init.json`: size, mesh, and the
-smoke test (`ilp.model.smoke`) on this mesh.
+smoke test (`ilp.model.smoke`) on this mesh. `model.scan_layers` and `model.remat` (how the layers
+run) apply to an imported model too; the checkpoint keeps them for every later stage.
 """
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ def run(config: Config, layout: Layout) -> None:
   start = time.time()
   if config.init.hf_dir:
     cfg, graphdef, state = hf.load_hf(config.init.hf_dir, mesh, rules, param_dtype=config.init.param_dtype,
-                                      dtype=config.init.dtype)
+                                      dtype=config.init.dtype, scan_layers=config.model.scan_layers,
+                                      remat=config.model.remat)
     checkpoint.check_finite(state, config.init.hf_dir)
     source = config.init.hf_dir
     tokenizer = hf.find_tokenizer(config.init.hf_dir)

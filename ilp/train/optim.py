@@ -6,7 +6,7 @@ the optimizer moments carry over. Weight decay applies to matrices only, not nor
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -14,6 +14,7 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from ilp import parallel
 from ilp.train.step import TrainState
 from ilp.typed import check
 
@@ -72,8 +73,15 @@ def make_schedule(optimizer: OptimizerConfig, phase_steps: Sequence[int]) -> opt
   return parts[0] if len(parts) == 1 else optax.join_schedules(parts, boundaries)
 
 
+def decay_mask(params: nnx.State) -> Any:
+  """Per variable, whether weight decay applies: to arrays of two or more dimensions besides a
+  scanned model's `layers` axis, so a model decays the same parameters scanned or not."""
+  def matrix(v: nnx.Variable) -> bool:
+    return v.ndim - parallel.variable_axes(v).count("layers") >= 2
+  return jax.tree.map(matrix, params, is_leaf=lambda x: isinstance(x, nnx.Variable))
+
+
 def make_optimizer(optimizer: OptimizerConfig, schedule: optax.Schedule) -> optax.GradientTransformation:
-  decay_mask: Callable[[Any], Any] = lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)
   return optax.chain(
       optax.clip_by_global_norm(optimizer.grad_clip_norm) if optimizer.grad_clip_norm > 0 else optax.identity(),
       optax.adamw(schedule, b1=optimizer.b1, b2=optimizer.b2, eps=optimizer.eps,
