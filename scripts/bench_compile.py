@@ -19,10 +19,9 @@ import jax
 import numpy as np
 
 from ilp import parallel
-from ilp.model import build
 from ilp.model.config import REMATS, ModelConfig
-from ilp.train import optim
 from ilp.train.step import make_train_step
+from train_setup import train_setup
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("layers", ["4", "16", "28"], "Depths to measure.")
@@ -35,9 +34,6 @@ flags.DEFINE_integer("steps", 3, "Timed steps per variant, after one warm-up ste
 flags.DEFINE_integer("repeats", 1, "Measurements per variant, each traced and compiled afresh; every figure is "
                      "the fastest (the least disturbed on a shared machine).")
 
-OPT = optim.OptimizerConfig(learning_rate=1e-4, warmup_steps=0, decay="constant")
-
-
 def _batch(cfg: ModelConfig) -> dict[str, np.ndarray]:
   tokens = np.random.default_rng(0).integers(0, cfg.vocab_size, (FLAGS.batch, FLAGS.seq)).astype(np.int32)
   loss_mask = np.ones_like(tokens)
@@ -49,19 +45,12 @@ def _batch(cfg: ModelConfig) -> dict[str, np.ndarray]:
 def measure(cfg: ModelConfig) -> dict[str, float]:
   """Seconds to trace + lower and to compile the training step (wall and this process's CPU time),
   its temporary MiB, and the median seconds per step."""
-  mesh = parallel.make_mesh((1, -1, 1))
-  graphdef, params = build.init_params(cfg, mesh, seed=0)
-  _, abstract = build.abstract_model(cfg)
-  schedule = optim.make_schedule(OPT, [1000])
-  optimizer = optim.make_optimizer(OPT, schedule)
-  shardings = optim.state_shardings(parallel.state_shardings(abstract, mesh, parallel.DEFAULT_RULES), optimizer,
-                                    abstract, mesh)
-  state = optim.create_state(params, optimizer, shardings)
-  batch_sharding = parallel.batch_sharding(mesh, (FLAGS.batch, 1))
-  batch = {k: jax.device_put(v, batch_sharding) for k, v in _batch(cfg).items()}
-  with parallel.sharding_context(mesh):
-    step = jax.jit(make_train_step(graphdef, optimizer, schedule), in_shardings=(shardings, batch_sharding),
-                   donate_argnums=0)
+  setup = train_setup(cfg, FLAGS.batch)
+  state = setup.state
+  batch = {k: jax.device_put(v, setup.batch_sharding) for k, v in _batch(cfg).items()}
+  with parallel.sharding_context(setup.mesh):
+    step = jax.jit(make_train_step(setup.graphdef, setup.optimizer, setup.schedule),
+                   in_shardings=(setup.shardings, setup.batch_sharding), donate_argnums=0)
     start = time.perf_counter()
     lowered = step.lower(state, batch)
     lowered_at, cpu_at = time.perf_counter(), time.process_time()

@@ -18,10 +18,10 @@ import jax
 import numpy as np
 
 from ilp import parallel
-from ilp.model import build
 from ilp.model.config import ModelConfig
-from ilp.train import metrics, optim
+from ilp.train import metrics
 from ilp.train.step import make_train_step
+from train_setup import train_setup
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("steps", 5, "Timed steps per variant (after 2 warm-up steps).")
@@ -30,9 +30,6 @@ flags.DEFINE_integer("d_model", 512, "Hidden size.")
 flags.DEFINE_integer("seq", 256, "Sequence length.")
 flags.DEFINE_integer("batch", 16, "Sequences per step.")
 flags.DEFINE_integer("vocab", 8192, "Vocabulary size.")
-
-OPT = optim.OptimizerConfig(learning_rate=1e-4, warmup_steps=0, warmup_ratio=0.0, decay="constant", end_lr_ratio=1.0)
-
 
 def _timed(fn, steps: int) -> float:
   """Median seconds per call after two warm-up calls."""
@@ -55,19 +52,12 @@ def _batch(cfg: ModelConfig, rng: np.random.Generator) -> dict[str, np.ndarray]:
 
 
 def bench_ours(cfg: ModelConfig, batch: dict[str, np.ndarray], with_stats: bool) -> float:
-  mesh = parallel.make_mesh((1, -1, 1))
-  graphdef, params = build.init_params(cfg, mesh, seed=0)
-  _, abstract = build.abstract_model(cfg)
-  schedule = optim.make_schedule(OPT, [1000])
-  optimizer = optim.make_optimizer(OPT, schedule)
-  shardings = optim.state_shardings(parallel.state_shardings(abstract, mesh, parallel.DEFAULT_RULES), optimizer,
-                                    abstract, mesh)
-  state = [optim.create_state(params, optimizer, shardings)]
-  batch_sharding = parallel.batch_sharding(mesh, (FLAGS.batch, 1))
-  device_batch = {k: jax.device_put(v, batch_sharding) for k, v in batch.items()}
-  with parallel.sharding_context(mesh):
-    step = jax.jit(make_train_step(graphdef, optimizer, schedule, with_stats=with_stats),
-                   in_shardings=(shardings, batch_sharding), donate_argnums=0)
+  setup = train_setup(cfg, FLAGS.batch)
+  state = [setup.state]
+  device_batch = {k: jax.device_put(v, setup.batch_sharding) for k, v in batch.items()}
+  with parallel.sharding_context(setup.mesh):
+    step = jax.jit(make_train_step(setup.graphdef, setup.optimizer, setup.schedule, with_stats=with_stats),
+                   in_shardings=(setup.shardings, setup.batch_sharding), donate_argnums=0)
 
     def run():
       state[0], out, stats = step(state[0], device_batch)
