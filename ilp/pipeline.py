@@ -45,23 +45,25 @@ class Stage:
   checks: tuple[Callable[[Config, DataConfig], None], ...] = ()
   # What a re-run from scratch removes first: the outputs and any partial work it would resume.
   work: Callable[[Layout], list[str]] = lambda layout: []
+  # No device work (files and tables only): process 0 alone runs it, the others wait for its files.
+  host_only: bool = False
 
 
 STAGES = {stage.name: stage for stage in (
-    Stage("world", world.outputs, world.run, work=lambda l: [l.world]),
+    Stage("world", world.outputs, world.run, work=lambda l: [l.world], host_only=True),
     Stage("init_model", init_model.outputs, init_model.run, work=lambda l: [l.model_init, l.model_init_summary]),
     Stage("pretrain", pretrain.outputs, pretrain.run, (mixture.check,), work=lambda l: [l.training("pretrain")]),
     Stage("sft", sft.outputs, sft.run, (examples.check, examples.check_sources),
           work=lambda l: [l.training("sft"), l.examples]),
     Stage("detect", detect.outputs, detect.run, (examples.check,), work=lambda l: [l.detect]),
-    Stage("diagnose", diagnose.outputs, diagnose.run, work=lambda l: [l.diagnosis]),
+    Stage("diagnose", diagnose.outputs, diagnose.run, work=lambda l: [l.diagnosis], host_only=True),
     Stage("capability", capability.outputs, capability.run, (examples.check_sources,), work=lambda l: [l.capability]),
     # The arms and their comparison always run: each arm's pipeline skips its finished stages,
     # and the comparison is recomputed from the tables (seconds), so arms added later count.
     Stage("arms", lambda layout: [], lambda config, layout: arms.run(config, layout, run), (examples.check_sources,),
           work=lambda l: [l.path("arms")]),
-    Stage("compare", lambda layout: [], compare.run, work=lambda l: [l.compare]),
-    Stage("report", report.outputs, report.run, work=lambda l: [l.report]),
+    Stage("compare", lambda layout: [], compare.run, work=lambda l: [l.compare], host_only=True),
+    Stage("report", report.outputs, report.run, work=lambda l: [l.report], host_only=True),
 )}
 
 
@@ -166,6 +168,7 @@ def _run(config: Config, layout: Layout, force: set[str]) -> None:
     record.mark(stage.name, values, finished=False)
     log.info("stage %s: running%s", stage.name, f" from scratch (removed {', '.join(cleared)})" if cleared else "")
     start = time.time()
-    stage.run(config, layout)
+    if writer or not stage.host_only:
+      stage.run(config, layout)
     record.mark(stage.name, values, finished=True)
     log.info("stage %s: done in %.1fs", stage.name, time.time() - start)

@@ -67,14 +67,19 @@ def load_params(directory: str, mesh: Mesh, rules: Sequence[tuple[str, Any]] = p
     try:
       state = checkpointer.restore(os.path.join(directory, PARAMS_DIR), target)
     except Exception as e:  # orbax/tensorstore name no file: say which checkpoint failed
-      raise CorruptModelError(f"{directory}: the parameters could not be restored ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0] if str(e) else ''})") from e
+      raise unrestorable(directory, e) from e
   check_finite(state, directory)
   return cfg, graphdef, state
 
 
 class CorruptModelError(ValueError):
   """A model's files differ from their checksums, cannot be restored, or hold NaN or infinite values."""
+
+
+def unrestorable(directory: str, error: Exception) -> CorruptModelError:
+  """An orbax or tensorstore restore error, which names no file, as the checkpoint that failed."""
+  first = str(error).splitlines()[0] if str(error) else ""
+  return CorruptModelError(f"{directory}: cannot be restored ({type(error).__name__}: {first})")
 
 
 def verify(directory: str) -> None:

@@ -8,7 +8,6 @@ import json
 import logging
 import os
 
-import jax
 import pandas as pd
 
 from ilp import fileio
@@ -30,7 +29,7 @@ def _capability(layout: Layout) -> dict:
 
 def run(config: Config, layout: Layout) -> None:
   finished = [a for a in config.interventions.arms if os.path.exists(layout.arm(a.name).attribution)]
-  if not finished or jax.process_index() != 0:
+  if not finished:
     log.info("compare: no finished arm")
     return
   base = pd.read_parquet(layout.attribution, columns=COLUMNS + ["cause"])

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 
-import jax
 import pandas as pd
 
 from ilp import fileio
@@ -31,8 +30,6 @@ def outputs(layout: Layout) -> list[str]:
 
 
 def run(config: Config, layout: Layout) -> None:
-  if jax.process_index() != 0:   # tables only, no device work: process 0 alone computes and writes
-    return
   log_frame = dynamics.load_dynamics(layout.dynamics())
   table = diagnose.diagnose(pd.read_parquet(layout.detection), examples.read(layout.examples), log_frame,
                             config.diagnose, diagnose.corpus_documents(config.diagnose, config.data))

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 
-import jax
 import pandas as pd
 
 from ilp import fileio
@@ -25,8 +24,6 @@ def outputs(layout: Layout) -> list[str]:
 
 
 def run(config: Config, layout: Layout) -> None:
-  if jax.process_index() != 0:   # tables and plots, no device work: process 0 alone writes
-    return
   detection = pd.read_parquet(layout.detection)
   with open(layout.detection_summary) as f:
     summary = json.load(f)

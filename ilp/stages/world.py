@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import logging
 
-import jax
-
 from ilp.config import Config
 from ilp.data import world
 from ilp.layout import Layout
@@ -17,8 +15,6 @@ def outputs(layout: Layout) -> list[str]:
 
 
 def run(config: Config, layout: Layout) -> None:
-  if jax.process_index() != 0:   # no device work: process 0 writes the files, the others read them
-    return
   summary = world.write(config.world, layout.world)
   log.info("world: %d people, %d pre-training documents, %d SFT examples %s", summary["people"],
            summary["pretrain_documents"], summary["sft_examples"], summary["groups"])

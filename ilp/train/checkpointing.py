@@ -19,7 +19,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from ilp import checksums, fileio, parallel
-from ilp.model.checkpoint import CorruptModelError, check_finite
+from ilp.model.checkpoint import CorruptModelError, check_finite, unrestorable, verify
 from ilp.typed import check
 
 log = logging.getLogger(__name__)
@@ -67,20 +67,16 @@ class TrainCheckpointer:
 
   def _restore(self, step: int, target: Any) -> tuple[Any, dict[str, Any]]:
     directory = self._step_dir(step)
-    if checksums.sealed(directory):
-      bad = checksums.problems(directory)
-      if bad:
-        raise CorruptModelError(bad[0] + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""))
-    else:
+    if not checksums.sealed(directory):
       log.warning("checkpoint %s has no checksums (the run stopped before sealing it): restored unverified",
                   directory)
+    verify(directory)
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), target)
     try:
       restored = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
                                                                      meta=ocp.args.JsonRestore()))
     except Exception as e:  # orbax/tensorstore errors name no file
-      raise CorruptModelError(f"{directory}: cannot be restored ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0] if str(e) else ''})") from e
+      raise unrestorable(directory, e) from e
     check_finite(restored["state"], directory)
     return restored["state"], restored["meta"]
 
