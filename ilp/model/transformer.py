@@ -9,6 +9,7 @@ compiles the layer once instead of once per layer, so compile time no longer gro
 """
 from __future__ import annotations
 
+import math
 from typing import Callable, Sequence
 
 import jax
@@ -49,6 +50,20 @@ class RMSNorm(nnx.Module):
     xf = x.astype(jnp.float32)
     xf = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=dims, keepdims=True) + self.eps)
     return (xf * self.scale[...].astype(jnp.float32)).astype(x.dtype)
+
+
+def _dense(x: jax.Array, kernel: jax.Array, in_dims: int = 1, out_dtype=None) -> jax.Array:
+  """`x`'s trailing `in_dims` axes contracted with `kernel`'s leading ones, as one 2-D matmul.
+
+  Flattening the batch and length axes first means the weight gradient contracts one axis, not
+  two: with [batch, length, ...] operands XLA:CPU's dot decomposition adds physical transposes of
+  the activations in the backward pass (measured: the SwiGLU block's forward + backward 1.45x
+  slower, d 512, batch 16 x 256).
+  """
+  lead, contract, out = x.shape[:x.ndim - in_dims], kernel.shape[:in_dims], kernel.shape[in_dims:]
+  flat = jnp.matmul(x.reshape(-1, math.prod(contract)), kernel.reshape(math.prod(contract), -1).astype(x.dtype),
+                    preferred_element_type=out_dtype)
+  return flat.reshape(*lead, *out)
 
 
 def _write_cache(cache: tuple[jax.Array, jax.Array], k: jax.Array, v: jax.Array, index: jax.Array,
@@ -93,7 +108,7 @@ class Attention(nnx.Module):
 
   def _project(self, x: jax.Array, name: str) -> jax.Array:
     dt = self.cfg.jnp_dtype
-    out = jnp.einsum("bte,ehd->bthd", x, getattr(self, name)[...].astype(dt))
+    out = _dense(x, getattr(self, name)[...].astype(dt))
     if self.cfg.qkv_bias:
       out = out + getattr(self, f"{name}_bias")[...].astype(dt)
     return out
@@ -123,7 +138,7 @@ class Attention(nnx.Module):
     out = jnp.einsum("bkgts,bksd->btkgd", probs, v.astype(probs.dtype))
     out = out.reshape(b, t, cfg.num_heads, cfg.head_dim)
     out = parallel.constrain(out, ("batch", "length", "heads", "head_dim"))
-    out = jnp.einsum("bthd,hde->bte", out, self.o[...].astype(cfg.jnp_dtype))
+    out = _dense(out, self.o[...].astype(cfg.jnp_dtype), in_dims=2)
     if cfg.o_bias:
       out = out + self.o_bias[...].astype(cfg.jnp_dtype)
     return out, cache
@@ -140,10 +155,10 @@ class MLP(nnx.Module):
     self.down = _param(rngs, (m, e), ("mlp", "embed"), pd, "normal")
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    gate = x @ self.gate[...].astype(self.dtype)
-    up = x @ self.up[...].astype(self.dtype)
+    gate = _dense(x, self.gate[...].astype(self.dtype))
+    up = _dense(x, self.up[...].astype(self.dtype))
     hidden = parallel.constrain(jax.nn.silu(gate) * up, ("batch", "length", "mlp"))
-    return hidden @ self.down[...].astype(self.dtype)
+    return _dense(hidden, self.down[...].astype(self.dtype))
 
 
 class DecoderLayer(nnx.Module):
@@ -225,7 +240,7 @@ class Decoder(nnx.Module):
     """
     x, cache = self.hidden_states(tokens, positions, mask, cache)
     head = self.embed[...].T if self.cfg.tie_embeddings else self.lm_head[...]
-    logits = jnp.einsum("bte,ev->btv", x, head.astype(self.cfg.jnp_dtype), preferred_element_type=jnp.float32)
+    logits = _dense(x, head.astype(self.cfg.jnp_dtype), out_dtype=jnp.float32)
     return parallel.constrain(logits, ("batch", "length", "vocab")), cache
 
   def hidden_states(self, tokens: jax.Array, positions: jax.Array | None = None, mask: jax.Array | None = None,

@@ -15,24 +15,47 @@ from ilp.model import build
 STATS = ("nll_sum", "tokens", "token_acc", "exact_match", "gold_prob", "margin_mean", "margin_min")
 
 
-def token_nll(logits: jax.Array, targets: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """Per-token negative log-likelihood of the targets, and the targets' logits (float32)."""
+def token_nll(logits: jax.Array, targets: jax.Array, top: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+  """Per-token negative log-likelihood of the targets, and the targets' logits (float32).
+
+  `top`, the logits' maximum if already known, saves the logsumexp its own pass over the vocabulary.
+  """
   logits = logits.astype(jnp.float32)
   gold = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
-  return jax.nn.logsumexp(logits, axis=-1) - gold, gold
+  if top is None:
+    return jax.nn.logsumexp(logits, axis=-1) - gold, gold
+  shift = jax.lax.stop_gradient(top)[..., None]   # any constant shift leaves logsumexp and its gradient exact
+  return jnp.log(jnp.sum(jnp.exp(logits - shift), axis=-1)) + shift[..., 0] - gold, gold
+
+
+def _top_two(a: tuple[jax.Array, ...], b: tuple[jax.Array, ...]) -> tuple[jax.Array, ...]:
+  """Merges two (best value, its index, second-best value) partial results; ties go to the lower
+  index, as in `jnp.argmax`."""
+  a_top, a_idx, a_second = a
+  b_top, b_idx, b_second = b
+  a_wins = (a_top > b_top) | ((a_top == b_top) & (a_idx < b_idx))
+  second = jnp.maximum(jnp.minimum(a_top, b_top), jnp.maximum(a_second, b_second))
+  return jnp.where(a_wins, a_top, b_top), jnp.where(a_wins, a_idx, b_idx), second
+
+
+def top_two(logits: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Largest logit, its index and the second largest (over other indices), in one pass over the
+  vocabulary: a variadic reduction instead of `lax.top_k`, which XLA:CPU lowers to a sort, or
+  three separate max/argmax passes."""
+  vocab = jax.lax.broadcasted_iota(jnp.int32, logits.shape, logits.ndim - 1)
+  init = (jnp.float32(-jnp.inf), jnp.int32(jnp.iinfo(jnp.int32).max), jnp.float32(-jnp.inf))
+  return jax.lax.reduce((logits, vocab, jnp.full_like(logits, -jnp.inf)), init, _top_two, (logits.ndim - 1,))
 
 
 def token_scores(logits: jax.Array, targets: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
   """Per-token NLL, correctness (gold is the argmax) and margin (gold minus best other logit).
 
-  Two fused reductions over the vocabulary instead of `lax.top_k`, which XLA:CPU lowers to a sort.
+  One pass finds the top two logits (and serves the NLL's logsumexp), one more sums exponentials:
+  the same passes over the vocabulary as the loss alone.
   """
-  nll, gold = token_nll(logits, targets)
   logits = logits.astype(jnp.float32)
-  best = jnp.argmax(logits, axis=-1)
-  top = jnp.max(logits, axis=-1)
-  vocab = jax.lax.broadcasted_iota(jnp.int32, logits.shape, logits.ndim - 1)
-  runner_up = jnp.max(jnp.where(vocab == best[..., None], -jnp.inf, logits), axis=-1)
+  top, best, runner_up = top_two(jax.lax.stop_gradient(logits))
+  nll, gold = token_nll(logits, targets, top)
   correct = best == targets
   return nll, correct, gold - jnp.where(correct, runner_up, top)
 

@@ -59,6 +59,32 @@ def training_flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
   return 6.0 * matmul_params + 12.0 * cfg.num_layers * cfg.num_heads * cfg.head_dim * seq_len
 
 
+# Dense peak FLOP/s per device from the vendors' data sheets (no sparsity), by `device_kind` prefix:
+# (bfloat16, float32). float32 is the plain (non-TF32) rate where the vendor states one.
+PEAK_FLOPS: dict[str, tuple[float, float]] = {
+    "NVIDIA H200": (989e12, 67e12),
+    "NVIDIA H100": (989e12, 67e12),      # SXM; the PCIe card is 756e12 / 51e12: set `peak_flops`
+    "NVIDIA A100": (312e12, 19.5e12),
+    "NVIDIA L4": (121e12, 30e12),
+    "NVIDIA A10G": (70e12, 31e12),
+    "TPU v6": (918e12, 918e12 / 4),
+    "TPU v5p": (459e12, 459e12 / 4),
+    "TPU v5 lite": (197e12, 197e12 / 4),
+    "TPU v5e": (197e12, 197e12 / 4),
+    "TPU v4": (275e12, 275e12 / 4),
+}
+
+
+def device_peak_flops(dtype: str, device: jax.Device | None = None) -> float:
+  """Peak FLOP/s of one device for `dtype` ("float32" or "bfloat16"): the data-sheet figure for a
+  known accelerator (`PEAK_FLOPS`), else (CPUs, unknown devices) a float32 matmul timed here."""
+  device = device or jax.devices()[0]
+  for prefix, (bf16, fp32) in PEAK_FLOPS.items():
+    if device.device_kind.startswith(prefix):
+      return bf16 if dtype == "bfloat16" else fp32
+  return matmul_peak_flops()
+
+
 def matmul_peak_flops(n: int = 2048, repeats: int = 5) -> float:
   """Achieved FLOP/s of a large float32 matmul on the default device: the practical ceiling."""
   a = jnp.ones((n, n), jnp.float32)

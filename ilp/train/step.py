@@ -19,6 +19,19 @@ from flax import nnx
 from ilp.scoring.statistics import forward_scores
 
 
+def compiler_options(ynnpack_dots: bool) -> dict[str, str]:
+  """XLA options for the training step's compilation.
+
+  On CPUs, XLA's YNNPACK dot fusions (the default) make the step ~1.2x slower than its Eigen dots
+  (scripts/bench_train.py --ynnpack_dots, measured in one process): they run the attention's
+  batched dots and the backward's GEMMs at a fraction of the matmul ceiling. Forward-only
+  programs (evaluation, sampling) keep YNNPACK, which is faster there.
+  """
+  if ynnpack_dots or jax.default_backend() != "cpu":
+    return {}
+  return {"xla_cpu_experimental_ynn_fusion_type": ""}
+
+
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass
 class TrainState:
