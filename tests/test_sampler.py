@@ -7,7 +7,7 @@ import torch
 
 from ilp import parallel
 from ilp.model import build, hf
-from ilp.sampling.sampler import Sampler, SamplingConfig, left_pad
+from ilp.sampling.sampler import Sampler, SamplingConfig, categorical, left_pad
 from tests import hf_models
 
 PROMPT_LENGTHS = [9, 4, 1, 6]
@@ -78,6 +78,27 @@ def test_temperature_sampling_follows_the_model_distribution(tiny, one_device):
   nucleus = set(order[:np.searchsorted(np.cumsum(np.exp(log_probs[order])), 0.5) + 1])
   p_out = sampler(params, tokens, mask, seed=3, sampling=SamplingConfig(num_samples=300, max_new_tokens=1, top_p=0.5))
   assert set(p_out.tokens[0, :, 0]) <= nucleus
+
+
+def test_two_level_cdf_inversion_draws_from_the_softmax():
+  """Over a vocabulary of several CDF blocks, with filtered (-inf) tokens at a block's edges and a
+  whole filtered block: the draws follow the softmax (chi-square) and never hit a filtered token."""
+  rng = np.random.default_rng(0)
+  logits = np.log(rng.dirichlet(np.full(700, 0.5), 3)).astype(np.float32)
+  filtered = [0, 127, 128, 255, 699, *range(384, 512)]
+  logits[:, filtered] = -np.inf
+  keys = jax.random.split(jax.random.key(0), 30000)
+  draws = np.asarray(jax.jit(jax.vmap(lambda k: categorical(k, logits)))(keys))
+  probs = np.exp(logits.astype(np.float64) - logits.max(-1, keepdims=True))
+  probs /= probs.sum(-1, keepdims=True)
+  for row in range(3):
+    counts = np.bincount(draws[:, row], minlength=700)
+    assert counts[filtered].sum() == 0
+    expected = probs[row] * len(draws)
+    big = expected >= 5
+    observed = np.append(counts[big], counts[~big].sum())
+    expected = np.append(expected[big], expected[~big].sum())
+    assert big.sum() > 100 and scipy.stats.chisquare(observed, expected * observed.sum() / expected.sum()).pvalue > 1e-3
 
 
 def test_sample_logprobs_equal_teacher_forced_scores(tiny, one_device):

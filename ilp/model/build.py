@@ -35,7 +35,8 @@ def init_params(cfg: ModelConfig, mesh: Mesh, rules: Sequence[tuple[str, Any]] =
 
 
 def forward(graphdef: nnx.GraphDef, state: nnx.State, tokens: jax.Array, positions: jax.Array | None = None,
-            mask: jax.Array | None = None, cache: KVCache | None = None) -> tuple[jax.Array, KVCache | None]:
+            mask: jax.Array | None = None, cache: KVCache | None = None,
+            last_only: bool = False) -> tuple[jax.Array, KVCache | None]:
   """Logits and updated cache; pure, so callers wrap it in jax.jit with their shardings.
 
   Args:
@@ -44,8 +45,9 @@ def forward(graphdef: nnx.GraphDef, state: nnx.State, tokens: jax.Array, positio
     positions: [batch, length] RoPE positions (default: real tokens before each one).
     mask: [batch, length] 1 for real tokens (default: all real).
     cache: a KV cache to attend over and extend (None: no cache).
+    last_only: return the last position's logits only ([batch, 1, vocab]).
   """
-  return nnx.merge(graphdef, state)(tokens, positions=positions, mask=mask, cache=cache)
+  return nnx.merge(graphdef, state)(tokens, positions=positions, mask=mask, cache=cache, last_only=last_only)
 
 
 def flat_variables(state: nnx.State) -> Iterator[tuple[Path, nnx.Variable]]:

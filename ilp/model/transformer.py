@@ -231,14 +231,17 @@ class Decoder(nnx.Module):
     self.inv_freq = tuple(rope.inverse_frequencies(cfg.rope, cfg.head_dim).tolist())
 
   def __call__(self, tokens: jax.Array, positions: jax.Array | None = None, mask: jax.Array | None = None,
-               cache: KVCache | None = None) -> tuple[jax.Array, KVCache | None]:
+               cache: KVCache | None = None, last_only: bool = False) -> tuple[jax.Array, KVCache | None]:
     """Logits [batch, length, vocab] (float32) and the updated cache.
 
     mask [batch, length] marks real tokens (False = padding, left or right). Positions default
     to the count of real tokens before each one (also across the cache), which is what HF's
-    generate uses for left-padded prompts.
+    generate uses for left-padded prompts. `last_only` computes the logits of the last position
+    alone ([batch, 1, vocab]): a sampler's prefill needs no others, and the head is its largest matmul.
     """
     x, cache = self.hidden_states(tokens, positions, mask, cache)
+    if last_only:
+      x = x[:, -1:]
     head = self.embed[...].T if self.cfg.tie_embeddings else self.lm_head[...]
     logits = _dense(x, head.astype(self.cfg.jnp_dtype), out_dtype=jnp.float32)
     return parallel.constrain(logits, ("batch", "length", "vocab")), cache
