@@ -69,7 +69,8 @@ def bench_ours(cfg: ModelConfig, batch: dict[str, np.ndarray], variants: dict[st
     for name, options in variants.items():
       options = dict(options)
       ynnpack = options.pop("ynnpack_dots", False)
-      steps[name] = jax.jit(make_train_step(setup.graphdef, setup.optimizer, setup.schedule, **options),
+      steps[name] = jax.jit(make_train_step(setup.graphdef, setup.optimizer, setup.schedule, ynnpack_dots=ynnpack,
+                                            **options),
                             in_shardings=(setup.shardings, setup.batch_sharding), donate_argnums=0,
                             compiler_options=compiler_options(ynnpack))
       states[name] = jax.tree.map(jnp.copy, setup.state)   # each its own, donated and replaced every step

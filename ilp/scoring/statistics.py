@@ -77,9 +77,12 @@ def example_stats(nll: jax.Array, correct: jax.Array, margin: jax.Array, loss_ma
   }
 
 
-def forward_scores(graphdef: nnx.GraphDef, params: nnx.State, batch: dict[str, jax.Array], with_stats: bool):
-  """(sum of the supervised tokens' NLL, per-example statistics or {}) of one padded batch."""
-  logits, _ = build.forward(graphdef, params, batch["tokens"], mask=batch["mask"])
+def forward_scores(graphdef: nnx.GraphDef, params: nnx.State, batch: dict[str, jax.Array], with_stats: bool,
+                   head_block: int = 0):
+  """(sum of the supervised tokens' NLL, per-example statistics or {}) of one padded batch;
+  `head_block` is `Decoder.head`'s `block`."""
+  model = nnx.merge(graphdef, params)
+  logits = model.head(model.hidden_states(batch["tokens"], mask=batch["mask"])[0], head_block)
   if not with_stats:
     nll, _ = token_nll(logits, batch["targets"])
     return (nll * batch["loss_mask"]).sum(), {}

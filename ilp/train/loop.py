@@ -163,7 +163,8 @@ def train(section: TrainConfig, mesh_config: parallel.MeshConfig, layout: Layout
 
   with parallel.sharding_context(mesh, rules):
     train_step = jax.jit(
-        make_train_step(graphdef, optimizer, schedule, section.grad_accum_steps, with_stats=log_dyn),
+        make_train_step(graphdef, optimizer, schedule, section.grad_accum_steps, with_stats=log_dyn,
+                        ynnpack_dots=section.ynnpack_dots),
         in_shardings=(shardings, batch_sharding),
         out_shardings=(shardings, replicated, stats_sharding if log_dyn else replicated), donate_argnums=0,
         compiler_options=compiler_options(section.ynnpack_dots))

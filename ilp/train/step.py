@@ -19,6 +19,14 @@ from flax import nnx
 from ilp.scoring.statistics import forward_scores
 
 
+# On CPUs with Eigen dots, the head's vocabulary block width (see `Decoder.head`).
+_EIGEN_HEAD_BLOCK = 1024
+
+
+def _eigen_dots(ynnpack_dots: bool) -> bool:
+  return not ynnpack_dots and jax.default_backend() == "cpu"
+
+
 def compiler_options(ynnpack_dots: bool) -> dict[str, str]:
   """XLA options for the training step's compilation.
 
@@ -27,9 +35,7 @@ def compiler_options(ynnpack_dots: bool) -> dict[str, str]:
   batched dots and the backward's GEMMs at a fraction of the matmul ceiling. Forward-only
   programs (evaluation, sampling) keep YNNPACK, which is faster there.
   """
-  if ynnpack_dots or jax.default_backend() != "cpu":
-    return {}
-  return {"xla_cpu_experimental_ynn_fusion_type": ""}
+  return {"xla_cpu_experimental_ynn_fusion_type": ""} if _eigen_dots(ynnpack_dots) else {}
 
 
 @jax.tree_util.register_dataclass
@@ -41,16 +47,19 @@ class TrainState:
 
 
 def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation,
-                    schedule: Callable[[jax.Array], jax.Array], accum_steps: int = 1, with_stats: bool = True):
+                    schedule: Callable[[jax.Array], jax.Array], accum_steps: int = 1, with_stats: bool = True,
+                    ynnpack_dots: bool = False):
   """train_step(state, batch) -> (state, metrics, per-example stats).
 
   `batch` arrays are [global_batch, length]; with accum_steps > 1 they are split into that many
-  micro-batches scanned in sequence, the gradients summed and normalised once.
+  micro-batches scanned in sequence, the gradients summed and normalised once. `ynnpack_dots` must
+  match the step's `compiler_options`: with Eigen dots the head is computed in vocabulary blocks.
   """
+  head_block = _EIGEN_HEAD_BLOCK if _eigen_dots(ynnpack_dots) else 0
 
   def micro_grads(params, micro):
     (nll_sum, stats), grads = jax.value_and_grad(
-        lambda p: forward_scores(graphdef, p, micro, with_stats), has_aux=True)(params)
+        lambda p: forward_scores(graphdef, p, micro, with_stats, head_block), has_aux=True)(params)
     return nll_sum, grads, stats
 
   def train_step(state: TrainState, batch: dict[str, jax.Array]):
