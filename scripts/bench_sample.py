@@ -23,9 +23,9 @@ import numpy as np
 
 from ilp import parallel
 from ilp.model import hf
+from ilp.model.config import resolve_compute_dtype
 from ilp.sampling.sampler import Sampler, SamplingConfig, left_pad
 from ilp.train import metrics
-from ilp.train.loop import resolve_compute_dtype
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("batch", 16, "Prompts per call.")

@@ -22,9 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ilp import parallel
-from ilp.model.config import ModelConfig
+from ilp.model.config import ModelConfig, resolve_compute_dtype
 from ilp.train import metrics
-from ilp.train.loop import resolve_compute_dtype
 from ilp.train.step import compiler_options, make_train_step
 from train_setup import train_setup
 

@@ -38,6 +38,13 @@ def make_inputs(directory: str, per_dataset: int = 20) -> dict[str, str]:
   return paths
 
 
+def write_config(path, paths: dict[str, str], *lines: str) -> None:
+  """A config file for launch.py: `sft_config(paths)` as `c`, then `lines` (statements on `c`)."""
+  body = "".join(f"  {line}\n" for line in lines)
+  path.write_text(f"from tests import sft_data\nPATHS = {paths!r}\ndef get_config():\n"
+                  f"  c = sft_data.sft_config(PATHS)\n{body}  return c\n")
+
+
 def sft_config(paths: dict[str, str], **sft_overrides):
   config = tiny_test.get_config()
   config.model.vocab_size = VOCAB

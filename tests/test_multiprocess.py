@@ -81,15 +81,8 @@ def test_two_processes_fine_tune_like_one(tmp_path):
   script checks it too), sized for the suite's budget: one step and one evaluator to compile."""
   paths = sft_data.make_inputs(str(tmp_path / "data"))
   config_path = tmp_path / "config.py"
-  config_path.write_text(
-      "from tests import sft_data\n"
-      f"PATHS = {paths!r}\n"
-      "def get_config():\n"
-      "  c = sft_data.sft_config(PATHS)\n"
-      "  c.stages = ('sft',)\n"
-      "  c.data.buckets = (24,)\n"
-      "  c.sft.peak_flops = 1e12\n"   # no matmul benchmark for the MFU
-      "  return c\n")
+  sft_data.write_config(config_path, paths, "c.stages = ('sft',)", "c.data.buckets = (24,)",
+                        "c.sft.peak_flops = 1e12")   # no matmul benchmark for the MFU
   reference, two = str(tmp_path / "one"), str(tmp_path / "two")
   config = config_lib.load(runpy.run_path(str(config_path))["get_config"]())
   # One initial model for both runs, without the init_model stage's smoke test (compile time only).

@@ -99,14 +99,8 @@ def _launch(config_path, workdir, **kwargs):
 def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
   paths = sft_data.make_inputs(str(tmp_path / "data"), per_dataset=48)
   config_path = tmp_path / "config.py"
-  config_path.write_text(
-      "from tests import sft_data\n"
-      f"PATHS = {paths!r}\n"
-      "def get_config():\n"
-      "  c = sft_data.sft_config(PATHS)\n"
-      "  c.model.update(hidden_size=128, intermediate_size=256, num_layers=3)\n"
-      "  c.sft.checkpoint.update(every_steps=2, async_save=True)\n"
-      "  return c\n")
+  sft_data.write_config(config_path, paths, "c.model.update(hidden_size=128, intermediate_size=256, num_layers=3)",
+                        "c.sft.checkpoint.update(every_steps=2, async_save=True)")
   full, killed = str(tmp_path / "full"), str(tmp_path / "killed")
   reference = _launch(config_path, full)
   victim = _launch(config_path, killed)

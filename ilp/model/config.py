@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
+import jax
 import jax.numpy as jnp
 
 from ilp.typed import ConfigError, check
@@ -17,6 +18,14 @@ FAMILIES = ("llama", "qwen2", "olmo2")
 ROPE_TYPES = ("default", "linear", "llama3")
 REMATS = ("none", "full", "dots_saveable")  # what a layer keeps for the backward pass (all, nothing, matmul outputs)
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+def resolve_compute_dtype(name: str) -> str:
+  """"auto" is bfloat16 on accelerators (their matmul units run it at full rate) and float32 on
+  CPUs (where bf16 matmuls are emulated and slower); any other name is itself."""
+  if name != "auto":
+    return name
+  return "float32" if jax.default_backend() == "cpu" else "bfloat16"
 
 
 class ModelConfigError(ValueError):

@@ -21,20 +21,13 @@ from ilp import fileio, parallel
 from ilp.data import batches as batching
 from ilp.layout import Layout
 from ilp.model import build, checkpoint
+from ilp.model.config import resolve_compute_dtype
 from ilp.scoring.evaluator import ExampleEvaluator
 from ilp.train import checkpointing, controls as controls_lib, dynamics, metrics, optim
 from ilp.train.step import compiler_options, make_train_step
 from ilp.typed import check
 
 COMPUTE_DTYPES = ("auto", "float32", "bfloat16")
-
-
-def resolve_compute_dtype(name: str) -> str:
-  """"auto" is bfloat16 on accelerators (their matmul units run it at full rate) and float32 on
-  CPUs (where bf16 matmuls are emulated and slower)."""
-  if name != "auto":
-    return name
-  return "float32" if jax.default_backend() == "cpu" else "bfloat16"
 
 log = logging.getLogger(__name__)
 
