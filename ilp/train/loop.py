@@ -194,6 +194,8 @@ def train(section: TrainConfig, mesh_config: parallel.MeshConfig, layout: Layout
   peak = section.peak_flops or metrics.device_peak_flops(dtype) * jax.device_count()
   epoch_ends = {p.step for p in stream.eval_points if p.step > 0 and not p.name.startswith("step")}
   window, compiled, run_start = _Window(), set(), time.time()
+  tokens = dict(resumed[2].get("tokens", {})) if resumed is not None else {}
+  tokens = {"real": int(tokens.get("real", 0)), "padded": int(tokens.get("padded", 0)), "loss": int(tokens.get("loss", 0))}
   for i in range(start, total if stopped is None else start):
     planned = stream.batches[i]
     host = data.arrays(planned.rows, planned.length)
@@ -211,6 +213,9 @@ def train(section: TrainConfig, mesh_config: parallel.MeshConfig, layout: Layout
     window.nll += float(step_metrics["loss"]) * float(step_metrics["tokens"])
     window.tokens += float(step_metrics["tokens"])
     window.real_tokens += int(host["mask"].sum())
+    tokens["real"] += int(host["mask"].sum())
+    tokens["padded"] += int(host["tokens"].size)
+    tokens["loss"] += int(host["loss_mask"].sum())
     window.flops += metrics.training_flops_per_token(cfg, planned.length) * host["tokens"].size
     if log_dyn:
       stats = parallel.to_host(stats)
@@ -253,7 +258,7 @@ def train(section: TrainConfig, mesh_config: parallel.MeshConfig, layout: Layout
         dyn.flush()
       ckpt.save(step, state, {"fingerprint": fingerprint, "step": step, "phase": planned.phase,
                               "epoch": planned.epoch, "controls": [c.state() for c in data.controls],
-                              "stopped": stopped})
+                              "stopped": stopped, "tokens": tokens})
       writer.flush()
     if stopped is not None:
       break
@@ -264,7 +269,7 @@ def train(section: TrainConfig, mesh_config: parallel.MeshConfig, layout: Layout
   checkpoint.save_params(layout.final(stage), cfg, state.params, tokenizer=tokenizer)
   summary = {"steps": int(jax.device_get(state.step)), "planned_steps": total, "stopped_at": stopped,
              "controls": [c.state() for c in data.controls], "resumed_from": start or None, "phases": len(phase_steps),
-             "step_variants_compiled": len(compiled), "buckets": sorted(compiled),
+             "step_variants_compiled": len(compiled), "buckets": sorted(compiled), "tokens": tokens,
              "final_loss": float(step_metrics["loss"]) if total > start and stopped != start else None, **(notes or {})}
   if is_writer:
     fileio.write_json_atomic(layout.summary(stage), summary)
