@@ -26,6 +26,7 @@ from ilp.diagnosis.diagnose import DiagnoseConfig
 from ilp.model.config import DTYPES, ModelConfig
 from ilp.parallel import DistributedConfig, MeshConfig
 from ilp.train.controls import ProgressiveConfig, ResampleConfig
+from ilp.train.convergence import ConvergenceConfig
 from ilp.train.loop import TrainConfig
 from ilp.typed import ConfigError, check
 
@@ -76,10 +77,21 @@ class SFTConfig(TrainConfig):
   spread: SpreadConfig = SpreadConfig()
   resample: ResampleConfig = ResampleConfig()
   progressive: ProgressiveConfig = ProgressiveConfig()
+  convergence: ConvergenceConfig = ConvergenceConfig()  # the criterion judged per phase; training until it holds
 
   def __post_init__(self):
     super().__post_init__()
     check(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
+    if self.convergence.max_epochs:
+      for k, phase in enumerate(self.phases):
+        check(phase.epochs <= self.convergence.max_epochs, "convergence.max_epochs",
+              f"{self.convergence.max_epochs} is below phases[{k}].epochs={phase.epochs} (the least a phase runs)")
+      check(self.phases or self.epochs <= self.convergence.max_epochs, "convergence.max_epochs",
+            f"{self.convergence.max_epochs} is below epochs={self.epochs} (the least a phase runs)")
+      check(not self.progressive.enabled, "convergence.max_epochs",
+            "training to convergence and progressive epochs both decide how long the last phase runs: use one")
+      check(self.order == "sequential", "convergence.max_epochs",
+            f"training to convergence needs order='sequential' (global rounds interleave every phase), got '{self.order}'")
     check(self.eval_every_steps >= 0, "eval_every_steps", f"must be >= 0, got {self.eval_every_steps}")
     check(self.order in ORDERS, "order", f"'{self.order}' is not one of {ORDERS}")
 

@@ -26,12 +26,26 @@ def groups_from_file(path: str, ids: Sequence[str]) -> list[np.ndarray]:
   return [g for g in groups if len(g) > 1]
 
 
-def sft_stream(frame: pd.DataFrame, section: Any, buckets: Sequence[int], seed: int
-               ) -> tuple[batching.Stream, dict[str, Any]]:
+def sft_phases(frame: pd.DataFrame, section: Any) -> list[batching.PhaseSpec]:
+  """The phases `section` (the `sft` config) trains on the examples table `frame`, in order."""
+  return batching.plan_phases(frame["dataset"].to_numpy(object), frame["phase"].to_numpy(), section.phases,
+                              section.epochs)
+
+
+def sft_stream(frame: pd.DataFrame, section: Any, buckets: Sequence[int], seed: int,
+               epochs: dict[int, int] | None = None) -> tuple[batching.Stream, dict[str, Any]]:
   """The planned stream of `section` (the `sft` config) over the examples table `frame`, and what
-  the transforms did (for the summary)."""
-  phases = batching.plan_phases(frame["dataset"].to_numpy(object), frame["phase"].to_numpy(), section.phases,
-                                section.epochs)
+  the transforms did (for the summary).
+
+  Training to convergence (`sft.convergence.max_epochs`) plans every phase for its most epochs
+  (`max_epochs` plus the cooldown); `epochs` (1-based phase -> epochs) replaces that for the phases
+  already decided. Phase p, epoch e is shuffled with [seed, p, e] whatever the other phases' epochs,
+  so a replanned stream keeps the batches trained so far.
+  """
+  phases = sft_phases(frame, section)
+  longest = section.convergence.max_epochs + section.convergence.cooldown_epochs
+  if section.convergence.max_epochs:
+    phases = [dataclasses.replace(p, epochs=(epochs or {}).get(k, longest)) for k, p in enumerate(phases, start=1)]
   if section.progressive.enabled:  # the last phase runs up to max_epochs; early stopping ends it
     phases[-1] = dataclasses.replace(phases[-1], epochs=section.progressive.max_epochs)
   build = batching.build_global_stream if section.order == "global" else batching.build_stream

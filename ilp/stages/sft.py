@@ -17,6 +17,7 @@ from ilp.data import dev, examples, plan
 from ilp.layout import Layout
 from ilp.model import checkpoint
 from ilp.train import controls as controls_lib
+from ilp.train import convergence
 from ilp.train import loop
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,15 @@ def run(config: Config, layout: Layout) -> None:
   pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
   arrays = lambda table: (lambda rows, length, t=examples.tokenized(table): batching.assemble(t, rows, length, pad))
   lengths, datasets = frame["length"].to_numpy(), frame["dataset"].to_numpy(object)
-  controls = []
+  phase_names = tuple(p.name for p in plan.sft_phases(frame, section))
+  monitor = convergence.Monitor(section.convergence)
+  controls, until_converged = [], None
+  if section.convergence.max_epochs:   # first: the other controls replay their decisions onto its replanned stream
+    def replan(decisions: dict[int, dict]) -> None:
+      fresh, _ = plan.sft_stream(frame, section, buckets, config.seed, {p: d["epochs"] for p, d in decisions.items()})
+      stream.batches[:], stream.eval_points[:] = fresh.batches, fresh.eval_points
+    until_converged = convergence.Control(monitor, [p.epochs for p in plan.sft_phases(frame, section)], replan)
+    controls.append(until_converged)
   if section.resample.every_steps:
     controls.append(controls_lib.Resampler(section.resample, datasets, lengths, config.seed))
   if section.progressive.enabled:
@@ -56,6 +65,7 @@ def run(config: Config, layout: Layout) -> None:
     watched = loop.DevData(arrays(dev_frame), dev_frame["length"].to_numpy(), dev_frame["dataset"].to_numpy(object))
   data = loop.TrainData(stream=stream, batch_size=section.batch_size, arrays=arrays(frame), lengths=lengths,
                         buckets=buckets, table=frame[list(examples.ID_COLUMNS)], dev=watched,
-                        controls=tuple(controls))
+                        controls=tuple(controls), monitor=monitor, convergence=until_converged,
+                        phase_names=phase_names)
   loop.train(section, config.mesh, layout, NAME, init, data, tokenizer,
              notes={"tokenization": report, "plan": plan_info, "dev_examples": 0 if watched is None else len(dev_frame)})

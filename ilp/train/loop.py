@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
 import numpy as np
@@ -23,7 +23,7 @@ from ilp.layout import Layout
 from ilp.model import build, checkpoint
 from ilp.model.config import resolve_compute_dtype
 from ilp.scoring.evaluator import ExampleEvaluator
-from ilp.train import checkpointing, controls as controls_lib, dynamics, metrics, optim
+from ilp.train import checkpointing, controls as controls_lib, convergence as convergence_lib, dynamics, metrics, optim
 from ilp.train.step import compiler_options, make_train_step
 from ilp.typed import check
 
@@ -74,7 +74,10 @@ class TrainData:
   buckets: tuple[int, ...] = ()
   table: pd.DataFrame | None = None
   dev: "DevData | None" = None                           # held-out examples the controls watch
-  controls: tuple[controls_lib.Control, ...] = ()        # resampling, early stopping
+  controls: tuple[controls_lib.Control, ...] = ()        # training to convergence, resampling, early stopping
+  monitor: convergence_lib.Monitor | None = None         # epoch losses per phase, judged in the summary
+  convergence: convergence_lib.Control | None = None     # training to convergence (also in `controls`)
+  phase_names: tuple[str, ...] = ()                      # the phases' names, in order
 
 
 @dataclasses.dataclass
@@ -83,6 +86,29 @@ class DevData:
   arrays: Callable[[np.ndarray, int], dict[str, np.ndarray]]
   lengths: np.ndarray
   datasets: np.ndarray
+
+
+def _schedule_plan(stream: batching.Stream, control: convergence_lib.Control | None
+                   ) -> tuple[tuple[int, ...], tuple[int | None, ...] | None]:
+  """Steps per phase and, when training to convergence, each phase's decay steps (see
+  `optim.make_schedule`): what the learning-rate schedule is built from."""
+  phases = sorted({b.phase for b in stream.batches})
+  steps = tuple(sum(b.phase == p for b in stream.batches) for p in phases)
+  return steps, (tuple(control.decay_steps(stream, p) for p in phases) if control else None)
+
+
+def _points(stream: batching.Stream, controls: Sequence[Any]
+            ) -> tuple[int, dict[int, list[batching.EvalPoint]], set[int]]:
+  """The stream's length, its evaluation points by step and the steps that end an epoch (where
+  checkpoints are saved); controls that watch the stream's epochs re-read it."""
+  evals_at: dict[int, list[batching.EvalPoint]] = {}
+  for point in stream.eval_points:
+    evals_at.setdefault(point.step, []).append(point)
+  for control in controls:
+    if hasattr(control, "watch"):
+      control.watch(stream)
+  epoch_ends = {p.step for p in stream.eval_points if p.step > 0 and not p.name.startswith("step")}
+  return len(stream.batches), evals_at, epoch_ends
 
 
 class _Window:
@@ -116,9 +142,7 @@ def train(section: TrainConfig, mesh_config: parallel.MeshConfig, layout: Layout
   dtype = resolve_compute_dtype(section.compute_dtype)
   cfg, graphdef, params = checkpoint.load_params(init_dir, mesh, rules, dtype=dtype)
   stream, batch_size = data.stream, data.batch_size
-  total = len(stream.batches)
-  phase_steps = [sum(b.phase == s for b in stream.batches) for s in sorted({b.phase for b in stream.batches})]
-  schedule = optim.make_schedule(section.optimizer, phase_steps)
+  schedule = optim.make_schedule(section.optimizer, *_schedule_plan(stream, data.convergence))
   optimizer = optim.make_optimizer(section.optimizer, schedule)
   _, abstract = build.abstract_model(cfg)
   param_shardings = parallel.state_shardings(abstract, mesh, rules)
@@ -133,6 +157,7 @@ def train(section: TrainConfig, mesh_config: parallel.MeshConfig, layout: Layout
   state = optim.create_state(params, optimizer, shardings)
   del params
   fingerprint = stream.fingerprint()  # of the plan as built, before any control rewrote it
+  monitor = data.monitor
   stopped = None
   resumed = ckpt.restore_latest(state)
   if resumed is not None:
@@ -142,10 +167,12 @@ def train(section: TrainConfig, mesh_config: parallel.MeshConfig, layout: Layout
           f"{ckpt.directory}: checkpoint {latest} was written for another data stream (fingerprint "
           f"{meta.get('fingerprint')} vs {fingerprint}); the data or batching config changed. "
           f"Use a new work directory or delete {layout.training(stage)} to start over.")
+    if monitor is not None:
+      monitor.restore(meta.get("monitor", {}))
     for control, control_state in zip(data.controls, meta.get("controls", [])):
       control.restore(control_state, stream)
     stopped = meta.get("stopped")
-    log.info("resumed from step %d of %d", latest, total)
+    log.info("resumed from step %d of %d", latest, len(stream.batches))
   start = int(jax.device_get(state.step))
 
   writer = metrics.MetricWriter(layout.tensorboard(stage), enabled=is_writer)
@@ -154,13 +181,19 @@ def train(section: TrainConfig, mesh_config: parallel.MeshConfig, layout: Layout
   if dyn:
     dyn.discard_after(start)
 
-  with parallel.sharding_context(mesh, rules):
-    train_step = jax.jit(
-        make_train_step(graphdef, optimizer, schedule, section.grad_accum_steps, with_stats=log_dyn,
-                        ynnpack_dots=section.ynnpack_dots),
-        in_shardings=(shardings, batch_sharding),
-        out_shardings=(shardings, replicated, stats_sharding if log_dyn else replicated), donate_argnums=0,
-        compiler_options=compiler_options(section.ynnpack_dots))
+  def compile_step(plan: tuple) -> Callable:
+    """The jitted step for a schedule plan (rebuilt when training to convergence shortens a phase)."""
+    schedule = optim.make_schedule(section.optimizer, *plan)
+    with parallel.sharding_context(mesh, rules):
+      return jax.jit(
+          make_train_step(graphdef, optim.make_optimizer(section.optimizer, schedule), schedule,
+                          section.grad_accum_steps, with_stats=log_dyn, ynnpack_dots=section.ynnpack_dots),
+          in_shardings=(shardings, batch_sharding),
+          out_shardings=(shardings, replicated, stats_sharding if log_dyn else replicated), donate_argnums=0,
+          compiler_options=compiler_options(section.ynnpack_dots))
+
+  plan = _schedule_plan(stream, data.convergence)
+  train_step = compile_step(plan)
 
   evaluator = ExampleEvaluator(graphdef, cfg, mesh, batch_size, rules) if log_dyn or data.dev else None
 
@@ -184,25 +217,23 @@ def train(section: TrainConfig, mesh_config: parallel.MeshConfig, layout: Layout
              ", ".join(f"{k} {v['accuracy']:.3f}" for k, v in results.items()))
     return results
 
-  evals_at: dict[int, list[batching.EvalPoint]] = {}
-  for point in stream.eval_points:
-    evals_at.setdefault(point.step, []).append(point)
+  total, evals_at, epoch_ends = _points(stream, data.controls)
   if log_dyn and start == 0:
     for point in evals_at.get(0, []):
       run_eval(point)
 
   peak = section.peak_flops or metrics.device_peak_flops(dtype) * jax.device_count()
-  epoch_ends = {p.step for p in stream.eval_points if p.step > 0 and not p.name.startswith("step")}
   window, compiled, run_start = _Window(), set(), time.time()
   tokens = dict(resumed[2].get("tokens", {})) if resumed is not None else {}
   tokens = {"real": int(tokens.get("real", 0)), "padded": int(tokens.get("padded", 0)), "loss": int(tokens.get("loss", 0))}
-  for i in range(start, total if stopped is None else start):
+  i = start
+  while i < total and stopped is None:   # `total` shrinks when a phase converges early
     planned = stream.batches[i]
     host = data.arrays(planned.rows, planned.length)
     compiled.add(planned.length)
     with parallel.sharding_context(mesh, rules):
       state, step_metrics, stats = train_step(state, parallel.global_batch(host, batch_sharding, rows))
-    step = i + 1
+    step = i = i + 1
     step_metrics = jax.device_get(step_metrics)
     if not (np.isfinite(step_metrics["loss"]) and np.isfinite(step_metrics["grad_norm"])):
       ckpt.wait()   # an asynchronous save in flight is finished (or failed) before naming the last good one
@@ -227,6 +258,9 @@ def train(section: TrainConfig, mesh_config: parallel.MeshConfig, layout: Layout
         acc = window.by_dataset.setdefault(str(name), [0.0, 0.0])
         acc[0] += float(stats["nll_sum"][real][sel].sum())
         acc[1] += float(stats["tokens"][real][sel].sum())
+      if monitor is not None:
+        monitor.add(planned.phase, planned.epoch, datasets, stats["nll_sum"][real], stats["tokens"][real],
+                    float(step_metrics["learning_rate"]))
 
     if step % section.log_every_steps == 0 or step == total:
       elapsed = max(time.time() - window.start, 1e-9)
@@ -242,15 +276,24 @@ def train(section: TrainConfig, mesh_config: parallel.MeshConfig, layout: Layout
                scalars["perf/tokens_per_sec"], 100 * scalars["perf/mfu"], time.strftime("%H:%M:%S", time.gmtime(eta)))
       window.reset()
 
-    if log_dyn:
-      for point in evals_at.get(step, []):
-        run_eval(point)
     due = [c for c in data.controls if c.due(step)]
     if due:
-      dev = run_dev(step)
+      dev = run_dev(step) if any(getattr(c, "needs_dev", True) for c in due) else None
       if any([c.update(step, dev, stream) for c in due]):
         stopped = step
         log.info("stopped at step %d by the dev-set control", step)
+      if data.convergence in due:   # a replanned stream: the other controls replay their decisions onto it
+        for control in data.controls:
+          if control is not data.convergence:
+            control.restore(control.state(), stream)
+        total, evals_at, epoch_ends = _points(stream, data.controls)
+        if _schedule_plan(stream, data.convergence) != plan:
+          plan = _schedule_plan(stream, data.convergence)
+          train_step = compile_step(plan)
+          log.info("phase %d converged (or reached max_epochs): %d steps planned now", planned.phase, total)
+    if log_dyn:   # after the controls: a phase that converged ends here when it has no cooldown
+      for point in evals_at.get(step, []):
+        run_eval(point)
     if section.checkpoint.phase_models and step < total and stream.batches[step].phase != planned.phase:
       checkpoint.save_params(layout.phase_model(stage, planned.phase), cfg, state.params, tokenizer=tokenizer)
     if (step % section.checkpoint.every_steps == 0 or step in epoch_ends or step == total or due):
@@ -258,17 +301,18 @@ def train(section: TrainConfig, mesh_config: parallel.MeshConfig, layout: Layout
         dyn.flush()
       ckpt.save(step, state, {"fingerprint": fingerprint, "step": step, "phase": planned.phase,
                               "epoch": planned.epoch, "controls": [c.state() for c in data.controls],
-                              "stopped": stopped, "tokens": tokens})
+                              "stopped": stopped, "tokens": tokens,
+                              "monitor": monitor.state() if monitor is not None else {}})
       writer.flush()
-    if stopped is not None:
-      break
 
   ckpt.wait()
   ckpt.close()
   writer.close()
   checkpoint.save_params(layout.final(stage), cfg, state.params, tokenizer=tokenizer)
+  if monitor is not None:
+    notes = {**(notes or {}), "convergence": convergence_lib.report(monitor, data.phase_names, data.convergence)}
   summary = {"steps": int(jax.device_get(state.step)), "planned_steps": total, "stopped_at": stopped,
-             "controls": [c.state() for c in data.controls], "resumed_from": start or None, "phases": len(phase_steps),
+             "controls": [c.state() for c in data.controls], "resumed_from": start or None, "phases": len(plan[0]),
              "step_variants_compiled": len(compiled), "buckets": sorted(compiled), "tokens": tokens,
              "final_loss": float(step_metrics["loss"]) if total > start and stopped != start else None, **(notes or {})}
   if is_writer:

@@ -48,11 +48,21 @@ class OptimizerConfig:
     check(self.grad_clip_norm >= 0, "grad_clip_norm", f"must be >= 0, got {self.grad_clip_norm}")
 
 
-def phase_schedule(lr: float, steps: int, warmup_steps: int, decay: str, end_ratio: float) -> optax.Schedule:
-  """Linear warmup, then `decay` to `end_ratio` of the peak, over one phase of `steps`."""
+def phase_schedule(lr: float, steps: int, warmup_steps: int, decay: str, end_ratio: float,
+                   decay_steps: int | None = None) -> optax.Schedule:
+  """Linear warmup, then `decay` to `end_ratio` of the peak, over one phase of `steps`.
+
+  `decay_steps` (a phase trained to convergence, `ilp.train.convergence`): the peak is held after
+  the warmup and a linear decay to `end_ratio` runs over the phase's last `decay_steps` steps only
+  (0: constant to the end), whatever `decay` says: warmup-stable-decay.
+  """
   warmup = min(warmup_steps, max(steps - 1, 0))
   rest = max(steps - warmup, 1)
-  if decay == "cosine":
+  if decay_steps is not None:
+    cool = min(decay_steps, rest)
+    parts = [optax.constant_schedule(lr)] + ([optax.linear_schedule(lr, lr * end_ratio, cool)] if cool else [])
+    after = parts[0] if len(parts) == 1 else optax.join_schedules(parts, [rest - cool])
+  elif decay == "cosine":
     after = optax.cosine_decay_schedule(lr, rest, alpha=end_ratio)
   elif decay == "linear":
     after = optax.linear_schedule(lr, lr * end_ratio, rest)
@@ -63,12 +73,15 @@ def phase_schedule(lr: float, steps: int, warmup_steps: int, decay: str, end_rat
   return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), after], [warmup])
 
 
-def make_schedule(optimizer: OptimizerConfig, phase_steps: Sequence[int]) -> optax.Schedule:
-  """One warmup + decay per phase, joined at the phase boundaries."""
+def make_schedule(optimizer: OptimizerConfig, phase_steps: Sequence[int],
+                  decay_steps: Sequence[int | None] | None = None) -> optax.Schedule:
+  """One warmup + decay per phase, joined at the phase boundaries; `decay_steps` per phase (None:
+  the configured decay over the whole phase), see `phase_schedule`."""
   def warmup(steps: int) -> int:
     return optimizer.warmup_steps if optimizer.warmup_steps >= 0 else int(round(optimizer.warmup_ratio * steps))
-  parts = [phase_schedule(optimizer.learning_rate, n, warmup(n), optimizer.decay, optimizer.end_lr_ratio)
-           for n in phase_steps]
+  decays = list(decay_steps) if decay_steps is not None else [None] * len(phase_steps)
+  parts = [phase_schedule(optimizer.learning_rate, n, warmup(n), optimizer.decay, optimizer.end_lr_ratio, d)
+           for n, d in zip(phase_steps, decays)]
   boundaries = [int(b) for b in jnp.cumsum(jnp.asarray(phase_steps))[:-1]]
   return parts[0] if len(parts) == 1 else optax.join_schedules(parts, boundaries)
 

@@ -1,0 +1,162 @@
+"""The convergence criterion, the warmup-stable-decay schedule, and training to convergence through
+the real loop (decisions against the dynamics log, kill and resume to the same decisions)."""
+import json
+
+import jax
+import numpy as np
+import pandas as pd
+import pytest
+
+from ilp import parallel, pipeline
+from ilp.model import checkpoint
+from ilp.train import convergence, dynamics, optim
+from ilp.typed import ConfigError
+from ilp import config as config_lib
+from tests import sft_data
+
+
+def _monitor(losses, rates, config=convergence.ConvergenceConfig()):
+  """A monitor fed one step per (epoch, data set) with the given mean losses (10 tokens each)."""
+  m = convergence.Monitor(config)
+  for epoch, by_dataset in losses.items():
+    for name, loss in by_dataset.items():
+      m.add(1, epoch, np.asarray([name, name], object), np.asarray([loss * 4, loss * 6]), np.asarray([4, 6]),
+            rates[epoch])
+  return m
+
+
+def test_judge_against_a_direct_computation():
+  losses = {1: {"a": 2.0, "b": 1.0}, 2: {"a": 1.0, "b": 0.90}, 3: {"a": 0.99, "b": 0.89}}
+  m = _monitor(losses, {1: 1e-3, 2: 1e-3, 3: 1e-3})
+  assert m.losses(1) == {"a": pytest.approx({1: 2.0, 2: 1.0, 3: 0.99}), "b": pytest.approx({1: 1.0, 2: 0.9, 3: 0.89})}
+  verdict = convergence.judge(m.losses(1), m.learning_rates(1), convergence.ConvergenceConfig(delta=0.02), 3)
+  a, b = verdict["datasets"]["a"], verdict["datasets"]["b"]
+  assert a["relative_improvement"] == pytest.approx(0.01) and a["converged"]
+  assert b["relative_improvement"] == pytest.approx(0.01 / 0.9) and b["converged"]
+  assert verdict["converged"] and verdict["relative_lr"] == pytest.approx(1.0)
+  at2 = convergence.judge(m.losses(1), m.learning_rates(1), convergence.ConvergenceConfig(delta=0.02), 2)
+  assert not at2["converged"] and at2["datasets"]["a"]["relative_improvement"] == pytest.approx(0.5)
+  first = convergence.judge(m.losses(1), m.learning_rates(1), convergence.ConvergenceConfig(), 1)
+  assert not first["converged"] and "fewer than two" in first["datasets"]["a"]["reason"]
+
+
+def test_a_decayed_learning_rate_does_not_pass_for_convergence():
+  # The same 1% improvement at a tenth of the peak rate is a 10% improvement per unit of rate.
+  losses = {1: {"a": 1.0}, 2: {"a": 0.99}}
+  peak = convergence.judge(_monitor(losses, {1: 1e-3, 2: 1e-3}).losses(1), {1: 1e-3, 2: 1e-3},
+                           convergence.ConvergenceConfig(delta=0.02))
+  decayed = convergence.judge(_monitor(losses, {1: 1e-3, 2: 1e-4}).losses(1), {1: 1e-3, 2: 1e-4},
+                              convergence.ConvergenceConfig(delta=0.02))
+  assert peak["converged"] and not decayed["converged"]
+  assert decayed["datasets"]["a"]["adjusted_improvement"] == pytest.approx(0.1)
+  # A loss already near zero is converged by the absolute tolerance whatever the rate.
+  tiny = {1: {"a": 2e-4}, 2: {"a": 1e-4}}
+  assert convergence.judge(_monitor(tiny, {1: 1.0, 2: 0.1}).losses(1), {1: 1.0, 2: 0.1},
+                           convergence.ConvergenceConfig(delta=0.02, min_delta=1e-3))["converged"]
+
+
+def test_monitor_state_round_trips_through_json():
+  m = _monitor({1: {"a": 2.0}, 2: {"a": 1.5}}, {1: 1e-3, 2: 5e-4})
+  restored = convergence.Monitor(m.config)
+  restored.restore(json.loads(json.dumps(m.state())))
+  assert restored.losses(1) == m.losses(1) and restored.learning_rates(1) == m.learning_rates(1)
+
+
+def test_warmup_stable_decay_schedule_values():
+  opt = optim.OptimizerConfig(learning_rate=1.0, warmup_steps=2, end_lr_ratio=0.1, decay="cosine")
+  schedule = optim.make_schedule(opt, [10, 6], [4, 0])
+  values = [float(schedule(i)) for i in range(16)]
+  # phase 1: warmup 0, 0.5, then the peak held until the last 4 steps decay linearly to 0.1
+  np.testing.assert_allclose(values[:10], [0, 0.5, 1, 1, 1, 1, 1, 0.775, 0.55, 0.325], atol=1e-6)
+  # phase 2: its own warmup, then constant (undecided: no decay yet)
+  np.testing.assert_allclose(values[10:], [0, 0.5, 1, 1, 1, 1], atol=1e-6)
+  fixed = optim.make_schedule(opt, [10])   # without decay steps the configured cosine runs as before
+  assert float(fixed(9)) < 0.5
+
+
+@pytest.mark.parametrize("field, overrides, message", [
+    ("sft.convergence.max_epochs", {"max_epochs": 1}, "below epochs=2"),
+    ("sft.convergence.delta", {"delta": 0.0}, "must be > 0"),
+    ("sft.convergence.max_epochs", {"max_epochs": -1}, "must be >= 0"),
+])
+def test_bad_convergence_settings_name_the_field(tmp_path, field, overrides, message):
+  paths = sft_data.make_inputs(str(tmp_path / "data"), per_dataset=4)
+  config = sft_data.sft_config(paths)
+  config.sft.convergence.update(overrides)
+  with pytest.raises(ConfigError) as e:
+    config_lib.load(config)
+  assert e.value.field == field and message in str(e.value)
+
+
+def test_training_to_convergence_and_progressive_epochs_exclude_each_other(tmp_path):
+  paths = sft_data.make_inputs(str(tmp_path / "data"), per_dataset=4)
+  config = sft_data.sft_config(paths)
+  config.sft.convergence.max_epochs = 5
+  config.sft.progressive.enabled = True
+  config.data.dev_fraction = 0.2
+  with pytest.raises(ConfigError, match="use one"):
+    config_lib.load(config)
+
+
+def _converging_config(paths):
+  config = sft_data.sft_config(paths, epochs=2)
+  config.sft.convergence.update(max_epochs=8, delta=0.3, cooldown_epochs=1)
+  config.sft.optimizer.update(warmup_steps=2)
+  return config
+
+
+def _epoch_losses(frame: pd.DataFrame) -> dict:
+  batch = frame[frame["kind"] == "batch"]
+  sums = batch.groupby(["train_phase", "epoch"])[["nll_sum", "tokens"]].sum()
+  return {(int(p), int(e)): row.nll_sum / row.tokens for (p, e), row in sums.iterrows()}
+
+
+def test_training_to_convergence_stops_where_the_dynamics_say(tmp_path, monkeypatch):
+  paths = sft_data.make_inputs(str(tmp_path / "data"), per_dataset=24)
+  config = _converging_config(paths)
+  pipeline.run(config, str(tmp_path / "full"))
+  summary = json.load(open(tmp_path / "full" / "sft" / "summary.json"))
+  frame = dynamics.load_dynamics(str(tmp_path / "full" / "sft" / "dynamics"))
+  losses = _epoch_losses(frame)
+  decisions = summary["controls"][0]["decisions"]
+  for phase, name in ((1, "phase1"), (2, "phase2")):
+    decided = decisions[str(phase)]
+    plateau = decided["plateau_epoch"]
+    # The direct rule on the logged visits: the first epoch >= 2 (the phase's epochs) whose relative
+    # improvement (all at the peak rate) is below delta, or max_epochs.
+    direct = next((e for e in range(2, 9) if (losses[phase, e - 1] - losses[phase, e]) / losses[phase, e - 1] < 0.3), 8)
+    assert plateau == direct and decided["epochs"] == plateau + 1
+    assert max(e for p, e in losses if p == phase) == plateau + 1      # the cooldown epoch ran, nothing after it
+    verdict = summary["convergence"]["phases"][name]
+    assert verdict["epoch"] == plateau and verdict["trained_epochs"] == plateau + 1
+    assert verdict["loss_by_epoch"]["a" if phase == 1 else "b"][str(plateau)] == pytest.approx(losses[phase, plateau])
+  assert summary["convergence"]["converged"] == (decisions["2"]["reason"] == "converged")
+  assert summary["steps"] == summary["planned_steps"] == len(frame[frame["kind"] == "batch"]["step"].unique())
+  assert summary["tokens"]["loss"] == int(frame[frame["kind"] == "batch"]["tokens"].sum())
+  evals = frame[frame["kind"] == "eval"]
+  assert evals[evals["phase_end"]]["eval_point"].unique().tolist() == [
+      f"phase1/epoch{decisions['1']['epochs']}", f"phase2/epoch{decisions['2']['epochs']}"]
+
+  # Killed after the first decision and resumed: the same decisions, log and parameters.
+  real_add = dynamics.DynamicsWriter.add_batch
+  kill_at = decisions["1"]["step"] + 2
+
+  def crash(self, step, *args, **kwargs):
+    if step == kill_at:
+      raise KeyboardInterrupt("simulated kill")
+    return real_add(self, step, *args, **kwargs)
+
+  monkeypatch.setattr(dynamics.DynamicsWriter, "add_batch", crash)
+  with pytest.raises(KeyboardInterrupt):
+    pipeline.run(config, str(tmp_path / "killed"))
+  monkeypatch.setattr(dynamics.DynamicsWriter, "add_batch", real_add)
+  pipeline.run(config, str(tmp_path / "killed"))
+  resumed = json.load(open(tmp_path / "killed" / "sft" / "summary.json"))
+  assert resumed["resumed_from"] is not None and resumed["controls"] == summary["controls"]
+  assert resumed["convergence"] == summary["convergence"] and resumed["tokens"] == summary["tokens"]
+  pd.testing.assert_frame_equal(frame, dynamics.load_dynamics(str(tmp_path / "killed" / "sft" / "dynamics")))
+  mesh = parallel.make_mesh((1, 1, 1), jax.devices()[:1])
+  _, _, pa = checkpoint.load_params(str(tmp_path / "full" / "sft" / "final"), mesh)
+  _, _, pb = checkpoint.load_params(str(tmp_path / "killed" / "sft" / "final"), mesh)
+  for x, y in zip(jax.tree.leaves(pa), jax.tree.leaves(pb)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
