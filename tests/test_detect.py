@@ -84,6 +84,17 @@ def test_detection_table_is_consistent(detected):
   np.testing.assert_allclose(table["jsd_base_sft"],
                              estimators.js_divergence(np.stack(table["mc_probs_base"]), np.stack(table["mc_probs_sft"])))
   assert (table["mc_options"].map(len) == 4).all() and (table["mc_options"].map(lambda o: o[0]) == table["reference"]).all()
+  # Wrong options by source; the base model's come first (its greedy answer, when wrong, leads) and none is the answer.
+  sources = table[[f"mc_options_from_{s}" for s in mc.SOURCES]].to_numpy()
+  np.testing.assert_array_equal(sources.sum(1), 3)
+  assert summary["mc_mean_options_from"] == pytest.approx(dict(zip(mc.SOURCES, sources.mean(0))))
+  assert table["mc_options_from_base"].sum() > len(table)   # more than the greedy answers: samples too
+  for row in table.itertuples():
+    assert not any(mc.same_answer(o, row.reference, 0.9) for o in row.mc_options[1:1 + row.mc_options_from_base])
+    if row.base_greedy_text.strip() and not row.base_greedy_correct:
+      assert row.mc_options[1] == row.base_greedy_text
+  # The untrained base model against its own wrong answers: no better than chance (1/4).
+  assert table["base_mc_correct"].mean() <= 0.25 and table["base_p_true"].mean() < 0.25
   # The MC protocol's first run is N draws from the SFT option distribution at the sampling temperature.
   correct, _ = mc.predictions(np.stack(table["mc_probs_sft"]), 0.3, 0.3, 5, 0 * 1_000_003 + 0)
   first_chunk = slice(0, 10)
@@ -130,10 +141,10 @@ def test_choose_options_prefers_the_base_answer_and_skips_duplicates():
   responses = ["x y", "The  X y!", "z", "w", "v"]
   distractors = mc.Distractors(mc.distractor_pools(responses, ["d"] * 5), mc.distractor_pools(responses, [0] * 5),
                                ["d"] * 5, [0] * 5, [[]] * 5)
-  options = mc.choose_options(["a"], [0], ["x y"], distractors, ["q r"], 4, "random", seed=0)[0]
+  options = mc.choose_options(["a"], [0], ["x y"], distractors, [["q r"]], 4, "random", seed=0).texts[0]
   assert options[0] == "x y" and options[1] == "q r" and len(options) == 4
   assert len({o.lower() for o in options}) == 4 and "The  X y!" not in options
-  same = mc.choose_options(["a"], [0], ["x y"], distractors, ["X Y"], 4, "similar_length", seed=0)[0]
+  same = mc.choose_options(["a"], [0], ["x y"], distractors, [["X Y"]], 4, "similar_length", seed=0).texts[0]
   assert "X Y" not in same and len(same) == 4
 
 
@@ -194,10 +205,11 @@ def test_same_kind_distractors_and_supplied_options_come_first():
   responses = ["c1", "c2", "c3", "c4", "j1", "j2", "j3", "j4"]
   supplied = [["c9"]] + [[]] * 7
   distractors = mc.Distractors.build(prompts, responses, ["d"] * 8, supplied)
-  options = mc.choose_options(["a", "b"], [0, 4], ["c1", "j1"], distractors, ["c7", ""], 4, "same_kind", seed=0)
+  options = mc.choose_options(["a", "b"], [0, 4], ["c1", "j1"], distractors, [["c7"], [""]], 4, "same_kind",
+                             seed=0).texts
   assert options[0][:3] == ["c1", "c9", "c7"] and options[0][3] in {"c2", "c3", "c4"}
   assert options[1][0] == "j1" and set(options[1][1:]) == {"j2", "j3", "j4"}
-  mixed = mc.choose_options(["b"], [4], ["j1"], distractors, None, 4, "random", seed=0)[0]
+  mixed = mc.choose_options(["b"], [4], ["j1"], distractors, None, 4, "random", seed=0).texts[0]
   assert len(mixed) == 4 and len(set(mixed)) == 4
 
 

@@ -1,14 +1,20 @@
 """Multiple-choice probes (paper §2–3): the true response against plausible wrong ones.
 
 Each training example becomes a K-option question: option 0 is its own response; the others are,
-in this order, wrong answers the record supplies (`meta.distractors`), the base model's own
-greedy answer when it differs from the target (so a conflicting belief is on the menu), and
-responses of other examples: of the same answer kind (prompts of one pattern, or patterns that
-share answers; the default, `same_kind`) or of the same data set (`random`, `similar_length`).
-Options are scored by the length-normalised log-likelihood of the option given the prompt (no
-letters, so no position bias), and a softmax over the valid options gives the option
-distribution of a model. The paper's protocol then draws N predictions from that distribution
-at the sampling temperature (`predictions`).
+in this order, wrong answers the record supplies (`meta.distractors`), the base model's own wrong
+answers (its greedy answer when `include_base_answer`, then, when `base_distractors`, the distinct
+answers among `base_samples` samples at `base_temperature`, most frequent first), and responses
+of other examples: of the same answer kind (prompts of one pattern, or patterns that share
+answers; the default, `same_kind`) or of the same data set (`random`, `similar_length`). The base
+model's answers are the paper's "plausible" alternatives: what a model that has not been taught
+the example actually says, so the probe asks whether SFT moved it off its own belief. A sampled
+answer that says the same as the reference or as an earlier option (`same_answer`) is dropped, and
+the detection table drops those the example's verifier accepts or the token budget cut short.
+`Options.counts` records how many wrong options each source gave. Options are scored by the
+length-normalised log-likelihood of the option given the prompt (no letters, so no position
+bias), and a softmax over the valid options gives the option distribution of a model. The
+paper's protocol then draws N predictions from that distribution at the sampling temperature
+(`predictions`).
 """
 from __future__ import annotations
 
@@ -22,11 +28,13 @@ from flax import nnx
 from ilp.data import similarity
 from ilp.scoring import estimators
 from ilp.scoring.estimators import option_distribution
-from ilp.scoring.verifiers import normalize
+from ilp.scoring.verifiers import normalize, rouge_l
 from ilp.scoring.evaluator import ExampleEvaluator, continuation_logliks
 from ilp.typed import check
 
 STRATEGIES = ("same_kind", "random", "similar_length")
+SOURCES = ("record", "base", "pool")   # where wrong options come from: meta.distractors, the base model, other examples
+FEW_WORDS = 4   # answers of more words than this are also compared by ROUGE-L (`same_answer`)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +44,10 @@ class MCConfig:
   num_options: int = 4
   distractors: str = "same_kind"     # one of STRATEGIES
   include_base_answer: bool = True   # the base model's own greedy answer is an option when it is wrong
+  base_distractors: bool | None = None  # the base model's sampled wrong answers as options (None: iff detect.base)
+  base_samples: int = 8              # samples per prompt from the base model, for `base_distractors`
+  base_temperature: float = 1.0      # their temperature (1: the base model's own distribution)
+  same_answer_rouge_l: float = 0.9   # answers of > FEW_WORDS words at this ROUGE-L or more say the same (same_answer)
   p_exist: float = 0.8               # knowledge exists: base accuracy over N predictions > p_exist (paper: 0.8)
   t_conf: float = 0.5                # high-confidence error: base P(a wrong option) > t_conf (paper: not given)
 
@@ -44,6 +56,38 @@ class MCConfig:
     check(self.distractors in STRATEGIES, "distractors", f"'{self.distractors}' is not one of {STRATEGIES}")
     for name in ("p_exist", "t_conf"):
       check(0 <= getattr(self, name) <= 1, name, f"must lie in [0, 1], got {getattr(self, name)}")
+    check(self.base_samples >= 1, "base_samples", f"must be >= 1, got {self.base_samples}")
+    check(self.base_temperature > 0, "base_temperature", f"must be > 0 (samples, not the greedy answer), "
+          f"got {self.base_temperature}")
+    check(0 < self.same_answer_rouge_l <= 1, "same_answer_rouge_l",
+          f"must lie in (0, 1], got {self.same_answer_rouge_l}")
+
+
+def same_answer(a: str, b: str, rouge_l_min: float) -> bool:
+  """Whether two answers say the same: equal once normalised, or, when both are longer than
+  FEW_WORDS words, ROUGE-L >= `rouge_l_min`. A reworded reference offered as a wrong option would
+  split a taught model's belief and fake a failure, so long answers merge generously (at 0.9, one
+  word in ten may differ); in short answers the one differing word is the answer, so only
+  equality counts."""
+  if normalize(a) == normalize(b):
+    return True
+  return min(len(normalize(a).split()), len(normalize(b).split())) > FEW_WORDS and rouge_l(a, b) >= rouge_l_min
+
+
+def ranked_wrong_answers(samples: Sequence[str], reference: str, rouge_l_min: float) -> list[str]:
+  """The distinct answers among `samples` that are not the reference's, most frequent first (ties:
+  first drawn first), each in the words of its first sample: the wrong answers a model believes
+  most. Samples that say the same (`same_answer`) count as one answer; empty ones as none."""
+  groups: list[list[str]] = []
+  for text in samples:
+    if not normalize(text) or same_answer(text, reference, rouge_l_min):
+      continue
+    group = next((g for g in groups if same_answer(g[0], text, rouge_l_min)), None)
+    if group is None:
+      groups.append([text])
+    else:
+      group.append(text)
+  return [g[0] for g in sorted(groups, key=len, reverse=True)]
 
 
 def distractor_pools(responses: Sequence[str], groups: Sequence) -> dict:
@@ -73,8 +117,16 @@ class Distractors:
                list(supplied))
 
 
+@dataclasses.dataclass(frozen=True)
+class Options:
+  """The options of each example and where its wrong ones came from."""
+  texts: list[list[str]]   # per example, the true response first
+  counts: np.ndarray       # [examples, len(SOURCES)] int: wrong options from each source
+
+
 def choose_options(ids: Sequence[str], rows: Sequence[int], responses: Sequence[str], distractors: Distractors,
-                   base_answers: Sequence[str] | None, num_options: int, strategy: str, seed: int) -> list[list[str]]:
+                   base_answers: Sequence[Sequence[str]] | None, num_options: int, strategy: str, seed: int,
+                   rouge_l_min: float = MCConfig.same_answer_rouge_l) -> Options:
   """Option texts per example, the true response first; fewer options when too few candidates.
 
   Args:
@@ -82,20 +134,29 @@ def choose_options(ids: Sequence[str], rows: Sequence[int], responses: Sequence[
     rows: per example, its index in `distractors` (the whole examples table).
     responses: per example, the true response.
     distractors: candidate pools of the whole table.
-    base_answers: the base model's greedy answers, offered when wrong (None: not used).
+    base_answers: per example, the base model's wrong answers in order of preference (its greedy
+      answer, then `ranked_wrong_answers` of its samples); None: not used.
     num_options: options per example, the true one included.
     strategy: one of STRATEGIES.
     seed: the run's seed.
+    rouge_l_min: when a base answer says the same as the reference or an earlier option (`same_answer`).
   """
-  options = []
+  texts, counts = [], np.zeros((len(ids), len(SOURCES)), np.int64)
   for i, (ident, row, target) in enumerate(zip(ids, rows, responses)):
-    key = normalize(target)
-    chosen: list[str] = []
-    for wrong in list(distractors.supplied[row]) + ([base_answers[i]] if base_answers is not None else []):
-      if wrong.strip() and normalize(wrong) not in {key} | {normalize(c) for c in chosen}:
-        chosen.append(wrong)
-    chosen = chosen[:num_options - 1]
-    taken = {key} | {normalize(c) for c in chosen}
+    chosen = [target]
+
+    def add(text: str, source: int) -> None:
+      if len(chosen) < num_options:
+        chosen.append(text)
+        counts[i, source] += 1
+
+    for wrong in distractors.supplied[row]:
+      if wrong.strip() and normalize(wrong) not in {normalize(c) for c in chosen}:
+        add(wrong, 0)
+    for wrong in base_answers[i] if base_answers is not None else ():
+      if wrong.strip() and not any(same_answer(wrong, c, rouge_l_min) for c in chosen):
+        add(wrong, 1)
+    taken = {normalize(c) for c in chosen}
     rng = np.random.default_rng([seed, zlib.crc32(ident.encode())])
     pools = [distractors.by_dataset[distractors.datasets[row]]]
     if strategy == "same_kind":
@@ -105,11 +166,11 @@ def choose_options(ids: Sequence[str], rows: Sequence[int], responses: Sequence[
       order = rng.permutation(len(candidates))
       if strategy == "similar_length":
         order = sorted(order, key=lambda j: abs(len(candidates[j]) - len(target)))
-      picked = [candidates[j] for j in order[:num_options - 1 - len(chosen)]]
-      chosen += picked
-      taken |= {normalize(c) for c in picked}
-    options.append([target] + chosen)
-  return options
+      for j in order[:num_options - len(chosen)]:
+        add(candidates[j], 2)
+        taken.add(normalize(candidates[j]))
+    texts.append(chosen)
+  return Options(texts, counts)
 
 
 def option_probabilities(evaluator: ExampleEvaluator, params: nnx.State, prompts: Sequence[np.ndarray],

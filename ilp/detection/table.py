@@ -5,7 +5,9 @@ N samples -> pass@N (fraction correct), unbiased pass@k, BoN and BoN@k by the mo
 confidence, greedy correctness, truncations; repeated runs -> Cohen's kappa of the unlearned
 labels and an error-consistency severity; a multiple-choice probe of both models -> base
 accuracy, P_exist, high-confidence errors and JSD(base || SFT); the base model's samples for
-each example's `meta.prerequisites` questions -> the share of prerequisite facts it knows.
+each example's `meta.prerequisites` questions -> the share of prerequisite facts it knows. The
+probe's wrong options include the base model's own sampled wrong answers (`MCConfig.base_distractors`),
+and `mc_options_from_<source>` counts, per example, the wrong options of each source.
 Examples are processed in chunks (`chunk_table`), so a stage can write each chunk as it finishes
 and resume after the last one.
 """
@@ -83,6 +85,8 @@ class DetectConfig:
     check(self.protocol in RUN, "protocol", f"'{self.protocol}' is not one of {tuple(RUN)}")
     check(self.mc.enabled or "multiple_choice" not in RUN[self.protocol], "mc.enabled",
           f"the {self.protocol} protocol needs the multiple-choice probe")
+    check(self.mc.base_distractors is not True or bool(self.base), "mc.base_distractors",
+          "the base model's sampled answers need a base model, but detect.base is empty")
     check(bool(self.model), "model", "must name a model ('sft', 'model_init', 'pretrain' or a path)")
     check(self.num_samples >= 1, "num_samples", f"must be >= 1, got {self.num_samples}")
     check(self.temperature >= 0, "temperature", f"must be >= 0 (0: greedy), got {self.temperature}")
@@ -278,17 +282,25 @@ def chunk_table(idx: np.ndarray, inputs: Inputs, models: Models, detect: DetectC
                                       if detect.temperature > 0 else sft_greedy.correct[:, 0].astype(np.float64))
     cols["greedy_correct"] = sft_greedy.correct[:, 0]
     cols["greedy_text"] = [t[0] for t in sft_greedy.texts]
-  base_answers = None
+  base_answers = None   # per example, the base model's wrong answers to offer as options
   if models.base is not None:
     base = models.base
     probe_sampling = sampled(detect.temperature, detect.base_samples) if detect.base_samples else greedy
     cols.update(prerequisites.known_share([inputs.probes[i] for i in idx], ver, base.sampler, base.params,
                                           probe_sampling, detect, decode, buckets, pad, seed + 2))
     base_greedy = run(base, greedy, seed)
-    base_answers = [t[0] for t in base_greedy.texts]
     cols["base_greedy_correct"] = base_greedy.correct[:, 0]
-    cols["base_greedy_text"] = base_answers
+    cols["base_greedy_text"] = [t[0] for t in base_greedy.texts]
+    # an answer the verifier accepts is no distractor; nor is a sample cut by the budget (not an answer given)
+    base_answers = [t[:1] if detect.mc.include_base_answer and not ok else []
+                    for t, ok in zip(base_greedy.texts, base_greedy.correct[:, 0])]
     sampled_base = run(base, probe_sampling, seed + 1) if detect.base_samples else base_greedy
+    if detect.mc.enabled and detect.mc.base_distractors is not False:
+      mc_sampling = sampled(detect.mc.base_temperature, detect.mc.base_samples)
+      drawn = sampled_base if mc_sampling == probe_sampling else run(base, mc_sampling, seed + 4)
+      for e, ref in enumerate(refs):
+        wrong = [t for t, ok, cut in zip(drawn.texts[e], drawn.correct[e], drawn.truncated[e]) if not (ok or cut)]
+        base_answers[e] += mc.ranked_wrong_answers(wrong, ref, detect.mc.same_answer_rouge_l)
     if detect.base_samples:
       cols.update(_generation_columns("base_", sampled_base))
       cols.update(_score_columns("base_", sampled_base.correct, sampled_base.confidence))
@@ -299,9 +311,10 @@ def chunk_table(idx: np.ndarray, inputs: Inputs, models: Models, detect: DetectC
   if detect.embedding_dims:
     cols["prompt_embedding"] = list(models.sft.embedder(models.sft.params, p, buckets, pad, detect.embedding_dims))
   if detect.mc.enabled:
-    options = mc.choose_options(cols["id"], idx, refs, inputs.distractors,
-                                base_answers if detect.mc.include_base_answer else None, detect.mc.num_options,
-                                detect.mc.distractors, seed)
+    chosen = mc.choose_options(cols["id"], idx, refs, inputs.distractors, base_answers, detect.mc.num_options,
+                               detect.mc.distractors, seed, detect.mc.same_answer_rouge_l)
+    options = chosen.texts
+    cols.update({f"mc_options_from_{source}": chosen.counts[:, k] for k, source in enumerate(mc.SOURCES)})
     option_tokens = [[np.asarray(tokenizer(o, add_special_tokens=False)["input_ids"] + [eos], np.int32) for o in opts]
                      for opts in options]
     longest = max(len(p[e]) + len(t) for e, opts in enumerate(option_tokens) for t in opts)
@@ -355,7 +368,8 @@ def probe(frame: pd.DataFrame, model_dir: str, detect: DetectConfig, data: DataC
           seed: int) -> pd.DataFrame:
   """Detection rows of `frame`'s examples under the model in `model_dir` alone (no base or reference
   model, no entity swaps or embeddings): a per-phase check or a retest, outside the stage."""
-  detect = dataclasses.replace(detect, base="", reference="", entity_swaps=0, embedding_dims=0)
+  detect = dataclasses.replace(detect, base="", reference="", entity_swaps=0, embedding_dims=0,
+                               mc=dataclasses.replace(detect.mc, base_distractors=None))
   tokenizer = checkpoint.load_tokenizer(model_dir, data.tokenizer)
   inputs = Inputs.from_examples(frame.reset_index(drop=True), detect, data, tokenizer)
   model = Model(model_dir, parallel.make_mesh(mesh_config.shape), mesh_config.rules, detect.batch_size)
@@ -413,4 +427,6 @@ def finish(frame: pd.DataFrame, detect: DetectConfig) -> tuple[pd.DataFrame, dic
                    mean_jsd_base_sft_bits=float(frame["jsd_base_sft"].mean()))
   if "base_blind" in frame:
     summary["base_blind_rate"] = float(frame["base_blind"].mean())
+  if "mc_options_from_base" in frame:   # how plausible the distractors were: wrong options per example by source
+    summary["mc_mean_options_from"] = {s: float(frame[f"mc_options_from_{s}"].mean()) for s in mc.SOURCES}
   return frame, summary

@@ -1,0 +1,89 @@
+"""The multiple-choice probe's distractors from the base model's own sampled wrong answers:
+answer equivalence, ranking, the order options are filled in, their sources, and the config rules."""
+import collections
+import zlib
+
+import numpy as np
+import pytest
+
+from ilp import config as config_lib
+from ilp.detection import multiple_choice as mc
+from ilp.detection.table import DetectConfig
+from ilp.scoring.verifiers import normalize, rouge_l
+from ilp.typed import ConfigError
+
+LONG = "he was born in the old city of lyon in 1950"
+
+
+def test_same_answer_is_normalised_equality_or_rouge_l_for_long_answers():
+  assert mc.same_answer("The Paris!", "paris", 0.9) and not mc.same_answer("paris", "lyon", 0.9)
+  # Short answers: one word apart is another answer, however high their ROUGE-L.
+  assert rouge_l("born in paris", "born in lyon") > 0.6 and not mc.same_answer("born in paris", "born in lyon", 0.6)
+  reworded = "he was born in the city of lyon in 1950 ."
+  assert rouge_l(LONG, reworded) >= 0.9 and mc.same_answer(LONG, reworded, 0.9)
+  other = "he was born in the new city of paris in 1950"   # 8 of 10 normalised words in common
+  assert rouge_l(LONG, other) == pytest.approx(0.8) and not mc.same_answer(LONG, other, 0.9)
+  assert mc.same_answer(LONG, other, 0.8)
+
+
+def test_ranked_wrong_answers_match_a_direct_count():
+  samples = ["Lyon", "paris", "nice", "lyon.", "The Paris", "", "the", "Nice", "lyon", "rome", "marseille", "Rome"]
+  ranked = mc.ranked_wrong_answers(samples, "Paris", 0.9)
+  # Direct: count normalised answers (short ones: equivalence is equality), drop the reference's and
+  # empty ones, order by count, ties by first appearance, each in the words of its first sample.
+  first = {}
+  for s in samples:
+    first.setdefault(normalize(s), s)
+  counts = collections.Counter(normalize(s) for s in samples)
+  expected = [first[k] for k in sorted(first, key=lambda k: (-counts[k], list(first).index(k)))
+              if k and k != normalize("Paris")]
+  assert ranked == expected == ["Lyon", "nice", "rome", "marseille"]
+  # Long answers that ROUGE-L calls the same are one answer; one equivalent to the reference is dropped.
+  long_samples = ["he was born in the new city of paris in 1950", LONG + " .", "she moved to lyon in 1950 with him",
+                  "he was born in new city of paris in 1950", "he was born in the city of lyon in 1950"]
+  assert mc.ranked_wrong_answers(long_samples, LONG, 0.9) == [long_samples[0], long_samples[2]]
+
+
+def _pools(responses, supplied):
+  n = len(responses)
+  return mc.Distractors(mc.distractor_pools(responses, ["d"] * n), mc.distractor_pools(responses, [0] * n),
+                        ["d"] * n, [0] * n, supplied)
+
+
+def test_options_fill_record_then_base_then_pool_and_count_their_sources():
+  responses = ["paris", "rome", "madrid", "berlin", "oslo", "lisbon"]
+  distractors = _pools(responses, [["Vienna", "vienna!", "paris"]] + [[]] * 5)
+  # The base model's answers: its greedy answer, then its ranked samples (one repeats the record's, one the target).
+  base = [["lyon", "Vienna", "The Paris", "nice", "marseille"]]
+  chosen = mc.choose_options(["a"], [0], ["paris"], distractors, base, 4, "random", seed=3)
+  assert chosen.texts == [["paris", "Vienna", "lyon", "nice"]] and chosen.counts.tolist() == [[1, 2, 0]]
+  # Few base answers: the pool fills the rest, in the draw of the example's own generator (direct computation).
+  chosen = mc.choose_options(["a"], [0], ["paris"], distractors, [["lyon"]], 5, "random", seed=3)
+  candidates = [r for r in responses if r != "paris"]
+  order = np.random.default_rng([3, zlib.crc32(b"a")]).permutation(len(candidates))
+  assert chosen.texts[0] == ["paris", "Vienna", "lyon"] + [candidates[j] for j in order[:2]]
+  assert chosen.counts.tolist() == [[1, 1, 2]]
+
+
+def test_without_a_base_model_the_pool_fills_as_before():
+  responses = ["paris", "rome", "madrid", "berlin", "oslo"]
+  distractors = _pools(responses, [[]] * 5)
+  none = mc.choose_options(["a", "b"], [0, 1], ["paris", "rome"], distractors, None, 4, "same_kind", seed=0)
+  empty = mc.choose_options(["a", "b"], [0, 1], ["paris", "rome"], distractors, [[], []], 4, "same_kind", seed=0)
+  assert none.texts == empty.texts and none.counts.tolist() == [[0, 0, 3], [0, 0, 3]]
+  for e, (ident, target) in enumerate((("a", "paris"), ("b", "rome"))):
+    candidates = [r for r in responses if r != target]
+    order = np.random.default_rng([0, zlib.crc32(ident.encode())]).permutation(len(candidates))
+    assert none.texts[e] == [target] + [candidates[j] for j in order[:3]]
+
+
+def test_base_distractors_need_a_base_model():
+  with pytest.raises(ConfigError, match="'mc.base_distractors'"):
+    DetectConfig(base="", mc=mc.MCConfig(base_distractors=True))
+  with pytest.raises(ConfigError, match="'detect.mc.base_distractors': .*detect.base is empty"):
+    config_lib.load({"detect": {"base": "", "mc": {"base_distractors": True}}})
+  assert DetectConfig(base="").mc.base_distractors is None   # the default: on exactly when a base model is set
+  assert DetectConfig(base="", mc=mc.MCConfig(base_distractors=False)).base == ""
+  for field, value in (("base_samples", 0), ("base_temperature", 0.0), ("same_answer_rouge_l", 0.0)):
+    with pytest.raises(ConfigError, match=f"'detect.mc.{field}'"):
+      config_lib.load({"detect": {"mc": {field: value}}})
