@@ -8,6 +8,11 @@ examples per cause to measure a mitigation, so the baseline's diagnosis, and eve
 uses the generative label, in its expected-pass form (`detect.label=expected`: the probability
 of a pass, not its sampled estimate, so a re-run does not "fix" examples by sampling luck);
 detection runs the generative protocol only (half the time).
+
+Each mitigation is compared with the baseline and, at equal compute, with "more epochs" of the
+baseline on its own training budget (CPT + SFT tokens): a control derived after the mitigation
+ran, `arms/more_epochs.e<E>/`, phase 2 trained for E epochs (`ilp.interventions.equal_compute`).
+The fixed `more_epochs` arm below stays: the paper's Table 4 control (ten phase-2 epochs).
 """
 from configs import world
 
@@ -40,4 +45,5 @@ def get_config():
                 heldout=({"path": "{workdir}/world/heldout.jsonl"},),
                 heldout_text=({"path": "{workdir}/world/general.txt"},))
   c.interventions.arms = ARMS
+  c.interventions.equal_compute = True   # False: compare with the baseline only (no derived controls)
   return c

@@ -4,7 +4,9 @@ run into `arms/<name>/` from the baseline's world, base model and diagnosis.
 An arm runs only what its intervention changes: continual pre-training when it has one, then
 SFT, detection, diagnosis and the capability check. Its config keeps the baseline's seed, data
 (paths resolved against the baseline's work directory) and settings, so the arm and the baseline
-differ by the intervention alone. Re-running resumes: each arm's pipeline skips finished stages.
+differ by the intervention alone. A mitigation that trains more than the baseline is followed by
+its equal-compute "more epochs" control (`ilp.interventions.equal_compute`), run the same way.
+Re-running resumes: each arm's pipeline skips finished stages.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
+from ilp.interventions import equal_compute
 from ilp.interventions.config import ArmConfig, InterventionsConfig, module
 from ilp.layout import Layout
 
@@ -59,15 +62,31 @@ def targets(arm: ArmConfig) -> tuple[str, ...]:
 
 
 def run(config: Any, layout: Layout, run_pipeline: Callable[[Any, str], None]) -> None:
-  """Prepares and runs every configured arm (`run_pipeline` is `ilp.pipeline.run`)."""
+  """Prepares and runs every configured arm (`run_pipeline` is `ilp.pipeline.run`), each mitigation
+  followed by its equal-compute "more epochs" control (`equal_compute.plan`), which needs the
+  mitigation's measured tokens; arms of one budget share their control."""
   if not config.interventions.arms:
     return
   if not os.path.exists(layout.attribution):
     raise FileNotFoundError(f"{layout.attribution}: no baseline diagnosis; arms start from it (run the diagnose stage)")
   attribution = pd.read_parquet(layout.attribution)
-  for arm in config.interventions.arms:
+  ran = set()
+
+  def run_arm(arm: ArmConfig) -> None:
+    if arm.name in ran:
+      return
+    ran.add(arm.name)
     arm_layout = layout.arm(arm.name)
     context = Context(config, layout, arm_layout, attribution)
     arm_config = module(arm.intervention).prepare(context, arm.typed_settings(), base_config(config, layout))
     log.info("arm %s (%s): stages %s", arm.name, arm.intervention, ", ".join(arm_config.stages))
     run_pipeline(arm_config, arm_layout.root)
+
+  for arm in config.interventions.arms:
+    run_arm(arm)
+    control = equal_compute.plan(config, layout, arm)
+    if control is not None:
+      log.info("arm %s: %d real tokens (baseline %d); its equal-compute control: %s", arm.name, control.budget,
+               control.baseline, control.name)
+      if control.arm is not None:
+        run_arm(control.arm)

@@ -49,14 +49,26 @@ class ArmConfig:
     return typed.build(module(self.intervention).Settings, self.settings, "settings")
 
 
+CONTROL_PREFIX = "more_epochs.e"   # derived equal-compute controls: arms/more_epochs.e<epochs>/ (reserved)
+ROUNDINGS = ("nearest", "up")      # how a budget becomes epochs (`ilp.interventions.equal_compute`)
+
+
 @dataclasses.dataclass(frozen=True)
 class InterventionsConfig:
   """Arms run by the `arms` stage after the baseline; `compare` measures each against it with
-  `bootstrap_samples` paired bootstrap resamples (95% intervals)."""
+  `bootstrap_samples` paired bootstrap resamples (95% intervals), and each mitigation also
+  against "more epochs" of the baseline at the mitigation's compute (`ilp.interventions.equal_compute`)."""
   arms: tuple[ArmConfig, ...] = ()
   bootstrap_samples: int = 1000
+  equal_compute: bool = True               # derive and compare an equal-compute "more epochs" control per mitigation
+  equal_compute_rounding: str = "nearest"  # control epochs: "nearest" the arm's tokens, or "up" (never fewer)
 
   def __post_init__(self):
     names = [arm.name for arm in self.arms]
     check(len(set(names)) == len(names), "arms", f"arm names repeat: {names}")
+    reserved = [name for name in names if name.startswith(CONTROL_PREFIX) or name == "baseline"]
+    check(not reserved, "arms", f"arm names {reserved} are reserved: 'baseline' names the baseline run, "
+          f"'{CONTROL_PREFIX}<epochs>' the derived equal-compute controls")
     check(self.bootstrap_samples >= 100, "bootstrap_samples", f"must be >= 100, got {self.bootstrap_samples}")
+    check(self.equal_compute_rounding in ROUNDINGS, "equal_compute_rounding",
+          f"'{self.equal_compute_rounding}' is not one of {ROUNDINGS}")

@@ -1,4 +1,5 @@
-"""The comparison's Markdown section: each arm against the baseline."""
+"""The comparison's Markdown section: each arm against the baseline, each run's training compute,
+and each mitigation against its equal-compute "more epochs" control."""
 from __future__ import annotations
 
 from typing import Any
@@ -15,9 +16,96 @@ def _points(x: float | None, low: float | None = None, high: float | None = None
   return f"{100 * x:+.1f}{interval}"
 
 
-def markdown(summary: dict[str, Any], capability: dict[str, Any], label: str,
-             matrix: dict[str, dict[str, float | None]]) -> str:
-  """Tables of `compare/summary.json` (per arm), the response matrix and the runs' capability checks."""
+def _matrix(summary: dict[str, Any], matrix: dict[str, dict[str, float | None]]) -> list[str]:
+  """The response matrix as a table, each arm's own cause(s) in bold."""
+  arms = list(summary)
+  lines = ["| cause (n) | " + " | ".join(arms) + " |", "|---|" + "---|" * len(arms)]
+  for cause, row in matrix.items():
+    n = next((s["by_cause"][cause]["n"] for s in summary.values() if cause in s["by_cause"]), 0)
+    cells = [(f"**{_pct(row[a])}**" if cause in summary[a]["targets"] else _pct(row[a])) for a in arms]
+    lines.append(f"| {cause} ({n}) | " + " | ".join(cells) + " |")
+  return lines
+
+
+def _tokens(n: int | None) -> str:
+  return "—" if n is None else f"{n:,}"
+
+
+def _compute(result: dict[str, Any]) -> list[str]:
+  """Each run's intervention compute (`ilp.interventions.equal_compute.compute`)."""
+  runs = result.get("compute", {})
+  base = (runs.get("baseline") or {}).get("tokens", {}).get("real")
+  lines = ["", "## Training compute of each intervention", "",
+           "Tokens trained by the run's own training stages, summed over their optimizer steps (each stage's "
+           "`summary.json`): SFT, plus continual pre-training (CPT) for the knowledge and calibration arms; the "
+           "base model's pre-training, shared by every run, is not counted. FLOPs = 6·N·D over the padded tokens "
+           "(attention scores left out).", "",
+           "| run | CPT real tokens | SFT real tokens | total real tokens | × baseline | padded tokens | loss tokens "
+           "| FLOPs |", "|---|---|---|---|---|---|---|---|"]
+  for name, c in runs.items():
+    if not c:
+      lines.append(f"| {name} | — | — | — | — | — | — | — |")
+      continue
+    t, by = c["tokens"], c["by_stage"]
+    ratio = f"{t['real'] / base:.2f}" if base else "—"
+    flops = "—" if c["flops"] is None else f"{c['flops']:.3g}"
+    lines.append(f"| {name} | {_tokens(by.get('pretrain', {}).get('real'))} | {_tokens(by['sft']['real'])} | "
+                 f"{_tokens(t['real'])} | {ratio} | {_tokens(t['padded'])} | {_tokens(t['loss'])} | {flops} |")
+  return lines
+
+
+def _changes(s: dict[str, Any] | None) -> list[str]:
+  """The change of the unlearned rate on all examples and on the target, and the DiD, of one
+  comparison (an arm's summary entry against its reference run)."""
+  if s is None:
+    return ["not run yet"] * 3
+  u, d = s["unlearned"], s["difference_in_differences"]
+  return [_points(u["change"], u["change_low"], u["change_high"]),
+          _points(d["target_change"], d["target_change_low"], d["target_change_high"]),
+          _points(d["did"], d["did_low"], d["did_high"])]
+
+
+def _equal_compute(result: dict[str, Any]) -> list[str]:
+  """Each mitigation against the baseline and against its equal-compute "more epochs" control."""
+  setting = result.get("equal_compute", {})
+  lines = ["", "## At equal compute: each mitigation against \"more epochs\" of the baseline", ""]
+  if not setting.get("enabled"):
+    return lines + ["Off (`interventions.equal_compute=False`): the arms are compared with the baseline only."]
+  lines += ["More SFT alone teaches more, and every mitigation costs compute, so each mitigation is also compared "
+            "with the baseline trained longer on its budget: its control is the baseline with the last SFT phase "
+            "(every phase without `sft.phases`) trained for E epochs, E chosen from the measured real tokens (the arm's, the baseline's, and one epoch "
+            "of that phase) so that the control's tokens are "
+            + ("the nearest to the arm's (within half an epoch)" if setting.get("rounding") == "nearest" else
+               "at least the arm's, by less than one epoch") +
+            "; when E would not exceed the baseline's epochs, the baseline itself is the control. One control run "
+            "per budget, not one at the largest budget with the others interpolated: the unlearned rate is not "
+            "linear in epochs. Changes in points (arm minus reference) with 95% paired bootstrap intervals, on the "
+            "baseline-attributed target; against a control, \"others\" in the DiD are the control's unlearned.", "",
+            "| arm | control (epochs of the raised phase) | real tokens: arm / control | all: vs baseline "
+            "| all: vs control | target: vs baseline | target: vs control | DiD vs baseline | DiD vs control |",
+            "|---|---|---|---|---|---|---|---|---|"]
+  for name, s in result["arms"].items():
+    e = s.get("equal_compute")
+    if not e:
+      continue
+    ratio = f" ({e['tokens_ratio']:.2f}×)" if e.get("tokens_ratio") else ""
+    changes = zip(_changes(s), _changes(e.get("comparison")))
+    epochs = f"{', '.join(e['raised_phases']) or 'every phase'}: {e['baseline_epochs']} → {e['epochs']} epochs"
+    lines.append(f"| {name} | {e['control']} ({epochs}) | {_tokens(e['arm_tokens'])} / "
+                 f"{_tokens(e['control_tokens'])}{ratio} | " + " | ".join(c for pair in changes for c in pair) + " |")
+  at_equal = {name: s["equal_compute"]["comparison"] for name, s in result["arms"].items()
+              if (s.get("equal_compute") or {}).get("comparison")}
+  if at_equal:
+    lines += ["", "### Response matrix against the equal-compute controls", "",
+              "Relative reduction of the unlearned rate by baseline-attributed cause, each arm against its control.",
+              ""] + _matrix(at_equal, result["response_matrix_equal_compute"])
+  return lines
+
+
+def markdown(result: dict[str, Any], capability: dict[str, Any]) -> str:
+  """Tables of `compare/summary.json` (`result`): per arm against the baseline, the response
+  matrix, each run's compute, each mitigation at equal compute, and the runs' capability checks."""
+  summary, label, matrix = result["arms"], result["label"], result["response_matrix"]
   lines = ["# Interventions against the baseline", "",
            f"Unlearned = the {label} label. Each arm is compared with the baseline on the examples both "
            "trained on; changes are in percentage points with 95% paired bootstrap intervals. "
@@ -46,16 +134,10 @@ def markdown(summary: dict[str, Any], capability: dict[str, Any], label: str,
     cells = [f"{_pct(s['by_cause'][c]['baseline_rate'])} → {_pct(s['by_cause'][c]['arm_rate'])}"
              if c in s["by_cause"] else "—" for c in ("I", "II", "III", "IV", "V", "unlearned", "learned")]
     lines.append(f"| {name} | " + " | ".join(cells) + " |")
-  arms = list(summary)
-  targets = {name: set(s["targets"]) for name, s in summary.items()}
   lines += ["", "## Response matrix: relative reduction of the unlearned rate by baseline-attributed cause", "",
             "Rows: the cause the baseline attributed; columns: the arms (its own mitigation in bold). A diagnosis "
-            "confirmed by intervention has a dominant diagonal: each cause responds most to its own mitigation.", "",
-            "| cause (n) | " + " | ".join(arms) + " |", "|---|" + "---|" * len(arms)]
-  for cause, row in matrix.items():
-    n = next((s["by_cause"][cause]["n"] for s in summary.values() if cause in s["by_cause"]), 0)
-    cells = [(f"**{_pct(row[a])}**" if cause in targets[a] else _pct(row[a])) for a in arms]
-    lines.append(f"| {cause} ({n}) | " + " | ".join(cells) + " |")
+            "confirmed by intervention has a dominant diagonal: each cause responds most to its own mitigation.", ""]
+  lines += _matrix(summary, matrix) + _compute(result) + _equal_compute(result)
   lines += ["", "## ROUGE-L by position in the training stream (first / middle / last 10%; the paper's Table 11)", "",
             "| run | first | middle | last |", "|---|---|---|---|"]
   first = next(iter(summary.values()), None)

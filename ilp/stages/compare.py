@@ -1,18 +1,20 @@
-"""Stage `compare`: every finished arm against the baseline (`ilp.interventions.compare`).
-Writes `compare/`: `comparison.parquet` (per arm and group), `summary.json` (per arm, with the
-runs' capability checks) and `comparison.md`. It always runs: it is recomputed in seconds from
-the runs' tables, so arms added or finished later count."""
+"""Stage `compare`: every finished arm against the baseline and, at equal compute, each mitigation
+against its "more epochs" control (`ilp.interventions.compare`, `ilp.interventions.equal_compute`).
+Writes `compare/`: `comparison.parquet` (per arm, reference run and group), `summary.json` (per
+arm, with every run's training compute and capability check) and `comparison.md`. It always runs:
+it is recomputed in seconds from the runs' tables, so arms added or finished later count."""
 from __future__ import annotations
 
 import json
 import logging
 import os
+from typing import Any
 
 import pandas as pd
 
 from ilp import fileio
 from ilp.config import Config
-from ilp.interventions import arms, compare
+from ilp.interventions import arms, compare, equal_compute
 from ilp.layout import Layout
 from ilp.report import comparison
 
@@ -27,6 +29,32 @@ def _capability(layout: Layout) -> dict:
     return json.load(f)
 
 
+def _against_control(config: Config, layout: Layout, plan: equal_compute.Plan, control: dict[str, Any] | None,
+                     base: pd.DataFrame, name: str, table: pd.DataFrame, targets: tuple[str, ...]
+                     ) -> tuple[pd.DataFrame | None, dict[str, Any]]:
+  """Arm `name` against its equal-compute control (`control`: that run's compute): the same paired
+  statistics as against the baseline (`compare.comparison` with the control's table in the
+  baseline's place), over the baseline-attributed causes; "unlearned"/"learned" and the DiD's
+  other examples are then the control's. No "comparison" until the control ran."""
+  tokens = control["tokens"]["real"] if control else None
+  entry = {"control": plan.name, "raised_phases": list(plan.raised.phases), "epochs": plan.epochs,
+           "baseline_epochs": plan.raised.epochs, "epoch_tokens": plan.raised.epoch_tokens,
+           "arm_tokens": plan.budget,
+           "predicted_tokens": plan.predicted, "control_tokens": tokens,
+           "tokens_ratio": tokens / plan.budget if tokens and plan.budget else None}
+  if plan.arm is None:
+    reference = base
+  elif os.path.exists(layout.arm(plan.name).attribution):
+    reference = pd.read_parquet(layout.arm(plan.name).attribution, columns=COLUMNS)
+    reference = reference.merge(base[["id", "cause"]], on="id")
+  else:
+    return None, {**entry, "finished": False}
+  frame, summary = compare.comparison(reference, {name: table}, {name: targets},
+                                      config.interventions.bootstrap_samples, config.seed)
+  rows = None if plan.arm is None else frame.assign(reference=plan.name)   # the baseline's rows are there already
+  return rows, {**entry, "finished": True, "comparison": summary[name]}
+
+
 def run(config: Config, layout: Layout) -> None:
   finished = [a for a in config.interventions.arms if os.path.exists(layout.arm(a.name).attribution)]
   if not finished:
@@ -34,17 +62,35 @@ def run(config: Config, layout: Layout) -> None:
     return
   base = pd.read_parquet(layout.attribution, columns=COLUMNS + ["cause"])
   tables = {a.name: pd.read_parquet(layout.arm(a.name).attribution, columns=COLUMNS) for a in finished}
-  frame, summary = compare.comparison(base, tables, {a.name: arms.targets(a) for a in finished},
-                                      config.interventions.bootstrap_samples, config.seed)
-  capability = {"baseline": _capability(layout), **{a.name: _capability(layout.arm(a.name)) for a in finished}}
+  targets = {a.name: arms.targets(a) for a in finished}
+  frame, summary = compare.comparison(base, tables, targets, config.interventions.bootstrap_samples, config.seed)
+  frames = [frame.assign(reference="baseline")]
+  plans = {a.name: p for a in finished if (p := equal_compute.plan(config, layout, a)) is not None}
+  controls = sorted({p.name for p in plans.values() if p.arm is not None})
+  runs = {"baseline": layout, **{name: layout.arm(name) for name in [*tables, *controls]}}
+  compute = {name: equal_compute.compute(run, equal_compute.BASELINE_STAGES if name == "baseline"
+                                         else equal_compute.ARM_STAGES) for name, run in runs.items()}
+  capability = {name: _capability(run) for name, run in runs.items()}
   for a in finished:
-    summary[a.name].update(intervention=a.intervention, capability=capability[a.name])
-  fileio.write_parquet_atomic(frame, layout.comparison)
-  fileio.write_json_atomic(layout.compare_summary, {"label": config.diagnose.protocol,
-                                                    "baseline_capability": capability["baseline"], "arms": summary,
-                                                    "response_matrix": compare.response_matrix(summary)})
-  fileio.write_text_atomic(layout.compare_report, comparison.markdown(summary, capability, config.diagnose.protocol,
-                                                                           compare.response_matrix(summary)))
+    summary[a.name].update(intervention=a.intervention, capability=capability[a.name], compute=compute[a.name],
+                           equal_compute=None)
+    if a.name in plans:
+      plan = plans[a.name]
+      against, summary[a.name]["equal_compute"] = _against_control(config, layout, plan, compute[plan.name], base,
+                                                                   a.name, tables[a.name], targets[a.name])
+      frames += [] if against is None else [against]
+  at_equal = {name: s["equal_compute"]["comparison"] for name, s in summary.items()
+              if (s["equal_compute"] or {}).get("comparison")}
+  result = {"label": config.diagnose.protocol, "baseline_capability": capability["baseline"], "arms": summary,
+            "response_matrix": compare.response_matrix(summary), "compute": compute,
+            "equal_compute": {"enabled": config.interventions.equal_compute,
+                              "rounding": config.interventions.equal_compute_rounding,
+                              "controls": {name: {"capability": capability[name]} for name in controls}},
+            "response_matrix_equal_compute": compare.response_matrix(at_equal)}
+  table = pd.concat(frames, ignore_index=True)
+  fileio.write_parquet_atomic(table[["arm", "reference"] + compare.RATE_COLUMNS], layout.comparison)
+  fileio.write_json_atomic(layout.compare_summary, result)
+  fileio.write_text_atomic(layout.compare_report, comparison.markdown(result, capability))
   for name, s in summary.items():
     log.info("compare %s: unlearned %.1f%% -> %.1f%%, DiD %s", name, 100 * s["unlearned"]["baseline_rate"],
              100 * s["unlearned"]["arm_rate"], s["difference_in_differences"]["did"])

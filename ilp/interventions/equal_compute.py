@@ -1,0 +1,152 @@
+"""Each run's training compute, and the equal-compute "more epochs" control of each mitigation.
+
+Compute. A run's intervention compute is what it trained beyond the base model all runs share:
+its SFT and, for the knowledge and calibration arms, its continual pre-training (the arm's own
+`pretrain/`; the baseline's `pretrain/` made the shared base model and is not counted). Tokens are
+the training loop's counts in each stage's `summary.json` (real, padded and loss tokens summed
+over the stage's optimizer steps); FLOPs are 6·N·D over the padded tokens
+(`training_flops_per_token` without its attention term, which needs each batch's length).
+
+Control. More SFT alone teaches more (the paper's Table 4) and every mitigation costs compute, so
+each mitigation is also compared with the baseline trained longer on the mitigation's budget.
+Design: one explicit control run per budget, not one run at the largest budget with the others
+interpolated: the unlearned rate is not linear in epochs (it falls, plateaus, and forgetting
+grows), so an interpolation would rest on a curve nobody measured. After a mitigation arm has
+run, its measured budget B (real tokens) becomes an epoch count E of the baseline's last SFT phase
+(of every phase when `sft.phases` is empty: `sft.epochs`). That control trains
+T(E) = T_base + (E - E_base) * t real tokens (`Raised.tokens`, for phases of unequal E_base too):
+T_base the baseline's measured SFT tokens, t the real tokens of one epoch of that phase (its
+examples' lengths as trained; an epoch visits each once), E_base the epochs the baseline trained
+it (its summary's `trained_epochs` when the phase trained until converged, else the config's).
+Rounding "nearest" takes the E whose T(E) is nearest B (within half an epoch either way, ties
+up); "up" the least E with T(E) >= B (never less compute than the arm, at most one epoch more).
+When E <= E_base (the arm costs at most half an epoch more than the baseline, or less), the
+baseline itself is the control. Controls are named by E, so arms of
+one budget share a run; once a control ran, its measured tokens are reported beside the arm's.
+
+Training until converged (`sft.convergence.max_epochs`) is read here but not yet handled by the
+epochs intervention: the control must then train exactly E epochs (convergence off, its other
+phases at the baseline's trained epochs), not stop at the criterion or exceed `max_epochs`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from typing import Any, Sequence
+
+import pandas as pd
+
+from ilp.data import batches
+from ilp.interventions.config import CONTROL_PREFIX, ArmConfig
+from ilp.layout import Layout
+from ilp.model import checkpoint
+from ilp.train import metrics
+
+log = logging.getLogger(__name__)
+
+TOKENS = ("real", "padded", "loss")
+BASELINE_STAGES = ("sft",)          # the baseline's pretrain made the base model every run starts from
+ARM_STAGES = ("pretrain", "sft")    # an arm's pretrain is its own continual pre-training (CPT arms only)
+
+
+def is_control(arm: ArmConfig) -> bool:
+  """A "more epochs" arm is itself a compute control: it gets no equal-compute control."""
+  return arm.intervention == "epochs"
+
+
+def compute(layout: Layout, stages: Sequence[str]) -> dict[str, Any] | None:
+  """The real, padded and loss tokens of the `stages` that ran in `layout`, per stage and summed,
+  and the sum's FLOPs (None without the model's config); None when SFT has no token count (not
+  run yet, or run before the counts were recorded)."""
+  by_stage = {}
+  for stage in stages:
+    if os.path.exists(layout.summary(stage)):
+      with open(layout.summary(stage)) as f:
+        by_stage[stage] = json.load(f).get("tokens")
+  if by_stage.get("sft") is None or None in by_stage.values():
+    return None
+  total = {k: sum(int(t[k]) for t in by_stage.values()) for k in TOKENS}
+  model = layout.final("sft")
+  flops = (metrics.training_flops_per_token(checkpoint.read_model_config(model), 0) * total["padded"]
+           if os.path.exists(os.path.join(model, checkpoint.CONFIG_FILE)) else None)
+  return {"tokens": total, "by_stage": by_stage, "flops": flops}
+
+
+@dataclasses.dataclass(frozen=True)
+class Raised:
+  """What the control trains longer, as the baseline trained it."""
+  phases: tuple[str, ...]   # names for the epochs intervention; () = every phase (via `sft.epochs`)
+  epochs: int               # the most epochs the baseline trained one of them
+  epoch_tokens: int         # real tokens of one epoch of them all
+  trained_tokens: int       # real tokens the baseline trained on them: each one's epochs x its epoch
+
+  def tokens(self, baseline: int, epochs: int) -> int:
+    """Real tokens of the baseline's run (`baseline` of them) with these phases at `epochs`."""
+    return baseline - self.trained_tokens + epochs * self.epoch_tokens
+
+
+def trained_epochs(layout: Layout) -> dict[str, int]:
+  """The epochs the baseline's SFT phases trained where its summary records them (phases trained
+  until converged: `convergence.phases.<name>.trained_epochs`); the others trained their config's."""
+  with open(layout.summary("sft")) as f:
+    phases = (json.load(f).get("convergence") or {}).get("phases", {})
+  return {name: int(p["trained_epochs"]) for name, p in phases.items() if p.get("trained_epochs")}
+
+
+def raised(sft: Any, examples: pd.DataFrame, trained: dict[str, int] | None = None) -> Raised:
+  """The baseline's last SFT phase (every phase when `sft.phases` is empty) over `examples`, the
+  baseline's examples table as trained (dataset, phase, length); `trained`: the epochs phases
+  actually trained, by name, where they differ from the config's (`trained_epochs`)."""
+  specs = batches.plan_phases(examples["dataset"].to_numpy(object), examples["phase"].to_numpy(), sft.phases,
+                              sft.epochs)
+  chosen = specs[-1:] if sft.phases else specs
+  lengths = examples["length"].to_numpy()
+  per_epoch = [int(lengths[s.examples].sum()) for s in chosen]
+  epochs = [(trained or {}).get(s.name, s.epochs) for s in chosen]
+  return Raised(tuple(s.name for s in chosen) if sft.phases else (), max(epochs, default=sft.epochs),
+                sum(per_epoch), sum(e * t for e, t in zip(epochs, per_epoch)))
+
+
+def control_epochs(budget: int, baseline: int, raised: Raised, rounding: str) -> int:
+  """The epochs E of the raised phase(s) whose run's tokens `raised.tokens(baseline, E)` match
+  `budget`: the nearest (ties up), or with `rounding`="up" the least E reaching it; at least 1."""
+  left, t = budget - baseline + raised.trained_tokens, raised.epoch_tokens   # for the raised phases
+  return max(1, -(-left // t) if rounding == "up" else (2 * left + t) // (2 * t))
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  """A mitigation's equal-compute control."""
+  budget: int              # the arm's real tokens (its CPT + SFT)
+  baseline: int            # the baseline's real SFT tokens
+  epochs: int              # of the raised phase(s) in the control
+  predicted: int           # the control's real tokens, T(epochs)
+  raised: Raised
+  arm: ArmConfig | None    # the derived control arm; None: the baseline is the control
+
+  @property
+  def name(self) -> str:
+    return self.arm.name if self.arm else "baseline"
+
+
+def plan(config: Any, layout: Layout, arm: ArmConfig) -> Plan | None:
+  """The equal-compute control of `arm` once it has run (`layout`: the baseline's); None when the
+  comparison is off, `arm` is itself a control, or a token count is missing."""
+  if not config.interventions.equal_compute or is_control(arm):
+    return None
+  base, own = compute(layout, BASELINE_STAGES), compute(layout.arm(arm.name), ARM_STAGES)
+  if base is None or own is None or not os.path.exists(layout.examples):
+    log.warning("arm %s: no token counts in the baseline's or the arm's summary.json (or no %s): no "
+                "equal-compute control", arm.name, layout.examples)
+    return None
+  r = raised(config.sft, pd.read_parquet(layout.examples, columns=["dataset", "phase", "length"]),
+             trained_epochs(layout))
+  if not r.epoch_tokens:
+    return None
+  budget, baseline = own["tokens"]["real"], base["tokens"]["real"]
+  epochs = max(r.epochs, control_epochs(budget, baseline, r, config.interventions.equal_compute_rounding))
+  control = (ArmConfig(f"{CONTROL_PREFIX}{epochs}", "epochs", {"epochs": epochs, "phases": r.phases})
+             if epochs > r.epochs else None)
+  return Plan(budget, baseline, epochs, r.tokens(baseline, epochs) if control else baseline, r, control)
