@@ -18,6 +18,7 @@ import ml_collections
 from ilp import typed
 from ilp.data.batches import PhaseConfig
 from ilp.data.config import WORKDIR, DataConfig
+from ilp.data.replay import ReplayConfig
 from ilp.data.world import WorldConfig
 from ilp.detection.table import DetectConfig
 from ilp.interventions import config as interventions
@@ -78,6 +79,7 @@ class SFTConfig(TrainConfig):
   resample: ResampleConfig = ResampleConfig()
   progressive: ProgressiveConfig = ProgressiveConfig()
   convergence: ConvergenceConfig = ConvergenceConfig()  # the criterion judged per phase; training until it holds
+  replay: ReplayConfig = ReplayConfig()                 # language modelling on `data.replay` between SFT steps
 
   def __post_init__(self):
     super().__post_init__()
@@ -142,12 +144,16 @@ class Config:
           f"'{self.detect.model}' is none of {MODELS} and not an absolute checkpoint path")
     check(not self.detect.base or _model_name(self.detect.base, MODELS), "detect.base",
           f"'{self.detect.base}' is none of {MODELS}, '' (no base probes) or an absolute checkpoint path")
+    check(not self.detect.require_converged or self.detect.model == "sft", "detect.require_converged",
+          f"judges this run's SFT (sft/summary.json), but detect.model='{self.detect.model}' has no dynamics to judge")
     check("diagnose" not in self.stages or self.diagnose.protocol in self.detect.protocols, "diagnose.protocol",
           f"'{self.diagnose.protocol}' is not run by detect.protocol='{self.detect.protocol}'")
     check("world" not in self.stages or self.world is not None, "world", "the world stage needs a `world` section")
     check("pretrain" not in self.stages or bool(self.data.corpora), "data.corpora",
           "the pretrain stage needs at least one corpus")
     check("sft" not in self.stages or bool(self.data.sft), "data.sft", "the sft stage needs at least one source")
+    check(not self.sft.replay.every_steps or bool(self.data.replay), "data.replay",
+          "sft.replay.every_steps > 0 replays text between SFT steps: give data.replay sources")
     watched = self.sft.resample.every_steps > 0 or self.sft.progressive.enabled
     check(not watched or bool(self.data.dev) or self.data.dev_fraction > 0, "data.dev",
           "sft.resample and sft.progressive watch a dev set: give data.dev or data.dev_fraction > 0")

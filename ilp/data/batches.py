@@ -64,6 +64,7 @@ class PlannedBatch:
   phase: int              # 1-based phase number
   epoch: int              # 1-based epoch within the phase
   positions: np.ndarray   # [batch] position of each visit in the training stream, -1 for padding
+  replay: bool = False    # rows are packed replay sequences (language modelling), not SFT examples
 
 
 @dataclasses.dataclass(frozen=True)

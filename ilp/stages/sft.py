@@ -10,10 +10,11 @@ from __future__ import annotations
 import logging
 
 import jax
+import numpy as np
 
 from ilp.config import Config
 from ilp.data import batches as batching
-from ilp.data import dev, examples, plan
+from ilp.data import dev, examples, mixture, plan
 from ilp.layout import Layout
 from ilp.model import checkpoint
 from ilp.train import controls as controls_lib
@@ -40,7 +41,10 @@ def run(config: Config, layout: Layout) -> None:
   if jax.process_index() == 0:
     examples.write(frame, layout.examples)
   buckets = tuple(sorted(config.data.buckets))
-  stream, plan_info = plan.sft_stream(frame, section, buckets, config.seed)
+  replayed, weights = mixture.packed(config.data, tokenizer, max(buckets), "replay") if section.replay.every_steps \
+      else ([], [])
+  replay = ([len(p) for p in replayed], weights)
+  stream, plan_info = plan.sft_stream(frame, section, buckets, config.seed, replay=replay)
   log.info("sft: %d examples (%d truncated, %d dropped, %d dev), %d phases, %d steps", len(frame),
            report["truncated"], report["dropped"], 0 if dev_frame is None else len(dev_frame),
            len({b.phase for b in stream.batches}), len(stream.batches))
@@ -52,7 +56,8 @@ def run(config: Config, layout: Layout) -> None:
   controls, until_converged = [], None
   if section.convergence.max_epochs:   # first: the other controls replay their decisions onto its replanned stream
     def replan(decisions: dict[int, dict]) -> None:
-      fresh, _ = plan.sft_stream(frame, section, buckets, config.seed, {p: d["epochs"] for p, d in decisions.items()})
+      fresh, _ = plan.sft_stream(frame, section, buckets, config.seed, {p: d["epochs"] for p, d in decisions.items()},
+                                 replay)
       stream.batches[:], stream.eval_points[:] = fresh.batches, fresh.eval_points
     until_converged = convergence.Control(monitor, [p.epochs for p in plan.sft_phases(frame, section)], replan)
     controls.append(until_converged)
@@ -66,6 +71,8 @@ def run(config: Config, layout: Layout) -> None:
   data = loop.TrainData(stream=stream, batch_size=section.batch_size, arrays=arrays(frame), lengths=lengths,
                         buckets=buckets, table=frame[list(examples.ID_COLUMNS)], dev=watched,
                         controls=tuple(controls), monitor=monitor, convergence=until_converged,
-                        phase_names=phase_names)
+                        phase_names=phase_names,
+                        replay_arrays=(lambda rows, length, s=np.concatenate(replayed): batching.lm_batch(s[rows]))
+                        if replayed else None)
   loop.train(section, config.mesh, layout, NAME, init, data, tokenizer,
              notes={"tokenization": report, "plan": plan_info, "dev_examples": 0 if watched is None else len(dev_frame)})

@@ -97,6 +97,8 @@ class Resampler:
     replaced = 0
     for i in range(event["step"], min(event["step"] + self.config.every_steps, len(stream.batches))):
       planned = stream.batches[i]
+      if planned.replay:   # rows of packed replay text, not SFT examples
+        continue
       fits = pool[self.lengths[pool] <= planned.length]
       slots = np.flatnonzero((planned.rows >= 0) & (self.datasets[np.maximum(planned.rows, 0)] != event["dataset"]))
       take = min(len(slots), int(round(self.config.share * (planned.rows >= 0).sum())))

@@ -78,6 +78,7 @@ class TrainData:
   monitor: convergence_lib.Monitor | None = None         # epoch losses per phase, judged in the summary
   convergence: convergence_lib.Control | None = None     # training to convergence (also in `controls`)
   phase_names: tuple[str, ...] = ()                      # the phases' names, in order
+  replay_arrays: Callable[[np.ndarray, int], dict[str, np.ndarray]] | None = None  # replay batches' arrays
 
 
 @dataclasses.dataclass
@@ -119,6 +120,7 @@ class _Window:
 
   def reset(self) -> None:
     self.start, self.steps, self.nll, self.tokens, self.real_tokens, self.flops = time.time(), 0, 0.0, 0.0, 0, 0.0
+    self.replay, self.replay_steps = 0.0, 0
     self.by_dataset: dict[str, list[float]] = {}
 
 
@@ -225,11 +227,11 @@ def train(section: TrainConfig, mesh_config: parallel.MeshConfig, layout: Layout
   peak = section.peak_flops or metrics.device_peak_flops(dtype) * jax.device_count()
   window, compiled, run_start = _Window(), set(), time.time()
   tokens = dict(resumed[2].get("tokens", {})) if resumed is not None else {}
-  tokens = {"real": int(tokens.get("real", 0)), "padded": int(tokens.get("padded", 0)), "loss": int(tokens.get("loss", 0))}
+  tokens = {k: int(tokens.get(k, 0)) for k in ("real", "padded", "loss", "replay")}
   i = start
   while i < total and stopped is None:   # `total` shrinks when a phase converges early
     planned = stream.batches[i]
-    host = data.arrays(planned.rows, planned.length)
+    host = (data.replay_arrays if planned.replay else data.arrays)(planned.rows, planned.length)
     compiled.add(planned.length)
     with parallel.sharding_context(mesh, rules):
       state, step_metrics, stats = train_step(state, parallel.global_batch(host, batch_sharding, rows))
@@ -241,14 +243,19 @@ def train(section: TrainConfig, mesh_config: parallel.MeshConfig, layout: Layout
                                   f"({step_metrics['grad_norm']}) at step {step}; the last good "
                                   f"checkpoint (step {ckpt.latest_step()}) in {ckpt.directory} is kept")
     window.steps += 1
-    window.nll += float(step_metrics["loss"]) * float(step_metrics["tokens"])
-    window.tokens += float(step_metrics["tokens"])
     window.real_tokens += int(host["mask"].sum())
     tokens["real"] += int(host["mask"].sum())
     tokens["padded"] += int(host["tokens"].size)
     tokens["loss"] += int(host["loss_mask"].sum())
+    tokens["replay"] += int(host["mask"].sum()) if planned.replay else 0
     window.flops += metrics.training_flops_per_token(cfg, planned.length) * host["tokens"].size
-    if log_dyn:
+    if planned.replay:   # language modelling on replayed text: its own loss curve, no per-example statistics
+      window.replay += float(step_metrics["loss"])
+      window.replay_steps += 1
+    else:
+      window.nll += float(step_metrics["loss"]) * float(step_metrics["tokens"])
+      window.tokens += float(step_metrics["tokens"])
+    if log_dyn and not planned.replay:
       stats = parallel.to_host(stats)
       dyn.add_batch(step, planned.phase, planned.epoch, planned.rows, planned.positions, stats)
       real = planned.rows >= 0
@@ -268,6 +275,8 @@ def train(section: TrainConfig, mesh_config: parallel.MeshConfig, layout: Layout
                  "train/grad_norm": step_metrics["grad_norm"], "perf/tokens_per_sec": window.real_tokens / elapsed,
                  "perf/mfu": window.flops / elapsed / peak}
       scalars.update({f"train/loss_by_dataset/{k}": v[0] / max(v[1], 1) for k, v in window.by_dataset.items()})
+      if window.replay_steps:
+        scalars["train/replay_loss"] = window.replay / window.replay_steps
       writer.scalars(step, scalars)
       done = step - start
       eta = (time.time() - run_start) / done * (total - step)
