@@ -141,3 +141,29 @@ def test_head_in_vocabulary_blocks_equals_one_matmul(tied):
   np.testing.assert_allclose(blocked, whole, atol=1e-6)
   for a, b in zip(jax.tree.leaves(grads_blocked), jax.tree.leaves(grads_whole)):
     np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_partial_fine_tuning_updates_only_the_matching_variables():
+  mesh = parallel.make_mesh((1, 1, 1), jax.devices()[:1])
+  _, abstract = build.abstract_model(CFG)
+  graphdef, params = build.init_params(CFG, mesh, seed=0)
+  before = jax.tree.map(np.asarray, params)
+  config = optim.OptimizerConfig(learning_rate=1e-2, warmup_steps=0, weight_decay=0.5)
+  schedule = optim.make_schedule(config, [10])
+  optimizer = optim.make_optimizer(config, schedule, ("attn/[qkvo]$",))
+  shardings = optim.state_shardings(parallel.state_shardings(abstract, mesh, parallel.DEFAULT_RULES), optimizer,
+                                    abstract, mesh)
+  state = optim.create_state(params, optimizer, shardings)
+  examples = _examples(8, seed=1)
+  batch = batches.assemble(examples, np.arange(8), 16, pad_id=0)
+  step = jax.jit(make_train_step(graphdef, optimizer, schedule))
+  for _ in range(3):
+    state, _, _ = step(state, batch)
+  names = optim.trainable_mask(state.params, ("attn/[qkvo]$",))
+  changed = jax.tree.map(lambda a, b: bool(np.any(np.asarray(a) != b)), state.params, before)
+  flags = dict(zip([jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(names)],
+                   zip(jax.tree.leaves(names), jax.tree.leaves(changed))))
+  assert any(t for t, _ in flags.values()) and not all(t for t, _ in flags.values())
+  for path, (trains, moved) in flags.items():
+    assert trains == ("attn" in path and "norm" not in path), path
+    assert moved == trains, path   # frozen variables: no gradient step and no weight decay

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import time
 from typing import Any, Callable, Sequence
 
@@ -46,6 +47,7 @@ class TrainConfig:
   ynnpack_dots: bool = False       # XLA:CPU's YNNPACK dot fusions in the training step (off: its steps run ~1.2x faster)
   log_every_steps: int = 10
   peak_flops: float = 0.0          # peak FLOP/s of all devices for MFU; 0 = the data sheet's (known accelerators) or a timed matmul
+  trainable: tuple[str, ...] = ()  # regexes over parameter paths ("layers/0/attn/q"): only matches train (empty: all)
   optimizer: optim.OptimizerConfig = optim.OptimizerConfig()
   checkpoint: checkpointing.CheckpointConfig = checkpointing.CheckpointConfig()
 
@@ -58,6 +60,11 @@ class TrainConfig:
     check(self.compute_dtype in COMPUTE_DTYPES, "compute_dtype", f"'{self.compute_dtype}' is not one of {COMPUTE_DTYPES}")
     check(self.log_every_steps >= 1, "log_every_steps", f"must be >= 1, got {self.log_every_steps}")
     check(self.peak_flops >= 0, "peak_flops", f"must be >= 0, got {self.peak_flops}")
+    for pattern in self.trainable:
+      try:
+        re.compile(pattern)
+      except re.error as e:
+        check(False, "trainable", f"'{pattern}' is not a regular expression: {e}")
 
 
 @dataclasses.dataclass
@@ -145,7 +152,7 @@ def train(section: TrainConfig, mesh_config: parallel.MeshConfig, layout: Layout
   cfg, graphdef, params = checkpoint.load_params(init_dir, mesh, rules, dtype=dtype)
   stream, batch_size = data.stream, data.batch_size
   schedule = optim.make_schedule(section.optimizer, *_schedule_plan(stream, data.convergence))
-  optimizer = optim.make_optimizer(section.optimizer, schedule)
+  optimizer = optim.make_optimizer(section.optimizer, schedule, section.trainable)
   _, abstract = build.abstract_model(cfg)
   param_shardings = parallel.state_shardings(abstract, mesh, rules)
   shardings = optim.state_shardings(param_shardings, optimizer, abstract, mesh)
@@ -188,7 +195,7 @@ def train(section: TrainConfig, mesh_config: parallel.MeshConfig, layout: Layout
     schedule = optim.make_schedule(section.optimizer, *plan)
     with parallel.sharding_context(mesh, rules):
       return jax.jit(
-          make_train_step(graphdef, optim.make_optimizer(section.optimizer, schedule), schedule,
+          make_train_step(graphdef, optim.make_optimizer(section.optimizer, schedule, section.trainable), schedule,
                           section.grad_accum_steps, with_stats=log_dyn, ynnpack_dots=section.ynnpack_dots),
           in_shardings=(shardings, batch_sharding),
           out_shardings=(shardings, replicated, stats_sharding if log_dyn else replicated), donate_argnums=0,

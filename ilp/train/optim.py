@@ -6,6 +6,7 @@ the optimizer moments carry over. Weight decay applies to matrices only, not nor
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any, Sequence
 
 import jax
@@ -94,11 +95,28 @@ def decay_mask(params: nnx.State) -> Any:
   return jax.tree.map(matrix, params, is_leaf=lambda x: isinstance(x, nnx.Variable))
 
 
-def make_optimizer(optimizer: OptimizerConfig, schedule: optax.Schedule) -> optax.GradientTransformation:
+def trainable_mask(params: nnx.State, patterns: Sequence[str]) -> Any:
+  """Per variable, whether it trains: its path ("layers/0/attn/q", "embed", "lm_head", ...)
+  matches one of the regular expressions `patterns` (`re.search`); every variable when empty."""
+  if not patterns:
+    return jax.tree.map(lambda _: True, params, is_leaf=lambda x: isinstance(x, nnx.Variable))
+  compiled = [re.compile(p) for p in patterns]
+  name = lambda path: "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+  return jax.tree_util.tree_map_with_path(lambda path, _: any(c.search(name(path)) for c in compiled), params,
+                                          is_leaf=lambda x: isinstance(x, nnx.Variable))
+
+
+def make_optimizer(optimizer: OptimizerConfig, schedule: optax.Schedule,
+                   trainable: Sequence[str] = ()) -> optax.GradientTransformation:
+  """Clipping and AdamW; with `trainable` patterns, the other variables get no update at all
+  (their gradients zeroed before clipping, no weight decay): partial fine-tuning."""
+  frozen = lambda params: jax.tree.map(lambda t: not t, trainable_mask(params, trainable))
+  decays = lambda params: jax.tree.map(lambda d, t: d and t, decay_mask(params), trainable_mask(params, trainable))
   return optax.chain(
+      optax.masked(optax.set_to_zero(), frozen) if trainable else optax.identity(),
       optax.clip_by_global_norm(optimizer.grad_clip_norm) if optimizer.grad_clip_norm > 0 else optax.identity(),
       optax.adamw(schedule, b1=optimizer.b1, b2=optimizer.b2, eps=optimizer.eps,
-                  weight_decay=optimizer.weight_decay, mask=decay_mask))
+                  weight_decay=optimizer.weight_decay, mask=decays))
 
 
 def state_shardings(params_shardings: nnx.State, optimizer: optax.GradientTransformation,
