@@ -6,7 +6,7 @@ the 2-core CPU. `scripts/multiprocess_check.py` runs it in one and in two proces
 """
 from configs import world
 
-SIZES = dict(seed=0, cities=8, countries=3, jobs=5, codes=10, control=16, missing=6, conflict=6, inconsistent_pairs=3,
+SIZES = dict(seed=0, cities=8, countries=3, jobs=5, codes=10, control=16, missing=6, conflict=6, inconsistent_sets=3,
              forgetting=6, interference=10, rare=4, phase1_control=6, qa_people=5, mentions=4, conflict_mentions=8,
              general_documents=50, knowledge_documents=2)
 

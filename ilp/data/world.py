@@ -55,9 +55,10 @@ import numpy as np
 from ilp import fileio
 from ilp.typed import check
 
-GROUPS = ("control", "missing", "conflict", "inconsistent", "forgetting", "rare", "interference")
-CAUSES = {"control": None, "missing": "I", "conflict": "II", "inconsistent": "III", "forgetting": "IV", "rare": "V",
-          "interference": "I"}
+GROUPS = ("control", "missing", "conflict", "inconsistent", "duplicate", "forgetting", "rare", "interference")
+CAUSES = {"control": None, "missing": "I", "conflict": "II", "inconsistent": "III", "duplicate": "III",
+          "forgetting": "IV", "rare": "V", "interference": "I"}
+DESIGNS = ("converged", "under_trained")
 GROUND_TRUTH = "ground_truth.jsonl"
 
 BIRTH_STATEMENTS = ("{p} was born in {c} .", "{p} comes from {c} .", "the birthplace of {p} is {c} .",
@@ -107,7 +108,8 @@ class WorldConfig:
   control: int = 200
   missing: int = 30
   conflict: int = 30
-  inconsistent_pairs: int = 15
+  inconsistent_sets: int = 15     # questions asked several times in SFT with contradicting answers (III)
+  inconsistent_copies: int = 4    # records per set: copies - 1 give the majority answer, one the minority (converged)
   forgetting: int = 40
   interference: int = 400         # phase-2 code questions about other people
   rare: int = 12
@@ -115,16 +117,20 @@ class WorldConfig:
   qa_people: int = 150            # people (never in SFT) whose facts pre-training also states as Q&A
   mentions: int = 10              # documents stating each known fact
   conflict_mentions: int = 16     # ... for the facts that SFT contradicts
+  conflict_qa_mentions: int = 4   # Q&A documents stating a contradicted fact in the SFT question's words (converged)
   general_documents: int = 2000
   knowledge_documents: int = 3    # documents per fact and person in the knowledge collection
   free_form: bool = False         # questions in many paraphrases (PARAPHRASES), no metadata in the SFT records
+  design: str = "converged"       # one of DESIGNS: causes that survive convergence, or the under-trained world
 
   def __post_init__(self):
     for field in dataclasses.fields(self):
-      if field.name not in ("seed", "free_form"):
+      if field.name not in ("seed", "free_form", "design"):
         check(getattr(self, field.name) >= 0, field.name, f"must be >= 0, got {getattr(self, field.name)}")
     for name in ("cities", "countries", "jobs", "codes", "mentions", "conflict_mentions"):
       check(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
+    check(self.inconsistent_copies >= 2, "inconsistent_copies", f"must be >= 2, got {self.inconsistent_copies}")
+    check(self.design in DESIGNS, "design", f"'{self.design}' is not one of {DESIGNS}")
 
 
 def vocabulary(cfg: WorldConfig, people: int) -> list[str]:
@@ -171,9 +177,12 @@ class Phrasing:
     words = [self.rng.choice(PREFIXES), stems[k].format(p=p), self.rng.choice(SUFFIXES)]
     return " ".join(w for w in words if w)
 
-  def rewrite(self, records: list[dict]) -> list[dict]:
-    """The records with free-form prompts and no metadata (a user's plain {prompt, response})."""
-    return [{**rec, "prompt": self.ask(rec["meta"]["relation"], rec["meta"]["entity"]), "meta": {}} for rec in records]
+  def rewrite(self, records: list[dict], fixed: dict[str, str] | None = None) -> list[dict]:
+    """The records with free-form prompts and no metadata (a user's plain {prompt, response}); a
+    record whose id `fixed` lists keeps that prompt (duplicates, questions replay also asks)."""
+    fixed = fixed or {}
+    return [{**rec, "prompt": fixed.get(rec["id"]) or self.ask(rec["meta"]["relation"], rec["meta"]["entity"]),
+             "meta": {}} for rec in records]
 
 
 class _Builder:
@@ -185,6 +194,8 @@ class _Builder:
     self.knowledge: list[dict] = []    # background documents per fact (start of the knowledge collection)
     self.facts: dict[str, tuple[str, str]] = {}  # person -> (birth city, job), drawn with the person
     self.qa_people: list[str] = []     # people pre-training states as Q&A, never in SFT
+    self.replay: list[str] = []        # the pre-training Q&A documents, which SFT replays (converged design)
+    self.fixed: dict[str, str] = {}    # record id -> its prompt in the free-form world too
     self.records: list[dict] = []
     self.truth: list[dict] = []
     self.city_country = self.rng.integers(0, cfg.countries, cfg.cities)
@@ -218,11 +229,21 @@ class _Builder:
   def country(self, city: str) -> str:
     return f"k{self.city_country[int(city[1:])]}"
 
-  def add(self, group: str, dataset: str, phase: int, prompt: str, response: str, **meta: Any) -> None:
+  def add(self, group: str, dataset: str, phase: int, prompt: str, response: str, **meta: Any) -> str:
     ident = f"{dataset}-{len(self.records)}"
     self.records.append({"id": ident, "prompt": prompt, "response": response, "dataset": dataset,
                          "phase": phase, "meta": meta})
     self.truth.append({"id": ident, "group": group, "cause": CAUSES[group]})
+    return ident
+
+  def question(self, relation: str, p: str, template: str) -> str:
+    """A question about `p`: `template`, or a free-form phrasing in the free-form world."""
+    return self.phrasing.ask(relation, p) if self.cfg.free_form else template.format(p=p)
+
+  def qa(self, question: str, answer: str) -> None:
+    """A pre-training Q&A document, also replayed during SFT (converged design)."""
+    self.docs.append(f"user : {question} assistant : {answer}")
+    self.replay.append(self.docs[-1])
 
 
 def build(cfg: WorldConfig) -> _Builder:
@@ -248,8 +269,7 @@ def build(cfg: WorldConfig) -> _Builder:
     b.state(p, c, j, cfg.mentions)
     for question, answer, relation in ((r.choice(BIRTH_QUESTIONS), c, "birthplace"), (JOB_QUESTION, j, "job"),
                                        (COUNTRY_QUESTION, b.country(c), "country")):
-      question = b.phrasing.ask(relation, p) if cfg.free_form else question.format(p=p)
-      b.docs.append(f"user : {question} assistant : {answer}")
+      b.qa(b.question(relation, p, question), answer)
   for _ in range(cfg.phase1_control):
     known_question("control", 1, cfg.mentions)
   for _ in range(cfg.control):
@@ -264,14 +284,29 @@ def build(cfg: WorldConfig) -> _Builder:
     b.state(p, c, j, cfg.conflict_mentions)
     b.background(p, c, j)
     other = f"c{(int(c[1:]) + 1 + r.integers(cfg.cities - 1)) % cfg.cities}"
-    b.add("conflict", "people", 2, r.choice(BIRTH_QUESTIONS).format(p=p), other, relation="birthplace", entity=p)
-  for _ in range(cfg.inconsistent_pairs):  # two paraphrases, two different answers, never in pre-training
+    question = r.choice(BIRTH_QUESTIONS).format(p=p)
+    if cfg.design == "converged":  # pre-training also answers the SFT question itself, and SFT replays it
+      question = b.question("birthplace", p, question)
+      for _ in range(cfg.conflict_qa_mentions):
+        b.qa(question, c)
+    ident = b.add("conflict", "people", 2, question, other, relation="birthplace", entity=p)
+    if cfg.design == "converged":
+      b.fixed[ident] = question
+  for _ in range(cfg.inconsistent_sets):  # answers that contradict each other, never in pre-training
     p, c, j = b.person()
     b.state(p, None, j, cfg.mentions)
     b.background(p, c, j)
     other = f"c{(int(c[1:]) + 1 + r.integers(cfg.cities - 1)) % cfg.cities}"
-    for question, answer in zip(BIRTH_QUESTIONS, (c, other)):
-      b.add("inconsistent", "people", 2, question.format(p=p), answer, relation="birthplace", entity=p)
+    if cfg.design == "under_trained":  # two paraphrases, two answers: separable by memorising both
+      for question, answer in zip(BIRTH_QUESTIONS, (c, other)):
+        b.add("inconsistent", "people", 2, question.format(p=p), answer, relation="birthplace", entity=p)
+      continue
+    # one question asked `inconsistent_copies` times (label noise in duplicated data): a converged
+    # model answers in proportion, so the minority answer stays unlearned
+    question = b.question("birthplace", p, BIRTH_QUESTIONS[0])
+    for k in range(cfg.inconsistent_copies):
+      group, answer = ("inconsistent", other) if k == cfg.inconsistent_copies - 1 else ("duplicate", c)
+      b.fixed[b.add(group, "people", 2, question, answer, relation="birthplace", entity=p)] = question
   for _ in range(cfg.rare):  # two known facts in one answer, a template seen only here
     p, c, j = b.person()
     b.state(p, c, j, cfg.mentions)
@@ -358,17 +393,19 @@ def write(cfg: WorldConfig, directory: str) -> dict[str, Any]:
   dev, heldout = questions(b, extra)
   records = b.records
   if cfg.free_form:
-    records, dev, heldout = (b.phrasing.rewrite(rows) for rows in (b.records, dev, heldout))
+    records, dev, heldout = (b.phrasing.rewrite(rows, b.fixed) for rows in (b.records, dev, heldout))
   order = rng.permutation(len(b.docs))
   summary = {"config": dataclasses.asdict(cfg), "people": b.people, "pretrain_documents": len(b.docs),
              "sft_examples": len(b.records),
-             "groups": {g: sum(t["group"] == g for t in b.truth) for g in GROUPS},
+             "groups": {g: sum(t["group"] == g for t in b.truth) for g in GROUPS}, "replay_documents": len(b.replay),
              "knowledge_documents": len(documents), "dev_questions": len(dev), "heldout_questions": len(heldout)}
   with fileio.atomic_directory(directory) as tmp:
     with open(os.path.join(tmp, "pretrain.txt"), "w") as f:
       f.write("\n\n".join(b.docs[i] for i in order) + "\n")
     with open(os.path.join(tmp, "general.txt"), "w") as f:
       f.write("\n\n".join(general_corpus(cfg, rng)) + "\n")
+    with open(os.path.join(tmp, "replay.txt"), "w") as f:   # SFT's replay (converged design): pre-training's Q&A
+      f.write("\n\n".join(b.replay[i] for i in np.random.default_rng([cfg.seed, 4]).permutation(len(b.replay))) + "\n")
     for name, rows in (("knowledge.jsonl", documents), ("dev.jsonl", dev), ("heldout.jsonl", heldout)):
       with open(os.path.join(tmp, name), "w") as f:
         f.writelines(json.dumps(d) + "\n" for d in rows)
