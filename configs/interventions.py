@@ -12,7 +12,8 @@ detection runs the generative protocol only (half the time).
 Each mitigation is compared with the baseline and, at equal compute, with "more epochs" of the
 baseline on its own training budget (CPT + SFT tokens): a control derived after the mitigation
 ran, `arms/more_epochs.e<E>/`, phase 2 trained for E epochs (`ilp.interventions.equal_compute`).
-The fixed `more_epochs` arm below stays: the paper's Table 4 control (ten phase-2 epochs).
+The fixed `more_epochs` arm below stays: the paper's Table 4 control, ten more phase-2 epochs on
+the converged baseline (its trained epochs + 10, training to convergence off; `ilp.interventions.epochs`).
 """
 from configs import world
 
@@ -28,7 +29,8 @@ ARMS = (
     # M-IV: the world's SFT has ~110 steps, so the paper's check every 500 steps would never fire.
     {"name": "shuffle", "intervention": "shuffle", "settings": {"every_steps": 10}},
     {"name": "progressive", "intervention": "progressive"},                           # M-V
-    {"name": "more_epochs", "intervention": "epochs", "settings": {"epochs": 10, "phases": ("phase2",)}},
+    # Table 4's control: ten more epochs of the last phase on the converged baseline (what it trained + 10).
+    {"name": "more_epochs", "intervention": "epochs", "settings": {"extra": 10, "phases": ("phase2",)}},
 )
 
 

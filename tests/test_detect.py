@@ -231,6 +231,12 @@ def test_multiple_choice_protocol_alone_through_diagnosis_and_report(detected, t
   assert "greedy_text" not in out and "answers_partner_target" not in out
   report = (copy / "report" / "report.md").read_text()
   assert "MC (paper's protocol)" in report and "generative" not in report.split("## Why")[0]
+  record = json.load(open(copy / "sft" / "summary.json"))["convergence"]   # SFT's verdict, plotted and tabled
+  last = record["phases"][record["last_phase"]]
+  assert "## Convergence" in report and (copy / "report" / "convergence.png").exists()
+  assert (f"| {record['last_phase']} | {'yes' if last['converged'] else '**no**'} | 25 | 25 | "
+          f"{last['relative_lr']:.2f} | b | {last['datasets']['b']['previous_loss']:.4g} → "
+          f"{last['datasets']['b']['loss']:.4g} |") in report
 
 
 def _direct_token_logliks(graphdef, params, prompt, response, temperature=1.0):

@@ -111,6 +111,13 @@ def test_trained_epochs_are_read_from_a_converged_baselines_summary(run):
   _write_summary(run.arm("m1"), "sft", _tokens(2 * T1 + 8 * T2 + 3))
   plan = equal_compute.plan(config, run, config.interventions.arms[0])
   assert (plan.epochs, plan.predicted, plan.name) == (8, 2 * T1 + 8 * T2, "more_epochs.e8")
+  # The control trains exactly what T(E) counts: convergence off, phase one as trained, two at E.
+  context = arms.Context(config, run, run.arm(plan.name), pd.DataFrame())
+  control = epochs.prepare(context, plan.arm.typed_settings(), arms.base_config(config, run))
+  assert [p.epochs for p in control.sft.phases] == [2, 8] and control.sft.convergence.max_epochs == 0
+  assert sum(p.epochs * t for p, t in zip(control.sft.phases, (T1, T2))) == plan.predicted
+  ten_more = epochs.prepare(context, epochs.Settings(extra=10, phases=("two",)), config)   # configs/interventions.py
+  assert [p.epochs for p in ten_more.sft.phases] == [2, 6 + 10]
 
 
 @pytest.mark.parametrize("raised", [Raised(("two",), 3, 7, 21), Raised(("two",), 3, 10, 30),
@@ -138,7 +145,8 @@ def test_plan_turns_a_measured_budget_into_the_control(run):
   assert (plan.budget, plan.baseline, plan.epochs) == (T_BASE + T2 + int(1.4 * T2), T_BASE, 3 + 2)
   assert plan.predicted == T_BASE + 2 * T2 and plan.raised == Raised(("two",), 3, T2, 3 * T2)
   assert plan.name == "more_epochs.e5" and plan.arm.intervention == "epochs"
-  control = epochs.prepare(None, plan.arm.typed_settings(), config)
+  control = epochs.prepare(arms.Context(config, run, run.arm(plan.name), pd.DataFrame()), plan.arm.typed_settings(),
+                           config)
   assert [p.epochs for p in control.sft.phases] == [2, 5]
   up = equal_compute.plan(_config(equal_compute_rounding="up"), run, knowledge)
   assert up.epochs == 6 and up.name == "more_epochs.e6"

@@ -1,5 +1,6 @@
 """Each intervention's selection from a hand-made baseline (attribution table, examples, knowledge
 documents): which examples, documents and groups it picks, and the arm config it returns."""
+import dataclasses
 import json
 import os
 
@@ -7,7 +8,7 @@ import pandas as pd
 import pytest
 
 from ilp import config as config_lib
-from ilp.data import loaders
+from ilp.data import batches, loaders
 from ilp.interventions import arms, calibration, conflict, epochs, knowledge, progressive, selection, shuffle
 from ilp.layout import Layout
 from ilp.typed import ConfigError
@@ -49,6 +50,7 @@ def baseline(tmp_path):
   os.makedirs(layout.root)
   pd.DataFrame({"id": [r["id"] for r in records], "meta": [json.dumps(r["meta"]) for r in records]}
                ).to_parquet(layout.examples)
+  _write_sft_summary(layout, {"steps": 1})   # trained its configured epochs
   attribution = pd.DataFrame(ROWS, columns=["id", "prompt", "reference", "cause", "duplicate_group"])
   cfg = config_lib.config_dict()
   cfg.stages = ("init_model", "sft", "detect", "diagnose", "capability", "arms", "compare")
@@ -59,6 +61,12 @@ def baseline(tmp_path):
   cfg.detect.base = "model_init"
   config = config_lib.load(cfg)
   return arms.Context(config, layout, layout.arm("x"), attribution), config
+
+
+def _write_sft_summary(layout, summary):
+  os.makedirs(layout.training("sft"), exist_ok=True)
+  with open(layout.summary("sft"), "w") as f:
+    json.dump(summary, f)
 
 
 def _arm_config(context, config):
@@ -145,6 +153,71 @@ def test_shuffle_progressive_and_epochs_configs(baseline):
   e = epochs.prepare(context, epochs.Settings(epochs=10, phases=("two",)), base)
   assert [ph.epochs for ph in e.sft.phases] == [2, 10]
   assert [ph.epochs for ph in epochs.prepare(context, epochs.Settings(epochs=4), base).sft.phases] == [4, 4]
+  assert [ph.epochs for ph in epochs.prepare(context, epochs.Settings(extra=10, phases=("two",)), base).sft.phases
+          ] == [2, 13]                        # the configured epochs are what this baseline trained
+
+
+TRAINED = {"one": 4, "two": 7}   # what the converged baseline trained (its configured epochs: 2 and 3)
+
+
+@pytest.fixture
+def converged(baseline):
+  """The baseline trained to convergence: its config's `sft.convergence.max_epochs`, and the epochs
+  each phase trained in its summary."""
+  context, config = baseline
+  config = dataclasses.replace(config, sft=dataclasses.replace(
+      config.sft, convergence=dataclasses.replace(config.sft.convergence, max_epochs=9)))
+  phases = {name: {"converged": True, "epoch": e - 1, "trained_epochs": e, "stopped_by": "converged"}
+            for name, e in TRAINED.items()}
+  _write_sft_summary(context.baseline, {"steps": 1, "convergence": {"converged": True, "last_phase": "two",
+                                                                    "phases": phases}})
+  return dataclasses.replace(context, config=config), config
+
+
+def test_arms_on_a_converged_baseline_train_exactly_their_epochs(converged):
+  context, config = converged
+  base = _arm_config(context, config)
+  assert base.sft.convergence.max_epochs == 9                  # data-only arms keep training to convergence
+  conflict_arm = conflict.prepare(context, conflict.Settings(bucket=False), base)
+  assert conflict_arm.sft.convergence.max_epochs == 9 and conflict_arm.sft.phases == config.sft.phases
+  epochs_of = lambda arm: {p.name: p.epochs for p in arm.sft.phases}
+  cases = {   # settings -> the epochs each phase trains: raised ones as asked, the others as the baseline did
+      epochs.Settings(extra=10, phases=("two",)): {"one": 4, "two": 7 + 10},
+      epochs.Settings(extra=2): {"one": 4 + 2, "two": 7 + 2},
+      epochs.Settings(epochs=12, phases=("two",)): {"one": 4, "two": 12},
+      epochs.Settings(epochs=12, extra=1, phases=("one",)): {"one": 5, "two": 7},   # extra wins over epochs
+  }
+  for settings, expected in cases.items():
+    arm = epochs.prepare(context, settings, base)
+    assert epochs_of(arm) == expected and arm.sft.convergence.max_epochs == 0, settings
+    assert [p.phase for p in arm.sft.phases] == [p.phase for p in config.sft.phases]
+  s = shuffle.prepare(context, shuffle.Settings(every_steps=10), base)
+  assert epochs_of(s) == TRAINED and s.sft.convergence.max_epochs == 0 and s.sft.order == "global"
+  p = progressive.prepare(context, progressive.Settings(max_epochs=7), base)
+  assert epochs_of(p) == TRAINED and p.sft.convergence.max_epochs == 0 and p.sft.progressive.enabled
+  for arm in (s, p, arms.exact_epochs(base, context.trained_phases())):   # each loads as a config of its own
+    assert config_lib.load(config_lib.config_dict(arm)).sft == arm.sft
+
+
+def test_trained_phases_of_a_baseline_without_sft_phases(tmp_path):
+  """Phases formed from the records' `phase` field become named entries holding the same examples."""
+  layout = Layout(str(tmp_path / "run"))
+  os.makedirs(layout.root)
+  frame = pd.DataFrame({"id": ["a", "b", "c", "d"], "dataset": ["x", "y", "x", "y"], "phase": [3, 1, 3, 1]})
+  frame.to_parquet(layout.examples)
+  _write_sft_summary(layout, {"convergence": {"phases": {"phase1": {"converged": True},
+                                                         "phase3": {"converged": True, "trained_epochs": 6}}}})
+  cfg = config_lib.config_dict()
+  cfg.sft.epochs = 2
+  config = config_lib.load(cfg)
+  context = arms.Context(config, layout, layout.arm("x"), pd.DataFrame())
+  phases = context.trained_phases()
+  assert [(p.name, p.phase, p.epochs) for p in phases] == [("phase1", 1, 2), ("phase3", 3, 6)]
+  implicit = batches.plan_phases(frame["dataset"].to_numpy(object), frame["phase"].to_numpy(), (), 2)
+  explicit = batches.plan_phases(frame["dataset"].to_numpy(object), frame["phase"].to_numpy(), phases, 2)
+  assert [(s.name, s.examples.tolist()) for s in implicit] == [(s.name, s.examples.tolist()) for s in explicit]
+  arm = epochs.prepare(context, epochs.Settings(extra=10), arms.base_config(config, layout))
+  assert [p.epochs for p in arm.sft.phases] == [12, 16] and arm.sft.convergence.max_epochs == 0
 
 
 def test_arm_settings_are_checked_before_anything_runs(baseline):

@@ -43,6 +43,7 @@ PROTOCOLS = ("multiple_choice", "generative")
 RUN = {"multiple_choice": ("multiple_choice",), "generative": ("generative",), "both": PROTOCOLS}
 PREFIX = {"multiple_choice": "mc_", "generative": "gen_"}  # column prefix of each protocol's numbers
 LABELS = ("sampled", "expected")
+GUARDS = ("require_converged",)  # settings that gate the stage without changing its outputs: not in the parts' hash
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,6 +81,7 @@ class DetectConfig:
   entity_swaps: int = 3               # donor prompts per example for the base model's entity-swap probe (0: off)
   embedding_dims: int = 256           # the probed model's prompt embeddings, kept to this width (0: off)
   mc: MCConfig = MCConfig()
+  require_converged: bool = False     # refuse a model whose SFT's last phase did not converge (sft/summary.json)
 
   def __post_init__(self):
     check(self.protocol in RUN, "protocol", f"'{self.protocol}' is not one of {tuple(RUN)}")
@@ -382,7 +384,8 @@ def probe(frame: pd.DataFrame, model_dir: str, detect: DetectConfig, data: DataC
 def settings_hash(detect: DetectConfig, data: DataConfig, seed: int, root: str) -> str:
   """Identifies what finished parts were computed with, so a resume cannot mix settings. Paths
   under the work directory `root` count relative to it, so a moved work directory resumes."""
-  payload = json.dumps({"detect": dataclasses.asdict(detect), "data": dataclasses.asdict(data), "seed": seed},
+  settings = {k: v for k, v in dataclasses.asdict(detect).items() if k not in GUARDS}
+  payload = json.dumps({"detect": settings, "data": dataclasses.asdict(data), "seed": seed},
                        sort_keys=True, default=str)
   return hashlib.sha256(payload.replace(root.rstrip("/"), WORKDIR).encode()).hexdigest()[:16]
 

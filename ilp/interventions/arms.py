@@ -4,9 +4,15 @@ run into `arms/<name>/` from the baseline's world, base model and diagnosis.
 An arm runs only what its intervention changes: continual pre-training when it has one, then
 SFT, detection, diagnosis and the capability check. Its config keeps the baseline's seed, data
 (paths resolved against the baseline's work directory) and settings, so the arm and the baseline
-differ by the intervention alone. A mitigation that trains more than the baseline is followed by
-its equal-compute "more epochs" control (`ilp.interventions.equal_compute`), run the same way.
-Re-running resumes: each arm's pipeline skips finished stages.
+differ by the intervention alone; with it the baseline's detect section, so an arm's own SFT must
+pass the same `detect.require_converged` check. A mitigation that trains more than the baseline is
+followed by its equal-compute "more epochs" control (`ilp.interventions.equal_compute`), run the
+same way. Re-running resumes: each arm's pipeline skips finished stages.
+
+Arms that change only the data keep the baseline's training to convergence. Arms that set how long
+SFT trains (more epochs, progressive epochs) or order it globally (which training to convergence
+refuses) train a fixed number of epochs instead: every phase they do not change at the epochs the
+baseline actually trained (`Context.trained_phases`, `exact_epochs`).
 """
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
+from ilp.data.batches import PhaseConfig
 from ilp.interventions import equal_compute
 from ilp.interventions.config import ArmConfig, InterventionsConfig, module
 from ilp.layout import Layout
@@ -42,6 +49,31 @@ class Context:
   def selected(self, causes: tuple[str, ...]) -> pd.DataFrame:
     """The baseline's examples attributed to one of `causes` (the intervention's targets)."""
     return self.attribution[self.attribution["cause"].isin(causes)]
+
+  def trained_phases(self) -> tuple[PhaseConfig, ...]:
+    """The baseline's SFT phases as named `sft.phases` entries, each at the epochs it trained: its
+    summary's `trained_epochs` where it trained until converged (`equal_compute.trained_epochs`),
+    else its config's. Phases formed from the records' `phase` field (`sft.phases` empty) become
+    one entry per value in the baseline's examples table: the same phases, names and order."""
+    sft = self.config.sft
+    if sft.phases:
+      phases = [dataclasses.replace(p, name=p.name or f"phase{k + 1}") for k, p in enumerate(sft.phases)]
+    else:
+      values = sorted(pd.read_parquet(self.baseline.examples, columns=["phase"])["phase"].unique())
+      phases = [PhaseConfig(sft.epochs, name=f"phase{v}", phase=int(v)) for v in values]
+    trained = equal_compute.trained_epochs(self.baseline)
+    return tuple(dataclasses.replace(p, epochs=trained.get(p.name, p.epochs)) for p in phases)
+
+
+def exact_epochs(config: Any, phases: tuple[PhaseConfig, ...]) -> Any:
+  """`config` training `phases` for exactly their epochs: training to convergence off, and so is
+  detection's convergence requirement: such an arm is defined by its budget (more epochs, an
+  equal-compute control) or by its own schedule (global order, progressive epochs), and its last
+  epoch runs at the end of a decayed learning rate, where the criterion cannot judge it."""
+  sft = config.sft
+  return dataclasses.replace(config, sft=dataclasses.replace(
+      sft, phases=phases, convergence=dataclasses.replace(sft.convergence, max_epochs=0)),
+      detect=dataclasses.replace(config.detect, require_converged=False))
 
 
 def base_config(config: Any, baseline: Layout) -> Any:

@@ -2,7 +2,8 @@
 conflict with pre-training (II), retrieve documents and keep only those that state the
 supervised answer (`selection.states`); documents that do not, e.g. the pre-training's competing
 fact, are excluded. Pre-training on them, mixed with general text, moves the base model's belief
-to the supervised answer before SFT is redone."""
+to the supervised answer before SFT is redone, as the baseline trained it (to convergence when it
+is on; see `ilp.interventions.cpt`)."""
 from __future__ import annotations
 
 import dataclasses

@@ -2,7 +2,9 @@
 (III), take their near-duplicate groups (the diagnosis' `duplicate_group`), delete the members
 judged wrong, and spread the groups that keep several members over buckets so that no two
 members share a mini-batch (`sft.spread`). `delete` and `bucket` give the paper's ablation:
-deletion only, bucketing only, both.
+deletion only, bucketing only, both. Only the data and its batching change: SFT keeps the
+baseline's training to convergence when it is on (the arm is compared at equal compute by its
+derived control, `ilp.interventions.equal_compute`).
 
 Deletion rules (`delete`):
 - "corpus": retrieve `per_query` documents for each member's prompt from `data.knowledge`; a

@@ -1,7 +1,11 @@
 """Retrieval-based continual pre-training, shared by the knowledge (M-I) and calibration (M-II)
 arms: retrieve documents for the baseline's examples of the target causes from `data.knowledge`
 (BM25), keep those the intervention accepts, continue pre-training the base model on a mixture
-of `data.general` and the kept documents, then redo SFT from the result."""
+of `data.general` and the kept documents, then redo SFT from the result.
+
+SFT is redone as the baseline's, training to convergence included when it is on: CPT changes only
+the starting model, and the arm's extra compute is matched by its equal-compute "more epochs"
+control (`ilp.interventions.equal_compute`), not by fixing its epochs."""
 from __future__ import annotations
 
 import dataclasses

@@ -24,9 +24,10 @@ When E <= E_base (the arm costs at most half an epoch more than the baseline, or
 baseline itself is the control. Controls are named by E, so arms of
 one budget share a run; once a control ran, its measured tokens are reported beside the arm's.
 
-Training until converged (`sft.convergence.max_epochs`) is read here but not yet handled by the
-epochs intervention: the control must then train exactly E epochs (convergence off, its other
-phases at the baseline's trained epochs), not stop at the criterion or exceed `max_epochs`.
+A baseline trained until converged (`sft.convergence.max_epochs`): E_base and the other phases'
+epochs are the ones it trained (`trained_epochs`), and the control, an `epochs` arm, trains
+exactly that: convergence off, the raised phase(s) at E, every other phase at its trained epochs
+(`ilp.interventions.epochs`, `arms.Context.trained_phases`), which is what T(E) counts.
 """
 from __future__ import annotations
 

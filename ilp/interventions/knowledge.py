@@ -1,7 +1,8 @@
 """M-I, knowledge-injecting continual pre-training: for the examples the baseline attributed to
 missing knowledge (I), retrieve background documents about their subjects and answers (and
 their prerequisite facts) and pre-train the base model on them, mixed with general text, before
-redoing SFT on the original data."""
+redoing SFT on the original data, as the baseline trained it (to convergence when it is on; see
+`ilp.interventions.cpt`)."""
 from __future__ import annotations
 
 import dataclasses

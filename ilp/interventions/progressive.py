@@ -1,12 +1,16 @@
 """M-V, progressive epochs with early stopping: the last SFT phase starts at one epoch and adds
 one at a time, up to `max_epochs`, stopping after epoch e when the dev loss
-L_val(e) > L_val(e-1) + `delta` (`sft.progressive`)."""
+L_val(e) > L_val(e-1) + `delta` (`sft.progressive`).
+
+Progressive epochs and training to convergence both decide how long the last phase runs, so the
+arm turns convergence off: the earlier phases train the epochs the baseline actually trained
+(`Context.trained_phases`), the last one progressively."""
 from __future__ import annotations
 
 import dataclasses
 from typing import Any
 
-from ilp.interventions import watched
+from ilp.interventions import arms, watched
 from ilp.train.controls import ProgressiveConfig
 from ilp.typed import check
 
@@ -24,7 +28,6 @@ class Settings:
 
 
 def prepare(context: Any, settings: Settings, config: Any) -> Any:
-  del context
   progressive = ProgressiveConfig(True, settings.max_epochs, settings.delta)
-  config = watched.with_dev(config, settings.dev_fraction)
+  config = watched.with_dev(arms.exact_epochs(config, context.trained_phases()), settings.dev_fraction)
   return dataclasses.replace(config, sft=dataclasses.replace(config.sft, progressive=progressive))

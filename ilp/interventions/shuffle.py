@@ -1,13 +1,17 @@
 """M-IV, global shuffle with dynamic resampling: the visits of all SFT phases interleaved in one
 shuffled stream (each example keeps its number of visits; `sft.order="global"`), and every
 `every_steps` steps each data set's dev accuracy is checked, a data set whose accuracy fell by
-more than `drop` (relative) being resampled into the coming batches (`sft.resample`)."""
+more than `drop` (relative) being resampled into the coming batches (`sft.resample`).
+
+Training to convergence decides each phase's end in sequence and so refuses a global order: the
+arm turns it off and trains every phase for the epochs the baseline actually trained
+(`Context.trained_phases`), so it reorders the baseline's visits and changes nothing else."""
 from __future__ import annotations
 
 import dataclasses
 from typing import Any
 
-from ilp.interventions import watched
+from ilp.interventions import arms, watched
 from ilp.train.controls import ResampleConfig
 from ilp.typed import check
 
@@ -26,7 +30,7 @@ class Settings:
 
 
 def prepare(context: Any, settings: Settings, config: Any) -> Any:
-  del context
   resample = ResampleConfig(settings.every_steps, settings.drop, settings.share)
+  config = arms.exact_epochs(config, context.trained_phases())
   config = watched.with_dev(config, settings.dev_fraction) if settings.every_steps else config
   return dataclasses.replace(config, sft=dataclasses.replace(config.sft, order="global", resample=resample))

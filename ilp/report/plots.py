@@ -70,3 +70,31 @@ def learning_curves(evals: pd.DataFrame, by: str, path: str, title: str) -> None
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
+
+
+def convergence(record: dict, path: str) -> None:
+  """SFT's convergence (`sft/summary.json`'s `convergence`): one panel per phase, each data set's
+  epoch mean response loss, the epoch the criterion judged dashed and its points circled, the
+  legend giving each data set's adjusted improvement there (the criterion: below delta)."""
+  phases = record["phases"]
+  fig, axes = plt.subplots(1, len(phases), figsize=(4.4 * len(phases), 3.5), squeeze=False)
+  for ax, (name, verdict) in zip(axes[0], phases.items()):
+    judged = verdict["epoch"]
+    for dataset, by_epoch in sorted(verdict["loss_by_epoch"].items()):
+      epochs = sorted(int(e) for e in by_epoch)
+      adjusted = verdict["datasets"].get(dataset, {}).get("adjusted_improvement")
+      line, = ax.plot(epochs, [by_epoch[str(e)] for e in epochs], marker=".",
+                      label=dataset if adjusted is None else f"{dataset} (adjusted {adjusted:.3g})")
+      if str(judged) in by_epoch:
+        ax.plot([judged], [by_epoch[str(judged)]], "o", mfc="none", ms=9, color=line.get_color())
+    if judged is not None:
+      ax.axvline(judged, color="grey", lw=0.8, ls="--")
+    state = "converged" if verdict["converged"] else "NOT converged"
+    ax.set_title(f"{name}: {state} at epoch {judged} (delta {verdict['delta']:g})", fontsize=9)
+    ax.set_xlabel("epoch (dashed: judged)")
+    ax.set_ylabel("mean response loss")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)

@@ -1,5 +1,6 @@
 """The run's Markdown report: unlearned rates by data set and phase, pass rates, learning curves,
-the base-model probes, and the diagnosis section when there is one."""
+whether SFT converged (ILP is measured after convergence), the base-model probes, and the
+diagnosis section when there is one."""
 from __future__ import annotations
 
 import os
@@ -7,6 +8,7 @@ from typing import Sequence
 
 import pandas as pd
 
+from ilp.detection.converged import trained_epochs
 from ilp.detection.table import PREFIX, DetectConfig
 from ilp.report import plots
 
@@ -35,8 +37,10 @@ def rate_table(frame: pd.DataFrame, by: list[str], protocols: Sequence[str]) -> 
   return "\n".join(lines)
 
 
-def draw(detection: pd.DataFrame, evals: pd.DataFrame, protocol: str, directory: str) -> None:
-  """unlearned.png and pass_rates.png (under `protocol`) and curves.png into `directory`."""
+def draw(detection: pd.DataFrame, evals: pd.DataFrame, protocol: str, directory: str,
+         convergence: dict | None = None) -> None:
+  """unlearned.png and pass_rates.png (under `protocol`), curves.png, and convergence.png from
+  SFT's `convergence` record when given, into `directory`."""
   p = PREFIX[protocol]
   by_group = {f"{d} / phase {s}": v
               for (d, s), v in detection.groupby(["dataset", "phase"])[f"{p}unlearned"].mean().items()}
@@ -46,9 +50,40 @@ def draw(detection: pd.DataFrame, evals: pd.DataFrame, protocol: str, directory:
                   f"pass@N of every training example ({NAMES[protocol]})", "fraction of predictions correct")
   evals = evals.assign(group=evals["dataset"] + " / phase " + evals["phase"].astype(str))
   plots.learning_curves(evals, "group", os.path.join(directory, "curves.png"), "Learning curves (evaluation passes)")
+  if convergence:
+    plots.convergence(convergence, os.path.join(directory, "convergence.png"))
 
 
-def markdown(detection: pd.DataFrame, summary: dict, detect: DetectConfig, diagnosis_section: str | None) -> str:
+def _number(value: float | None) -> str:
+  return "–" if value is None else f"{value:.4g}"
+
+
+def convergence_section(record: dict) -> str:
+  """"Convergence": per SFT phase whether it converged, the epoch judged, the epochs trained, and
+  each data set's improvements against delta (`sft/summary.json`'s `convergence`)."""
+  last = record["phases"][record["last_phase"]]
+  verdict = "converged" if record["converged"] else "did **not** converge: the model may be under-trained"
+  lines = ["## Convergence", "",
+           f"A phase has converged when, for every data set, the relative improvement of its mean response loss "
+           f"over the epoch before, divided by the epoch's learning rate relative to the phase's peak (adjusted), is "
+           f"below delta = {last['delta']:g}, or the loss moved by less than {last['min_delta']:g} nats. SFT's last "
+           f"phase, {record['last_phase']}, {verdict}.", "",
+           "| phase | converged | judged epoch | trained epochs | learning rate (of peak) | data set | loss: before → "
+           "judged | relative improvement | adjusted improvement | criterion met |", "|" + "---|" * 10]
+  for name, v in record["phases"].items():
+    stopped = f" ({v['stopped_by']})" if v.get("stopped_by") else ""
+    head = (f"| {name} | {'yes' if v['converged'] else '**no**'} | {v['epoch']} | {trained_epochs(v)}{stopped} | "
+            f"{v['relative_lr']:.2f}")
+    for dataset, f in v["datasets"].items():
+      met = f.get("reason") or ("**no**" if not f["converged"] else "yes" if f["adjusted_improvement"] < v["delta"]
+                                else "yes (loss moved < min_delta)")
+      lines.append(f"{head} | {dataset} | {_number(f['previous_loss'])} → {_number(f['loss'])} | "
+                   f"{_number(f.get('relative_improvement'))} | {_number(f.get('adjusted_improvement'))} | {met} |")
+  return "\n".join(lines + ["", "![convergence](convergence.png)", ""])
+
+
+def markdown(detection: pd.DataFrame, summary: dict, detect: DetectConfig, diagnosis_section: str | None,
+             convergence: dict | None = None) -> str:
   """The report's text; the figures of `draw` sit next to it."""
   lines = ["# ILP report", ""]
   for protocol in detect.protocols:
@@ -66,6 +101,8 @@ def markdown(detection: pd.DataFrame, summary: dict, detect: DetectConfig, diagn
                                                                          detect.protocols), "",
             "![unlearned](unlearned.png)", "", "## Pass rates", "", "![pass rates](pass_rates.png)", "",
             "## Training dynamics", "", "![curves](curves.png)", ""]
+  if convergence:
+    lines.append(convergence_section(convergence))
   if "p_exist" in detection:
     lines += ["## Knowledge probes of the base model", "",
               f"- knowledge exists (P_exist: base accuracy over N MC predictions > {detect.mc.p_exist}): "

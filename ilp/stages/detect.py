@@ -1,9 +1,10 @@
 """Stage `detect`: which training examples did SFT fail to teach? (`ilp.detection.table`)
 
-Reads the examples table (building it from `data.sft` for a model trained elsewhere), probes the
-model and the base model chunk by chunk (each chunk a Parquet part, so a killed run resumes after
-its last one), and writes `detect/`: `detection.parquet` (one row per example), `summary.json`,
-`parts/`, `tensorboard/`.
+With `detect.require_converged` it first refuses a model whose SFT's last phase did not converge
+(`ilp.detection.converged`). Reads the examples table (building it from `data.sft` for a model
+trained elsewhere), probes the model and the base model chunk by chunk (each chunk a Parquet part,
+so a killed run resumes after its last one), and writes `detect/`: `detection.parquet` (one row
+per example), `summary.json`, `parts/`, `tensorboard/`.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import numpy as np
 from ilp import fileio, parallel
 from ilp.config import Config
 from ilp.data import examples
-from ilp.detection import table
+from ilp.detection import converged, table
 from ilp.layout import Layout
 from ilp.model import checkpoint
 from ilp.train.metrics import MetricWriter
@@ -31,6 +32,8 @@ def outputs(layout: Layout) -> list[str]:
 
 def run(config: Config, layout: Layout) -> None:
   detect = config.detect
+  if detect.require_converged:   # before any work: the config check made detect.model "sft"
+    converged.require(layout.summary("sft"))
   writer = jax.process_index() == 0
   model_dir = layout.model(detect.model)
   tokenizer = checkpoint.load_tokenizer(model_dir, config.data.tokenizer)

@@ -1,7 +1,7 @@
 """Stage `report`: a Markdown report of the run with tables and plots, `report/` (`ilp.report.run`).
 
-It reads what earlier stages wrote (detection table and summary, dynamics log, and the diagnosis
-when that stage ran, whose section and figures it embeds, and the arms' comparison when there is
+It reads what earlier stages wrote (detection table and summary, dynamics log, SFT's convergence
+verdict when the probed model is this run's SFT, and the diagnosis when that stage ran, whose section and figures it embeds, and the arms' comparison when there is
 one) and never the world's ground truth;
 `scripts/evaluate_world.py` adds the planted-group view separately.
 """
@@ -28,6 +28,11 @@ def run(config: Config, layout: Layout) -> None:
   with open(layout.detection_summary) as f:
     summary = json.load(f)
   evals = dynamics.load_dynamics(layout.dynamics())
+  convergence = None
+  if config.detect.model == "sft" and os.path.exists(layout.summary("sft")):
+    with open(layout.summary("sft")) as f:
+      record = json.load(f).get("convergence")
+    convergence = record if record and record.get("phases") else None   # None: SFT from before it was judged
   section = None
   if os.path.exists(layout.diagnosis):
     with open(layout.diagnosis_summary) as f:
@@ -39,5 +44,6 @@ def run(config: Config, layout: Layout) -> None:
       section = (section or "") + "\n" + f.read().replace("# Interventions", "## Interventions", 1)
   with fileio.atomic_directory(layout.report) as out:
     report.draw(detection, evals[evals["kind"] == "eval"], config.diagnose.protocol if
-                config.diagnose.protocol in config.detect.protocols else config.detect.protocols[0], out)
-    fileio.write_text_atomic(os.path.join(out, "report.md"), report.markdown(detection, summary, config.detect, section))
+                config.diagnose.protocol in config.detect.protocols else config.detect.protocols[0], out, convergence)
+    fileio.write_text_atomic(os.path.join(out, "report.md"),
+                             report.markdown(detection, summary, config.detect, section, convergence))
