@@ -2,9 +2,9 @@
 fine-tune it in two phases, each until it converges (the paper measures ILP after convergence),
 detect what SFT failed to teach, diagnose why, and report.
 
-SFT replays the pre-training corpus' question/answer documents (one language-modelling step after
-every 4 SFT steps, a fifth of the steps), as SFT mixtures that keep pre-training data do; the
-world's conflicting facts are stated there in the SFT question's own words. The world of issues
+SFT replays the pre-training corpus' question/answer documents as records (one step on them after
+every 4 SFT steps, a fifth of the steps), as SFT mixtures that keep general instruction data do;
+the world's conflicting facts are stated there in the SFT question's own words. The world of issues
 1-21, whose "unlearned" examples were mostly not yet trained, is `configs/world_under_trained.py`.
 
   python launch.py --config=configs/world.py --workdir=runs/world [--config.world.seed=1]
@@ -23,7 +23,7 @@ def get_config():
   c.data.update(tokenizer="{workdir}/world/tokenizer", buckets=(24, 48),
                 sft=({"path": "{workdir}/world/sft_phase1.jsonl"}, {"path": "{workdir}/world/sft_phase2.jsonl"}),
                 corpora=({"path": "{workdir}/world/pretrain.txt", "weight": 1.0},),
-                replay=({"path": "{workdir}/world/replay.txt"},))
+                replay=({"path": "{workdir}/world/replay.jsonl"},))
   c.data.template.update(use_chat_template=False, turn="{role} : {content} ", generation_prefix="assistant :",
                          add_bos=True)
   c.pretrain.update(steps=800, batch_size=32, seq_length=64, log_every_steps=100)

@@ -53,7 +53,7 @@ STAGES = {stage.name: stage for stage in (
     Stage("world", world.outputs, world.run, work=lambda l: [l.world], host_only=True),
     Stage("init_model", init_model.outputs, init_model.run, work=lambda l: [l.model_init, l.model_init_summary]),
     Stage("pretrain", pretrain.outputs, pretrain.run, (mixture.check,), work=lambda l: [l.training("pretrain")]),
-    Stage("sft", sft.outputs, sft.run, (examples.check, examples.check_sources, mixture.check_replay),
+    Stage("sft", sft.outputs, sft.run, (examples.check, examples.check_sources),
           work=lambda l: [l.training("sft"), l.examples]),
     Stage("detect", detect.outputs, detect.run, (examples.check,), work=lambda l: [l.detect]),
     Stage("diagnose", diagnose.outputs, diagnose.run, work=lambda l: [l.diagnosis], host_only=True),

@@ -6,8 +6,9 @@ per planted group, the unlearned rate from the
 detection stage; for left-side forgetting (IV), the share learned (exact match) at the end of
 phase 1 and at the end of phase 2, and, when the run kept its phase-1 model
 (`sft.checkpoint.phase_models`), the same under sampling (detection's samples and verifier); for rare patterns (V), exact match after each phase-2 epoch;
-and whether the targets of the world hold (control <= 10%, each planted group >= 30% and >= 3x
-control).
+and whether the targets of the world hold (issue 22, after convergence: control <= 5%, each
+planted cause >= 25% and >= 3x control; a cause's rate is over its groups, the majority copies of
+an inconsistent set, `duplicate`, left out: their answer is the one a converged model gives).
 
   python scripts/evaluate_world.py --workdir=runs/world
 """
@@ -37,10 +38,15 @@ flags.mark_flag_as_required("workdir")
 
 def _targets(groups: dict) -> dict:
   control = groups["control"]["unlearned_rate"]
-  return {"control_at_most_10pct": control <= 0.10,
-          **{f"{g}_at_least_30pct_and_3x_control": (groups[g]["unlearned_rate"] >= 0.30 and
-                                                    groups[g]["unlearned_rate"] >= 3 * control)
-             for g in world.GROUPS if world.CAUSES[g] and g in groups}}
+  out = {"control_at_most_5pct": control <= 0.05}
+  for cause in sorted({c for c in world.CAUSES.values() if c}):
+    members = [g for g in world.GROUPS if world.CAUSES[g] == cause and g != "duplicate" and g in groups]
+    n = sum(groups[g]["examples"] for g in members)
+    if n:
+      rate = sum(groups[g]["unlearned_rate"] * groups[g]["examples"] for g in members) / n
+      out[f"{cause}_at_least_25pct_and_3x_control"] = bool(rate >= 0.25 and rate >= 3 * control)
+      out[f"{cause}_rate"] = rate
+  return out
 
 
 LEARNED_PASS = 0.8   # sampled pass rate at which a planted forgetting example counts as learned

@@ -40,7 +40,8 @@ def _guard_ground_truth(monkeypatch) -> None:
 def test_generation_is_deterministic_per_seed(tmp_path):
   for name, seed in (("a", 0), ("b", 0), ("c", 1)):
     world.write(world.WorldConfig(**{**SMALL, "seed": seed}), str(tmp_path / name))
-  files = ["pretrain.txt", "general.txt", "knowledge.jsonl", "dev.jsonl", "heldout.jsonl", "sft_phase1.jsonl", "sft_phase2.jsonl", world.GROUND_TRUTH]
+  files = ["pretrain.txt", "general.txt", "replay.jsonl", "knowledge.jsonl", "dev.jsonl", "heldout.jsonl",
+           "sft_phase1.jsonl", "sft_phase2.jsonl", world.GROUND_TRUTH]
   match, mismatch, errors = filecmp.cmpfiles(tmp_path / "a", tmp_path / "b", files, shallow=False)
   assert sorted(match) == sorted(files) and not errors
   assert not filecmp.cmp(tmp_path / "a" / "sft_phase2.jsonl", tmp_path / "c" / "sft_phase2.jsonl", shallow=False)
@@ -48,7 +49,7 @@ def test_generation_is_deterministic_per_seed(tmp_path):
 
 def test_groups_and_records(tmp_path):
   summary = world.write(world.WorldConfig(**SMALL), str(tmp_path / "w"))
-  assert summary["groups"] == {"control": 16 + 6, "missing": 6, "conflict": 6, "inconsistent": 6,
+  assert summary["groups"] == {"control": 16 + 6, "missing": 6, "conflict": 6, "inconsistent": 3, "duplicate": 9,
                                "forgetting": 6, "rare": 4, "interference": 10}
   records = [json.loads(line) for s in (1, 2) for line in open(tmp_path / "w" / f"sft_phase{s}.jsonl")]
   truth = {json.loads(line)["id"]: json.loads(line) for line in open(tmp_path / "w" / world.GROUND_TRUTH)}
@@ -63,6 +64,35 @@ def test_groups_and_records(tmp_path):
       assert f"{entity} was born" not in pretrain and f"birthplace of {entity} " not in pretrain
     if t["group"] == "conflict":  # pre-training states another city than the SFT answer
       assert f" {by_id[ident]['response']} ." not in [s for s in pretrain.split("\n\n") if entity + " " in s][0]
+  # Inconsistent sets: one prompt, the majority answer on every copy but one (the planted III record).
+  sets = {}
+  for ident, t in truth.items():
+    if t["group"] in ("inconsistent", "duplicate"):
+      sets.setdefault(by_id[ident]["prompt"], []).append((t["group"], by_id[ident]["response"]))
+  assert len(sets) == SMALL["inconsistent_sets"]
+  for members in sets.values():
+    majority = {r for g, r in members if g == "duplicate"}
+    minority = [r for g, r in members if g == "inconsistent"]
+    assert len(members) == 4 and len(majority) == 1 and len(minority) == 1 and minority[0] not in majority
+  # Conflicts: pre-training answers the SFT question itself with its own city, and replay.jsonl holds
+  # exactly pre-training's Q&A documents, as records.
+  qa = [d.strip() for d in pretrain.split("\n\n") if d.startswith("user :")]
+  replay = [json.loads(line) for line in open(tmp_path / "w" / "replay.jsonl")]
+  assert sorted(f"user : {r['prompt']} assistant : {r['response']}" for r in replay) == sorted(qa)
+  assert len(replay) == summary["replay_documents"] and {r["dataset"] for r in replay} == {"replay"}
+  for ident, t in truth.items():
+    if t["group"] == "conflict":
+      answers = [d.split(" assistant : ")[1] for d in qa if d.startswith(f"user : {by_id[ident]['prompt']} ")]
+      assert len(answers) == 4 and len(set(answers)) == 1 and answers[0] != by_id[ident]["response"]
+
+
+def test_the_under_trained_design_keeps_paraphrased_pairs(tmp_path):
+  summary = world.write(world.WorldConfig(**{**SMALL, "design": "under_trained"}), str(tmp_path / "w"))
+  assert summary["groups"]["inconsistent"] == 2 * SMALL["inconsistent_sets"] and summary["groups"]["duplicate"] == 0
+  records = [json.loads(line) for s in (1, 2) for line in open(tmp_path / "w" / f"sft_phase{s}.jsonl")]
+  truth = {json.loads(line)["id"]: json.loads(line)["group"] for line in open(tmp_path / "w" / world.GROUND_TRUTH)}
+  prompts = [r["prompt"] for r in records if truth[r["id"]] == "inconsistent"]
+  assert len(set(prompts)) == len(prompts)   # two paraphrases per person, never the same prompt
 
 
 def reduce(config, pretrain_steps: int, phase2_epochs: int):
@@ -72,6 +102,8 @@ def reduce(config, pretrain_steps: int, phase2_epochs: int):
   config.pretrain.update(steps=pretrain_steps, batch_size=16, log_every_steps=20)
   config.sft.update(batch_size=16, phases=({"name": "phase1", "phase": 1, "epochs": 2},
                                            {"name": "phase2", "phase": 2, "epochs": phase2_epochs}))
+  # training to convergence, made to hold at each phase's first judged epoch (any improvement < 100%)
+  config.sft.convergence.update(max_epochs=max(2, phase2_epochs), delta=1.0, cooldown_epochs=0)
   config.detect.update(num_samples=2, pass_k=(1, 2), bon_k=(1, 2), max_new_tokens=4, base_samples=2, blind_bon_k=2)
   return config
 
@@ -191,7 +223,7 @@ def test_knowledge_dev_and_heldout_collections(tmp_path):
   groups = summary["groups"]
   kinds = {kind: sum(f"-{kind}-" in d["id"] for d in docs) for kind in ("bg", "sft", "code")}
   assert kinds == {"bg": SMALL["knowledge_documents"] * (groups["control"] + groups["missing"] + groups["conflict"] +
-                                                         groups["inconsistent"] // 2 + groups["rare"]),
+                                                         SMALL["inconsistent_sets"] + groups["rare"]),
                    "sft": SMALL["knowledge_documents"] * groups["conflict"],
                    "code": SMALL["knowledge_documents"] * (groups["forgetting"] + groups["interference"])}
   assert len(docs) == sum(kinds.values()) + SMALL["knowledge_documents"] * SMALL["qa_people"]
@@ -217,14 +249,12 @@ def test_free_form_world_paraphrases_every_question_and_drops_metadata(tmp_path)
     assert entity in r["prompt"].split() and set(r["prompt"].split()) <= vocab
     phrasings.setdefault(same["meta"]["relation"], set()).add(r["prompt"].replace(entity, "#"))
   assert len(phrasings["birthplace"]) >= 20 and len(phrasings["code"]) >= 10   # no frequent prompt pattern
-  pairs = {}
+  sets = {}
   for r in free:
-    if truth[r["id"]] == "inconsistent":
-      pairs.setdefault(plain[r["id"]]["meta"]["entity"], []).append(r)
-  for a, b in pairs.values():   # paraphrased near-duplicates: other stems, contradicting answers
-    stem = lambda text: [s for s in world.PARAPHRASES["birthplace"] if s.format(p="#") in text.replace(
-        plain[a["id"]]["meta"]["entity"], "#")]
-    assert stem(a["prompt"]) != stem(b["prompt"]) and a["response"] != b["response"]
+    if truth[r["id"]] in ("inconsistent", "duplicate"):
+      sets.setdefault(plain[r["id"]]["meta"]["entity"], []).append(r)
+  for members in sets.values():   # duplicates keep one (free-form) prompt and their contradicting answers
+    assert len({m["prompt"] for m in members}) == 1 and len({m["response"] for m in members}) == 2
   qa = [d for d in open(tmp_path / "free" / "pretrain.txt").read().split("\n\n") if d.startswith("user :")]
   assert len({d.split(" assistant :")[0] for d in qa}) > len(qa) // 2    # the base model sees paraphrases too
   for name in ("dev.jsonl", "heldout.jsonl"):

@@ -19,7 +19,7 @@ class DataConfig:
   contain `{workdir}` for files an earlier stage writes."""
   sft: tuple[dict, ...] = ()
   corpora: tuple[dict, ...] = ()
-  replay: tuple[dict, ...] = ()             # text replayed as language modelling during SFT (`sft.replay`), by weight
+  replay: tuple[dict, ...] = ()             # SFT-format records mixed into SFT as replay (`sft.replay`), never detected
   dev: tuple[dict, ...] = ()                # SFT-format records held out to watch training (resampling, early stop)
   dev_fraction: float = 0.0                 # without `dev`: hold out this share of `sft` by id hash (ilp.data.dev)
   knowledge: tuple[dict, ...] = ()          # documents the knowledge/calibration arms retrieve from
@@ -36,20 +36,19 @@ class DataConfig:
           f"must list lengths >= 2, got {self.buckets}")
     check(self.overlong in OVERLONG_POLICIES, "overlong", f"'{self.overlong}' is not one of {OVERLONG_POLICIES}")
     check(0 <= self.dev_fraction < 1, "dev_fraction", f"must be in [0, 1), got {self.dev_fraction}")
-    for field in ("corpora", "replay"):
-      for k, source in enumerate(getattr(self, field)):
-        weight = source.get("weight", 1.0)
-        check(isinstance(weight, (int, float)) and not isinstance(weight, bool) and weight > 0,
-              f"{field}[{k}].weight", f"must be a positive number, got {weight!r}")
+    for k, source in enumerate(self.corpora):
+      weight = source.get("weight", 1.0)
+      check(isinstance(weight, (int, float)) and not isinstance(weight, bool) and weight > 0,
+            f"corpora[{k}].weight", f"must be a positive number, got {weight!r}")
 
   @property
   def max_length(self) -> int:
     return max(self.buckets)
 
-  def corpus_sources(self, field: str = "corpora") -> list[tuple[dict[str, Any], float]]:
-    """(source without its weight, weight) for every corpus of `field` (`corpora` or `replay`)."""
+  def corpus_sources(self) -> list[tuple[dict[str, Any], float]]:
+    """(source without its weight, weight) for every corpus."""
     return [({k: v for k, v in source.items() if k != "weight"}, float(source.get("weight", 1.0)))
-            for source in getattr(self, field)]
+            for source in self.corpora]
 
   def resolved(self, workdir: str) -> "DataConfig":
     """A copy with `{workdir}` in every path replaced by `workdir`."""

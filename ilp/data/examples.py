@@ -93,7 +93,7 @@ def check_sources(config: Any, data: DataConfig) -> None:
   """Reads and validates the other sources a run may use (those that exist already): the dev
   and held-out records, and the knowledge, general and held-out text collections."""
   del config
-  for name in ("dev", "heldout"):
+  for name in ("dev", "heldout", "replay"):
     if getattr(data, name):
       loaders.load_sft(getattr(data, name))
   for name in ("knowledge", "general", "heldout_text"):

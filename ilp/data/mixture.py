@@ -35,20 +35,6 @@ def check(config: Any, data: DataConfig) -> None:
     loaders.load_corpus([source])
 
 
-def check_replay(config: Any, data: DataConfig) -> None:
-  """Reads and validates every replay corpus of `data` that exists already."""
-  del config
-  for source, _ in data.corpus_sources("replay"):
-    loaders.load_corpus([source])
-
-
-def packed(data: DataConfig, tokenizer: Any, seq_length: int, field: str = "corpora"
-           ) -> tuple[list[np.ndarray], list[float]]:
-  """Each corpus of `field` packed into sequences of `seq_length` tokens, and its weight."""
-  sources = data.corpus_sources(field)
-  return [pack_corpus(loaders.load_corpus([s]), tokenizer, seq_length) for s, _ in sources], [w for _, w in sources]
-
-
 def packed_stream(data: DataConfig, tokenizer: Any, seq_length: int, steps: int, batch_size: int, seed: int
                   ) -> tuple[np.ndarray, batching.Stream, list[int]]:
   """The packed sequences of every corpus, a stream of `steps` batches mixing them by weight, and
@@ -61,8 +47,11 @@ def packed_stream(data: DataConfig, tokenizer: Any, seq_length: int, steps: int,
     steps, batch_size: the stream's shape.
     seed: the mixture's seed.
   """
-  sequences, weights = packed(data, tokenizer, seq_length)
-  rows = mixture_rows([len(p) for p in sequences], weights, steps * batch_size, seed)
+  packed, weights = [], []
+  for source, weight in data.corpus_sources():
+    packed.append(pack_corpus(loaders.load_corpus([source]), tokenizer, seq_length))
+    weights.append(weight)
+  rows = mixture_rows([len(p) for p in packed], weights, steps * batch_size, seed)
   plan = [batching.PlannedBatch(r, seq_length, 1, 1, np.arange(k * len(r), (k + 1) * len(r)))
           for k, r in enumerate(rows.reshape(steps, batch_size))]
-  return np.concatenate(sequences), batching.Stream(plan, []), [len(p) for p in sequences]
+  return np.concatenate(packed), batching.Stream(plan, []), [len(p) for p in packed]

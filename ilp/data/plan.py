@@ -34,7 +34,7 @@ def sft_phases(frame: pd.DataFrame, section: Any) -> list[batching.PhaseSpec]:
 
 
 def sft_stream(frame: pd.DataFrame, section: Any, buckets: Sequence[int], seed: int,
-               epochs: dict[int, int] | None = None, replay: tuple[list[int], list[float]] | None = None
+               epochs: dict[int, int] | None = None, replay: tuple[int, int] | None = None
                ) -> tuple[batching.Stream, dict[str, Any]]:
   """The planned stream of `section` (the `sft` config) over the examples table `frame`, and what
   the transforms did (for the summary).
@@ -42,8 +42,8 @@ def sft_stream(frame: pd.DataFrame, section: Any, buckets: Sequence[int], seed: 
   Training to convergence (`sft.convergence.max_epochs`) plans every phase for its most epochs
   (`max_epochs` plus the cooldown); `epochs` (1-based phase -> epochs) replaces that for the phases
   already decided. Phase p, epoch e is shuffled with [seed, p, e] whatever the other phases' epochs,
-  so a replanned stream keeps the batches trained so far. `replay` (each replay corpus's number of
-  packed sequences and its weight) interleaves replay steps (`sft.replay`).
+  so a replanned stream keeps the batches trained so far. `replay` (the number of replay records
+  and the bucket length that holds them all) interleaves replay steps (`sft.replay`).
   """
   phases = sft_phases(frame, section)
   longest = section.convergence.max_epochs + section.convergence.cooldown_epochs
@@ -60,9 +60,8 @@ def sft_stream(frame: pd.DataFrame, section: Any, buckets: Sequence[int], seed: 
     stream, info["spread"] = spreading.spread(stream, groups, section.spread.buckets, section.spread.every_steps,
                                               seed)
   if section.replay.every_steps:
-    sizes, weights = replay
-    stream = replaying.interleave(stream, section.replay.every_steps, sizes, weights, section.batch_size,
-                                  max(buckets), seed)
+    records, length = replay
+    stream = replaying.interleave(stream, section.replay.every_steps, records, section.batch_size, length, seed)
     info["replay_steps"] = sum(b.replay for b in stream.batches)
   return stream, info
 

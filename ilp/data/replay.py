@@ -1,55 +1,49 @@
-"""Replay of pre-training text during SFT: language-modelling steps interleaved with the SFT
-steps of a planned stream.
+"""Replay during SFT: steps on other SFT-format records (e.g. the instruction-like documents of
+pre-training, or general instruction data) interleaved with the SFT steps of a planned stream.
 
-Mixing pre-training data into fine-tuning keeps what pre-training taught (e.g. InstructGPT's
-"PPO-ptx" pre-training mix, Ouyang et al. 2022; replay in continual learning, Scialom et al. 2022,
-"Fine-tuned language models are continual learners"). It is also a mechanism of ILP: an SFT answer
-that contradicts a fact the replayed text keeps stating competes with it for as long as SFT runs,
-whatever the number of epochs.
+Mixing such data into fine-tuning keeps what it teaches (InstructGPT's pre-training mix, Ouyang
+et al. 2022; rehearsal in continual instruction tuning, Scialom et al. 2022, "Fine-tuned language
+models are continual learners"). It is also a mechanism of ILP: an SFT answer that contradicts
+what the replayed records keep saying for the same question competes with them for as long as
+SFT runs, whatever the number of epochs. Replay records are trained on like SFT records (loss on
+the response) but are not the data under study: no dynamics log, no detection.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
 
 import numpy as np
 
-from ilp.data.batches import EvalPoint, PlannedBatch, Stream
+from ilp.data.batches import PlannedBatch, Stream
 from ilp.typed import check
 
 
 @dataclasses.dataclass(frozen=True)
 class ReplayConfig:
-  """Replay during SFT (section `sft.replay`): one step of language modelling on packed sequences
-  of `data.replay` (by weight) after every `every_steps` SFT steps, so replay takes
-  1 / (every_steps + 1) of the steps; its sequences are the stream's longest bucket."""
+  """Replay during SFT (section `sft.replay`): one step on a batch of `data.replay` records after
+  every `every_steps` SFT steps, so replay takes 1 / (every_steps + 1) of the steps."""
   every_steps: int = 0   # SFT steps between two replay steps (0: no replay)
 
   def __post_init__(self):
     check(self.every_steps >= 0, "every_steps", f"must be >= 0 (0: off), got {self.every_steps}")
 
 
-def replay_rows(sizes: Sequence[int], weights: Sequence[float], batch_size: int, seed: int, k: int) -> np.ndarray:
-  """The k-th replay batch's sequence indices (over the corpora's sequences concatenated): each
-  row picks a corpus by weight, then one of its sequences; seeded by k alone, so a stream
+def replay_rows(records: int, batch_size: int, seed: int, k: int) -> np.ndarray:
+  """The k-th replay batch's record indices, drawn uniformly; seeded by k alone, so a stream
   replanned to fewer batches keeps the replay batches it shares with the old one."""
-  rng = np.random.default_rng([seed, 13, k])
-  corpus = rng.choice(len(sizes), size=batch_size, p=np.asarray(weights) / np.sum(weights))
-  offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-  return offsets[corpus] + (rng.random(batch_size) * np.asarray(sizes)[corpus]).astype(np.int64)
+  return np.random.default_rng([seed, 13, k]).integers(0, records, batch_size)
 
 
-def interleave(stream: Stream, every: int, sizes: Sequence[int], weights: Sequence[float], batch_size: int,
-               length: int, seed: int) -> Stream:
+def interleave(stream: Stream, every: int, records: int, batch_size: int, length: int, seed: int) -> Stream:
   """`stream` with a replay batch after every `every` SFT batches; evaluation points move with the
   batches they follow.
 
   Args:
     stream: the planned SFT stream.
     every: SFT batches between two replay batches.
-    sizes, weights: each replay corpus's number of packed sequences, and its weight.
+    records: how many replay records there are.
     batch_size: rows per replay batch (the SFT batch size).
-    length: the replay sequences' length (a bucket the SFT step already compiles).
+    length: the replay batches' padded length (a bucket that holds every replay record).
     seed: the run's seed.
   """
   batches: list[PlannedBatch] = []
@@ -57,9 +51,7 @@ def interleave(stream: Stream, every: int, sizes: Sequence[int], weights: Sequen
   for i, planned in enumerate(stream.batches, start=1):
     batches.append(planned)
     if i % every == 0:
-      k = i // every - 1
-      batches.append(PlannedBatch(replay_rows(sizes, weights, batch_size, seed, k), length, planned.phase,
+      batches.append(PlannedBatch(replay_rows(records, batch_size, seed, i // every - 1), length, planned.phase,
                                   planned.epoch, np.full(batch_size, -1, np.int64), replay=True))
     moved[i] = len(batches)
-  points = [dataclasses.replace(p, step=moved[p.step]) for p in stream.eval_points]
-  return Stream(batches, points)
+  return Stream(batches, [dataclasses.replace(p, step=moved[p.step]) for p in stream.eval_points])

@@ -194,7 +194,7 @@ class _Builder:
     self.knowledge: list[dict] = []    # background documents per fact (start of the knowledge collection)
     self.facts: dict[str, tuple[str, str]] = {}  # person -> (birth city, job), drawn with the person
     self.qa_people: list[str] = []     # people pre-training states as Q&A, never in SFT
-    self.replay: list[str] = []        # the pre-training Q&A documents, which SFT replays (converged design)
+    self.replay: list[dict] = []       # the pre-training Q&A documents as records, which SFT replays (converged)
     self.fixed: dict[str, str] = {}    # record id -> its prompt in the free-form world too
     self.records: list[dict] = []
     self.truth: list[dict] = []
@@ -243,7 +243,7 @@ class _Builder:
   def qa(self, question: str, answer: str) -> None:
     """A pre-training Q&A document, also replayed during SFT (converged design)."""
     self.docs.append(f"user : {question} assistant : {answer}")
-    self.replay.append(self.docs[-1])
+    self.replay.append({"id": f"replay-{len(self.replay)}", "prompt": question, "response": answer, "dataset": "replay"})
 
 
 def build(cfg: WorldConfig) -> _Builder:
@@ -404,8 +404,8 @@ def write(cfg: WorldConfig, directory: str) -> dict[str, Any]:
       f.write("\n\n".join(b.docs[i] for i in order) + "\n")
     with open(os.path.join(tmp, "general.txt"), "w") as f:
       f.write("\n\n".join(general_corpus(cfg, rng)) + "\n")
-    with open(os.path.join(tmp, "replay.txt"), "w") as f:   # SFT's replay (converged design): pre-training's Q&A
-      f.write("\n\n".join(b.replay[i] for i in np.random.default_rng([cfg.seed, 4]).permutation(len(b.replay))) + "\n")
+    with open(os.path.join(tmp, "replay.jsonl"), "w") as f:   # SFT's replay (converged design): pre-training's Q&A
+      f.writelines(json.dumps(b.replay[i]) + "\n" for i in np.random.default_rng([cfg.seed, 4]).permutation(len(b.replay)))
     for name, rows in (("knowledge.jsonl", documents), ("dev.jsonl", dev), ("heldout.jsonl", heldout)):
       with open(os.path.join(tmp, name), "w") as f:
         f.writelines(json.dumps(d) + "\n" for d in rows)

@@ -10,11 +10,10 @@ from __future__ import annotations
 import logging
 
 import jax
-import numpy as np
 
 from ilp.config import Config
 from ilp.data import batches as batching
-from ilp.data import dev, examples, mixture, plan
+from ilp.data import dev, examples, plan
 from ilp.layout import Layout
 from ilp.model import checkpoint
 from ilp.train import controls as controls_lib
@@ -41,9 +40,8 @@ def run(config: Config, layout: Layout) -> None:
   if jax.process_index() == 0:
     examples.write(frame, layout.examples)
   buckets = tuple(sorted(config.data.buckets))
-  replayed, weights = mixture.packed(config.data, tokenizer, max(buckets), "replay") if section.replay.every_steps \
-      else ([], [])
-  replay = ([len(p) for p in replayed], weights)
+  replayed = examples.build(config.data, tokenizer, config.data.replay)[0] if section.replay.every_steps else None
+  replay = None if replayed is None else (len(replayed), batching.bucket_length(int(replayed["length"].max()), buckets))
   stream, plan_info = plan.sft_stream(frame, section, buckets, config.seed, replay=replay)
   log.info("sft: %d examples (%d truncated, %d dropped, %d dev), %d phases, %d steps", len(frame),
            report["truncated"], report["dropped"], 0 if dev_frame is None else len(dev_frame),
@@ -51,7 +49,8 @@ def run(config: Config, layout: Layout) -> None:
   pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
   arrays = lambda table: (lambda rows, length, t=examples.tokenized(table): batching.assemble(t, rows, length, pad))
   lengths, datasets = frame["length"].to_numpy(), frame["dataset"].to_numpy(object)
-  phase_names = tuple(p.name for p in plan.sft_phases(frame, section))
+  # a global order interleaves every phase into one (its rounds are the epochs)
+  phase_names = ("global",) if section.order == "global" else tuple(p.name for p in plan.sft_phases(frame, section))
   monitor = convergence.Monitor(section.convergence)
   controls, until_converged = [], None
   if section.convergence.max_epochs:   # first: the other controls replay their decisions onto its replanned stream
@@ -72,7 +71,6 @@ def run(config: Config, layout: Layout) -> None:
                         buckets=buckets, table=frame[list(examples.ID_COLUMNS)], dev=watched,
                         controls=tuple(controls), monitor=monitor, convergence=until_converged,
                         phase_names=phase_names,
-                        replay_arrays=(lambda rows, length, s=np.concatenate(replayed): batching.lm_batch(s[rows]))
-                        if replayed else None)
+                        replay_arrays=None if replayed is None else arrays(replayed))
   loop.train(section, config.mesh, layout, NAME, init, data, tokenizer,
              notes={"tokenization": report, "plan": plan_info, "dev_examples": 0 if watched is None else len(dev_frame)})

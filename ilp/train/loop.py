@@ -256,7 +256,7 @@ def train(section: TrainConfig, mesh_config: parallel.MeshConfig, layout: Layout
     tokens["loss"] += int(host["loss_mask"].sum())
     tokens["replay"] += int(host["mask"].sum()) if planned.replay else 0
     window.flops += metrics.training_flops_per_token(cfg, planned.length) * host["tokens"].size
-    if planned.replay:   # language modelling on replayed text: its own loss curve, no per-example statistics
+    if planned.replay:   # replayed records: their own loss curve, no per-example statistics
       window.replay += float(step_metrics["loss"])
       window.replay_steps += 1
     else:
