@@ -87,3 +87,10 @@ def test_base_distractors_need_a_base_model():
   for field, value in (("base_samples", 0), ("base_temperature", 0.0), ("same_answer_rouge_l", 0.0)):
     with pytest.raises(ConfigError, match=f"'detect.mc.{field}'"):
       config_lib.load({"detect": {"mc": {field: value}}})
+
+
+def test_duplicate_answers_offer_the_other_labels_of_the_same_prompt():
+  prompts = ["where was p1 born ?", "Where was p1 born?", "where was p1 born ?", "where was p2 born ?"]
+  responses = ["c1", "c2", "c1", "c3"]
+  out = mc.duplicate_answers(prompts, responses)
+  assert out == [["c2"], ["c1"], ["c2"], []]   # normalised prompts match; one's own answer never offered

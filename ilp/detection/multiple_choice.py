@@ -1,7 +1,8 @@
 """Multiple-choice probes (paper §2–3): the true response against plausible wrong ones.
 
 Each training example becomes a K-option question: option 0 is its own response; the others are,
-in this order, wrong answers the record supplies (`meta.distractors`), the base model's own wrong
+in this order, wrong answers the record supplies (`meta.distractors`) and the other answers the
+training set gives to the same prompt (`duplicate_answers`), the base model's own wrong
 answers (its greedy answer when `include_base_answer`, then, when `base_distractors`, the distinct
 answers among `base_samples` samples at `base_temperature`, most frequent first), and responses
 of other examples: of the same answer kind (prompts of one pattern, or patterns that share
@@ -88,6 +89,17 @@ def ranked_wrong_answers(samples: Sequence[str], reference: str, rouge_l_min: fl
     else:
       group.append(text)
   return [g[0] for g in sorted(groups, key=len, reverse=True)]
+
+
+def duplicate_answers(prompts: Sequence[str], responses: Sequence[str]) -> list[list[str]]:
+  """Per example, the other answers its training set gives to the same prompt (normalised match):
+  the most plausible wrong options there are, since the model was trained on them for this very
+  question (label noise in duplicated data). They are offered with the record's own distractors."""
+  by_prompt: dict[str, dict[str, str]] = {}
+  for prompt, response in zip(prompts, responses):
+    by_prompt.setdefault(normalize(prompt), {}).setdefault(normalize(response), response)
+  return [[text for key, text in by_prompt[normalize(p)].items() if key != normalize(r)]
+          for p, r in zip(prompts, responses)]
 
 
 def distractor_pools(responses: Sequence[str], groups: Sequence) -> dict:

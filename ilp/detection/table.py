@@ -175,7 +175,8 @@ class Inputs:
     by_dataset = dict(detect.dataset_verifiers)
     verifiers = [get_verifier(by_dataset.get(d, detect.verifier), detect.verifier_threshold) for d in frame["dataset"]]
     metas = [json.loads(m) for m in frame["meta"]]
-    supplied = [meta.get(DISTRACTORS) or [] for meta in metas]
+    supplied = [(meta.get(DISTRACTORS) or []) + other for meta, other in
+                zip(metas, mc.duplicate_answers(frame["prompt"], frame["response"]))]
     swapped = entities.swapped_prompts(list(frame["prompt"]), detect.entity_swaps, seed=0)
     flat = entities.render([q for texts in swapped for q in texts], tokenizer, data.template, data.max_length)
     ends = np.cumsum([len(texts) for texts in swapped])
