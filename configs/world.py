@@ -3,7 +3,7 @@ fine-tune it in two phases, each until it converges (the paper measures ILP afte
 detect what SFT failed to teach, diagnose why, and report.
 
 SFT replays the pre-training corpus' question/answer documents as records (one step on them after
-every 4 SFT steps, a fifth of the steps), as SFT mixtures that keep general instruction data do;
+every 2 SFT steps, a third of the steps), as SFT mixtures that keep general instruction data do;
 the world's conflicting facts are stated there in the SFT question's own words. The world of issues
 1-21, whose "unlearned" examples were mostly not yet trained, is `configs/world_under_trained.py`.
 
@@ -33,9 +33,9 @@ def get_config():
                phases=({"name": "phase1", "phase": 1, "epochs": 5},     # at least 5 epochs each, then until
                        {"name": "phase2", "phase": 2, "epochs": 5}))    # the convergence criterion holds
   c.sft.convergence.update(max_epochs=80, delta=0.02, cooldown_epochs=1)
-  c.sft.replay.every_steps = 4
+  c.sft.replay.every_steps = 2
   c.sft.optimizer.update(learning_rate=1e-3, warmup_steps=10, decay="cosine")
   c.sft.checkpoint.update(every_steps=1000, phase_models=True)  # phase1/: the forgetting check samples it
   c.detect.update(base="pretrain", num_samples=5, temperature=0.7, max_new_tokens=8, batch_size=32,
-                  chunk_size=256)
+                  chunk_size=256, require_converged=True)   # ILP is measured after convergence
   return c

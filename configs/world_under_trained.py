@@ -14,5 +14,6 @@ def get_config():
   c.data.replay = ()
   c.sft.replay.every_steps = 0
   c.sft.convergence.max_epochs = 0
+  c.detect.require_converged = False
   c.sft.phases = ({"name": "phase1", "phase": 1, "epochs": 30}, {"name": "phase2", "phase": 2, "epochs": 3})
   return c

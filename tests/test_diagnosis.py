@@ -48,7 +48,8 @@ def test_near_duplicates_are_paraphrases_and_duplicates_not_one_template_about_t
   tokenized = [similarity.words(t) for t in PROMPTS]
   v = similarity.tfidf(tokenized)
   found = similarity.patterns(tokenized, min_df=3)
-  assert found.slots[0] == ["p1"] and found.slots[5] == ["p3"] and found.slots[3] == ["capital", "france"]
+  # "what is the capital of france ?" twice word for word counts once: "what" and "is" (2 distinct texts) are fillers
+  assert found.slots[0] == ["p1"] and found.slots[5] == ["p3"] and found.slots[3] == ["what", "is", "capital", "france"]
   assert found.templates[5] == found.templates[6] == "tell me the birthplace , the country and the job of # ."
   vocab = {w: k for k, w in enumerate(sorted({w for s in found.slots for w in s}))}
   i, j, cos = similarity.near_duplicate_pairs(v, 0.3, max_df=100, slots=similarity.binary_matrix(found.slots, vocab))

@@ -83,7 +83,7 @@ def test_groups_and_records(tmp_path):
   for ident, t in truth.items():
     if t["group"] == "conflict":
       answers = [d.split(" assistant : ")[1] for d in qa if d.startswith(f"user : {by_id[ident]['prompt']} ")]
-      assert len(answers) == 4 and len(set(answers)) == 1 and answers[0] != by_id[ident]["response"]
+      assert len(answers) == 12 and len(set(answers)) == 1 and answers[0] != by_id[ident]["response"]
 
 
 def test_the_under_trained_design_keeps_paraphrased_pairs(tmp_path):
@@ -148,7 +148,8 @@ def _check_diagnosis(workdir: str) -> None:
   by = {g: rows for g, rows in joined.groupby("group")}
   assert (by["conflict"]["corpus_contradiction"] > by["conflict"]["corpus_support"]).all()
   assert (by["control"]["corpus_support"] > 0).all() and (by["missing"]["corpus_support"] == 0).all()
-  assert (by["inconsistent"]["disagreeing_duplicates"] == 1).all()
+  assert (by["inconsistent"]["disagreeing_duplicates"] == 3).all()   # the minority answer: 3 copies disagree
+  assert (by["duplicate"]["disagreeing_duplicates"] == 1).all()      # a majority copy: the minority disagrees
   assert (by["rare"]["prerequisites"] == 3).all() and (by["rare"]["template_share"] < 0.1).all()
   assert by["rare"]["prerequisites_known"].between(0, 1).all() and by["control"]["prerequisites_known"].isna().all()
   assert (by["forgetting"]["own_phase"] == 1).all() and (by["interference"]["own_phase"] == 2).all()
@@ -256,6 +257,7 @@ def test_free_form_world_paraphrases_every_question_and_drops_metadata(tmp_path)
   for members in sets.values():   # duplicates keep one (free-form) prompt and their contradicting answers
     assert len({m["prompt"] for m in members}) == 1 and len({m["response"] for m in members}) == 2
   qa = [d for d in open(tmp_path / "free" / "pretrain.txt").read().split("\n\n") if d.startswith("user :")]
-  assert len({d.split(" assistant :")[0] for d in qa}) > len(qa) // 2    # the base model sees paraphrases too
+  distinct = set(qa)   # a conflict's Q&A document repeats (conflict_qa_mentions times)
+  assert len({d.split(" assistant :")[0] for d in distinct}) > len(distinct) // 2   # the base model sees paraphrases too
   for name in ("dev.jsonl", "heldout.jsonl"):
     assert all(r["meta"] == {} for r in read("free", name))

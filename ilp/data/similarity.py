@@ -137,9 +137,10 @@ class Patterns:
 def patterns(tokenized: Sequence[list[str]], min_df: int) -> Patterns:
   """Splits every tokenised text into a template and slot fillers: words in fewer than `min_df`
   texts (names, numbers, entities). The template's frequency measures how rare a prompt pattern
-  is; the slot fillers say what a prompt is about."""
+  is; the slot fillers say what a prompt is about. Frequencies count distinct texts: a question
+  asked several times word for word is one text, so its entity stays a slot filler."""
   df: dict[str, int] = {}
-  for tokens in tokenized:
+  for tokens in {tuple(t) for t in tokenized}:
     for w in set(tokens):
       df[w] = df.get(w, 0) + 1
   rare = [[w for w in tokens if df[w] < min_df] for tokens in tokenized]

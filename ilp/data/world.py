@@ -117,7 +117,7 @@ class WorldConfig:
   qa_people: int = 150            # people (never in SFT) whose facts pre-training also states as Q&A
   mentions: int = 10              # documents stating each known fact
   conflict_mentions: int = 16     # ... for the facts that SFT contradicts
-  conflict_qa_mentions: int = 4   # Q&A documents stating a contradicted fact in the SFT question's words (converged)
+  conflict_qa_mentions: int = 12  # Q&A documents stating a contradicted fact in the SFT question's words (converged)
   general_documents: int = 2000
   knowledge_documents: int = 3    # documents per fact and person in the knowledge collection
   free_form: bool = False         # questions in many paraphrases (PARAPHRASES), no metadata in the SFT records
