@@ -37,7 +37,7 @@ def test_judge_against_a_direct_computation():
   at2 = convergence.judge(m.losses(1), m.learning_rates(1), convergence.ConvergenceConfig(delta=0.02), 2)
   assert not at2["converged"] and at2["datasets"]["a"]["relative_improvement"] == pytest.approx(0.5)
   first = convergence.judge(m.losses(1), m.learning_rates(1), convergence.ConvergenceConfig(), 1)
-  assert not first["converged"] and "fewer than two" in first["datasets"]["a"]["reason"]
+  assert not first["converged"] and "fewer than 2 epochs" in first["datasets"]["a"]["reason"]
 
 
 def test_a_decayed_learning_rate_does_not_pass_for_convergence():
@@ -160,3 +160,15 @@ def test_training_to_convergence_stops_where_the_dynamics_say(tmp_path, monkeypa
   _, _, pb = checkpoint.load_params(str(tmp_path / "killed" / "sft" / "final"), mesh)
   for x, y in zip(jax.tree.leaves(pa), jax.tree.leaves(pb)):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_a_window_compares_means_of_epochs():
+  losses = {1: {"a": 2.0}, 2: {"a": 1.0}, 3: {"a": 1.2}, 4: {"a": 0.99}}   # epoch 3 is a noisy spike
+  m = _monitor(losses, {e: 1e-3 for e in losses})
+  one = convergence.judge(m.losses(1), m.learning_rates(1), convergence.ConvergenceConfig(delta=0.02), 3)
+  two = convergence.judge(m.losses(1), m.learning_rates(1), convergence.ConvergenceConfig(delta=0.02, window=2), 4)
+  assert one["converged"]   # a loss that went up passes a one-epoch comparison
+  assert two["datasets"]["a"]["previous_loss"] == pytest.approx(1.5) and two["datasets"]["a"]["loss"] == pytest.approx(1.095)
+  assert two["datasets"]["a"]["relative_improvement"] == pytest.approx(0.27) and not two["converged"]
+  early = convergence.judge(m.losses(1), m.learning_rates(1), convergence.ConvergenceConfig(window=2), 3)
+  assert not early["converged"] and "fewer than 4" in early["datasets"]["a"]["reason"]

@@ -10,13 +10,29 @@ groups planted in configured sizes:
 - control: one-hop questions about facts the base model saw often and consistently;
 - missing (I): a person the base model knows, asked for a fact pre-training never states;
 - conflict (II): the SFT answer contradicts a fact stated often in pre-training;
-- inconsistent (III): paraphrased prompts about one person with contradicting answers;
+- inconsistent (III): one question asked several times with contradicting answers; the group is
+  the minority answer, `duplicate` the majority's copies;
 - forgetting (IV): phase-1 codes that phase-2 codes (same prompt pattern, other people and codes)
   interfere with after they were learned;
 - rare (V): a rare compositional question (three known facts in one answer) with few examples;
   its `meta.prerequisites` lists the one-hop questions it composes, so detection can probe them;
 - interference: the phase-2 code questions that cause IV. Their codes, like the missing group's
   birthplaces, are facts pre-training never states, so when they stay unlearned the cause is I.
+
+Two designs (`design`). `converged` (the default) plants causes by mechanisms that survive
+training to convergence, each one that real SFT data has:
+- II: pre-training states the contradicted fact often, also as Q&A in the SFT question's own
+  words (`conflict_qa_mentions`), and SFT replays pre-training's Q&A documents (`replay.jsonl`):
+  the supervised answer competes with the replayed one for as long as SFT runs (replay of
+  pre-training data during fine-tuning: Ouyang et al. 2022; Scialom et al. 2022);
+- III: duplicated questions with label noise (one of `inconsistent_copies` copies carries another
+  answer; Northcutt et al. 2021 on label errors): the loss has a floor, and a converged model
+  gives the majority answer;
+- IV: sequential phases with no replay of the earlier SFT data (the paper's left-side forgetting);
+- the code table is stated in pre-training for the Q&A people, so code tokens are ones the base
+  model has produced before.
+`under_trained` is the world of issues 1-21 (paraphrased inconsistent pairs, no replay, no stated
+codes), kept for comparison: most of what it leaves unlearned is removed by more epochs.
 
 For the intervention arms the world also writes, drawn with a generator of their own after the
 rest is built (so the corpora, SFT data and tokenizer do not change, and every word is already in
@@ -270,6 +286,10 @@ def build(cfg: WorldConfig) -> _Builder:
     for question, answer, relation in ((r.choice(BIRTH_QUESTIONS), c, "birthplace"), (JOB_QUESTION, j, "job"),
                                        (COUNTRY_QUESTION, b.country(c), "country")):
       b.qa(b.question(relation, p, question), answer)
+    if cfg.design == "converged":   # codes are facts pre-training states too (for these people only)
+      code = f"z{r.integers(cfg.codes)}"
+      b.docs.extend(f"the code of {p} is {code} ." for _ in range(cfg.mentions))
+      b.qa(b.question("code", p, CODE_QUESTION), code)
   for _ in range(cfg.phase1_control):
     known_question("control", 1, cfg.mentions)
   for _ in range(cfg.control):

@@ -5,7 +5,8 @@ until it holds.
 The criterion, per phase and per data set within it: the token-weighted mean response loss of
 each epoch, taken from the training visits the loop already scores (the loss of every example in
 the forward pass of the step that used it), and the relative improvement of the last epoch over
-the one before, r = (L[e-1] - L[e]) / L[e-1]. A learning rate that has decayed makes any loss look
+the one before, r = (L[e-1] - L[e]) / L[e-1] (with `window` w > 1: the mean of the last w epochs
+against the mean of the w before them). A learning rate that has decayed makes any loss look
 flat, so r is divided by the epoch's mean learning rate relative to the phase's peak (the
 schedule's end taken into account); the phase has converged when that adjusted improvement is
 below `delta` for every data set (or the loss moved by less than `min_delta` nats, a loss already
@@ -39,12 +40,14 @@ class ConvergenceConfig:
   min_delta: float = 1e-3      # ... or an absolute improvement below this many nats per token (a loss near zero)
   max_epochs: int = 0          # > 0: every phase runs until converged, at least its `epochs`, at most this many
   cooldown_epochs: int = 1     # epochs of linear learning-rate decay after the plateau (training to convergence)
+  window: int = 1              # epochs averaged on each side of the comparison (> 1 smooths a noisy epoch loss)
 
   def __post_init__(self):
     check(self.delta > 0, "delta", f"must be > 0, got {self.delta}")
     check(self.min_delta >= 0, "min_delta", f"must be >= 0, got {self.min_delta}")
     check(self.max_epochs >= 0, "max_epochs", f"must be >= 0 (0: fixed epochs), got {self.max_epochs}")
     check(self.cooldown_epochs >= 0, "cooldown_epochs", f"must be >= 0, got {self.cooldown_epochs}")
+    check(self.window >= 1, "window", f"must be >= 1, got {self.window}")
 
 
 class Monitor:
@@ -91,24 +94,30 @@ class Monitor:
 
 def judge(losses: dict[str, dict[int, float]], rates: dict[int, float], config: ConvergenceConfig,
           epoch: int | None = None) -> dict[str, Any]:
-  """Whether a phase has converged at `epoch` (default: its last), with the figures.
+  """Whether a phase has converged at `epoch` (default: its last), with the figures: the mean
+  loss of the `window` epochs ending at `epoch` against the mean of the `window` before them.
 
   Args:
     losses: data set -> epoch -> mean response loss (`Monitor.losses`).
     rates: epoch -> mean learning rate (`Monitor.learning_rates`).
-    config: delta and min_delta.
-    epoch: the epoch judged against the one before it.
+    config: delta, min_delta and window.
+    epoch: the last epoch judged.
   """
   epochs = sorted({e for by_epoch in losses.values() for e in by_epoch})
   epoch = epochs[-1] if epoch is None and epochs else epoch
+  w = config.window
+  recent = [] if epoch is None else list(range(epoch - w + 1, epoch + 1))
+  earlier = [e - w for e in recent]
+  mean = lambda values: float(np.mean(values)) if values and None not in values else None
   peak = max(rates.values()) if rates else 0.0
-  relative_lr = rates.get(epoch, 0.0) / peak if peak > 0 else 0.0
+  recent_lr = mean([rates.get(e) for e in recent])
+  relative_lr = recent_lr / peak if peak > 0 and recent_lr is not None else 0.0
   datasets = {}
   for name, by_epoch in sorted(losses.items()):
-    last, before = by_epoch.get(epoch), by_epoch.get(epoch - 1) if epoch is not None else None
+    last, before = mean([by_epoch.get(e) for e in recent]), mean([by_epoch.get(e) for e in earlier])
     if last is None or before is None:
       datasets[name] = {"loss": last, "previous_loss": before, "converged": False,
-                        "reason": "fewer than two epochs to compare"}
+                        "reason": f"fewer than {2 * w} epochs to compare"}
       continue
     gain = before - last
     relative = gain / before if before > 0 else 0.0
@@ -117,6 +126,7 @@ def judge(losses: dict[str, dict[int, float]], rates: dict[int, float], config: 
     datasets[name] = {"loss": last, "previous_loss": before, "relative_improvement": relative,
                       "adjusted_improvement": adjusted, "converged": converged}
   return {"epoch": epoch, "relative_lr": relative_lr, "delta": config.delta, "min_delta": config.min_delta,
+          "window": w,
           "converged": bool(datasets) and all(d["converged"] for d in datasets.values()), "datasets": datasets,
           "loss_by_epoch": {name: {str(e): v for e, v in sorted(by_epoch.items())} for name, by_epoch in losses.items()}}
 
