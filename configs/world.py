@@ -32,7 +32,7 @@ def get_config():
   c.sft.update(init_from="pretrain", batch_size=32, log_every_steps=20,
                phases=({"name": "phase1", "phase": 1, "epochs": 5},     # at least 5 epochs each, then until
                        {"name": "phase2", "phase": 2, "epochs": 5}))    # the convergence criterion holds
-  c.sft.convergence.update(max_epochs=80, delta=0.02, cooldown_epochs=1)
+  c.sft.convergence.update(max_epochs=80, delta=0.02, window=2, cooldown_epochs=1)
   c.sft.replay.every_steps = 2
   c.sft.optimizer.update(learning_rate=1e-3, warmup_steps=10, decay="cosine")
   c.sft.checkpoint.update(every_steps=1000, phase_models=True)  # phase1/: the forgetting check samples it
