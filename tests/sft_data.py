@@ -58,3 +58,35 @@ def sft_config(paths: dict[str, str], **sft_overrides):
   config.sft.checkpoint.update(every_steps=3, async_save=False)
   config.sft.update(sft_overrides)
   return config
+
+
+def run_killed_and_resumed(monkeypatch, config, workdir: str, kill_at: int) -> None:
+  """Runs `config` into `workdir`, killed (KeyboardInterrupt) as the dynamics log receives step
+  `kill_at`, then again with the same command, which resumes."""
+  import pytest
+  from ilp import pipeline
+  from ilp.train import dynamics
+  real_add = dynamics.DynamicsWriter.add_batch
+
+  def crash(self, step, *args, **kwargs):
+    if step == kill_at:
+      raise KeyboardInterrupt("simulated kill")
+    return real_add(self, step, *args, **kwargs)
+
+  monkeypatch.setattr(dynamics.DynamicsWriter, "add_batch", crash)
+  with pytest.raises(KeyboardInterrupt):
+    pipeline.run(config, workdir)
+  monkeypatch.setattr(dynamics.DynamicsWriter, "add_batch", real_add)
+  pipeline.run(config, workdir)
+
+
+def assert_same_final_params(a: str, b: str) -> None:
+  """The `sft/final` models of work directories `a` and `b` are bit-identical."""
+  import jax
+  from ilp import parallel
+  from ilp.model import checkpoint
+  mesh = parallel.make_mesh((1, 1, 1), jax.devices()[:1])
+  _, _, pa = checkpoint.load_params(os.path.join(a, "sft", "final"), mesh)
+  _, _, pb = checkpoint.load_params(os.path.join(b, "sft", "final"), mesh)
+  for x, y in zip(jax.tree.leaves(pa), jax.tree.leaves(pb)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))

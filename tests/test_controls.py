@@ -11,7 +11,6 @@ from ilp import pipeline
 from ilp.data import batches as batching
 from ilp.data import dev
 from ilp.train import controls, dynamics
-from ilp.model import checkpoint
 from tests import sft_data
 
 
@@ -119,29 +118,12 @@ def test_resampling_through_the_loop_resumes_exactly(tmp_path, monkeypatch):
   events = summary["controls"][0]["events"]
   assert [(e["step"], e["dataset"]) for e in events] == [(4, "a"), (10, "a")] and all(e["rows"] > 0 for e in events)
 
-  real_add = dynamics.DynamicsWriter.add_batch
-
-  def crash(self, step, *args, **kwargs):
-    if step == 7:
-      raise KeyboardInterrupt("simulated kill")
-    return real_add(self, step, *args, **kwargs)
-
-  monkeypatch.setattr(dynamics.DynamicsWriter, "add_batch", crash)
-  with pytest.raises(KeyboardInterrupt):
-    pipeline.run(config, str(tmp_path / "killed"))
-  monkeypatch.setattr(dynamics.DynamicsWriter, "add_batch", real_add)
-  pipeline.run(config, str(tmp_path / "killed"))
+  sft_data.run_killed_and_resumed(monkeypatch, config, str(tmp_path / "killed"), kill_at=7)
   resumed = json.load(open(tmp_path / "killed" / "sft" / "summary.json"))
   assert resumed["resumed_from"] == 6 and resumed["controls"] == summary["controls"]
   pd.testing.assert_frame_equal(dynamics.load_dynamics(str(tmp_path / "full" / "sft" / "dynamics")),
                                 dynamics.load_dynamics(str(tmp_path / "killed" / "sft" / "dynamics")))
-  import jax
-  from ilp import parallel
-  mesh = parallel.make_mesh((1, 1, 1), jax.devices()[:1])
-  _, _, pa = checkpoint.load_params(str(tmp_path / "full" / "sft" / "final"), mesh)
-  _, _, pb = checkpoint.load_params(str(tmp_path / "killed" / "sft" / "final"), mesh)
-  for x, y in zip(jax.tree.leaves(pa), jax.tree.leaves(pb)):
-    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  sft_data.assert_same_final_params(str(tmp_path / "full"), str(tmp_path / "killed"))
 
 
 def test_progressive_epochs_stop_training_through_the_loop(tmp_path, monkeypatch):

@@ -2,13 +2,11 @@
 the real loop (decisions against the dynamics log, kill and resume to the same decisions)."""
 import json
 
-import jax
 import numpy as np
 import pandas as pd
 import pytest
 
-from ilp import parallel, pipeline
-from ilp.model import checkpoint
+from ilp import pipeline
 from ilp.train import convergence, dynamics, optim
 from ilp.typed import ConfigError
 from ilp import config as config_lib
@@ -138,28 +136,12 @@ def test_training_to_convergence_stops_where_the_dynamics_say(tmp_path, monkeypa
       f"phase1/epoch{decisions['1']['epochs']}", f"phase2/epoch{decisions['2']['epochs']}"]
 
   # Killed after the first decision and resumed: the same decisions, log and parameters.
-  real_add = dynamics.DynamicsWriter.add_batch
-  kill_at = decisions["1"]["step"] + 2
-
-  def crash(self, step, *args, **kwargs):
-    if step == kill_at:
-      raise KeyboardInterrupt("simulated kill")
-    return real_add(self, step, *args, **kwargs)
-
-  monkeypatch.setattr(dynamics.DynamicsWriter, "add_batch", crash)
-  with pytest.raises(KeyboardInterrupt):
-    pipeline.run(config, str(tmp_path / "killed"))
-  monkeypatch.setattr(dynamics.DynamicsWriter, "add_batch", real_add)
-  pipeline.run(config, str(tmp_path / "killed"))
+  sft_data.run_killed_and_resumed(monkeypatch, config, str(tmp_path / "killed"), kill_at=decisions["1"]["step"] + 2)
   resumed = json.load(open(tmp_path / "killed" / "sft" / "summary.json"))
   assert resumed["resumed_from"] is not None and resumed["controls"] == summary["controls"]
   assert resumed["convergence"] == summary["convergence"] and resumed["tokens"] == summary["tokens"]
   pd.testing.assert_frame_equal(frame, dynamics.load_dynamics(str(tmp_path / "killed" / "sft" / "dynamics")))
-  mesh = parallel.make_mesh((1, 1, 1), jax.devices()[:1])
-  _, _, pa = checkpoint.load_params(str(tmp_path / "full" / "sft" / "final"), mesh)
-  _, _, pb = checkpoint.load_params(str(tmp_path / "killed" / "sft" / "final"), mesh)
-  for x, y in zip(jax.tree.leaves(pa), jax.tree.leaves(pb)):
-    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  sft_data.assert_same_final_params(str(tmp_path / "full"), str(tmp_path / "killed"))
 
 
 def test_a_window_compares_means_of_epochs():
