@@ -6,7 +6,9 @@ each run's diagnosis with the world's planted ground truth and prints, per arm a
 - the same on the other baseline-unlearned examples, and the ratio of the two reductions;
 - the planted control group's change in points (ground truth; a mitigation must not damage it);
 - whether the issue's expectations hold: target cut >= 40% relative, at least twice the cut on the
-  others, control not worse by more than 2 points, and M-I below "more epochs" on cause I;
+  others, control not worse by more than 2 points, M-I below "more epochs" on cause I (the fixed
+  more-epochs arm, and the knowledge arm's equal-compute control), and, on a converged baseline,
+  ten more epochs cutting the unlearned rate by at most 30% relative (the paper's "barely helps");
 - the unlearned rate of every planted group in the baseline and each arm.
 
 Writes `<workdir>/interventions_eval.json` per run.
@@ -48,11 +50,22 @@ def _change(base: np.ndarray, arm: np.ndarray) -> dict:
           "relative_reduction_interval": INTERVAL(-hi / b, -lo / b) if b > 0 else [None, None]}
 
 
+def _cause_i(layout: Layout, base: pd.DataFrame, arm: str) -> float | None:
+  """The unlearned rate, in run `arm`, of the examples the baseline attributed to I."""
+  path = layout.arm(arm).attribution
+  if not os.path.exists(path):
+    return None
+  joined = base[base["cause"] == "I"].merge(pd.read_parquet(path, columns=["id", "unlearned"]), on="id",
+                                            suffixes=("", "_arm"))
+  return float(joined["unlearned_arm"].mean()) if len(joined) else None
+
+
 def evaluate(layout: Layout) -> dict:
   config = config_lib.load(json.load(open(layout.config)))
   truth = world.load_ground_truth(layout.world)[["id", "group"]]
   base = pd.read_parquet(layout.attribution, columns=["id", "unlearned", "cause"]).merge(truth, on="id")
   result = {"baseline_unlearned_rate": float(base["unlearned"].mean()), "arms": {}}
+  compared = json.load(open(layout.compare_summary)) if os.path.exists(layout.compare_summary) else {}
   for arm in config.interventions.arms:
     path = layout.arm(arm.name).attribution
     if not os.path.exists(path):
@@ -78,9 +91,16 @@ def evaluate(layout: Layout) -> dict:
     result["arms"][arm.name] = entry
   by_intervention = {e["intervention"]: name for name, e in result["arms"].items()}
   if "knowledge" in by_intervention and "epochs" in by_intervention:
+    knowledge = by_intervention["knowledge"]
+    control = ((compared.get("arms", {}).get(knowledge) or {}).get("equal_compute") or {}).get("control")
     result["cause_I_knowledge_vs_more_epochs"] = {
-        "knowledge": result["arms"][by_intervention["knowledge"]]["cause_I_unlearned"],
-        "more_epochs": result["arms"][by_intervention["epochs"]]["cause_I_unlearned"]}
+        "knowledge": result["arms"][knowledge]["cause_I_unlearned"],
+        "more_epochs": result["arms"][by_intervention["epochs"]]["cause_I_unlearned"],
+        "equal_compute_control": control, "at_equal_compute": _cause_i(layout, base, control) if control else None}
+  for name, e in result["arms"].items():   # ten more epochs on a converged baseline: the paper's "barely helps"
+    settings = next(a.typed_settings() for a in config.interventions.arms if a.name == name)
+    if e["intervention"] == "epochs" and getattr(settings, "extra", 0) and e["all"].get("relative_reduction") is not None:
+      e["expectations"] = {"cut_at_most_30pct": e["all"]["relative_reduction"] <= 0.3}
   return result
 
 
@@ -108,7 +128,8 @@ def main(argv: list[str]) -> None:
             + ", ".join(f"{k}={'yes' if v else 'NO'}" for k, v in e.get("expectations", {}).items()))
     if "cause_I_knowledge_vs_more_epochs" in result:
       r = result["cause_I_knowledge_vs_more_epochs"]
-      print(f"cause I (baseline-attributed): knowledge arm {_pct(r['knowledge'])} vs more epochs {_pct(r['more_epochs'])}")
+      print(f"cause I (baseline-attributed): knowledge arm {_pct(r['knowledge'])} vs more epochs {_pct(r['more_epochs'])}"
+            f"; at equal compute ({r['equal_compute_control'] or 'no control'}) {_pct(r['at_equal_compute'])}")
     groups = sorted({g for e in result["arms"].values() for g in e["planted_groups"]})
     print(f"{'planted group':<14}" + "".join(f"{n[:12]:>13}" for n in ["baseline", *result["arms"]]))
     for g in groups:

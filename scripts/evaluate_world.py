@@ -142,8 +142,9 @@ def main(argv: list[str]) -> None:
   print("V: exact match after phase-2 epochs " +
         ", ".join(f"{e}: {100 * v:.1f}%" for e, v in result["rare_exact_match_by_phase2_epoch"].items()))
   for protocol in protocols:
-    print(f"targets ({protocol}): " + ", ".join(f"{k}={'yes' if v else 'NO'}"
-                                              for k, v in result["protocols"][protocol]["targets"].items()))
+    print(f"targets ({protocol}): " + ", ".join(
+        f"{k}={'yes' if v else 'NO'}" if isinstance(v, bool) else f"{k}={100 * v:.1f}%"
+        for k, v in result["protocols"][protocol]["targets"].items()))
   fileio.write_json_atomic(layout.world_evaluation, result)
   lines = ["# ILP world: evaluation against the planted causes", "",
            "| planted group | examples | " + " | ".join(f"unlearned ({p})" for p in protocols) + " |",
