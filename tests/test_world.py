@@ -103,7 +103,7 @@ def reduce(config, pretrain_steps: int, phase2_epochs: int):
   config.sft.update(batch_size=16, phases=({"name": "phase1", "phase": 1, "epochs": 2},
                                            {"name": "phase2", "phase": 2, "epochs": phase2_epochs}))
   # training to convergence, made to hold at each phase's first judged epoch (any improvement < 100%)
-  config.sft.convergence.update(max_epochs=max(2, phase2_epochs), delta=1.0, cooldown_epochs=0)
+  config.sft.convergence.update(max_epochs=max(2, phase2_epochs), delta=1.0, window=1, cooldown_epochs=0)
   config.detect.update(num_samples=2, pass_k=(1, 2), bon_k=(1, 2), max_new_tokens=4, base_samples=2, blind_bon_k=2)
   return config
 
