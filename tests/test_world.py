@@ -146,7 +146,10 @@ def _check_diagnosis(workdir: str) -> None:
   assert set(table["cause"]) <= set(attribution.CAUSES) | {attribution.LEARNED, attribution.UNATTRIBUTED}
   joined = table.merge(world.load_ground_truth(os.path.join(workdir, "world")), on="id", suffixes=("", "_planted"))
   by = {g: rows for g, rows in joined.groupby("group")}
-  assert (by["conflict"]["corpus_contradiction"] > by["conflict"]["corpus_support"]).all()
+  # The corpus never supports a conflict's SFT answer; it contradicts it wherever pre-training's city is
+  # an answer of that kind somewhere in SFT (with the small world's 8 cities, not always).
+  assert (by["conflict"]["corpus_support"] == 0).all() and (by["conflict"]["corpus_entity_docs"] > 0).all()
+  assert (by["conflict"]["corpus_contradiction"] > 0).mean() >= 0.8
   assert (by["control"]["corpus_support"] > 0).all() and (by["missing"]["corpus_support"] == 0).all()
   assert (by["inconsistent"]["disagreeing_duplicates"] == 3).all()   # the minority answer: 3 copies disagree
   assert (by["duplicate"]["disagreeing_duplicates"] == 1).all()      # a majority copy: the minority disagrees
