@@ -92,7 +92,8 @@ def convergence(record: dict, path: str) -> None:
     state = "converged" if verdict["converged"] else "NOT converged"
     ax.set_title(f"{name}: {state} at epoch {judged} (delta {verdict['delta']:g})", fontsize=9)
     ax.set_xlabel("epoch (dashed: judged)")
-    ax.set_ylabel("mean response loss")
+    ax.set_ylabel("mean response loss (log scale)")
+    ax.set_yscale("log")   # a plateau near zero is visible only on a log scale
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.legend(fontsize=7)
   fig.tight_layout()

@@ -63,9 +63,11 @@ def convergence_section(record: dict) -> str:
   each data set's improvements against delta (`sft/summary.json`'s `convergence`)."""
   last = record["phases"][record["last_phase"]]
   verdict = "converged" if record["converged"] else "did **not** converge: the model may be under-trained"
+  window = last.get("window", 1)
+  span = "the epoch before" if window == 1 else f"the {window} epochs before (means of {window} epochs)"
   lines = ["## Convergence", "",
            f"A phase has converged when, for every data set, the relative improvement of its mean response loss "
-           f"over the epoch before, divided by the epoch's learning rate relative to the phase's peak (adjusted), is "
+           f"over {span}, divided by the epoch's learning rate relative to the phase's peak (adjusted), is "
            f"below delta = {last['delta']:g}, or the loss moved by less than {last['min_delta']:g} nats. SFT's last "
            f"phase, {record['last_phase']}, {verdict}.", "",
            "| phase | converged | judged epoch | trained epochs | learning rate (of peak) | data set | loss: before → "
