@@ -327,3 +327,11 @@ def test_the_diagnosis_explains_the_configured_protocols_label():
   assert diagnose_lib.labelled(detection, "generative")["unlearned"].tolist() == [False]
   with pytest.raises(ValueError, match="diagnose.protocol"):
     diagnose_lib.labelled(detection.drop(columns=["gen_unlearned"]), "generative")
+
+
+def test_slope_passes_below_one_is_a_config_error():
+  from ilp.diagnosis.signals import SignalConfig
+  from ilp.typed import ConfigError
+  with pytest.raises(ConfigError) as e:
+    SignalConfig(slope_passes=0)
+  assert e.value.field == "slope_passes"

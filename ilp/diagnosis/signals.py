@@ -41,10 +41,10 @@ class SignalConfig:
     for name in ("embedding_threshold", "template_min_share"):
       check(0 <= getattr(self, name) <= 1, name, f"must lie in [0, 1], got {getattr(self, name)}")
     check(self.corpus_top_k >= 1, "corpus_top_k", f"must be >= 1, got {self.corpus_top_k}")
+    check(self.slope_passes >= 1, "slope_passes", f"must be >= 1, got {self.slope_passes}")
 
   def filler_df(self, n: int) -> int:
     return similarity.filler_df(n, self.template_min_df, self.template_min_share)
-    check(self.slope_passes >= 1, "slope_passes", f"must be >= 1, got {self.slope_passes}")
 
 
 def _pivots(evals: pd.DataFrame, columns: Sequence[str], ids: pd.Index, steps: np.ndarray) -> dict[str, np.ndarray]:
