@@ -183,3 +183,9 @@ def test_response_matrix_reads_the_relative_reduction_per_cause_and_arm():
   summary = {"m1": {"by_cause": {"I": {"relative_change": -0.75}, "IV": {"relative_change": 0.5}}},
              "m4": {"by_cause": {"I": {"relative_change": None}, "IV": {"relative_change": -1.0}}}}
   assert compare.response_matrix(summary) == {"I": {"m1": 0.75, "m4": None}, "IV": {"m1": -0.5, "m4": 1.0}}
+
+
+def test_reduction_interval_is_the_paired_change_interval_over_the_baseline_rate():
+  entry = {"baseline_rate": 0.5, "change": -0.2, "change_low": -0.3, "change_high": -0.1}
+  assert compare.reduction_interval(entry) == pytest.approx((0.2, 0.6))
+  assert all(x != x for x in compare.reduction_interval({"baseline_rate": 0.0, "change_low": 0, "change_high": 0}))

@@ -193,6 +193,15 @@ def response_matrix(summary: dict[str, Any]) -> dict[str, dict[str, float | None
           for cause in CAUSES if any(cause in s["by_cause"] for s in summary.values())}
 
 
+def reduction_interval(entry: dict[str, Any]) -> tuple[float, float]:
+  """The 95% interval of a relative reduction (a `by_cause` entry): the paired change's interval
+  over the baseline rate, negated (a cut is a negative change)."""
+  b = entry.get("baseline_rate") or 0.0
+  if b <= 0 or entry.get("change_low") is None or entry.get("change_high") is None:
+    return math.nan, math.nan
+  return -entry["change_high"] / b, -entry["change_low"] / b
+
+
 def comparison(base: pd.DataFrame, arms: dict[str, pd.DataFrame], targets: dict[str, Sequence[str]],
                samples: int = 1000, seed: int = 0) -> tuple[pd.DataFrame, dict[str, Any]]:
   """The long table of every arm's `rates` (column `arm` first) and a JSON-ready summary per arm:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ilp.interventions import compare
+
 
 def _pct(x: float | None) -> str:
   return "—" if x is None else f"{100 * x:.1f}%"
@@ -17,12 +19,21 @@ def _points(x: float | None, low: float | None = None, high: float | None = None
 
 
 def _matrix(summary: dict[str, Any], matrix: dict[str, dict[str, float | None]]) -> list[str]:
-  """The response matrix as a table, each arm's own cause(s) in bold."""
+  """The response matrix as a table, each cell with its 95% interval, each arm's own cause(s) in bold."""
   arms = list(summary)
   lines = ["| cause (n) | " + " | ".join(arms) + " |", "|---|" + "---|" * len(arms)]
+
+  def cell(cause: str, arm: str) -> str:
+    value = matrix[cause][arm]
+    if value is None:
+      return _pct(value)
+    lo, hi = compare.reduction_interval(summary[arm]["by_cause"][cause])
+    text = _pct(value) + ("" if lo != lo else f" [{_pct(lo)}, {_pct(hi)}]")
+    return f"**{text}**" if cause in summary[arm]["targets"] else text
+
   for cause, row in matrix.items():
     n = next((s["by_cause"][cause]["n"] for s in summary.values() if cause in s["by_cause"]), 0)
-    cells = [(f"**{_pct(row[a])}**" if cause in summary[a]["targets"] else _pct(row[a])) for a in arms]
+    cells = [cell(cause, a) for a in arms]
     lines.append(f"| {cause} ({n}) | " + " | ".join(cells) + " |")
   return lines
 
