@@ -13,6 +13,7 @@ import pytest
 
 from ilp import config as config_lib
 from ilp.interventions import arms, compare, epochs, equal_compute
+from ilp.interventions import config as arms_config
 from ilp.interventions.equal_compute import Raised
 from ilp.layout import Layout
 from ilp.stages import compare as compare_stage
@@ -164,7 +165,7 @@ def test_plan_turns_a_measured_budget_into_the_control(run):
 
 def test_the_arms_stage_runs_each_control_after_its_arm_and_shares_it(run):
   budgets = {"m4": T_BASE + 2 * T2 + 1, "m5": T_BASE, "more": T_BASE + 7 * T2}
-  _attribution(run, pd.DataFrame({"id": ["e0"], "cause": ["I"]}))
+  _attribution(run, pd.DataFrame({"id": [f"e{k}" for k in range(5)], "cause": ["I", "II", "III", "IV", "V"]}))
   calls = []
 
   def pipeline(config, root):   # "trains": writes the tokens of the budget, or of the control's epochs
@@ -253,3 +254,13 @@ def test_compare_stage_reports_compute_and_each_arm_against_its_control(run):
 def test_bad_values_name_their_field(field, value, message):
   with pytest.raises(ConfigError, match=message):
     config_lib.load({"interventions": {field: value}})
+
+
+def test_a_mitigation_with_no_attributed_example_is_skipped_and_reported(run):
+  _attribution(run, pd.DataFrame({"id": ["e0"], "cause": ["IV"]}))   # no example attributed to I
+  calls = []
+  arms.run(_config(ARMS[:2], equal_compute=False), run, lambda config, root: calls.append(os.path.basename(root)))
+  assert calls == ["m4"]          # the knowledge arm (target I) had nothing to retrieve for
+  assert arms.idle(arms_config.ArmConfig("m1", "knowledge"), pd.DataFrame({"cause": ["IV"]}))
+  assert not arms.idle(arms_config.ArmConfig("m4", "shuffle"), pd.DataFrame({"cause": ["IV"]}))
+  assert not arms.idle(arms_config.ArmConfig("more", "epochs"), pd.DataFrame({"cause": ["IV"]}))   # a control

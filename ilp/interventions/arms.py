@@ -93,6 +93,14 @@ def targets(arm: ArmConfig) -> tuple[str, ...]:
   return tuple(arm.typed_settings().causes)
 
 
+def idle(arm: ArmConfig, attribution: pd.DataFrame) -> bool:
+  """Whether a mitigation has nothing to act on: the baseline attributed no example to its causes
+  (a converged baseline may have none for a cause). Such an arm is skipped, and the comparison
+  says so, instead of failing the study."""
+  causes = targets(arm)
+  return bool(causes) and not attribution["cause"].isin(causes).any()
+
+
 def run(config: Any, layout: Layout, run_pipeline: Callable[[Any, str], None]) -> None:
   """Prepares and runs every configured arm (`run_pipeline` is `ilp.pipeline.run`), each mitigation
   followed by its equal-compute "more epochs" control (`equal_compute.plan`), which needs the
@@ -115,6 +123,9 @@ def run(config: Any, layout: Layout, run_pipeline: Callable[[Any, str], None]) -
     run_pipeline(arm_config, arm_layout.root)
 
   for arm in config.interventions.arms:
+    if idle(arm, attribution):
+      log.warning("arm %s skipped: the baseline attributed no example to %s", arm.name, ", ".join(targets(arm)))
+      continue
     run_arm(arm)
     control = equal_compute.plan(config, layout, arm)
     if control is not None:

@@ -125,6 +125,9 @@ def markdown(result: dict[str, Any], capability: dict[str, Any]) -> str:
            "| arm | target | target: baseline → arm | target change | others change | DiD | all: baseline → arm "
            "| baseline-learned now unlearned | greedy accuracy | examples (missing) |",
            "|---|---|---|---|---|---|---|---|---|---|"]
+  skipped = result.get("skipped", {})
+  if skipped:
+    lines[2:2] = [f"Skipped: {', '.join(f'{name} ({why})' for name, why in skipped.items())}.", ""]
   for name, s in summary.items():
     did, u, by = s["difference_in_differences"], s["unlearned"], s["by_cause"]
     targets = ",".join(s["targets"]) or "— (control)"

@@ -81,7 +81,9 @@ def run(config: Config, layout: Layout) -> None:
       frames += [] if against is None else [against]
   at_equal = {name: s["equal_compute"]["comparison"] for name, s in summary.items()
               if (s["equal_compute"] or {}).get("comparison")}
+  skipped = [a.name for a in config.interventions.arms if arms.idle(a, base)]
   result = {"label": config.diagnose.protocol, "baseline_capability": capability["baseline"], "arms": summary,
+            "skipped": {name: "the baseline attributed no example to its causes" for name in skipped},
             "response_matrix": compare.response_matrix(summary), "compute": compute,
             "equal_compute": {"enabled": config.interventions.equal_compute,
                               "rounding": config.interventions.equal_compute_rounding,
