@@ -20,7 +20,7 @@ def test_arms_and_comparison_on_a_reduced_world(tmp_path, monkeypatch):
   config = reduce(interventions.get_config(), pretrain_steps=30, phase2_epochs=2)
   config.interventions.update(bootstrap_samples=200, arms=(
       {"name": "knowledge", "intervention": "knowledge", "settings": {"steps": 10, "causes": ("I", "II", "V")}},
-      {"name": "shuffle", "intervention": "shuffle", "settings": {"every_steps": 2}},
+      {"name": "shuffle", "intervention": "shuffle", "settings": {"every_steps": 2, "causes": ("I", "II", "III", "IV", "V")}},
       {"name": "conflict", "intervention": "conflict", "settings": {"causes": ("I", "II", "III", "IV", "V")}}))
   _guard_ground_truth(monkeypatch)
   workdir = str(tmp_path / "work")
