@@ -50,7 +50,8 @@ def run(config: Config, layout: Layout) -> None:
   arrays = lambda table: (lambda rows, length, t=examples.tokenized(table): batching.assemble(t, rows, length, pad))
   lengths, datasets = frame["length"].to_numpy(), frame["dataset"].to_numpy(object)
   # a global order interleaves every phase into one (its rounds are the epochs)
-  phase_names = ("global",) if section.order == "global" else tuple(p.name for p in plan.sft_phases(frame, section))
+  phases = plan.sft_phases(frame, section)
+  phase_names = ("global",) if section.order == "global" else tuple(p.name for p in phases)
   monitor = convergence.Monitor(section.convergence)
   controls, until_converged = [], None
   if section.convergence.max_epochs:   # first: the other controls replay their decisions onto its replanned stream
@@ -58,7 +59,7 @@ def run(config: Config, layout: Layout) -> None:
       fresh, _ = plan.sft_stream(frame, section, buckets, config.seed, {p: d["epochs"] for p, d in decisions.items()},
                                  replay)
       stream.batches[:], stream.eval_points[:] = fresh.batches, fresh.eval_points
-    until_converged = convergence.Control(monitor, [p.epochs for p in plan.sft_phases(frame, section)], replan)
+    until_converged = convergence.Control(monitor, [p.epochs for p in phases], replan)
     controls.append(until_converged)
   if section.resample.every_steps:
     controls.append(controls_lib.Resampler(section.resample, datasets, lengths, config.seed))
