@@ -1,5 +1,7 @@
 """The training step: per-example statistics, and sharded / accumulated steps equal to one device."""
 
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
@@ -167,3 +169,31 @@ def test_partial_fine_tuning_updates_only_the_matching_variables():
   for path, (trains, moved) in flags.items():
     assert trains == ("attn" in path and "norm" not in path), path
     assert moved == trains, path   # frozen variables: no gradient step and no weight decay
+
+
+def test_decay_to_init_pulls_toward_the_starting_weights():
+  """Brute force: with zero gradients Adam's update is zero, so each step moves a decayed matrix by
+  -lr * wd * (w - w0) (toward its start, not toward zero); norms and biases do not move."""
+  mesh = parallel.make_mesh((1, 1, 1), jax.devices()[:1])
+  _, abstract = build.abstract_model(CFG)
+  _, params = build.init_params(CFG, mesh, seed=0)
+  config = optim.OptimizerConfig(learning_rate=0.1, warmup_steps=0, decay="constant", weight_decay=0.5,
+                                 decay_to="init", grad_clip_norm=0.0)
+  optimizer = optim.make_optimizer(config, optim.make_schedule(config, [10]))
+  state = optimizer.init(params)
+  moved = jax.tree.map(lambda w: w + 1.0, params)       # 1 away from the start everywhere
+  zeros = jax.tree.map(np.zeros_like, params)
+  updates, _ = optimizer.update(zeros, state, moved)
+  decayed = optim.decay_mask(params)
+  for u, d in zip(jax.tree.leaves(updates), jax.tree.leaves(decayed)):
+    np.testing.assert_allclose(np.asarray(u), -0.1 * 0.5 * 1.0 if d else 0.0, rtol=1e-6)
+  zero_target = optim.make_optimizer(dataclasses.replace(config, decay_to="zero"), optim.make_schedule(config, [10]))
+  updates, _ = zero_target.update(zeros, zero_target.init(params), moved)
+  for u, w, d in zip(jax.tree.leaves(updates), jax.tree.leaves(moved), jax.tree.leaves(decayed)):
+    np.testing.assert_allclose(np.asarray(u), -0.1 * 0.5 * np.asarray(w) if d else 0.0, rtol=1e-5, atol=1e-7)
+
+
+def test_decay_to_names_a_known_target():
+  from ilp.typed import ConfigError
+  with pytest.raises(ConfigError, match="decay_to"):
+    optim.OptimizerConfig(decay_to="base")

@@ -1,13 +1,15 @@
 """AdamW with warmup + decay per phase, gradient clipping, and the sharded train state.
 
 Each phase of sequential SFT gets its own warmup and decay (as separate SFT runs would), while
-the optimizer moments carry over. Weight decay applies to matrices only, not norms or biases.
+the optimizer moments carry over. Weight decay applies to matrices only, not norms or biases,
+and pulls either toward zero (AdamW) or toward the weights the run started from (`decay_to="init"`,
+L2-SP: fine-tuning as a bounded move away from the base model).
 """
 from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -20,6 +22,7 @@ from ilp.train.step import TrainState
 from ilp.typed import check
 
 DECAYS = ("cosine", "linear", "constant")
+DECAY_TARGETS = ("zero", "init")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +37,7 @@ class OptimizerConfig:
   b2: float = 0.95
   eps: float = 1e-8
   weight_decay: float = 0.0       # matrices only
+  decay_to: str = "zero"          # one of DECAY_TARGETS: "init" decays toward the starting weights
   grad_clip_norm: float = 1.0     # global-norm clipping; 0 turns it off
 
   def __post_init__(self):
@@ -46,6 +50,7 @@ class OptimizerConfig:
       check(0 <= getattr(self, name) < 1, name, f"must lie in [0, 1), got {getattr(self, name)}")
     check(self.eps > 0, "eps", f"must be > 0, got {self.eps}")
     check(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
+    check(self.decay_to in DECAY_TARGETS, "decay_to", f"'{self.decay_to}' is not one of {DECAY_TARGETS}")
     check(self.grad_clip_norm >= 0, "grad_clip_norm", f"must be >= 0, got {self.grad_clip_norm}")
 
 
@@ -106,17 +111,47 @@ def trainable_mask(params: nnx.State, patterns: Sequence[str]) -> Any:
                                           is_leaf=lambda x: isinstance(x, nnx.Variable))
 
 
+class AnchorState(NamedTuple):
+  anchor: Any   # the weights at initialisation, a params-shaped tree (sharded like the params)
+
+
+def decay_toward_init(weight_decay: float, mask: Callable[[Any], Any]) -> optax.GradientTransformation:
+  """Decoupled weight decay toward the weights the optimizer was initialised with (L2-SP, Li et al.
+  2018), where AdamW's pulls toward zero: `update += weight_decay * (params - anchor)` on the
+  variables `mask(params)` selects. optax has no anchored decay. The anchor is a full copy of the
+  params (not `optax.masked`, whose partial state the sharding helpers cannot map onto the params).
+  """
+  def init(params):
+    return AnchorState(anchor=jax.tree.map(jnp.copy, params))
+
+  def update(updates, state, params=None):
+    if params is None:
+      raise ValueError("decay_toward_init needs the params")
+    leaves, treedef = jax.tree.flatten(updates)   # the mask has one flag per variable, i.e. per leaf
+    pulled = [u + weight_decay * (p - a) if m else u for u, p, a, m in
+              zip(leaves, jax.tree.leaves(params), jax.tree.leaves(state.anchor), jax.tree.leaves(mask(params)))]
+    return treedef.unflatten(pulled), state
+  return optax.GradientTransformation(init, update)
+
+
 def make_optimizer(optimizer: OptimizerConfig, schedule: optax.Schedule,
                    trainable: Sequence[str] = ()) -> optax.GradientTransformation:
-  """Clipping and AdamW; with `trainable` patterns, the other variables get no update at all
-  (their gradients zeroed before clipping, no weight decay): partial fine-tuning."""
+  """Clipping and AdamW (decoupled decay toward zero or, with `decay_to="init"`, toward the
+  starting weights); with `trainable` patterns, the other variables get no update at all (their
+  gradients zeroed before clipping, no weight decay): partial fine-tuning."""
   frozen = lambda params: jax.tree.map(lambda t: not t, trainable_mask(params, trainable))
   decays = lambda params: jax.tree.map(lambda d, t: d and t, decay_mask(params), trainable_mask(params, trainable))
+  if optimizer.decay_to == "init" and optimizer.weight_decay > 0:
+    adam = optax.chain(optax.scale_by_adam(b1=optimizer.b1, b2=optimizer.b2, eps=optimizer.eps),
+                       decay_toward_init(optimizer.weight_decay, decays),
+                       optax.scale_by_learning_rate(schedule))
+  else:
+    adam = optax.adamw(schedule, b1=optimizer.b1, b2=optimizer.b2, eps=optimizer.eps,
+                       weight_decay=optimizer.weight_decay, mask=decays)
   return optax.chain(
       optax.masked(optax.set_to_zero(), frozen) if trainable else optax.identity(),
       optax.clip_by_global_norm(optimizer.grad_clip_norm) if optimizer.grad_clip_norm > 0 else optax.identity(),
-      optax.adamw(schedule, b1=optimizer.b1, b2=optimizer.b2, eps=optimizer.eps,
-                  weight_decay=optimizer.weight_decay, mask=decays))
+      adam)
 
 
 def state_shardings(params_shardings: nnx.State, optimizer: optax.GradientTransformation,
