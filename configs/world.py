@@ -4,8 +4,15 @@ detect what SFT failed to teach, diagnose why, and report.
 
 SFT replays the pre-training corpus' question/answer documents as records (one step on them after
 every 2 SFT steps, a third of the steps), as SFT mixtures that keep general instruction data do;
-the world's conflicting facts are stated there in the SFT question's own words. The world of issues
-1-21, whose "unlearned" examples were mostly not yet trained, is `configs/world_under_trained.py`.
+the world's conflicting facts are stated there in the SFT question's own words.
+
+SFT is bounded, as the fine-tuning of a large model is relative to what it sees: only the attention
+query and value projections train (LoRA's usual targets) and weight decay pulls them back toward
+the base model (`decay_to="init"`, L2-SP), so the loss settles at an equilibrium instead of
+memorising every record. Without the bound, any consistent fact, new (cause I) or rare (V), is
+memorised given enough epochs and only II, III and IV survive convergence (README, "ILP after
+convergence: what survives"). The world of issues 1-21, whose "unlearned" examples were mostly not
+yet trained, is `configs/world_under_trained.py`.
 
   python launch.py --config=configs/world.py --workdir=runs/world [--config.world.seed=1]
 """
@@ -34,7 +41,8 @@ def get_config():
                        {"name": "phase2", "phase": 2, "epochs": 5}))    # the convergence criterion holds
   c.sft.convergence.update(max_epochs=80, delta=0.02, window=2, cooldown_epochs=1)
   c.sft.replay.every_steps = 2
-  c.sft.optimizer.update(learning_rate=1e-3, warmup_steps=10, decay="cosine")
+  c.sft.optimizer.update(learning_rate=1e-3, warmup_steps=10, decay="cosine", weight_decay=2.0, decay_to="init")
+  c.sft.trainable = ("attn/[qv]$",)   # a bounded fine-tune (see the docstring)
   c.sft.checkpoint.update(every_steps=1000, phase_models=True)  # phase1/: the forgetting check samples it
   c.detect.update(base="pretrain", num_samples=5, temperature=0.7, max_new_tokens=8, batch_size=32,
                   chunk_size=256, require_converged=True)   # ILP is measured after convergence
