@@ -5,7 +5,7 @@ generative label) and one arm per mitigation, then their comparison.
 
 The paper's multiple-choice label sees few of the world's missing-knowledge, inconsistent and
 rare examples (a model that does not know an answer still picks the right option in one of 10
-draws; see README), too few per cause to measure a mitigation, so the baseline's diagnosis, and
+draws; see docs/measurements.md), too few per cause to measure a mitigation, so the baseline's diagnosis, and
 every comparison, uses the generative label, in its expected-pass form (`detect.label=expected`: the probability
 of a pass, not its sampled estimate, so a re-run does not "fix" examples by sampling luck);
 detection runs the generative protocol only (half the time).

@@ -10,8 +10,8 @@ SFT is bounded, as the fine-tuning of a large model is relative to what it sees:
 query and value projections train (LoRA's usual targets) and weight decay pulls them back toward
 the base model (`decay_to="init"`, L2-SP), so the loss settles at an equilibrium instead of
 memorising every record. Without the bound, any consistent fact, new (cause I) or rare (V), is
-memorised given enough epochs and only II, III and IV survive convergence (README, "ILP after
-convergence: what survives"). The world of issues 1-21, whose "unlearned" examples were mostly not
+memorised given enough epochs and only II, III and IV survive convergence (docs/measurements.md, "The ILP
+world after convergence"). The world of issues 1-21, whose "unlearned" examples were mostly not
 yet trained, is `configs/world_under_trained.py`.
 
   python launch.py --config=configs/world.py --workdir=runs/world [--config.world.seed=1]

@@ -6,7 +6,7 @@ least one *informative* n-gram (document frequency 2..`max_df`); the cosine of e
 pair is then computed exactly. The filter drops pairs that share only common n-grams: mostly one
 template asked about two different things, which are not paraphrases; paraphrases and duplicates
 share a rare word (the entity) and are kept. It keeps the work near-linear: at most `max_df`
-candidates per n-gram occurrence (README "Diagnosis benchmark" measures what it drops).
+candidates per n-gram occurrence (docs/measurements.md "Diagnosis benchmark" measures what it drops).
 """
 from __future__ import annotations
 

@@ -50,7 +50,7 @@ GUARDS = ("require_converged",)  # settings that gate the stage without changing
 class DetectConfig:
   """Detection settings (config section `detect`). The paper gives the 4-option MC protocol, N = 5,
   the 0.2 threshold, P_exist's 0.8 and the blind-fact rule; the decoding settings are ours
-  (README, "Detection")."""
+  (docs/method.md, "Detection")."""
   protocol: str = "both"              # "multiple_choice" (the paper's), "generative", or "both"
   model: str = "sft"                  # the model to probe: "sft", "model_init", "pretrain" or a checkpoint path
   base: str = "model_init"            # base (pre-SFT) model for the probes: the same choices, or "" for none

@@ -4,7 +4,7 @@ Every example gets named boolean *conditions* (the signals that fired) and a per
 score in [0, 1]. Each unlearned example gets the first cause, in the configured order, whose
 rule holds, or "unattributed" when no rule has evidence for it. The default order puts observed,
 example-specific evidence (contradicting duplicates, learned-then-lost) before base-model priors
-(conflict, missing knowledge), and insufficient optimisation (a loss still falling) last. README "Diagnosis"
+(conflict, missing knowledge), and insufficient optimisation (a loss still falling) last. docs/method.md "Diagnosis"
 documents each rule and where its threshold comes from.
 """
 from __future__ import annotations
@@ -103,7 +103,7 @@ def rules(c: dict[str, dict[str, np.ndarray]], has_corpus: bool) -> dict[str, np
   the answer (I: then a base model's lucky guess does not count as knowledge); without it, I needs
   the base model wrong, blind and not tying the answer to the prompt's entities (entity-swap
   lift), and II needs the fine-tuned model to still prefer the base model's wrong answer (the
-  paper's JSD(base || SFT) > 0.3 is kept as a condition, not a rule: README "Diagnosis" shows it
+  paper's JSD(base || SFT) > 0.3 is kept as a condition, not a rule: docs/method.md "Diagnosis" shows it
   ranks conflicts below missing knowledge when a small base model hallucinates). V needs the
   example's own loss still falling at the end and evidence that the knowledge is there (P_exist,
   known prerequisites, the corpus stating most of the answer, or, without a corpus, the entity

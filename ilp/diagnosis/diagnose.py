@@ -24,7 +24,7 @@ GROUPS = attribution.CAUSES + (attribution.UNATTRIBUTED,)
 @dataclasses.dataclass(frozen=True)
 class DiagnoseConfig:
   """Diagnosis settings (config section `diagnose`). The paper gives JSD 0.3 and the blind-fact
-  pass rate (`detect.threshold`); every other value is ours (README, "Diagnosis")."""
+  pass rate (`detect.threshold`); every other value is ours (docs/method.md, "Diagnosis")."""
   protocol: str = "multiple_choice"   # whose unlearned label is explained: "multiple_choice" (the paper's) or "generative"
   signals: SignalConfig = SignalConfig()
   rules: RuleConfig = RuleConfig()

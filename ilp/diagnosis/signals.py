@@ -1,5 +1,5 @@
 """Per-example diagnostic signals: one row per training example, from the detection table, the
-dynamics log and the SFT data itself (paper §3–4; README "Diagnosis" lists every column).
+dynamics log and the SFT data itself (paper §3–4; docs/method.md "Diagnosis" lists every column).
 
 Everything is vectorised over examples (matrices of the evaluation passes, sparse TF-IDF for
 near-duplicates), so 100k examples take seconds.
@@ -216,7 +216,7 @@ def compute(detection: pd.DataFrame, prompts: pd.Series, dynamics: pd.DataFrame,
 
   `prompts` maps id -> prompt text; detection columns missing from a run (no base model, no
   multiple-choice probe) and corpus evidence without `corpus_documents` are simply absent, and
-  the rules fall back to what is there (README "Diagnosis").
+  the rules fall back to what is there (docs/method.md "Diagnosis").
   """
   table = detection.set_index("id")
   ids = table.index

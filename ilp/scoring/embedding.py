@@ -4,7 +4,7 @@ the answer.
 Near-duplicate prompts that share few words (paraphrases) still ask the model for the same
 answer, so its state at the point of answering is alike; a mean over the prompt's tokens is not
 (measured on the free-form world: mean-pooled states of paraphrases about one person are less
-alike than those of one template about two people, README "Diagnosis"). The model's own states
+alike than those of one template about two people, docs/method.md "Diagnosis"). The model's own states
 need no download, unlike a sentence encoder. Wide models are reduced to `dims` by a fixed
 Gaussian random projection (Johnson–Lindenstrauss: cosines are kept up to a small distortion),
 so a 4096-wide model's embeddings of 100k prompts stay small.
