@@ -25,7 +25,8 @@ from ilp import config as config_lib
 from ilp import checksums, fileio, lock, parallel, provenance
 from ilp.config import Config
 from ilp.data import examples, mixture
-from ilp.data.config import DataConfig
+from ilp.data.config import SOURCES, WORKDIR, DataConfig
+from ilp.data.records import DataError
 from ilp.layout import Layout
 from ilp.interventions import arms
 from ilp.stages import capability, compare, detect, diagnose, init_model, pretrain, report, sft, world
@@ -139,12 +140,30 @@ def _plan(config: Config, layout: Layout, record: provenance.Record, force: set[
   return plan
 
 
+def _check_workdir_sources(config: Config, layout: Layout, pending: list[Stage]) -> None:
+  """A `{workdir}` source (or tokenizer) must exist already or lie in what a pending stage writes
+  (the world stage's files); otherwise the run would stop only at the stage that reads it, after
+  the earlier stages' work."""
+  produced = [path.rstrip("/") for stage in pending for path in stage.outputs(layout)]
+  written = lambda path: any(path == p or path.startswith(p + "/") for p in produced)
+  resolved = config.data.resolved(layout.root)
+  fields = [("data.tokenizer", config.data.tokenizer, resolved.tokenizer)]
+  for name in SOURCES:
+    fields += [(f"data.{name}[{k}].path", str(raw.get("path", "")), str(source.get("path", "")))
+               for k, (raw, source) in enumerate(zip(getattr(config.data, name), getattr(resolved, name)))]
+  for field, raw, path in fields:
+    if WORKDIR in raw and not os.path.exists(path) and not written(path):
+      raise DataError(f"{field}: {path} does not exist, and no stage of this run writes it "
+                      f"(stages to run: {', '.join(stage.name for stage in pending) or 'none'})")
+
+
 def _run(config: Config, layout: Layout, force: set[str]) -> None:
   writer = jax.process_index() == 0
   record = provenance.Record(layout.provenance, writer)
   plan = _plan(config, layout, record, force)
   pending = [stage for stage, action in plan if action != "skip"]
   config_lib.check_paths(config)
+  _check_workdir_sources(config, layout, pending)
   existing = config.data.existing()
   for check in dict.fromkeys(check for stage in pending for check in stage.checks):
     check(config, existing)

@@ -38,6 +38,23 @@ def test_unknown_stage_is_rejected_before_anything_is_written(tmp_path):
   assert not (tmp_path / "w").exists()
 
 
+def test_a_workdir_source_no_stage_writes_is_rejected_before_any_work(tmp_path):
+  """`{workdir}/world/...` sources exist only when the world stage runs (or ran): a run without
+  it, e.g. a user's own data on the world's config with its replay left in, stops at once
+  instead of at the stage that reads the file."""
+  from ilp.data.records import DataError
+  config = tiny_test.get_config()
+  config.data.replay = ({"path": "{workdir}/world/replay.jsonl"},)
+  workdir = tmp_path / "w"
+  with pytest.raises(DataError, match=r"data\.replay\[0\]\.path: .*w/world/replay\.jsonl does not exist, and no "
+                                      r"stage of this run writes it \(stages to run: init_model\)"):
+    pipeline.run(config, str(workdir))
+  assert not (workdir / "model_init").exists() and not (workdir / "provenance.json").exists()
+  # with the world stage pending (it writes world/), the same source passes the check
+  pipeline._check_workdir_sources(pipeline.config_lib.load(config), pipeline.Layout(str(workdir)),
+                                  [pipeline.STAGES["world"], pipeline.STAGES["init_model"]])
+
+
 def test_model_config_errors_name_the_field():
   fields = tiny_test.get_config().model.to_dict()
   with pytest.raises(ModelConfigError, match="unknown model config field.*num_expert"):
