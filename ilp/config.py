@@ -20,7 +20,7 @@ from ilp.data.batches import PhaseConfig
 from ilp.data.config import WORKDIR, DataConfig
 from ilp.data.replay import ReplayConfig
 from ilp.data.world import WorldConfig
-from ilp.detection.table import DetectConfig
+from ilp.detection.config import DetectConfig
 from ilp.interventions import config as interventions
 from ilp.interventions.config import InterventionsConfig
 from ilp.diagnosis.diagnose import DiagnoseConfig

@@ -7,9 +7,24 @@ intervention arm under `arms/<name>/`) is `Layout(root).arm(name)`: the same lay
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
+from typing import Callable
 
 FINAL = "final"  # the trained model inside a training stage's directory
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingPaths:
+  """What one training stage writes (`Layout.training_paths`): the training loop is handed these
+  and never sees the work directory's layout."""
+  directory: str                       # the stage's directory: deleting it starts the stage over
+  checkpoints: str
+  tensorboard: str
+  dynamics: str
+  final: str
+  summary: str
+  phase_model: Callable[[int], str]    # phase number -> the model exported at its end
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +98,11 @@ class Layout:
   def dynamics(self, stage: str = "sft") -> str:
     """The per-example dynamics log of a training stage."""
     return self.path(stage, "dynamics")
+
+  def training_paths(self, stage: str) -> TrainingPaths:
+    """Everything the training loop writes for `stage`."""
+    return TrainingPaths(self.training(stage), self.checkpoints(stage), self.tensorboard(stage), self.dynamics(stage),
+                         self.final(stage), self.summary(stage), functools.partial(self.phase_model, stage))
 
   @property
   def examples(self) -> str:

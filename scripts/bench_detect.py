@@ -49,6 +49,7 @@ from ilp import pipeline
 from ilp.data import batches, examples
 from ilp.data.tokenize import TokenizedExample
 from ilp.data.world import SPECIAL, save_tokenizer
+from ilp.detection import columns as col
 from ilp.layout import Layout
 from ilp.model import hf
 from ilp.sampling.sampler import left_pad
@@ -177,8 +178,8 @@ def bench(model_dir: str, data_dir: str, workdir: str) -> None:
   ours_s, chunks = run_stage(model_dir, sources, workdir)
   layout = Layout(workdir)
   frame = examples.read(layout.examples)
-  detection = pd.read_parquet(layout.detection).set_index("id").loc[frame["id"]]
-  options = [list(o) for o in detection["mc_options"]]
+  detection = pd.read_parquet(layout.detection).set_index(col.ID).loc[frame["id"]]
+  options = [list(o) for o in detection[col.MC_OPTIONS]]
   tokenizer = hf.load_tokenizer(model_dir)
   theirs_s, probs = hf_detect(model, tokenizer, frame, options)
 
@@ -194,7 +195,7 @@ def bench(model_dir: str, data_dir: str, workdir: str) -> None:
     print(f"ilp, after chunk 1 ({later} ex.):   {seconds:7.1f} s {later / seconds:7.1f} examples/s")
   print(f"transformers generate + forward:   {theirs_s:7.1f} s {n / theirs_s:7.1f} examples/s")
   print("speed-up vs transformers: " + ", ".join(f"{r * theirs_s / n:.2f}x ({name})" for name, r in rates.items()))
-  gap = np.abs(detection["sft_p_true"].to_numpy() - probs[:, 0]).max()
+  gap = np.abs(detection[col.SFT_P_TRUE].to_numpy() - probs[:, 0]).max()
   print(f"P(true option), ilp vs transformers: max |difference| {gap:.1e} (the same computation)")
 
 

@@ -27,6 +27,7 @@ from absl import app, flags
 from ilp import config as config_lib
 from ilp import fileio
 from ilp.data import world
+from ilp.detection import columns as col
 from ilp.interventions import arms as arms_lib
 from ilp.interventions import compare
 from ilp.layout import Layout
@@ -35,6 +36,7 @@ FLAGS = flags.FLAGS
 flags.DEFINE_list("workdirs", None, "finished interventions runs (one per world seed)", required=True)
 flags.DEFINE_integer("samples", 2000, "bootstrap resamples")
 
+ARM_UNLEARNED = col.UNLEARNED + compare.ARM
 INTERVAL = lambda lo, hi: [None if np.isnan(lo) else float(lo), None if np.isnan(hi) else float(hi)]
 
 
@@ -55,32 +57,32 @@ def _cause_i(layout: Layout, base: pd.DataFrame, arm: str) -> float | None:
   path = layout.arm(arm).attribution
   if not os.path.exists(path):
     return None
-  joined = base[base["cause"] == "I"].merge(pd.read_parquet(path, columns=["id", "unlearned"]), on="id",
-                                            suffixes=("", "_arm"))
-  return float(joined["unlearned_arm"].mean()) if len(joined) else None
+  joined = base[base[col.CAUSE] == "I"].merge(pd.read_parquet(path, columns=[col.ID, col.UNLEARNED]), on=col.ID,
+                                              suffixes=("", compare.ARM))
+  return float(joined[ARM_UNLEARNED].mean()) if len(joined) else None
 
 
 def evaluate(layout: Layout) -> dict:
   config = config_lib.load(json.load(open(layout.config)))
   truth = world.load_ground_truth(layout.world)[["id", "group"]]
-  base = pd.read_parquet(layout.attribution, columns=["id", "unlearned", "cause"]).merge(truth, on="id")
-  result = {"baseline_unlearned_rate": float(base["unlearned"].mean()), "arms": {}}
+  base = pd.read_parquet(layout.attribution, columns=[col.ID, col.UNLEARNED, col.CAUSE]).merge(truth, on=col.ID)
+  result = {"baseline_unlearned_rate": float(base[col.UNLEARNED].mean()), "arms": {}}
   compared = json.load(open(layout.compare_summary)) if os.path.exists(layout.compare_summary) else {}
   for arm in config.interventions.arms:
     path = layout.arm(arm.name).attribution
     if not os.path.exists(path):
       continue
-    joined = base.merge(pd.read_parquet(path, columns=["id", "unlearned"]), on="id", suffixes=("", "_arm"))
+    joined = base.merge(pd.read_parquet(path, columns=[col.ID, col.UNLEARNED]), on=col.ID, suffixes=("", compare.ARM))
     targets = arms_lib.targets(arm)
-    target = joined["cause"].isin(targets) if targets else joined["unlearned"]
-    others = joined["unlearned"] & ~target
-    pick = lambda sel: _change(joined.loc[sel, "unlearned"].to_numpy(), joined.loc[sel, "unlearned_arm"].to_numpy())
+    target = joined[col.CAUSE].isin(targets) if targets else joined[col.UNLEARNED]
+    others = joined[col.UNLEARNED] & ~target
+    pick = lambda sel: _change(joined.loc[sel, col.UNLEARNED].to_numpy(), joined.loc[sel, ARM_UNLEARNED].to_numpy())
     entry = {"intervention": arm.intervention, "targets": list(targets),
              "examples_compared": int(len(joined)), "examples_missing": int(len(base) - len(joined)),
              "target": pick(target), "others": pick(others), "control": pick(joined["group"] == "control"),
              "all": pick(np.ones(len(joined), bool)),
-             "cause_I_unlearned": float(joined.loc[joined["cause"] == "I", "unlearned_arm"].mean()),
-             "planted_groups": {g: {"baseline": float(d["unlearned"].mean()), "arm": float(d["unlearned_arm"].mean()),
+             "cause_I_unlearned": float(joined.loc[joined[col.CAUSE] == "I", ARM_UNLEARNED].mean()),
+             "planted_groups": {g: {"baseline": float(d[col.UNLEARNED].mean()), "arm": float(d[ARM_UNLEARNED].mean()),
                                     "examples": int(len(d))} for g, d in joined.groupby("group")}}
     t, o, c = entry["target"], entry["others"], entry["control"]
     if targets and t["examples"] and t["relative_reduction"] is not None:

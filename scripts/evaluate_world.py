@@ -25,11 +25,11 @@ from absl import app, flags
 from ilp import config as config_lib
 from ilp import fileio
 from ilp.data import examples, world
-from ilp.detection import table
-from ilp.detection.table import PREFIX
+from ilp.detection import columns as col
+from ilp.detection import probes
 from ilp.layout import Layout
 from ilp.report import plots
-from ilp.train import dynamics
+from ilp.scoring import dynamics_log
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Work directory of a finished world run.")
@@ -58,10 +58,10 @@ def sampled_pass_rates(layout: Layout, model_dir: str, ids: pd.Series) -> np.nda
   with open(layout.config) as f:
     config = config_lib.load(json.load(f))
   frame = examples.read(layout.examples)
-  detect = dataclasses.replace(config.detect, protocol="generative", repeats=1, repeat_temperatures=(),
+  detect = dataclasses.replace(config.detect, protocol=col.GENERATIVE, repeats=1, repeat_temperatures=(),
                                mc=dataclasses.replace(config.detect.mc, enabled=False))
-  rows = table.probe(frame[frame["id"].isin(set(ids))], model_dir, detect, config.data, config.mesh, config.seed)
-  return rows.set_index("id")["gen_pass_at_n"].reindex(ids).to_numpy()
+  rows = probes.probe_model(frame[frame["id"].isin(set(ids))], model_dir, detect, config.data, config.mesh, config.seed)
+  return rows.set_index(col.ID)[col.of(col.GENERATIVE, col.PASS_AT_N)].reindex(ids).to_numpy()
 
 
 def forgetting_under_sampling(layout: Layout, truth: pd.DataFrame) -> dict:
@@ -81,17 +81,17 @@ def forgetting_under_sampling(layout: Layout, truth: pd.DataFrame) -> dict:
 def evaluate(layout: Layout) -> dict:
   """Per protocol that detection ran: the unlearned rate per planted group and the world's targets."""
   truth = world.load_ground_truth(layout.world)
-  table = pd.read_parquet(layout.detection).merge(truth, on="id")
+  table = pd.read_parquet(layout.detection).merge(truth, on=col.ID)
   protocols = {}
-  for protocol, prefix in PREFIX.items():
-    if f"{prefix}unlearned" not in table:
+  for protocol in col.PROTOCOLS:
+    if col.of(protocol, col.UNLEARNED) not in table:
       continue
-    rates = table.groupby("group")[f"{prefix}unlearned"].agg(["size", "mean"])
+    rates = table.groupby("group")[col.of(protocol, col.UNLEARNED)].agg(["size", "mean"])
     groups = {g: {"examples": int(rates.loc[g, "size"]), "unlearned_rate": float(rates.loc[g, "mean"])}
               for g in world.GROUPS if g in rates.index}
     protocols[protocol] = {"groups": groups, "targets": _targets(groups)}
-  frame = dynamics.load_dynamics(layout.dynamics())
-  evals = frame[frame["kind"] == "eval"].merge(truth, on="id")
+  frame = dynamics_log.load(layout.dynamics())
+  evals = dynamics_log.rows(frame, dynamics_log.EVAL).merge(truth, on="id")
   phase_ends = evals[evals["phase_end"]].groupby(["group", "train_phase"])["exact_match"].mean()
   phase2 = evals[(evals["train_phase"] == 2) & (evals["group"] == "rare")]
   figures = layout.world_evaluation_dir

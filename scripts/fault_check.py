@@ -104,7 +104,7 @@ def outputs_differ(reference: str, workdir: str) -> str:
   import pandas as pd
   from ilp import parallel
   from ilp.model import checkpoint
-  from ilp.train import dynamics
+  from ilp.scoring import dynamics_log
   a, b = Layout(reference), Layout(workdir)
   mesh = parallel.make_mesh((1, 1, 1), jax.devices()[:1])
   for stage in ("pretrain", "sft"):
@@ -118,7 +118,7 @@ def outputs_differ(reference: str, workdir: str) -> str:
         return f"{stage}/final parameters differ (max |diff| {np.abs(np.asarray(x) - np.asarray(y)).max():.3g})"
   tables = {"examples": lambda l: pd.read_parquet(l.examples), "detection": lambda l: pd.read_parquet(l.detection),
             "attribution": lambda l: pd.read_parquet(l.attribution),
-            "dynamics": lambda l: dynamics.load_dynamics(l.dynamics("sft"))}
+            "dynamics": lambda l: dynamics_log.load(l.dynamics("sft"))}
   for name, read in tables.items():
     try:
       pd.testing.assert_frame_equal(read(a), read(b))

@@ -139,8 +139,8 @@ def _files(workdir: str) -> list[str]:
 
 
 def _dynamics(workdir: str) -> "pd.DataFrame":
-  from ilp.train import dynamics
-  return dynamics.load_dynamics(os.path.join(workdir, "sft", "dynamics"))
+  from ilp.scoring import dynamics_log
+  return dynamics_log.load(os.path.join(workdir, "sft", "dynamics"))
 
 
 def check_rows(report: Report) -> None:
@@ -183,20 +183,22 @@ def probe_rows(process_id: int, port: int) -> None:
 def compare(report: Report, reference: str, two: str) -> None:
   import numpy as np
   import pandas as pd
+  from ilp.detection import columns as col
   diffs = {name: _params_diff(os.path.join(reference, name), os.path.join(two, name)) for name in MODELS}
   report("params", max(diffs.values()) <= FLAGS.tolerance,
          ", ".join(f"{k} {v:.2e}" for k, v in diffs.items()) + f" (max abs diff; tolerance {FLAGS.tolerance:.0e})")
   da, db = (pd.read_parquet(os.path.join(w, "detect", "detection.parquet")) for w in (reference, two))
-  columns = [c for c in da.columns if "unlearned" in c]
+  columns = [c for c in da.columns if col.UNLEARNED in c]
   same = {c: int(sum(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(da[c], db[c]))) for c in columns}
-  report("labels", list(da["id"]) == list(db["id"]) and all(n == len(da) for n in same.values()),
+  unlearned = lambda d: ", ".join(str(int(d[col.of(p, col.UNLEARNED)].sum()))
+                                  for p in (col.GENERATIVE, col.MULTIPLE_CHOICE))
+  report("labels", list(da[col.ID]) == list(db[col.ID]) and all(n == len(da) for n in same.values()),
          f"{len(da)} examples; identical in " + ", ".join(f"{c} {n}/{len(da)}" for c, n in same.items()) +
-         f"; unlearned (gen, mc): reference {int(da['gen_unlearned'].sum())}, {int(da['mc_unlearned'].sum())}, "
-         f"two processes {int(db['gen_unlearned'].sum())}, {int(db['mc_unlearned'].sum())}")
+         f"; unlearned (gen, mc): reference {unlearned(da)}, two processes {unlearned(db)}")
   aa, ab = (pd.read_parquet(os.path.join(w, "diagnosis", "attribution.parquet")) for w in (reference, two))
-  agree = int((aa["cause"].to_numpy() == ab["cause"].to_numpy()).sum())
-  counts = {str(k): int(v) for k, v in ab["cause"].value_counts().items()}
-  report("attribution", list(aa["id"]) == list(ab["id"]) and agree == len(aa),
+  agree = int((aa[col.CAUSE].to_numpy() == ab[col.CAUSE].to_numpy()).sum())
+  counts = {str(k): int(v) for k, v in ab[col.CAUSE].value_counts().items()}
+  report("attribution", list(aa[col.ID]) == list(ab[col.ID]) and agree == len(aa),
          f"cause identical for {agree}/{len(aa)} examples ({counts})")
   fa, fb = _files(reference), _files(two)
   temporary = [f for f in fb if "/.tmp" in f"/{f}" or f.endswith(".lock")]

@@ -16,7 +16,8 @@ from absl import app, flags
 from ilp import config as config_lib
 from ilp import fileio
 from ilp.data import examples
-from ilp.detection import table
+from ilp.detection import columns as col
+from ilp.detection import probes
 from ilp.layout import Layout
 from ilp.scoring import estimators
 
@@ -30,17 +31,16 @@ def retest(layout: Layout) -> dict:
   """Per protocol of the run: both detections' unlearned rates and the kappa between them."""
   with open(layout.config) as f:
     config = config_lib.load(json.load(f))
-  first = pd.read_parquet(layout.detection).set_index("id")
+  first = pd.read_parquet(layout.detection).set_index(col.ID)
   frame = examples.read(layout.examples)
-  second = table.probe(frame, layout.model(config.detect.model), config.detect, config.data, config.mesh,
-                       config.seed + FLAGS.seed_offset).set_index("id").reindex(first.index)
+  second = probes.probe_model(frame, layout.model(config.detect.model), config.detect, config.data, config.mesh,
+                              config.seed + FLAGS.seed_offset).set_index(col.ID).reindex(first.index)
   out = {}
   for protocol in config.detect.protocols:
-    p = table.PREFIX[protocol]
     out[protocol] = {"label": config.detect.label, "runs": len(config.detect.temperatures),
                      "repeat_rule": config.detect.repeat_rule}
-    labels = {"sampled": lambda t: t[f"{p}unlearned_sampled"].to_numpy(bool),
-              "expected": lambda t: t[f"{p}expected_pass"].to_numpy() < config.detect.threshold}
+    labels = {"sampled": lambda t: t[col.of(protocol, col.UNLEARNED_SAMPLED)].to_numpy(bool),
+              "expected": lambda t: t[col.of(protocol, col.EXPECTED_PASS)].to_numpy() < config.detect.threshold}
     for name, label in labels.items():
       a, b = label(first), label(second)
       out[protocol][name] = {"kappa": estimators.cohen_kappa(a, b), "unlearned_rate": float(a.mean()),

@@ -24,11 +24,10 @@ import validate_diagnosis  # noqa: E402  (a sibling script: the scoring against 
 from ilp import config as config_lib  # noqa: E402
 from ilp import fileio  # noqa: E402
 from ilp.data import examples  # noqa: E402
-from ilp.detection.table import PREFIX  # noqa: E402
+from ilp.detection import columns as col  # noqa: E402
 from ilp.diagnosis import diagnose  # noqa: E402
 from ilp.layout import Layout  # noqa: E402
-from ilp.scoring import estimators  # noqa: E402
-from ilp.train import dynamics  # noqa: E402
+from ilp.scoring import dynamics_log, estimators  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("workdirs", None, "Finished world runs (detect and diagnose stages).")
@@ -63,25 +62,25 @@ class Run:
     with open(self.layout.config) as f:
       self.config = config_lib.load(json.load(f))
     self.detection = pd.read_parquet(self.layout.detection)
-    p = PREFIX[FLAGS.protocol]
+    of = lambda name: col.of(FLAGS.protocol, name)
     if FLAGS.label != "as_run":
-      self.detection[f"{p}unlearned"] = (self.detection[f"{p}expected_pass"] < self.config.detect.threshold
-                                         if FLAGS.label == "expected" else self.detection[f"{p}unlearned_sampled"])
+      self.detection[of(col.UNLEARNED)] = (self.detection[of(col.EXPECTED_PASS)] < self.config.detect.threshold
+                                           if FLAGS.label == "expected" else self.detection[of(col.UNLEARNED_SAMPLED)])
     if FLAGS.evidence in ("no_metadata", "plain"):
-      self.detection = self.detection.drop(columns=["prerequisites", "prerequisites_known"], errors="ignore")
+      self.detection = self.detection.drop(columns=[col.PREREQUISITES, col.PREREQUISITES_KNOWN], errors="ignore")
     self.examples = examples.read(self.layout.examples)
-    self.dynamics = dynamics.load_dynamics(self.layout.dynamics())
+    self.dynamics = dynamics_log.load(self.layout.dynamics())
     settings = dataclasses.replace(diagnose.DiagnoseConfig(), protocol=FLAGS.protocol)
     self.documents = (None if FLAGS.evidence in ("no_corpus", "plain")
                       else diagnose.corpus_documents(settings, self.config.data))
 
   def macro_f1(self, settings: diagnose.DiagnoseConfig, blind_factor: float = 1.0) -> float:
     detection = self.detection
-    if blind_factor != 1.0 and "base_bon_at_blind_k" in detection:
+    if blind_factor != 1.0 and col.BASE_BON_AT_BLIND_K in detection:
       detect = self.config.detect
-      detection = detection.assign(base_blind=estimators.blind(
-          detection["base_pass_at_n"].to_numpy(), detection["base_bon_at_blind_k"].to_numpy(),
-          min(detect.threshold * blind_factor, 1.0), min(detect.blind_bon * blind_factor, 1.0)))
+      detection = detection.assign(**{col.BASE_BLIND: estimators.blind(
+          detection[col.BASE_PASS_AT_N].to_numpy(), detection[col.BASE_BON_AT_BLIND_K].to_numpy(),
+          min(detect.threshold * blind_factor, 1.0), min(detect.blind_bon * blind_factor, 1.0))})
     table = diagnose.diagnose(detection, self.examples, self.dynamics, settings, self.documents)
     return validate_diagnosis.validate(self.layout, table)["macro_f1"]
 

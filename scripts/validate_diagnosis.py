@@ -40,11 +40,11 @@ from absl import app, flags
 from ilp import config as config_lib
 from ilp import fileio
 from ilp.data import examples, world
+from ilp.detection import columns as col
 from ilp.diagnosis import diagnose
-from ilp.detection.table import PREFIX
 from ilp.diagnosis.attribution import CAUSES, UNATTRIBUTED
 from ilp.layout import Layout
-from ilp.train import dynamics
+from ilp.scoring import dynamics_log
 
 FLAGS = flags.FLAGS
 EVIDENCE = ("as_run", "no_corpus", "no_metadata", "plain")
@@ -79,15 +79,15 @@ def attribution(layout: Layout, protocol: str, evidence: str = "as_run", label: 
     return None
   settings = dataclasses.replace(diagnose_config or config.diagnose, protocol=protocol)
   detection = pd.read_parquet(layout.detection)
-  p = PREFIX[protocol]
+  unlearned = col.of(protocol, col.UNLEARNED)
   if label == "expected":
-    detection[f"{p}unlearned"] = detection[f"{p}expected_pass"] < config.detect.threshold
+    detection[unlearned] = detection[col.of(protocol, col.EXPECTED_PASS)] < config.detect.threshold
   elif label == "sampled":
-    detection[f"{p}unlearned"] = detection[f"{p}unlearned_sampled"]
+    detection[unlearned] = detection[col.of(protocol, col.UNLEARNED_SAMPLED)]
   if evidence in ("no_metadata", "plain"):
-    detection = detection.drop(columns=["prerequisites", "prerequisites_known"], errors="ignore")
+    detection = detection.drop(columns=[col.PREREQUISITES, col.PREREQUISITES_KNOWN], errors="ignore")
   documents = None if evidence in ("no_corpus", "plain") else diagnose.corpus_documents(settings, config.data)
-  return diagnose.diagnose(detection, examples.read(layout.examples), dynamics.load_dynamics(layout.dynamics()),
+  return diagnose.diagnose(detection, examples.read(layout.examples), dynamics_log.load(layout.dynamics()),
                            settings, documents)
 
 
@@ -95,14 +95,14 @@ def validate(layout: Layout, table: pd.DataFrame) -> dict:
   """Scores one diagnosis table against the world's planted causes."""
   truth = world.load_ground_truth(layout.world)
   truth["planted"] = truth["cause"].where(truth["cause"].notna(), NONE).astype(str)
-  table = table.merge(truth[["id", "group", "planted"]], on="id", validate="one_to_one")
-  unlearned = table["unlearned"].astype(bool)
+  table = table.merge(truth[[col.ID, "group", "planted"]], on=col.ID, validate="one_to_one")
+  unlearned = table[col.UNLEARNED].astype(bool)
   planted = table["planted"] != NONE
-  fails = ~table["final_exact_match"].astype(bool)
-  if "greedy_correct" in table:  # the generative protocol ran: its greedy answer is wrong too
-    fails &= ~table["greedy_correct"].astype(bool)
+  fails = ~table[col.FINAL_EXACT_MATCH].astype(bool)
+  if col.GREEDY_CORRECT in table:  # the generative protocol ran: its greedy answer is wrong too
+    fails &= ~table[col.GREEDY_CORRECT].astype(bool)
   u = table[unlearned]
-  confusion = pd.crosstab(u["planted"], u["cause"]).reindex(index=list(CAUSES) + [NONE],
+  confusion = pd.crosstab(u["planted"], u[col.CAUSE]).reindex(index=list(CAUSES) + [NONE],
                                                              columns=list(CAUSES) + [UNATTRIBUTED], fill_value=0)
   per_cause = {}
   f1 = lambda p, r: 0.0 if p + r == 0 else 2 * p * r / (p + r)
@@ -121,7 +121,7 @@ def validate(layout: Layout, table: pd.DataFrame) -> dict:
       v.update(precision=None, recall=None, f1=None, precision_with_control=None, f1_with_control=None)
   macro = float(np.mean([v["f1"] for v in scored])) if scored else float("nan")
   strict_macro = float(np.mean([v["f1_with_control"] for v in scored])) if scored else float("nan")
-  unattributed = float((u["cause"] == UNATTRIBUTED).mean()) if len(u) else 0.0
+  unattributed = float((u[col.CAUSE] == UNATTRIBUTED).mean()) if len(u) else 0.0
   control_fp = float(unlearned[table["group"] == "control"].mean())
   with open(os.path.join(layout.world, "world.json")) as f:
     free_form = json.load(f)["config"].get("free_form", False)

@@ -10,7 +10,8 @@ import pytest
 from ilp import pipeline
 from ilp.data import batches as batching
 from ilp.data import dev
-from ilp.train import controls, dynamics
+from ilp.scoring import dynamics_log
+from ilp.train import controls
 from tests import sft_data
 
 
@@ -121,8 +122,8 @@ def test_resampling_through_the_loop_resumes_exactly(tmp_path, monkeypatch):
   sft_data.run_killed_and_resumed(monkeypatch, config, str(tmp_path / "killed"), kill_at=7)
   resumed = json.load(open(tmp_path / "killed" / "sft" / "summary.json"))
   assert resumed["resumed_from"] == 6 and resumed["controls"] == summary["controls"]
-  pd.testing.assert_frame_equal(dynamics.load_dynamics(str(tmp_path / "full" / "sft" / "dynamics")),
-                                dynamics.load_dynamics(str(tmp_path / "killed" / "sft" / "dynamics")))
+  pd.testing.assert_frame_equal(dynamics_log.load(str(tmp_path / "full" / "sft" / "dynamics")),
+                                dynamics_log.load(str(tmp_path / "killed" / "sft" / "dynamics")))
   sft_data.assert_same_final_params(str(tmp_path / "full"), str(tmp_path / "killed"))
 
 

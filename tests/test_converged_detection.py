@@ -8,7 +8,8 @@ import os
 import pytest
 
 from ilp import config as config_lib
-from ilp.detection import converged, table
+from ilp.detection import converged
+from ilp.detection.config import settings_hash
 from ilp.interventions import arms
 from ilp.layout import Layout
 from ilp.report import plots
@@ -122,4 +123,4 @@ def test_a_loss_near_zero_meets_the_criterion_by_min_delta():
 def test_the_guard_leaves_detections_resumable_parts_valid():
   config = _config()
   off = dataclasses.replace(config.detect, require_converged=False)
-  assert table.settings_hash(config.detect, config.data, 0, "/w") == table.settings_hash(off, config.data, 0, "/w")
+  assert settings_hash(config.detect, config.data, 0, "/w") == settings_hash(off, config.data, 0, "/w")

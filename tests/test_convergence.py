@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from ilp import pipeline
-from ilp.train import convergence, dynamics, optim
+from ilp.scoring import dynamics_log
+from ilp.train import convergence, optim
 from ilp.typed import ConfigError
 from ilp import config as config_lib
 from tests import sft_data
@@ -114,7 +115,7 @@ def test_training_to_convergence_stops_where_the_dynamics_say(tmp_path, monkeypa
   config = _converging_config(paths)
   pipeline.run(config, str(tmp_path / "full"))
   summary = json.load(open(tmp_path / "full" / "sft" / "summary.json"))
-  frame = dynamics.load_dynamics(str(tmp_path / "full" / "sft" / "dynamics"))
+  frame = dynamics_log.load(str(tmp_path / "full" / "sft" / "dynamics"))
   losses = _epoch_losses(frame)
   decisions = summary["controls"][0]["decisions"]
   for phase, name in ((1, "phase1"), (2, "phase2")):
@@ -140,7 +141,7 @@ def test_training_to_convergence_stops_where_the_dynamics_say(tmp_path, monkeypa
   resumed = json.load(open(tmp_path / "killed" / "sft" / "summary.json"))
   assert resumed["resumed_from"] is not None and resumed["controls"] == summary["controls"]
   assert resumed["convergence"] == summary["convergence"] and resumed["tokens"] == summary["tokens"]
-  pd.testing.assert_frame_equal(frame, dynamics.load_dynamics(str(tmp_path / "killed" / "sft" / "dynamics")))
+  pd.testing.assert_frame_equal(frame, dynamics_log.load(str(tmp_path / "killed" / "sft" / "dynamics")))
   sft_data.assert_same_final_params(str(tmp_path / "full"), str(tmp_path / "killed"))
 
 

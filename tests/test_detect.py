@@ -15,10 +15,12 @@ from flax import nnx
 from ilp import config as ilp_config
 from ilp import parallel, pipeline
 from ilp.data import examples
+from ilp.detection import columns as col
 from ilp.detection import entities
 from ilp.detection import multiple_choice as mc
+from ilp.detection.config import DetectConfig
+from ilp.detection.probes import probe_model
 from ilp.model import build, checkpoint, hf
-from ilp.detection.table import DetectConfig, probe
 from ilp.scoring import estimators
 from ilp.scoring.verifiers import normalize
 from ilp.scoring.evaluator import ExampleEvaluator
@@ -50,6 +52,8 @@ def test_detection_table_is_consistent(detected):
   _, workdir, table = detected
   summary = json.load(open(os.path.join(workdir, "detect", "summary.json")))
   assert len(table) == 24 and table["id"].is_unique and summary["protocols"] == ["multiple_choice", "generative"]
+  for column in table:   # the schema names every column (KeyError otherwise)
+    col.meaning(column)
   for protocol, p in (("multiple_choice", "mc_"), ("generative", "gen_")):
     s = summary[protocol]
     assert 0 < s["unlearned_rate"] < 1, protocol  # some examples memorised, some not
@@ -85,9 +89,9 @@ def test_detection_table_is_consistent(detected):
                              estimators.js_divergence(np.stack(table["mc_probs_base"]), np.stack(table["mc_probs_sft"])))
   assert (table["mc_options"].map(len) == 4).all() and (table["mc_options"].map(lambda o: o[0]) == table["reference"]).all()
   # Wrong options by source; the base model's come first (its greedy answer, when wrong, leads) and none is the answer.
-  sources = table[[f"mc_options_from_{s}" for s in mc.SOURCES]].to_numpy()
+  sources = table[[col.options_from(s) for s in col.SOURCES]].to_numpy()
   np.testing.assert_array_equal(sources.sum(1), 3)
-  assert summary["mc_mean_options_from"] == pytest.approx(dict(zip(mc.SOURCES, sources.mean(0))))
+  assert summary["mc_mean_options_from"] == pytest.approx(dict(zip(col.SOURCES, sources.mean(0))))
   assert table["mc_options_from_base"].sum() > len(table)   # more than the greedy answers: samples too
   for row in table.itertuples():
     assert not any(mc.same_answer(o, row.reference, 0.9) for o in row.mc_options[1:1 + row.mc_options_from_base])
@@ -158,6 +162,8 @@ def test_diagnosis_without_corpus_follows_its_rules(detected, tmp_path):
   pipeline.run(config, copy)
   out = pd.read_parquet(os.path.join(copy, "diagnosis", "attribution.parquet")).set_index("id")
   assert sorted(out.index) == sorted(table["id"]) and "corpus_support" not in out
+  for column in out.reset_index():   # the schema names every column (KeyError otherwise)
+    col.meaning(column)
   order = list(config.diagnose.rules.order)
   for ident, row in out.iterrows():
     holding = [c for c in row["rules"].split(";") if c]
@@ -310,10 +316,11 @@ def test_a_retest_with_the_stages_seed_reproduces_its_labels_and_the_script_repo
   config = ilp_config.load(json.load(open(os.path.join(workdir, "config.json"))))
   frame = examples.read(os.path.join(workdir, "examples.parquet"))
   model_dir = os.path.join(workdir, "sft", "final")
-  same = probe(frame, model_dir, config.detect, config.data, config.mesh, config.seed).set_index("id").loc[table["id"]]
+  same = probe_model(frame, model_dir, config.detect, config.data, config.mesh, config.seed).set_index("id")
+  same = same.loc[table["id"]]
   for column in ("gen_pass_at_n", "gen_unlearned", "gen_expected_pass", "greedy_text"):
     np.testing.assert_array_equal(same[column].to_numpy(), table[column].to_numpy(), err_msg=column)
-  other = probe(frame, model_dir, config.detect, config.data, config.mesh, config.seed + 1).set_index("id")
+  other = probe_model(frame, model_dir, config.detect, config.data, config.mesh, config.seed + 1).set_index("id")
   result = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "retest_detection.py"),
                            f"--workdirs={workdir}"], capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-2000:]

@@ -8,7 +8,7 @@ import pytest
 
 from ilp import config as config_lib
 from ilp.detection import multiple_choice as mc
-from ilp.detection.table import DetectConfig
+from ilp.detection.config import DetectConfig
 from ilp.scoring.verifiers import normalize, rouge_l
 from ilp.typed import ConfigError
 

@@ -18,7 +18,7 @@ import pytest
 from ilp import config as config_lib
 from ilp import parallel, pipeline
 from ilp.model import build, checkpoint, hf
-from ilp.train import dynamics
+from ilp.scoring import dynamics_log
 from tests import sft_data
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -98,7 +98,7 @@ def test_two_processes_fine_tune_like_one(tmp_path):
   diff = max(float(np.abs(a - b).max()) for a, b in zip(_params(os.path.join(reference, "sft", "final")),
                                                          _params(os.path.join(two, "sft", "final"))))
   assert diff <= 1e-5, f"sft/final: max abs diff {diff}"
-  a, b = (dynamics.load_dynamics(os.path.join(w, "sft", "dynamics")) for w in (reference, two))
+  a, b = (dynamics_log.load(os.path.join(w, "sft", "dynamics")) for w in (reference, two))
   keys = ["kind", "step", "eval_point", "id", "stream_position"]
   pd.testing.assert_frame_equal(a[keys], b[keys])
   np.testing.assert_allclose(a["loss"], b["loss"], atol=1e-5)

@@ -106,7 +106,7 @@ def test_non_finite_parameters_are_refused_on_load(tmp_path):
 
 def test_detection_settings_do_not_depend_on_where_the_workdir_lies():
   from ilp.data.config import DataConfig
-  from ilp.detection.table import DetectConfig, settings_hash
+  from ilp.detection.config import DetectConfig, settings_hash
   data = DataConfig(sft=({"path": "{workdir}/world/sft.jsonl"},), tokenizer="{workdir}/world/tokenizer")
   a = settings_hash(DetectConfig(), data.resolved("/runs/a"), 0, "/runs/a")
   assert a == settings_hash(DetectConfig(), data.resolved("/elsewhere/b"), 0, "/elsewhere/b/")

@@ -8,7 +8,7 @@ from ilp import config as config_lib
 from ilp import pipeline
 from ilp.data import batches as batching
 from ilp.data import replay
-from ilp.train import dynamics
+from ilp.scoring import dynamics_log
 from ilp.typed import ConfigError
 from tests import sft_data
 
@@ -62,7 +62,7 @@ def test_sft_with_replay_through_the_loop(tmp_path):
   config.sft.replay.every_steps = 2
   pipeline.run(config, str(tmp_path / "run"))
   summary = json.load(open(tmp_path / "run" / "sft" / "summary.json"))
-  frame = dynamics.load_dynamics(str(tmp_path / "run" / "sft" / "dynamics"))
+  frame = dynamics_log.load(str(tmp_path / "run" / "sft" / "dynamics"))
   batch = frame[frame["kind"] == "batch"]
   sft_steps = batch["step"].nunique()          # one per SFT batch: 2 phases x 2 epochs x 2 batches of 8
   assert sft_steps == 8 and summary["steps"] == sft_steps + sft_steps // 2 == summary["plan"]["replay_steps"] + 8

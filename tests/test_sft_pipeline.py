@@ -16,7 +16,8 @@ from ilp import faults, pipeline
 from ilp.data.records import DataError
 from ilp.model import checkpoint
 from ilp.data import mixture
-from ilp.train import dynamics, loop
+from ilp.scoring import dynamics_log
+from ilp.train import loop
 from tests import sft_data
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -28,7 +29,7 @@ def two_phase_run(two_phase):
 
 
 def test_two_phase_sft_records_phases_and_stream_positions(two_phase_run):
-  frame = dynamics.load_dynamics(os.path.join(two_phase_run, "sft", "dynamics"))
+  frame = dynamics_log.load(os.path.join(two_phase_run, "sft", "dynamics"))
   seen = frame[frame["kind"] == "batch"].sort_values("stream_position")
   # Every example appears once per epoch of its own phase, and only in that phase.
   assert len(seen) == 40 * 2
@@ -71,8 +72,8 @@ def test_outputs_summary_compiles_and_tensorboard(two_phase_run):
 
 
 def test_cartography_summaries(two_phase_run):
-  frame = dynamics.load_dynamics(os.path.join(two_phase_run, "sft", "dynamics"))
-  carto = dynamics.cartography(frame)
+  frame = dynamics_log.load(os.path.join(two_phase_run, "sft", "dynamics"))
+  carto = dynamics_log.cartography(frame)
   assert len(carto) == 40 and (carto["observations"] == 4).all()
   assert carto["confidence"].between(0, 1).all() and (carto["variability"] >= 0).all()
 
@@ -83,7 +84,7 @@ def test_cartography_on_a_hand_made_table():
     rows.append({"id": "x", "dataset": "d", "phase": 1, "kind": "eval", "eval_point": f"e{step}",
                  "step": step * 10, "gold_prob": p, "exact_match": em, "loss": -np.log(p)})
   rows.append({**rows[0], "eval_point": "start", "step": 0, "gold_prob": 0.01, "exact_match": 1})
-  carto = dynamics.cartography(pd.DataFrame(rows)).iloc[0]
+  carto = dynamics_log.cartography(pd.DataFrame(rows)).iloc[0]
   assert carto["confidence"] == pytest.approx(0.5) and carto["variability"] == pytest.approx(np.std([.2, .6, .3, .9]))
   assert carto["correctness"] == 0.5 and carto["forgetting_events"] == 1
   assert carto["first_learned_step"] == 20 and carto["final_exact_match"] == 1 and carto["observations"] == 4
@@ -123,8 +124,8 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
 
   summary = json.loads(open(os.path.join(killed, "sft", "summary.json")).read())
   assert summary["resumed_from"] >= 6
-  a = dynamics.load_dynamics(os.path.join(full, "sft", "dynamics"))
-  b = dynamics.load_dynamics(os.path.join(killed, "sft", "dynamics"))
+  a = dynamics_log.load(os.path.join(full, "sft", "dynamics"))
+  b = dynamics_log.load(os.path.join(killed, "sft", "dynamics"))
   pd.testing.assert_frame_equal(a, b)
   import jax
   from ilp import parallel

@@ -27,6 +27,7 @@ import numpy as np
 from flax import nnx
 
 from ilp.data import similarity
+from ilp.detection.columns import SOURCES
 from ilp.scoring import estimators
 from ilp.scoring.estimators import option_distribution
 from ilp.scoring.verifiers import normalize, rouge_l
@@ -34,7 +35,6 @@ from ilp.scoring.evaluator import ExampleEvaluator, continuation_logliks
 from ilp.typed import check
 
 STRATEGIES = ("same_kind", "random", "similar_length")
-SOURCES = ("record", "base", "pool")   # where wrong options come from: meta.distractors, the base model, other examples
 FEW_WORDS = 4   # answers of more words than this are also compared by ROUGE-L (`same_answer`)
 
 

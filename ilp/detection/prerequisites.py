@@ -13,16 +13,17 @@ import numpy as np
 
 from ilp.data.records import PREREQUISITES, SFTRecord
 from ilp.data.tokenize import TemplateConfig, tokenize_sft
+from ilp.detection import columns as col
 from ilp.detection.generative import GenerativeResult, sample_and_verify
 from ilp.sampling.sampler import Sampler, SamplingConfig
 from ilp.scoring import estimators
 from ilp.scoring.verifiers import Verifier
 
-Probe = tuple[np.ndarray, str]  # (prompt tokens, reference answer)
+Question = tuple[np.ndarray, str]  # (prompt tokens, reference answer)
 
 
-def probes(ids: Sequence[str], metas: Sequence[dict], tokenizer: Any, template: TemplateConfig, max_length: int
-           ) -> list[list[Probe]]:
+def questions(ids: Sequence[str], metas: Sequence[dict], tokenizer: Any, template: TemplateConfig, max_length: int
+              ) -> list[list[Question]]:
   """Per example, its prerequisite questions rendered with the training template (empty when its
   meta lists none)."""
   out = []
@@ -49,29 +50,29 @@ def blind(result: GenerativeResult, detect: Any) -> np.ndarray:
   return estimators.blind(*blind_rates(result, detect), detect.threshold, detect.blind_bon)
 
 
-def known_share(example_probes: Sequence[list[Probe]], verifiers: Sequence[Verifier], sampler: Sampler, params: Any,
-                sampling: SamplingConfig, detect: Any, decode: Callable[[np.ndarray], str],
+def known_share(example_questions: Sequence[list[Question]], verifiers: Sequence[Verifier], sampler: Sampler,
+                params: Any, sampling: SamplingConfig, detect: Any, decode: Callable[[np.ndarray], str],
                 buckets: Sequence[int], pad_id: int, seed: int) -> dict[str, np.ndarray]:
   """How many prerequisite facts each example has, and the share the model knows, i.e. is not
   blind on (NaN for none).
 
   Args:
-    example_probes: per example, its probes (`probes`).
-    verifiers: per example, the verifier of its data set (used for its probes too).
+    example_questions: per example, its questions (`questions`).
+    verifiers: per example, the verifier of its data set (used for its questions too).
     sampler, params: the base model.
-    sampling: samples per probe and decoding settings (greedy when the base takes no samples).
+    sampling: samples per question and decoding settings (greedy when the base takes no samples).
     detect: the detection settings (`blind`'s thresholds, the batch size).
     decode, buckets, pad_id, seed: as in `sample_and_verify`.
   """
-  flat = [(e, prompt, ref) for e, listed in enumerate(example_probes) for prompt, ref in listed]
-  counts = np.asarray([len(listed) for listed in example_probes])
-  known = np.full(len(example_probes), np.nan)
+  flat = [(e, prompt, ref) for e, listed in enumerate(example_questions) for prompt, ref in listed]
+  counts = np.asarray([len(listed) for listed in example_questions])
+  known = np.full(len(example_questions), np.nan)
   if flat:
     result = sample_and_verify(sampler, params, [p for _, p, _ in flat], [r for _, _, r in flat],
                                [verifiers[e] for e, _, _ in flat], decode, sampling, buckets, detect.batch_size,
                                pad_id, seed)
     fact_known = (~blind(result, detect)).astype(float)
     owners = np.asarray([e for e, _, _ in flat])
-    share = np.bincount(owners, fact_known, len(example_probes)) / np.maximum(counts, 1)
+    share = np.bincount(owners, fact_known, len(example_questions)) / np.maximum(counts, 1)
     known[counts > 0] = share[counts > 0]
-  return {"prerequisites": counts, "prerequisites_known": known}
+  return {col.PREREQUISITES: counts, col.PREREQUISITES_KNOWN: known}

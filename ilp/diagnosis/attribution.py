@@ -14,6 +14,7 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
+from ilp.detection import columns as col
 from ilp.typed import check
 
 CAUSES = ("I", "II", "III", "IV", "V")
@@ -57,43 +58,43 @@ def _column(signals: pd.DataFrame, name: str, default) -> np.ndarray:
 def conditions(signals: pd.DataFrame, cfg: RuleConfig) -> dict[str, dict[str, np.ndarray]]:
   """Per cause, the named conditions (boolean arrays) its rule and evidence are built from."""
   s = lambda name, default=np.nan: _column(signals, name, default).astype(np.float64)
-  has_prereq = s("prerequisites", 0) > 0
-  length = s("response_words", 1)
-  median = signals.groupby("dataset")["response_words"].transform("median").to_numpy() if "dataset" in signals \
+  has_prereq = s(col.PREREQUISITES, 0) > 0
+  length = s(col.RESPONSE_WORDS, 1)
+  median = signals.groupby(col.DATASET)[col.RESPONSE_WORDS].transform("median").to_numpy() if col.DATASET in signals \
       else np.median(length)
-  earlier = s("own_phase", 1) < s("final_phase", 1)
-  base_correct = s("base_greedy_correct", np.nan)
-  base_correct = np.where(np.isnan(base_correct), s("base_mc_correct", 1), base_correct)
-  has_corpus = "corpus_support" in signals
-  support, contradiction = s("corpus_support", 0), s("corpus_contradiction", 0)
-  lift = s("base_entity_lift", -np.inf)   # no probe (or no slot filler): no evidence the base ties answer to entity
+  earlier = s(col.OWN_PHASE, 1) < s(col.FINAL_PHASE, 1)
+  base_correct = s(col.BASE_GREEDY_CORRECT, np.nan)
+  base_correct = np.where(np.isnan(base_correct), s(col.BASE_MC_CORRECT, 1), base_correct)
+  has_corpus = col.CORPUS_SUPPORT in signals
+  support, contradiction = s(col.CORPUS_SUPPORT, 0), s(col.CORPUS_CONTRADICTION, 0)
+  lift = s(col.BASE_ENTITY_LIFT, -np.inf)   # no probe (or no slot filler): no evidence the base ties answer to entity
+  coverage = np.nan_to_num(s(col.CORPUS_ANSWER_COVERAGE, 0), nan=0.0)
   return {
-      "I": {"prerequisites_unknown": has_prereq & (s("prerequisites_known", 1) < cfg.prerequisites_known),
-            "no_base_knowledge": ~has_prereq & (s("p_exist", 1) < 0.5),
+      "I": {"prerequisites_unknown": has_prereq & (s(col.PREREQUISITES_KNOWN, 1) < cfg.prerequisites_known),
+            "no_base_knowledge": ~has_prereq & (s(col.P_EXIST, 1) < 0.5),
             "base_wrong": base_correct < 0.5,
-            "base_blind": s("base_blind", 1) > 0.5,   # detection's blind-fact rule (no base samples: blind)
+            "base_blind": s(col.BASE_BLIND, 1) > 0.5,   # detection's blind-fact rule (no base samples: blind)
             "entity_unknown": np.nan_to_num(lift, nan=-np.inf) < cfg.entity_lift,
-            "corpus_silent": has_corpus & (np.nan_to_num(s("corpus_answer_coverage", 0), nan=0.0) < cfg.corpus_coverage)
-                             & (contradiction == 0)},
-      "II": {"high_conf_error": s("base_high_conf_error", 0) > 0.5,
-             "jsd_above": s("jsd_base_sft", 0) > cfg.jsd,
-             "prior_persists": s("sft_p_base_belief", 0) >= cfg.prior_persists,
+            "corpus_silent": has_corpus & (coverage < cfg.corpus_coverage) & (contradiction == 0)},
+      "II": {"high_conf_error": s(col.BASE_HIGH_CONF_ERROR, 0) > 0.5,
+             "jsd_above": s(col.JSD_BASE_SFT, 0) > cfg.jsd,
+             "prior_persists": s(col.SFT_P_BASE_BELIEF, 0) >= cfg.prior_persists,
              "corpus_contradicts": has_corpus & (contradiction > support),
-             "negative_initial_margin": s("initial_margin", 0) < 0},
-      "III": {"disagreeing_duplicate": s("disagreeing_duplicates", 0) > 0,
-              "answers_partner_target": s("answers_partner_target", 0) > 0.5,
-              "oscillating_loss": s("loss_oscillation", 0) >= cfg.oscillation},
+             "negative_initial_margin": s(col.INITIAL_MARGIN, 0) < 0},
+      "III": {"disagreeing_duplicate": s(col.DISAGREEING_DUPLICATES, 0) > 0,
+              "answers_partner_target": s(col.ANSWERS_PARTNER_TARGET, 0) > 0.5,
+              "oscillating_loss": s(col.LOSS_OSCILLATION, 0) >= cfg.oscillation},
       "IV": {"earlier_phase": earlier,
-             "learned_then_lost": s("learned_then_lost", 0) > 0.5,
-             "dropped_after_phase": earlier & (s("peak_drop", 0) >= cfg.forgetting_drop)},
-      "V": {"still_improving": s("recent_improvement", 0) >= cfg.improvement,
-            "base_knows": s("p_exist", 0) > 0.5,
-            "prerequisites_known": has_prereq & (s("prerequisites_known", 0) >= cfg.prerequisites_known),
-            "corpus_covers": has_corpus & (np.nan_to_num(s("corpus_answer_coverage", 0), nan=0.0) >= cfg.corpus_coverage),
+             "learned_then_lost": s(col.LEARNED_THEN_LOST, 0) > 0.5,
+             "dropped_after_phase": earlier & (s(col.PEAK_DROP, 0) >= cfg.forgetting_drop)},
+      "V": {"still_improving": s(col.RECENT_IMPROVEMENT, 0) >= cfg.improvement,
+            "base_knows": s(col.P_EXIST, 0) > 0.5,
+            "prerequisites_known": has_prereq & (s(col.PREREQUISITES_KNOWN, 0) >= cfg.prerequisites_known),
+            "corpus_covers": has_corpus & (coverage >= cfg.corpus_coverage),
             "entity_tied": np.nan_to_num(lift, nan=-np.inf) >= cfg.entity_lift,
-            "rare_pattern": s("template_share", 1) <= cfg.rare_template_share,
+            "rare_pattern": s(col.TEMPLATE_SHARE, 1) <= cfg.rare_template_share,
             "long_response": length >= cfg.long_response_ratio * median,
-            "near_miss": s("error_consistency", 1) < 1},
+            "near_miss": s(col.ERROR_CONSISTENCY, 1) < 1},
   }
 
 
@@ -124,15 +125,16 @@ def rules(c: dict[str, dict[str, np.ndarray]], has_corpus: bool) -> dict[str, np
 def scores(signals: pd.DataFrame, c: dict[str, dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
   """Evidence strength per cause in [0, 1] (ranks the most typical examples of a cause)."""
   s = lambda name, default: np.nan_to_num(_column(signals, name, default).astype(np.float64), nan=default)
-  knowledge = np.where(s("prerequisites", 0) > 0, s("prerequisites_known", 1), s("base_p_true", 1))
-  contradicted = s("corpus_contradiction", 0) / np.maximum(s("corpus_contradiction", 0) + s("corpus_support", 0), 1)
+  knowledge = np.where(s(col.PREREQUISITES, 0) > 0, s(col.PREREQUISITES_KNOWN, 1), s(col.BASE_P_TRUE, 1))
+  contradiction = s(col.CORPUS_CONTRADICTION, 0)
+  contradicted = contradiction / np.maximum(contradiction + s(col.CORPUS_SUPPORT, 0), 1)
   return {
       "I": np.clip(1 - knowledge, 0, 1),
-      "II": np.clip(s("base_conf_wrong", 0) * np.maximum(s("sft_p_base_belief", 0), contradicted), 0, 1),
-      "III": np.clip(s("disagreeing_similarity", 0) * (1 - np.nan_to_num(s("duplicate_agreement", 1), nan=1.0) / 2), 0,
-                     1) * c["III"]["disagreeing_duplicate"],
-      "IV": np.clip(s("peak_drop", 0), 0, 1) * c["IV"]["earlier_phase"],
-      "V": np.clip(s("recent_improvement", 0), 0, 1),
+      "II": np.clip(s(col.BASE_CONF_WRONG, 0) * np.maximum(s(col.SFT_P_BASE_BELIEF, 0), contradicted), 0, 1),
+      "III": np.clip(s(col.DISAGREEING_SIMILARITY, 0) * (1 - np.nan_to_num(s(col.DUPLICATE_AGREEMENT, 1), nan=1.0) / 2),
+                     0, 1) * c["III"]["disagreeing_duplicate"],
+      "IV": np.clip(s(col.PEAK_DROP, 0), 0, 1) * c["IV"]["earlier_phase"],
+      "V": np.clip(s(col.RECENT_IMPROVEMENT, 0), 0, 1),
   }
 
 
@@ -140,8 +142,8 @@ def attribute(signals: pd.DataFrame, cfg: RuleConfig) -> pd.DataFrame:
   """id-indexed table: cause ("learned" for examples that are not unlearned), evidence scores
   `score_<cause>`, `rules` (causes whose rule holds) and `fired` (every condition that holds)."""
   c = conditions(signals, cfg)
-  holds = rules(c, has_corpus="corpus_support" in signals)
-  unlearned = signals["unlearned"].to_numpy().astype(bool)
+  holds = rules(c, has_corpus=col.CORPUS_SUPPORT in signals)
+  unlearned = signals[col.UNLEARNED].to_numpy().astype(bool)
   cause = np.full(len(signals), UNATTRIBUTED, dtype=object)
   open_ = unlearned.copy()
   for name in cfg.order:
@@ -150,11 +152,11 @@ def attribute(signals: pd.DataFrame, cfg: RuleConfig) -> pd.DataFrame:
     open_ &= ~take
   cause[~unlearned] = LEARNED
   out = pd.DataFrame(index=signals.index)
-  out["cause"] = cause
+  out[col.CAUSE] = cause
   for name, value in scores(signals, c).items():
-    out[f"score_{name}"] = value
-  out["rules"] = _joined({name: holds[name] for name in cfg.order}, len(signals))
-  out["fired"] = _joined({f"{k}:{cond}": arr for k in CAUSES for cond, arr in c[k].items()}, len(signals))
+    out[col.score(name)] = value
+  out[col.RULES] = _joined({name: holds[name] for name in cfg.order}, len(signals))
+  out[col.FIRED] = _joined({f"{k}:{cond}": arr for k in CAUSES for cond, arr in c[k].items()}, len(signals))
   return out
 
 

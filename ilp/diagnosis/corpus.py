@@ -19,6 +19,8 @@ import numpy as np
 import pandas as pd
 
 from ilp.data import retrieval, similarity
+from ilp.detection import columns as col
+
 
 def evidence(patterns: similarity.Patterns, answers: Sequence[list[str]], kinds: np.ndarray,
              documents: Sequence[str], top_k: int) -> pd.DataFrame:
@@ -32,7 +34,7 @@ def evidence(patterns: similarity.Patterns, answers: Sequence[list[str]], kinds:
   for k, answer in zip(kinds, answers):
     kind_words.setdefault(int(k), set()).update(answer)
   n = len(answers)
-  out = {name: np.zeros(n, np.int64) for name in ("corpus_entity_docs", "corpus_support", "corpus_contradiction")}
+  out = {name: np.zeros(n, np.int64) for name in (col.CORPUS_ENTITY_DOCS, col.CORPUS_SUPPORT, col.CORPUS_CONTRADICTION)}
   coverage = np.full(n, np.nan)
   # a slot filler no document holds ("describe" in a rare phrasing) cannot be what the corpus is about
   about = [[w for w in dict.fromkeys(slots) if retriever.knows(w)] for slots in patterns.slots]
@@ -46,12 +48,12 @@ def evidence(patterns: similarity.Patterns, answers: Sequence[list[str]], kinds:
       text = words_of(d)
       if not set(slots) <= text:
         continue
-      out["corpus_entity_docs"][e] += 1
+      out[col.CORPUS_ENTITY_DOCS][e] += 1
       stated |= content & text
       if target <= text:
-        out["corpus_support"][e] += 1
+        out[col.CORPUS_SUPPORT][e] += 1
       elif competitors & text:
-        out["corpus_contradiction"][e] += 1
+        out[col.CORPUS_CONTRADICTION][e] += 1
     if content:
       coverage[e] = len(stated) / len(content)
-  return pd.DataFrame({**out, "corpus_answer_coverage": coverage})
+  return pd.DataFrame({**out, col.CORPUS_ANSWER_COVERAGE: coverage})

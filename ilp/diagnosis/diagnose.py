@@ -12,10 +12,10 @@ import pandas as pd
 
 from ilp.data import loaders
 from ilp.data.config import DataConfig
+from ilp.detection import columns as col
 from ilp.diagnosis import attribution, signals
 from ilp.diagnosis.attribution import RuleConfig
 from ilp.diagnosis.signals import SignalConfig
-from ilp.detection.table import PREFIX
 from ilp.typed import check
 
 GROUPS = attribution.CAUSES + (attribution.UNATTRIBUTED,)
@@ -32,7 +32,7 @@ class DiagnoseConfig:
   typical_examples: int = 3        # examples per cause shown in the report
 
   def __post_init__(self):
-    check(self.protocol in PREFIX, "protocol", f"'{self.protocol}' is not one of {tuple(PREFIX)}")
+    check(self.protocol in col.PROTOCOLS, "protocol", f"'{self.protocol}' is not one of {col.PROTOCOLS}")
     check(self.typical_examples >= 0, "typical_examples", f"must be >= 0, got {self.typical_examples}")
 
 
@@ -45,13 +45,11 @@ def corpus_documents(diagnose: DiagnoseConfig, data: DataConfig) -> list[str] | 
 
 def labelled(detection: pd.DataFrame, protocol: str) -> pd.DataFrame:
   """The detection table with `protocol`'s numbers under the generic names the signals and rules
-  read: unlearned, pass_at_n, error_consistency, severity_rank, top_candidate."""
-  p = PREFIX[protocol]
-  if f"{p}unlearned" not in detection:
+  read (`columns.LABELLED`: unlearned, pass_at_n, error_consistency, severity_rank, top_candidate)."""
+  if col.of(protocol, col.UNLEARNED) not in detection:
     raise ValueError(f"config field 'diagnose.protocol': the detection table has no {protocol} protocol columns "
                      f"(set detect.protocol to run it)")
-  return detection.assign(**{name: detection[f"{p}{name}"] for name in
-                             ("unlearned", "pass_at_n", "error_consistency", "severity_rank", "top_candidate")})
+  return detection.assign(**{name: detection[col.of(protocol, name)] for name in col.LABELLED})
 
 
 def diagnose(detection: pd.DataFrame, examples: pd.DataFrame, log_frame: pd.DataFrame, diagnose: DiagnoseConfig,
@@ -70,18 +68,18 @@ def diagnose(detection: pd.DataFrame, examples: pd.DataFrame, log_frame: pd.Data
   prompts = pd.Series(examples["prompt"].to_numpy(), index=examples["id"], dtype=object)
   table = signals.compute(detection, prompts, log_frame, diagnose.signals, documents)
   table = table.join(attribution.attribute(table, diagnose.rules)).reset_index()
-  table = table.merge(detection[["id"] + [c for c in ("reference", "greedy_text") if c in detection and c not in table]],
-                      on="id")
-  table["prompt"] = prompts.reindex(table["id"]).to_numpy()
+  shown = [c for c in (col.REFERENCE, col.GREEDY_TEXT) if c in detection and c not in table]
+  table = table.merge(detection[[col.ID] + shown], on=col.ID)
+  table[col.PROMPT] = prompts.reindex(table[col.ID]).to_numpy()
   return table
 
 
 def _counts(frame: pd.DataFrame) -> dict:
   """Per cause: its unlearned examples and its share of them, and the same among the top-K
   candidates (the paper's denominator)."""
-  unlearned = frame[frame["unlearned"].astype(bool)]
-  top = unlearned[unlearned["top_candidate"].astype(bool)]
-  counts, top_counts = unlearned["cause"].value_counts(), top["cause"].value_counts()
+  unlearned = frame[frame[col.UNLEARNED].astype(bool)]
+  top = unlearned[unlearned[col.TOP_CANDIDATE].astype(bool)]
+  counts, top_counts = unlearned[col.CAUSE].value_counts(), top[col.CAUSE].value_counts()
   return {c: {"count": int(counts.get(c, 0)), "share_of_unlearned": float(counts.get(c, 0) / max(len(unlearned), 1)),
               "top_k_count": int(top_counts.get(c, 0)),
               "share_of_top_k": float(top_counts.get(c, 0) / max(len(top), 1))}
@@ -91,10 +89,10 @@ def _counts(frame: pd.DataFrame) -> dict:
 def summarize(table: pd.DataFrame, protocol: str) -> dict:
   """Counts and shares of the unlearned examples by cause, overall, per data set and per phase,
   over all unlearned examples and over the top-K candidates."""
-  unlearned = int(table["unlearned"].sum())
+  unlearned = int(table[col.UNLEARNED].sum())
   return {"protocol": protocol, "examples": int(len(table)), "unlearned": unlearned,
-          "top_candidates": int((table["unlearned"].astype(bool) & table["top_candidate"].astype(bool)).sum()),
+          "top_candidates": int((table[col.UNLEARNED].astype(bool) & table[col.TOP_CANDIDATE].astype(bool)).sum()),
           "by_cause": _counts(table),
-          "unattributed_share": float((table["cause"] == attribution.UNATTRIBUTED).sum() / max(unlearned, 1)),
-          "by_dataset": {str(k): _counts(g) for k, g in table.groupby("dataset")},
-          "by_phase": {str(k): _counts(g) for k, g in table.groupby("phase")}}
+          "unattributed_share": float((table[col.CAUSE] == attribution.UNATTRIBUTED).sum() / max(unlearned, 1)),
+          "by_dataset": {str(k): _counts(g) for k, g in table.groupby(col.DATASET)},
+          "by_phase": {str(k): _counts(g) for k, g in table.groupby(col.PHASE)}}

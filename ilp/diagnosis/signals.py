@@ -13,9 +13,10 @@ import numpy as np
 import pandas as pd
 
 from ilp.data import similarity
+from ilp.detection import columns as col
 from ilp.diagnosis import corpus
+from ilp.scoring import dynamics_log
 from ilp.scoring.verifiers import normalize
-from ilp.train import dynamics as dynamics_lib
 from ilp.typed import check
 
 
@@ -68,9 +69,9 @@ def _row_pick(matrix: np.ndarray, columns: np.ndarray) -> np.ndarray:
 def dynamics_signals(dynamics: pd.DataFrame, ids: pd.Index, slope_passes: int) -> pd.DataFrame:
   """Signals of the training dynamics: initial (base model) fit, own-phase end, final, forgetting,
   improvement at the end, oscillation, position in the stream, and the cartography summaries
-  (`ilp.train.dynamics.cartography`)."""
-  evals = dynamics[dynamics["kind"] == "eval"]
-  visits = dynamics[dynamics["kind"] == "batch"]
+  (`ilp.scoring.dynamics_log.cartography`)."""
+  evals = dynamics_log.rows(dynamics, dynamics_log.EVAL)
+  visits = dynamics_log.rows(dynamics, dynamics_log.BATCH)
   steps = np.sort(evals["step"].unique())
   point_phase = evals.groupby("step")["train_phase"].first().reindex(steps).to_numpy()
   phase_end_step = evals[evals["phase_end"].astype(bool)].groupby("train_phase")["step"].max()
@@ -99,35 +100,35 @@ def dynamics_signals(dynamics: pd.DataFrame, ids: pd.Index, slope_passes: int) -
   positive_margin = m["margin_mean"][:, after_start] > 0
   stream_end = max(float(visits["stream_position"].max()), 1.0) if len(visits) else 1.0
   out = pd.DataFrame(index=ids)
-  out["own_phase"] = own
-  out["final_phase"] = final_phase
-  out["initial_loss"] = loss[:, 0]
-  out["initial_gold_prob"] = gold[:, 0]
-  out["initial_margin"] = m["margin_mean"][:, 0]
-  out["own_end_gold_prob"] = _row_pick(gold, own_end)
-  out["own_end_exact_match"] = _row_pick(m["exact_match"], own_end) > 0.5
-  out["own_end_margin"] = _row_pick(m["margin_mean"], own_end)
-  out["final_loss"] = final_loss
-  out["final_gold_prob"] = gold[:, -1]
-  out["final_exact_match"] = m["exact_match"][:, -1] > 0.5
-  out["final_response_prob"] = response_prob[:, -1]
-  out["peak_own_response_prob"] = peak_own
+  out[col.OWN_PHASE] = own
+  out[col.FINAL_PHASE] = final_phase
+  out[col.INITIAL_LOSS] = loss[:, 0]
+  out[col.INITIAL_GOLD_PROB] = gold[:, 0]
+  out[col.INITIAL_MARGIN] = m["margin_mean"][:, 0]
+  out[col.OWN_END_GOLD_PROB] = _row_pick(gold, own_end)
+  out[col.OWN_END_EXACT_MATCH] = _row_pick(m["exact_match"], own_end) > 0.5
+  out[col.OWN_END_MARGIN] = _row_pick(m["margin_mean"], own_end)
+  out[col.FINAL_LOSS] = final_loss
+  out[col.FINAL_GOLD_PROB] = gold[:, -1]
+  out[col.FINAL_EXACT_MATCH] = m["exact_match"][:, -1] > 0.5
+  out[col.FINAL_RESPONSE_PROB] = response_prob[:, -1]
+  out[col.PEAK_OWN_RESPONSE_PROB] = peak_own
   earlier_phase = own < final_phase
-  out["boundary_drop"] = np.where(earlier_phase, out["own_end_gold_prob"] - out["final_gold_prob"], 0.0)
+  out[col.BOUNDARY_DROP] = np.where(earlier_phase, out[col.OWN_END_GOLD_PROB] - out[col.FINAL_GOLD_PROB], 0.0)
   # relative loss of response probability from its best during its own phase to the end
-  out["peak_drop"] = np.where(earlier_phase, 1 - response_prob[:, -1] / np.maximum(peak_own, 1e-12), 0.0)
-  out["learned_then_lost"] = earlier_phase & out["own_end_exact_match"] & ~out["final_exact_match"]
-  out["ever_learned"] = learned.any(1)
+  out[col.PEAK_DROP] = np.where(earlier_phase, 1 - response_prob[:, -1] / np.maximum(peak_own, 1e-12), 0.0)
+  out[col.LEARNED_THEN_LOST] = earlier_phase & out[col.OWN_END_EXACT_MATCH] & ~out[col.FINAL_EXACT_MATCH]
+  out[col.EVER_LEARNED] = learned.any(1)
   first_positive = np.where(positive_margin.any(1), steps[after_start][positive_margin.argmax(1)], np.nan)
-  out["steps_to_positive_margin"] = first_positive
-  out["margin_closing_rate"] = (out["own_end_margin"] - out["initial_margin"]) / np.maximum(trained.sum(1), 1)
-  out["recent_improvement"] = (earlier_loss - final_loss) / np.maximum(earlier_loss, 1e-6)
-  out["steady_improvement"] = np.where(pairs, diffs < 0, False).sum(1) / np.maximum(pairs.sum(1), 1)
-  out["loss_oscillation"] = np.where(variation > 0, (variation - net) / np.maximum(variation, 1e-12), 0.0)
+  out[col.STEPS_TO_POSITIVE_MARGIN] = first_positive
+  out[col.MARGIN_CLOSING_RATE] = (out[col.OWN_END_MARGIN] - out[col.INITIAL_MARGIN]) / np.maximum(trained.sum(1), 1)
+  out[col.RECENT_IMPROVEMENT] = (earlier_loss - final_loss) / np.maximum(earlier_loss, 1e-6)
+  out[col.STEADY_IMPROVEMENT] = np.where(pairs, diffs < 0, False).sum(1) / np.maximum(pairs.sum(1), 1)
+  out[col.LOSS_OSCILLATION] = np.where(variation > 0, (variation - net) / np.maximum(variation, 1e-12), 0.0)
   last_visit = visits.groupby("id")["stream_position"].max().reindex(ids).to_numpy(np.float64)
-  out["last_visit_position"] = last_visit / stream_end
-  carto = dynamics_lib.cartography(dynamics, id_columns=("id",)).set_index("id").reindex(ids)
-  for name in ("confidence", "variability", "correctness", "forgetting_events"):
+  out[col.LAST_VISIT_POSITION] = last_visit / stream_end
+  carto = dynamics_log.cartography(dynamics, id_columns=("id",)).set_index("id").reindex(ids)
+  for name in col.CARTOGRAPHY:
     out[name] = carto[name].to_numpy()
   return out
 
@@ -170,27 +171,27 @@ def text_signals(prompts: pd.Series, references: pd.Series, greedy: pd.Series | 
   sim, dis = np.concatenate([cosine, cosine]), np.concatenate([disagree, disagree])
   out = pd.DataFrame(index=prompts.index)
   group, size = similarity.groups(n, i, j)
-  out["duplicate_group"] = group
-  out["duplicate_group_size"] = size
-  out["near_duplicates"] = np.bincount(src, minlength=n)
-  out["embedding_duplicates"] = np.bincount(np.concatenate([i, j]), np.tile(by_embedding, 2).astype(float),
-                                            minlength=n).astype(int)
-  out["disagreeing_duplicates"] = np.bincount(src, dis.astype(float), minlength=n).astype(int)
-  out["duplicate_similarity"] = _group_max(src, sim, n)
-  out["disagreeing_similarity"] = _group_max(src[dis], sim[dis], n)
-  out["duplicate_agreement"] = np.where(out["near_duplicates"] > 0,
-                                        1 - out["disagreeing_duplicates"] / out["near_duplicates"].clip(lower=1),
-                                        np.nan)
+  out[col.DUPLICATE_GROUP] = group
+  out[col.DUPLICATE_GROUP_SIZE] = size
+  out[col.NEAR_DUPLICATES] = np.bincount(src, minlength=n)
+  out[col.EMBEDDING_DUPLICATES] = np.bincount(np.concatenate([i, j]), np.tile(by_embedding, 2).astype(float),
+                                              minlength=n).astype(int)
+  out[col.DISAGREEING_DUPLICATES] = np.bincount(src, dis.astype(float), minlength=n).astype(int)
+  out[col.DUPLICATE_SIMILARITY] = _group_max(src, sim, n)
+  out[col.DISAGREEING_SIMILARITY] = _group_max(src[dis], sim[dis], n)
+  out[col.DUPLICATE_AGREEMENT] = np.where(out[col.NEAR_DUPLICATES] > 0,
+                                          1 - out[col.DISAGREEING_DUPLICATES] / out[col.NEAR_DUPLICATES].clip(lower=1),
+                                          np.nan)
   if greedy is not None:
     said = np.asarray([normalize(g) for g in greedy], dtype=object)
     partner = np.zeros(n, bool)
     np.logical_or.at(partner, src[dis], said[src[dis]] == answers[dst[dis]])
-    out["answers_partner_target"] = partner
+    out[col.ANSWERS_PARTNER_TARGET] = partner
   keys = pd.Series(found.templates, index=prompts.index)
-  out["template_size"] = keys.map(keys.value_counts()).to_numpy()
-  out["template_share"] = out["template_size"] / n
-  out["answer_frequency"] = pd.Series(answers).map(pd.Series(answers).value_counts()).to_numpy()
-  out["response_words"] = [len(w) for w in answer_words]
+  out[col.TEMPLATE_SIZE] = keys.map(keys.value_counts()).to_numpy()
+  out[col.TEMPLATE_SHARE] = out[col.TEMPLATE_SIZE] / n
+  out[col.ANSWER_FREQUENCY] = pd.Series(answers).map(pd.Series(answers).value_counts()).to_numpy()
+  out[col.RESPONSE_WORDS] = [len(w) for w in answer_words]
   if corpus_documents is not None:
     for name, values in corpus.evidence(found, answer_words, kinds, corpus_documents, cfg.corpus_top_k).items():
       out[name] = values.to_numpy()
@@ -203,11 +204,11 @@ def _group_max(index: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
   return out
 
 
-DETECTION_COLUMNS = ("dataset", "phase", "unlearned", "pass_at_n", "error_consistency", "severity_rank",
-                     "top_candidate", "greedy_correct", "p_exist", "base_mc_accuracy", "base_mc_correct",
-                     "base_p_true", "base_conf_wrong", "base_high_conf_error", "jsd_base_sft", "base_pass_at_n",
-                     "base_blind", "base_greedy_correct", "base_entity_lift", "sft_p_base_belief", "prerequisites", "prerequisites_known",
-                     "sft_p_true", "mc_unlearned", "gen_unlearned")
+DETECTION_COLUMNS = (col.DATASET, col.PHASE) + col.LABELLED + (
+    col.GREEDY_CORRECT, col.P_EXIST, col.BASE_MC_ACCURACY, col.BASE_MC_CORRECT, col.BASE_P_TRUE, col.BASE_CONF_WRONG,
+    col.BASE_HIGH_CONF_ERROR, col.JSD_BASE_SFT, col.BASE_PASS_AT_N, col.BASE_BLIND, col.BASE_GREEDY_CORRECT,
+    col.BASE_ENTITY_LIFT, col.SFT_P_BASE_BELIEF, col.PREREQUISITES, col.PREREQUISITES_KNOWN, col.SFT_P_TRUE) + tuple(
+        col.of(p, col.UNLEARNED) for p in col.PROTOCOLS)   # carried into the attribution table
 
 
 def compute(detection: pd.DataFrame, prompts: pd.Series, dynamics: pd.DataFrame, cfg: SignalConfig,
@@ -218,14 +219,14 @@ def compute(detection: pd.DataFrame, prompts: pd.Series, dynamics: pd.DataFrame,
   multiple-choice probe) and corpus evidence without `corpus_documents` are simply absent, and
   the rules fall back to what is there (docs/method.md "Diagnosis").
   """
-  table = detection.set_index("id")
+  table = detection.set_index(col.ID)
   ids = table.index
   missing = ids.difference(prompts.index)
   if len(missing):
     raise ValueError(f"no prompt text for {len(missing)} detected example(s), e.g. '{missing[0]}'")
   out = table[[c for c in DETECTION_COLUMNS if c in table]].copy()
-  embeddings = np.stack(table["prompt_embedding"].to_numpy()) if "prompt_embedding" in table else None
-  out = out.join(text_signals(prompts.reindex(ids), table["reference"],
-                              table["greedy_text"] if "greedy_text" in table else None, cfg, corpus_documents,
+  embeddings = np.stack(table[col.PROMPT_EMBEDDING].to_numpy()) if col.PROMPT_EMBEDDING in table else None
+  out = out.join(text_signals(prompts.reindex(ids), table[col.REFERENCE],
+                              table[col.GREEDY_TEXT] if col.GREEDY_TEXT in table else None, cfg, corpus_documents,
                               embeddings))
   return out.join(dynamics_signals(dynamics, ids, cfg.slope_passes))

@@ -24,6 +24,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from ilp.data.batches import PhaseConfig
+from ilp.detection import columns as col
 from ilp.interventions import equal_compute
 from ilp.interventions.config import ArmConfig, InterventionsConfig, module
 from ilp.layout import Layout
@@ -48,7 +49,7 @@ class Context:
 
   def selected(self, causes: tuple[str, ...]) -> pd.DataFrame:
     """The baseline's examples attributed to one of `causes` (the intervention's targets)."""
-    return self.attribution[self.attribution["cause"].isin(causes)]
+    return self.attribution[self.attribution[col.CAUSE].isin(causes)]
 
   def trained_phases(self) -> tuple[PhaseConfig, ...]:
     """The baseline's SFT phases as named `sft.phases` entries, each at the epochs it trained: its
@@ -98,7 +99,7 @@ def idle(arm: ArmConfig, attribution: pd.DataFrame) -> bool:
   (a converged baseline may have none for a cause). Such an arm is skipped, and the comparison
   says so, instead of failing the study."""
   causes = targets(arm)
-  return bool(causes) and not attribution["cause"].isin(causes).any()
+  return bool(causes) and not attribution[col.CAUSE].isin(causes).any()
 
 
 def run(config: Any, layout: Layout, run_pipeline: Callable[[Any, str], None]) -> None:

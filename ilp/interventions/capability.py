@@ -17,8 +17,8 @@ from ilp.data import batches as batching
 from ilp.data import examples, loaders
 from ilp.data.tokenize import pack_corpus
 from ilp.detection.generative import sample_and_verify
-from ilp.detection.table import Model
 from ilp.sampling.sampler import SamplingConfig
+from ilp.scoring.inference import Model
 from ilp.scoring.verifiers import get_verifier
 
 MAX_SEQUENCES = 512

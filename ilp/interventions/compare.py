@@ -17,11 +17,14 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from ilp.detection import columns as col
 from ilp.diagnosis.attribution import CAUSES
 from ilp.scoring import verifiers
 
 LEVEL = 0.95
-COLUMNS = ("id", "dataset", "phase", "unlearned", "greedy_correct", "greedy_text", "reference", "last_visit_position")
+COLUMNS = (col.ID, col.DATASET, col.PHASE, col.UNLEARNED, col.GREEDY_CORRECT, col.GREEDY_TEXT, col.REFERENCE,
+           col.LAST_VISIT_POSITION)   # what the comparison reads of each run's attribution table
+ARM = "_arm"   # suffix of the arm's columns in a paired table
 # Resampled indices are drawn this many at a time, so a large run's bootstrap stays within memory.
 CHUNK = 1 << 22
 RATE_COLUMNS = ["group_kind", "group", "n", "baseline_rate", "arm_rate", "change", "change_low", "change_high",
@@ -72,11 +75,11 @@ def paired_bootstrap(base: np.ndarray, arm: np.ndarray, samples: int, seed: int,
 def paired(base: pd.DataFrame, arm: pd.DataFrame) -> pd.DataFrame:
   """The examples both runs trained on: the baseline's columns, and the arm's with suffix _arm
   (an arm's own `cause` is dropped: groups are always the baseline's)."""
-  for name, table, columns in (("baseline", base, COLUMNS + ("cause",)), ("arm", arm, COLUMNS)):
+  for name, table, columns in (("baseline", base, COLUMNS + (col.CAUSE,)), ("arm", arm, COLUMNS)):
     missing = sorted(set(columns) - set(table.columns))
     if missing:
       raise ValueError(f"{name} table lacks columns {missing}")
-  return base.merge(arm.drop(columns=["cause"], errors="ignore"), on="id", suffixes=("", "_arm"),
+  return base.merge(arm.drop(columns=[col.CAUSE], errors="ignore"), on=col.ID, suffixes=("", ARM),
                     validate="one_to_one")
 
 
@@ -102,17 +105,17 @@ def rates(base: pd.DataFrame, arm: pd.DataFrame, samples: int, seed: int) -> pd.
   rows = []
 
   def add(kind: str, group: Any, sel: np.ndarray) -> None:
-    rows.append(_row(kind, str(group), joined.loc[sel, "unlearned"].to_numpy(float),
-                     joined.loc[sel, "unlearned_arm"].to_numpy(float), samples, seed))
+    rows.append(_row(kind, str(group), joined.loc[sel, col.UNLEARNED].to_numpy(float),
+                     joined.loc[sel, col.UNLEARNED + ARM].to_numpy(float), samples, seed))
 
   add("overall", "all", np.ones(len(joined), bool))
-  for kind in ("dataset", "phase"):
+  for kind in (col.DATASET, col.PHASE):
     for value in sorted(joined[kind].unique()):
       add(kind, value, (joined[kind] == value).to_numpy())
   for cause in CAUSES:
-    if (joined["cause"] == cause).any():
-      add("cause", cause, (joined["cause"] == cause).to_numpy())
-  unlearned = joined["unlearned"].to_numpy(bool)
+    if (joined[col.CAUSE] == cause).any():
+      add("cause", cause, (joined[col.CAUSE] == cause).to_numpy())
+  unlearned = joined[col.UNLEARNED].to_numpy(bool)
   for name, sel in (("unlearned", unlearned), ("learned", ~unlearned)):
     if sel.any():
       add("cause", name, sel)
@@ -127,9 +130,9 @@ def difference_in_differences(base: pd.DataFrame, arm: pd.DataFrame, targets: Se
   control arm (no targets) gets the change on all baseline-unlearned examples as `other_change`
   and NaN for the target and the DiD."""
   joined = paired(base, arm)
-  target = joined["cause"].isin(list(targets)).to_numpy()
-  other = joined["unlearned"].to_numpy(bool) & ~target
-  diff = joined["unlearned_arm"].to_numpy(float) - joined["unlearned"].to_numpy(float)
+  target = joined[col.CAUSE].isin(list(targets)).to_numpy()
+  other = joined[col.UNLEARNED].to_numpy(bool) & ~target
+  diff = joined[col.UNLEARNED + ARM].to_numpy(float) - joined[col.UNLEARNED].to_numpy(float)
   out: dict[str, Any] = {"targets": list(targets), "target_n": int(target.sum()), "other_n": int(other.sum())}
   draws = {}
   for name, sel, group_seed in (("target", target, seed), ("other", other, seed + 1)):
@@ -146,7 +149,7 @@ def difference_in_differences(base: pd.DataFrame, arm: pd.DataFrame, targets: Se
 
 def greedy_accuracy(table: pd.DataFrame, samples: int = 1000, seed: int = 0) -> dict[str, Any]:
   """Share of greedy answers judged correct, with its bootstrap interval."""
-  values = table["greedy_correct"].to_numpy(float)
+  values = table[col.GREEDY_CORRECT].to_numpy(float)
   low, high = mean_interval(values, samples, seed)
   return {"examples": len(values), "rate": float(values.mean()) if len(values) else math.nan, "low": low, "high": high}
 
@@ -158,12 +161,12 @@ def rouge_by_position(table: pd.DataFrame, edge: float = 0.1) -> dict[str, Any]:
   what was seen last is remembered best. Unknown (NaN) positions count nowhere."""
   if not 0 < edge <= 0.5:
     raise ValueError(f"edge {edge} must lie in (0, 0.5]")
-  position = table["last_visit_position"].to_numpy(float)
+  position = table[col.LAST_VISIT_POSITION].to_numpy(float)
   parts = {"first": position <= edge, "middle": np.abs(position - 0.5) <= edge / 2, "last": position >= 1 - edge}
   out = {}
   for name, sel in parts.items():
     scores = [verifiers.rouge_l(str(pred), str(ref))
-              for pred, ref in zip(table.loc[sel, "greedy_text"], table.loc[sel, "reference"])]
+              for pred, ref in zip(table.loc[sel, col.GREEDY_TEXT], table.loc[sel, col.REFERENCE])]
     out[name] = {"examples": int(sel.sum()), "rouge_l": float(np.mean(scores)) if scores else math.nan}
   return out
 
@@ -227,19 +230,19 @@ def comparison(base: pd.DataFrame, arms: dict[str, pd.DataFrame], targets: dict[
     frames.append(table.assign(arm=name))
     overall = table.iloc[0]
     by_cause = table[table["group_kind"] == "cause"].set_index("group")
-    correct = joined[["greedy_correct", "greedy_correct_arm"]].to_numpy(float)
+    correct = joined[[col.GREEDY_CORRECT, col.GREEDY_CORRECT + ARM]].to_numpy(float)
     change_low, change_high = paired_bootstrap(correct[:, 0], correct[:, 1], samples, seed)
     summary[name] = _plain({
         "examples": len(joined), "missing_from_arm": len(base) - len(joined),
-        "arm_only": int((~arm["id"].isin(base["id"])).sum()), "targets": arm_targets,
+        "arm_only": int((~arm[col.ID].isin(base[col.ID])).sum()), "targets": arm_targets,
         "unlearned": {k: overall[k] for k in RATE_COLUMNS[3:]},
         "by_cause": {c: {k: r[k] for k in ("n", "baseline_rate", "arm_rate", "change", "change_low", "change_high",
                                            "relative_change")} for c, r in by_cause.iterrows()},
         "target_reduction": {c: -by_cause.loc[c, "relative_change"] if c in by_cause.index else math.nan
                              for c in arm_targets},
         "difference_in_differences": difference_in_differences(base, arm, arm_targets, samples, seed),
-        "greedy_accuracy": {"baseline": greedy_accuracy(base[base["id"].isin(arm["id"])], samples, seed),
-                            "arm": greedy_accuracy(arm[arm["id"].isin(base["id"])], samples, seed),
+        "greedy_accuracy": {"baseline": greedy_accuracy(base[base[col.ID].isin(arm[col.ID])], samples, seed),
+                            "arm": greedy_accuracy(arm[arm[col.ID].isin(base[col.ID])], samples, seed),
                             "change": float(correct[:, 1].mean() - correct[:, 0].mean()) if len(joined) else math.nan,
                             "change_low": change_low, "change_high": change_high},
         "rouge_l_by_position": {"baseline": base_rouge, "arm": rouge_by_position(arm)}})

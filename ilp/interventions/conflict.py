@@ -25,6 +25,7 @@ import pandas as pd
 
 from ilp import fileio
 from ilp.data import loaders
+from ilp.detection import columns as col
 from ilp.interventions import selection
 from ilp.typed import check
 
@@ -51,9 +52,10 @@ class Settings:
 def groups(attribution: pd.DataFrame, causes: tuple[str, ...]) -> pd.DataFrame:
   """Every member (id, prompt, reference, group) of the near-duplicate groups holding an example
   attributed to `causes`."""
-  chosen = attribution.loc[attribution["cause"].isin(causes) & (attribution["duplicate_group"] >= 0), "duplicate_group"]
-  members = attribution[attribution["duplicate_group"].isin(set(chosen))]
-  return members[["id", "prompt", "reference", "duplicate_group"]].rename(columns={"duplicate_group": "group"})
+  group = attribution[col.DUPLICATE_GROUP]
+  chosen = group[attribution[col.CAUSE].isin(causes) & (group >= 0)]
+  members = attribution.loc[group.isin(set(chosen)), [col.ID, col.PROMPT, col.REFERENCE, col.DUPLICATE_GROUP]]
+  return members.rename(columns={col.DUPLICATE_GROUP: "group"})
 
 
 def support(members: pd.DataFrame, collection: selection.Collection, per_query: int) -> pd.Series:

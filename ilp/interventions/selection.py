@@ -13,6 +13,7 @@ from ilp import fileio
 from ilp.data import loaders
 from ilp.data.records import PREREQUISITES, SFTRecord
 from ilp.data.retrieval import Retriever
+from ilp.detection import columns as col
 
 
 def queries(rows: pd.DataFrame, meta: pd.Series) -> list[tuple[str, str]]:
@@ -63,8 +64,8 @@ def collection(sources: Sequence[dict[str, Any]]) -> Collection:
 def examples_with_meta(context: Any, ids: Iterable[str]) -> tuple[pd.DataFrame, pd.Series]:
   """The baseline's attribution rows of `ids` with the examples' meta (JSON) alongside."""
   frame = pd.read_parquet(context.baseline.examples, columns=["id", "meta"]).set_index("id")
-  rows = context.attribution[context.attribution["id"].isin(list(ids))]
-  return rows, frame.loc[rows["id"], "meta"]
+  rows = context.attribution[context.attribution[col.ID].isin(list(ids))]
+  return rows, frame.loc[rows[col.ID], "meta"]
 
 
 def write_records(records: Sequence[SFTRecord], path: str) -> None:

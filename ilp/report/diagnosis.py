@@ -7,20 +7,22 @@ import os
 import numpy as np
 import pandas as pd
 
+from ilp.detection import columns as col
 from ilp.diagnosis import attribution
 from ilp.diagnosis.diagnose import GROUPS
 from ilp.report import plots
+from ilp.scoring import dynamics_log
 
 FIGURES = {"data_map": "data_map.png", "curves": "curves_by_cause.png", "pass_rates": "pass_rates_by_cause.png"}
 
 
 def draw(table: pd.DataFrame, log_frame: pd.DataFrame, directory: str) -> None:
   """The data map coloured by cause, learning curves per cause group, pass rates per cause."""
-  plots.data_map(table, "cause", os.path.join(directory, FIGURES["data_map"]), "Data map, coloured by cause")
-  evals = log_frame[log_frame["kind"] == "eval"].merge(table[["id", "cause"]], on="id")
-  plots.learning_curves(evals, "cause", os.path.join(directory, FIGURES["curves"]), "Learning curves per cause group")
-  unlearned = table[table["unlearned"].astype(bool)]
-  plots.histogram({c: g["pass_at_n"].to_numpy() for c, g in unlearned.groupby("cause")} or {"": np.zeros(0)},
+  plots.data_map(table, col.CAUSE, os.path.join(directory, FIGURES["data_map"]), "Data map, coloured by cause")
+  evals = dynamics_log.rows(log_frame, dynamics_log.EVAL).merge(table[[col.ID, col.CAUSE]], on=col.ID)
+  plots.learning_curves(evals, col.CAUSE, os.path.join(directory, FIGURES["curves"]), "Learning curves per cause group")
+  unlearned = table[table[col.UNLEARNED].astype(bool)]
+  plots.histogram({c: g[col.PASS_AT_N].to_numpy() for c, g in unlearned.groupby(col.CAUSE)} or {"": np.zeros(0)},
                   os.path.join(directory, FIGURES["pass_rates"]), "pass@N of unlearned examples, by cause",
                   "fraction of samples correct", bins=10)
 
@@ -37,6 +39,12 @@ def _cell(text) -> str:
   return str(text).replace("|", "\\|").replace("\n", " ")[:80]
 
 
+def _example_cells(row: pd.Series) -> str:
+  """id | prompt | target | model says, of one attribution row."""
+  return (f"{row[col.ID]} | {_cell(row[col.PROMPT])} | {_cell(row[col.REFERENCE])} | "
+          f"{_cell(row.get(col.GREEDY_TEXT, ''))}")
+
+
 def markdown(table: pd.DataFrame, summary: dict, link_prefix: str, typical: int) -> str:
   """The section; figures are linked under `link_prefix` (relative to where the Markdown lives)."""
   overall = summary["by_cause"]
@@ -51,24 +59,22 @@ def markdown(table: pd.DataFrame, summary: dict, link_prefix: str, typical: int)
   lines += ["", "### By phase", ""] + _cause_table(summary["by_phase"], "phase")
   lines += ["", "### Most typical examples of each cause", ""]
   for cause in attribution.CAUSES:
-    rows = table[table["cause"] == cause].sort_values(f"score_{cause}", ascending=False).head(typical)
+    rows = table[table[col.CAUSE] == cause].sort_values(col.score(cause), ascending=False).head(typical)
     if rows.empty:
       continue
     lines += [f"**{cause}: {attribution.CAUSE_NAMES[cause]}**", "", "| id | prompt | target | model says | evidence |",
               "|---|---|---|---|---|"]
     for _, r in rows.iterrows():
-      fired = ", ".join(f.split(":", 1)[1] for f in r["fired"].split(";") if f.startswith(cause + ":"))
-      lines.append(f"| {r['id']} | {_cell(r['prompt'])} | {_cell(r['reference'])} | {_cell(r.get('greedy_text', ''))} "
-                   f"| score {r[f'score_{cause}']:.2f}: {fired} |")
+      fired = ", ".join(f.split(":", 1)[1] for f in r[col.FIRED].split(";") if f.startswith(cause + ":"))
+      lines.append(f"| {_example_cells(r)} | score {r[col.score(cause)]:.2f}: {fired} |")
     lines.append("")
-  unattributed = table[table["cause"] == attribution.UNATTRIBUTED]
+  unattributed = table[table[col.CAUSE] == attribution.UNATTRIBUTED]
   if len(unattributed):
-    shown = unattributed.sort_values("id").head(typical)
+    shown = unattributed.sort_values(col.ID).head(typical)
     lines += [f"**Unattributed: {len(unattributed)} unlearned examples with no cause's evidence** (the first "
               f"{len(shown)}, with every condition that fired)", "", "| id | prompt | target | model says | conditions |",
               "|---|---|---|---|---|"]
-    lines += [f"| {r['id']} | {_cell(r['prompt'])} | {_cell(r['reference'])} | {_cell(r.get('greedy_text', ''))} | "
-              f"{r['fired'].replace(';', ', ') or 'none'} |" for _, r in shown.iterrows()]
+    lines += [f"| {_example_cells(r)} | {r[col.FIRED].replace(';', ', ') or 'none'} |" for _, r in shown.iterrows()]
     lines.append("")
   lines += ["![data map](" + link_prefix + FIGURES["data_map"] + ")", "",
             "![curves by cause](" + link_prefix + FIGURES["curves"] + ")", "",

@@ -8,31 +8,28 @@ from typing import Sequence
 
 import pandas as pd
 
+from ilp.detection import columns as col
+from ilp.detection.config import DetectConfig
 from ilp.detection.converged import trained_epochs
-from ilp.detection.table import PREFIX, DetectConfig
 from ilp.report import plots
 
 
-NAMES = {"multiple_choice": "MC (paper's protocol)", "generative": "generative"}
+NAMES = {col.MULTIPLE_CHOICE: "MC (paper's protocol)", col.GENERATIVE: "generative"}
 
 
 def rate_table(frame: pd.DataFrame, by: list[str], protocols: Sequence[str]) -> str:
   """Examples, and per protocol its unlearned rate and mean pass@N, per group of the detection
   table; greedy accuracy when the generative protocol ran."""
-  aggs = {"examples": ("id", "size")}
-  for protocol in protocols:
-    p = PREFIX[protocol]
-    aggs.update({f"{p}unlearned": (f"{p}unlearned", "mean"), f"{p}pass": (f"{p}pass_at_n", "mean")})
-  if "greedy_correct" in frame:
-    aggs["greedy"] = ("greedy_correct", "mean")
-  rows = frame.groupby(by).agg(**aggs)
+  means = [col.of(p, name) for p in protocols for name in (col.UNLEARNED, col.PASS_AT_N)]
+  means += [col.GREEDY_CORRECT] if col.GREEDY_CORRECT in frame else []
+  rows = frame.groupby(by).agg(examples=(col.ID, "size"), **{name: (name, "mean") for name in means})
   heads = [h for protocol in protocols for h in (f"unlearned, {NAMES[protocol]}", f"mean pass@N, {NAMES[protocol]}")]
-  heads += ["greedy correct"] if "greedy" in rows else []
+  heads += ["greedy correct"] if col.GREEDY_CORRECT in rows else []
   lines = [f"| {' | '.join(by)} | examples | {' | '.join(heads)} |", "|" + "---|" * (len(by) + 1 + len(heads))]
   for key, r in rows.iterrows():
     key = key if isinstance(key, tuple) else (key,)
-    cells = [f"{100 * r[f'{PREFIX[p]}unlearned']:.1f}% | {r[f'{PREFIX[p]}pass']:.2f}" for p in protocols]
-    cells += [f"{100 * r['greedy']:.1f}%"] if "greedy" in rows else []
+    cells = [f"{100 * r[col.of(p, col.UNLEARNED)]:.1f}% | {r[col.of(p, col.PASS_AT_N)]:.2f}" for p in protocols]
+    cells += [f"{100 * r[col.GREEDY_CORRECT]:.1f}%"] if col.GREEDY_CORRECT in rows else []
     lines.append(f"| {' | '.join(map(str, key))} | {int(r['examples'])} | {' | '.join(cells)} |")
   return "\n".join(lines)
 
@@ -41,12 +38,11 @@ def draw(detection: pd.DataFrame, evals: pd.DataFrame, protocol: str, directory:
          convergence: dict | None = None) -> None:
   """unlearned.png and pass_rates.png (under `protocol`), curves.png, and convergence.png from
   SFT's `convergence` record when given, into `directory`."""
-  p = PREFIX[protocol]
-  by_group = {f"{d} / phase {s}": v
-              for (d, s), v in detection.groupby(["dataset", "phase"])[f"{p}unlearned"].mean().items()}
+  by_group = {f"{d} / phase {s}": v for (d, s), v in
+              detection.groupby([col.DATASET, col.PHASE])[col.of(protocol, col.UNLEARNED)].mean().items()}
   plots.bar_chart(by_group, os.path.join(directory, "unlearned.png"),
                   f"Unlearned training examples ({NAMES[protocol]})", "unlearned (%)")
-  plots.histogram(detection[f"{p}pass_at_n"].to_numpy(), os.path.join(directory, "pass_rates.png"),
+  plots.histogram(detection[col.of(protocol, col.PASS_AT_N)].to_numpy(), os.path.join(directory, "pass_rates.png"),
                   f"pass@N of every training example ({NAMES[protocol]})", "fraction of predictions correct")
   evals = evals.assign(group=evals["dataset"] + " / phase " + evals["phase"].astype(str))
   plots.learning_curves(evals, "group", os.path.join(directory, "curves.png"), "Learning curves (evaluation passes)")
@@ -94,27 +90,27 @@ def markdown(detection: pd.DataFrame, summary: dict, detect: DetectConfig, diagn
     lines += [f"- **{NAMES[protocol]}**: {s['unlearned']} of {summary['examples']} training examples unlearned "
               f"({100 * s['unlearned_rate']:.1f}%): pass@N < {detect.threshold} in {s['repeat_rule']} of "
               f"{s['runs']} runs, N = {detect.num_samples} "
-              + ("predictions from the 4-option distribution" if protocol == "multiple_choice" else "generations")
+              + ("predictions from the 4-option distribution" if protocol == col.MULTIPLE_CHOICE else "generations")
               + f" at temperature {detect.temperature}"
               + (f"; Cohen's kappa between runs {kappa:.2f}." if kappa is not None else ".")]
   if "kappa_between_protocols" in summary:
     lines.append(f"- Agreement of the two labels (Cohen's kappa): {summary['kappa_between_protocols']:.2f}.")
-  lines += ["", "## Unlearned rate by data set and phase", "", rate_table(detection, ["dataset", "phase"],
+  lines += ["", "## Unlearned rate by data set and phase", "", rate_table(detection, [col.DATASET, col.PHASE],
                                                                          detect.protocols), "",
             "![unlearned](unlearned.png)", "", "## Pass rates", "", "![pass rates](pass_rates.png)", "",
             "## Training dynamics", "", "![curves](curves.png)", ""]
   if convergence:
     lines.append(convergence_section(convergence))
-  if "p_exist" in detection:
+  if col.P_EXIST in detection:
     lines += ["## Knowledge probes of the base model", "",
               f"- knowledge exists (P_exist: base accuracy over N MC predictions > {detect.mc.p_exist}): "
-              f"{100 * detection['p_exist'].mean():.1f}%",
+              f"{100 * detection[col.P_EXIST].mean():.1f}%",
               f"- base high-confidence errors (P(wrong option) > {detect.mc.t_conf}): "
-              f"{100 * detection['base_high_conf_error'].mean():.1f}%",
-              f"- mean JSD(base, SFT) over the options: {detection['jsd_base_sft'].mean():.3f} bits (log base 2)", ""]
-  if "base_blind" in detection:
+              f"{100 * detection[col.BASE_HIGH_CONF_ERROR].mean():.1f}%",
+              f"- mean JSD(base, SFT) over the options: {detection[col.JSD_BASE_SFT].mean():.3f} bits (log base 2)", ""]
+  if col.BASE_BLIND in detection:
     lines.insert(-1, f"- blind (base pass@{detect.base_samples} < {detect.threshold} and BoN-{detect.blind_bon_k} "
-                     f"< {detect.blind_bon}): {100 * detection['base_blind'].mean():.1f}%")
+                     f"< {detect.blind_bon}): {100 * detection[col.BASE_BLIND].mean():.1f}%")
   if diagnosis_section is not None:
     lines.append(diagnosis_section)
   return "\n".join(lines)

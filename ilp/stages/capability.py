@@ -6,10 +6,10 @@ import jax
 
 from ilp import fileio, parallel
 from ilp.config import Config
-from ilp.detection.table import Model
 from ilp.interventions import capability
 from ilp.layout import Layout
 from ilp.model import checkpoint
+from ilp.scoring.inference import Model
 
 
 def outputs(layout: Layout) -> list[str]:

@@ -14,12 +14,12 @@ import pandas as pd
 
 from ilp import fileio
 from ilp.config import Config
+from ilp.detection import columns as col
 from ilp.interventions import arms, compare, equal_compute
 from ilp.layout import Layout
 from ilp.report import comparison
 
 log = logging.getLogger(__name__)
-COLUMNS = ["id", "dataset", "phase", "unlearned", "greedy_correct", "greedy_text", "reference", "last_visit_position"]
 
 
 def _capability(layout: Layout) -> dict:
@@ -45,8 +45,8 @@ def _against_control(config: Config, layout: Layout, plan: equal_compute.Plan, c
   if plan.arm is None:
     reference = base
   elif os.path.exists(layout.arm(plan.name).attribution):
-    reference = pd.read_parquet(layout.arm(plan.name).attribution, columns=COLUMNS)
-    reference = reference.merge(base[["id", "cause"]], on="id")
+    reference = pd.read_parquet(layout.arm(plan.name).attribution, columns=list(compare.COLUMNS))
+    reference = reference.merge(base[[col.ID, col.CAUSE]], on=col.ID)
   else:
     return None, {**entry, "finished": False}
   frame, summary = compare.comparison(reference, {name: table}, {name: targets},
@@ -60,8 +60,8 @@ def run(config: Config, layout: Layout) -> None:
   if not finished:
     log.info("compare: no finished arm")
     return
-  base = pd.read_parquet(layout.attribution, columns=COLUMNS + ["cause"])
-  tables = {a.name: pd.read_parquet(layout.arm(a.name).attribution, columns=COLUMNS) for a in finished}
+  base = pd.read_parquet(layout.attribution, columns=list(compare.COLUMNS) + [col.CAUSE])
+  tables = {a.name: pd.read_parquet(layout.arm(a.name).attribution, columns=list(compare.COLUMNS)) for a in finished}
   targets = {a.name: arms.targets(a) for a in finished}
   frame, summary = compare.comparison(base, tables, targets, config.interventions.bootstrap_samples, config.seed)
   frames = [frame.assign(reference="baseline")]

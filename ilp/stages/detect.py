@@ -1,4 +1,4 @@
-"""Stage `detect`: which training examples did SFT fail to teach? (`ilp.detection.table`)
+"""Stage `detect`: which training examples did SFT fail to teach? (`ilp.detection.probes`)
 
 With `detect.require_converged` it first refuses a model whose SFT's last phase did not converge
 (`ilp.detection.converged`). Reads the examples table (building it from `data.sft` for a model
@@ -13,14 +13,18 @@ import os
 import time
 
 import jax
-import numpy as np
 
 from ilp import fileio, parallel
 from ilp.config import Config
 from ilp.data import examples
-from ilp.detection import converged, table
+from ilp.detection import columns as col
+from ilp.detection import converged, probes
+from ilp.detection.config import settings_hash
+from ilp.detection.inputs import Inputs, Models
+from ilp.detection.summary import finish
 from ilp.layout import Layout
 from ilp.model import checkpoint
+from ilp.scoring.inference import Model
 from ilp.train.metrics import MetricWriter
 
 log = logging.getLogger(__name__)
@@ -41,21 +45,21 @@ def run(config: Config, layout: Layout) -> None:
     examples.write(examples.build(config.data, tokenizer)[0], layout.examples)
   parallel.sync("examples table")
   frame = examples.read(layout.examples)
-  inputs = table.Inputs.from_examples(frame, detect, config.data, tokenizer)
-  parts = fileio.Parts(layout.detection_parts, table.settings_hash(detect, config.data, config.seed, layout.root), writer)
+  inputs = Inputs.from_examples(frame, detect, config.data, tokenizer)
+  parts = fileio.Parts(layout.detection_parts, settings_hash(detect, config.data, config.seed, layout.root), writer)
   mesh = parallel.make_mesh(config.mesh.shape)
-  load = lambda name: table.Model(layout.model(name), mesh, config.mesh.rules, detect.batch_size) if name else None
-  models = table.Models(load(detect.model), load(detect.base), load(detect.reference))
-  buckets = tuple(sorted(config.data.buckets))
-  chunks = [np.arange(s, min(s + detect.chunk_size, len(frame))) for s in range(0, len(frame), detect.chunk_size)]
+  load = lambda name: Model(layout.model(name), mesh, config.mesh.rules, detect.batch_size) if name else None
+  models = Models(load(detect.model), load(detect.base), load(detect.reference))
+  chunks = probes.chunks(inputs, models, detect, tokenizer, tuple(sorted(config.data.buckets)), config.seed)
   start = time.time()
-  for k, idx in enumerate(chunks):
+  for k, chunk in enumerate(chunks):
     if not parts.done(k):
-      parts.write(k, table.chunk_table(idx, inputs, models, detect, tokenizer, buckets, config.seed * 1_000_003 + k))
-      log.info("detect: chunk %d/%d (%d examples), %.0fs elapsed", k + 1, len(chunks), len(idx), time.time() - start)
+      parts.write(k, probes.table(chunk))
+      log.info("detect: chunk %d/%d (%d examples), %.0fs elapsed", k + 1, len(chunks), len(chunk.rows),
+               time.time() - start)
   if not writer:
     return
-  detection, summary = table.finish(parts.read(), detect)
+  detection, summary = finish(parts.read(), detect)
   metrics = MetricWriter(layout.tensorboard("detect"))
   for protocol in detect.protocols:
     s = summary[protocol]
@@ -64,7 +68,7 @@ def run(config: Config, layout: Layout) -> None:
                            for k, v in s["unlearned_rate_by_dataset"].items()}})
     if s["kappa_between_runs"] is not None:
       metrics.scalars(0, {f"detect/{protocol}/kappa_between_runs": s["kappa_between_runs"]})
-    metrics.histogram(0, f"detect/{protocol}/pass_at_n", detection[f"{table.PREFIX[protocol]}pass_at_n"].to_numpy())
+    metrics.histogram(0, f"detect/{protocol}/pass_at_n", detection[col.of(protocol, col.PASS_AT_N)].to_numpy())
     log.info("detect, %s protocol: %d of %d examples unlearned (%.1f%%); kappa between runs %s", protocol,
              s["unlearned"], summary["examples"], 100 * s["unlearned_rate"], s["kappa_between_runs"])
   if "kappa_between_protocols" in summary:

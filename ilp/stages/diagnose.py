@@ -19,7 +19,7 @@ from ilp.data import examples
 from ilp.diagnosis import diagnose
 from ilp.layout import Layout
 from ilp.report import diagnosis as section
-from ilp.train import dynamics
+from ilp.scoring import dynamics_log
 from ilp.train.metrics import MetricWriter
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,7 @@ def outputs(layout: Layout) -> list[str]:
 
 
 def run(config: Config, layout: Layout) -> None:
-  log_frame = dynamics.load_dynamics(layout.dynamics())
+  log_frame = dynamics_log.load(layout.dynamics())
   table = diagnose.diagnose(pd.read_parquet(layout.detection), examples.read(layout.examples), log_frame,
                             config.diagnose, diagnose.corpus_documents(config.diagnose, config.data))
   summary = diagnose.summarize(table, config.diagnose.protocol)

@@ -16,7 +16,7 @@ from ilp import fileio
 from ilp.config import Config
 from ilp.layout import Layout
 from ilp.report import diagnosis, run as report
-from ilp.train import dynamics
+from ilp.scoring import dynamics_log
 
 
 def outputs(layout: Layout) -> list[str]:
@@ -27,7 +27,7 @@ def run(config: Config, layout: Layout) -> None:
   detection = pd.read_parquet(layout.detection)
   with open(layout.detection_summary) as f:
     summary = json.load(f)
-  evals = dynamics.load_dynamics(layout.dynamics())
+  evals = dynamics_log.load(layout.dynamics())
   convergence = None
   if config.detect.model == "sft" and os.path.exists(layout.summary("sft")):
     with open(layout.summary("sft")) as f:
@@ -43,7 +43,7 @@ def run(config: Config, layout: Layout) -> None:
     with open(layout.compare_report) as f:
       section = (section or "") + "\n" + f.read().replace("# Interventions", "## Interventions", 1)
   with fileio.atomic_directory(layout.report) as out:
-    report.draw(detection, evals[evals["kind"] == "eval"], config.diagnose.protocol if
+    report.draw(detection, dynamics_log.rows(evals, dynamics_log.EVAL), config.diagnose.protocol if
                 config.diagnose.protocol in config.detect.protocols else config.detect.protocols[0], out, convergence)
     fileio.write_text_atomic(os.path.join(out, "report.md"),
                              report.markdown(detection, summary, config.detect, section, convergence))

@@ -1,10 +1,6 @@
-"""The per-example dynamics log: one row per (example, time it was seen or evaluated).
+"""Writes the per-example dynamics log (its rows and their kinds: `ilp.scoring.dynamics_log`,
+which reads it back).
 
-Two kinds of rows, both keyed by the example's stable id:
-- `batch`: the statistics of the example in the forward pass of the training step that used it
-  (parameters *before* that step's update), with its training phase, epoch and stream position;
-- `eval`: a full pass over the training set at an evaluation point (start, epoch and phase
-  ends, every K steps).
 Rows are buffered and written as Parquet files under `dynamics/` at checkpoint time, so after a
 resume the log holds exactly the steps the restored state has taken.
 """
@@ -13,16 +9,14 @@ from __future__ import annotations
 import glob
 import os
 import re
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
 from ilp import fileio
 from ilp.data.batches import EvalPoint
+from ilp.scoring.dynamics_log import BATCH, EVAL
 from ilp.scoring.statistics import STATS
-
-ID_COLUMNS = ("id", "dataset", "phase", "meta")
 
 
 def _step_of(path: str) -> tuple[int, int]:
@@ -34,7 +28,7 @@ class DynamicsWriter:
   """Buffers rows and writes them atomically; only the writing process (process 0) writes."""
 
   def __init__(self, directory: str, examples: pd.DataFrame, enabled: bool = True):
-    """`examples` has the ID_COLUMNS, one row per example index used in batches."""
+    """`examples` has the examples table's ID_COLUMNS, one row per example index used in batches."""
     self.directory = directory
     self.examples = examples.reset_index(drop=True)
     self.enabled = enabled
@@ -67,7 +61,7 @@ class DynamicsWriter:
     """
     if not self.enabled:
       return
-    self._pending.append(self._rows(rows, stats, kind="batch", eval_point="", step=step, train_phase=phase,
+    self._pending.append(self._rows(rows, stats, kind=BATCH, eval_point="", step=step, train_phase=phase,
                                     epoch=epoch, stream_position=positions))
     self._first_step = step if self._first_step is None else self._first_step
     self._last_step = step
@@ -83,7 +77,7 @@ class DynamicsWriter:
   def write_eval(self, point: EvalPoint, rows: np.ndarray, stats: dict[str, np.ndarray]) -> None:
     if not self.enabled:
       return
-    frame = self._rows(rows, stats, kind="eval", eval_point=point.name, step=point.step,
+    frame = self._rows(rows, stats, kind=EVAL, eval_point=point.name, step=point.step,
                        train_phase=point.phase, epoch=point.epoch, stream_position=-1)
     frame["phase_end"] = point.phase_end
     name = re.sub(r"[^A-Za-z0-9_.]+", "_", point.name)
@@ -97,37 +91,3 @@ class DynamicsWriter:
     for path in glob.glob(os.path.join(self.directory, "*.parquet")):
       if _step_of(path)[0] > step:
         os.remove(path)
-
-
-def load_dynamics(directory: str) -> pd.DataFrame:
-  """Every row of a dynamics directory (`<run>/dynamics`), ordered by kind, step and example."""
-  files = sorted(glob.glob(os.path.join(directory, "*.parquet")))
-  if not files:
-    raise FileNotFoundError(f"{directory}: no dynamics files")
-  frame = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
-  return frame.sort_values(["kind", "step", "id", "stream_position"], kind="stable").reset_index(drop=True)
-
-
-def cartography(frame: pd.DataFrame, kind: str = "eval", skip_start: bool = True,
-                id_columns: Sequence[str] = ("id", "dataset", "phase")) -> pd.DataFrame:
-  """Dataset-Cartography summaries per example, from `eval` passes (default) or `batch` visits.
-
-  confidence / variability: mean / std of the gold-token probability; correctness: share of
-  exact-match rows; forgetting_events: exact-match 1 -> 0 transitions in step order (Toneva et
-  al.); first_learned_step: first step with exact match (NaN if never); final_*: last row.
-  """
-  rows = frame[frame["kind"] == kind]
-  if kind == "eval" and skip_start:
-    rows = rows[rows["eval_point"] != "start"]
-  rows = rows.sort_values(["id", "step"], kind="stable")
-  learned = rows["exact_match"] > 0.5
-  previous = learned.groupby(rows["id"]).shift(1, fill_value=False)
-  rows = rows.assign(_forgot=(previous & ~learned).astype(int),
-                     _learned_step=rows["step"].where(learned))
-  grouped = rows.groupby(list(id_columns), sort=True)
-  out = grouped.agg(confidence=("gold_prob", "mean"), correctness=("exact_match", "mean"),
-                    forgetting_events=("_forgot", "sum"), first_learned_step=("_learned_step", "min"),
-                    final_exact_match=("exact_match", "last"), final_loss=("loss", "last"),
-                    observations=("step", "size"))
-  out.insert(1, "variability", grouped["gold_prob"].std(ddof=0))  # population std, vectorised
-  return out.reset_index()

@@ -1,17 +1,19 @@
 """The training loop shared by SFT (all phases) and continual pre-training.
 
 One pass over a precomputed stream of batches: each step is `jax.jit` with the state's and the
-batch's named shardings (state donated), every example's statistics go to the dynamics log,
-full evaluation passes run at the stream's evaluation points, and checkpoints (state + data
-position via the step) make a killed run resume to the same parameters and log.
+batch's named shardings (state donated). Everything else a step leads to is a hook
+(`ilp.train.hooks`) on its own cadence: progress logs, token counts, per-dataset loss, the
+dynamics log, evaluation passes, the dev-set controls, phase models, and checkpoints (state +
+data position via the step) that make a killed run resume to the same parameters and log. The
+stage hands the loop its output paths (`TrainingPaths`), not the work directory's layout.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import re
-import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -20,11 +22,11 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from ilp import fileio, parallel
 from ilp.data import batches as batching
-from ilp.layout import Layout
+from ilp.layout import TrainingPaths
 from ilp.model import build, checkpoint
 from ilp.model.config import resolve_compute_dtype
 from ilp.scoring.evaluator import ExampleEvaluator
-from ilp.train import checkpointing, controls as controls_lib, convergence as convergence_lib, dynamics, metrics, optim
+from ilp.train import checkpointing, controls as controls_lib, convergence as convergence_lib, hooks, metrics, optim
 from ilp.train.step import compiler_options, make_train_step
 from ilp.typed import check
 
@@ -96,243 +98,148 @@ class DevData:
   datasets: np.ndarray
 
 
-def _schedule_plan(stream: batching.Stream, control: convergence_lib.Control | None
-                   ) -> tuple[tuple[int, ...], tuple[int | None, ...] | None]:
-  """Steps per phase and, when training to convergence, each phase's decay steps (see
-  `optim.make_schedule`): what the learning-rate schedule is built from."""
-  phases = sorted({b.phase for b in stream.batches})
-  steps = tuple(sum(b.phase == p for b in stream.batches) for p in phases)
-  return steps, (tuple(control.decay_steps(stream, p) for p in phases) if control else None)
+class _Stepper:
+  """The sharded train state and its jitted step, rebuilt when the plan's learning-rate schedule
+  changes (training to convergence shortens a phase)."""
+
+  def __init__(self, section: TrainConfig, mesh_config: parallel.MeshConfig, init_dir: str, batch_size: int,
+               plan: hooks.Plan, with_stats: bool):
+    self.section, self.batch_size, self.plan, self.with_stats = section, batch_size, plan, with_stats
+    self.mesh, self.rules = parallel.make_mesh(mesh_config.shape), mesh_config.rules
+    self.dtype = resolve_compute_dtype(section.compute_dtype)
+    self.cfg, self.graphdef, params = checkpoint.load_params(init_dir, self.mesh, self.rules, dtype=self.dtype)
+    schedule = optim.make_schedule(section.optimizer, *plan.schedule)
+    optimizer = optim.make_optimizer(section.optimizer, schedule, section.trainable)
+    _, abstract = build.abstract_model(self.cfg)
+    param_shardings = parallel.state_shardings(abstract, self.mesh, self.rules)
+    self.shardings = optim.state_shardings(param_shardings, optimizer, abstract, self.mesh)
+    self.batch_sharding = parallel.batch_sharding(self.mesh, (batch_size, 1), self.rules)
+    self.stats_sharding = parallel.batch_sharding(self.mesh, (batch_size,), self.rules)
+    self.rows = parallel.local_rows(self.batch_sharding, (batch_size, 1))
+    self.state = optim.create_state(params, optimizer, self.shardings)
+    self.lengths: set[int] = set()   # the padded lengths stepped: one compiled step variant each
+    self._compiled: tuple[tuple, Callable] | None = None   # (schedule plan, its jitted step)
+
+  def __call__(self, planned: batching.PlannedBatch, host: dict[str, np.ndarray]) -> tuple[dict[str, Any], Any]:
+    """One optimizer step on a planned batch's host arrays: its metrics (on the host) and per-row statistics."""
+    if self._compiled is None or self._compiled[0] != self.plan.schedule:
+      self._compiled = self.plan.schedule, self._compile(self.plan.schedule)
+    self.lengths.add(planned.length)
+    with parallel.sharding_context(self.mesh, self.rules):
+      self.state, step_metrics, stats = self._compiled[1](self.state,
+                                                          parallel.global_batch(host, self.batch_sharding, self.rows))
+    return jax.device_get(step_metrics), stats
+
+  def _compile(self, plan: tuple) -> Callable:
+    section = self.section
+    schedule = optim.make_schedule(section.optimizer, *plan)
+    replicated = NamedSharding(self.mesh, PartitionSpec())
+    with parallel.sharding_context(self.mesh, self.rules):
+      return jax.jit(
+          make_train_step(self.graphdef, optim.make_optimizer(section.optimizer, schedule, section.trainable), schedule,
+                          section.grad_accum_steps, with_stats=self.with_stats, ynnpack_dots=section.ynnpack_dots),
+          in_shardings=(self.shardings, self.batch_sharding),
+          out_shardings=(self.shardings, replicated, self.stats_sharding if self.with_stats else replicated),
+          donate_argnums=0, compiler_options=compiler_options(section.ynnpack_dots))
+
+  @functools.cached_property
+  def evaluator(self) -> ExampleEvaluator:
+    """One evaluator for the evaluation passes and the dev set (built when one of them first needs it)."""
+    return ExampleEvaluator(self.graphdef, self.cfg, self.mesh, self.batch_size, self.rules)
 
 
-def _points(stream: batching.Stream, controls: Sequence[Any]
-            ) -> tuple[int, dict[int, list[batching.EvalPoint]], set[int]]:
-  """The stream's length, its evaluation points by step and the steps that end an epoch (where
-  checkpoints are saved); controls that watch the stream's epochs re-read it."""
-  evals_at: dict[int, list[batching.EvalPoint]] = {}
-  for point in stream.eval_points:
-    evals_at.setdefault(point.step, []).append(point)
-  for control in controls:
-    if hasattr(control, "watch"):
-      control.watch(stream)
-  epoch_ends = {p.step for p in stream.eval_points if p.step > 0 and not p.name.startswith("step")}
-  return len(stream.batches), evals_at, epoch_ends
+def _check_finite(step_metrics: dict[str, Any], step: int, ckpt: checkpointing.TrainCheckpointer) -> None:
+  """Stops a run whose loss or gradient norm became NaN or infinite, naming the last good checkpoint."""
+  if not (np.isfinite(step_metrics["loss"]) and np.isfinite(step_metrics["grad_norm"])):
+    ckpt.wait()   # an asynchronous save in flight is finished (or failed) before naming the last good one
+    raise TrainingDivergedError(f"non-finite loss ({step_metrics['loss']}) or gradient norm "
+                                f"({step_metrics['grad_norm']}) at step {step}; the last good "
+                                f"checkpoint (step {ckpt.latest_step()}) in {ckpt.directory} is kept")
 
 
-class _Window:
-  """Running sums between two log lines."""
+def _hooks(section: TrainConfig, data: TrainData, model: _Stepper, plan: hooks.Plan, writer: metrics.MetricWriter,
+           saver: hooks.Checkpoint, dynamics_log: hooks.DynamicsLog | None, evaluation: hooks.Evaluation | None,
+           export: hooks.PhaseModels | None, start: int) -> hooks.Hooks:
+  """The hooks in the order they run after a step: what the step trained on, then the progress
+  line, the controls, evaluation, phase models and the checkpoint (the log lines keep this order)."""
+  run = hooks.Hooks(plan)
+  run.add(saver.tokens)
+  progress = hooks.Progress(writer, model.cfg, section.peak_flops or metrics.device_peak_flops(model.dtype) *
+                            jax.device_count(), plan, start)
+  run.add(progress.add)
+  by_dataset = None
+  if dynamics_log is not None:
+    datasets = data.table["dataset"].to_numpy()
+    by_dataset = hooks.DatasetLoss(datasets, writer)
+    run.add(dynamics_log, every=hooks.on_examples)
+    run.add(by_dataset.add, every=hooks.on_examples)
+    if data.monitor is not None:
+      run.add(hooks.EpochLosses(data.monitor, datasets), every=hooks.on_examples)
+  run.add(progress.write, every=section.log_every_steps)
+  if by_dataset is not None:
+    run.add(by_dataset.write, every=section.log_every_steps)
+  run.add(hooks.Controls(plan, hooks.DevCheck(model.evaluator, data.dev, data.buckets, writer) if data.dev else None))
+  if evaluation is not None:
+    run.add(evaluation)
+  if export is not None:
+    run.add(export, every=plan.ends_phase)
+  if dynamics_log is not None:
+    run.add(dynamics_log.flush, every=saver.due)
+  run.add(saver, every=saver.due)
+  run.add(lambda info: writer.flush(), every=saver.due)
+  return run
 
-  def __init__(self):
-    self.reset()
 
-  def reset(self) -> None:
-    self.start, self.steps, self.nll, self.tokens, self.real_tokens, self.flops = time.time(), 0, 0.0, 0.0, 0, 0.0
-    self.replay, self.replay_steps = 0.0, 0
-    self.by_dataset: dict[str, list[float]] = {}
-
-
-def train(section: TrainConfig, mesh_config: parallel.MeshConfig, layout: Layout, stage: str, init_dir: str,
+def train(section: TrainConfig, mesh_config: parallel.MeshConfig, paths: TrainingPaths, init_dir: str,
           data: TrainData, tokenizer: Any = None, notes: dict[str, Any] | None = None) -> dict[str, Any]:
   """Trains from the params checkpoint in `init_dir`; writes the stage's checkpoints, dynamics log
-  (with `data.table`), TensorBoard logs, final model and summary where `layout` puts them.
+  (with `data.table`), TensorBoard logs, final model and summary to `paths`.
 
   Args:
     section: the stage's training settings (the root config's `sft` or `pretrain`).
     mesh_config: the device mesh and its logical-axis rules.
-    layout, stage: the work directory and the stage's name (`pretrain`, `sft`).
+    paths: where the stage's outputs go (`Layout.training_paths`).
     init_dir: a params checkpoint to start from.
     data: the planned stream and how to build its batches.
     tokenizer: stored with the final model, so later stages need nothing else.
     notes: added to `summary.json` (e.g. the tokenisation counts).
   """
   is_writer = jax.process_index() == 0
-  mesh = parallel.make_mesh(mesh_config.shape)
-  rules = mesh_config.rules
-  dtype = resolve_compute_dtype(section.compute_dtype)
-  cfg, graphdef, params = checkpoint.load_params(init_dir, mesh, rules, dtype=dtype)
-  stream, batch_size = data.stream, data.batch_size
-  schedule = optim.make_schedule(section.optimizer, *_schedule_plan(stream, data.convergence))
-  optimizer = optim.make_optimizer(section.optimizer, schedule, section.trainable)
-  _, abstract = build.abstract_model(cfg)
-  param_shardings = parallel.state_shardings(abstract, mesh, rules)
-  shardings = optim.state_shardings(param_shardings, optimizer, abstract, mesh)
-  batch_sharding = parallel.batch_sharding(mesh, (batch_size, 1), rules)
-  stats_sharding = parallel.batch_sharding(mesh, (batch_size,), rules)
-  replicated = NamedSharding(mesh, PartitionSpec())
-  rows = parallel.local_rows(batch_sharding, (batch_size, 1))
-
-  ckpt = checkpointing.TrainCheckpointer(layout.checkpoints(stage), section.checkpoint.max_to_keep,
+  plan = hooks.Plan(data.stream, data.controls, data.convergence)
+  model = _Stepper(section, mesh_config, init_dir, data.batch_size, plan, with_stats=data.table is not None)
+  ckpt = checkpointing.TrainCheckpointer(paths.checkpoints, section.checkpoint.max_to_keep,
                                          section.checkpoint.async_save)
-  state = optim.create_state(params, optimizer, shardings)
-  del params
-  fingerprint = stream.fingerprint()  # of the plan as built, before any control rewrote it
-  monitor = data.monitor
-  stopped = None
-  resumed = ckpt.restore_latest(state)
-  if resumed is not None:
-    latest, state, meta = resumed
-    if meta.get("fingerprint") != fingerprint:
-      raise fileio.ResumeError(
-          f"{ckpt.directory}: checkpoint {latest} was written for another data stream (fingerprint "
-          f"{meta.get('fingerprint')} vs {fingerprint}); the data or batching config changed. "
-          f"Use a new work directory or delete {layout.training(stage)} to start over.")
-    if monitor is not None:
-      monitor.restore(meta.get("monitor", {}))
-    for control, control_state in zip(data.controls, meta.get("controls", [])):
-      control.restore(control_state, stream)
-    stopped = meta.get("stopped")
-    log.info("resumed from step %d of %d", latest, len(stream.batches))
-  start = int(jax.device_get(state.step))
-
-  writer = metrics.MetricWriter(layout.tensorboard(stage), enabled=is_writer)
-  log_dyn = data.table is not None
-  dyn = dynamics.DynamicsWriter(layout.dynamics(stage), data.table, enabled=is_writer) if log_dyn else None
-  if dyn:
-    dyn.discard_after(start)
-
-  def compile_step(plan: tuple) -> Callable:
-    """The jitted step for a schedule plan (rebuilt when training to convergence shortens a phase)."""
-    schedule = optim.make_schedule(section.optimizer, *plan)
-    with parallel.sharding_context(mesh, rules):
-      return jax.jit(
-          make_train_step(graphdef, optim.make_optimizer(section.optimizer, schedule, section.trainable), schedule,
-                          section.grad_accum_steps, with_stats=log_dyn, ynnpack_dots=section.ynnpack_dots),
-          in_shardings=(shardings, batch_sharding),
-          out_shardings=(shardings, replicated, stats_sharding if log_dyn else replicated), donate_argnums=0,
-          compiler_options=compiler_options(section.ynnpack_dots))
-
-  plan = _schedule_plan(stream, data.convergence)
-  train_step = compile_step(plan)
-
-  evaluator = ExampleEvaluator(graphdef, cfg, mesh, batch_size, rules) if log_dyn or data.dev else None
-
-  def run_eval(point: batching.EvalPoint) -> None:
-    t0 = time.time()
-    stats = evaluator(state.params, data.arrays, data.lengths, data.buckets)
-    dyn.write_eval(point, np.arange(len(data.lengths)), stats)
-    loss = stats["nll_sum"] / np.maximum(stats["tokens"], 1)
-    writer.histogram(point.step, "eval/example_loss", loss)
-    writer.histogram(point.step, "eval/example_margin_min", stats["margin_min"])
-    writer.scalars(point.step, {"eval/loss": float(loss.mean()), "eval/exact_match": float(stats["exact_match"].mean())})
-    log.info("eval %-16s step %6d: mean loss %.4f, exact match %.1f%% (%.1fs)", point.name, point.step,
-             loss.mean(), 100 * stats["exact_match"].mean(), time.time() - t0)
-
-  def run_dev(step: int) -> controls_lib.Dev:
-    stats = evaluator(state.params, data.dev.arrays, data.dev.lengths, data.buckets)
-    results = controls_lib.dev_results(stats, data.dev.datasets)
-    writer.scalars(step, {f"dev/{metric}/{name}": values[metric] for name, values in results.items()
-                          for metric in ("loss", "accuracy")})
-    log.info("dev step %6d: loss %.4f, accuracy %s", step, results["all"]["loss"],
-             ", ".join(f"{k} {v['accuracy']:.3f}" for k, v in results.items()))
-    return results
-
-  total, evals_at, epoch_ends = _points(stream, data.controls)
-  if log_dyn and start == 0:
-    for point in evals_at.get(0, []):
-      run_eval(point)
-
-  peak = section.peak_flops or metrics.device_peak_flops(dtype) * jax.device_count()
-  window, compiled, run_start = _Window(), set(), time.time()
-  tokens = dict(resumed[2].get("tokens", {})) if resumed is not None else {}
-  tokens = {k: int(tokens.get(k, 0)) for k in ("real", "padded", "loss", "replay")}
-  i = start
-  while i < total and stopped is None:   # `total` shrinks when a phase converges early
-    planned = stream.batches[i]
+  saver = hooks.Checkpoint(ckpt, section.checkpoint.every_steps, plan, hooks.Tokens(), data.monitor, paths.directory)
+  model.state = saver.resume(model.state)
+  start = step = int(jax.device_get(model.state.step))
+  writer = metrics.MetricWriter(paths.tensorboard, enabled=is_writer)
+  dynamics_log = hooks.DynamicsLog(paths.dynamics, data.table, start, is_writer) if data.table is not None else None
+  evaluation = dynamics_log and hooks.Evaluation(model.evaluator, data, dynamics_log.writer, writer, plan)
+  if evaluation and start == 0:
+    evaluation.at(0, model.state.params)
+  export = hooks.PhaseModels(paths.phase_model, model.cfg, tokenizer) if section.checkpoint.phase_models else None
+  run = _hooks(section, data, model, plan, writer, saver, dynamics_log, evaluation, export, start)
+  step_metrics = None
+  while step < plan.total and plan.stopped is None:   # the plan shrinks when a phase converges early
+    planned = plan.stream.batches[step]
     host = (data.replay_arrays if planned.replay else data.arrays)(planned.rows, planned.length)
-    compiled.add(planned.length)
-    with parallel.sharding_context(mesh, rules):
-      state, step_metrics, stats = train_step(state, parallel.global_batch(host, batch_sharding, rows))
-    step = i = i + 1
-    step_metrics = jax.device_get(step_metrics)
-    if not (np.isfinite(step_metrics["loss"]) and np.isfinite(step_metrics["grad_norm"])):
-      ckpt.wait()   # an asynchronous save in flight is finished (or failed) before naming the last good one
-      raise TrainingDivergedError(f"non-finite loss ({step_metrics['loss']}) or gradient norm "
-                                  f"({step_metrics['grad_norm']}) at step {step}; the last good "
-                                  f"checkpoint (step {ckpt.latest_step()}) in {ckpt.directory} is kept")
-    window.steps += 1
-    window.real_tokens += int(host["mask"].sum())
-    tokens["real"] += int(host["mask"].sum())
-    tokens["padded"] += int(host["tokens"].size)
-    tokens["loss"] += int(host["loss_mask"].sum())
-    tokens["replay"] += int(host["mask"].sum()) if planned.replay else 0
-    window.flops += metrics.training_flops_per_token(cfg, planned.length) * host["tokens"].size
-    if planned.replay:   # replayed records: their own loss curve, no per-example statistics
-      window.replay += float(step_metrics["loss"])
-      window.replay_steps += 1
-    else:
-      window.nll += float(step_metrics["loss"]) * float(step_metrics["tokens"])
-      window.tokens += float(step_metrics["tokens"])
-    if log_dyn and not planned.replay:
-      stats = parallel.to_host(stats)
-      dyn.add_batch(step, planned.phase, planned.epoch, planned.rows, planned.positions, stats)
-      real = planned.rows >= 0
-      datasets = data.table["dataset"].to_numpy()[planned.rows[real]]
-      for name in np.unique(datasets):
-        sel = datasets == name
-        acc = window.by_dataset.setdefault(str(name), [0.0, 0.0])
-        acc[0] += float(stats["nll_sum"][real][sel].sum())
-        acc[1] += float(stats["tokens"][real][sel].sum())
-      if monitor is not None:
-        monitor.add(planned.phase, planned.epoch, datasets, stats["nll_sum"][real], stats["tokens"][real],
-                    float(step_metrics["learning_rate"]))
-
-    if step % section.log_every_steps == 0 or step == total:
-      elapsed = max(time.time() - window.start, 1e-9)
-      scalars = {"train/loss": window.nll / max(window.tokens, 1), "train/learning_rate": step_metrics["learning_rate"],
-                 "train/grad_norm": step_metrics["grad_norm"], "perf/tokens_per_sec": window.real_tokens / elapsed,
-                 "perf/mfu": window.flops / elapsed / peak}
-      scalars.update({f"train/loss_by_dataset/{k}": v[0] / max(v[1], 1) for k, v in window.by_dataset.items()})
-      if window.replay_steps:
-        scalars["train/replay_loss"] = window.replay / window.replay_steps
-      writer.scalars(step, scalars)
-      done = step - start
-      eta = (time.time() - run_start) / done * (total - step)
-      log.info("step %6d/%d  loss %.4f  lr %.2e  grad %.3f  %.0f tok/s  MFU %.1f%%  ETA %s", step, total,
-               scalars["train/loss"], scalars["train/learning_rate"], scalars["train/grad_norm"],
-               scalars["perf/tokens_per_sec"], 100 * scalars["perf/mfu"], time.strftime("%H:%M:%S", time.gmtime(eta)))
-      window.reset()
-
-    due = [c for c in data.controls if c.due(step)]
-    if due:
-      dev = run_dev(step) if any(getattr(c, "needs_dev", True) for c in due) else None
-      if any([c.update(step, dev, stream) for c in due]):
-        stopped = step
-        log.info("stopped at step %d by the dev-set control", step)
-      if data.convergence in due:   # a replanned stream: the other controls replay their decisions onto it
-        for control in data.controls:
-          if control is not data.convergence:
-            control.restore(control.state(), stream)
-        total, evals_at, epoch_ends = _points(stream, data.controls)
-        if _schedule_plan(stream, data.convergence) != plan:
-          plan = _schedule_plan(stream, data.convergence)
-          train_step = compile_step(plan)
-          log.info("phase %d converged (or reached max_epochs): %d steps planned now", planned.phase, total)
-    if log_dyn:   # after the controls: a phase that converged ends here when it has no cooldown
-      for point in evals_at.get(step, []):
-        run_eval(point)
-    if section.checkpoint.phase_models and step < total and stream.batches[step].phase != planned.phase:
-      checkpoint.save_params(layout.phase_model(stage, planned.phase), cfg, state.params, tokenizer=tokenizer)
-    if (step % section.checkpoint.every_steps == 0 or step in epoch_ends or step == total or due):
-      if dyn:
-        dyn.flush()
-      ckpt.save(step, state, {"fingerprint": fingerprint, "step": step, "phase": planned.phase,
-                              "epoch": planned.epoch, "controls": [c.state() for c in data.controls],
-                              "stopped": stopped, "tokens": tokens,
-                              "monitor": monitor.state() if monitor is not None else {}})
-      writer.flush()
-
+    step_metrics, stats = model(planned, host)
+    step += 1
+    _check_finite(step_metrics, step, ckpt)
+    run(hooks.StepInfo(step, planned, host, step_metrics, model.state, stats))
   ckpt.wait()
   ckpt.close()
   writer.close()
-  checkpoint.save_params(layout.final(stage), cfg, state.params, tokenizer=tokenizer)
-  if monitor is not None:
-    notes = {**(notes or {}), "convergence": convergence_lib.report(monitor, data.phase_names, data.convergence)}
-  summary = {"steps": int(jax.device_get(state.step)), "planned_steps": total, "stopped_at": stopped,
-             "controls": [c.state() for c in data.controls], "resumed_from": start or None, "phases": len(plan[0]),
-             "step_variants_compiled": len(compiled), "buckets": sorted(compiled), "tokens": tokens,
-             "final_loss": float(step_metrics["loss"]) if total > start and stopped != start else None, **(notes or {})}
+  checkpoint.save_params(paths.final, model.cfg, model.state.params, tokenizer=tokenizer)
+  if data.monitor is not None:
+    notes = {**(notes or {}), "convergence": convergence_lib.report(data.monitor, data.phase_names, data.convergence)}
+  summary = {"steps": int(jax.device_get(model.state.step)), "planned_steps": plan.total, "stopped_at": plan.stopped,
+             "controls": [c.state() for c in data.controls], "resumed_from": start or None,
+             "phases": len(plan.schedule[0]), "step_variants_compiled": len(model.lengths),
+             "buckets": sorted(model.lengths), "tokens": saver.tokens.counts,
+             "final_loss": None if step_metrics is None else float(step_metrics["loss"]), **(notes or {})}
   if is_writer:
-    fileio.write_json_atomic(layout.summary(stage), summary)
-  log.info("training done: %d steps, %d step variants compiled (bucket lengths %s)", total, len(compiled),
-           sorted(compiled))
+    fileio.write_json_atomic(paths.summary, summary)
+  log.info("training done: %d steps, %d step variants compiled (bucket lengths %s)", plan.total, len(model.lengths),
+           sorted(model.lengths))
   return summary

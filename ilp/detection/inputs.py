@@ -1,0 +1,169 @@
+"""What detection's probes read: every example's inputs, tokenised once (`Inputs`), the models
+asked (`Models`), and one chunk of examples (`Chunk`) with the answers several probes share,
+each drawn once per chunk.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ilp.data import batches as batching
+from ilp.data import examples as examples_lib
+from ilp.data.config import DataConfig
+from ilp.data.records import DISTRACTORS
+from ilp.detection import entities, prerequisites
+from ilp.detection import multiple_choice as mc
+from ilp.detection.config import DetectConfig
+from ilp.detection.generative import GenerativeResult, sample_and_verify
+from ilp.sampling.sampler import SamplingConfig
+from ilp.scoring.evaluator import continuation_token_logliks
+from ilp.scoring.inference import Model
+from ilp.scoring.verifiers import Verifier, get_verifier
+
+
+@dataclasses.dataclass(frozen=True)
+class Models:
+  """The model probed, and the optional base and reference models."""
+  sft: Model
+  base: Model | None = None
+  reference: Model | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Inputs:
+  """What detection asks about every example: from the examples table, tokenised once."""
+  frame: pd.DataFrame                    # the examples table
+  prompts: list[np.ndarray]
+  verifiers: list[Verifier]
+  prerequisites: list[list[prerequisites.Question]]
+  distractors: mc.Distractors
+  swapped: list[list[np.ndarray]]        # per example, its entity-swapped prompts (`entities`)
+
+  @classmethod
+  def from_examples(cls, frame: pd.DataFrame, detect: DetectConfig, data: DataConfig, tokenizer: Any) -> "Inputs":
+    by_dataset = dict(detect.dataset_verifiers)
+    verifiers = [get_verifier(by_dataset.get(d, detect.verifier), detect.verifier_threshold) for d in frame["dataset"]]
+    metas = [json.loads(m) for m in frame["meta"]]
+    supplied = [(meta.get(DISTRACTORS) or []) + other for meta, other in
+                zip(metas, mc.duplicate_answers(frame["prompt"], frame["response"]))]
+    swapped = entities.swapped_prompts(list(frame["prompt"]), detect.entity_swaps, seed=0)
+    flat = entities.render([q for texts in swapped for q in texts], tokenizer, data.template, data.max_length)
+    ends = np.cumsum([len(texts) for texts in swapped])
+    return cls(frame, examples_lib.prompts(frame), verifiers,
+               prerequisites.questions(frame["id"], metas, tokenizer, data.template, data.max_length),
+               mc.Distractors.build(frame["prompt"], frame["response"], frame["dataset"], supplied),
+               [flat[e - len(texts):e] for e, texts in zip(ends, swapped)])
+
+
+class Chunk:
+  """One chunk of examples (`rows` of the examples table): their prompts, references and
+  verifiers, and the answers more than one probe reads (greedy answers, the base model's samples,
+  the MC options and option distributions), each computed on first use and kept."""
+
+  def __init__(self, rows: np.ndarray, inputs: Inputs, models: Models, detect: DetectConfig, tokenizer: Any,
+               buckets: Sequence[int], seed: int):
+    """`buckets`: prompt padding lengths; `seed`: the chunk's, from which each sampling run derives its own."""
+    self.rows, self.inputs, self.models, self.detect = rows, inputs, models, detect
+    self.tokenizer, self.buckets, self.seed = tokenizer, buckets, seed
+    self.prompts = [inputs.prompts[i] for i in rows]
+    self.references = [inputs.frame["response"].iloc[i] for i in rows]
+    self.verifiers = [inputs.verifiers[i] for i in rows]
+    eos = tokenizer.eos_token_id
+    self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    self.greedy = SamplingConfig(num_samples=1, max_new_tokens=detect.max_new_tokens, temperature=0.0,
+                                 stop_tokens=(eos,))
+    self.columns: dict[str, Any] = {}   # the chunk's table so far, each probe's columns added in turn
+    self._option_probs: dict[str, np.ndarray] = {}
+
+  def sampling(self, temperature: float, n: int) -> SamplingConfig:
+    """`n` samples per prompt at `temperature` with the detection's decoding settings."""
+    d = self.detect
+    return SamplingConfig(num_samples=n, max_new_tokens=d.max_new_tokens, temperature=float(temperature),
+                          top_k=d.top_k, top_p=d.top_p, stop_tokens=(self.tokenizer.eos_token_id,),
+                          confidence_temperature=d.confidence_at(float(temperature)))
+
+  def decode(self, ids: np.ndarray) -> str:
+    return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+
+  def sample(self, model: Model, sampling: SamplingConfig, seed: int) -> GenerativeResult:
+    """`model`'s answers to the chunk's prompts, each verified against its reference."""
+    return sample_and_verify(model.sampler, model.params, self.prompts, self.references, self.verifiers, self.decode,
+                             sampling, self.buckets, self.detect.batch_size, self.pad, seed)
+
+  def token_logliks(self, model: Model, prompts: Sequence[np.ndarray], answers: Sequence[np.ndarray],
+                    temperature: float = 1.0) -> list[np.ndarray]:
+    """`model`'s log-probability of every answer token after its prompt, by teacher forcing."""
+    longest = max(len(q) + len(a) for q, a in zip(prompts, answers))
+    return continuation_token_logliks(model.evaluator, model.params, prompts, answers,
+                                      batching.covering(self.buckets, longest), self.pad, temperature)
+
+  @functools.cached_property
+  def responses(self) -> list[np.ndarray]:
+    """The response token ids (then EOS), as trained on."""
+    frame = self.inputs.frame
+    return [np.asarray(frame["tokens"].iloc[i][frame["prompt_length"].iloc[i]:], np.int32) for i in self.rows]
+
+  @functools.cached_property
+  def sft_greedy(self) -> GenerativeResult:
+    return self.sample(self.models.sft, self.greedy, self.seed)
+
+  @functools.cached_property
+  def base_greedy(self) -> GenerativeResult:
+    return self.sample(self.models.base, self.greedy, self.seed)
+
+  @functools.cached_property
+  def base_sampling(self) -> SamplingConfig:
+    """How the base model answers for the blind-fact rule: `base_samples` samples, or its greedy answer."""
+    d = self.detect
+    return self.sampling(d.temperature, d.base_samples) if d.base_samples else self.greedy
+
+  @functools.cached_property
+  def base_samples(self) -> GenerativeResult:
+    return self.sample(self.models.base, self.base_sampling, self.seed + 1) if self.detect.base_samples \
+        else self.base_greedy
+
+  @functools.cached_property
+  def base_answers(self) -> list[list[str]] | None:
+    """Per example, the base model's wrong answers to offer as MC options (None: no base model):
+    its greedy answer, then its most frequent sampled ones (`mc.base_distractors`). An answer the
+    verifier accepts is no distractor; nor is a sample the token budget cut (not an answer given)."""
+    if self.models.base is None:
+      return None
+    greedy, m = self.base_greedy, self.detect.mc
+    answers = [t[:1] if m.include_base_answer and not ok else [] for t, ok in zip(greedy.texts, greedy.correct[:, 0])]
+    if m.enabled and m.base_distractors is not False:
+      sampling = self.sampling(m.base_temperature, m.base_samples)
+      drawn = self.base_samples if sampling == self.base_sampling else self.sample(self.models.base, sampling,
+                                                                                   self.seed + 4)
+      for e, ref in enumerate(self.references):
+        wrong = [t for t, ok, cut in zip(drawn.texts[e], drawn.correct[e], drawn.truncated[e]) if not (ok or cut)]
+        answers[e] += mc.ranked_wrong_answers(wrong, ref, m.same_answer_rouge_l)
+    return answers
+
+  @functools.cached_property
+  def options(self) -> mc.Options:
+    m = self.detect.mc
+    ids = self.inputs.frame["id"].iloc[self.rows].tolist()
+    return mc.choose_options(ids, self.rows, self.references, self.inputs.distractors, self.base_answers,
+                             m.num_options, m.distractors, self.seed, m.same_answer_rouge_l)
+
+  @functools.cached_property
+  def option_tokens(self) -> list[list[np.ndarray]]:
+    eos = self.tokenizer.eos_token_id
+    return [[np.asarray(self.tokenizer(o, add_special_tokens=False)["input_ids"] + [eos], np.int32) for o in opts]
+            for opts in self.options.texts]
+
+  def option_probs(self, role: str) -> np.ndarray:
+    """[examples, options] option distribution of the model in `role` of `Models` ("sft", "base", "reference")."""
+    if role not in self._option_probs:
+      model, tokens = getattr(self.models, role), self.option_tokens
+      longest = max(len(self.prompts[e]) + len(t) for e, opts in enumerate(tokens) for t in opts)
+      self._option_probs[role] = mc.option_probabilities(model.evaluator, model.params, self.prompts, tokens,
+                                                         self.detect.mc.num_options,
+                                                         batching.covering(self.buckets, longest), self.pad)
+    return self._option_probs[role]
