@@ -10,7 +10,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from ilp import console, fileio, lock, parallel, pipeline, typed
+from ilp import console, fileio, lock, machine, parallel, pipeline, typed
 from ilp.data.records import DataError
 from ilp.model.checkpoint import CorruptModelError
 from ilp.model.safetensors_io import CheckpointError
@@ -44,7 +44,7 @@ def main(argv: list[str]) -> None:
   console.configure_logging()
   try:
     # The multi-process runtime starts before JAX sees its devices (which the mesh check needs).
-    parallel.initialize_distributed(typed.build(parallel.DistributedConfig, FLAGS.config.distributed, "distributed"))
+    parallel.initialize_distributed(typed.build(machine.DistributedConfig, FLAGS.config.distributed, "distributed"))
     pipeline.run(FLAGS.config, FLAGS.workdir, FLAGS.force_rerun)
     # Processes leave together: one done early would otherwise wait in JAX's shutdown barrier, which
     # gives up after `distributed.shutdown_timeout_seconds` while process 0 may still be writing.

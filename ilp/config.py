@@ -4,7 +4,9 @@
 `load` turns the result back into a `Config` at pipeline start, so a bad field (unknown key, wrong
 type, value out of range, inconsistent combination) is one `ConfigError` naming it before any
 file is written. Every default lives in these dataclasses: the root below, and the sections of
-the library packages (`ModelConfig`, `DataConfig`, `TrainConfig`, `DetectConfig`, ...).
+the library packages (`ModelConfig`, `DataConfig`, `TrainConfig`, `DetectConfig`, ...), each in a
+module that imports no JAX (`ilp.model.config`, `ilp.train.config`, `ilp.machine`, ...): a config
+is built and checked, and documented (`ilp.describe`), without starting JAX.
 """
 from __future__ import annotations
 
@@ -12,7 +14,6 @@ import dataclasses
 import os
 from typing import Any
 
-import jax
 import ml_collections
 
 from ilp import typed
@@ -24,11 +25,11 @@ from ilp.detection.config import DetectConfig
 from ilp.interventions import config as interventions
 from ilp.interventions.config import InterventionsConfig
 from ilp.diagnosis.diagnose import DiagnoseConfig
+from ilp.machine import DistributedConfig, MeshConfig
 from ilp.model.config import DTYPES, ModelConfig
-from ilp.parallel import DistributedConfig, MeshConfig
 from ilp.train.controls import ProgressiveConfig, ResampleConfig
 from ilp.train.convergence import ConvergenceConfig
-from ilp.train.loop import TrainConfig
+from ilp.train.config import TrainConfig
 from ilp.typed import ConfigError, check
 
 STARTS = ("model_init", "pretrain")          # stages whose model a training stage may start from
@@ -191,7 +192,9 @@ def check_paths(config: Config) -> None:
 
 def load(config: ml_collections.ConfigDict | dict[str, Any] | Config) -> Config:
   """The typed, checked config; raises ConfigError naming the first bad field. The mesh is checked
-  against the devices here, at pipeline start, once a multi-process runtime is up (`launch.py`)."""
+  against the devices here, at pipeline start, once a multi-process runtime is up (`launch.py`):
+  the one check that needs JAX, imported here so that importing this module does not start it."""
+  import jax
   loaded = typed.build(Config, config)
   try:
     loaded.mesh.check_devices(jax.device_count())

@@ -23,7 +23,7 @@ import numpy as np
 
 from ilp import parallel
 from ilp.model import hf
-from ilp.model.config import resolve_compute_dtype
+from ilp.model.build import resolve_compute_dtype
 from ilp.sampling.sampler import Sampler, SamplingConfig, left_pad
 from ilp.train import metrics
 

@@ -22,7 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ilp import parallel
-from ilp.model.config import ModelConfig, resolve_compute_dtype
+from ilp.model.build import resolve_compute_dtype
+from ilp.model.config import ModelConfig
 from ilp.train import metrics
 from ilp.train.step import compiler_options, make_train_step
 from train_setup import train_setup

@@ -157,3 +157,14 @@ def test_launch_names_an_unknown_override_without_a_traceback(tmp_path):
   assert "config field 'sft.nonexistent': unknown field" in result.stderr
   assert "Traceback" not in result.stderr
   assert not (tmp_path / "w").exists()
+
+
+def test_the_config_is_built_and_checked_without_jax():
+  """Every section lives in a module that imports no JAX: building, checking and describing a config
+  starts none of it (only `load`'s device count does). A subprocess: this one has JAX loaded."""
+  script = ("import sys\nfrom configs import world\nfrom ilp import config, describe, typed\n"
+            "typed.build(config.Config, world.get_config())\ndescribe.markdown(config.Config)\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'jaxlib', 'flax', 'optax', 'orbax')))")
+  result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr
+  assert result.stdout.strip() == "[]"

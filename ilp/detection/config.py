@@ -11,7 +11,6 @@ import json
 
 from ilp.data.config import WORKDIR, DataConfig
 from ilp.detection.columns import GENERATIVE, MULTIPLE_CHOICE, PROTOCOLS
-from ilp.detection.multiple_choice import MCConfig
 from ilp.scoring import estimators
 from ilp.scoring.verifiers import VERIFIERS
 from ilp.typed import check
@@ -19,6 +18,33 @@ from ilp.typed import check
 RUN = {MULTIPLE_CHOICE: (MULTIPLE_CHOICE,), GENERATIVE: (GENERATIVE,), "both": PROTOCOLS}
 LABELS = ("sampled", "expected")
 GUARDS = ("require_converged",)  # settings that gate the stage without changing its outputs: not in the parts' hash
+STRATEGIES = ("same_kind", "random", "similar_length")  # how the other examples' responses are picked (MCConfig)
+
+
+@dataclasses.dataclass(frozen=True)
+class MCConfig:
+  """The multiple-choice probe (config section `detect.mc`)."""
+  enabled: bool = True
+  num_options: int = 4
+  distractors: str = "same_kind"     # one of STRATEGIES
+  include_base_answer: bool = True   # the base model's own greedy answer is an option when it is wrong
+  base_distractors: bool | None = None  # the base model's sampled wrong answers as options (None: iff detect.base)
+  base_samples: int = 8              # samples per prompt from the base model, for `base_distractors`
+  base_temperature: float = 1.0      # their temperature (1: the base model's own distribution)
+  same_answer_rouge_l: float = 0.9   # answers of > FEW_WORDS words at this ROUGE-L or more say the same (same_answer)
+  p_exist: float = 0.8               # knowledge exists: base accuracy over N predictions > p_exist (paper: 0.8)
+  t_conf: float = 0.5                # high-confidence error: base P(a wrong option) > t_conf (paper: not given)
+
+  def __post_init__(self):
+    check(self.num_options >= 2, "num_options", f"must be >= 2, got {self.num_options}")
+    check(self.distractors in STRATEGIES, "distractors", f"'{self.distractors}' is not one of {STRATEGIES}")
+    for name in ("p_exist", "t_conf"):
+      check(0 <= getattr(self, name) <= 1, name, f"must lie in [0, 1], got {getattr(self, name)}")
+    check(self.base_samples >= 1, "base_samples", f"must be >= 1, got {self.base_samples}")
+    check(self.base_temperature > 0, "base_temperature", f"must be > 0 (samples, not the greedy answer), "
+          f"got {self.base_temperature}")
+    check(0 < self.same_answer_rouge_l <= 1, "same_answer_rouge_l",
+          f"must lie in (0, 1], got {self.same_answer_rouge_l}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,6 +11,7 @@ import os
 from typing import Any, Sequence
 
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from flax import nnx
 from jax.sharding import Mesh
@@ -61,7 +62,7 @@ def load_params(directory: str, mesh: Mesh, rules: Sequence[tuple[str, Any]] = p
   cfg = read_model_config(directory, **overrides)
   graphdef, abstract = build.abstract_model(cfg)
   shardings = parallel.state_shardings(abstract, mesh, rules)
-  target = jax.tree.map(lambda v, s: jax.ShapeDtypeStruct(v.shape, cfg.jnp_param_dtype, sharding=s),
+  target = jax.tree.map(lambda v, s: jax.ShapeDtypeStruct(v.shape, jnp.dtype(cfg.param_dtype), sharding=s),
                         abstract, shardings)
   with ocp.StandardCheckpointer() as checkpointer:
     try:

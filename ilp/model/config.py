@@ -9,23 +9,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
-import jax
-import jax.numpy as jnp
-
 from ilp.typed import ConfigError, check
 
 FAMILIES = ("llama", "qwen2", "olmo2")
 ROPE_TYPES = ("default", "linear", "llama3")
 REMATS = ("none", "full", "dots_saveable")  # what a layer keeps for the backward pass (all, nothing, matmul outputs)
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
-
-
-def resolve_compute_dtype(name: str) -> str:
-  """"auto" is bfloat16 on accelerators (their matmul units run it at full rate) and float32 on
-  CPUs (where bf16 matmuls are emulated and slower); any other name is itself."""
-  if name != "auto":
-    return name
-  return "float32" if jax.default_backend() == "cpu" else "bfloat16"
+DTYPES = ("float32", "bfloat16", "float16")   # parameter and compute dtypes, as jnp.dtype names
 
 
 class ModelConfigError(ValueError):
@@ -92,14 +81,6 @@ class ModelConfig:
   def qk_norm(self) -> bool:
     """OLMo2 RMS-normalises the whole q and k projections before the head split and RoPE."""
     return self.family == "olmo2"
-
-  @property
-  def jnp_param_dtype(self):
-    return DTYPES[self.param_dtype]
-
-  @property
-  def jnp_dtype(self):
-    return DTYPES[self.dtype]
 
   def replace(self, **changes: Any) -> "ModelConfig":
     return dataclasses.replace(self, **changes)
