@@ -25,7 +25,7 @@ from ilp.detection.config import DetectConfig
 from ilp.interventions import config as interventions
 from ilp.interventions.config import InterventionsConfig
 from ilp.diagnosis.diagnose import DiagnoseConfig
-from ilp.machine import DistributedConfig, MeshConfig
+from ilp.machine import DistributedConfig, MachineConfig, MeshConfig
 from ilp.model.config import DTYPES, ModelConfig
 from ilp.train.controls import ProgressiveConfig, ResampleConfig
 from ilp.train.convergence import ConvergenceConfig
@@ -133,6 +133,7 @@ class Config:
   diagnose: DiagnoseConfig = DiagnoseConfig()
   mesh: MeshConfig = MeshConfig()
   distributed: DistributedConfig = DistributedConfig()
+  machine: MachineConfig = MachineConfig()
   world: WorldConfig | None = None            # the synthetic world (the `world` stage)
   interventions: InterventionsConfig = InterventionsConfig()  # the arms (the `arms` stage)
 

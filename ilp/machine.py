@@ -1,8 +1,9 @@
 """The config sections about the hardware a run uses rather than the experiment it runs: the
-device mesh (`mesh`) and JAX's multi-process runtime (`distributed`).
+device mesh (`mesh`), JAX's multi-process runtime (`distributed`), and the knobs that tune a run
+for its machine (`machine`).
 
 JAX-free, so a config is built and checked without starting JAX (`ilp.config`); `ilp.parallel`
-builds the mesh and starts the runtime from these sections.
+builds the mesh and starts the runtime from these sections, `ilp.train.loop` reads the knobs.
 """
 from __future__ import annotations
 
@@ -85,6 +86,21 @@ class DistributedConfig:
           f"must be >= 1, got {self.num_processes}")
     check(self.process_id is None or 0 <= self.process_id < (self.num_processes or self.process_id + 1),
           "process_id", f"must lie in [0, num_processes={self.num_processes}), got {self.process_id}")
+
+
+@dataclasses.dataclass(frozen=True)
+class MachineConfig:
+  """Knobs that tune a run for the machine it runs on, not the experiment (config section
+  `machine`). No stage's provenance records them, so a resumed run may change them."""
+  # Compile the training step with XLA:CPU's YNNPACK dot fusions (XLA's default); off, the step uses
+  # Eigen dots and a vocabulary-blocked head: ~1.2x faster on CPUs (docs/measurements.md). No effect elsewhere.
+  ynnpack_dots: bool = False
+  # Peak FLOP/s of all devices together, the denominator of the logged MFU; 0: the data sheet's for
+  # known accelerators (`ilp.train.metrics.PEAK_FLOPS`), else a timed float32 matmul, times the devices.
+  peak_flops: float = 0.0
+
+  def __post_init__(self):
+    check(self.peak_flops >= 0, "peak_flops", f"must be >= 0, got {self.peak_flops}")
 
 
 def _check_shape(shape: Sequence[int]) -> tuple[int, ...]:

@@ -35,7 +35,8 @@ flags.DEFINE_integer("layers", 4, "Decoder layers.")
 flags.DEFINE_integer("vocab", 8192, "Vocabulary size.")
 flags.DEFINE_integer("repeats", 3, "Timed calls per measurement (the best is kept).")
 flags.DEFINE_enum("dtype", "auto", ["auto", "float32", "bfloat16"], "Compute dtype (auto: bf16 on accelerators).")
-flags.DEFINE_float("peak_flops", 0.0, "Peak FLOP/s of one device (0: data sheet for known accelerators, else timed).")
+flags.DEFINE_float("peak_flops", 0.0, "Peak FLOP/s of one device (0: data sheet for known accelerators, else "
+                   "timed); a run's `machine.peak_flops` is all devices' together.")
 
 
 def _best(fn) -> float:

@@ -36,8 +36,10 @@ flags.DEFINE_integer("seq", 256, "Sequence length.")
 flags.DEFINE_integer("batch", 16, "Sequences per step.")
 flags.DEFINE_integer("vocab", 8192, "Vocabulary size.")
 flags.DEFINE_enum("dtype", "auto", ["auto", "float32", "bfloat16"], "Compute dtype (auto: bf16 on accelerators).")
-flags.DEFINE_float("peak_flops", 0.0, "Peak FLOP/s of one device (0: data sheet for known accelerators, else timed).")
-flags.DEFINE_bool("ynnpack_dots", False, "Also time the step with XLA:CPU's YNNPACK dot fusions (the XLA default).")
+flags.DEFINE_float("peak_flops", 0.0, "Peak FLOP/s of one device (0: data sheet for known accelerators, else "
+                   "timed); a run's `machine.peak_flops` is all devices' together.")
+flags.DEFINE_bool("ynnpack_dots", False, "Also time the step with XLA:CPU's YNNPACK dot fusions (the XLA default; "
+                  "a run's `machine.ynnpack_dots`).")
 
 def _timed(fn, steps: int) -> float:
   """Median seconds per call after two warm-up calls."""

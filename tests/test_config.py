@@ -47,6 +47,8 @@ BAD_FIELDS = [
     ("mesh.shape", (3, -1, 1), "'mesh.shape': mesh shape (3, -1, 1) does not divide the 8 available devices"),
     ("mesh.shape", (1, 2), "'mesh.shape': expected 3 entries, got 2"),
     ("distributed.heartbeat_timeout_seconds", 0, "'distributed.heartbeat_timeout_seconds': must be >= 1, got 0"),
+    ("machine.peak_flops", -1.0, "'machine.peak_flops': must be >= 0, got -1.0"),
+    ("sft.peak_flops", 1e12, "'sft.peak_flops': unknown field"),   # a machine knob: machine.peak_flops
     ("detect.num_samples", 0, "'detect.num_samples': must be >= 1, got 0"),
     ("detect.threshold", 1.5, "'detect.threshold': must lie in [0, 1], got 1.5"),
     ("detect.temperature", -1.0, "'detect.temperature': must be >= 0 (0: greedy), got -1.0"),

@@ -66,9 +66,7 @@ class TrainConfig:
   batch_size: int = 16             # global batch (sequences per optimizer step)
   grad_accum_steps: int = 1        # micro-batches per step; batch_size must divide evenly
   compute_dtype: str = "auto"      # "bfloat16": bf16 compute over float32 master weights; "auto": bf16 on accelerators
-  ynnpack_dots: bool = False       # XLA:CPU's YNNPACK dot fusions in the training step (off: its steps run ~1.2x faster)
   log_every_steps: int = 10
-  peak_flops: float = 0.0          # peak FLOP/s of all devices for MFU; 0 = the data sheet's (known accelerators) or a timed matmul
   trainable: tuple[str, ...] = ()  # regexes over parameter paths ("layers/0/attn/q"): only matches train (empty: all)
   optimizer: OptimizerConfig = OptimizerConfig()
   checkpoint: CheckpointConfig = CheckpointConfig()
@@ -81,7 +79,6 @@ class TrainConfig:
           f"{self.batch_size} is not divisible by grad_accum_steps={self.grad_accum_steps}")
     check(self.compute_dtype in COMPUTE_DTYPES, "compute_dtype", f"'{self.compute_dtype}' is not one of {COMPUTE_DTYPES}")
     check(self.log_every_steps >= 1, "log_every_steps", f"must be >= 1, got {self.log_every_steps}")
-    check(self.peak_flops >= 0, "peak_flops", f"must be >= 0, got {self.peak_flops}")
     for pattern in self.trainable:
       try:
         re.compile(pattern)

@@ -22,7 +22,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from ilp import fileio, parallel
 from ilp.data import batches as batching
 from ilp.layout import TrainingPaths
-from ilp.machine import MeshConfig
+from ilp.machine import MachineConfig, MeshConfig
 from ilp.model import build, checkpoint
 from ilp.scoring.evaluator import ExampleEvaluator
 from ilp.train import checkpointing, controls as controls_lib, convergence as convergence_lib, hooks, metrics, optim
@@ -69,9 +69,10 @@ class _Stepper:
   """The sharded train state and its jitted step, rebuilt when the plan's learning-rate schedule
   changes (training to convergence shortens a phase)."""
 
-  def __init__(self, section: TrainConfig, mesh_config: MeshConfig, init_dir: str, batch_size: int,
-               plan: hooks.Plan, with_stats: bool):
+  def __init__(self, section: TrainConfig, mesh_config: MeshConfig, machine: MachineConfig, init_dir: str,
+               batch_size: int, plan: hooks.Plan, with_stats: bool):
     self.section, self.batch_size, self.plan, self.with_stats = section, batch_size, plan, with_stats
+    self.ynnpack_dots = machine.ynnpack_dots
     self.mesh, self.rules = parallel.make_mesh(mesh_config.shape), mesh_config.rules
     self.dtype = build.resolve_compute_dtype(section.compute_dtype)
     self.cfg, self.graphdef, params = checkpoint.load_params(init_dir, self.mesh, self.rules, dtype=self.dtype)
@@ -104,10 +105,10 @@ class _Stepper:
     with parallel.sharding_context(self.mesh, self.rules):
       return jax.jit(
           make_train_step(self.graphdef, optim.make_optimizer(section.optimizer, schedule, section.trainable), schedule,
-                          section.grad_accum_steps, with_stats=self.with_stats, ynnpack_dots=section.ynnpack_dots),
+                          section.grad_accum_steps, with_stats=self.with_stats, ynnpack_dots=self.ynnpack_dots),
           in_shardings=(self.shardings, self.batch_sharding),
           out_shardings=(self.shardings, replicated, self.stats_sharding if self.with_stats else replicated),
-          donate_argnums=0, compiler_options=compiler_options(section.ynnpack_dots))
+          donate_argnums=0, compiler_options=compiler_options(self.ynnpack_dots))
 
   @functools.cached_property
   def evaluator(self) -> ExampleEvaluator:
@@ -124,14 +125,14 @@ def _check_finite(step_metrics: dict[str, Any], step: int, ckpt: checkpointing.T
                                 f"checkpoint (step {ckpt.latest_step()}) in {ckpt.directory} is kept")
 
 
-def _hooks(section: TrainConfig, data: TrainData, model: _Stepper, plan: hooks.Plan, writer: metrics.MetricWriter,
-           saver: hooks.Checkpoint, dynamics_log: hooks.DynamicsLog | None, evaluation: hooks.Evaluation | None,
-           export: hooks.PhaseModels | None, start: int) -> hooks.Hooks:
+def _hooks(section: TrainConfig, machine: MachineConfig, data: TrainData, model: _Stepper, plan: hooks.Plan,
+           writer: metrics.MetricWriter, saver: hooks.Checkpoint, dynamics_log: hooks.DynamicsLog | None,
+           evaluation: hooks.Evaluation | None, export: hooks.PhaseModels | None, start: int) -> hooks.Hooks:
   """The hooks in the order they run after a step: what the step trained on, then the progress
   line, the controls, evaluation, phase models and the checkpoint (the log lines keep this order)."""
   run = hooks.Hooks(plan)
   run.add(saver.tokens)
-  progress = hooks.Progress(writer, model.cfg, section.peak_flops or metrics.device_peak_flops(model.dtype) *
+  progress = hooks.Progress(writer, model.cfg, machine.peak_flops or metrics.device_peak_flops(model.dtype) *
                             jax.device_count(), plan, start)
   run.add(progress.add)
   by_dataset = None
@@ -157,7 +158,7 @@ def _hooks(section: TrainConfig, data: TrainData, model: _Stepper, plan: hooks.P
   return run
 
 
-def train(section: TrainConfig, mesh_config: MeshConfig, paths: TrainingPaths, init_dir: str,
+def train(section: TrainConfig, mesh_config: MeshConfig, machine: MachineConfig, paths: TrainingPaths, init_dir: str,
           data: TrainData, tokenizer: Any = None, notes: dict[str, Any] | None = None) -> dict[str, Any]:
   """Trains from the params checkpoint in `init_dir`; writes the stage's checkpoints, dynamics log
   (with `data.table`), TensorBoard logs, final model and summary to `paths`.
@@ -165,6 +166,7 @@ def train(section: TrainConfig, mesh_config: MeshConfig, paths: TrainingPaths, i
   Args:
     section: the stage's training settings (the root config's `sft` or `pretrain`).
     mesh_config: the device mesh and its logical-axis rules.
+    machine: how the step compiles and the peak FLOP/s its MFU is measured against.
     paths: where the stage's outputs go (`Layout.training_paths`).
     init_dir: a params checkpoint to start from.
     data: the planned stream and how to build its batches.
@@ -173,7 +175,7 @@ def train(section: TrainConfig, mesh_config: MeshConfig, paths: TrainingPaths, i
   """
   is_writer = jax.process_index() == 0
   plan = hooks.Plan(data.stream, data.controls, data.convergence)
-  model = _Stepper(section, mesh_config, init_dir, data.batch_size, plan, with_stats=data.table is not None)
+  model = _Stepper(section, mesh_config, machine, init_dir, data.batch_size, plan, with_stats=data.table is not None)
   ckpt = checkpointing.TrainCheckpointer(paths.checkpoints, section.checkpoint.max_to_keep,
                                          section.checkpoint.async_save)
   saver = hooks.Checkpoint(ckpt, section.checkpoint.every_steps, plan, hooks.Tokens(), data.monitor, paths.directory)
@@ -185,7 +187,7 @@ def train(section: TrainConfig, mesh_config: MeshConfig, paths: TrainingPaths, i
   if evaluation and start == 0:
     evaluation.at(0, model.state.params)
   export = hooks.PhaseModels(paths.phase_model, model.cfg, tokenizer) if section.checkpoint.phase_models else None
-  run = _hooks(section, data, model, plan, writer, saver, dynamics_log, evaluation, export, start)
+  run = _hooks(section, machine, data, model, plan, writer, saver, dynamics_log, evaluation, export, start)
   step_metrics = None
   while step < plan.total and plan.stopped is None:   # the plan shrinks when a phase converges early
     planned = plan.stream.batches[step]

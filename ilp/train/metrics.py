@@ -66,7 +66,7 @@ def training_flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
 # (bfloat16, float32). float32 is the plain (non-TF32) rate where the vendor states one.
 PEAK_FLOPS: dict[str, tuple[float, float]] = {
     "NVIDIA H200": (989e12, 67e12),
-    "NVIDIA H100": (989e12, 67e12),      # SXM; the PCIe card is 756e12 / 51e12: set `peak_flops`
+    "NVIDIA H100": (989e12, 67e12),      # SXM; the PCIe card is 756e12 / 51e12: set `machine.peak_flops`
     "NVIDIA A100": (312e12, 19.5e12),
     "NVIDIA L4": (121e12, 30e12),
     "NVIDIA A10G": (70e12, 31e12),
