@@ -40,8 +40,8 @@ class MeshError(ValueError):
 class MeshConfig:
   """The device mesh (config section `mesh`): `shape` over MESH_AXES, one entry may be -1 (the
   remaining devices); `rules` map logical axis names to mesh axes."""
-  shape: tuple[int, int, int] = (1, -1, 1)
-  rules: tuple = DEFAULT_RULES
+  shape: tuple[int, int, int] = (1, -1, 1)  # devices along (data, fsdp, tensor); one -1: the remaining devices
+  rules: tuple = DEFAULT_RULES              # (logical axis, mesh axis or axes or None) pairs, the first match wins
 
   def __post_init__(self):
     try:
@@ -71,13 +71,13 @@ class DistributedConfig:
   `shutdown_timeout_seconds` for them. JAX's defaults (100 s, 300 s) suit clusters; a quick local
   check may lower them.
   """
-  enabled: bool = False
-  coordinator_address: str | None = None
-  num_processes: int | None = None
-  process_id: int | None = None
+  enabled: bool = False                       # start the runtime (launch.py, before the pipeline)
+  coordinator_address: str | None = None      # host:port of process 0's coordination service (None: detected)
+  num_processes: int | None = None            # processes in the job (None: detected)
+  process_id: int | None = None               # this process's index, 0 being the coordinator (None: detected)
   initialization_timeout_seconds: int = 300   # how long processes wait for each other at start
-  heartbeat_timeout_seconds: int = 100
-  shutdown_timeout_seconds: int = 300
+  heartbeat_timeout_seconds: int = 100        # how long without a process's heartbeats before the others exit
+  shutdown_timeout_seconds: int = 300         # how long a finished process waits at exit for the others
 
   def __post_init__(self):
     for name in ("initialization_timeout_seconds", "heartbeat_timeout_seconds", "shutdown_timeout_seconds"):
@@ -92,12 +92,8 @@ class DistributedConfig:
 class MachineConfig:
   """Knobs that tune a run for the machine it runs on, not the experiment (config section
   `machine`). No stage's provenance records them, so a resumed run may change them."""
-  # Compile the training step with XLA:CPU's YNNPACK dot fusions (XLA's default); off, the step uses
-  # Eigen dots and a vocabulary-blocked head: ~1.2x faster on CPUs (docs/measurements.md). No effect elsewhere.
-  ynnpack_dots: bool = False
-  # Peak FLOP/s of all devices together, the denominator of the logged MFU; 0: the data sheet's for
-  # known accelerators (`ilp.train.metrics.PEAK_FLOPS`), else a timed float32 matmul, times the devices.
-  peak_flops: float = 0.0
+  ynnpack_dots: bool = False  # XLA:CPU's YNNPACK dots in the training step (off: Eigen dots, ~1.2x faster on CPUs)
+  peak_flops: float = 0.0     # peak FLOP/s of all devices for the MFU (0: data sheet of known devices, else timed)
 
   def __post_init__(self):
     check(self.peak_flops >= 0, "peak_flops", f"must be >= 0, got {self.peak_flops}")
