@@ -117,9 +117,18 @@ def sections(cls: type, path: str = "", instance: Any = None) -> Iterator[Sectio
     yield from sections(sub, name, value)
 
 
+def reference(cls: type) -> Iterator[Section]:
+  """Every section of the root `cls` (its defaults: `cls()`), then each intervention's settings
+  (an arm's `settings` overrides them)."""
+  from ilp.interventions import config as interventions
+  yield from sections(cls, "", cls())
+  for name in interventions.INTERVENTIONS:
+    yield from sections(interventions.module(name).Settings, f"interventions.arms[].settings ({name})")
+
+
 def missing(cls: type) -> list[str]:
   """The fields without a comment."""
-  return [f.path for s in sections(cls) for f in s.fields if not f.comment]
+  return [f.path for s in reference(cls) for f in s.fields if not f.comment]
 
 
 def _cell(text: str) -> str:
@@ -133,7 +142,7 @@ def markdown(cls: type) -> str:
          "section classes it names); a test fails when this file is stale. Override any field on the command",
          "line (`--config.sft.epochs=5`) or in a config file (`configs/`); a bad value is one `ConfigError`",
          "naming the field before any work.", ""]
-  for section in sections(cls):
+  for section in reference(cls):
     out += [f"## `{section.path or 'root'}`", "", section.doc, "", "| field | type | default | meaning |",
             "|---|---|---|---|"]
     out += [f"| `{f.path}` | `{_cell(f.kind)}` | `{_cell(f.default)}` | {_cell(f.comment)} |" for f in section.fields]

@@ -22,7 +22,7 @@ import jax
 import numpy as np
 
 from ilp import parallel
-from ilp.model import hf
+from ilp.model import flops, hf
 from ilp.model.build import resolve_compute_dtype
 from ilp.sampling.sampler import Sampler, SamplingConfig, left_pad
 from ilp.train import metrics
@@ -73,7 +73,7 @@ def main(argv: list[str]) -> None:
         f"{FLAGS.batch} prompts of 32-64 tokens (left-padded to 64), {FLAGS.new_tokens} new tokens per sample")
   print(f"{ceiling}: {peak / 1e9:.1f} GFLOP/s")
   # Decode FLOPs per generated token, attending over the mean cached context of the decode.
-  token_flops = metrics.forward_flops_per_token(cfg, 64 + FLAGS.new_tokens / 2)
+  token_flops = flops.forward_flops_per_token(cfg, 64 + FLAGS.new_tokens / 2)
 
   def ours(n: int, new_tokens: int) -> float:
     config = SamplingConfig(num_samples=n, max_new_tokens=new_tokens, temperature=1.0)

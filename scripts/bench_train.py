@@ -23,6 +23,7 @@ import numpy as np
 
 from ilp import parallel
 from ilp.model.build import resolve_compute_dtype
+from ilp.model import flops
 from ilp.model.config import ModelConfig
 from ilp.train import metrics
 from ilp.train.step import compiler_options, make_train_step
@@ -119,7 +120,7 @@ def main(argv: list[str]) -> None:
                     num_heads=heads, num_kv_heads=heads, head_dim=64, max_position_embeddings=FLAGS.seq, dtype=dtype)
   batch = _batch(cfg, np.random.default_rng(0))
   tokens = FLAGS.batch * FLAGS.seq
-  step_flops = metrics.training_flops_per_token(cfg, FLAGS.seq) * tokens
+  step_flops = flops.training_flops_per_token(cfg, FLAGS.seq) * tokens
   import torch
   device = jax.devices()[0]
   print(f"devices: {jax.device_count()} x {device.device_kind} ({device.platform}); torch threads: {torch.get_num_threads()}")

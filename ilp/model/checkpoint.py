@@ -18,11 +18,10 @@ from jax.sharding import Mesh
 
 from ilp import checksums, parallel
 from ilp.model import build, hf
-from ilp.model.config import ModelConfig
+from ilp.model.config import CONFIG_FILE, ModelConfig, read_model_config
 from ilp.model.safetensors_io import CheckpointError
 
 PARAMS_DIR = "params"
-CONFIG_FILE = "model_config.json"
 TOKENIZER_DIR = "tokenizer"
 
 
@@ -41,14 +40,6 @@ def save_params(directory: str, cfg: ModelConfig, state: nnx.State, tokenizer: A
       with open(os.path.join(tmp, CONFIG_FILE), "w") as f:
         json.dump(cfg.to_dict(), f, indent=2)
       checksums.seal(tmp)
-
-
-def read_model_config(directory: str, **overrides: Any) -> ModelConfig:
-  path = os.path.join(directory, CONFIG_FILE)
-  if not os.path.exists(path):
-    raise CheckpointError(f"{path}: not found (is {directory} a checkpoint written by ilp?)")
-  with open(path) as f:
-    return ModelConfig.from_dict({**json.load(f), **overrides})
 
 
 def load_params(directory: str, mesh: Mesh, rules: Sequence[tuple[str, Any]] = parallel.DEFAULT_RULES,

@@ -7,8 +7,11 @@ are architectural rather than per-checkpoint.
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 from typing import Any, Mapping
 
+from ilp.model.safetensors_io import CheckpointError
 from ilp.typed import ConfigError, check
 
 FAMILIES = ("llama", "qwen2", "olmo2")
@@ -127,3 +130,15 @@ class ModelConfig:
       d["rope"] = RopeConfig(**dict(rope))
     d["eos_token_ids"] = tuple(d.get("eos_token_ids") or ())
     return cls(**d)
+
+
+CONFIG_FILE = "model_config.json"   # a checkpoint's ModelConfig (`ilp.model.checkpoint`)
+
+
+def read_model_config(directory: str, **overrides: Any) -> ModelConfig:
+  """The ModelConfig a checkpoint directory was built with, `overrides` applied."""
+  path = os.path.join(directory, CONFIG_FILE)
+  if not os.path.exists(path):
+    raise CheckpointError(f"{path}: not found (is {directory} a checkpoint written by ilp?)")
+  with open(path) as f:
+    return ModelConfig.from_dict({**json.load(f), **overrides})
