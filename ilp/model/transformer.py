@@ -90,21 +90,21 @@ class Attention(nnx.Module):
   """Grouped-query attention with optional biases, q/k norms and a KV cache."""
 
   def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
-    e, h, kv, d, pd = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, jnp.dtype(cfg.param_dtype)
+    e, h, kv, d, param_dtype = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, jnp.dtype(cfg.param_dtype)
     self.cfg = cfg
-    self.q = _param(rngs, (e, h, d), ("embed", "heads", "head_dim"), pd, "normal")
-    self.k = _param(rngs, (e, kv, d), ("embed", "kv_heads", "head_dim"), pd, "normal")
-    self.v = _param(rngs, (e, kv, d), ("embed", "kv_heads", "head_dim"), pd, "normal")
-    self.o = _param(rngs, (h, d, e), ("heads", "head_dim", "embed"), pd, "normal")
+    self.q = _param(rngs, (e, h, d), ("embed", "heads", "head_dim"), param_dtype, "normal")
+    self.k = _param(rngs, (e, kv, d), ("embed", "kv_heads", "head_dim"), param_dtype, "normal")
+    self.v = _param(rngs, (e, kv, d), ("embed", "kv_heads", "head_dim"), param_dtype, "normal")
+    self.o = _param(rngs, (h, d, e), ("heads", "head_dim", "embed"), param_dtype, "normal")
     if cfg.qkv_bias:
-      self.q_bias = _param(rngs, (h, d), ("heads", "head_dim"), pd, "zeros")
-      self.k_bias = _param(rngs, (kv, d), ("kv_heads", "head_dim"), pd, "zeros")
-      self.v_bias = _param(rngs, (kv, d), ("kv_heads", "head_dim"), pd, "zeros")
+      self.q_bias = _param(rngs, (h, d), ("heads", "head_dim"), param_dtype, "zeros")
+      self.k_bias = _param(rngs, (kv, d), ("kv_heads", "head_dim"), param_dtype, "zeros")
+      self.v_bias = _param(rngs, (kv, d), ("kv_heads", "head_dim"), param_dtype, "zeros")
     if cfg.o_bias:
-      self.o_bias = _param(rngs, (e,), ("norm",), pd, "zeros")
+      self.o_bias = _param(rngs, (e,), ("norm",), param_dtype, "zeros")
     if cfg.qk_norm:
-      self.q_norm = RMSNorm((h, d), ("heads", "head_dim"), cfg.rms_norm_eps, pd, rngs)
-      self.k_norm = RMSNorm((kv, d), ("kv_heads", "head_dim"), cfg.rms_norm_eps, pd, rngs)
+      self.q_norm = RMSNorm((h, d), ("heads", "head_dim"), cfg.rms_norm_eps, param_dtype, rngs)
+      self.k_norm = RMSNorm((kv, d), ("kv_heads", "head_dim"), cfg.rms_norm_eps, param_dtype, rngs)
 
   def _project(self, x: jax.Array, name: str) -> jax.Array:
     dt = jnp.dtype(self.cfg.dtype)
@@ -148,11 +148,11 @@ class MLP(nnx.Module):
   """SwiGLU feed-forward block."""
 
   def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
-    e, m, pd = cfg.hidden_size, cfg.intermediate_size, jnp.dtype(cfg.param_dtype)
+    e, m, param_dtype = cfg.hidden_size, cfg.intermediate_size, jnp.dtype(cfg.param_dtype)
     self.dtype = jnp.dtype(cfg.dtype)
-    self.gate = _param(rngs, (e, m), ("embed", "mlp"), pd, "normal")
-    self.up = _param(rngs, (e, m), ("embed", "mlp"), pd, "normal")
-    self.down = _param(rngs, (m, e), ("mlp", "embed"), pd, "normal")
+    self.gate = _param(rngs, (e, m), ("embed", "mlp"), param_dtype, "normal")
+    self.up = _param(rngs, (e, m), ("embed", "mlp"), param_dtype, "normal")
+    self.down = _param(rngs, (m, e), ("mlp", "embed"), param_dtype, "normal")
 
   def __call__(self, x: jax.Array) -> jax.Array:
     gate = _dense(x, self.gate[...].astype(self.dtype))
@@ -219,15 +219,15 @@ class Decoder(nnx.Module):
 
   def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
     self.cfg = cfg
-    pd = jnp.dtype(cfg.param_dtype)
-    self.embed = _param(rngs, (cfg.vocab_size, cfg.hidden_size), ("vocab", "embed"), pd, "normal")
+    param_dtype = jnp.dtype(cfg.param_dtype)
+    self.embed = _param(rngs, (cfg.vocab_size, cfg.hidden_size), ("vocab", "embed"), param_dtype, "normal")
     if cfg.scan_layers:
       self.layers = _stacked_layers(cfg, rngs)
     else:
       self.layers = nnx.List([DecoderLayer(cfg, rngs) for _ in range(cfg.num_layers)])
-    self.final_norm = RMSNorm((cfg.hidden_size,), ("norm",), cfg.rms_norm_eps, pd, rngs)
+    self.final_norm = RMSNorm((cfg.hidden_size,), ("norm",), cfg.rms_norm_eps, param_dtype, rngs)
     if not cfg.tie_embeddings:
-      self.lm_head = _param(rngs, (cfg.hidden_size, cfg.vocab_size), ("embed", "vocab"), pd, "normal")
+      self.lm_head = _param(rngs, (cfg.hidden_size, cfg.vocab_size), ("embed", "vocab"), param_dtype, "normal")
     self.inv_freq = tuple(rope.inverse_frequencies(cfg.rope, cfg.head_dim).tolist())
 
   def __call__(self, tokens: jax.Array, positions: jax.Array | None = None, mask: jax.Array | None = None,
