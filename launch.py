@@ -1,4 +1,5 @@
 """Entry point: python launch.py --config=configs/demo.py --workdir=runs/demo [--config.x=y ...]
+(`python launch.py --describe` prints every config section and field: docs/configuration.md)
 
 Deliberately thin: it parses flags, starts the multi-host runtime when configured, and hands the
 locked config to `ilp.pipeline`, where every stage lives (importable and testable without a CLI).
@@ -10,7 +11,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from ilp import console, fileio, lock, parallel, pipeline, typed
+from ilp import config, console, describe, fileio, lock, machine, parallel, pipeline, typed
 from ilp.data.records import DataError
 from ilp.model.checkpoint import CorruptModelError
 from ilp.model.safetensors_io import CheckpointError
@@ -20,7 +21,8 @@ config_flags.DEFINE_config_file("config", None, "Config file (a get_config() mod
 flags.DEFINE_string("workdir", None, "Directory for every artifact of the run.")
 flags.DEFINE_list("force_rerun", [], "Stages to run again from scratch, with every later stage (after a "
                   "change of their settings).")
-flags.mark_flags_as_required(["config", "workdir"])
+flags.DEFINE_bool("describe", False, "Print the config reference (every section and field with its type, "
+                  "default and meaning; docs/configuration.md) and exit.")
 
 OVERRIDE = "--config."
 
@@ -41,10 +43,15 @@ def _parse(argv: list[str]) -> list[str]:
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if FLAGS.describe:
+    print(describe.markdown(config.Config))
+    return
+  if FLAGS.config is None or FLAGS.workdir is None:
+    raise app.UsageError("--config and --workdir are required (or --describe)")
   console.configure_logging()
   try:
     # The multi-process runtime starts before JAX sees its devices (which the mesh check needs).
-    parallel.initialize_distributed(typed.build(parallel.DistributedConfig, FLAGS.config.distributed, "distributed"))
+    parallel.initialize_distributed(typed.build(machine.DistributedConfig, FLAGS.config.distributed, "distributed"))
     pipeline.run(FLAGS.config, FLAGS.workdir, FLAGS.force_rerun)
     # Processes leave together: one done early would otherwise wait in JAX's shutdown barrier, which
     # gives up after `distributed.shutdown_timeout_seconds` while process 0 may still be writing.

@@ -4,7 +4,9 @@
 `load` turns the result back into a `Config` at pipeline start, so a bad field (unknown key, wrong
 type, value out of range, inconsistent combination) is one `ConfigError` naming it before any
 file is written. Every default lives in these dataclasses: the root below, and the sections of
-the library packages (`ModelConfig`, `DataConfig`, `TrainConfig`, `DetectConfig`, ...).
+the library packages (`ModelConfig`, `DataConfig`, `TrainConfig`, `DetectConfig`, ...), each in a
+module that imports no JAX (`ilp.model.config`, `ilp.train.config`, `ilp.machine`, ...): a config
+is built and checked, and documented (`ilp.describe`), without starting JAX.
 """
 from __future__ import annotations
 
@@ -12,7 +14,6 @@ import dataclasses
 import os
 from typing import Any
 
-import jax
 import ml_collections
 
 from ilp import typed
@@ -24,11 +25,11 @@ from ilp.detection.config import DetectConfig
 from ilp.interventions import config as interventions
 from ilp.interventions.config import InterventionsConfig
 from ilp.diagnosis.diagnose import DiagnoseConfig
+from ilp.machine import DistributedConfig, MachineConfig, MeshConfig
 from ilp.model.config import DTYPES, ModelConfig
-from ilp.parallel import DistributedConfig, MeshConfig
 from ilp.train.controls import ProgressiveConfig, ResampleConfig
 from ilp.train.convergence import ConvergenceConfig
-from ilp.train.loop import TrainConfig
+from ilp.train.config import TrainConfig
 from ilp.typed import ConfigError, check
 
 STARTS = ("model_init", "pretrain")          # stages whose model a training stage may start from
@@ -39,9 +40,9 @@ MODELS = ("model_init", "pretrain", "sft")   # stages whose model detection may 
 class InitConfig:
   """Where the starting model comes from (section `init`): a local HF directory (config.json +
   safetensors + tokenizer), or random initialisation from `model` when `hf_dir` is empty."""
-  hf_dir: str = ""
-  param_dtype: str = "float32"
-  dtype: str = "float32"
+  hf_dir: str = ""              # local HF checkpoint directory ('': random initialisation from the root's `model`)
+  param_dtype: str = "float32"  # one of DTYPES: the dtype its parameters are stored and trained in
+  dtype: str = "float32"        # one of DTYPES: the dtype it computes in (training uses its own `compute_dtype`)
 
   def __post_init__(self):
     for name in ("param_dtype", "dtype"):
@@ -57,9 +58,9 @@ class SpreadConfig:
   file of id lists (empty: off); members are dealt over `buckets` buckets of batches so no two
   share a mini-batch, re-dealt every `every_steps` steps (`ilp.data.spread`; the paper gives
   neither number)."""
-  groups: str = ""
-  buckets: int = 4
-  every_steps: int = 50
+  groups: str = ""       # JSON file of lists of record ids, one list per group ('': off)
+  buckets: int = 4       # batch j of a window is in bucket j mod this; a group's members get distinct buckets
+  every_steps: int = 50  # window length in steps: the members are dealt to buckets afresh in every window
 
   def __post_init__(self):
     check(self.buckets >= 2, "buckets", f"must be >= 2, got {self.buckets}")
@@ -71,13 +72,13 @@ class SFTConfig(TrainConfig):
   """Supervised fine-tuning (section `sft`). Phases run in sequence (`order`="global": their
   visits interleaved in one shuffled stream); with `phases` empty, records form one phase per
   value of their `phase` field, each of `epochs` epochs."""
-  epochs: int = 2
-  phases: tuple[PhaseConfig, ...] = ()
+  epochs: int = 2                # epochs of each phase formed from the records' `phase` field (`phases` empty)
+  phases: tuple[PhaseConfig, ...] = ()   # the phases in the order they run (empty: one per `phase` value)
   eval_every_steps: int = 0      # extra full evaluation passes every K steps (0: start and epoch ends only)
   order: str = "sequential"      # one of ORDERS
-  spread: SpreadConfig = SpreadConfig()
-  resample: ResampleConfig = ResampleConfig()
-  progressive: ProgressiveConfig = ProgressiveConfig()
+  spread: SpreadConfig = SpreadConfig()                 # near-duplicate groups kept out of each other's batches
+  resample: ResampleConfig = ResampleConfig()           # dynamic resampling of data sets whose dev accuracy fell
+  progressive: ProgressiveConfig = ProgressiveConfig()  # progressive epochs of the last phase, stopped early
   convergence: ConvergenceConfig = ConvergenceConfig()  # the criterion judged per phase; training until it holds
   replay: ReplayConfig = ReplayConfig()                 # language modelling on `data.replay` between SFT steps
 
@@ -101,8 +102,8 @@ class SFTConfig(TrainConfig):
 @dataclasses.dataclass(frozen=True)
 class PretrainConfig(TrainConfig):
   """Continual pre-training on `data.corpora` mixed by weight, LM loss on every token (section `pretrain`)."""
-  steps: int = 1000
-  seq_length: int = 128
+  steps: int = 1000      # optimizer steps
+  seq_length: int = 128  # tokens per packed sequence: the corpora's documents concatenated, each ending in EOS
 
   def __post_init__(self):
     super().__post_init__()
@@ -122,16 +123,17 @@ def _model_name(value: str, allowed: tuple[str, ...]) -> bool:
 class Config:
   """The root: which stages run, and one section per part of the pipeline."""
   stages: tuple[str, ...] = ("init_model",)   # run in order; a stage whose outputs exist is skipped
-  seed: int = 0
+  seed: int = 0                               # random init, data order and every sampled or drawn choice
   model: ModelConfig = DEFAULT_MODEL          # architecture for a random init (vocab_size 0: the tokenizer's)
-  init: InitConfig = InitConfig()
-  data: DataConfig = DataConfig()
-  sft: SFTConfig = SFTConfig()
-  pretrain: PretrainConfig = PretrainConfig()
-  detect: DetectConfig = DetectConfig()
-  diagnose: DiagnoseConfig = DiagnoseConfig()
-  mesh: MeshConfig = MeshConfig()
-  distributed: DistributedConfig = DistributedConfig()
+  init: InitConfig = InitConfig()             # where the starting model comes from (`init_model` stage)
+  data: DataConfig = DataConfig()             # the data sources, tokenizer and tokenisation
+  sft: SFTConfig = SFTConfig()                # supervised fine-tuning (`sft` stage)
+  pretrain: PretrainConfig = PretrainConfig()  # continual pre-training (`pretrain` stage)
+  detect: DetectConfig = DetectConfig()       # which examples the model did not learn (`detect` stage)
+  diagnose: DiagnoseConfig = DiagnoseConfig()  # why: signals and cause attribution (`diagnose` stage)
+  mesh: MeshConfig = MeshConfig()             # the device mesh and the logical-axis rules
+  distributed: DistributedConfig = DistributedConfig()  # JAX's multi-process runtime
+  machine: MachineConfig = MachineConfig()    # knobs tuning the run for its machine (in no stage's provenance)
   world: WorldConfig | None = None            # the synthetic world (the `world` stage)
   interventions: InterventionsConfig = InterventionsConfig()  # the arms (the `arms` stage)
 
@@ -191,7 +193,9 @@ def check_paths(config: Config) -> None:
 
 def load(config: ml_collections.ConfigDict | dict[str, Any] | Config) -> Config:
   """The typed, checked config; raises ConfigError naming the first bad field. The mesh is checked
-  against the devices here, at pipeline start, once a multi-process runtime is up (`launch.py`)."""
+  against the devices here, at pipeline start, once a multi-process runtime is up (`launch.py`):
+  the one check that needs JAX, imported here so that importing this module does not start it."""
+  import jax
   loaded = typed.build(Config, config)
   try:
     loaded.mesh.check_devices(jax.device_count())

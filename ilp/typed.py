@@ -41,7 +41,7 @@ def _convert(kind: Any, value: Any, path: str) -> Any:
   """`value` as an instance of the type hint `kind`; lists become tuples, ints may be floats."""
   origin, args = typing.get_origin(kind), typing.get_args(kind)
   if kind is Any:
-    return _plain(value)
+    return _free_form(value)
   if origin in (typing.Union, types.UnionType):
     if value is None and type(None) in args:
       return None
@@ -61,7 +61,7 @@ def _convert(kind: Any, value: Any, path: str) -> Any:
     if not isinstance(value, (list, tuple)):
       raise ConfigError(path, f"expected a tuple, got {type(value).__name__} {value!r}")
     if not args:
-      return _plain(tuple(value))
+      return _free_form(tuple(value))
     if len(args) == 2 and args[1] is Ellipsis:
       return tuple(_convert(args[0], v, f"{path}[{i}]") for i, v in enumerate(value))
     if len(args) != len(value):
@@ -70,7 +70,7 @@ def _convert(kind: Any, value: Any, path: str) -> Any:
   if origin is dict or kind is dict:
     if not isinstance(value, Mapping):
       raise ConfigError(path, f"expected a mapping, got {type(value).__name__} {value!r}")
-    return {str(k): _plain(v) for k, v in value.items()}
+    return {str(k): _free_form(v) for k, v in value.items()}
   if kind is float and isinstance(value, int) and not isinstance(value, bool):
     return float(value)
   if kind in (int, float, str, bool):
@@ -80,12 +80,12 @@ def _convert(kind: Any, value: Any, path: str) -> Any:
   raise TypeError(f"{path}: unsupported config type {kind}")
 
 
-def _plain(value: Any) -> Any:
+def _free_form(value: Any) -> Any:
   """Free-form values (data sources, mesh rules) as plain dicts and tuples."""
   if isinstance(value, Mapping):
-    return {str(k): _plain(v) for k, v in value.items()}
+    return {str(k): _free_form(v) for k, v in value.items()}
   if isinstance(value, (list, tuple)):
-    return tuple(_plain(v) for v in value)
+    return tuple(_free_form(v) for v in value)
   return value
 
 

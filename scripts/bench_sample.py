@@ -22,8 +22,8 @@ import jax
 import numpy as np
 
 from ilp import parallel
-from ilp.model import hf
-from ilp.model.config import resolve_compute_dtype
+from ilp.model import flops, hf
+from ilp.model.build import resolve_compute_dtype
 from ilp.sampling.sampler import Sampler, SamplingConfig, left_pad
 from ilp.train import metrics
 
@@ -35,7 +35,8 @@ flags.DEFINE_integer("layers", 4, "Decoder layers.")
 flags.DEFINE_integer("vocab", 8192, "Vocabulary size.")
 flags.DEFINE_integer("repeats", 3, "Timed calls per measurement (the best is kept).")
 flags.DEFINE_enum("dtype", "auto", ["auto", "float32", "bfloat16"], "Compute dtype (auto: bf16 on accelerators).")
-flags.DEFINE_float("peak_flops", 0.0, "Peak FLOP/s of one device (0: data sheet for known accelerators, else timed).")
+flags.DEFINE_float("peak_flops", 0.0, "Peak FLOP/s of one device (0: data sheet for known accelerators, else "
+                   "timed); a run's `machine.peak_flops` is all devices' together.")
 
 
 def _best(fn) -> float:
@@ -72,7 +73,7 @@ def main(argv: list[str]) -> None:
         f"{FLAGS.batch} prompts of 32-64 tokens (left-padded to 64), {FLAGS.new_tokens} new tokens per sample")
   print(f"{ceiling}: {peak / 1e9:.1f} GFLOP/s")
   # Decode FLOPs per generated token, attending over the mean cached context of the decode.
-  token_flops = metrics.forward_flops_per_token(cfg, 64 + FLAGS.new_tokens / 2)
+  token_flops = flops.forward_flops_per_token(cfg, 64 + FLAGS.new_tokens / 2)
 
   def ours(n: int, new_tokens: int) -> float:
     config = SamplingConfig(num_samples=n, max_new_tokens=new_tokens, temperature=1.0)

@@ -22,7 +22,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from ilp import parallel
-from ilp.model.config import ModelConfig, resolve_compute_dtype
+from ilp.model.build import resolve_compute_dtype
+from ilp.model import flops
+from ilp.model.config import ModelConfig
 from ilp.train import metrics
 from ilp.train.step import compiler_options, make_train_step
 from train_setup import train_setup
@@ -35,8 +37,10 @@ flags.DEFINE_integer("seq", 256, "Sequence length.")
 flags.DEFINE_integer("batch", 16, "Sequences per step.")
 flags.DEFINE_integer("vocab", 8192, "Vocabulary size.")
 flags.DEFINE_enum("dtype", "auto", ["auto", "float32", "bfloat16"], "Compute dtype (auto: bf16 on accelerators).")
-flags.DEFINE_float("peak_flops", 0.0, "Peak FLOP/s of one device (0: data sheet for known accelerators, else timed).")
-flags.DEFINE_bool("ynnpack_dots", False, "Also time the step with XLA:CPU's YNNPACK dot fusions (the XLA default).")
+flags.DEFINE_float("peak_flops", 0.0, "Peak FLOP/s of one device (0: data sheet for known accelerators, else "
+                   "timed); a run's `machine.peak_flops` is all devices' together.")
+flags.DEFINE_bool("ynnpack_dots", False, "Also time the step with XLA:CPU's YNNPACK dot fusions (the XLA default; "
+                  "a run's `machine.ynnpack_dots`).")
 
 def _timed(fn, steps: int) -> float:
   """Median seconds per call after two warm-up calls."""
@@ -116,7 +120,7 @@ def main(argv: list[str]) -> None:
                     num_heads=heads, num_kv_heads=heads, head_dim=64, max_position_embeddings=FLAGS.seq, dtype=dtype)
   batch = _batch(cfg, np.random.default_rng(0))
   tokens = FLAGS.batch * FLAGS.seq
-  step_flops = metrics.training_flops_per_token(cfg, FLAGS.seq) * tokens
+  step_flops = flops.training_flops_per_token(cfg, FLAGS.seq) * tokens
   import torch
   device = jax.devices()[0]
   print(f"devices: {jax.device_count()} x {device.device_kind} ({device.platform}); torch threads: {torch.get_num_threads()}")

@@ -165,8 +165,8 @@ def check_rows(report: Report) -> None:
 def probe_rows(process_id: int, port: int) -> None:
   """One process of the rows probe: only this process's rows of the host batch are real."""
   import numpy as np
-  from ilp import parallel
-  parallel.initialize_distributed(parallel.DistributedConfig(
+  from ilp import machine, parallel
+  parallel.initialize_distributed(machine.DistributedConfig(
       enabled=True, coordinator_address=f"localhost:{port}", num_processes=2, process_id=process_id))
   mesh = parallel.make_mesh((1, -1, 1))
   truth = np.arange(16 * 5, dtype=np.int32).reshape(16, 5)

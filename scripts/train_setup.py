@@ -12,8 +12,9 @@ from ilp import parallel
 from ilp.model import build
 from ilp.model.config import ModelConfig
 from ilp.train import optim
+from ilp.train.config import OptimizerConfig
 
-OPT = optim.OptimizerConfig(learning_rate=1e-4, warmup_steps=0, warmup_ratio=0.0, decay="constant", end_lr_ratio=1.0)
+OPT = OptimizerConfig(learning_rate=1e-4, warmup_steps=0, warmup_ratio=0.0, decay="constant", end_lr_ratio=1.0)
 
 
 class TrainSetup(NamedTuple):

@@ -9,6 +9,7 @@ import pytest
 from ilp import pipeline
 from ilp.scoring import dynamics_log
 from ilp.train import convergence, optim
+from ilp.train.config import OptimizerConfig
 from ilp.typed import ConfigError
 from ilp import config as config_lib
 from tests import sft_data
@@ -62,7 +63,7 @@ def test_monitor_state_round_trips_through_json():
 
 
 def test_warmup_stable_decay_schedule_values():
-  opt = optim.OptimizerConfig(learning_rate=1.0, warmup_steps=2, end_lr_ratio=0.1, decay="cosine")
+  opt = OptimizerConfig(learning_rate=1.0, warmup_steps=2, end_lr_ratio=0.1, decay="cosine")
   schedule = optim.make_schedule(opt, [10, 6], [4, 0])
   values = [float(schedule(i)) for i in range(16)]
   # phase 1: warmup 0, 0.5, then the peak held until the last 4 steps decay linearly to 0.1

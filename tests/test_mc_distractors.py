@@ -8,7 +8,7 @@ import pytest
 
 from ilp import config as config_lib
 from ilp.detection import multiple_choice as mc
-from ilp.detection.config import DetectConfig
+from ilp.detection.config import DetectConfig, MCConfig
 from ilp.scoring.verifiers import normalize, rouge_l
 from ilp.typed import ConfigError
 
@@ -79,11 +79,11 @@ def test_without_a_base_model_the_pool_fills_as_before():
 
 def test_base_distractors_need_a_base_model():
   with pytest.raises(ConfigError, match="'mc.base_distractors'"):
-    DetectConfig(base="", mc=mc.MCConfig(base_distractors=True))
+    DetectConfig(base="", mc=MCConfig(base_distractors=True))
   with pytest.raises(ConfigError, match="'detect.mc.base_distractors': .*detect.base is empty"):
     config_lib.load({"detect": {"base": "", "mc": {"base_distractors": True}}})
   assert DetectConfig(base="").mc.base_distractors is None   # the default: on exactly when a base model is set
-  assert DetectConfig(base="", mc=mc.MCConfig(base_distractors=False)).base == ""
+  assert DetectConfig(base="", mc=MCConfig(base_distractors=False)).base == ""
   for field, value in (("base_samples", 0), ("base_temperature", 0.0), ("same_answer_rouge_l", 0.0)):
     with pytest.raises(ConfigError, match=f"'detect.mc.{field}'"):
       config_lib.load({"detect": {"mc": {field: value}}})

@@ -82,7 +82,7 @@ def test_two_processes_fine_tune_like_one(tmp_path):
   paths = sft_data.make_inputs(str(tmp_path / "data"))
   config_path = tmp_path / "config.py"
   sft_data.write_config(config_path, paths, "c.stages = ('sft',)", "c.data.buckets = (24,)",
-                        "c.sft.peak_flops = 1e12")   # no matmul benchmark for the MFU
+                        "c.machine.peak_flops = 1e12")   # no matmul benchmark for the MFU
   reference, two = str(tmp_path / "one"), str(tmp_path / "two")
   config = config_lib.load(runpy.run_path(str(config_path))["get_config"]())
   # One initial model for both runs, without the init_model stage's smoke test (compile time only).

@@ -5,7 +5,7 @@ import jax
 import numpy as np
 import pytest
 
-from ilp import parallel
+from ilp import machine, parallel
 from ilp.model import build
 from ilp.model.config import ModelConfig
 from tests import hf_models
@@ -70,5 +70,5 @@ def test_logical_rules_fall_back_when_not_divisible():
 @pytest.mark.parametrize("shape, message", [((3, -1, 1), "does not divide"), ((-1, -1, 1), "at most one"),
                                             ((2, 2), "3 entries"), ((1, 4, 1), "uses 4 devices")])
 def test_bad_mesh_shapes_are_rejected(shape, message):
-  with pytest.raises(parallel.MeshError, match=message):
+  with pytest.raises(machine.MeshError, match=message):
     parallel.make_mesh(shape)

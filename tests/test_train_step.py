@@ -12,13 +12,14 @@ from ilp.data.tokenize import TokenizedExample
 from ilp.model import build
 from ilp.model.config import ModelConfig
 from ilp.train import optim
+from ilp.train.config import OptimizerConfig
 from ilp.scoring.statistics import make_eval_step
 from ilp.train.step import make_train_step
 
 CFG = ModelConfig(family="llama", vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4,
                   num_kv_heads=2, head_dim=8)
-OPT = optim.OptimizerConfig(learning_rate=3e-3, warmup_steps=3, warmup_ratio=0.0, decay="cosine", end_lr_ratio=0.1,
-                            weight_decay=0.01, grad_clip_norm=1.0)
+OPT = OptimizerConfig(learning_rate=3e-3, warmup_steps=3, warmup_ratio=0.0, decay="cosine", end_lr_ratio=0.1,
+                     weight_decay=0.01, grad_clip_norm=1.0)
 
 
 def _examples(n, seed=0):
@@ -150,7 +151,7 @@ def test_partial_fine_tuning_updates_only_the_matching_variables():
   _, abstract = build.abstract_model(CFG)
   graphdef, params = build.init_params(CFG, mesh, seed=0)
   before = jax.tree.map(np.asarray, params)
-  config = optim.OptimizerConfig(learning_rate=1e-2, warmup_steps=0, weight_decay=0.5)
+  config = OptimizerConfig(learning_rate=1e-2, warmup_steps=0, weight_decay=0.5)
   schedule = optim.make_schedule(config, [10])
   optimizer = optim.make_optimizer(config, schedule, ("attn/[qkvo]$",))
   shardings = optim.state_shardings(parallel.state_shardings(abstract, mesh, parallel.DEFAULT_RULES), optimizer,
@@ -177,8 +178,8 @@ def test_decay_to_init_pulls_toward_the_starting_weights():
   mesh = parallel.make_mesh((1, 1, 1), jax.devices()[:1])
   _, abstract = build.abstract_model(CFG)
   _, params = build.init_params(CFG, mesh, seed=0)
-  config = optim.OptimizerConfig(learning_rate=0.1, warmup_steps=0, decay="constant", weight_decay=0.5,
-                                 decay_to="init", grad_clip_norm=0.0)
+  config = OptimizerConfig(learning_rate=0.1, warmup_steps=0, decay="constant", weight_decay=0.5,
+                           decay_to="init", grad_clip_norm=0.0)
   optimizer = optim.make_optimizer(config, optim.make_schedule(config, [10]))
   state = optimizer.init(params)
   moved = jax.tree.map(lambda w: w + 1.0, params)       # 1 away from the start everywhere
@@ -196,4 +197,4 @@ def test_decay_to_init_pulls_toward_the_starting_weights():
 def test_decay_to_names_a_known_target():
   from ilp.typed import ConfigError
   with pytest.raises(ConfigError, match="decay_to"):
-    optim.OptimizerConfig(decay_to="base")
+    OptimizerConfig(decay_to="base")

@@ -21,10 +21,10 @@ from ilp.typed import check
 class PhaseConfig:
   """One entry of `sft.phases`: the records of `datasets` (all when empty) whose `phase` field is
   `phase` (any when None), trained for `epochs` epochs; phases run in the order listed."""
-  epochs: int
+  epochs: int                         # epochs of the phase (the least it runs when training to convergence)
   name: str = ""                      # default: phase<k>
-  datasets: tuple[str, ...] = ()
-  phase: int | None = None
+  datasets: tuple[str, ...] = ()      # its records' data sets (empty: every data set)
+  phase: int | None = None            # its records' `phase` field (None: any)
 
   def __post_init__(self):
     check(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")

@@ -17,8 +17,8 @@ class DataConfig:
   extension), dataset (default: file stem), phase (default 1), fields (column mapping), split and
   name (hf/tfds); corpora also take `weight` (their share of the pre-training mixture). Paths may
   contain `{workdir}` for files an earlier stage writes."""
-  sft: tuple[dict, ...] = ()
-  corpora: tuple[dict, ...] = ()
+  sft: tuple[dict, ...] = ()                # SFT records: the training set, detected and diagnosed
+  corpora: tuple[dict, ...] = ()            # pre-training text (`pretrain` stage, diagnosis's corpus evidence)
   replay: tuple[dict, ...] = ()             # SFT-format records mixed into SFT as replay (`sft.replay`), never detected
   dev: tuple[dict, ...] = ()                # SFT-format records held out to watch training (resampling, early stop)
   dev_fraction: float = 0.0                 # without `dev`: hold out this share of `sft` by id hash (ilp.data.dev)
@@ -29,7 +29,7 @@ class DataConfig:
   tokenizer: str = ""                       # HF tokenizer directory; default: the one stored with the model
   buckets: tuple[int, ...] = (64, 128, 256)  # padded sequence lengths; the largest is the maximum length
   overlong: str = "truncate_prompt"         # one of OVERLONG_POLICIES: what to do with a longer example
-  template: TemplateConfig = TemplateConfig()
+  template: TemplateConfig = TemplateConfig()  # how a conversation becomes the model's text
 
   def __post_init__(self):
     check(len(self.buckets) > 0 and all(b >= 2 for b in self.buckets), "buckets",

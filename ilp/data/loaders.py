@@ -60,7 +60,7 @@ class _Part(NamedTuple):
   fields: dict[str, str]   # column mapping for these rows
 
 
-def _plain(value: Any) -> Any:
+def _as_dict(value: Any) -> Any:
   """A ConfigDict as a dict (sources come from the config); anything else unchanged."""
   return value.to_dict() if hasattr(value, "to_dict") else value
 
@@ -71,7 +71,7 @@ def _stem(path: str) -> str:
 
 def _source(raw: Any, index: int, allowed_fields: Sequence[str], keys: Sequence[str]) -> _Source:
   """Checks a source mapping; errors name the source by its position and path."""
-  raw = _plain(raw)
+  raw = _as_dict(raw)
   if not isinstance(raw, Mapping):
     raise DataError(f"data source #{index}: expected a mapping, got {type(raw).__name__}")
   label = f"data source #{index} ({raw.get('path') or raw.get('name')!r})"
@@ -79,7 +79,7 @@ def _source(raw: Any, index: int, allowed_fields: Sequence[str], keys: Sequence[
   if unknown:
     raise DataError(f"{label}: unknown key(s) {unknown} (expected some of {tuple(keys)})")
   source = _Source(path=raw.get("path") or "", format=raw.get("format") or None, dataset=raw.get("dataset"),
-                   phase=raw.get("phase", 1), fields=_plain(raw.get("fields") or {}),
+                   phase=raw.get("phase", 1), fields=_as_dict(raw.get("fields") or {}),
                    split=raw.get("split") or "train", name=raw.get("name") or "")
   if source.format not in (None, *FORMATS):
     raise DataError(f"{label}: key 'format': '{source.format}' is not one of {FORMATS}")

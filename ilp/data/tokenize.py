@@ -30,10 +30,10 @@ class TemplateConfig:
   """How a conversation becomes text (config section `data.template`): the tokenizer's chat
   template when it has one and `use_chat_template` is on, else `turn` per message and then
   `generation_prefix`."""
-  use_chat_template: bool = True
-  turn: str = "{role}: {content}\n"
-  generation_prefix: str = "assistant: "
-  add_bos: bool = True
+  use_chat_template: bool = True          # use the tokenizer's chat template when it has one
+  turn: str = "{role}: {content}\n"       # without a chat template: the text of one message
+  generation_prefix: str = "assistant: "  # without one: the text between the prompt's messages and the response
+  add_bos: bool = True                    # without one: the prompt starts with the tokenizer's BOS (if it has one)
 
   def __post_init__(self):
     check("{content}" in self.turn, "turn", f"must contain '{{content}}', got {self.turn!r}")

@@ -11,7 +11,6 @@ import json
 
 from ilp.data.config import WORKDIR, DataConfig
 from ilp.detection.columns import GENERATIVE, MULTIPLE_CHOICE, PROTOCOLS
-from ilp.detection.multiple_choice import MCConfig
 from ilp.scoring import estimators
 from ilp.scoring.verifiers import VERIFIERS
 from ilp.typed import check
@@ -19,6 +18,33 @@ from ilp.typed import check
 RUN = {MULTIPLE_CHOICE: (MULTIPLE_CHOICE,), GENERATIVE: (GENERATIVE,), "both": PROTOCOLS}
 LABELS = ("sampled", "expected")
 GUARDS = ("require_converged",)  # settings that gate the stage without changing its outputs: not in the parts' hash
+STRATEGIES = ("same_kind", "random", "similar_length")  # how the other examples' responses are picked (MCConfig)
+
+
+@dataclasses.dataclass(frozen=True)
+class MCConfig:
+  """The multiple-choice probe (config section `detect.mc`)."""
+  enabled: bool = True               # score the options (the multiple_choice protocol needs it)
+  num_options: int = 4               # options per question, the true response included
+  distractors: str = "same_kind"     # one of STRATEGIES
+  include_base_answer: bool = True   # the base model's own greedy answer is an option when it is wrong
+  base_distractors: bool | None = None  # the base model's sampled wrong answers as options (None: iff detect.base)
+  base_samples: int = 8              # samples per prompt from the base model, for `base_distractors`
+  base_temperature: float = 1.0      # their temperature (1: the base model's own distribution)
+  same_answer_rouge_l: float = 0.9   # answers of 5+ words at this ROUGE-L or more say the same
+  p_exist: float = 0.8               # knowledge exists: base accuracy over N predictions > p_exist (paper: 0.8)
+  t_conf: float = 0.5                # high-confidence error: base P(a wrong option) > t_conf (paper: not given)
+
+  def __post_init__(self):
+    check(self.num_options >= 2, "num_options", f"must be >= 2, got {self.num_options}")
+    check(self.distractors in STRATEGIES, "distractors", f"'{self.distractors}' is not one of {STRATEGIES}")
+    for name in ("p_exist", "t_conf"):
+      check(0 <= getattr(self, name) <= 1, name, f"must lie in [0, 1], got {getattr(self, name)}")
+    check(self.base_samples >= 1, "base_samples", f"must be >= 1, got {self.base_samples}")
+    check(self.base_temperature > 0, "base_temperature", f"must be > 0 (samples, not the greedy answer), "
+          f"got {self.base_temperature}")
+    check(0 < self.same_answer_rouge_l <= 1, "same_answer_rouge_l",
+          f"must lie in (0, 1], got {self.same_answer_rouge_l}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,29 +59,30 @@ class DetectConfig:
   num_samples: int = 5                # N: predictions (MC) or generations per example and run
   temperature: float = 0.7            # sampling temperature of both protocols
   confidence_temperature: float | None = None  # BoN's confidence temperature (None: `temperature`; 1 if greedy)
-  top_k: int = 0
-  top_p: float = 1.0
-  max_new_tokens: int = 64
+  top_k: int = 0                      # sample among the k likeliest tokens only (0: all)
+  top_p: float = 1.0                  # sample within the smallest set of tokens of this probability (1: all)
+  max_new_tokens: int = 64            # the most tokens generated per answer (sampled or greedy)
   repeats: int = 2                    # sampling runs with different seeds
   repeat_temperatures: tuple[float, ...] = ()  # per-run temperatures (default: all at `temperature`)
   repeat_rule: str = "all"            # unlearned when pass@N < threshold in: all runs, any, a majority, the first
-  label: str = "sampled"              # "sampled": the repeat rule over the runs (paper); "expected": the model's own
-                                      # probability of a pass at `temperature` < threshold (no sampling noise)
+  # "sampled": the repeat rule over the runs (paper); "expected": the model's own probability of a
+  # pass at `temperature` < threshold (no sampling noise)
+  label: str = "sampled"
   threshold: float = 0.2              # T: a pass rate below this is a failure (unlearned examples, blind facts)
   blind_bon: float = 0.1              # blind fact: also BoN-`blind_bon_k` accuracy below this (paper: BoN-5 < 0.1)
-  blind_bon_k: int = 5
-  pass_k: tuple[int, ...] = (1, 5)
-  bon_k: tuple[int, ...] = (1, 3, 5)
+  blind_bon_k: int = 5                # k of the blind-fact rule's BoN-k accuracy (paper: 5); at most base_samples
+  pass_k: tuple[int, ...] = (1, 5)    # the k's of the pass@k reported, each in 1..num_samples
+  bon_k: tuple[int, ...] = (1, 3, 5)  # the k's of the BoN-k accuracy reported, each in 1..num_samples
   verifier: str = "exact_match"       # one of VERIFIERS (generative protocol)
   verifier_threshold: float = 0.5     # pass mark of the scored verifiers (token_f1, rouge_l)
   dataset_verifiers: tuple[tuple[str, str], ...] = ()  # (dataset, verifier) overriding `verifier`
   base_samples: int = 10              # generations per prompt from the base model (paper's blind facts: pass@10)
-  batch_size: int = 16
+  batch_size: int = 16                # sequences per sampling, scoring and embedding batch
   chunk_size: int = 512               # examples per resumable part
   top_candidates: int = 1000          # K: the most severe unlearned examples go on to diagnosis (paper: 1000)
   entity_swaps: int = 3               # donor prompts per example for the base model's entity-swap probe (0: off)
   embedding_dims: int = 256           # the probed model's prompt embeddings, kept to this width (0: off)
-  mc: MCConfig = MCConfig()
+  mc: MCConfig = MCConfig()           # the multiple-choice probe
   require_converged: bool = False     # refuse a model whose SFT's last phase did not converge (sft/summary.json)
 
   def __post_init__(self):

@@ -28,40 +28,13 @@ from flax import nnx
 
 from ilp.data import similarity
 from ilp.detection.columns import SOURCES
+from ilp.detection.config import MCConfig
 from ilp.scoring import estimators
 from ilp.scoring.estimators import option_distribution
 from ilp.scoring.verifiers import normalize, rouge_l
 from ilp.scoring.evaluator import ExampleEvaluator, continuation_logliks
-from ilp.typed import check
 
-STRATEGIES = ("same_kind", "random", "similar_length")
 FEW_WORDS = 4   # answers of more words than this are also compared by ROUGE-L (`same_answer`)
-
-
-@dataclasses.dataclass(frozen=True)
-class MCConfig:
-  """The multiple-choice probe (config section `detect.mc`)."""
-  enabled: bool = True
-  num_options: int = 4
-  distractors: str = "same_kind"     # one of STRATEGIES
-  include_base_answer: bool = True   # the base model's own greedy answer is an option when it is wrong
-  base_distractors: bool | None = None  # the base model's sampled wrong answers as options (None: iff detect.base)
-  base_samples: int = 8              # samples per prompt from the base model, for `base_distractors`
-  base_temperature: float = 1.0      # their temperature (1: the base model's own distribution)
-  same_answer_rouge_l: float = 0.9   # answers of > FEW_WORDS words at this ROUGE-L or more say the same (same_answer)
-  p_exist: float = 0.8               # knowledge exists: base accuracy over N predictions > p_exist (paper: 0.8)
-  t_conf: float = 0.5                # high-confidence error: base P(a wrong option) > t_conf (paper: not given)
-
-  def __post_init__(self):
-    check(self.num_options >= 2, "num_options", f"must be >= 2, got {self.num_options}")
-    check(self.distractors in STRATEGIES, "distractors", f"'{self.distractors}' is not one of {STRATEGIES}")
-    for name in ("p_exist", "t_conf"):
-      check(0 <= getattr(self, name) <= 1, name, f"must lie in [0, 1], got {getattr(self, name)}")
-    check(self.base_samples >= 1, "base_samples", f"must be >= 1, got {self.base_samples}")
-    check(self.base_temperature > 0, "base_temperature", f"must be > 0 (samples, not the greedy answer), "
-          f"got {self.base_temperature}")
-    check(0 < self.same_answer_rouge_l <= 1, "same_answer_rouge_l",
-          f"must lie in (0, 1], got {self.same_answer_rouge_l}")
 
 
 def same_answer(a: str, b: str, rouge_l_min: float) -> bool:
@@ -149,7 +122,7 @@ def choose_options(ids: Sequence[str], rows: Sequence[int], responses: Sequence[
     base_answers: per example, the base model's wrong answers in order of preference (its greedy
       answer, then `ranked_wrong_answers` of its samples); None: not used.
     num_options: options per example, the true one included.
-    strategy: one of STRATEGIES.
+    strategy: one of `ilp.detection.config.STRATEGIES`.
     seed: the run's seed.
     rouge_l_min: when a base answer says the same as the reference or an earlier option (`same_answer`).
   """

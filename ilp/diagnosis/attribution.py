@@ -27,12 +27,12 @@ LEARNED = "learned"
 @dataclasses.dataclass(frozen=True)
 class RuleConfig:
   """Thresholds of the rules (config section `diagnose.rules`)."""
-  order: tuple[str, ...] = ("III", "IV", "II", "I", "V")
+  order: tuple[str, ...] = ("III", "IV", "II", "I", "V")  # an example's cause: the first whose rule holds
   jsd: float = 0.3                     # II evidence: JSD(base || SFT) over the options above this (paper: 0.3)
   prior_persists: float = 0.5          # II without corpus: the fine-tuned model gives the base's wrong belief this much
   prerequisites_known: float = 0.5     # I: share of prerequisite facts the base knows below this
   corpus_coverage: float = 0.5         # I: share of the answer's words the entity's corpus documents state below this
-  entity_lift: float = 3.0             # I: base model's entity-swap lift below this (nats: the entity makes no answer token 20x likelier)
+  entity_lift: float = 3.0             # I: entity-swap lift below this (nats; 3: no answer token 20x likelier)
   forgetting_drop: float = 0.25        # IV: relative drop of the response probability from its own-phase peak
   oscillation: float = 0.3             # III evidence: share of loss variation that is back-and-forth
   improvement: float = 0.05            # V: relative loss decrease over the last passes

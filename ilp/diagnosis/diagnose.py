@@ -25,9 +25,9 @@ GROUPS = attribution.CAUSES + (attribution.UNATTRIBUTED,)
 class DiagnoseConfig:
   """Diagnosis settings (config section `diagnose`). The paper gives JSD 0.3 and the blind-fact
   pass rate (`detect.threshold`); every other value is ours (docs/method.md, "Diagnosis")."""
-  protocol: str = "multiple_choice"   # whose unlearned label is explained: "multiple_choice" (the paper's) or "generative"
-  signals: SignalConfig = SignalConfig()
-  rules: RuleConfig = RuleConfig()
+  protocol: str = "multiple_choice"   # whose unlearned label is explained: "multiple_choice" (paper) or "generative"
+  signals: SignalConfig = SignalConfig()   # the per-example evidence: near-duplicates, templates, corpus, dynamics
+  rules: RuleConfig = RuleConfig()         # the thresholds and order of the cause attribution rules
   corpus_evidence: bool = True     # check answers against data.corpora, the pre-training text (paper §6)
   typical_examples: int = 3        # examples per cause shown in the report
 

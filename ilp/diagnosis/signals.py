@@ -24,7 +24,7 @@ from ilp.typed import check
 class SignalConfig:
   """How the data-side signals are computed (config section `diagnose.signals`)."""
   similarity_threshold: float = 0.5   # TF-IDF cosine for near-duplicate prompts (paper's X: not given)
-  embedding_threshold: float = 0.8    # centred cosine of the prompts' embeddings (detection's `prompt_embedding`), the same
+  embedding_threshold: float = 0.8    # centred cosine of the prompt embeddings (detection's) for near-duplicates
   ngram: int = 1                      # word n-grams of the TF-IDF
   max_df: int = 100                   # n-grams shared by more prompts do not propose candidate pairs
   template_min_df: int = similarity.TEMPLATE_MIN_DF  # words in fewer prompts are masked to form the template ...

@@ -16,7 +16,7 @@ from ilp.interventions import cpt, selection
 
 @dataclasses.dataclass(frozen=True)
 class Settings(cpt.CPTSettings):
-  causes: tuple[str, ...] = ("II",)
+  causes: tuple[str, ...] = ("II",)  # documents are retrieved for the baseline's examples of these causes
 
 
 check_config = cpt.check_config

@@ -171,12 +171,12 @@ def rouge_by_position(table: pd.DataFrame, edge: float = 0.1) -> dict[str, Any]:
   return out
 
 
-def _plain(value: Any) -> Any:
+def _json_ready(value: Any) -> Any:
   """JSON-ready: NaN becomes None, numpy scalars Python numbers."""
   if isinstance(value, dict):
-    return {str(k): _plain(v) for k, v in value.items()}
+    return {str(k): _json_ready(v) for k, v in value.items()}
   if isinstance(value, (list, tuple)):
-    return [_plain(v) for v in value]
+    return [_json_ready(v) for v in value]
   if isinstance(value, (bool, np.bool_)):
     return bool(value)
   if isinstance(value, (np.floating, float)):
@@ -232,7 +232,7 @@ def comparison(base: pd.DataFrame, arms: dict[str, pd.DataFrame], targets: dict[
     by_cause = table[table["group_kind"] == "cause"].set_index("group")
     correct = joined[[col.GREEDY_CORRECT, col.GREEDY_CORRECT + ARM]].to_numpy(float)
     change_low, change_high = paired_bootstrap(correct[:, 0], correct[:, 1], samples, seed)
-    summary[name] = _plain({
+    summary[name] = _json_ready({
         "examples": len(joined), "missing_from_arm": len(base) - len(joined),
         "arm_only": int((~arm[col.ID].isin(base[col.ID])).sum()), "targets": arm_targets,
         "unlearned": {k: overall[k] for k in RATE_COLUMNS[3:]},

@@ -34,9 +34,9 @@ def module(intervention: str) -> ModuleType:
 class ArmConfig:
   """One arm: a name (its directory `arms/<name>/`), the intervention, and overrides of that
   intervention's `Settings` fields."""
-  name: str
-  intervention: str
-  settings: dict = dataclasses.field(default_factory=dict)
+  name: str                                                 # its directory arms/<name>/: letters, digits, _ . -
+  intervention: str                                         # one of INTERVENTIONS
+  settings: dict = dataclasses.field(default_factory=dict)  # {field: value} over the intervention's Settings
 
   def __post_init__(self):
     check(bool(re.fullmatch(r"[A-Za-z0-9_.-]+", self.name)), "name",
@@ -58,8 +58,8 @@ class InterventionsConfig:
   """Arms run by the `arms` stage after the baseline; `compare` measures each against it with
   `bootstrap_samples` paired bootstrap resamples (95% intervals), and each mitigation also
   against "more epochs" of the baseline at the mitigation's compute (`ilp.interventions.equal_compute`)."""
-  arms: tuple[ArmConfig, ...] = ()
-  bootstrap_samples: int = 1000
+  arms: tuple[ArmConfig, ...] = ()         # the arms, by distinct names, run in this order
+  bootstrap_samples: int = 1000            # resamples of each paired bootstrap (>= 100)
   equal_compute: bool = True               # derive and compare an equal-compute "more epochs" control per mitigation
   equal_compute_rounding: str = "nearest"  # control epochs: "nearest" the arm's tokens, or "up" (never fewer)
 

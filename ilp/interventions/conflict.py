@@ -34,7 +34,7 @@ RULES = ("corpus", "minority", "none")
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-  causes: tuple[str, ...] = ("III",)
+  causes: tuple[str, ...] = ("III",)  # the causes whose examples' near-duplicate groups are resolved
   delete: str = "corpus"      # one of RULES
   bucket: bool = True         # spread groups that keep several members
   buckets: int = 4            # B (the paper gives none)

@@ -25,12 +25,12 @@ class CPTSettings:
   entity); `weight` the retrieved documents' share of the mixture (the paper: 0.2, general text
   0.8); `steps`, `learning_rate` and `warmup_steps` of the continual pre-training (the other
   training settings are the baseline's `pretrain` section)."""
-  causes: tuple[str, ...] = ("I",)
-  per_query: int = 20
-  weight: float = 0.2
-  steps: int = 200
-  learning_rate: float = 1e-3
-  warmup_steps: int = 20
+  causes: tuple[str, ...] = ("I",)   # documents are retrieved for the baseline's examples of these causes
+  per_query: int = 20                # documents retrieved per query
+  weight: float = 0.2                # the retrieved documents' share of the mixture (general text: the rest)
+  steps: int = 200                   # steps of the continual pre-training
+  learning_rate: float = 1e-3        # its peak learning rate
+  warmup_steps: int = 20             # its warmup steps
 
   def __post_init__(self):
     check(self.per_query >= 1, "per_query", f"must be >= 1, got {self.per_query}")

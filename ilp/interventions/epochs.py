@@ -18,7 +18,7 @@ from ilp.typed import check
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-  causes: tuple[str, ...] = ()
+  causes: tuple[str, ...] = ()   # none: a control arm targets no cause
   epochs: int = 10               # the raised phases' epochs (unused when `extra` > 0)
   extra: int = 0                 # > 0: the raised phases train the baseline's trained epochs plus this many
   phases: tuple[str, ...] = ()   # names of `sft.phases` entries to raise (empty: every phase)

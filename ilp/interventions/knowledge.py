@@ -15,7 +15,7 @@ from ilp.interventions import cpt
 
 @dataclasses.dataclass(frozen=True)
 class Settings(cpt.CPTSettings):
-  causes: tuple[str, ...] = ("I",)
+  causes: tuple[str, ...] = ("I",)   # documents are retrieved for the baseline's examples of these causes
 
 
 check_config = cpt.check_config

@@ -17,8 +17,8 @@ from ilp.typed import check
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-  causes: tuple[str, ...] = ("V",)
-  max_epochs: int = 10
+  causes: tuple[str, ...] = ("V",)  # the causes the arm is measured on (it changes the whole SFT run)
+  max_epochs: int = 10        # the most epochs the last phase runs
   delta: float = 0.01         # the paper's δ
   dev_fraction: float = 0.1   # held out when the data has no `data.dev`
 

@@ -18,7 +18,7 @@ from ilp.typed import check
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-  causes: tuple[str, ...] = ("IV",)
+  causes: tuple[str, ...] = ("IV",)  # the causes the arm is measured on (it changes the whole SFT run)
   every_steps: int = 500      # the paper's check interval; 0 turns resampling off (shuffle only)
   drop: float = 0.05          # the paper's 5% relative drop
   share: float = 0.25         # rows of each coming batch given to the dropped data set

@@ -20,6 +20,14 @@ from ilp.model.transformer import Decoder
 Path = tuple[Any, ...]
 
 
+def resolve_compute_dtype(name: str) -> str:
+  """"auto" is bfloat16 on accelerators (their matmul units run it at full rate) and float32 on
+  CPUs (where bf16 matmuls are emulated and slower); any other name is itself."""
+  if name != "auto":
+    return name
+  return "float32" if jax.default_backend() == "cpu" else "bfloat16"
+
+
 def abstract_model(cfg: ModelConfig) -> tuple[nnx.GraphDef, nnx.State]:
   """Graph definition and shape-only state: no memory is allocated."""
   return nnx.split(nnx.eval_shape(lambda: Decoder(cfg, rngs=nnx.Rngs(0))))

@@ -11,17 +11,17 @@ import os
 from typing import Any, Sequence
 
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from flax import nnx
 from jax.sharding import Mesh
 
 from ilp import checksums, parallel
 from ilp.model import build, hf
-from ilp.model.config import ModelConfig
+from ilp.model.config import CONFIG_FILE, ModelConfig, read_model_config
 from ilp.model.safetensors_io import CheckpointError
 
 PARAMS_DIR = "params"
-CONFIG_FILE = "model_config.json"
 TOKENIZER_DIR = "tokenizer"
 
 
@@ -42,14 +42,6 @@ def save_params(directory: str, cfg: ModelConfig, state: nnx.State, tokenizer: A
       checksums.seal(tmp)
 
 
-def read_model_config(directory: str, **overrides: Any) -> ModelConfig:
-  path = os.path.join(directory, CONFIG_FILE)
-  if not os.path.exists(path):
-    raise CheckpointError(f"{path}: not found (is {directory} a checkpoint written by ilp?)")
-  with open(path) as f:
-    return ModelConfig.from_dict({**json.load(f), **overrides})
-
-
 def load_params(directory: str, mesh: Mesh, rules: Sequence[tuple[str, Any]] = parallel.DEFAULT_RULES,
                 **overrides: Any) -> tuple[ModelConfig, nnx.GraphDef, nnx.State]:
   """Restores parameters directly into their shardings on `mesh` (any mesh, not only the saving one).
@@ -61,7 +53,7 @@ def load_params(directory: str, mesh: Mesh, rules: Sequence[tuple[str, Any]] = p
   cfg = read_model_config(directory, **overrides)
   graphdef, abstract = build.abstract_model(cfg)
   shardings = parallel.state_shardings(abstract, mesh, rules)
-  target = jax.tree.map(lambda v, s: jax.ShapeDtypeStruct(v.shape, cfg.jnp_param_dtype, sharding=s),
+  target = jax.tree.map(lambda v, s: jax.ShapeDtypeStruct(v.shape, jnp.dtype(cfg.param_dtype), sharding=s),
                         abstract, shardings)
   with ocp.StandardCheckpointer() as checkpointer:
     try:

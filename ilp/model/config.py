@@ -7,25 +7,17 @@ are architectural rather than per-checkpoint.
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 from typing import Any, Mapping
 
-import jax
-import jax.numpy as jnp
-
+from ilp.model.safetensors_io import CheckpointError
 from ilp.typed import ConfigError, check
 
 FAMILIES = ("llama", "qwen2", "olmo2")
 ROPE_TYPES = ("default", "linear", "llama3")
 REMATS = ("none", "full", "dots_saveable")  # what a layer keeps for the backward pass (all, nothing, matmul outputs)
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
-
-
-def resolve_compute_dtype(name: str) -> str:
-  """"auto" is bfloat16 on accelerators (their matmul units run it at full rate) and float32 on
-  CPUs (where bf16 matmuls are emulated and slower); any other name is itself."""
-  if name != "auto":
-    return name
-  return "float32" if jax.default_backend() == "cpu" else "bfloat16"
+DTYPES = ("float32", "bfloat16", "float16")   # parameter and compute dtypes, as jnp.dtype names
 
 
 class ModelConfigError(ValueError):
@@ -35,41 +27,43 @@ class ModelConfigError(ValueError):
 @dataclasses.dataclass(frozen=True)
 class RopeConfig:
   """Rotary embedding parameters, in the vocabulary of HF's `rope_parameters`."""
-  theta: float = 10000.0
-  type: str = "default"
-  factor: float = 1.0
-  # Llama-3 scaling only.
-  low_freq_factor: float = 1.0
-  high_freq_factor: float = 4.0
-  original_max_position_embeddings: int = 8192
+  theta: float = 10000.0   # base of the rotary frequencies
+  type: str = "default"    # one of ROPE_TYPES: "linear" divides every frequency by `factor`, "llama3" as Llama 3.1
+  factor: float = 1.0      # how much "linear" and "llama3" stretch the context (1: no scaling)
+  # "llama3" scaling: with L = original_max_position_embeddings, wavelengths above L / low_freq_factor
+  # have their frequency divided by `factor`, those below L / high_freq_factor keep it, those between blend.
+  low_freq_factor: float = 1.0                  # llama3: the long-wavelength bound's divisor
+  high_freq_factor: float = 4.0                 # llama3: the short-wavelength bound's divisor
+  original_max_position_embeddings: int = 8192  # llama3: the context length before scaling
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
   """Architecture of one decoder; frozen so it can be a static jit argument."""
-  family: str
-  vocab_size: int
-  hidden_size: int
-  intermediate_size: int
-  num_layers: int
-  num_heads: int
-  num_kv_heads: int
-  head_dim: int
-  rms_norm_eps: float = 1e-6
-  rope: RopeConfig = RopeConfig()
-  max_position_embeddings: int = 2048
-  tie_embeddings: bool = False
-  qkv_bias: bool = False
-  o_bias: bool = False
-  param_dtype: str = "float32"
-  dtype: str = "float32"
-  bos_token_id: int | None = None
-  eos_token_ids: tuple[int, ...] = ()
-  pad_token_id: int | None = None
-  # How the layers run, not what they compute: one scan over weights stacked on a leading `layers`
-  # axis (compile time independent of depth), and per-layer recomputation in the backward pass.
-  scan_layers: bool = False
-  remat: str = "none"
+  family: str                   # one of FAMILIES; "olmo2" norms each sublayer's output and the q/k projections
+  vocab_size: int               # rows of the embedding (and output head)
+  hidden_size: int              # width of the residual stream
+  intermediate_size: int        # width of the gated MLP's hidden layer
+  num_layers: int               # decoder layers
+  num_heads: int                # query heads
+  num_kv_heads: int             # key/value heads (grouped-query attention); divides num_heads
+  head_dim: int                 # width of one attention head
+  rms_norm_eps: float = 1e-6    # epsilon of every RMSNorm
+  rope: RopeConfig = RopeConfig()       # rotary position embeddings
+  max_position_embeddings: int = 2048   # context length stated in an exported config.json (RoPE itself has no limit)
+  tie_embeddings: bool = False  # the output head is the transposed input embedding
+  qkv_bias: bool = False        # biases on the q, k and v projections (Qwen2)
+  o_bias: bool = False          # a bias on the attention's output projection
+  param_dtype: str = "float32"  # one of DTYPES: the parameters' dtype
+  dtype: str = "float32"        # one of DTYPES: the computation's (norms, softmax and logits stay float32)
+  # Special token ids, stated in an exported config.json; a random init without eos_token_ids takes
+  # all three from its tokenizer (`for_tokenizer`).
+  bos_token_id: int | None = None       # beginning of sequence (None: none)
+  eos_token_ids: tuple[int, ...] = ()   # end of sequence (one or several)
+  pad_token_id: int | None = None       # padding (None: none)
+  # How the layers run, not what they compute (stored with the model, also one from `init.hf_dir`):
+  scan_layers: bool = False     # one scan over weights stacked on a leading `layers` axis: compile time flat in depth
+  remat: str = "none"           # one of REMATS: what the backward pass recomputes per layer instead of keeping it
 
   def __post_init__(self):
     check(self.family in FAMILIES, "family", f"'{self.family}' is not supported (supported: {', '.join(FAMILIES)})")
@@ -92,14 +86,6 @@ class ModelConfig:
   def qk_norm(self) -> bool:
     """OLMo2 RMS-normalises the whole q and k projections before the head split and RoPE."""
     return self.family == "olmo2"
-
-  @property
-  def jnp_param_dtype(self):
-    return DTYPES[self.param_dtype]
-
-  @property
-  def jnp_dtype(self):
-    return DTYPES[self.dtype]
 
   def replace(self, **changes: Any) -> "ModelConfig":
     return dataclasses.replace(self, **changes)
@@ -144,3 +130,15 @@ class ModelConfig:
       d["rope"] = RopeConfig(**dict(rope))
     d["eos_token_ids"] = tuple(d.get("eos_token_ids") or ())
     return cls(**d)
+
+
+CONFIG_FILE = "model_config.json"   # a checkpoint's ModelConfig (`ilp.model.checkpoint`)
+
+
+def read_model_config(directory: str, **overrides: Any) -> ModelConfig:
+  """The ModelConfig a checkpoint directory was built with, `overrides` applied."""
+  path = os.path.join(directory, CONFIG_FILE)
+  if not os.path.exists(path):
+    raise CheckpointError(f"{path}: not found (is {directory} a checkpoint written by ilp?)")
+  with open(path) as f:
+    return ModelConfig.from_dict({**json.load(f), **overrides})

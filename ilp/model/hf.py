@@ -15,6 +15,7 @@ import os
 from typing import Any, Iterator, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from jax.experimental import multihost_utils
@@ -22,7 +23,7 @@ from jax.sharding import Mesh
 
 from ilp import fileio, parallel
 from ilp.model import build
-from ilp.model.config import DTYPES, FAMILIES, ModelConfig, ModelConfigError, RopeConfig
+from ilp.model.config import FAMILIES, ModelConfig, ModelConfigError, RopeConfig
 from ilp.model.safetensors_io import CheckpointError, SafetensorsDir, write_sharded
 from ilp.typed import ConfigError
 
@@ -203,7 +204,7 @@ def load_hf(directory: str, mesh: Mesh, rules: Sequence[tuple[str, Any]] = paral
   if unexpected:
     raise CheckpointError(f"{directory}: tensors not used by a {cfg.family} model with this config.json: "
                           f"{', '.join(unexpected[:5])}{' ...' if len(unexpected) > 5 else ''}")
-  np_dtype = np.dtype(DTYPES[param_dtype])
+  np_dtype = jnp.dtype(param_dtype)
   by_path: dict[tuple[Any, ...], list[TensorMap]] = {}
   for t in maps:   # a scanned model's stacked variable gathers its layers' tensors, in layer order
     if t.hf_name not in reader:
@@ -238,7 +239,7 @@ def _host_tensors(cfg: ModelConfig, state: nnx.State, dtype: np.dtype) -> Iterat
 def save_hf(cfg: ModelConfig, state: nnx.State, directory: str, max_shard_bytes: int = 2 << 30,
             dtype: str | None = None) -> None:
   """Writes an HF checkpoint directory atomically; tensors are gathered to the host one by one."""
-  np_dtype = np.dtype(DTYPES[dtype or cfg.param_dtype])
+  np_dtype = jnp.dtype(dtype or cfg.param_dtype)
   tensors = _host_tensors(cfg, state, np_dtype)
   if jax.process_index() != 0:
     for _ in tensors:  # take part in every gather, write nothing

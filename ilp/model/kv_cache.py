@@ -31,8 +31,8 @@ class KVCache:
   def init(cls, cfg: ModelConfig, batch: int, max_length: int) -> "KVCache":
     def per_layer(shape: tuple[int, ...]) -> tuple[jax.Array, ...] | jax.Array:
       if cfg.scan_layers:
-        return jnp.zeros((cfg.num_layers, *shape), cfg.jnp_dtype)
-      return tuple(jnp.zeros(shape, cfg.jnp_dtype) for _ in range(cfg.num_layers))
+        return jnp.zeros((cfg.num_layers, *shape), jnp.dtype(cfg.dtype))
+      return tuple(jnp.zeros(shape, jnp.dtype(cfg.dtype)) for _ in range(cfg.num_layers))
     return cls(keys=per_layer((batch, cfg.num_kv_heads, cfg.head_dim, max_length)),
                values=per_layer((batch, cfg.num_kv_heads, max_length, cfg.head_dim)),
                valid=jnp.zeros((batch, max_length), bool), index=jnp.zeros((), jnp.int32))

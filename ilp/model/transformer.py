@@ -90,24 +90,24 @@ class Attention(nnx.Module):
   """Grouped-query attention with optional biases, q/k norms and a KV cache."""
 
   def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
-    e, h, kv, d, pd = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.jnp_param_dtype
+    e, h, kv, d, param_dtype = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, jnp.dtype(cfg.param_dtype)
     self.cfg = cfg
-    self.q = _param(rngs, (e, h, d), ("embed", "heads", "head_dim"), pd, "normal")
-    self.k = _param(rngs, (e, kv, d), ("embed", "kv_heads", "head_dim"), pd, "normal")
-    self.v = _param(rngs, (e, kv, d), ("embed", "kv_heads", "head_dim"), pd, "normal")
-    self.o = _param(rngs, (h, d, e), ("heads", "head_dim", "embed"), pd, "normal")
+    self.q = _param(rngs, (e, h, d), ("embed", "heads", "head_dim"), param_dtype, "normal")
+    self.k = _param(rngs, (e, kv, d), ("embed", "kv_heads", "head_dim"), param_dtype, "normal")
+    self.v = _param(rngs, (e, kv, d), ("embed", "kv_heads", "head_dim"), param_dtype, "normal")
+    self.o = _param(rngs, (h, d, e), ("heads", "head_dim", "embed"), param_dtype, "normal")
     if cfg.qkv_bias:
-      self.q_bias = _param(rngs, (h, d), ("heads", "head_dim"), pd, "zeros")
-      self.k_bias = _param(rngs, (kv, d), ("kv_heads", "head_dim"), pd, "zeros")
-      self.v_bias = _param(rngs, (kv, d), ("kv_heads", "head_dim"), pd, "zeros")
+      self.q_bias = _param(rngs, (h, d), ("heads", "head_dim"), param_dtype, "zeros")
+      self.k_bias = _param(rngs, (kv, d), ("kv_heads", "head_dim"), param_dtype, "zeros")
+      self.v_bias = _param(rngs, (kv, d), ("kv_heads", "head_dim"), param_dtype, "zeros")
     if cfg.o_bias:
-      self.o_bias = _param(rngs, (e,), ("norm",), pd, "zeros")
+      self.o_bias = _param(rngs, (e,), ("norm",), param_dtype, "zeros")
     if cfg.qk_norm:
-      self.q_norm = RMSNorm((h, d), ("heads", "head_dim"), cfg.rms_norm_eps, pd, rngs)
-      self.k_norm = RMSNorm((kv, d), ("kv_heads", "head_dim"), cfg.rms_norm_eps, pd, rngs)
+      self.q_norm = RMSNorm((h, d), ("heads", "head_dim"), cfg.rms_norm_eps, param_dtype, rngs)
+      self.k_norm = RMSNorm((kv, d), ("kv_heads", "head_dim"), cfg.rms_norm_eps, param_dtype, rngs)
 
   def _project(self, x: jax.Array, name: str) -> jax.Array:
-    dt = self.cfg.jnp_dtype
+    dt = jnp.dtype(self.cfg.dtype)
     out = _dense(x, getattr(self, name)[...].astype(dt))
     if self.cfg.qkv_bias:
       out = out + getattr(self, f"{name}_bias")[...].astype(dt)
@@ -134,13 +134,13 @@ class Attention(nnx.Module):
     scores = jnp.einsum("btkgd,bkds->bkgts", q, k.astype(q.dtype)).astype(jnp.float32)
     scores = scores * (cfg.head_dim ** -0.5)
     scores = jnp.where(mask[:, None, None, :, :], scores, _MASK_VALUE)
-    probs = jax.nn.softmax(scores, axis=-1).astype(cfg.jnp_dtype)
+    probs = jax.nn.softmax(scores, axis=-1).astype(jnp.dtype(cfg.dtype))
     out = jnp.einsum("bkgts,bksd->btkgd", probs, v.astype(probs.dtype))
     out = out.reshape(b, t, cfg.num_heads, cfg.head_dim)
     out = parallel.constrain(out, ("batch", "length", "heads", "head_dim"))
-    out = _dense(out, self.o[...].astype(cfg.jnp_dtype), in_dims=2)
+    out = _dense(out, self.o[...].astype(jnp.dtype(cfg.dtype)), in_dims=2)
     if cfg.o_bias:
-      out = out + self.o_bias[...].astype(cfg.jnp_dtype)
+      out = out + self.o_bias[...].astype(jnp.dtype(cfg.dtype))
     return out, cache
 
 
@@ -148,11 +148,11 @@ class MLP(nnx.Module):
   """SwiGLU feed-forward block."""
 
   def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
-    e, m, pd = cfg.hidden_size, cfg.intermediate_size, cfg.jnp_param_dtype
-    self.dtype = cfg.jnp_dtype
-    self.gate = _param(rngs, (e, m), ("embed", "mlp"), pd, "normal")
-    self.up = _param(rngs, (e, m), ("embed", "mlp"), pd, "normal")
-    self.down = _param(rngs, (m, e), ("mlp", "embed"), pd, "normal")
+    e, m, param_dtype = cfg.hidden_size, cfg.intermediate_size, jnp.dtype(cfg.param_dtype)
+    self.dtype = jnp.dtype(cfg.dtype)
+    self.gate = _param(rngs, (e, m), ("embed", "mlp"), param_dtype, "normal")
+    self.up = _param(rngs, (e, m), ("embed", "mlp"), param_dtype, "normal")
+    self.down = _param(rngs, (m, e), ("mlp", "embed"), param_dtype, "normal")
 
   def __call__(self, x: jax.Array) -> jax.Array:
     gate = _dense(x, self.gate[...].astype(self.dtype))
@@ -165,7 +165,7 @@ class DecoderLayer(nnx.Module):
   """Pre-norm residual block (Llama, Qwen2) or post-sublayer-norm block (OLMo2)."""
 
   def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
-    norm = lambda: RMSNorm((cfg.hidden_size,), ("norm",), cfg.rms_norm_eps, cfg.jnp_param_dtype, rngs)
+    norm = lambda: RMSNorm((cfg.hidden_size,), ("norm",), cfg.rms_norm_eps, jnp.dtype(cfg.param_dtype), rngs)
     self.post_norm = cfg.post_norm
     self.attn = Attention(cfg, rngs)
     self.mlp = MLP(cfg, rngs)
@@ -219,15 +219,15 @@ class Decoder(nnx.Module):
 
   def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
     self.cfg = cfg
-    pd = cfg.jnp_param_dtype
-    self.embed = _param(rngs, (cfg.vocab_size, cfg.hidden_size), ("vocab", "embed"), pd, "normal")
+    param_dtype = jnp.dtype(cfg.param_dtype)
+    self.embed = _param(rngs, (cfg.vocab_size, cfg.hidden_size), ("vocab", "embed"), param_dtype, "normal")
     if cfg.scan_layers:
       self.layers = _stacked_layers(cfg, rngs)
     else:
       self.layers = nnx.List([DecoderLayer(cfg, rngs) for _ in range(cfg.num_layers)])
-    self.final_norm = RMSNorm((cfg.hidden_size,), ("norm",), cfg.rms_norm_eps, pd, rngs)
+    self.final_norm = RMSNorm((cfg.hidden_size,), ("norm",), cfg.rms_norm_eps, param_dtype, rngs)
     if not cfg.tie_embeddings:
-      self.lm_head = _param(rngs, (cfg.hidden_size, cfg.vocab_size), ("embed", "vocab"), pd, "normal")
+      self.lm_head = _param(rngs, (cfg.hidden_size, cfg.vocab_size), ("embed", "vocab"), param_dtype, "normal")
     self.inv_freq = tuple(rope.inverse_frequencies(cfg.rope, cfg.head_dim).tolist())
 
   def __call__(self, tokens: jax.Array, positions: jax.Array | None = None, mask: jax.Array | None = None,
@@ -250,7 +250,7 @@ class Decoder(nnx.Module):
     1024-wide ones at ~105, forward and in the weight gradient (its YNNPACK dots prefer the
     whole product). The values are the same either way.
     """
-    head = (self.embed[...].T if self.cfg.tie_embeddings else self.lm_head[...]).astype(self.cfg.jnp_dtype)
+    head = (self.embed[...].T if self.cfg.tie_embeddings else self.lm_head[...]).astype(jnp.dtype(self.cfg.dtype))
     vocab = head.shape[1]
     if block <= 0 or vocab <= block:
       logits = _dense(x, head, out_dtype=jnp.float32)
@@ -285,7 +285,7 @@ class Decoder(nnx.Module):
 
     # All-gather the table before the lookup, as FSDP does for every weight at its use: a gather
     # with batch-sharded indices from a sharded table makes XLA fully rematerialise its output.
-    table = parallel.constrain(self.embed[...].astype(cfg.jnp_dtype), (None, None))
+    table = parallel.constrain(self.embed[...].astype(jnp.dtype(cfg.dtype)), (None, None))
     x = jnp.take(table, tokens, axis=0)
     x = parallel.constrain(x, ("batch", "length", "act_embed"))
     run = self._scanned if cfg.scan_layers else self._unrolled

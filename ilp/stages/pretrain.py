@@ -30,4 +30,4 @@ def run(config: Config, layout: Layout) -> None:
            section.seq_length, section.steps)
   data = loop.TrainData(stream=stream, batch_size=section.batch_size,
                         arrays=lambda rows, length: batching.lm_batch(sequences[rows]))
-  loop.train(section, config.mesh, layout.training_paths(NAME), init, data, tokenizer)
+  loop.train(section, config.mesh, config.machine, layout.training_paths(NAME), init, data, tokenizer)

@@ -73,5 +73,5 @@ def run(config: Config, layout: Layout) -> None:
                         controls=tuple(controls), monitor=monitor, convergence=until_converged,
                         phase_names=phase_names,
                         replay_arrays=None if replayed is None else arrays(replayed))
-  loop.train(section, config.mesh, layout.training_paths(NAME), init, data, tokenizer,
+  loop.train(section, config.mesh, config.machine, layout.training_paths(NAME), init, data, tokenizer,
              notes={"tokenization": report, "plan": plan_info, "dev_examples": 0 if watched is None else len(dev_frame)})

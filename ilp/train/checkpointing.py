@@ -9,7 +9,6 @@ back (and a save of that step number again would collide with it).
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import shutil
@@ -20,23 +19,8 @@ import orbax.checkpoint as ocp
 
 from ilp import checksums, fileio, parallel
 from ilp.model.checkpoint import CorruptModelError, check_finite, unrestorable, verify
-from ilp.typed import check
 
 log = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass(frozen=True)
-class CheckpointConfig:
-  """When train-state checkpoints are written (config sections `sft.checkpoint`, `pretrain.checkpoint`);
-  phase and epoch ends and the last step are always saved."""
-  every_steps: int = 200
-  max_to_keep: int = 2
-  async_save: bool = True
-  phase_models: bool = False   # also export the model at the end of every phase but the last (`<stage>/phase<k>/`)
-
-  def __post_init__(self):
-    check(self.every_steps >= 1, "every_steps", f"must be >= 1, got {self.every_steps}")
-    check(self.max_to_keep >= 1, "max_to_keep", f"must be >= 1, got {self.max_to_keep}")
 
 
 class TrainCheckpointer:

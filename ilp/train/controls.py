@@ -26,9 +26,9 @@ class ResampleConfig:
   data set's dev accuracy is compared with the previous check; a data set whose accuracy fell by
   more than `drop` (relative; the paper: 5%) gets `share` of the rows of each of the next
   `every_steps` batches (the paper does not give the share)."""
-  every_steps: int = 0
-  drop: float = 0.05
-  share: float = 0.25
+  every_steps: int = 0    # steps between dev-accuracy checks (0: off)
+  drop: float = 0.05      # resample a data set whose dev accuracy fell more than this (relative) since the last check
+  share: float = 0.25     # share of the rows of each of the next `every_steps` batches a resampled data set gets
 
   def __post_init__(self):
     check(self.every_steps >= 0, "every_steps", f"must be >= 0, got {self.every_steps}")
@@ -42,9 +42,9 @@ class ProgressiveConfig:
   `max_epochs` epochs, one at a time, and stops after epoch e when L_val(e) > L_val(e-1) + `delta`
   (the paper's rule, δ = 0.01). The model of the stopping epoch is kept (no rollback, as Keras'
   EarlyStopping by default)."""
-  enabled: bool = False
-  max_epochs: int = 10
-  delta: float = 0.01
+  enabled: bool = False   # run the last phase by progressive epochs with early stopping
+  max_epochs: int = 10    # the most epochs the last phase runs
+  delta: float = 0.01     # stop after an epoch whose dev loss exceeds the previous epoch's by more than this
 
   def __post_init__(self):
     check(self.max_epochs >= 1, "max_epochs", f"must be >= 1, got {self.max_epochs}")

@@ -21,7 +21,7 @@ import pandas as pd
 
 from ilp import fileio, parallel
 from ilp.data import batches as batching
-from ilp.model import checkpoint
+from ilp.model import checkpoint, flops
 from ilp.model.config import ModelConfig
 from ilp.scoring.evaluator import ExampleEvaluator
 from ilp.train import checkpointing, controls as controls_lib, convergence as convergence_lib, dynamics, metrics
@@ -173,7 +173,7 @@ class Progress:
 
   def add(self, info: StepInfo) -> None:
     self.real_tokens += int(info.host["mask"].sum())
-    self.flops += metrics.training_flops_per_token(self.cfg, info.batch.length) * info.host["tokens"].size
+    self.flops += flops.training_flops_per_token(self.cfg, info.batch.length) * info.host["tokens"].size
     if info.batch.replay:   # replayed records: their own loss curve
       self.replay += float(info.metrics["loss"])
       self.replay_steps += 1

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-import re
 from typing import Any, Callable
 
 import jax
@@ -23,50 +22,18 @@ from jax.sharding import NamedSharding, PartitionSpec
 from ilp import fileio, parallel
 from ilp.data import batches as batching
 from ilp.layout import TrainingPaths
+from ilp.machine import MachineConfig, MeshConfig
 from ilp.model import build, checkpoint
-from ilp.model.config import resolve_compute_dtype
 from ilp.scoring.evaluator import ExampleEvaluator
 from ilp.train import checkpointing, controls as controls_lib, convergence as convergence_lib, hooks, metrics, optim
+from ilp.train.config import TrainConfig
 from ilp.train.step import compiler_options, make_train_step
-from ilp.typed import check
-
-COMPUTE_DTYPES = ("auto", "float32", "bfloat16")
 
 log = logging.getLogger(__name__)
 
 
 class TrainingDivergedError(RuntimeError):
   """The loss became NaN or infinite; the last good checkpoint is kept."""
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-  """What the `pretrain` and `sft` sections share (the same loop runs both)."""
-  init_from: str = "model_init"    # "model_init", "pretrain" (sft only) or an absolute checkpoint path
-  batch_size: int = 16             # global batch (sequences per optimizer step)
-  grad_accum_steps: int = 1        # micro-batches per step; batch_size must divide evenly
-  compute_dtype: str = "auto"      # "bfloat16": bf16 compute over float32 master weights; "auto": bf16 on accelerators
-  ynnpack_dots: bool = False       # XLA:CPU's YNNPACK dot fusions in the training step (off: its steps run ~1.2x faster)
-  log_every_steps: int = 10
-  peak_flops: float = 0.0          # peak FLOP/s of all devices for MFU; 0 = the data sheet's (known accelerators) or a timed matmul
-  trainable: tuple[str, ...] = ()  # regexes over parameter paths ("layers/0/attn/q"): only matches train (empty: all)
-  optimizer: optim.OptimizerConfig = optim.OptimizerConfig()
-  checkpoint: checkpointing.CheckpointConfig = checkpointing.CheckpointConfig()
-
-  def __post_init__(self):
-    check(bool(self.init_from), "init_from", "must name 'model_init', 'pretrain' or a checkpoint path")
-    check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
-    check(self.grad_accum_steps >= 1, "grad_accum_steps", f"must be >= 1, got {self.grad_accum_steps}")
-    check(self.batch_size % self.grad_accum_steps == 0, "batch_size",
-          f"{self.batch_size} is not divisible by grad_accum_steps={self.grad_accum_steps}")
-    check(self.compute_dtype in COMPUTE_DTYPES, "compute_dtype", f"'{self.compute_dtype}' is not one of {COMPUTE_DTYPES}")
-    check(self.log_every_steps >= 1, "log_every_steps", f"must be >= 1, got {self.log_every_steps}")
-    check(self.peak_flops >= 0, "peak_flops", f"must be >= 0, got {self.peak_flops}")
-    for pattern in self.trainable:
-      try:
-        re.compile(pattern)
-      except re.error as e:
-        check(False, "trainable", f"'{pattern}' is not a regular expression: {e}")
 
 
 @dataclasses.dataclass
@@ -102,11 +69,12 @@ class _Stepper:
   """The sharded train state and its jitted step, rebuilt when the plan's learning-rate schedule
   changes (training to convergence shortens a phase)."""
 
-  def __init__(self, section: TrainConfig, mesh_config: parallel.MeshConfig, init_dir: str, batch_size: int,
-               plan: hooks.Plan, with_stats: bool):
+  def __init__(self, section: TrainConfig, mesh_config: MeshConfig, machine: MachineConfig, init_dir: str,
+               batch_size: int, plan: hooks.Plan, with_stats: bool):
     self.section, self.batch_size, self.plan, self.with_stats = section, batch_size, plan, with_stats
+    self.ynnpack_dots = machine.ynnpack_dots
     self.mesh, self.rules = parallel.make_mesh(mesh_config.shape), mesh_config.rules
-    self.dtype = resolve_compute_dtype(section.compute_dtype)
+    self.dtype = build.resolve_compute_dtype(section.compute_dtype)
     self.cfg, self.graphdef, params = checkpoint.load_params(init_dir, self.mesh, self.rules, dtype=self.dtype)
     schedule = optim.make_schedule(section.optimizer, *plan.schedule)
     optimizer = optim.make_optimizer(section.optimizer, schedule, section.trainable)
@@ -137,10 +105,10 @@ class _Stepper:
     with parallel.sharding_context(self.mesh, self.rules):
       return jax.jit(
           make_train_step(self.graphdef, optim.make_optimizer(section.optimizer, schedule, section.trainable), schedule,
-                          section.grad_accum_steps, with_stats=self.with_stats, ynnpack_dots=section.ynnpack_dots),
+                          section.grad_accum_steps, with_stats=self.with_stats, ynnpack_dots=self.ynnpack_dots),
           in_shardings=(self.shardings, self.batch_sharding),
           out_shardings=(self.shardings, replicated, self.stats_sharding if self.with_stats else replicated),
-          donate_argnums=0, compiler_options=compiler_options(section.ynnpack_dots))
+          donate_argnums=0, compiler_options=compiler_options(self.ynnpack_dots))
 
   @functools.cached_property
   def evaluator(self) -> ExampleEvaluator:
@@ -157,14 +125,14 @@ def _check_finite(step_metrics: dict[str, Any], step: int, ckpt: checkpointing.T
                                 f"checkpoint (step {ckpt.latest_step()}) in {ckpt.directory} is kept")
 
 
-def _hooks(section: TrainConfig, data: TrainData, model: _Stepper, plan: hooks.Plan, writer: metrics.MetricWriter,
-           saver: hooks.Checkpoint, dynamics_log: hooks.DynamicsLog | None, evaluation: hooks.Evaluation | None,
-           export: hooks.PhaseModels | None, start: int) -> hooks.Hooks:
+def _hooks(section: TrainConfig, machine: MachineConfig, data: TrainData, model: _Stepper, plan: hooks.Plan,
+           writer: metrics.MetricWriter, saver: hooks.Checkpoint, dynamics_log: hooks.DynamicsLog | None,
+           evaluation: hooks.Evaluation | None, export: hooks.PhaseModels | None, start: int) -> hooks.Hooks:
   """The hooks in the order they run after a step: what the step trained on, then the progress
   line, the controls, evaluation, phase models and the checkpoint (the log lines keep this order)."""
   run = hooks.Hooks(plan)
   run.add(saver.tokens)
-  progress = hooks.Progress(writer, model.cfg, section.peak_flops or metrics.device_peak_flops(model.dtype) *
+  progress = hooks.Progress(writer, model.cfg, machine.peak_flops or metrics.device_peak_flops(model.dtype) *
                             jax.device_count(), plan, start)
   run.add(progress.add)
   by_dataset = None
@@ -190,7 +158,7 @@ def _hooks(section: TrainConfig, data: TrainData, model: _Stepper, plan: hooks.P
   return run
 
 
-def train(section: TrainConfig, mesh_config: parallel.MeshConfig, paths: TrainingPaths, init_dir: str,
+def train(section: TrainConfig, mesh_config: MeshConfig, machine: MachineConfig, paths: TrainingPaths, init_dir: str,
           data: TrainData, tokenizer: Any = None, notes: dict[str, Any] | None = None) -> dict[str, Any]:
   """Trains from the params checkpoint in `init_dir`; writes the stage's checkpoints, dynamics log
   (with `data.table`), TensorBoard logs, final model and summary to `paths`.
@@ -198,6 +166,7 @@ def train(section: TrainConfig, mesh_config: parallel.MeshConfig, paths: Trainin
   Args:
     section: the stage's training settings (the root config's `sft` or `pretrain`).
     mesh_config: the device mesh and its logical-axis rules.
+    machine: how the step compiles and the peak FLOP/s its MFU is measured against.
     paths: where the stage's outputs go (`Layout.training_paths`).
     init_dir: a params checkpoint to start from.
     data: the planned stream and how to build its batches.
@@ -206,7 +175,7 @@ def train(section: TrainConfig, mesh_config: parallel.MeshConfig, paths: Trainin
   """
   is_writer = jax.process_index() == 0
   plan = hooks.Plan(data.stream, data.controls, data.convergence)
-  model = _Stepper(section, mesh_config, init_dir, data.batch_size, plan, with_stats=data.table is not None)
+  model = _Stepper(section, mesh_config, machine, init_dir, data.batch_size, plan, with_stats=data.table is not None)
   ckpt = checkpointing.TrainCheckpointer(paths.checkpoints, section.checkpoint.max_to_keep,
                                          section.checkpoint.async_save)
   saver = hooks.Checkpoint(ckpt, section.checkpoint.every_steps, plan, hooks.Tokens(), data.monitor, paths.directory)
@@ -218,7 +187,7 @@ def train(section: TrainConfig, mesh_config: parallel.MeshConfig, paths: Trainin
   if evaluation and start == 0:
     evaluation.at(0, model.state.params)
   export = hooks.PhaseModels(paths.phase_model, model.cfg, tokenizer) if section.checkpoint.phase_models else None
-  run = _hooks(section, data, model, plan, writer, saver, dynamics_log, evaluation, export, start)
+  run = _hooks(section, machine, data, model, plan, writer, saver, dynamics_log, evaluation, export, start)
   step_metrics = None
   while step < plan.total and plan.stopped is None:   # the plan shrinks when a phase converges early
     planned = plan.stream.batches[step]

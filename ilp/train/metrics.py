@@ -47,26 +47,11 @@ class MetricWriter:
       self._writer.close()
 
 
-def forward_flops_per_token(cfg: ModelConfig, context: float) -> float:
-  """Model FLOPs of one token's forward pass attending over `context` tokens: 2 per weight of every
-  matmul (the embedding lookup is a gather, the head a matmul) plus the attention scores and
-  weighted values, 4 * layers * heads * head_dim * context."""
-  attn = cfg.hidden_size * cfg.head_dim * (2 * cfg.num_heads + 2 * cfg.num_kv_heads)
-  mlp = 3 * cfg.hidden_size * cfg.intermediate_size
-  matmul_params = cfg.num_layers * (attn + mlp) + cfg.hidden_size * cfg.vocab_size
-  return 2.0 * matmul_params + 4.0 * cfg.num_layers * cfg.num_heads * cfg.head_dim * context
-
-
-def training_flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
-  """Model FLOPs of one training token (forward + backward = 3x forward), as in PaLM's MFU."""
-  return 3.0 * forward_flops_per_token(cfg, seq_len)
-
-
 # Dense peak FLOP/s per device from the vendors' data sheets (no sparsity), by `device_kind` prefix:
 # (bfloat16, float32). float32 is the plain (non-TF32) rate where the vendor states one.
 PEAK_FLOPS: dict[str, tuple[float, float]] = {
     "NVIDIA H200": (989e12, 67e12),
-    "NVIDIA H100": (989e12, 67e12),      # SXM; the PCIe card is 756e12 / 51e12: set `peak_flops`
+    "NVIDIA H100": (989e12, 67e12),      # SXM; the PCIe card is 756e12 / 51e12: set `machine.peak_flops`
     "NVIDIA A100": (312e12, 19.5e12),
     "NVIDIA L4": (121e12, 30e12),
     "NVIDIA A10G": (70e12, 31e12),

@@ -7,7 +7,6 @@ L2-SP: fine-tuning as a bounded move away from the base model).
 """
 from __future__ import annotations
 
-import dataclasses
 import re
 from typing import Any, Callable, NamedTuple, Sequence
 
@@ -18,40 +17,8 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ilp import parallel
+from ilp.train.config import OptimizerConfig
 from ilp.train.step import TrainState
-from ilp.typed import check
-
-DECAYS = ("cosine", "linear", "constant")
-DECAY_TARGETS = ("zero", "init")
-
-
-@dataclasses.dataclass(frozen=True)
-class OptimizerConfig:
-  """AdamW and its learning-rate schedule (config sections `sft.optimizer`, `pretrain.optimizer`)."""
-  learning_rate: float = 1e-4
-  warmup_steps: int = -1          # >= 0 overrides warmup_ratio
-  warmup_ratio: float = 0.03      # share of each phase's steps spent warming up
-  decay: str = "cosine"           # one of DECAYS, after the warmup
-  end_lr_ratio: float = 0.1       # final learning rate / peak
-  b1: float = 0.9
-  b2: float = 0.95
-  eps: float = 1e-8
-  weight_decay: float = 0.0       # matrices only
-  decay_to: str = "zero"          # one of DECAY_TARGETS: "init" decays toward the starting weights
-  grad_clip_norm: float = 1.0     # global-norm clipping; 0 turns it off
-
-  def __post_init__(self):
-    check(self.learning_rate > 0, "learning_rate", f"must be > 0, got {self.learning_rate}")
-    check(self.warmup_steps >= -1, "warmup_steps", f"must be >= 0 (or -1: use warmup_ratio), got {self.warmup_steps}")
-    check(0 <= self.warmup_ratio <= 1, "warmup_ratio", f"must lie in [0, 1], got {self.warmup_ratio}")
-    check(self.decay in DECAYS, "decay", f"'{self.decay}' is not one of {DECAYS}")
-    check(0 <= self.end_lr_ratio <= 1, "end_lr_ratio", f"must lie in [0, 1], got {self.end_lr_ratio}")
-    for name in ("b1", "b2"):
-      check(0 <= getattr(self, name) < 1, name, f"must lie in [0, 1), got {getattr(self, name)}")
-    check(self.eps > 0, "eps", f"must be > 0, got {self.eps}")
-    check(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
-    check(self.decay_to in DECAY_TARGETS, "decay_to", f"'{self.decay_to}' is not one of {DECAY_TARGETS}")
-    check(self.grad_clip_norm >= 0, "grad_clip_norm", f"must be >= 0, got {self.grad_clip_norm}")
 
 
 def phase_schedule(lr: float, steps: int, warmup_steps: int, decay: str, end_ratio: float,
