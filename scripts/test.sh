@@ -1,6 +1,24 @@
 #!/usr/bin/env bash
-# Installs the test environment (once) and runs the whole test suite. Extra arguments go to pytest.
+# Installs the test environment (once) and runs the test suite (CI): every test on one CPU device,
+# then, in a second process, the `mesh` tests (sharded runs checked against the single-device run)
+# on 8 fake devices (tests/conftest.py). The XLA compilation cache in .cache/jax-tests makes a
+# second run faster. `bash scripts/test.sh fast` runs the unit tier (tests/unit) only. Other
+# arguments go to pytest: `-x`, `-k name`, `-m slow` (the tests left out by default) ...
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup_env.sh" requirements-test.txt
 cd "$ILP_ROOT"
-exec "$ILP_PYTHON" -m pytest -q tests "$@"
+paths=(tests)
+if [ "${1:-}" = fast ]; then paths=(tests/unit); shift; fi
+select="not slow"
+args=()
+while [ $# -gt 0 ]; do
+  if [ "$1" = -m ] && [ $# -gt 1 ]; then select="$2"; shift 2; else args+=("$1"); shift; fi
+done
+
+run() {  # pytest's status 5 (no test selected in this process, e.g. by -k) is no failure
+  local status=0
+  "$@" || status=$?
+  [ "$status" -eq 0 ] || [ "$status" -eq 5 ] || exit "$status"
+}
+run env ILP_TEST_DEVICES=1 "$ILP_PYTHON" -m pytest -q "${paths[@]}" -m "($select) and not mesh" "${args[@]}"
+run env ILP_TEST_DEVICES=8 "$ILP_PYTHON" -m pytest -q "${paths[@]}" -m "($select) and mesh" "${args[@]}"

@@ -1,17 +1,40 @@
-"""Test session set-up: 8 fake CPU devices, configured before JAX is first imported."""
+"""Test session set-up, done before JAX is first imported.
+
+Devices: one CPU device, or `ILP_TEST_DEVICES` fake ones. Tests marked `mesh` need 8 (a sharded
+run checked against the single-device one); `scripts/test.sh` runs them in a second pytest process
+with `ILP_TEST_DEVICES=8`, so every other test (pipelines included) compiles and runs unpartitioned,
+several times faster on 2 cores. A `mesh` test in a 1-device session fails with that advice.
+
+Compilation: a persistent XLA cache (`JAX_COMPILATION_CACHE_DIR`, default `.cache/jax-tests` in
+the checkout) shared by the suite's processes and the subprocesses they start (the variables
+are inherited), so a second run, and a test that compiles what another already did, reads the
+compiled programs instead of building them again.
+"""
 import os
 
-os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEVICES = int(os.environ.get("ILP_TEST_DEVICES", "1"))
+MESH_DEVICES = 8
+
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                           f" --xla_force_host_platform_device_count={DEVICES}").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(ROOT, ".cache", "jax-tests"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 import jax  # noqa: E402  (must follow the environment set-up above)
-
-assert jax.device_count() == 8, "tests need 8 fake CPU devices; was jax imported before conftest?"
-
-
 import pytest  # noqa: E402
+
+assert jax.device_count() == DEVICES, f"tests asked for {DEVICES} CPU devices; was jax imported before conftest?"
+
+
+def pytest_runtest_setup(item):
+  if item.get_closest_marker("mesh") and jax.device_count() < MESH_DEVICES:
+    pytest.fail(f"needs {MESH_DEVICES} devices: run it as `ILP_TEST_DEVICES={MESH_DEVICES} pytest -m mesh ...` "
+                "(bash scripts/test.sh does)", pytrace=False)
 
 
 @pytest.fixture(scope="session")

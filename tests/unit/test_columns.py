@@ -10,8 +10,8 @@ import pytest
 from ilp.detection import columns as col
 from ilp.detection import probes
 from ilp.detection.config import DetectConfig
+from tests import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_meaning_answers_for_named_and_derived_columns_and_refuses_others():

@@ -116,6 +116,7 @@ def test_sample_logprobs_equal_teacher_forced_scores(tiny, one_device):
       np.testing.assert_allclose(out.logprobs[b, s], log_probs[np.arange(6), out.tokens[b, s]], atol=1e-4)
 
 
+@pytest.mark.mesh
 def test_same_samples_on_one_and_eight_devices(tiny, one_device):
   cfg, graphdef, params = tiny
   prompts = _prompts(cfg.vocab_size) * 2

@@ -19,8 +19,8 @@ from ilp import pipeline
 from ilp.data import world
 from ilp.diagnosis import attribution
 from ilp.layout import Layout
+from tests import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = world_small.SIZES
 
 

@@ -112,6 +112,7 @@ def single_device_run():
   return _run_steps((1, 1, 1), accum=1)
 
 
+@pytest.mark.mesh
 @pytest.mark.parametrize("mesh_shape, accum", [((8, 1, 1), 1), ((1, 8, 1), 1), ((2, 2, 2), 1), ((2, 2, 2), 2)])
 def test_sharded_training_matches_single_device(mesh_shape, accum, single_device_run):
   ref_losses, ref_params = single_device_run

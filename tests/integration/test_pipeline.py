@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import jax
 import pytest
 
 from configs import tiny_test
@@ -12,8 +13,8 @@ from ilp import pipeline
 from ilp.model import checkpoint
 from ilp.model.config import ModelConfig, ModelConfigError
 from ilp.typed import ConfigError
+from tests import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_init_model_stage_writes_checkpoint_and_skips_when_done(tmp_path):
@@ -22,7 +23,7 @@ def test_init_model_stage_writes_checkpoint_and_skips_when_done(tmp_path):
   summary = json.loads((tmp_path / "model_init.json").read_text())
   assert summary["parameters"] == 128 * 32 * 2 + 32 + 2 * (32 * 8 * (4 + 2 + 2 + 4) + 3 * 32 * 64 + 2 * 32)
   assert summary["cached_decode_max_abs_logit_gap"] < 1e-5
-  assert summary["mesh"] == {"data": 1, "fsdp": 8, "tensor": 1}
+  assert summary["mesh"] == {"data": 1, "fsdp": jax.device_count(), "tensor": 1}
   assert checkpoint.read_model_config(str(tmp_path / "model_init")).num_layers == 2
   assert json.loads((tmp_path / "config.json").read_text())["model"]["hidden_size"] == 32
   stamp = os.path.getmtime(tmp_path / "model_init.json")

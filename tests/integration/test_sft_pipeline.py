@@ -18,9 +18,8 @@ from ilp.model import checkpoint
 from ilp.data import mixture
 from ilp.scoring import dynamics_log
 from ilp.train import loop
-from tests import sft_data
+from tests import ROOT, sft_data
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture

@@ -98,54 +98,6 @@ def test_training_to_convergence_and_progressive_epochs_exclude_each_other(tmp_p
     config_lib.load(config)
 
 
-def _converging_config(paths):
-  config = sft_data.sft_config(paths, epochs=2)
-  config.sft.convergence.update(max_epochs=8, delta=0.3, cooldown_epochs=1)
-  config.sft.optimizer.update(warmup_steps=2)
-  return config
-
-
-def _epoch_losses(frame: pd.DataFrame) -> dict:
-  batch = frame[frame["kind"] == "batch"]
-  sums = batch.groupby(["train_phase", "epoch"])[["nll_sum", "tokens"]].sum()
-  return {(int(p), int(e)): row.nll_sum / row.tokens for (p, e), row in sums.iterrows()}
-
-
-def test_training_to_convergence_stops_where_the_dynamics_say(tmp_path, monkeypatch):
-  paths = sft_data.make_inputs(str(tmp_path / "data"), per_dataset=24)
-  config = _converging_config(paths)
-  pipeline.run(config, str(tmp_path / "full"))
-  summary = json.load(open(tmp_path / "full" / "sft" / "summary.json"))
-  frame = dynamics_log.load(str(tmp_path / "full" / "sft" / "dynamics"))
-  losses = _epoch_losses(frame)
-  decisions = summary["controls"][0]["decisions"]
-  for phase, name in ((1, "phase1"), (2, "phase2")):
-    decided = decisions[str(phase)]
-    plateau = decided["plateau_epoch"]
-    # The direct rule on the logged visits: the first epoch >= 2 (the phase's epochs) whose relative
-    # improvement (all at the peak rate) is below delta, or max_epochs.
-    direct = next((e for e in range(2, 9) if (losses[phase, e - 1] - losses[phase, e]) / losses[phase, e - 1] < 0.3), 8)
-    assert plateau == direct and decided["epochs"] == plateau + 1
-    assert max(e for p, e in losses if p == phase) == plateau + 1      # the cooldown epoch ran, nothing after it
-    verdict = summary["convergence"]["phases"][name]
-    assert verdict["epoch"] == plateau and verdict["trained_epochs"] == plateau + 1
-    assert verdict["loss_by_epoch"]["a" if phase == 1 else "b"][str(plateau)] == pytest.approx(losses[phase, plateau])
-  assert summary["convergence"]["converged"] == (decisions["2"]["reason"] == "converged")
-  assert summary["steps"] == summary["planned_steps"] == len(frame[frame["kind"] == "batch"]["step"].unique())
-  assert summary["tokens"]["loss"] == int(frame[frame["kind"] == "batch"]["tokens"].sum())
-  evals = frame[frame["kind"] == "eval"]
-  assert evals[evals["phase_end"]]["eval_point"].unique().tolist() == [
-      f"phase1/epoch{decisions['1']['epochs']}", f"phase2/epoch{decisions['2']['epochs']}"]
-
-  # Killed after the first decision and resumed: the same decisions, log and parameters.
-  sft_data.run_killed_and_resumed(monkeypatch, config, str(tmp_path / "killed"), kill_at=decisions["1"]["step"] + 2)
-  resumed = json.load(open(tmp_path / "killed" / "sft" / "summary.json"))
-  assert resumed["resumed_from"] is not None and resumed["controls"] == summary["controls"]
-  assert resumed["convergence"] == summary["convergence"] and resumed["tokens"] == summary["tokens"]
-  pd.testing.assert_frame_equal(frame, dynamics_log.load(str(tmp_path / "killed" / "sft" / "dynamics")))
-  sft_data.assert_same_final_params(str(tmp_path / "full"), str(tmp_path / "killed"))
-
-
 def test_a_window_compares_means_of_epochs():
   losses = {1: {"a": 2.0}, 2: {"a": 1.0}, 3: {"a": 1.2}, 4: {"a": 0.99}}   # epoch 3 is a noisy spike
   m = _monitor(losses, {e: 1e-3 for e in losses})

@@ -10,6 +10,8 @@ from ilp.model import build
 from ilp.model.config import ModelConfig
 from tests import hf_models
 
+pytestmark = pytest.mark.mesh   # every test here needs 8 devices
+
 CFG = ModelConfig(family="qwen2", vocab_size=128, hidden_size=64, intermediate_size=128, num_layers=2,
                   num_heads=4, num_kv_heads=2, head_dim=16, qkv_bias=True)
 SMALL = 256  # parameters with more elements than this must not be fully replicated on an fsdp mesh

@@ -14,8 +14,8 @@ from ilp.data.config import DataConfig
 from ilp.data.records import DataError
 from ilp.model import hf
 from ilp.scoring.verifiers import exact_match
+from tests import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESPONSES = ("saffron.", "c-3", "I don't know!", "In Kraków.", "42.5%, roughly", "saffron (dried)", "“anise”")
 CORPUS = ("The cook adds saffron. Then cumin, then c-3.", "In Kraków, spices cost 42.5% more (roughly).",
           "I don't know which “anise” is dried!", "Saffron is dried; saffron is red.")

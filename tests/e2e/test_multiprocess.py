@@ -19,9 +19,10 @@ from ilp import config as config_lib
 from ilp import parallel, pipeline
 from ilp.model import build, checkpoint, hf
 from ilp.scoring import dynamics_log
-from tests import sft_data
+from tests import ROOT, sft_data
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+pytestmark = pytest.mark.mesh   # every test here needs 8 devices
+
 ENV = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu",
        "JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo"}
 

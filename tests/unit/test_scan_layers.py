@@ -74,6 +74,7 @@ def _assert_same_params(expected, got, atol):
     np.testing.assert_allclose(got[path], value, atol=atol, rtol=0, err_msg=str(path))
 
 
+@pytest.mark.mesh
 def test_stacked_parameters_carry_a_replicated_layers_axis(checkpoints, one_device):
   (_, _, unrolled), (cfg, _, scanned) = _both(checkpoints["olmo2"], one_device)
   _assert_same_params(unrolled, scanned, atol=0)   # import stacks the per-layer tensors bit for bit
@@ -205,6 +206,7 @@ def test_hf_export_of_scanned_model_is_the_unrolled_export(family, checkpoints, 
   assert not mismatch and not errors
 
 
+@pytest.mark.mesh
 def test_orbax_checkpoint_round_trips_scanned_params(checkpoints, one_device, tmp_path):
   (_, _, unrolled), (cfg, _, params) = _both(checkpoints["llama"], one_device, remat="dots_saveable")
   checkpoint.save_params(str(tmp_path / "ckpt"), cfg, params)
@@ -213,6 +215,7 @@ def test_orbax_checkpoint_round_trips_scanned_params(checkpoints, one_device, tm
   _assert_same_params(unrolled, restored, atol=0)
 
 
+@pytest.mark.mesh
 def test_sharded_scanned_forward_matches_single_device(checkpoints, one_device):
   cfg, graphdef, params = hf.load_hf(checkpoints["qwen2"], one_device, scan_layers=True)
   tokens, mask = hf_models.padded_batch([16, 12, 9, 16, 3, 7, 16, 1], 16, cfg.vocab_size, left=True)

@@ -18,7 +18,7 @@ from ilp.interventions.equal_compute import Raised
 from ilp.layout import Layout
 from ilp.stages import compare as compare_stage
 from ilp.typed import ConfigError
-from tests.test_compare import _constructed
+from tests.unit.test_compare import _constructed
 
 LENGTHS = np.arange(30) % 7 + 3                           # the examples' real tokens
 PHASE = np.array([1] * 15 + [2] * 15)                     # e0..e14 phase 1 (2 epochs), e15..e29 phase 2 (3 epochs)

@@ -16,9 +16,8 @@ from ilp import parallel
 from ilp.model import build, checkpoint, hf
 from ilp.model.config import ModelConfigError
 from ilp.model.safetensors_io import CheckpointError
-from tests import hf_models
+from tests import ROOT, hf_models
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _convert(*args: str) -> None:
@@ -42,6 +41,7 @@ def test_convert_hf_cli_round_trip(tmp_path):
   assert tokenizer("w5 w7").input_ids == [5, 7] and tokenizer.eos_token_id == 2
 
 
+@pytest.mark.mesh
 def test_orbax_checkpoint_restores_onto_another_mesh(tmp_path):
   src = str(tmp_path / "hf")
   hf_models.save_hf_model("llama", src)

@@ -25,9 +25,8 @@ from ilp.scoring import estimators
 from ilp.scoring.verifiers import normalize
 from ilp.scoring.evaluator import ExampleEvaluator
 from ilp.typed import ConfigError
-from tests import sft_data
+from tests import ROOT, sft_data
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _config(paths):

@@ -13,7 +13,8 @@ import pytest
 from configs import interventions
 from ilp import pipeline
 from ilp.layout import Layout
-from tests.test_world import ROOT, SMALL, _guard_ground_truth, reduce
+from tests import ROOT
+from tests.e2e.test_world import SMALL, _guard_ground_truth, reduce
 
 
 def test_arms_and_comparison_on_a_reduced_world(tmp_path, monkeypatch):
