@@ -42,7 +42,7 @@ import pandas as pd
 from ilp.data import batches
 from ilp.interventions.config import CONTROL_PREFIX, ArmConfig
 from ilp.layout import Layout
-from ilp.model import flops
+from ilp.model.flops import training_flops_per_token
 from ilp.model.config import CONFIG_FILE, read_model_config
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ def compute(layout: Layout, stages: Sequence[str]) -> dict[str, Any] | None:
     return None
   total = {k: sum(int(t[k]) for t in by_stage.values()) for k in TOKENS}
   model = layout.final("sft")
-  flops = (flops.training_flops_per_token(read_model_config(model), 0) * total["padded"]
+  flops = (training_flops_per_token(read_model_config(model), 0) * total["padded"]
            if os.path.exists(os.path.join(model, CONFIG_FILE)) else None)
   return {"tokens": total, "by_stage": by_stage, "flops": flops}
 
