@@ -48,7 +48,7 @@ from configs import base
 from ilp import pipeline
 from ilp.data import batches, examples
 from ilp.data.tokenize import TokenizedExample
-from ilp.data.world import SPECIAL, save_tokenizer
+from ilp.data.tokenizer_training import SPECIAL, save_word_level
 from ilp.detection import columns as col
 from ilp.layout import Layout
 from ilp.model import hf
@@ -77,7 +77,7 @@ def write_data(model_dir: str, data_dir: str) -> list[dict]:
   """Saves the word-level tokenizer (`--vocab` entries) next to the model and writes the records,
   one JSONL file per data set; returns the `data.sft` sources."""
   words = list(SPECIAL) + list(ROLES) + [f"w{i}" for i in range(len(SPECIAL) + len(ROLES), FLAGS.vocab)]
-  save_tokenizer(words, model_dir)
+  save_word_level(words, model_dir)
   plain = words[len(SPECIAL) + len(ROLES):]
   rng = np.random.default_rng(0)
   draw = lambda bounds: " ".join(rng.choice(plain, int(rng.integers(bounds[0], bounds[1] + 1))))

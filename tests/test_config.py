@@ -9,8 +9,8 @@ import pytest
 from configs import base, tiny_test, world
 from ilp import config as config_lib
 from ilp import pipeline, typed
-from ilp.data.world import WorldConfig
 from ilp.typed import ConfigError
+from ilp.world.config import WorldConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
