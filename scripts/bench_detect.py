@@ -1,6 +1,6 @@
 """Detection benchmark: the detect stage vs the same probes written plainly with transformers, one process.
 
-A random Llama (`hf_llama.py`) is saved as a Hugging Face directory with a word-level tokenizer,
+A random Llama (`ilp.model.random_llama`) is saved as a Hugging Face directory with a word-level tokenizer,
 and `--examples` random SFT records (prompts of 20-40 words, responses of 1-4, three data sets)
 as JSONL. Ours is the real stage: `ilp.pipeline.run` with stages=("detect",) on that directory
 (protocol "both", N = 5 at temperature 0.7, no base model). Theirs is transformers on the same
@@ -52,6 +52,7 @@ from ilp.data.tokenizer_training import SPECIAL, save_word_level
 from ilp.detection import columns as col
 from ilp.layout import Layout
 from ilp.model import hf
+from ilp.model.random_llama import save_random_llama
 from ilp.sampling.sampler import left_pad
 from ilp.scoring.estimators import option_distribution
 from ilp.scoring.verifiers import get_verifier
@@ -168,8 +169,7 @@ def main(argv: list[str]) -> None:
 def bench(model_dir: str, data_dir: str, workdir: str) -> None:
   """Builds the model and data, runs both sides and prints the figures."""
   import torch
-  import hf_llama  # scripts/hf_llama.py (torch, like the import above)
-  model = hf_llama.save_random_llama(model_dir, FLAGS.d_model, FLAGS.layers, FLAGS.vocab)
+  model = save_random_llama(model_dir, FLAGS.d_model, FLAGS.layers, FLAGS.vocab)
   sources = write_data(model_dir, data_dir)
   print(f"devices: {jax.device_count()} x {jax.devices()[0].platform}; torch threads: {torch.get_num_threads()}")
   print(f"model: Llama d_model {FLAGS.d_model}, {FLAGS.layers} layers, vocab {FLAGS.vocab}, float32, "

@@ -24,8 +24,8 @@ import numpy as np
 from ilp import parallel
 from ilp.model.config import ModelConfig, resolve_compute_dtype
 from ilp.train import metrics
+from ilp.train.benchmark import train_setup
 from ilp.train.step import compiler_options, make_train_step
-from train_setup import train_setup
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("steps", 5, "Timed steps per variant (after 2 warm-up steps).")
