@@ -18,7 +18,7 @@ yet trained, is `configs/world_under_trained.py`.
 """
 from configs import base
 from ilp import typed
-from ilp.data.world import WorldConfig
+from ilp.world.config import WorldConfig
 
 
 def get_config():

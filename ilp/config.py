@@ -11,6 +11,7 @@ is built and checked, and documented (`ilp.describe`), without starting JAX.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from typing import Any
 
@@ -20,7 +21,6 @@ from ilp import typed
 from ilp.data.batches import PhaseConfig
 from ilp.data.config import WORKDIR, DataConfig
 from ilp.data.replay import ReplayConfig
-from ilp.data.world import WorldConfig
 from ilp.detection.config import DetectConfig
 from ilp.interventions import config as interventions
 from ilp.interventions.config import InterventionsConfig
@@ -31,6 +31,7 @@ from ilp.train.controls import ProgressiveConfig, ResampleConfig
 from ilp.train.convergence import ConvergenceConfig
 from ilp.train.config import TrainConfig
 from ilp.typed import ConfigError, check
+from ilp.world.config import WorldConfig
 
 STARTS = ("model_init", "pretrain")          # stages whose model a training stage may start from
 MODELS = ("model_init", "pretrain", "sft")   # stages whose model detection may probe
@@ -204,9 +205,16 @@ def load(config: ml_collections.ConfigDict | dict[str, Any] | Config) -> Config:
   return loaded
 
 
+def read(path: str) -> Config:
+  """The config a run recorded (`Layout.config`), typed and checked again: what the evaluation
+  scripts hand the library."""
+  with open(path) as f:
+    return load(json.load(f))
+
+
 def config_dict(config: Config | None = None) -> ml_collections.ConfigDict:
   """The ConfigDict that config files start from (defaults: `Config()`)."""
   return typed.config_dict(config or Config())
 
 
-__all__ = ["Config", "ConfigError", "load", "config_dict"]
+__all__ = ["Config", "ConfigError", "load", "read", "config_dict"]

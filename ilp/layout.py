@@ -186,3 +186,7 @@ class Layout:
   @property
   def retest(self) -> str:
     return self.path("retest.json")
+
+  @property
+  def interventions_evaluation(self) -> str:
+    return self.path("interventions_eval.json")

@@ -20,8 +20,8 @@ import numpy as np
 
 from ilp import parallel
 from ilp.model.config import REMATS, ModelConfig
+from ilp.train.benchmark import train_setup
 from ilp.train.step import make_train_step
-from train_setup import train_setup
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("layers", ["4", "16", "28"], "Depths to measure.")

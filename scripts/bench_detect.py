@@ -1,6 +1,6 @@
 """Detection benchmark: the detect stage vs the same probes written plainly with transformers, one process.
 
-A random Llama (`hf_llama.py`) is saved as a Hugging Face directory with a word-level tokenizer,
+A random Llama (`ilp.model.random_llama`) is saved as a Hugging Face directory with a word-level tokenizer,
 and `--examples` random SFT records (prompts of 20-40 words, responses of 1-4, three data sets)
 as JSONL. Ours is the real stage: `ilp.pipeline.run` with stages=("detect",) on that directory
 (protocol "both", N = 5 at temperature 0.7, no base model). Theirs is transformers on the same
@@ -48,10 +48,11 @@ from configs import base
 from ilp import pipeline
 from ilp.data import batches, examples
 from ilp.data.tokenize import TokenizedExample
-from ilp.data.world import SPECIAL, save_tokenizer
+from ilp.data.tokenizer_training import SPECIAL, save_word_level
 from ilp.detection import columns as col
 from ilp.layout import Layout
 from ilp.model import hf
+from ilp.model.random_llama import save_random_llama
 from ilp.sampling.sampler import left_pad
 from ilp.scoring.estimators import option_distribution
 from ilp.scoring.verifiers import get_verifier
@@ -77,7 +78,7 @@ def write_data(model_dir: str, data_dir: str) -> list[dict]:
   """Saves the word-level tokenizer (`--vocab` entries) next to the model and writes the records,
   one JSONL file per data set; returns the `data.sft` sources."""
   words = list(SPECIAL) + list(ROLES) + [f"w{i}" for i in range(len(SPECIAL) + len(ROLES), FLAGS.vocab)]
-  save_tokenizer(words, model_dir)
+  save_word_level(words, model_dir)
   plain = words[len(SPECIAL) + len(ROLES):]
   rng = np.random.default_rng(0)
   draw = lambda bounds: " ".join(rng.choice(plain, int(rng.integers(bounds[0], bounds[1] + 1))))
@@ -168,8 +169,7 @@ def main(argv: list[str]) -> None:
 def bench(model_dir: str, data_dir: str, workdir: str) -> None:
   """Builds the model and data, runs both sides and prints the figures."""
   import torch
-  import hf_llama  # scripts/hf_llama.py (torch, like the import above)
-  model = hf_llama.save_random_llama(model_dir, FLAGS.d_model, FLAGS.layers, FLAGS.vocab)
+  model = save_random_llama(model_dir, FLAGS.d_model, FLAGS.layers, FLAGS.vocab)
   sources = write_data(model_dir, data_dir)
   print(f"devices: {jax.device_count()} x {jax.devices()[0].platform}; torch threads: {torch.get_num_threads()}")
   print(f"model: Llama d_model {FLAGS.d_model}, {FLAGS.layers} layers, vocab {FLAGS.vocab}, float32, "

@@ -24,6 +24,7 @@ import numpy as np
 from ilp import parallel
 from ilp.model import flops, hf
 from ilp.model.build import resolve_compute_dtype
+from ilp.model.random_llama import save_random_llama
 from ilp.sampling.sampler import Sampler, SamplingConfig, left_pad
 from ilp.train import metrics
 
@@ -52,9 +53,8 @@ def _best(fn) -> float:
 def main(argv: list[str]) -> None:
   del argv
   import torch
-  import hf_llama  # scripts/hf_llama.py (torch, like the import above)
   directory = tempfile.mkdtemp()
-  model = hf_llama.save_random_llama(directory, FLAGS.d_model, FLAGS.layers, FLAGS.vocab)
+  model = save_random_llama(directory, FLAGS.d_model, FLAGS.layers, FLAGS.vocab)
   dtype = resolve_compute_dtype(FLAGS.dtype)
   mesh = parallel.make_mesh((-1, 1, 1))
   cfg, graphdef, params = hf.load_hf(directory, mesh, dtype=dtype)

@@ -26,8 +26,8 @@ from ilp.model.build import resolve_compute_dtype
 from ilp.model import flops
 from ilp.model.config import ModelConfig
 from ilp.train import metrics
+from ilp.train.benchmark import train_setup
 from ilp.train.step import compiler_options, make_train_step
-from train_setup import train_setup
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("steps", 5, "Timed steps per variant (after 2 warm-up steps).")

@@ -24,11 +24,10 @@ import time
 
 from absl import app, flags, logging
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+from ilp import faults
+from ilp.layout import Layout
 
-from ilp import faults  # noqa: E402
-from ilp.layout import Layout  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # the checkout whose launch.py is run
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out", None, "Directory for the runs and faults.json.")

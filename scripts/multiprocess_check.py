@@ -41,8 +41,7 @@ from absl import app, flags, logging
 if TYPE_CHECKING:
   import pandas as pd
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # the checkout whose launch.py is run
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out", "", "Directory for the runs (default: a new temporary directory, removed on success).")

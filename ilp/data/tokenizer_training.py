@@ -1,12 +1,13 @@
 """A tokenizer trained on a run's own text, for a model trained from scratch on a user's data.
 
-Only the synthetic world comes with a tokenizer (word-level over its known words, split on
-whitespace alone). This one is trained with the `tokenizers` library on the pieces of text the
-pipeline tokenises: every corpus document (`data.corpora`) and every SFT record's prompt, as the
-plain template renders it (`ilp.data.tokenize`: a trained tokenizer has no chat template), and
-response; both are read through the pipeline's loaders, so their validation and errors apply.
-It is saved as a `transformers` tokenizer directory for `data.tokenizer`, with the world's
-special tokens at the world's ids.
+Only the synthetic world comes with a tokenizer (`save_word_level`: word-level over its known
+words, split on whitespace alone). This one is trained with the `tokenizers` library on the
+pieces of text the pipeline tokenises: every corpus document (`data.corpora`) and every SFT
+record's prompt, as the plain template renders it (`ilp.data.tokenize`: a trained tokenizer has
+no chat template), and response; both are read through the pipeline's loaders, so their
+validation and errors apply.
+It is saved as a `transformers` tokenizer directory for `data.tokenizer`, with the special tokens
+every tokenizer built here shares (`SPECIAL`) at the same ids.
 
 Pre-tokenisation splits off punctuation (`saffron.` -> `saffron`, `.`), then maps the text to
 bytes as GPT-2 does, each piece keeping its leading space (`Ġ`). Byte-level because detection
@@ -25,12 +26,12 @@ from ilp import fileio
 from ilp.data.config import WORKDIR, DataConfig
 from ilp.data.loaders import load_corpus, load_sft
 from ilp.data.tokenize import plain_prompt
-from ilp.data.world import SPECIAL
 from ilp.typed import check
 
 if TYPE_CHECKING:
   import transformers
 
+SPECIAL = ("<pad>", "<s>", "</s>", "<unk>")   # ids 0..3 in every tokenizer built here
 KINDS = ("bpe", "word")
 BYTES = 256  # the byte-level alphabet, every one of it in a `bpe` vocabulary
 PAD, BOS, EOS, UNK = SPECIAL
@@ -104,3 +105,15 @@ def save(tokenizer: "transformers.PreTrainedTokenizerFast", directory: str) -> N
   """Writes the tokenizer directory whole or not at all."""
   with fileio.atomic_directory(directory) as tmp:
     tokenizer.save_pretrained(tmp)
+
+
+def save_word_level(words: list[str], directory: str) -> None:
+  """A word-level HF tokenizer whose ids are the positions in `words` (`SPECIAL` first), splitting on
+  whitespace alone: for text written in a known vocabulary (the world, benchmarks), built offline."""
+  import transformers
+  from tokenizers import Tokenizer, models, pre_tokenizers
+  core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token=UNK))
+  core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+  tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_object=core, pad_token=PAD, bos_token=BOS,
+                                                   eos_token=EOS, unk_token=UNK)
+  tokenizer.save_pretrained(directory)

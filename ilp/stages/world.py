@@ -1,11 +1,11 @@
-"""Stage `world`: generates the synthetic ILP world into `world/` (see `ilp.data.world`)."""
+"""Stage `world`: generates the synthetic ILP world into `world/` (see `ilp.world`)."""
 from __future__ import annotations
 
 import logging
 
 from ilp.config import Config
-from ilp.data import world
 from ilp.layout import Layout
+from ilp.world import files
 
 log = logging.getLogger(__name__)
 
@@ -15,6 +15,6 @@ def outputs(layout: Layout) -> list[str]:
 
 
 def run(config: Config, layout: Layout) -> None:
-  summary = world.write(config.world, layout.world)
+  summary = files.write(config.world, layout.world)
   log.info("world: %d people, %d pre-training documents, %d SFT examples %s", summary["people"],
            summary["pretrain_documents"], summary["sft_examples"], summary["groups"])

@@ -2,7 +2,6 @@
 import builtins
 import filecmp
 import glob
-import importlib.util
 import io
 import json
 import os
@@ -15,10 +14,12 @@ import pytest
 
 from configs import world as world_config
 from configs import world_small
+from ilp import config as config_lib
 from ilp import pipeline
-from ilp.data import world
 from ilp.diagnosis import attribution
 from ilp.layout import Layout
+from ilp.world import diagnosis_validation, files, templates
+from ilp.world.config import GROUPS, WorldConfig
 from tests import ROOT
 
 SMALL = world_small.SIZES
@@ -29,7 +30,7 @@ def _guard_ground_truth(monkeypatch) -> None:
   real_open = builtins.open
 
   def guarded_open(file, mode="r", *args, **kwargs):
-    if str(file).endswith(world.GROUND_TRUTH) and "r" in mode and "w" not in mode:
+    if str(file).endswith(files.GROUND_TRUTH) and "r" in mode and "w" not in mode:
       raise AssertionError(f"pipeline code opened the ground truth {file}")
     return real_open(file, mode, *args, **kwargs)
 
@@ -39,20 +40,20 @@ def _guard_ground_truth(monkeypatch) -> None:
 
 def test_generation_is_deterministic_per_seed(tmp_path):
   for name, seed in (("a", 0), ("b", 0), ("c", 1)):
-    world.write(world.WorldConfig(**{**SMALL, "seed": seed}), str(tmp_path / name))
-  files = ["pretrain.txt", "general.txt", "replay.jsonl", "knowledge.jsonl", "dev.jsonl", "heldout.jsonl",
-           "sft_phase1.jsonl", "sft_phase2.jsonl", world.GROUND_TRUTH]
-  match, mismatch, errors = filecmp.cmpfiles(tmp_path / "a", tmp_path / "b", files, shallow=False)
-  assert sorted(match) == sorted(files) and not errors
+    files.write(WorldConfig(**{**SMALL, "seed": seed}), str(tmp_path / name))
+  names = ["pretrain.txt", "general.txt", "replay.jsonl", "knowledge.jsonl", "dev.jsonl", "heldout.jsonl",
+           "sft_phase1.jsonl", "sft_phase2.jsonl", files.GROUND_TRUTH]
+  match, mismatch, errors = filecmp.cmpfiles(tmp_path / "a", tmp_path / "b", names, shallow=False)
+  assert sorted(match) == sorted(names) and not errors
   assert not filecmp.cmp(tmp_path / "a" / "sft_phase2.jsonl", tmp_path / "c" / "sft_phase2.jsonl", shallow=False)
 
 
 def test_groups_and_records(tmp_path):
-  summary = world.write(world.WorldConfig(**SMALL), str(tmp_path / "w"))
+  summary = files.write(WorldConfig(**SMALL), str(tmp_path / "w"))
   assert summary["groups"] == {"control": 16 + 6, "missing": 6, "conflict": 6, "inconsistent": 3, "duplicate": 9,
                                "forgetting": 6, "rare": 4, "interference": 10}
   records = [json.loads(line) for s in (1, 2) for line in open(tmp_path / "w" / f"sft_phase{s}.jsonl")]
-  truth = {json.loads(line)["id"]: json.loads(line) for line in open(tmp_path / "w" / world.GROUND_TRUTH)}
+  truth = {json.loads(line)["id"]: json.loads(line) for line in open(tmp_path / "w" / files.GROUND_TRUTH)}
   assert len(records) == len(truth) == sum(summary["groups"].values())
   assert all("cause" not in r["meta"] and "group" not in r["meta"] for r in records)
   by_id = {r["id"]: r for r in records}
@@ -87,10 +88,10 @@ def test_groups_and_records(tmp_path):
 
 
 def test_the_under_trained_design_keeps_paraphrased_pairs(tmp_path):
-  summary = world.write(world.WorldConfig(**{**SMALL, "design": "under_trained"}), str(tmp_path / "w"))
+  summary = files.write(WorldConfig(**{**SMALL, "design": "under_trained"}), str(tmp_path / "w"))
   assert summary["groups"]["inconsistent"] == 2 * SMALL["inconsistent_sets"] and summary["groups"]["duplicate"] == 0
   records = [json.loads(line) for s in (1, 2) for line in open(tmp_path / "w" / f"sft_phase{s}.jsonl")]
-  truth = {json.loads(line)["id"]: json.loads(line)["group"] for line in open(tmp_path / "w" / world.GROUND_TRUTH)}
+  truth = {json.loads(line)["id"]: json.loads(line)["group"] for line in open(tmp_path / "w" / files.GROUND_TRUTH)}
   prompts = [r["prompt"] for r in records if truth[r["id"]] == "inconsistent"]
   assert len(set(prompts)) == len(prompts)   # two paraphrases per person, never the same prompt
 
@@ -121,11 +122,11 @@ def test_reduced_world_through_the_pipeline_never_reading_the_ground_truth(tmp_p
   assert result.returncode == 0, result.stderr[-2000:]
   evaluation = json.load(open(os.path.join(workdir, "world_eval.json")))
   detection = pd.read_parquet(os.path.join(workdir, "detect", "detection.parquet")).merge(
-      world.load_ground_truth(os.path.join(workdir, "world")), on="id")
+      files.load_ground_truth(os.path.join(workdir, "world")), on="id")
   assert set(evaluation["protocols"]) == {"multiple_choice", "generative"}
   for protocol, prefix in (("multiple_choice", "mc_"), ("generative", "gen_")):
     groups = evaluation["protocols"][protocol]["groups"]
-    assert set(groups) == set(world.GROUPS) and groups["missing"]["examples"] == 6
+    assert set(groups) == set(GROUPS) and groups["missing"]["examples"] == 6
     for group, rows in detection.groupby("group"):
       assert groups[group]["unlearned_rate"] == pytest.approx(rows[f"{prefix}unlearned"].mean())
   assert "planted group" in result.stdout and "kappa between the protocols' labels" in result.stdout
@@ -144,7 +145,7 @@ def _check_diagnosis(workdir: str) -> None:
   assert sorted(table["id"]) == sorted(detection["id"])
   assert ((table["cause"] == attribution.LEARNED) == ~table["unlearned"]).all()
   assert set(table["cause"]) <= set(attribution.CAUSES) | {attribution.LEARNED, attribution.UNATTRIBUTED}
-  joined = table.merge(world.load_ground_truth(os.path.join(workdir, "world")), on="id", suffixes=("", "_planted"))
+  joined = table.merge(files.load_ground_truth(os.path.join(workdir, "world")), on="id", suffixes=("", "_planted"))
   by = {g: rows for g, rows in joined.groupby("group")}
   # The corpus never supports a conflict's SFT answer; it contradicts it wherever pre-training's city is
   # an answer of that kind somewhere in SFT (with the small world's 8 cities, not always).
@@ -164,13 +165,10 @@ def _check_diagnosis(workdir: str) -> None:
   report = open(os.path.join(workdir, "report", "report.md")).read()
   assert "Why examples were not learned" in report and "](../diagnosis/data_map.png)" in report
   assert glob.glob(os.path.join(workdir, "diagnosis", "tensorboard", "events.*"))
-  spec = importlib.util.spec_from_file_location("validate_diagnosis", os.path.join(ROOT, "scripts",
-                                                                                   "validate_diagnosis.py"))
-  validation = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(validation)
   layout = Layout(workdir)
-  result = validation.validate(layout, validation.attribution(layout, "multiple_choice"))
-  generative = validation.attribution(layout, "generative").set_index("id")   # recomputed for the other label
+  config = config_lib.read(layout.config)
+  result = diagnosis_validation.validate(layout, diagnosis_validation.attribution(layout, config, "multiple_choice"))
+  generative = diagnosis_validation.attribution(layout, config, "generative").set_index("id")   # recomputed
   np.testing.assert_array_equal(generative.loc[detection["id"], "unlearned"], detection["gen_unlearned"])
   assert ((generative["cause"] == attribution.LEARNED) == ~generative["unlearned"]).all()
   assert sum(sum(row.values()) for row in result["confusion"].values()) == int(table["unlearned"].sum())
@@ -187,24 +185,24 @@ def _check_diagnosis(workdir: str) -> None:
 def test_the_guard_catches_a_reader(tmp_path, monkeypatch):
   """The guard used above does fail when the ground truth is read (and lets it be written)."""
   _guard_ground_truth(monkeypatch)
-  world.write(world.WorldConfig(**SMALL), str(tmp_path / "w"))
+  files.write(WorldConfig(**SMALL), str(tmp_path / "w"))
   with pytest.raises(AssertionError, match="opened the ground truth"):
-    open(tmp_path / "w" / world.GROUND_TRUTH).read()
+    open(tmp_path / "w" / files.GROUND_TRUTH).read()
 
 
 def test_knowledge_dev_and_heldout_collections(tmp_path):
-  summary = world.write(world.WorldConfig(**SMALL), str(tmp_path / "w"))
+  summary = files.write(WorldConfig(**SMALL), str(tmp_path / "w"))
   read = lambda name: [json.loads(line) for line in open(tmp_path / "w" / name)]
   docs, dev, heldout = read("knowledge.jsonl"), read("dev.jsonl"), read("heldout.jsonl")
   assert (summary["knowledge_documents"], summary["dev_questions"], summary["heldout_questions"]) == (
       len(docs), len(dev), len(heldout))
-  vocab = set(world.vocabulary(world.WorldConfig(**SMALL), summary["people"]))
+  vocab = set(templates.vocabulary(WorldConfig(**SMALL), summary["people"]))
   for row in docs:
     assert set(row["text"].split()) <= vocab and row["entity"] in row["text"].split(), row
   for row in dev + heldout:
     assert set(row["prompt"].split()) | set(row["response"].split()) <= vocab, row
   records = [json.loads(line) for s in (1, 2) for line in open(tmp_path / "w" / f"sft_phase{s}.jsonl")]
-  truth = {t["id"]: t["group"] for t in read(world.GROUND_TRUTH)}
+  truth = {t["id"]: t["group"] for t in read(files.GROUND_TRUTH)}
   by_entity = {}
   for d in docs:
     by_entity.setdefault(d["entity"], []).append(d["text"])
@@ -236,15 +234,15 @@ def test_knowledge_dev_and_heldout_collections(tmp_path):
 
 
 def test_free_form_world_paraphrases_every_question_and_drops_metadata(tmp_path):
-  cfg = world.WorldConfig(**{**SMALL, "control": 60, "free_form": True})
-  world.write(cfg, str(tmp_path / "free"))
-  world.write(world.WorldConfig(**{**SMALL, "control": 60}), str(tmp_path / "plain"))
+  cfg = WorldConfig(**{**SMALL, "control": 60, "free_form": True})
+  files.write(cfg, str(tmp_path / "free"))
+  files.write(WorldConfig(**{**SMALL, "control": 60}), str(tmp_path / "plain"))
   read = lambda d, name: [json.loads(line) for line in open(tmp_path / d / name)]
   free = [r for s in (1, 2) for r in read("free", f"sft_phase{s}.jsonl")]
   plain = {r["id"]: r for s in (1, 2) for r in read("plain", f"sft_phase{s}.jsonl")}
-  truth = {t["id"]: t["group"] for t in read("free", world.GROUND_TRUTH)}
+  truth = {t["id"]: t["group"] for t in read("free", files.GROUND_TRUTH)}
   assert len(free) == len(plain) and all(r["meta"] == {} for r in free)     # a user's plain {prompt, response}
-  vocab = set(world.vocabulary(cfg, json.load(open(tmp_path / "free" / "world.json"))["people"]))
+  vocab = set(templates.vocabulary(cfg, json.load(open(tmp_path / "free" / "world.json"))["people"]))
   phrasings = {}
   for r in free:
     same = plain[r["id"]]

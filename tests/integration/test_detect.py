@@ -18,6 +18,7 @@ from ilp.data import examples
 from ilp.detection import columns as col
 from ilp.detection import entities
 from ilp.detection import multiple_choice as mc
+from ilp.detection import retest
 from ilp.detection.config import DetectConfig
 from ilp.detection.probes import probe_model
 from ilp.model import build, checkpoint, hf
@@ -308,6 +309,24 @@ def test_the_expected_label_needs_exact_match_for_the_generative_protocol():
   with pytest.raises(ConfigError, match="'label'"):
     DetectConfig(label="expected", top_p=0.9)
   assert DetectConfig(label="expected", protocol="multiple_choice", verifier="token_f1").label == "expected"
+
+
+def test_retest_agreement_against_a_direct_computation():
+  rng = np.random.default_rng(0)
+  detect = DetectConfig(repeats=3, threshold=0.3)
+  tables = [pd.DataFrame({col.of(p, name): values for p in col.PROTOCOLS for name, values in (
+      (col.UNLEARNED_SAMPLED, rng.random(50) < 0.4), (col.EXPECTED_PASS, rng.random(50)))}) for _ in range(2)]
+  result = retest.agreement(*tables, detect)
+  for protocol in col.PROTOCOLS:
+    r = result[protocol]
+    assert (r["label"], r["runs"], r["repeat_rule"]) == (detect.label, 3, detect.repeat_rule)
+    a, b = (t[col.of(protocol, col.UNLEARNED_SAMPLED)].to_numpy() for t in tables)
+    ea, eb = (t[col.of(protocol, col.EXPECTED_PASS)].to_numpy() < 0.3 for t in tables)
+    for label, (x, y) in (("sampled", (a, b)), ("expected", (ea, eb))):
+      observed, chance = (x == y).mean(), x.mean() * y.mean() + (1 - x.mean()) * (1 - y.mean())
+      assert r[label]["kappa"] == pytest.approx((observed - chance) / (1 - chance))
+      assert (r[label]["unlearned_rate"], r[label]["retest_unlearned_rate"]) == pytest.approx((x.mean(), y.mean()))
+  assert "test-retest kappa of the sampled label (3 runs" in retest.summary_text("run", result)
 
 
 def test_a_retest_with_the_stages_seed_reproduces_its_labels_and_the_script_reports_the_kappa(detected):

@@ -9,7 +9,7 @@ import pytest
 from configs import tiny_test
 from ilp import pipeline, typed
 from ilp.config import DEFAULT_MODEL
-from ilp.data import tokenizer_training, world
+from ilp.data import tokenizer_training
 from ilp.data.config import DataConfig
 from ilp.data.records import DataError
 from ilp.model import hf
@@ -88,12 +88,12 @@ def test_decode_gives_back_every_response_and_prompt(trained, kind):
 
 def test_special_tokens_at_the_world_tokenizer_ids(trained, tmp_path):
   _, _, tokenizers = trained
-  world.save_tokenizer(list(world.SPECIAL) + ["saffron"], str(tmp_path / "world"))
+  tokenizer_training.save_word_level(list(tokenizer_training.SPECIAL) + ["saffron"], str(tmp_path / "world"))
   reference = hf.load_tokenizer(str(tmp_path / "world"))
   for _, tokenizer in tokenizers.values():
     for name in ("pad", "bos", "eos", "unk"):
       assert getattr(tokenizer, f"{name}_token_id") == getattr(reference, f"{name}_token_id"), name
-    assert tokenizer.convert_tokens_to_ids(list(world.SPECIAL)) == [0, 1, 2, 3]
+    assert tokenizer.convert_tokens_to_ids(list(tokenizer_training.SPECIAL)) == [0, 1, 2, 3]
     # A random init takes its size and special ids from the tokenizer (model.vocab_size=0).
     model = DEFAULT_MODEL.replace(vocab_size=0).for_tokenizer(tokenizer)
     assert (model.vocab_size, model.bos_token_id, model.eos_token_ids, model.pad_token_id) == (

@@ -10,10 +10,9 @@ import pytest
 from configs import base, tiny_test, world
 from ilp import config as config_lib
 from ilp import describe, pipeline, typed
-from ilp.data.world import WorldConfig
 from ilp.typed import ConfigError
+from ilp.world.config import WorldConfig
 from tests import ROOT
-
 
 
 def _sft_config() -> ml_collections.ConfigDict:

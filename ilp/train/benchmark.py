@@ -1,5 +1,7 @@
-"""The sharded training state the training benchmarks time (`bench_train.py`, `bench_compile.py`):
-one construction, so both measure the same optimizer, shardings and step."""
+"""The sharded training state the training benchmarks time (`scripts/bench_train.py`,
+`scripts/bench_compile.py`): one construction, so both measure the same optimizer, shardings and
+step. A fresh random model with a constant learning rate: no checkpoint or plan to load, unlike
+the training loop's state."""
 from __future__ import annotations
 
 from typing import Any, NamedTuple
