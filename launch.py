@@ -6,6 +6,7 @@ locked config to `ilp.pipeline`, where every stage lives (importable and testabl
 A bad config field or bad input data ends the run with its one-line error and nothing written;
 so does a work directory another launch holds, or a model whose parameters are not finite.
 """
+
 import sys
 
 from absl import app, flags
@@ -19,10 +20,15 @@ from ilp.model.safetensors_io import CheckpointError
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file (a get_config() module).", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for every artifact of the run.")
-flags.DEFINE_list("force_rerun", [], "Stages to run again from scratch, with every later stage (after a "
-                  "change of their settings).")
-flags.DEFINE_bool("describe", False, "Print the config reference (every section and field with its type, "
-                  "default and meaning; docs/configuration.md) and exit.")
+flags.DEFINE_list(
+  "force_rerun", [], "Stages to run again from scratch, with every later stage (after a change of their settings)."
+)
+flags.DEFINE_bool(
+  "describe",
+  False,
+  "Print the config reference (every section and field with its type, "
+  "default and meaning; docs/configuration.md) and exit.",
+)
 
 OVERRIDE = "--config."
 
@@ -34,7 +40,7 @@ def _parse(argv: list[str]) -> list[str]:
   except (AttributeError, KeyError) as e:  # ml_collections: the override's path does not exist
     missing = str(e).strip("\"'")
     for arg in argv[1:]:
-      path = arg[len(OVERRIDE):].split("=")[0] if arg.startswith(OVERRIDE) else ""
+      path = arg[len(OVERRIDE) :].split("=")[0] if arg.startswith(OVERRIDE) else ""
       if missing in path.split("."):
         sys.exit(f"launch.py: {typed.ConfigError(path, 'unknown field')} (from {arg})")
     sys.exit(f"launch.py: bad config override: {e}")
@@ -56,8 +62,7 @@ def main(argv: list[str]) -> None:
     # Processes leave together: one done early would otherwise wait in JAX's shutdown barrier, which
     # gives up after `distributed.shutdown_timeout_seconds` while process 0 may still be writing.
     parallel.sync("pipeline done")
-  except (typed.ConfigError, DataError, lock.LockError, CorruptModelError, CheckpointError,
-          fileio.ResumeError) as e:
+  except (typed.ConfigError, DataError, lock.LockError, CorruptModelError, CheckpointError, fileio.ResumeError) as e:
     sys.exit(f"launch.py: {e}")
 
 

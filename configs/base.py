@@ -4,6 +4,7 @@ config files start from `get_config()` here and override.
 
 Launch with `python launch.py --config=configs/<file>.py --workdir=<dir> [--config.a.b=value ...]`.
 """
+
 import ml_collections
 
 from ilp import config

@@ -1,4 +1,5 @@
 """The default demo: the ILP world study (configs/world.py) at its default size."""
+
 from configs import world
 
 

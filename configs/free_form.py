@@ -5,6 +5,7 @@ without the pre-training corpus with `--config.diagnose.corpus_evidence=False`.
 
   python launch.py --config=configs/free_form.py --workdir=runs/free [--config.world.seed=1]
 """
+
 from configs import world
 
 

@@ -16,37 +16,39 @@ ran, `arms/more_epochs.e<E>/`, phase 2 trained for E epochs (`ilp.interventions.
 The fixed `more_epochs` arm below stays: the paper's Table 4 control, ten more phase-2 epochs on
 the converged baseline (its trained epochs + 10, training to convergence off; `ilp.interventions.epochs`).
 """
+
 from configs import world
 
 # The world's continual pre-training "general" text is its pre-training corpus (replay): its
 # general.txt states no person facts, and pre-training on it alone makes the tiny base model
 # forget what it knew. general.txt is the held-out text instead (no run trains on it).
 ARMS = (
-    {"name": "knowledge", "intervention": "knowledge"},                               # M-I
-    {"name": "calibration", "intervention": "calibration"},                           # M-II
-    {"name": "conflict_delete", "intervention": "conflict", "settings": {"bucket": False}},   # M-III
-    {"name": "conflict_bucket", "intervention": "conflict", "settings": {"delete": "none"}},
-    {"name": "conflict_both", "intervention": "conflict"},
-    # M-IV: the world's SFT has ~110 steps, so the paper's check every 500 steps would never fire.
-    {"name": "shuffle", "intervention": "shuffle", "settings": {"every_steps": 10}},
-    {"name": "progressive", "intervention": "progressive"},                           # M-V
-    # Table 4's control: ten more epochs of the last phase on the converged baseline (what it trained + 10).
-    {"name": "more_epochs", "intervention": "epochs", "settings": {"extra": 10, "phases": ("phase2",)}},
+  {"name": "knowledge", "intervention": "knowledge"},  # M-I
+  {"name": "calibration", "intervention": "calibration"},  # M-II
+  {"name": "conflict_delete", "intervention": "conflict", "settings": {"bucket": False}},  # M-III
+  {"name": "conflict_bucket", "intervention": "conflict", "settings": {"delete": "none"}},
+  {"name": "conflict_both", "intervention": "conflict"},
+  # M-IV: the world's SFT has ~110 steps, so the paper's check every 500 steps would never fire.
+  {"name": "shuffle", "intervention": "shuffle", "settings": {"every_steps": 10}},
+  {"name": "progressive", "intervention": "progressive"},  # M-V
+  # Table 4's control: ten more epochs of the last phase on the converged baseline (what it trained + 10).
+  {"name": "more_epochs", "intervention": "epochs", "settings": {"extra": 10, "phases": ("phase2",)}},
 )
 
 
 def get_config():
   c = world.get_config()
-  c.stages = ("world", "init_model", "pretrain", "sft", "detect", "diagnose", "capability", "arms", "compare",
-              "report")
+  c.stages = ("world", "init_model", "pretrain", "sft", "detect", "diagnose", "capability", "arms", "compare", "report")
   c.detect.protocol = "generative"
-  c.detect.label = "expected"   # no sampling noise in what is compared (test-retest kappa 1.0 against ~0.53)
+  c.detect.label = "expected"  # no sampling noise in what is compared (test-retest kappa 1.0 against ~0.53)
   c.diagnose.protocol = "generative"
-  c.data.update(knowledge=({"path": "{workdir}/world/knowledge.jsonl"},),
-                general=({"path": "{workdir}/world/pretrain.txt"},),
-                dev=({"path": "{workdir}/world/dev.jsonl"},),
-                heldout=({"path": "{workdir}/world/heldout.jsonl"},),
-                heldout_text=({"path": "{workdir}/world/general.txt"},))
+  c.data.update(
+    knowledge=({"path": "{workdir}/world/knowledge.jsonl"},),
+    general=({"path": "{workdir}/world/pretrain.txt"},),
+    dev=({"path": "{workdir}/world/dev.jsonl"},),
+    heldout=({"path": "{workdir}/world/heldout.jsonl"},),
+    heldout_text=({"path": "{workdir}/world/general.txt"},),
+  )
   c.interventions.arms = ARMS
-  c.interventions.equal_compute = True   # False: compare with the baseline only (no derived controls)
+  c.interventions.equal_compute = True  # False: compare with the baseline only (no derived controls)
   return c

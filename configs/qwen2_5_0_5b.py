@@ -1,5 +1,6 @@
-"""Qwen2.5-0.5B class (Qwen2 family, tied embeddings, q/k/v biases): SFT from the pretrained base in a local HF directory, probes of that base, the
-instruct model as a reference; see configs/real_model.py."""
+"""Qwen2.5-0.5B class (Qwen2 family, tied embeddings, q/k/v biases): SFT from the pretrained base
+in a local HF directory, probes of that base, the instruct model as a reference; see configs/real_model.py."""
+
 from configs import real_model
 
 

@@ -10,22 +10,34 @@ SFT files, e.g.
 Defaults: bf16 compute over float32 master weights, FSDP over every device, the paper's 2 SFT
 epochs, detection with both protocols (N = 5), the diagnosis of the paper's MC label, a report.
 """
+
 import ml_collections
 
 from configs import base
 
 
-def get_config(base_dir: str, instruct_dir: str = "",
-               sft_files: tuple[str, ...] = ("/data/sft/train.jsonl",)) -> ml_collections.ConfigDict:
+def get_config(
+  base_dir: str, instruct_dir: str = "", sft_files: tuple[str, ...] = ("/data/sft/train.jsonl",)
+) -> ml_collections.ConfigDict:
   c = base.get_config()
   c.stages = ("init_model", "sft", "detect", "diagnose", "report")
   c.init.update(hf_dir=base_dir, param_dtype="float32", dtype="bfloat16")
   c.mesh.shape = (1, -1, 1)
   c.data.update(sft=tuple({"path": path} for path in sft_files), buckets=(256, 512, 1024, 2048))
-  c.sft.update(batch_size=64, grad_accum_steps=1, compute_dtype="bfloat16", epochs=2, log_every_steps=10,
-               eval_every_steps=0)
+  c.sft.update(
+    batch_size=64, grad_accum_steps=1, compute_dtype="bfloat16", epochs=2, log_every_steps=10, eval_every_steps=0
+  )
   c.sft.optimizer.update(learning_rate=1e-5, warmup_ratio=0.03, decay="cosine", weight_decay=0.0)
   c.sft.checkpoint.update(every_steps=500, max_to_keep=2, async_save=True)
-  c.detect.update(num_samples=5, temperature=0.7, max_new_tokens=256, batch_size=64, chunk_size=2048,
-                  base="model_init", reference=instruct_dir, verifier="rouge_l", verifier_threshold=0.6)
+  c.detect.update(
+    num_samples=5,
+    temperature=0.7,
+    max_new_tokens=256,
+    batch_size=64,
+    chunk_size=2048,
+    base="model_init",
+    reference=instruct_dir,
+    verifier="rouge_l",
+    verifier_threshold=0.6,
+  )
   return c

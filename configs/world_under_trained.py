@@ -6,6 +6,7 @@ loss is still falling when detection runs, so most of what it calls unlearned is
 
   python launch.py --config=configs/world_under_trained.py --workdir=runs/under_trained
 """
+
 from configs import world
 
 

@@ -6,6 +6,7 @@ and data and model sources must be local paths (`ilp.data.loaders` refuses URLs 
 Their import-time advice ("PyTorch was not found ...": the runtime uses transformers for
 tokenizers only) is silenced the same way.
 """
+
 import os
 
 for _name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):

@@ -6,6 +6,7 @@ restores silently as wrong weights, a truncated or missing file as an opaque OCD
 manifest (`checksums.json`: every file's size and SHA-256) written once the directory is final,
 and compared on load, turns each of these into a named file.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -36,8 +37,10 @@ def _digest(path: str) -> str:
 
 def seal(directory: str) -> None:
   """Writes the manifest of every file now under `directory` (atomically, so a manifest is whole)."""
-  entries = {f: {"size": os.path.getsize(os.path.join(directory, f)), "sha256": _digest(os.path.join(directory, f))}
-             for f in _files(directory)}
+  entries = {
+    f: {"size": os.path.getsize(os.path.join(directory, f)), "sha256": _digest(os.path.join(directory, f))}
+    for f in _files(directory)
+  }
   fileio.write_json_atomic(os.path.join(directory, MANIFEST), {"files": entries})
 
 

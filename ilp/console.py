@@ -1,4 +1,5 @@
 """Console output for the command-line tools: our progress at INFO, libraries' chatter hidden."""
+
 import logging
 
 from absl import flags

@@ -1,5 +1,6 @@
 """Damage done on purpose to a work directory or its inputs, by the fault check (`scripts/fault_check.py`) and the
 reliability tests: both must injure files the same way to mean the same thing by "survived"."""
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,15 @@ def truncate(path: str) -> None:
   os.truncate(path, os.path.getsize(path) // 2)
 
 
-JSONL_DAMAGE = ("malformed JSON", "missing response", "wrong type", "empty response", "duplicate id", "invalid UTF-8",
-                "empty file")
+JSONL_DAMAGE = (
+  "malformed JSON",
+  "missing response",
+  "wrong type",
+  "empty response",
+  "duplicate id",
+  "invalid UTF-8",
+  "empty file",
+)
 
 
 def damage_jsonl(source: str, target: str, kind: str) -> None:
@@ -38,11 +46,17 @@ def damage_jsonl(source: str, target: str, kind: str) -> None:
   if kind == "malformed JSON":
     lines[3] = lines[3][:-5]
   elif kind == "missing response":
-    r = row(2); r.pop("response"); lines[2] = json.dumps(r).encode()
+    r = row(2)
+    r.pop("response")
+    lines[2] = json.dumps(r).encode()
   elif kind == "wrong type":
-    r = row(4); r["phase"] = "two"; lines[4] = json.dumps(r).encode()
+    r = row(4)
+    r["phase"] = "two"
+    lines[4] = json.dumps(r).encode()
   elif kind == "empty response":
-    r = row(1); r["response"] = "  "; lines[1] = json.dumps(r).encode()
+    r = row(1)
+    r["response"] = "  "
+    lines[1] = json.dumps(r).encode()
   elif kind == "duplicate id":
     lines.append(lines[0])
   elif kind == "invalid UTF-8":

@@ -4,6 +4,7 @@ Every stage writes into a temporary sibling and renames it into place, so a kill
 leaves a half-written artifact that a later run would mistake for a finished one; long outputs
 are written as numbered parts (`Parts`) so a killed job resumes after its last finished part.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -85,8 +86,10 @@ class Parts:
     if os.path.exists(record):
       with open(record) as f:
         if json.load(f)["hash"] != settings:
-          raise ResumeError(f"{directory}: finished parts were computed with other settings; delete "
-                            f"{os.path.dirname(directory)} to start over")
+          raise ResumeError(
+            f"{directory}: finished parts were computed with other settings; delete "
+            f"{os.path.dirname(directory)} to start over"
+          )
     elif writer:
       write_json_atomic(record, {"hash": settings})
 
@@ -102,5 +105,6 @@ class Parts:
 
   def read(self) -> "pd.DataFrame":
     import pandas as pd
+
     files = sorted(glob.glob(os.path.join(self.directory, "part-*.parquet")))
     return pd.concat([pd.read_parquet(p) for p in files], ignore_index=True)

@@ -4,6 +4,7 @@ Stages, the report and the scripts reach each other's outputs only through a `La
 an artifact is a one-line change here. A run nested in another run's work directory (an
 intervention arm under `arms/<name>/`) is `Layout(root).arm(name)`: the same layout one level down.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -18,18 +19,20 @@ FINAL = "final"  # the trained model inside a training stage's directory
 class TrainingPaths:
   """What one training stage writes (`Layout.training_paths`): the training loop is handed these
   and never sees the work directory's layout."""
-  directory: str                       # the stage's directory: deleting it starts the stage over
+
+  directory: str  # the stage's directory: deleting it starts the stage over
   checkpoints: str
   tensorboard: str
   dynamics: str
   final: str
   summary: str
-  phase_model: Callable[[int], str]    # phase number -> the model exported at its end
+  phase_model: Callable[[int], str]  # phase number -> the model exported at its end
 
 
 @dataclasses.dataclass(frozen=True)
 class Layout:
   """Paths under the work directory `root` (absolute)."""
+
   root: str
 
   def __post_init__(self):
@@ -101,8 +104,15 @@ class Layout:
 
   def training_paths(self, stage: str) -> TrainingPaths:
     """Everything the training loop writes for `stage`."""
-    return TrainingPaths(self.training(stage), self.checkpoints(stage), self.tensorboard(stage), self.dynamics(stage),
-                         self.final(stage), self.summary(stage), functools.partial(self.phase_model, stage))
+    return TrainingPaths(
+      self.training(stage),
+      self.checkpoints(stage),
+      self.tensorboard(stage),
+      self.dynamics(stage),
+      self.final(stage),
+      self.summary(stage),
+      functools.partial(self.phase_model, stage),
+    )
 
   @property
   def examples(self) -> str:

@@ -6,6 +6,7 @@ whose owner is gone (same host, pid no longer alive) is stale: it is taken over 
 A lock from another host cannot be checked, so it is refused with the path to delete if that
 host's run is known to be dead. In a multi-process run only process 0 holds it.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -29,7 +30,7 @@ def _alive(pid: int) -> bool:
     os.kill(pid, 0)
   except ProcessLookupError:
     return False
-  except PermissionError:   # exists, owned by another user
+  except PermissionError:  # exists, owned by another user
     return True
   return True
 
@@ -69,7 +70,7 @@ def workdir_lock(root: str, enabled: bool = True) -> Iterator[None]:
   path = os.path.join(root, NAME)
   while not _take(path):
     owner = _owner(path)
-    if owner is None:   # released meanwhile
+    if owner is None:  # released meanwhile
       continue
     here = owner.get("host") == socket.gethostname()
     if here and isinstance(owner.get("pid"), int) and not _alive(owner["pid"]):
@@ -77,13 +78,15 @@ def workdir_lock(root: str, enabled: bool = True) -> Iterator[None]:
       with contextlib.suppress(FileNotFoundError):
         os.remove(path)
       continue
-    raise LockError(f"{root} is in use by pid {owner.get('pid')} on host {owner.get('host')} since "
-                    f"{owner.get('started')} ({path}); wait for that run, use another work directory, or delete "
-                    f"{path} if that run is known to be dead")
+    raise LockError(
+      f"{root} is in use by pid {owner.get('pid')} on host {owner.get('host')} since "
+      f"{owner.get('started')} ({path}); wait for that run, use another work directory, or delete "
+      f"{path} if that run is known to be dead"
+    )
   try:
     yield
   finally:
     with contextlib.suppress(FileNotFoundError):
       os.remove(path)
-    if created and not os.listdir(root):   # a run refused before writing leaves no directory behind
+    if created and not os.listdir(root):  # a run refused before writing leaves no directory behind
       os.rmdir(root)

@@ -5,6 +5,7 @@ for its machine (`machine`).
 JAX-free, so a config is built and checked without starting JAX (`ilp.config`); `ilp.parallel`
 builds the mesh and starts the runtime from these sections, `ilp.train.loop` reads the knobs.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -17,18 +18,18 @@ MESH_AXES = ("data", "fsdp", "tensor")
 
 # Logical name -> mesh axis (or tuple of axes, or None = replicated). First match wins.
 DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
-    ("batch", ("data", "fsdp")),
-    ("embed", "fsdp"),
-    ("vocab", "tensor"),
-    ("heads", "tensor"),
-    ("kv_heads", "tensor"),
-    ("mlp", "tensor"),
-    ("head_dim", None),
-    ("length", None),
-    ("cache_length", None),
-    ("act_embed", None),
-    ("norm", None),
-    ("layers", None),
+  ("batch", ("data", "fsdp")),
+  ("embed", "fsdp"),
+  ("vocab", "tensor"),
+  ("heads", "tensor"),
+  ("kv_heads", "tensor"),
+  ("mlp", "tensor"),
+  ("head_dim", None),
+  ("length", None),
+  ("cache_length", None),
+  ("act_embed", None),
+  ("norm", None),
+  ("layers", None),
 )
 
 
@@ -40,8 +41,9 @@ class MeshError(ValueError):
 class MeshConfig:
   """The device mesh (config section `mesh`): `shape` over MESH_AXES, one entry may be -1 (the
   remaining devices); `rules` map logical axis names to mesh axes."""
+
   shape: tuple[int, int, int] = (1, -1, 1)  # devices along (data, fsdp, tensor); one -1: the remaining devices
-  rules: tuple = DEFAULT_RULES              # (logical axis, mesh axis or axes or None) pairs, the first match wins
+  rules: tuple = DEFAULT_RULES  # (logical axis, mesh axis or axes or None) pairs, the first match wins
 
   def __post_init__(self):
     try:
@@ -71,29 +73,35 @@ class DistributedConfig:
   `shutdown_timeout_seconds` for them. JAX's defaults (100 s, 300 s) suit clusters; a quick local
   check may lower them.
   """
-  enabled: bool = False                       # start the runtime (launch.py, before the pipeline)
-  coordinator_address: str | None = None      # host:port of process 0's coordination service (None: detected)
-  num_processes: int | None = None            # processes in the job (None: detected)
-  process_id: int | None = None               # this process's index, 0 being the coordinator (None: detected)
-  initialization_timeout_seconds: int = 300   # how long processes wait for each other at start
-  heartbeat_timeout_seconds: int = 100        # how long without a process's heartbeats before the others exit
-  shutdown_timeout_seconds: int = 300         # how long a finished process waits at exit for the others
+
+  enabled: bool = False  # start the runtime (launch.py, before the pipeline)
+  coordinator_address: str | None = None  # host:port of process 0's coordination service (None: detected)
+  num_processes: int | None = None  # processes in the job (None: detected)
+  process_id: int | None = None  # this process's index, 0 being the coordinator (None: detected)
+  initialization_timeout_seconds: int = 300  # how long processes wait for each other at start
+  heartbeat_timeout_seconds: int = 100  # how long without a process's heartbeats before the others exit
+  shutdown_timeout_seconds: int = 300  # how long a finished process waits at exit for the others
 
   def __post_init__(self):
     for name in ("initialization_timeout_seconds", "heartbeat_timeout_seconds", "shutdown_timeout_seconds"):
       check(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
-    check(self.num_processes is None or self.num_processes >= 1, "num_processes",
-          f"must be >= 1, got {self.num_processes}")
-    check(self.process_id is None or 0 <= self.process_id < (self.num_processes or self.process_id + 1),
-          "process_id", f"must lie in [0, num_processes={self.num_processes}), got {self.process_id}")
+    check(
+      self.num_processes is None or self.num_processes >= 1, "num_processes", f"must be >= 1, got {self.num_processes}"
+    )
+    check(
+      self.process_id is None or 0 <= self.process_id < (self.num_processes or self.process_id + 1),
+      "process_id",
+      f"must lie in [0, num_processes={self.num_processes}), got {self.process_id}",
+    )
 
 
 @dataclasses.dataclass(frozen=True)
 class MachineConfig:
   """Knobs that tune a run for the machine it runs on, not the experiment (config section
   `machine`). No stage's provenance records them, so a resumed run may change them."""
+
   ynnpack_dots: bool = False  # XLA:CPU's YNNPACK dots in the training step (off: Eigen dots, ~1.2x faster on CPUs)
-  peak_flops: float = 0.0     # peak FLOP/s of all devices for the MFU (0: data sheet of known devices, else timed)
+  peak_flops: float = 0.0  # peak FLOP/s of all devices for the MFU (0: data sheet of known devices, else timed)
 
   def __post_init__(self):
     check(self.peak_flops >= 0, "peak_flops", f"must be >= 0, got {self.peak_flops}")

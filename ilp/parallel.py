@@ -5,6 +5,7 @@ one rule list (from the config) maps them to the physical mesh axes `(data, fsdp
 T5X's partitioning and MaxText's `logical_axis_rules`. Changing the parallelism of a run is then a
 config change, never a model change. The config sections and the default rules are in `ilp.machine`.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -51,8 +52,9 @@ def _rule_lookup(rules: Sequence[tuple[str, Any]], name: str | None) -> tuple[st
   raise KeyError(f"logical axis '{name}' has no entry in the sharding rules")
 
 
-def logical_to_spec(axes: Sequence[str | None], shape: Sequence[int], mesh: Mesh,
-                    rules: Sequence[tuple[str, Any]]) -> PartitionSpec:
+def logical_to_spec(
+  axes: Sequence[str | None], shape: Sequence[int], mesh: Mesh, rules: Sequence[tuple[str, Any]]
+) -> PartitionSpec:
   """Resolves logical axes to a PartitionSpec valid for `shape` on `mesh`.
 
   A mesh axis is used at most once per array (the first dimension that asks gets it), and a
@@ -81,8 +83,10 @@ def variable_axes(variable: nnx.Variable) -> tuple[str | None, ...]:
 
 def state_shardings(abstract_state: nnx.State, mesh: Mesh, rules: Sequence[tuple[str, Any]]) -> nnx.State:
   """A NamedSharding for every variable of an (abstract) NNX state, same tree structure."""
+
   def one(v: nnx.Variable):
     return v.replace(NamedSharding(mesh, logical_to_spec(variable_axes(v), v.shape, mesh, rules)))
+
   return jax.tree.map(one, abstract_state, is_leaf=lambda x: isinstance(x, nnx.Variable))
 
 
@@ -106,8 +110,7 @@ def constrain(x: jax.Array, axes: Sequence[str | None]) -> jax.Array:
   return jax.lax.with_sharding_constraint(x, logical_to_spec(axes, x.shape, mesh, rules))
 
 
-def batch_sharding(mesh: Mesh, shape: Sequence[int],
-                   rules: Sequence[tuple[str, Any]] = DEFAULT_RULES) -> NamedSharding:
+def batch_sharding(mesh: Mesh, shape: Sequence[int], rules: Sequence[tuple[str, Any]] = DEFAULT_RULES) -> NamedSharding:
   """Sharding for a [batch, ...] input of `shape`: batch over its mesh axes, the rest replicated."""
   axes = ("batch",) + (None,) * (len(shape) - 1)
   return NamedSharding(mesh, logical_to_spec(axes, shape, mesh, rules))
@@ -193,10 +196,18 @@ def initialize_distributed(distributed: DistributedConfig) -> None:
   if not distributed.enabled:
     return
   jax.config.update("jax_enable_preemption_service", False)
-  jax.distributed.initialize(coordinator_address=distributed.coordinator_address,
-                             num_processes=distributed.num_processes, process_id=distributed.process_id,
-                             initialization_timeout=distributed.initialization_timeout_seconds,
-                             heartbeat_timeout_seconds=distributed.heartbeat_timeout_seconds,
-                             shutdown_timeout_seconds=distributed.shutdown_timeout_seconds)
-  log.info("JAX distributed: process %d of %d, %d local / %d global devices", jax.process_index(),
-           jax.process_count(), jax.local_device_count(), jax.device_count())
+  jax.distributed.initialize(
+    coordinator_address=distributed.coordinator_address,
+    num_processes=distributed.num_processes,
+    process_id=distributed.process_id,
+    initialization_timeout=distributed.initialization_timeout_seconds,
+    heartbeat_timeout_seconds=distributed.heartbeat_timeout_seconds,
+    shutdown_timeout_seconds=distributed.shutdown_timeout_seconds,
+  )
+  log.info(
+    "JAX distributed: process %d of %d, %d local / %d global devices",
+    jax.process_index(),
+    jax.process_count(),
+    jax.local_device_count(),
+    jax.device_count(),
+  )

@@ -8,6 +8,7 @@ locked (`ilp.lock`), its provenance is checked (`ilp.provenance`: a stage record
 settings is refused unless forced) and the input files of every stage still to run are
 validated, so a bad field, bad data or a changed setting fails with nothing written.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -21,14 +22,14 @@ from typing import Callable, Iterator, Sequence
 import jax
 import ml_collections
 
-from ilp import config as config_lib
 from ilp import checksums, fileio, lock, parallel, provenance
+from ilp import config as config_lib
 from ilp.config import Config
 from ilp.data import examples, mixture
 from ilp.data.config import SOURCES, WORKDIR, DataConfig
 from ilp.data.records import DataError
-from ilp.layout import Layout
 from ilp.interventions import arms
+from ilp.layout import Layout
 from ilp.stages import capability, compare, detect, diagnose, init_model, pretrain, report, sft, world
 from ilp.typed import ConfigError
 
@@ -50,22 +51,48 @@ class Stage:
   host_only: bool = False
 
 
-STAGES = {stage.name: stage for stage in (
-    Stage("world", world.outputs, world.run, work=lambda l: [l.world], host_only=True),
-    Stage("init_model", init_model.outputs, init_model.run, work=lambda l: [l.model_init, l.model_init_summary]),
-    Stage("pretrain", pretrain.outputs, pretrain.run, (mixture.check,), work=lambda l: [l.training("pretrain")]),
-    Stage("sft", sft.outputs, sft.run, (examples.check, examples.check_sources),
-          work=lambda l: [l.training("sft"), l.examples]),
-    Stage("detect", detect.outputs, detect.run, (examples.check,), work=lambda l: [l.detect]),
-    Stage("diagnose", diagnose.outputs, diagnose.run, work=lambda l: [l.diagnosis], host_only=True),
-    Stage("capability", capability.outputs, capability.run, (examples.check_sources,), work=lambda l: [l.capability]),
+STAGES = {
+  stage.name: stage
+  for stage in (
+    Stage("world", world.outputs, world.run, work=lambda layout: [layout.world], host_only=True),
+    Stage(
+      "init_model",
+      init_model.outputs,
+      init_model.run,
+      work=lambda layout: [layout.model_init, layout.model_init_summary],
+    ),
+    Stage(
+      "pretrain", pretrain.outputs, pretrain.run, (mixture.check,), work=lambda layout: [layout.training("pretrain")]
+    ),
+    Stage(
+      "sft",
+      sft.outputs,
+      sft.run,
+      (examples.check, examples.check_sources),
+      work=lambda layout: [layout.training("sft"), layout.examples],
+    ),
+    Stage("detect", detect.outputs, detect.run, (examples.check,), work=lambda layout: [layout.detect]),
+    Stage("diagnose", diagnose.outputs, diagnose.run, work=lambda layout: [layout.diagnosis], host_only=True),
+    Stage(
+      "capability",
+      capability.outputs,
+      capability.run,
+      (examples.check_sources,),
+      work=lambda layout: [layout.capability],
+    ),
     # The arms and their comparison always run: each arm's pipeline skips its finished stages,
     # and the comparison is recomputed from the tables (seconds), so arms added later count.
-    Stage("arms", lambda layout: [], lambda config, layout: arms.run(config, layout, run), (examples.check_sources,),
-          work=lambda l: [l.path("arms")]),
-    Stage("compare", lambda layout: [], compare.run, work=lambda l: [l.compare], host_only=True),
-    Stage("report", report.outputs, report.run, work=lambda l: [l.report], host_only=True),
-)}
+    Stage(
+      "arms",
+      lambda layout: [],
+      lambda config, layout: arms.run(config, layout, run),
+      (examples.check_sources,),
+      work=lambda layout: [layout.path("arms")],
+    ),
+    Stage("compare", lambda layout: [], compare.run, work=lambda layout: [layout.compare], host_only=True),
+    Stage("report", report.outputs, report.run, work=lambda layout: [layout.report], host_only=True),
+  )
+}
 
 
 def _finished(stage: Stage, layout: Layout) -> bool:
@@ -134,9 +161,11 @@ def _plan(config: Config, layout: Layout, record: provenance.Record, force: set[
       stale = bool(stage.outputs(layout))  # later outputs were built on this stage's old ones
   if problems:
     listed = "".join(f"\n  {name}: {change}" for name, changed in problems for change in changed)
-    raise fileio.ResumeError(f"{layout.root} holds outputs made with other settings:{listed}\nUse a new work "
-                             f"directory, or re-run with --force_rerun={problems[0][0]} (it re-runs that stage "
-                             "and every later one from scratch).")
+    raise fileio.ResumeError(
+      f"{layout.root} holds outputs made with other settings:{listed}\nUse a new work "
+      f"directory, or re-run with --force_rerun={problems[0][0]} (it re-runs that stage "
+      "and every later one from scratch)."
+    )
   return plan
 
 
@@ -149,12 +178,16 @@ def _check_workdir_sources(config: Config, layout: Layout, pending: list[Stage])
   resolved = config.data.resolved(layout.root)
   fields = [("data.tokenizer", config.data.tokenizer, resolved.tokenizer)]
   for name in SOURCES:
-    fields += [(f"data.{name}[{k}].path", str(raw.get("path", "")), str(source.get("path", "")))
-               for k, (raw, source) in enumerate(zip(getattr(config.data, name), getattr(resolved, name)))]
+    fields += [
+      (f"data.{name}[{k}].path", str(raw.get("path", "")), str(source.get("path", "")))
+      for k, (raw, source) in enumerate(zip(getattr(config.data, name), getattr(resolved, name)))
+    ]
   for field, raw, path in fields:
     if WORKDIR in raw and not os.path.exists(path) and not written(path):
-      raise DataError(f"{field}: {path} does not exist, and no stage of this run writes it "
-                      f"(stages to run: {', '.join(stage.name for stage in pending) or 'none'})")
+      raise DataError(
+        f"{field}: {path} does not exist, and no stage of this run writes it "
+        f"(stages to run: {', '.join(stage.name for stage in pending) or 'none'})"
+      )
 
 
 def _run(config: Config, layout: Layout, force: set[str]) -> None:

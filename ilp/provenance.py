@@ -8,6 +8,7 @@ stage that finished or started with other values is a `ResumeError` listing ever
 raised before anything runs, unless the user forces it (`--force_rerun=<stage>`), which re-runs
 that stage and every later one from scratch.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -18,15 +19,24 @@ from typing import Any
 from ilp import fileio
 
 SETTINGS: dict[str, tuple[str, ...]] = {
-    "world": ("world",),
-    "init_model": ("seed", "model", "init", "data.tokenizer"),
-    "pretrain": ("seed", "pretrain", "data.corpora", "data.tokenizer"),
-    "sft": ("seed", "sft", "data.sft", "data.dev", "data.dev_fraction", "data.template", "data.buckets",
-            "data.overlong", "data.tokenizer"),
-    "detect": ("seed", "detect", "data.template", "data.buckets", "data.tokenizer"),
-    "diagnose": ("diagnose", "data.corpora"),
-    "capability": ("seed", "detect", "data.heldout", "data.heldout_text", "data.template", "data.buckets"),
-    "report": ("diagnose.protocol", "diagnose.typical_examples"),
+  "world": ("world",),
+  "init_model": ("seed", "model", "init", "data.tokenizer"),
+  "pretrain": ("seed", "pretrain", "data.corpora", "data.tokenizer"),
+  "sft": (
+    "seed",
+    "sft",
+    "data.sft",
+    "data.dev",
+    "data.dev_fraction",
+    "data.template",
+    "data.buckets",
+    "data.overlong",
+    "data.tokenizer",
+  ),
+  "detect": ("seed", "detect", "data.template", "data.buckets", "data.tokenizer"),
+  "diagnose": ("diagnose", "data.corpora"),
+  "capability": ("seed", "detect", "data.heldout", "data.heldout_text", "data.template", "data.buckets"),
+  "report": ("diagnose.protocol", "diagnose.typical_examples"),
 }
 
 
@@ -36,7 +46,7 @@ def _value(config: Any, path: str) -> Any:
     value = getattr(value, part)
   if dataclasses.is_dataclass(value):
     value = dataclasses.asdict(value)
-  return json.loads(json.dumps(value, default=str))   # the JSON form, as stored
+  return json.loads(json.dumps(value, default=str))  # the JSON form, as stored
 
 
 def settings(config: Any, stage: str) -> dict[str, Any]:
@@ -73,4 +83,3 @@ class Record:
     self.stages[stage] = {"settings": values, "finished": finished}
     if self.writer:
       fileio.write_json_atomic(self.path, self.stages)
-

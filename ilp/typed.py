@@ -8,6 +8,7 @@ checking keys, types and each section's `__post_init__` rules, so a bad field fa
 because it must speak ml_collections (placeholders for optional fields, tuples for lists) and
 prefix `__post_init__` errors with the section's path; it is ~100 lines.
 """
+
 from __future__ import annotations
 
 import dataclasses

@@ -29,6 +29,7 @@ them; this leaves out the setup before the chunks and the writing after them too
 
   .venv/bin/python scripts/bench_detect.py [--examples=2000] [--repeats=1] [--d_model=256] [--layers=4]
 """
+
 from __future__ import annotations
 
 import json
@@ -38,11 +39,10 @@ import tempfile
 import time
 from typing import Any
 
-from absl import app, flags
-
 import jax
 import numpy as np
 import pandas as pd
+from absl import app, flags
 
 from configs import base
 from ilp import pipeline
@@ -79,7 +79,7 @@ def write_data(model_dir: str, data_dir: str) -> list[dict]:
   one JSONL file per data set; returns the `data.sft` sources."""
   words = list(SPECIAL) + list(ROLES) + [f"w{i}" for i in range(len(SPECIAL) + len(ROLES), FLAGS.vocab)]
   save_word_level(words, model_dir)
-  plain = words[len(SPECIAL) + len(ROLES):]
+  plain = words[len(SPECIAL) + len(ROLES) :]
   rng = np.random.default_rng(0)
   draw = lambda bounds: " ".join(rng.choice(plain, int(rng.integers(bounds[0], bounds[1] + 1))))
   os.makedirs(data_dir)
@@ -111,8 +111,15 @@ def run_stage(model_dir: str, sources: list[dict], workdir: str) -> tuple[float,
   config = base.get_config()
   config.stages = ("detect",)
   config.data.update(sft=tuple(sources), tokenizer=model_dir, buckets=BUCKETS)
-  config.detect.update(model=model_dir, base="", protocol="both", num_samples=NUM_SAMPLES, temperature=TEMPERATURE,
-                       repeats=FLAGS.repeats, max_new_tokens=FLAGS.max_new_tokens)
+  config.detect.update(
+    model=model_dir,
+    base="",
+    protocol="both",
+    num_samples=NUM_SAMPLES,
+    temperature=TEMPERATURE,
+    repeats=FLAGS.repeats,
+    max_new_tokens=FLAGS.max_new_tokens,
+  )
   log = ChunkLog()
   logger = logging.getLogger(detect_stage.__name__)
   logger.setLevel(logging.INFO)
@@ -128,6 +135,7 @@ def run_stage(model_dir: str, sources: list[dict], workdir: str) -> tuple[float,
 def hf_detect(model: Any, tokenizer: Any, frame: pd.DataFrame, options: list[list[str]]) -> tuple[float, np.ndarray]:
   """The same probes with transformers: wall seconds, and every example's option distribution."""
   import torch
+
   tensor = lambda array: torch.as_tensor(array, dtype=torch.long)
   eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
   prompts, references = examples.prompts(frame), frame["response"].tolist()
@@ -140,17 +148,28 @@ def hf_detect(model: Any, tokenizer: Any, frame: pd.DataFrame, options: list[lis
     for _ in range(FLAGS.repeats):
       for span in spans:
         tokens, mask = left_pad([prompts[e] for e in span], max(len(prompts[e]) for e in span), pad)
-        out = model.generate(input_ids=tensor(tokens), attention_mask=tensor(mask), do_sample=True,
-                             temperature=TEMPERATURE, top_k=0, top_p=1.0, num_return_sequences=NUM_SAMPLES,
-                             max_new_tokens=FLAGS.max_new_tokens, eos_token_id=eos, pad_token_id=pad)
-        texts = tokenizer.batch_decode(out[:, tokens.shape[1]:], skip_special_tokens=True)
+        out = model.generate(
+          input_ids=tensor(tokens),
+          attention_mask=tensor(mask),
+          do_sample=True,
+          temperature=TEMPERATURE,
+          top_k=0,
+          top_p=1.0,
+          num_return_sequences=NUM_SAMPLES,
+          max_new_tokens=FLAGS.max_new_tokens,
+          eos_token_id=eos,
+          pad_token_id=pad,
+        )
+        texts = tokenizer.batch_decode(out[:, tokens.shape[1] :], skip_special_tokens=True)
         for row, text in enumerate(texts):  # prompt-major; checked as the stage does (the result is not kept)
           verify(text.strip(), references[span[row // NUM_SAMPLES]])
     for span in spans:
       pairs = [(e, k) for e in span for k in range(len(options[e]))]
       option_ids = [tokenizer(options[e][k], add_special_tokens=False)["input_ids"] + [eos] for e, k in pairs]
-      sequences = [TokenizedExample(i, np.asarray(list(prompts[e]) + ids, np.int32), len(prompts[e]))
-                   for i, ((e, _), ids) in enumerate(zip(pairs, option_ids))]
+      sequences = [
+        TokenizedExample(i, np.asarray(list(prompts[e]) + ids, np.int32), len(prompts[e]))
+        for i, ((e, _), ids) in enumerate(zip(pairs, option_ids))
+      ]
       batch = batches.assemble(sequences, np.arange(len(sequences)), max(s.length for s in sequences), pad)
       logits = model(input_ids=tensor(batch["tokens"]), attention_mask=tensor(batch["mask"])).logits
       token_ll = torch.log_softmax(logits.float(), -1).gather(-1, tensor(batch["targets"])[..., None])[..., 0].numpy()
@@ -169,11 +188,14 @@ def main(argv: list[str]) -> None:
 def bench(model_dir: str, data_dir: str, workdir: str) -> None:
   """Builds the model and data, runs both sides and prints the figures."""
   import torch
+
   model = save_random_llama(model_dir, FLAGS.d_model, FLAGS.layers, FLAGS.vocab)
   sources = write_data(model_dir, data_dir)
   print(f"devices: {jax.device_count()} x {jax.devices()[0].platform}; torch threads: {torch.get_num_threads()}")
-  print(f"model: Llama d_model {FLAGS.d_model}, {FLAGS.layers} layers, vocab {FLAGS.vocab}, float32, "
-        f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters")
+  print(
+    f"model: Llama d_model {FLAGS.d_model}, {FLAGS.layers} layers, vocab {FLAGS.vocab}, float32, "
+    f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters"
+  )
 
   ours_s, chunks = run_stage(model_dir, sources, workdir)
   layout = Layout(workdir)
@@ -184,9 +206,11 @@ def bench(model_dir: str, data_dir: str, workdir: str) -> None:
   theirs_s, probs = hf_detect(model, tokenizer, frame, options)
 
   n = len(frame)
-  print(f"examples: {n} in {len(DATASETS)} data sets, prompts {frame['prompt_length'].min()}-"
-        f"{frame['prompt_length'].max()} tokens; per example {FLAGS.repeats} x {NUM_SAMPLES} samples of up to "
-        f"{FLAGS.max_new_tokens} tokens at temperature {TEMPERATURE} + {len(options[0])} MC options")
+  print(
+    f"examples: {n} in {len(DATASETS)} data sets, prompts {frame['prompt_length'].min()}-"
+    f"{frame['prompt_length'].max()} tokens; per example {FLAGS.repeats} x {NUM_SAMPLES} samples of up to "
+    f"{FLAGS.max_new_tokens} tokens at temperature {TEMPERATURE} + {len(options[0])} MC options"
+  )
   print(f"ilp detect stage, whole run:       {ours_s:7.1f} s {n / ours_s:7.1f} examples/s")
   rates = {"whole run": n / ours_s}
   if len(chunks) >= 2:  # from the end of the first chunk (compiled) to the end of the last

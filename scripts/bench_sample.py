@@ -10,16 +10,15 @@ side is then skipped, its torch being a CPU build):
 
   .venv/bin/python scripts/bench_sample.py [--batch=16] [--new_tokens=32] [--dtype=auto] [--peak_flops=0]
 """
+
 from __future__ import annotations
 
 import tempfile
 import time
 
-from absl import app, flags
-
-
 import jax
 import numpy as np
+from absl import app, flags
 
 from ilp import parallel
 from ilp.model import flops, hf
@@ -36,8 +35,12 @@ flags.DEFINE_integer("layers", 4, "Decoder layers.")
 flags.DEFINE_integer("vocab", 8192, "Vocabulary size.")
 flags.DEFINE_integer("repeats", 3, "Timed calls per measurement (the best is kept).")
 flags.DEFINE_enum("dtype", "auto", ["auto", "float32", "bfloat16"], "Compute dtype (auto: bf16 on accelerators).")
-flags.DEFINE_float("peak_flops", 0.0, "Peak FLOP/s of one device (0: data sheet for known accelerators, else "
-                   "timed); a run's `machine.peak_flops` is all devices' together.")
+flags.DEFINE_float(
+  "peak_flops",
+  0.0,
+  "Peak FLOP/s of one device (0: data sheet for known accelerators, else "
+  "timed); a run's `machine.peak_flops` is all devices' together.",
+)
 
 
 def _best(fn) -> float:
@@ -53,6 +56,7 @@ def _best(fn) -> float:
 def main(argv: list[str]) -> None:
   del argv
   import torch
+
   directory = tempfile.mkdtemp()
   model = save_random_llama(directory, FLAGS.d_model, FLAGS.layers, FLAGS.vocab)
   dtype = resolve_compute_dtype(FLAGS.dtype)
@@ -68,9 +72,14 @@ def main(argv: list[str]) -> None:
   prompts = [rng.integers(3, FLAGS.vocab, int(n)).astype(np.int32) for n in rng.integers(32, 65, FLAGS.batch)]
   tokens, mask = left_pad(prompts, 64, pad_id=0)
   input_ids, attention = torch.as_tensor(tokens, dtype=torch.long), torch.as_tensor(mask, dtype=torch.long)
-  print(f"devices: {jax.device_count()} x {device.device_kind} ({device.platform}); torch threads: {torch.get_num_threads()}")
-  print(f"model: Llama d_model {FLAGS.d_model}, {FLAGS.layers} layers, vocab {FLAGS.vocab}, {dtype} compute; "
-        f"{FLAGS.batch} prompts of 32-64 tokens (left-padded to 64), {FLAGS.new_tokens} new tokens per sample")
+  print(
+    f"devices: {jax.device_count()} x {device.device_kind} ({device.platform}); "
+    f"torch threads: {torch.get_num_threads()}"
+  )
+  print(
+    f"model: Llama d_model {FLAGS.d_model}, {FLAGS.layers} layers, vocab {FLAGS.vocab}, {dtype} compute; "
+    f"{FLAGS.batch} prompts of 32-64 tokens (left-padded to 64), {FLAGS.new_tokens} new tokens per sample"
+  )
   print(f"{ceiling}: {peak / 1e9:.1f} GFLOP/s")
   # Decode FLOPs per generated token, attending over the mean cached context of the decode.
   token_flops = flops.forward_flops_per_token(cfg, 64 + FLAGS.new_tokens / 2)
@@ -82,22 +91,38 @@ def main(argv: list[str]) -> None:
   def theirs(n: int, new_tokens: int) -> float:
     if not on_cpu:
       return float("nan")
+
     def call():
       with torch.no_grad():
-        model.generate(input_ids=input_ids, attention_mask=attention, do_sample=True, temperature=1.0, top_k=0,
-                       top_p=1.0, num_return_sequences=n, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
-                       use_cache=True, pad_token_id=0)
+        model.generate(
+          input_ids=input_ids,
+          attention_mask=attention,
+          do_sample=True,
+          temperature=1.0,
+          top_k=0,
+          top_p=1.0,
+          num_return_sequences=n,
+          max_new_tokens=new_tokens,
+          min_new_tokens=new_tokens,
+          use_cache=True,
+          pad_token_id=0,
+        )
+
     return _best(call)
 
-  print(f"{'N':>3} {'ilp tok/s':>10} {'HF tok/s':>10} {'speed-up':>9} {'% ceiling':>10} | "
-        f"{'1-token call, ilp':>18} {'HF':>8}")
+  print(
+    f"{'N':>3} {'ilp tok/s':>10} {'HF tok/s':>10} {'speed-up':>9} {'% ceiling':>10} | "
+    f"{'1-token call, ilp':>18} {'HF':>8}"
+  )
   for n in (1, 5, 10):
     generated = FLAGS.batch * n * FLAGS.new_tokens
     ours_s, theirs_s = ours(n, FLAGS.new_tokens), theirs(n, FLAGS.new_tokens)
     ours_1, theirs_1 = ours(n, 1), theirs(n, 1)
     share = 100 * generated * token_flops / ours_s / peak
-    print(f"{n:>3} {generated / ours_s:>10.0f} {generated / theirs_s:>10.0f} {theirs_s / ours_s:>8.1f}x {share:>9.0f}% | "
-          f"{ours_1 * 1e3:>15.0f} ms {theirs_1 * 1e3:>5.0f} ms")
+    print(
+      f"{n:>3} {generated / ours_s:>10.0f} {generated / theirs_s:>10.0f} {theirs_s / ours_s:>8.1f}x {share:>9.0f}% | "
+      f"{ours_1 * 1e3:>15.0f} ms {theirs_1 * 1e3:>5.0f} ms"
+    )
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ Writes `<workdir>/interventions_eval.json` per run.
 
   python scripts/evaluate_interventions.py --workdirs=runs/iv0,runs/iv1,runs/iv2
 """
+
 from __future__ import annotations
 
 from absl import app, flags

@@ -6,6 +6,7 @@ writes `<workdir>/world_eval.json` and `<workdir>/evaluation/` (Markdown + plots
 
   python scripts/evaluate_world.py --workdir=runs/world
 """
+
 from __future__ import annotations
 
 import json

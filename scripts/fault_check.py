@@ -10,6 +10,7 @@ work directory behind. Every launch runs with an audit hook that records any att
 network connection other than to this machine; the count must be 0. Prints survived/tried per
 class and writes `<out>/faults.json`. Disk-full needs root (a small tmpfs is mounted).
 """
+
 from __future__ import annotations
 
 import json
@@ -27,19 +28,22 @@ from absl import app, flags, logging
 from ilp import faults
 from ilp.layout import Layout
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # the checkout whose launch.py is run
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the checkout whose launch.py is run
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out", None, "Directory for the runs and faults.json.")
 flags.DEFINE_string("config", "configs/world_small.py", "The reference config (a small world).")
 flags.DEFINE_integer("kills", 6, "SIGKILLs at random points of one run, resumed after each.")
 flags.DEFINE_integer("seed", 0, "Seed of the kill times.")
-flags.DEFINE_list("classes", ["kill", "checkpoint", "disk_full", "concurrent", "changed_config", "bad_config",
-                              "bad_input"], "Fault classes to try.")
+flags.DEFINE_list(
+  "classes",
+  ["kill", "checkpoint", "disk_full", "concurrent", "changed_config", "bad_config", "bad_input"],
+  "Fault classes to try.",
+)
 flags.mark_flags_as_required(["out"])
 
 # Installed into every launch through PYTHONPATH: counts connection attempts that leave the machine.
-NETWORK_GUARD = '''
+NETWORK_GUARD = """
 import os, sys
 def _guard(event, args):
   if event in ("socket.connect", "socket.getaddrinfo"):
@@ -51,7 +55,7 @@ def _guard(event, args):
       with open(os.environ["ILP_NETWORK_LOG"], "a") as f:
         f.write(f"{event} {target!r}\\n")
 sys.addaudithook(_guard)
-'''
+"""
 
 
 class Checker:
@@ -71,10 +75,22 @@ class Checker:
     return {**os.environ, "PYTHONPATH": f"{self.guard}:{ROOT}", "ILP_NETWORK_LOG": self.network_log}
 
   def launch(self, workdir: str, *extra: str, config: str | None = None) -> subprocess.Popen:
-    command = [sys.executable, os.path.join(ROOT, "launch.py"), f"--config={config or self.config}",
-               f"--workdir={workdir}", *extra]
-    return subprocess.Popen(command, cwd=ROOT, env=self.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
+    command = [
+      sys.executable,
+      os.path.join(ROOT, "launch.py"),
+      f"--config={config or self.config}",
+      f"--workdir={workdir}",
+      *extra,
+    ]
+    return subprocess.Popen(
+      command,
+      cwd=ROOT,
+      env=self.env(),
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+      start_new_session=True,
+    )
 
   def run(self, workdir: str, *extra: str, config: str | None = None, timeout: float = 1800) -> tuple[int, str]:
     process = self.launch(workdir, *extra, config=config)
@@ -91,8 +107,11 @@ class Checker:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     module = os.path.splitext(os.path.relpath(os.path.join(ROOT, self.config), ROOT))[0].replace("/", ".")
     with open(path, "w") as f:
-      f.write(f"import {module} as reference\n\ndef get_config():\n  c = reference.get_config()\n"
-              + textwrap.indent(textwrap.dedent(body), "  ") + "\n  return c\n")
+      f.write(
+        f"import {module} as reference\n\ndef get_config():\n  c = reference.get_config()\n"
+        + textwrap.indent(textwrap.dedent(body), "  ")
+        + "\n  return c\n"
+      )
     return path
 
 
@@ -101,9 +120,11 @@ def outputs_differ(reference: str, workdir: str) -> str:
   import jax
   import numpy as np
   import pandas as pd
+
   from ilp import parallel
   from ilp.model import checkpoint
   from ilp.scoring import dynamics_log
+
   a, b = Layout(reference), Layout(workdir)
   mesh = parallel.make_mesh((1, 1, 1), jax.devices()[:1])
   for stage in ("pretrain", "sft"):
@@ -115,9 +136,12 @@ def outputs_differ(reference: str, workdir: str) -> str:
     for x, y in zip(jax.tree.leaves(pa), jax.tree.leaves(pb)):
       if not np.array_equal(np.asarray(x), np.asarray(y)):
         return f"{stage}/final parameters differ (max |diff| {np.abs(np.asarray(x) - np.asarray(y)).max():.3g})"
-  tables = {"examples": lambda l: pd.read_parquet(l.examples), "detection": lambda l: pd.read_parquet(l.detection),
-            "attribution": lambda l: pd.read_parquet(l.attribution),
-            "dynamics": lambda l: dynamics_log.load(l.dynamics("sft"))}
+  tables = {
+    "examples": lambda layout: pd.read_parquet(layout.examples),
+    "detection": lambda layout: pd.read_parquet(layout.detection),
+    "attribution": lambda layout: pd.read_parquet(layout.attribution),
+    "dynamics": lambda layout: dynamics_log.load(layout.dynamics("sft")),
+  }
   for name, read in tables.items():
     try:
       pd.testing.assert_frame_equal(read(a), read(b))
@@ -129,8 +153,11 @@ def outputs_differ(reference: str, workdir: str) -> str:
 
 
 def tree_state(root: str) -> dict[str, tuple[int, int]]:
-  return {os.path.join(d, n): (os.stat(os.path.join(d, n)).st_size, os.stat(os.path.join(d, n)).st_mtime_ns)
-          for d, _, names in os.walk(root) for n in names}
+  return {
+    os.path.join(d, n): (os.stat(os.path.join(d, n)).st_size, os.stat(os.path.join(d, n)).st_mtime_ns)
+    for d, _, names in os.walk(root)
+    for n in names
+  }
 
 
 def check_kills(c: Checker, reference: str, duration: float, kills: int, rng: random.Random) -> None:
@@ -146,7 +173,7 @@ def check_kills(c: Checker, reference: str, duration: float, kills: int, rng: ra
       if process.returncode != 0:
         c.record("kill", f"launch after {len(landed)} kills", False, output.strip().splitlines()[-1])
         return
-      shutil.rmtree(workdir)   # finished before the kill: start the chain again with other delays
+      shutil.rmtree(workdir)  # finished before the kill: start the chain again with other delays
       landed.clear()
       continue
     except subprocess.TimeoutExpired:
@@ -170,7 +197,7 @@ def check_checkpoints(c: Checker, reference: str) -> None:
     workdir = os.path.join(c.out, f"ckpt-{kind}")
     shutil.copytree(reference, workdir)
     copy = Layout(workdir)
-    shutil.rmtree(copy.final("sft"))   # as if killed after the last checkpoint, before the export
+    shutil.rmtree(copy.final("sft"))  # as if killed after the last checkpoint, before the export
     os.remove(copy.summary("sft"))
     step_dir = os.path.join(copy.checkpoints("sft"), str(steps[-1]))
     if kind == "flipped":
@@ -182,16 +209,24 @@ def check_checkpoints(c: Checker, reference: str) -> None:
     code, output = c.run(workdir)
     fell_back = f"resuming from step {steps[-2]}" in output
     differ = outputs_differ(reference, workdir) if code == 0 else output.strip().splitlines()[-1]
-    c.record("checkpoint", f"latest SFT checkpoint {kind}", code == 0 and fell_back and not differ,
-             differ or ("previous good checkpoint used, outputs identical" if fell_back else "no fallback logged"))
+    c.record(
+      "checkpoint",
+      f"latest SFT checkpoint {kind}",
+      code == 0 and fell_back and not differ,
+      differ or ("previous good checkpoint used, outputs identical" if fell_back else "no fallback logged"),
+    )
   workdir = os.path.join(c.out, "ckpt-final")
   shutil.copytree(reference, workdir)
   faults.flip_bytes(faults.largest_file(os.path.join(Layout(workdir).final("sft"), "params")))
   code, output = c.run(workdir)
   noticed = "is corrupt" in output
   differ = outputs_differ(reference, workdir) if code == 0 else output.strip().splitlines()[-1]
-  c.record("checkpoint", "final SFT model flipped", code == 0 and noticed and not differ,
-           differ or ("rebuilt from the last checkpoint, outputs identical" if noticed else "not noticed"))
+  c.record(
+    "checkpoint",
+    "final SFT model flipped",
+    code == 0 and noticed and not differ,
+    differ or ("rebuilt from the last checkpoint, outputs identical" if noticed else "not noticed"),
+  )
 
 
 def check_disk_full(c: Checker, reference: str) -> None:
@@ -210,9 +245,12 @@ def check_disk_full(c: Checker, reference: str) -> None:
       subprocess.run(["mount", "-o", f"remount,size={int(size * 3)}", mount], check=True)
       code, output = c.run(workdir)
       differ = outputs_differ(reference, workdir) if code == 0 else output.strip().splitlines()[-1]
-      c.record("disk_full", f"disk full at {share:.0%} of the outputs, space freed, re-run",
-               failed_cleanly and not differ, differ or ("stopped on ENOSPC, resumed, outputs identical"
-                                                         if failed_cleanly else "the first run did not fail"))
+      c.record(
+        "disk_full",
+        f"disk full at {share:.0%} of the outputs, space freed, re-run",
+        failed_cleanly and not differ,
+        differ or ("stopped on ENOSPC, resumed, outputs identical" if failed_cleanly else "the first run did not fail"),
+      )
     finally:
       subprocess.run(["umount", mount], check=False)
 
@@ -230,8 +268,12 @@ def check_concurrent(c: Checker, reference: str) -> None:
   seconds = time.time() - start
   output = refused.communicate()[0]
   ok = refused.returncode != 0 and "in use by pid" in output
-  c.record("concurrent", "two launches 1 s apart", ok,
-           f"one refused {seconds:.1f}s after the second start: {output.strip().splitlines()[-1]}")
+  c.record(
+    "concurrent",
+    "two launches 1 s apart",
+    ok,
+    f"one refused {seconds:.1f}s after the second start: {output.strip().splitlines()[-1]}",
+  )
   winner_out = winner.communicate()[0]
   differ = outputs_differ(reference, workdir) if winner.returncode == 0 else winner_out.strip().splitlines()[-1]
   c.record("concurrent", "the launch holding the lock unaffected", not differ, differ or "outputs identical")
@@ -245,32 +287,40 @@ def check_changed_config(c: Checker, reference: str) -> None:
     code, output = c.run(workdir, flag)
     untouched = tree_state(workdir) == before
     ok = code != 0 and "made with other settings" in output and untouched
-    c.record("changed_config", f"finished run re-launched with {flag}", ok,
-             output.strip().splitlines()[-1] if code else "accepted")
+    c.record(
+      "changed_config",
+      f"finished run re-launched with {flag}",
+      ok,
+      output.strip().splitlines()[-1] if code else "accepted",
+    )
   layout = Layout(workdir)
   shutil.rmtree(layout.training("sft"))
   code, output = c.run(workdir)
   redone = all(f"stage {s}: running" in output for s in ("sft", "detect", "diagnose", "report"))
   differ = outputs_differ(reference, workdir) if code == 0 else output.strip().splitlines()[-1]
-  c.record("changed_config", "sft/ deleted, re-run", redone and not differ,
-           differ or ("sft and every later stage redone, outputs identical" if redone else "later stages skipped"))
+  c.record(
+    "changed_config",
+    "sft/ deleted, re-run",
+    redone and not differ,
+    differ or ("sft and every later stage redone, outputs identical" if redone else "later stages skipped"),
+  )
 
 
 BAD_CONFIGS = (  # (case, flags, config body, the field the message must name)
-    ("negative epochs", (), "c.sft.phases = ({'name': 'p1', 'phase': 1, 'epochs': -1},)", "epochs"),
-    ("detect.threshold=1.5", ("--config.detect.threshold=1.5",), "", "threshold"),
-    ("detect.temperature=-1", ("--config.detect.temperature=-1",), "", "temperature"),
-    ("sft.batch_size=0", ("--config.sft.batch_size=0",), "", "batch_size"),
-    ("batch not divisible by grad_accum_steps", ("--config.sft.grad_accum_steps=3",), "", "batch_size"),
-    ("detect.num_samples=0", ("--config.detect.num_samples=0",), "", "num_samples"),
-    ("data.overlong=chop", ("--config.data.overlong=chop",), "", "overlong"),
-    ("pretrain.steps=-5", ("--config.pretrain.steps=-5",), "", "steps"),
-    ("learning rate -1", ("--config.sft.optimizer.learning_rate=-1",), "", "learning_rate"),
-    ("unknown key", ("--config.sft.nonexistent=1",), "", "nonexistent"),
-    ("unknown protocol", ("--config.detect.protocol=oracle",), "", "protocol"),
-    ("mesh larger than the devices", (), "c.mesh.shape = (3, 1, 1)", "mesh.shape"),
-    ("unknown stage", (), "c.stages = c.stages + ('train_more',)", "stages"),
-    ("top_p=0", ("--config.detect.top_p=0",), "", "top_p"),
+  ("negative epochs", (), "c.sft.phases = ({'name': 'p1', 'phase': 1, 'epochs': -1},)", "epochs"),
+  ("detect.threshold=1.5", ("--config.detect.threshold=1.5",), "", "threshold"),
+  ("detect.temperature=-1", ("--config.detect.temperature=-1",), "", "temperature"),
+  ("sft.batch_size=0", ("--config.sft.batch_size=0",), "", "batch_size"),
+  ("batch not divisible by grad_accum_steps", ("--config.sft.grad_accum_steps=3",), "", "batch_size"),
+  ("detect.num_samples=0", ("--config.detect.num_samples=0",), "", "num_samples"),
+  ("data.overlong=chop", ("--config.data.overlong=chop",), "", "overlong"),
+  ("pretrain.steps=-5", ("--config.pretrain.steps=-5",), "", "steps"),
+  ("learning rate -1", ("--config.sft.optimizer.learning_rate=-1",), "", "learning_rate"),
+  ("unknown key", ("--config.sft.nonexistent=1",), "", "nonexistent"),
+  ("unknown protocol", ("--config.detect.protocol=oracle",), "", "protocol"),
+  ("mesh larger than the devices", (), "c.mesh.shape = (3, 1, 1)", "mesh.shape"),
+  ("unknown stage", (), "c.stages = c.stages + ('train_more',)", "stages"),
+  ("top_p=0", ("--config.detect.top_p=0",), "", "top_p"),
 )
 
 
@@ -293,19 +343,29 @@ def check_bad_inputs(c: Checker, reference: str) -> None:
   for kind in faults.JSONL_DAMAGE:
     target = os.path.join(data, kind.replace(" ", "_") + ".jsonl")
     faults.damage_jsonl(os.path.join(world, "sft_phase2.jsonl"), target, kind)
-    cases.append((kind, f"c.data.sft = ({{'path': {os.path.join(world, 'sft_phase1.jsonl')!r}}}, {{'path': {target!r}}})",
-                  os.path.basename(target)))
+    cases.append(
+      (
+        kind,
+        f"c.data.sft = ({{'path': {os.path.join(world, 'sft_phase1.jsonl')!r}}}, {{'path': {target!r}}})",
+        os.path.basename(target),
+      )
+    )
   cases += [
-      ("missing SFT file", "c.data.sft = ({'path': '/nonexistent/sft.jsonl'},)", "/nonexistent/sft.jsonl"),
-      ("Hub id as an hf source", "c.data.sft = ({'path': 'tatsu-lab/alpaca', 'format': 'hf'},)", "tatsu-lab/alpaca"),
-      ("Hub id as an hf dataset name", "c.data.sft = ({'name': 'tatsu-lab/alpaca', 'format': 'hf'},)",
-       "tatsu-lab/alpaca"),
-      ("URL as a source", "c.data.sft = ({'path': 'https://example.com/sft.jsonl'},)", "https://example.com"),
-      ("URL as a corpus", "c.data.corpora = ({'path': 'https://example.com/c.txt', 'weight': 1.0},)", "https://"),
-      ("missing tokenizer directory", "c.data.tokenizer = '/nonexistent/tokenizer'", "/nonexistent/tokenizer"),
+    ("missing SFT file", "c.data.sft = ({'path': '/nonexistent/sft.jsonl'},)", "/nonexistent/sft.jsonl"),
+    ("Hub id as an hf source", "c.data.sft = ({'path': 'tatsu-lab/alpaca', 'format': 'hf'},)", "tatsu-lab/alpaca"),
+    (
+      "Hub id as an hf dataset name",
+      "c.data.sft = ({'name': 'tatsu-lab/alpaca', 'format': 'hf'},)",
+      "tatsu-lab/alpaca",
+    ),
+    ("URL as a source", "c.data.sft = ({'path': 'https://example.com/sft.jsonl'},)", "https://example.com"),
+    ("URL as a corpus", "c.data.corpora = ({'path': 'https://example.com/c.txt', 'weight': 1.0},)", "https://"),
+    ("missing tokenizer directory", "c.data.tokenizer = '/nonexistent/tokenizer'", "/nonexistent/tokenizer"),
   ]
-  prefix = f"c.stages = ('init_model', 'pretrain', 'sft')\nc.data.tokenizer = {os.path.join(world, 'tokenizer')!r}\n" \
-           f"c.data.corpora = ({{'path': {os.path.join(world, 'pretrain.txt')!r}, 'weight': 1.0}},)\n"
+  prefix = (
+    f"c.stages = ('init_model', 'pretrain', 'sft')\nc.data.tokenizer = {os.path.join(world, 'tokenizer')!r}\n"
+    f"c.data.corpora = ({{'path': {os.path.join(world, 'pretrain.txt')!r}, 'weight': 1.0}},)\n"
+  )
   for i, (case, body, named) in enumerate(cases):
     config = c.config_file(f"input{i}", prefix + body)
     workdir = os.path.join(c.out, f"bad-input-{i}")
@@ -318,7 +378,7 @@ def check_bad_inputs(c: Checker, reference: str) -> None:
 
 def main(argv: list[str]) -> None:
   del argv
-  logging.set_verbosity(logging.WARNING)   # orbax logs every restore of the comparisons
+  logging.set_verbosity(logging.WARNING)  # orbax logs every restore of the comparisons
   out = os.path.abspath(FLAGS.out)
   if os.path.exists(out) and os.listdir(out):
     sys.exit(f"fault_check: --out={out} is not empty")
@@ -331,21 +391,28 @@ def main(argv: list[str]) -> None:
   duration = time.time() - start
   print(f"reference run: {duration:.0f}s", flush=True)
   rng = random.Random(FLAGS.seed)
-  steps = {"kill": lambda: check_kills(c, reference, duration, FLAGS.kills, rng),
-           "checkpoint": lambda: check_checkpoints(c, reference),
-           "disk_full": lambda: check_disk_full(c, reference),
-           "concurrent": lambda: check_concurrent(c, reference),
-           "changed_config": lambda: check_changed_config(c, reference),
-           "bad_config": lambda: check_bad_configs(c),
-           "bad_input": lambda: check_bad_inputs(c, reference)}
+  steps = {
+    "kill": lambda: check_kills(c, reference, duration, FLAGS.kills, rng),
+    "checkpoint": lambda: check_checkpoints(c, reference),
+    "disk_full": lambda: check_disk_full(c, reference),
+    "concurrent": lambda: check_concurrent(c, reference),
+    "changed_config": lambda: check_changed_config(c, reference),
+    "bad_config": lambda: check_bad_configs(c),
+    "bad_input": lambda: check_bad_inputs(c, reference),
+  }
   for name in FLAGS.classes:
     print(f"{name}:", flush=True)
     steps[name]()
   attempts = open(c.network_log).read().splitlines()
-  c.record("network", "connection attempts off this machine, all launches", not attempts,
-           f"{len(attempts)} attempts" + (f": {attempts[0]}" if attempts else ""))
-  summary = {name: {"ok": sum(r["ok"] for r in rows), "tried": len(rows), "cases": rows}
-             for name, rows in c.results.items()}
+  c.record(
+    "network",
+    "connection attempts off this machine, all launches",
+    not attempts,
+    f"{len(attempts)} attempts" + (f": {attempts[0]}" if attempts else ""),
+  )
+  summary = {
+    name: {"ok": sum(r["ok"] for r in rows), "tried": len(rows), "cases": rows} for name, rows in c.results.items()
+  }
   with open(os.path.join(out, "faults.json"), "w") as f:
     json.dump({"reference_seconds": duration, "classes": summary, "seconds": time.time() - start}, f, indent=2)
   print("\nclass            survived/tried")

@@ -4,6 +4,7 @@ stage's final labels and the retest's, per protocol and label. Writes `<workdir>
 
   python scripts/retest_detection.py --workdirs=runs/w0,runs/w1 [--seed_offset=1]
 """
+
 from __future__ import annotations
 
 import pandas as pd
@@ -28,9 +29,15 @@ def main(argv: list[str]) -> None:
   for workdir in FLAGS.workdirs:
     layout = Layout(workdir)
     config = config_lib.read(layout.config)
-    result = retest.retest(pd.read_parquet(layout.detection), examples.read(layout.examples),
-                           layout.model(config.detect.model), config.detect, config.data, config.mesh,
-                           config.seed + FLAGS.seed_offset)
+    result = retest.retest(
+      pd.read_parquet(layout.detection),
+      examples.read(layout.examples),
+      layout.model(config.detect.model),
+      config.detect,
+      config.data,
+      config.mesh,
+      config.seed + FLAGS.seed_offset,
+    )
     print(retest.summary_text(workdir, result))
     fileio.write_json_atomic(layout.retest, result)
 

@@ -5,6 +5,7 @@ each factor, worst over the runs) and writes the table to `--out`.
 
   python scripts/sensitivity.py --workdirs=runs/w0,runs/w1 [--protocol=generative] [--evidence=as_run]
 """
+
 from __future__ import annotations
 
 from absl import app, flags
@@ -26,8 +27,10 @@ flags.DEFINE_string("out", "", "Markdown file for the table (default: print only
 
 def main(argv: list[str]) -> None:
   del argv
-  runs = [sensitivity.Run(layout, config_lib.read(layout.config), FLAGS.protocol, FLAGS.label, FLAGS.evidence)
-          for layout in map(Layout, FLAGS.workdirs)]
+  runs = [
+    sensitivity.Run(layout, config_lib.read(layout.config), FLAGS.protocol, FLAGS.label, FLAGS.evidence)
+    for layout in map(Layout, FLAGS.workdirs)
+  ]
   base = [r.macro_f1(sensitivity.defaults(FLAGS.protocol)) for r in runs]
   print(f"default macro-F1 per run: {', '.join(f'{f:.3f}' for f in base)}")
   rows = []

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the test environment (once) and runs the test suite (CI): every test on one CPU device,
+# Installs the test environment (once), checks lint and formatting (ruff, pyproject.toml), and
+# runs the test suite (CI): every test on one CPU device,
 # then, in a second process, the `mesh` tests (sharded runs checked against the single-device run)
 # on 8 fake devices (tests/conftest.py). The XLA compilation cache in .cache/jax-tests makes a
 # second run faster. `bash scripts/test.sh fast` runs the unit tier (tests/unit) only. Other
@@ -14,6 +15,11 @@ args=()
 while [ $# -gt 0 ]; do
   if [ "$1" = -m ] && [ $# -gt 1 ]; then select="$2"; shift 2; else args+=("$1"); shift; fi
 done
+
+"$ILP_VENV/bin/ruff" check --quiet . && "$ILP_VENV/bin/ruff" format --check --quiet . || {
+  echo "test.sh: ruff found lint or formatting problems: .venv/bin/ruff check --fix . && .venv/bin/ruff format ." >&2
+  exit 1
+}
 
 run() {  # pytest's status 5 (no test selected in this process, e.g. by -k) is no failure
   local status=0

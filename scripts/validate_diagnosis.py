@@ -13,6 +13,7 @@ sampled (the paper's repeat rule) or the expected-pass label, whichever detectio
   python scripts/validate_diagnosis.py --workdirs=runs/s0,runs/s1,runs/s2 [--protocols=multiple_choice]
       [--evidence=as_run,no_corpus] [--labels=sampled,expected]
 """
+
 from __future__ import annotations
 
 import itertools
@@ -28,8 +29,12 @@ FLAGS = flags.FLAGS
 flags.DEFINE_list("workdirs", None, "Work directories of finished world runs (with the diagnose stage).")
 flags.mark_flag_as_required("workdirs")
 flags.DEFINE_list("protocols", ["multiple_choice", "generative"], "Protocols whose diagnosis is scored (those run).")
-flags.DEFINE_list("evidence", ["as_run"], "Evidence settings scored: as_run (the run's config), no_corpus (without "
-                  "the pre-training corpus), no_metadata (without meta.prerequisites), plain (neither).")
+flags.DEFINE_list(
+  "evidence",
+  ["as_run"],
+  "Evidence settings scored: as_run (the run's config), no_corpus (without "
+  "the pre-training corpus), no_metadata (without meta.prerequisites), plain (neither).",
+)
 flags.DEFINE_list("labels", ["as_run"], "Unlearned labels scored: as_run (detect.label), sampled, expected.")
 
 

@@ -10,14 +10,16 @@ the checkout) shared by the suite's processes and the subprocesses they start (t
 are inherited), so a second run, and a test that compiles what another already did, reads the
 compiled programs instead of building them again.
 """
+
 import os
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEVICES = int(os.environ.get("ILP_TEST_DEVICES", "1"))
 MESH_DEVICES = 8
 
-os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                           f" --xla_force_host_platform_device_count={DEVICES}").strip()
+os.environ["XLA_FLAGS"] = (
+  os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={DEVICES}"
+).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -33,8 +35,11 @@ assert jax.device_count() == DEVICES, f"tests asked for {DEVICES} CPU devices; w
 
 def pytest_runtest_setup(item):
   if item.get_closest_marker("mesh") and jax.device_count() < MESH_DEVICES:
-    pytest.fail(f"needs {MESH_DEVICES} devices: run it as `ILP_TEST_DEVICES={MESH_DEVICES} pytest -m mesh ...` "
-                "(bash scripts/test.sh does)", pytrace=False)
+    pytest.fail(
+      f"needs {MESH_DEVICES} devices: run it as `ILP_TEST_DEVICES={MESH_DEVICES} pytest -m mesh ...` "
+      "(bash scripts/test.sh does)",
+      pytrace=False,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -42,8 +47,10 @@ def two_phase(tmp_path_factory):
   """One finished two-phase SFT run (checkpoints every 2 steps, all kept), read by several modules:
   `.paths` (its inputs), `.workdir`, `.config()` (a fresh copy of its config)."""
   import types
+
   from ilp import pipeline
   from tests import sft_data
+
   base = tmp_path_factory.mktemp("two_phase")
   paths = sft_data.make_inputs(str(base / "data"))
 
@@ -51,6 +58,7 @@ def two_phase(tmp_path_factory):
     c = sft_data.sft_config(paths)
     c.sft.checkpoint.update(every_steps=2, max_to_keep=6)
     return c
+
   workdir = str(base / "work")
   pipeline.run(config(), workdir)
   return types.SimpleNamespace(paths=paths, workdir=workdir, config=config)

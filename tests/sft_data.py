@@ -1,4 +1,5 @@
 """Tiny SFT data sets and run configs for the training-pipeline tests."""
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,16 @@ def write_sft_jsonl(path: str, dataset: str, phase: int, n: int, seed: int) -> l
   for i in range(n):
     prompt = " ".join(f"w{t}" for t in rng.integers(5, VOCAB, int(rng.integers(2, 8))))
     response = " ".join(f"w{t}" for t in rng.integers(5, VOCAB, int(rng.integers(1, 6))))
-    rows.append({"id": f"{dataset}-{i}", "prompt": prompt, "response": response, "dataset": dataset,
-                 "phase": phase, "meta": {"k": i % 3}})
+    rows.append(
+      {
+        "id": f"{dataset}-{i}",
+        "prompt": prompt,
+        "response": response,
+        "dataset": dataset,
+        "phase": phase,
+        "meta": {"k": i % 3},
+      }
+    )
   with open(path, "w") as f:
     for row in rows:
       f.write(json.dumps(row) + "\n")
@@ -30,8 +39,11 @@ def write_sft_jsonl(path: str, dataset: str, phase: int, n: int, seed: int) -> l
 def make_inputs(directory: str, per_dataset: int = 20) -> dict[str, str]:
   """Two data sets for two sequential phases, and a tokenizer directory."""
   os.makedirs(directory, exist_ok=True)
-  paths = {"a": os.path.join(directory, "a.jsonl"), "b": os.path.join(directory, "b.jsonl"),
-           "tokenizer": os.path.join(directory, "tokenizer")}
+  paths = {
+    "a": os.path.join(directory, "a.jsonl"),
+    "b": os.path.join(directory, "b.jsonl"),
+    "tokenizer": os.path.join(directory, "tokenizer"),
+  }
   write_sft_jsonl(paths["a"], "a", 1, per_dataset, seed=1)
   write_sft_jsonl(paths["b"], "b", 2, per_dataset, seed=2)
   hf_models.save_tiny_tokenizer(paths["tokenizer"])
@@ -41,8 +53,10 @@ def make_inputs(directory: str, per_dataset: int = 20) -> dict[str, str]:
 def write_config(path, paths: dict[str, str], *lines: str) -> None:
   """A config file for launch.py: `sft_config(paths)` as `c`, then `lines` (statements on `c`)."""
   body = "".join(f"  {line}\n" for line in lines)
-  path.write_text(f"from tests import sft_data\nPATHS = {paths!r}\ndef get_config():\n"
-                  f"  c = sft_data.sft_config(PATHS)\n{body}  return c\n")
+  path.write_text(
+    f"from tests import sft_data\nPATHS = {paths!r}\ndef get_config():\n"
+    f"  c = sft_data.sft_config(PATHS)\n{body}  return c\n"
+  )
 
 
 def sft_config(paths: dict[str, str], **sft_overrides):
@@ -64,8 +78,10 @@ def run_killed_and_resumed(monkeypatch, config, workdir: str, kill_at: int) -> N
   """Runs `config` into `workdir`, killed (KeyboardInterrupt) as the dynamics log receives step
   `kill_at`, then again with the same command, which resumes."""
   import pytest
+
   from ilp import pipeline
   from ilp.train import dynamics
+
   real_add = dynamics.DynamicsWriter.add_batch
 
   def crash(self, step, *args, **kwargs):
@@ -83,8 +99,10 @@ def run_killed_and_resumed(monkeypatch, config, workdir: str, kill_at: int) -> N
 def assert_same_final_params(a: str, b: str) -> None:
   """The `sft/final` models of work directories `a` and `b` are bit-identical."""
   import jax
+
   from ilp import parallel
   from ilp.model import checkpoint
+
   mesh = parallel.make_mesh((1, 1, 1), jax.devices()[:1])
   _, _, pa = checkpoint.load_params(os.path.join(a, "sft", "final"), mesh)
   _, _, pb = checkpoint.load_params(os.path.join(b, "sft", "final"), mesh)

@@ -5,6 +5,7 @@ reproducible, the stream position of every example visit is known, and resuming 
 just "start at batch k". Sequences are padded to a few bucket lengths so the step compiles a
 bounded number of times.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -21,18 +22,20 @@ from ilp.typed import check
 class PhaseConfig:
   """One entry of `sft.phases`: the records of `datasets` (all when empty) whose `phase` field is
   `phase` (any when None), trained for `epochs` epochs; phases run in the order listed."""
-  epochs: int                         # epochs of the phase (the least it runs when training to convergence)
-  name: str = ""                      # default: phase<k>
-  datasets: tuple[str, ...] = ()      # its records' data sets (empty: every data set)
-  phase: int | None = None            # its records' `phase` field (None: any)
+
+  epochs: int  # epochs of the phase (the least it runs when training to convergence)
+  name: str = ""  # default: phase<k>
+  datasets: tuple[str, ...] = ()  # its records' data sets (empty: every data set)
+  phase: int | None = None  # its records' `phase` field (None: any)
 
   def __post_init__(self):
     check(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
     check(self.phase is None or self.phase >= 1, "phase", f"must be >= 1, got {self.phase}")
 
 
-def plan_phases(datasets: np.ndarray, phases: np.ndarray, configured: Sequence[PhaseConfig], epochs: int
-                ) -> list["PhaseSpec"]:
+def plan_phases(
+  datasets: np.ndarray, phases: np.ndarray, configured: Sequence[PhaseConfig], epochs: int
+) -> list["PhaseSpec"]:
   """Phase specs over example indices, given each example's data set and `phase` field: from
   `configured` (`sft.phases`), or, when it is empty, one phase per value of the `phase` field in
   increasing order, each of `epochs` epochs."""
@@ -52,6 +55,7 @@ def plan_phases(datasets: np.ndarray, phases: np.ndarray, configured: Sequence[P
 @dataclasses.dataclass(frozen=True)
 class PhaseSpec:
   """One phase of sequential SFT: which examples (indices) and how many epochs."""
+
   name: str
   examples: np.ndarray
   epochs: int
@@ -59,18 +63,18 @@ class PhaseSpec:
 
 @dataclasses.dataclass(frozen=True)
 class PlannedBatch:
-  rows: np.ndarray        # [batch] example indices, -1 for padding rows
-  length: int             # bucket length
-  phase: int              # 1-based phase number
-  epoch: int              # 1-based epoch within the phase
-  positions: np.ndarray   # [batch] position of each visit in the training stream, -1 for padding
-  replay: bool = False    # rows are packed replay sequences (language modelling), not SFT examples
+  rows: np.ndarray  # [batch] example indices, -1 for padding rows
+  length: int  # bucket length
+  phase: int  # 1-based phase number
+  epoch: int  # 1-based epoch within the phase
+  positions: np.ndarray  # [batch] position of each visit in the training stream, -1 for padding
+  replay: bool = False  # rows are packed replay sequences (language modelling), not SFT examples
 
 
 @dataclasses.dataclass(frozen=True)
 class EvalPoint:
-  step: int               # evaluated after this many optimizer steps
-  name: str               # "start", "phase1/epoch2", "step500"
+  step: int  # evaluated after this many optimizer steps
+  name: str  # "start", "phase1/epoch2", "step500"
   phase: int
   epoch: int
   phase_end: bool
@@ -97,8 +101,9 @@ def bucket_length(length: int, buckets: Sequence[int]) -> int:
   raise ValueError(f"sequence of {length} tokens exceeds the largest bucket {max(buckets)}")
 
 
-def _epoch(lengths: np.ndarray, members: np.ndarray, buckets: Sequence[int], batch_size: int,
-           rng: np.random.Generator) -> list[tuple[np.ndarray, int]]:
+def _epoch(
+  lengths: np.ndarray, members: np.ndarray, buckets: Sequence[int], batch_size: int, rng: np.random.Generator
+) -> list[tuple[np.ndarray, int]]:
   """Shuffled batches that visit every member once; a batch holds one bucket length."""
   queues: dict[int, list[int]] = {b: [] for b in sorted(buckets)}
   out = []
@@ -130,11 +135,12 @@ def visit_positions(rows: Sequence[np.ndarray]) -> list[np.ndarray]:
   return out
 
 
-def _plan(segments: Sequence[Segment], lengths: np.ndarray, buckets: Sequence[int], batch_size: int,
-          eval_every: int) -> Stream:
+def _plan(
+  segments: Sequence[Segment], lengths: np.ndarray, buckets: Sequence[int], batch_size: int, eval_every: int
+) -> Stream:
   """Batches for each segment (one shuffled pass over its members) in order, with an evaluation
   point at each segment's end and every `eval_every` steps."""
-  planned: list[tuple[np.ndarray, int, int, int]] = []   # rows, length, phase, epoch
+  planned: list[tuple[np.ndarray, int, int, int]] = []  # rows, length, phase, epoch
   evals = [EvalPoint(0, "start", 1, 0, False)]
   for phase, epoch, name, phase_end, members, rng in segments:
     for rows, length in _epoch(lengths, members, buckets, batch_size, rng):
@@ -149,8 +155,14 @@ def _plan(segments: Sequence[Segment], lengths: np.ndarray, buckets: Sequence[in
   return Stream([PlannedBatch(*batch, p) for batch, p in zip(planned, positions)], evals)
 
 
-def build_stream(lengths: np.ndarray, phases: Sequence[PhaseSpec], buckets: Sequence[int], batch_size: int,
-                 seed: int, eval_every: int = 0) -> Stream:
+def build_stream(
+  lengths: np.ndarray,
+  phases: Sequence[PhaseSpec],
+  buckets: Sequence[int],
+  batch_size: int,
+  seed: int,
+  eval_every: int = 0,
+) -> Stream:
   """Plans every batch of every phase and epoch, phases in sequence, and the evaluation points.
 
   Args:
@@ -161,8 +173,11 @@ def build_stream(lengths: np.ndarray, phases: Sequence[PhaseSpec], buckets: Sequ
     seed: the shuffle of phase p, epoch e uses [seed, p, e].
     eval_every: an extra evaluation point every this many steps (0: none).
   """
-  segments = [(s, e, f"{phase.name}/epoch{e}", e == phase.epochs, phase.examples, np.random.default_rng([seed, s, e]))
-              for s, phase in enumerate(phases, start=1) for e in range(1, phase.epochs + 1)]
+  segments = [
+    (s, e, f"{phase.name}/epoch{e}", e == phase.epochs, phase.examples, np.random.default_rng([seed, s, e]))
+    for s, phase in enumerate(phases, start=1)
+    for e in range(1, phase.epochs + 1)
+  ]
   return _plan(segments, lengths, buckets, batch_size, eval_every)
 
 
@@ -187,16 +202,24 @@ def global_rounds(phases: Sequence[PhaseSpec]) -> list[np.ndarray]:
   return out
 
 
-def build_global_stream(lengths: np.ndarray, phases: Sequence[PhaseSpec], buckets: Sequence[int], batch_size: int,
-                        seed: int, eval_every: int = 0) -> Stream:
+def build_global_stream(
+  lengths: np.ndarray,
+  phases: Sequence[PhaseSpec],
+  buckets: Sequence[int],
+  batch_size: int,
+  seed: int,
+  eval_every: int = 0,
+) -> Stream:
   """The paper's global shuffle across the whole multi-phase mixture: the visits of all phases
   interleaved over rounds (`global_rounds`), each round shuffled with [seed, 0, round] and batched
   like an epoch of `build_stream`. The stream is one phase (1) whose epochs are the rounds; the
   evaluation points are "start", every `eval_every` steps and "global/epoch<r>" at each round's
   end (the last one ends the phase). Same arguments as `build_stream`."""
   rounds = global_rounds(phases)
-  segments = [(1, r, f"global/epoch{r}", r == len(rounds), members, np.random.default_rng([seed, 0, r]))
-              for r, members in enumerate(rounds, start=1)]
+  segments = [
+    (1, r, f"global/epoch{r}", r == len(rounds), members, np.random.default_rng([seed, 0, r]))
+    for r, members in enumerate(rounds, start=1)
+  ]
   return _plan(segments, lengths, buckets, batch_size, eval_every)
 
 
@@ -213,7 +236,7 @@ def eval_batches(lengths: np.ndarray, buckets: Sequence[int], batch_size: int) -
   for bucket in sorted(buckets):
     members = np.flatnonzero(bucket_of == bucket)
     for start in range(0, len(members), batch_size):
-      rows = members[start:start + batch_size]
+      rows = members[start : start + batch_size]
       out.append((np.concatenate([rows, np.full(batch_size - len(rows), -1)]), bucket))
   return out
 
@@ -232,9 +255,9 @@ def assemble(examples: Sequence[TokenizedExample], rows: np.ndarray, length: int
     if i < 0:
       continue
     ex = examples[i]
-    tokens[r, :ex.length] = ex.tokens
-    mask[r, :ex.length] = 1
-    loss_mask[r, ex.prompt_length - 1:ex.length - 1] = 1
+    tokens[r, : ex.length] = ex.tokens
+    mask[r, : ex.length] = 1
+    loss_mask[r, ex.prompt_length - 1 : ex.length - 1] = 1
   targets = np.concatenate([tokens[:, 1:], np.full((n, 1), pad_id, np.int32)], axis=1)
   return {"tokens": tokens, "mask": mask, "targets": targets, "loss_mask": loss_mask}
 

@@ -6,6 +6,7 @@ below `data.dev_fraction`. The rule depends on the id alone, so the split is the
 run and arm, whatever the order or the other records, and a record never moves between splits
 when data is added.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -16,6 +17,7 @@ import numpy as np
 
 def held_out(ids: Sequence[str], fraction: float) -> np.ndarray:
   """Which ids fall in the dev split under the hash rule."""
-  scale = float(2 ** 64)
-  return np.asarray([int.from_bytes(hashlib.sha256(i.encode()).digest()[:8], "big") / scale < fraction
-                     for i in ids], bool)
+  scale = float(2**64)
+  return np.asarray(
+    [int.from_bytes(hashlib.sha256(i.encode()).digest()[:8], "big") / scale < fraction for i in ids], bool
+  )

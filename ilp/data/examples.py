@@ -5,6 +5,7 @@ re-reading and re-tokenising the sources, so every stage agrees on an example's 
 tokens. Columns: id, dataset, phase, prompt (the prompt turns' text), response, meta (JSON),
 tokens (prompt then response and EOS), prompt_length, length.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,7 +33,8 @@ def prompt_text(messages: Sequence[dict[str, str]]) -> str:
 def table(records: Sequence[SFTRecord], tokenized: Sequence[TokenizedExample]) -> pd.DataFrame:
   """One row per tokenised example (records dropped as over-long have none)."""
   rows = [records[e.record] for e in tokenized]
-  return pd.DataFrame({
+  return pd.DataFrame(
+    {
       "id": [r.id for r in rows],
       "dataset": [r.dataset for r in rows],
       "phase": np.asarray([r.phase for r in rows], np.int64),
@@ -41,7 +43,9 @@ def table(records: Sequence[SFTRecord], tokenized: Sequence[TokenizedExample]) -
       "meta": [json.dumps(r.meta, sort_keys=True) for r in rows],
       "tokens": [e.tokens for e in tokenized],
       "prompt_length": np.asarray([e.prompt_length for e in tokenized], np.int64),
-      "length": np.asarray([e.length for e in tokenized], np.int64)})
+      "length": np.asarray([e.length for e in tokenized], np.int64),
+    }
+  )
 
 
 def check(config: Any, data: DataConfig) -> None:
@@ -56,11 +60,15 @@ def check(config: Any, data: DataConfig) -> None:
   for k, phase in enumerate(config.sft.phases):
     missing = sorted(set(phase.datasets) - known)
     if missing:
-      raise ConfigError(f"sft.phases[{k}].datasets", f"unknown dataset(s) {', '.join(missing)} "
-                        f"(the data has: {', '.join(sorted(known))})")
+      raise ConfigError(
+        f"sft.phases[{k}].datasets",
+        f"unknown dataset(s) {', '.join(missing)} (the data has: {', '.join(sorted(known))})",
+      )
 
 
-def build(data: DataConfig, tokenizer: Any, sources: Sequence[dict] | None = None) -> tuple[pd.DataFrame, dict[str, int]]:
+def build(
+  data: DataConfig, tokenizer: Any, sources: Sequence[dict] | None = None
+) -> tuple[pd.DataFrame, dict[str, int]]:
   """Reads `sources` (default `data.sft`; e.g. `data.dev`) and tokenises them with `data.template`:
   the table and the tokenisation counts."""
   records = loaders.load_sft(data.sft if sources is None else sources)
@@ -80,8 +88,10 @@ def read(path: str) -> pd.DataFrame:
 
 def tokenized(frame: pd.DataFrame) -> list[TokenizedExample]:
   """The table's token sequences; `record` is the row index."""
-  return [TokenizedExample(i, np.asarray(tokens, np.int32), int(p))
-          for i, (tokens, p) in enumerate(zip(frame["tokens"], frame["prompt_length"]))]
+  return [
+    TokenizedExample(i, np.asarray(tokens, np.int32), int(p))
+    for i, (tokens, p) in enumerate(zip(frame["tokens"], frame["prompt_length"]))
+  ]
 
 
 def prompts(frame: pd.DataFrame) -> list[np.ndarray]:

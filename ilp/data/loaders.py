@@ -19,6 +19,7 @@ in one pass. Locations are `path:LINE` (JSONL, 1-based), `path:[INDEX]` (JSON), 
 Nothing is downloaded and nothing is written: Hugging Face data files are streamed rather than
 converted into the `datasets` cache.
 """
+
 from __future__ import annotations
 
 import glob
@@ -28,8 +29,17 @@ import logging
 import os
 from typing import Any, Callable, Iterator, Mapping, NamedTuple, Sequence
 
-from ilp.data.records import (CORPUS_FIELDS, SFT_FIELDS, CorpusDocument, DataError, SFTRecord, document_from_mapping,
-                              duplicate_id_problems, raise_problems, record_from_mapping)
+from ilp.data.records import (
+  CORPUS_FIELDS,
+  SFT_FIELDS,
+  CorpusDocument,
+  DataError,
+  SFTRecord,
+  document_from_mapping,
+  duplicate_id_problems,
+  raise_problems,
+  record_from_mapping,
+)
 
 FORMATS = ("jsonl", "json", "parquet", "hf", "tfds", "text", "lines")
 LOCAL_BUILDERS = ("json", "parquet", "text", "csv", "arrow")  # `datasets` builders that read local files only
@@ -54,10 +64,11 @@ class _Source(NamedTuple):
 
 class _Part(NamedTuple):
   """One file (or one hf/tfds dataset) of a source."""
-  name: str                # default dataset/corpus name
+
+  name: str  # default dataset/corpus name
   format: str
   rows: _Rows
-  fields: dict[str, str]   # column mapping for these rows
+  fields: dict[str, str]  # column mapping for these rows
 
 
 def _as_dict(value: Any) -> Any:
@@ -78,20 +89,29 @@ def _source(raw: Any, index: int, allowed_fields: Sequence[str], keys: Sequence[
   unknown = sorted(set(raw) - set(keys))
   if unknown:
     raise DataError(f"{label}: unknown key(s) {unknown} (expected some of {tuple(keys)})")
-  source = _Source(path=raw.get("path") or "", format=raw.get("format") or None, dataset=raw.get("dataset"),
-                   phase=raw.get("phase", 1), fields=_as_dict(raw.get("fields") or {}),
-                   split=raw.get("split") or "train", name=raw.get("name") or "")
+  source = _Source(
+    path=raw.get("path") or "",
+    format=raw.get("format") or None,
+    dataset=raw.get("dataset"),
+    phase=raw.get("phase", 1),
+    fields=_as_dict(raw.get("fields") or {}),
+    split=raw.get("split") or "train",
+    name=raw.get("name") or "",
+  )
   if source.format not in (None, *FORMATS):
     raise DataError(f"{label}: key 'format': '{source.format}' is not one of {FORMATS}")
   if not isinstance(source.path, str) or not (source.path or (source.format == "hf" and source.name)):
     raise DataError(f"{label}: key 'path': expected a file, directory or glob")
   if "://" in source.path:
-    raise DataError(f"{label}: key 'path': '{source.path}' is a URL; sources must be local paths "
-                    "(nothing is downloaded at run time)")
+    raise DataError(
+      f"{label}: key 'path': '{source.path}' is a URL; sources must be local paths (nothing is downloaded at run time)"
+    )
   if source.name and source.name not in LOCAL_BUILDERS and not os.path.isdir(source.name):
-    raise DataError(f"{label}: key 'name': '{source.name}' is neither a local dataset directory nor one of "
-                    f"{LOCAL_BUILDERS}; a Hugging Face Hub id would need the network (download it beforehand "
-                    "and give its local path)")
+    raise DataError(
+      f"{label}: key 'name': '{source.name}' is neither a local dataset directory nor one of "
+      f"{LOCAL_BUILDERS}; a Hugging Face Hub id would need the network (download it beforehand "
+      "and give its local path)"
+    )
   if not isinstance(source.phase, int) or isinstance(source.phase, bool) or source.phase < 1:
     raise DataError(f"{label}: key 'phase': expected an int >= 1, got {source.phase!r}")
   if source.dataset is not None and not (isinstance(source.dataset, str) and source.dataset.strip()):
@@ -145,13 +165,14 @@ def _json_rows(path: str) -> _Rows:
   if isinstance(payload, dict) and isinstance(payload.get("data"), list):
     payload = payload["data"]
   if not isinstance(payload, list):
-    raise DataError(f"{path}: expected a list of objects, or an object with a list under \"data\"")
+    raise DataError(f'{path}: expected a list of objects, or an object with a list under "data"')
   for index, row in enumerate(payload):
     yield f"{path}:[{index}]", row
 
 
 def _parquet_rows(path: str) -> _Rows:
   import pyarrow.parquet as pq  # only Parquet sources need it
+
   try:
     batches = pq.ParquetFile(path).iter_batches()
   except Exception as e:  # pyarrow raises several types for unreadable files
@@ -175,8 +196,12 @@ def _text_rows(path: str) -> _Rows:
       lines.append(line)
     elif lines:
       if len(lines) >= LONG_DOCUMENT_LINES and not warned:
-        log.warning("%s: a document of %d lines without a blank line (documents are separated by blank lines); "
-                    "for one document per line, set the source's format to 'lines'", start, len(lines))
+        log.warning(
+          "%s: a document of %d lines without a blank line (documents are separated by blank lines); "
+          "for one document per line, set the source's format to 'lines'",
+          start,
+          len(lines),
+        )
         warned = True
       yield start, {"text": "".join(lines).rstrip("\r\n")}
       lines = []
@@ -190,7 +215,12 @@ def _lines_rows(path: str) -> _Rows:
 
 
 _FILE_READERS: dict[str, Callable[[str], _Rows]] = {
-    "jsonl": _jsonl_rows, "json": _json_rows, "parquet": _parquet_rows, "text": _text_rows, "lines": _lines_rows}
+  "jsonl": _jsonl_rows,
+  "json": _json_rows,
+  "parquet": _parquet_rows,
+  "text": _text_rows,
+  "lines": _lines_rows,
+}
 
 
 def _files(source: _Source) -> list[str]:
@@ -207,8 +237,10 @@ def _files(source: _Source) -> list[str]:
   else:
     raise DataError(f"{path}: file not found")
   if not files:
-    raise DataError(f"{path}: no data files (expected {', '.join(_EXTENSIONS)}; set 'format' to 'hf' or 'tfds' "
-                    f"for a saved dataset directory)")
+    raise DataError(
+      f"{path}: no data files (expected {', '.join(_EXTENSIONS)}; set 'format' to 'hf' or 'tfds' "
+      f"for a saved dataset directory)"
+    )
   return files
 
 
@@ -221,6 +253,7 @@ def _file_format(path: str, source: _Source) -> str:
 
 def _hf_part(source: _Source) -> _Part:
   import datasets  # heavy; only hf sources need it
+
   label = f"hf:{source.path or source.name}[{source.split}]"
   try:
     if os.path.isdir(source.path) and not source.name:
@@ -278,6 +311,7 @@ def _tfds_row(example: Mapping[str, Any], messages_column: str, where: str) -> d
 
 def _tfds_part(source: _Source) -> _Part:
   import tensorflow_datasets as tfds  # heavy; reads array_record datasets without TensorFlow
+
   label = f"tfds:{source.path}[{source.split}]"
   try:
     builder = tfds.builder_from_directory(source.path)
@@ -305,10 +339,11 @@ def _parts(source: _Source) -> Iterator[_Part]:
 
 class _Kind(NamedTuple):
   """What a load produces, and what its sources may say."""
-  name: str                    # for errors: "SFT data"
-  fields: tuple[str, ...]      # canonical fields a source's `fields` may map
-  keys: tuple[str, ...]        # keys a source may have
-  formats: tuple[str, ...]     # formats that can hold it
+
+  name: str  # for errors: "SFT data"
+  fields: tuple[str, ...]  # canonical fields a source's `fields` may map
+  keys: tuple[str, ...]  # keys a source may have
+  formats: tuple[str, ...]  # formats that can hold it
   make: Callable[[_Source, _Part, int, str, Any], Any]  # (source, part, ordinal, location, row) -> item or None
 
 
@@ -321,8 +356,7 @@ def _read(sources: Sequence[Any], kind: _Kind) -> tuple[list[Any], list[str], li
       found, failed = len(items), len(problems)
       for part in _parts(source):
         if part.format not in kind.formats:
-          raise DataError(f"{source.path}: format '{part.format}' is not for {kind.name} "
-                          f"(use one of {kind.formats})")
+          raise DataError(f"{source.path}: format '{part.format}' is not for {kind.name} (use one of {kind.formats})")
         for number, (where, row) in enumerate(part.rows):
           try:
             item = kind.make(source, part, number, where, row)
@@ -332,7 +366,7 @@ def _read(sources: Sequence[Any], kind: _Kind) -> tuple[list[Any], list[str], li
           if item is not None:
             items.append(item)
             locations.append(where)
-      if len(items) == found and len(problems) == failed:   # a configured source that is empty is a mistake
+      if len(items) == found and len(problems) == failed:  # a configured source that is empty is a mistake
         raise DataError(f"{source.path or source.name}: holds no {kind.name} (the source is empty)")
     except DataError as e:
       problems.append(str(e))
@@ -352,8 +386,7 @@ def _corpus_document(source: _Source, part: _Part, number: int, where: str, row:
 
 
 _SFT = _Kind("SFT data", SFT_FIELDS, _SOURCE_KEYS, tuple(f for f in FORMATS if f not in ("text", "lines")), _sft_record)
-_CORPUS = _Kind("corpus data", CORPUS_FIELDS, tuple(k for k in _SOURCE_KEYS if k != "phase"), FORMATS,
-                _corpus_document)
+_CORPUS = _Kind("corpus data", CORPUS_FIELDS, tuple(k for k in _SOURCE_KEYS if k != "phase"), FORMATS, _corpus_document)
 
 
 def load_sft(sources: Sequence[Mapping[str, Any]]) -> list[SFTRecord]:

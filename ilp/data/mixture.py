@@ -1,6 +1,7 @@
 """Corpus mixing for (continual) pre-training: every row of every batch draws its corpus by
 weight (e.g. 0.8 general + 0.2 injected knowledge) and walks that corpus's packed sequences in a
 seeded order, cycling when it runs out."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -23,7 +24,7 @@ def mixture_rows(sizes: list[int], weights: list[float], rows: int, seed: int) -
   for c, size in enumerate(sizes):
     picks = np.flatnonzero(choice == c)
     order = np.concatenate([rng.permutation(size) for _ in range(len(picks) // size + 1)])
-    out[picks] = offsets[c] + order[:len(picks)]
+    out[picks] = offsets[c] + order[: len(picks)]
   return out
 
 
@@ -35,8 +36,9 @@ def check(config: Any, data: DataConfig) -> None:
     loaders.load_corpus([source])
 
 
-def packed_stream(data: DataConfig, tokenizer: Any, seq_length: int, steps: int, batch_size: int, seed: int
-                  ) -> tuple[np.ndarray, batching.Stream, list[int]]:
+def packed_stream(
+  data: DataConfig, tokenizer: Any, seq_length: int, steps: int, batch_size: int, seed: int
+) -> tuple[np.ndarray, batching.Stream, list[int]]:
   """The packed sequences of every corpus, a stream of `steps` batches mixing them by weight, and
   each corpus's number of sequences.
 
@@ -52,6 +54,8 @@ def packed_stream(data: DataConfig, tokenizer: Any, seq_length: int, steps: int,
     packed.append(pack_corpus(loaders.load_corpus([source]), tokenizer, seq_length))
     weights.append(weight)
   rows = mixture_rows([len(p) for p in packed], weights, steps * batch_size, seed)
-  plan = [batching.PlannedBatch(r, seq_length, 1, 1, np.arange(k * len(r), (k + 1) * len(r)))
-          for k, r in enumerate(rows.reshape(steps, batch_size))]
+  plan = [
+    batching.PlannedBatch(r, seq_length, 1, 1, np.arange(k * len(r), (k + 1) * len(r)))
+    for k, r in enumerate(rows.reshape(steps, batch_size))
+  ]
   return np.concatenate(packed), batching.Stream(plan, []), [len(p) for p in packed]

@@ -1,5 +1,6 @@
 """The SFT stream as a run configures it: phases in sequence or interleaved, near-duplicate
 groups spread apart, and the last phase stretched for progressive epochs."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -29,13 +30,19 @@ def groups_from_file(path: str, ids: Sequence[str]) -> list[np.ndarray]:
 
 def sft_phases(frame: pd.DataFrame, section: Any) -> list[batching.PhaseSpec]:
   """The phases `section` (the `sft` config) trains on the examples table `frame`, in order."""
-  return batching.plan_phases(frame["dataset"].to_numpy(object), frame["phase"].to_numpy(), section.phases,
-                              section.epochs)
+  return batching.plan_phases(
+    frame["dataset"].to_numpy(object), frame["phase"].to_numpy(), section.phases, section.epochs
+  )
 
 
-def sft_stream(frame: pd.DataFrame, section: Any, buckets: Sequence[int], seed: int,
-               epochs: dict[int, int] | None = None, replay: tuple[int, int] | None = None
-               ) -> tuple[batching.Stream, dict[str, Any]]:
+def sft_stream(
+  frame: pd.DataFrame,
+  section: Any,
+  buckets: Sequence[int],
+  seed: int,
+  epochs: dict[int, int] | None = None,
+  replay: tuple[int, int] | None = None,
+) -> tuple[batching.Stream, dict[str, Any]]:
   """The planned stream of `section` (the `sft` config) over the examples table `frame`, and what
   the transforms did (for the summary).
 
@@ -57,8 +64,7 @@ def sft_stream(frame: pd.DataFrame, section: Any, buckets: Sequence[int], seed: 
   info: dict[str, Any] = {"order": section.order, "phases": {p.name: p.epochs for p in phases}}
   if section.spread.groups:
     groups = groups_from_file(section.spread.groups, frame["id"].tolist())
-    stream, info["spread"] = spreading.spread(stream, groups, section.spread.buckets, section.spread.every_steps,
-                                              seed)
+    stream, info["spread"] = spreading.spread(stream, groups, section.spread.buckets, section.spread.every_steps, seed)
   if section.replay.every_steps:
     records, length = replay
     stream = replaying.interleave(stream, section.replay.every_steps, records, section.batch_size, length, seed)

@@ -6,6 +6,7 @@ Types are checked strictly, with no coercion: a silently converted id or phase w
 is trained on, or which rows later tables join, without anyone noticing. Every error names the
 location (file and line, or row) and the field, so a bad row can be found and fixed directly.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -17,7 +18,7 @@ SFT_FIELDS = ("id", "messages", "prompt", "response", "dataset", "phase", "meta"
 CORPUS_FIELDS = ("id", "text")
 MAX_LISTED_PROBLEMS = 20
 PREREQUISITES = "prerequisites"  # optional meta key: [{"prompt", "response"}, ...]
-DISTRACTORS = "distractors"      # optional meta key: wrong answers for the multiple-choice probe
+DISTRACTORS = "distractors"  # optional meta key: wrong answers for the multiple-choice probe
 
 _KINDS = {str: "a string", int: "an int", dict: "an object", list: "a list"}
 
@@ -29,10 +30,11 @@ class DataError(ValueError):
 @dataclasses.dataclass(frozen=True)
 class SFTRecord:
   """One supervised example: a conversation whose last (assistant) turn is the target."""
-  id: str                                  # unique across all SFT sources of a run
-  messages: tuple[dict[str, str], ...]     # {"role", "content"} turns; the last is the assistant's
-  dataset: str                             # source name
-  phase: int                               # sequential-SFT phase, >= 1
+
+  id: str  # unique across all SFT sources of a run
+  messages: tuple[dict[str, str], ...]  # {"role", "content"} turns; the last is the assistant's
+  dataset: str  # source name
+  phase: int  # sequential-SFT phase, >= 1
   meta: dict[str, Any] = dataclasses.field(default_factory=dict)  # passed through to output tables
 
   @property
@@ -47,6 +49,7 @@ class SFTRecord:
 @dataclasses.dataclass(frozen=True)
 class CorpusDocument:
   """Raw text for (continual) pre-training."""
+
   id: str
   text: str
   corpus: str
@@ -166,8 +169,9 @@ def _prerequisites(value: Any, where: str, column: str) -> None:
       _non_empty(probe[key], where, f"{column}[{k}].{key}")
 
 
-def record_from_mapping(row: Mapping[str, Any], fields: Mapping[str, str], default_dataset: str, default_phase: int,
-                        where: str) -> SFTRecord:
+def record_from_mapping(
+  row: Mapping[str, Any], fields: Mapping[str, str], default_dataset: str, default_phase: int, where: str
+) -> SFTRecord:
   """Validates one raw row into an `SFTRecord`.
 
   `fields` maps canonical names (`SFT_FIELDS`) to the row's column names (identity when absent);
@@ -191,14 +195,17 @@ def record_from_mapping(row: Mapping[str, Any], fields: Mapping[str, str], defau
   if phase is not None and _expect(phase, int, where, column["phase"]) < 1:
     raise _field_error(where, column["phase"], f"must be >= 1, got {phase}")
   return SFTRecord(
-      id=record_id, messages=messages,
-      dataset=default_dataset if dataset is None else _non_empty(dataset, where, column["dataset"]),
-      phase=default_phase if phase is None else phase,
-      meta={} if meta is None else _meta(meta, where, column["meta"]))
+    id=record_id,
+    messages=messages,
+    dataset=default_dataset if dataset is None else _non_empty(dataset, where, column["dataset"]),
+    phase=default_phase if phase is None else phase,
+    meta={} if meta is None else _meta(meta, where, column["meta"]),
+  )
 
 
-def document_from_mapping(row: Mapping[str, Any], fields: Mapping[str, str], default_id: str, corpus: str,
-                          where: str) -> CorpusDocument | None:
+def document_from_mapping(
+  row: Mapping[str, Any], fields: Mapping[str, str], default_id: str, corpus: str, where: str
+) -> CorpusDocument | None:
   """Validates one raw row into a `CorpusDocument`; None for an empty (whitespace) text, which is skipped."""
   if not isinstance(row, Mapping):
     raise DataError(f"{where}: expected an object (a mapping of fields), got {type(row).__name__}")

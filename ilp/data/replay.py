@@ -8,6 +8,7 @@ what the replayed records keep saying for the same question competes with them f
 SFT runs, whatever the number of epochs. Replay records are trained on like SFT records (loss on
 the response) but are not the data under study: no dynamics log, no detection.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,7 +23,8 @@ from ilp.typed import check
 class ReplayConfig:
   """Replay during SFT (section `sft.replay`): one step on a batch of `data.replay` records after
   every `every_steps` SFT steps, so replay takes 1 / (every_steps + 1) of the steps."""
-  every_steps: int = 0   # SFT steps between two replay steps (0: no replay)
+
+  every_steps: int = 0  # SFT steps between two replay steps (0: no replay)
 
   def __post_init__(self):
     check(self.every_steps >= 0, "every_steps", f"must be >= 0 (0: off), got {self.every_steps}")
@@ -47,11 +49,19 @@ def interleave(stream: Stream, every: int, records: int, batch_size: int, length
     seed: the run's seed.
   """
   batches: list[PlannedBatch] = []
-  moved: dict[int, int] = {0: 0}   # old step -> new step
+  moved: dict[int, int] = {0: 0}  # old step -> new step
   for i, planned in enumerate(stream.batches, start=1):
     batches.append(planned)
     if i % every == 0:
-      batches.append(PlannedBatch(replay_rows(records, batch_size, seed, i // every - 1), length, planned.phase,
-                                  planned.epoch, np.full(batch_size, -1, np.int64), replay=True))
+      batches.append(
+        PlannedBatch(
+          replay_rows(records, batch_size, seed, i // every - 1),
+          length,
+          planned.phase,
+          planned.epoch,
+          np.full(batch_size, -1, np.int64),
+          replay=True,
+        )
+      )
     moved[i] = len(batches)
   return Stream(batches, [dataclasses.replace(p, step=moved[p.step]) for p in stream.eval_points])

@@ -1,11 +1,12 @@
-"""Lexical retrieval (the continual pre-training arms, the diagnosis's corpus evidence): BM25 through the maintained `bm25s`
-library (Lucene's variant), not a hand-written scorer.
+"""Lexical retrieval (the continual pre-training arms, the diagnosis's corpus evidence): BM25 through the
+maintained `bm25s` library (Lucene's variant), not a hand-written scorer.
 
 Texts are split on whitespace and lower-cased, with no stop-word removal and no stemming, so
 that short entity names (`p17`, `c3`, model numbers, ticker symbols) stay terms; bm25s' default
 tokenizer drops one-character tokens and English stop words. A term repeated in a query counts
 once per occurrence, as in bm25s and Lucene's boolean queries.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -22,9 +23,10 @@ class Retriever:
 
   def __init__(self, texts: Sequence[str], k1: float = 1.5, b: float = 0.75):
     import bm25s
+
     self.size = len(texts)
     self._index = bm25s.BM25(k1=k1, b=b, method="lucene")
-    if self.size:   # bm25s cannot index an empty corpus
+    if self.size:  # bm25s cannot index an empty corpus
       self._index.index([terms(t) for t in texts], show_progress=False)
     self._vocab = self._index.vocab_dict if self.size else {}
 
@@ -45,7 +47,7 @@ class Retriever:
     out = []
     for query in queries:
       s = self.scores(query)
-      hits = np.flatnonzero(s > 0)                       # few for entity queries: sort only those
+      hits = np.flatnonzero(s > 0)  # few for entity queries: sort only those
       order = hits[np.lexsort((hits, -s[hits]))][:k]
       out.append([(int(i), float(s[i])) for i in order])
     return out

@@ -8,6 +8,7 @@ template asked about two different things, which are not paraphrases; paraphrase
 share a rare word (the entity) and are kept. It keeps the work near-linear: at most `max_df`
 candidates per n-gram occurrence (docs/measurements.md "Diagnosis benchmark" measures what it drops).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -32,13 +33,13 @@ def is_word(token: str) -> bool:
 
 
 def _ngrams(tokens: list[str], n_max: int) -> list[str]:
-  return [" ".join(tokens[i:i + n]) for n in range(1, n_max + 1) for i in range(len(tokens) - n + 1)]
+  return [" ".join(tokens[i : i + n]) for n in range(1, n_max + 1) for i in range(len(tokens) - n + 1)]
 
 
 @dataclasses.dataclass(frozen=True)
 class TfIdf:
-  matrix: sparse.csr_matrix    # [docs, features], rows L2-normalised
-  df: np.ndarray               # [features] document frequency
+  matrix: sparse.csr_matrix  # [docs, features], rows L2-normalised
+  df: np.ndarray  # [features] document frequency
 
 
 def tfidf(tokenized: Sequence[list[str]], ngram: int = 1) -> TfIdf:
@@ -46,16 +47,19 @@ def tfidf(tokenized: Sequence[list[str]], ngram: int = 1) -> TfIdf:
   (`words`), by scikit-learn's `TfidfVectorizer` (the texts come tokenised, so its own tokenizer and
   lower-casing are off)."""
   from sklearn.feature_extraction.text import TfidfVectorizer
-  vectorizer = TfidfVectorizer(analyzer=lambda tokens: _ngrams(tokens, ngram), sublinear_tf=True, smooth_idf=True,
-                               norm="l2", dtype=np.float64)
-  if not any(tokenized):   # scikit-learn refuses an empty vocabulary
+
+  vectorizer = TfidfVectorizer(
+    analyzer=lambda tokens: _ngrams(tokens, ngram), sublinear_tf=True, smooth_idf=True, norm="l2", dtype=np.float64
+  )
+  if not any(tokenized):  # scikit-learn refuses an empty vocabulary
     return TfIdf(sparse.csr_matrix((len(tokenized), 1)), np.zeros(1, np.int64))
   matrix = sparse.csr_matrix(vectorizer.fit_transform(list(tokenized)))
   return TfIdf(matrix, np.bincount(matrix.indices, minlength=matrix.shape[1]))
 
 
-def near_duplicate_pairs(vectors: TfIdf, threshold: float, max_df: int, slots: sparse.csr_matrix | None = None
-                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def near_duplicate_pairs(
+  vectors: TfIdf, threshold: float, max_df: int, slots: sparse.csr_matrix | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """Pairs (i < j) with cosine >= threshold among those sharing an n-gram of df in 2..max_df.
 
   With `slots` ([docs, words] binary: each prompt's slot fillers, see `patterns`), a pair whose
@@ -84,13 +88,15 @@ def different_things(slots: sparse.csr_matrix, i: np.ndarray, j: np.ndarray) -> 
   return (count[i] > both) & (count[j] > both)
 
 
-def embedding_pairs(embeddings: np.ndarray, threshold: float, slots: sparse.csr_matrix | None = None
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def embedding_pairs(
+  embeddings: np.ndarray, threshold: float, slots: sparse.csr_matrix | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """Pairs (i < j) whose centred embeddings have cosine >= threshold (scikit-learn's radius
   neighbours), less those `different_things` rules out: paraphrases that share few words but read
   alike. Centring (subtracting the mean embedding) removes the direction every prompt shares,
   which otherwise makes all cosines high."""
   from sklearn.neighbors import NearestNeighbors
+
   if len(embeddings) < 2:
     return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
   centred = embeddings - embeddings.mean(0, keepdims=True)
@@ -119,8 +125,8 @@ def row_dots(a: sparse.csr_matrix, i: np.ndarray, b: sparse.csr_matrix, j: np.nd
   return np.asarray(a[i].multiply(b[j]).sum(axis=1)).ravel()
 
 
-TEMPLATE_MIN_DF = 3         # default: words in fewer prompts are slot fillers, masked out of the template ...
-TEMPLATE_MIN_SHARE = 0.01   # ... or in fewer than this share of them: an entity asked about a few times stays one
+TEMPLATE_MIN_DF = 3  # default: words in fewer prompts are slot fillers, masked out of the template ...
+TEMPLATE_MIN_SHARE = 0.01  # ... or in fewer than this share of them: an entity asked about a few times stays one
 
 
 def filler_df(n: int, min_df: int = TEMPLATE_MIN_DF, min_share: float = TEMPLATE_MIN_SHARE) -> int:
@@ -130,8 +136,8 @@ def filler_df(n: int, min_df: int = TEMPLATE_MIN_DF, min_share: float = TEMPLATE
 
 @dataclasses.dataclass(frozen=True)
 class Patterns:
-  templates: list[str]      # each text with its slot fillers replaced by `#`
-  slots: list[list[str]]    # the slot fillers of each text
+  templates: list[str]  # each text with its slot fillers replaced by `#`
+  slots: list[list[str]]  # the slot fillers of each text
 
 
 def patterns(tokenized: Sequence[list[str]], min_df: int) -> Patterns:
@@ -166,5 +172,7 @@ def binary_matrix(rows: Sequence[Sequence[str]], vocab: dict[str, int]) -> spars
   for row in rows:
     indices.extend(sorted({vocab[w] for w in row if w in vocab}))
     indptr.append(len(indices))
-  return sparse.csr_matrix((np.ones(len(indices)), np.asarray(indices, np.int64), np.asarray(indptr, np.int64)),
-                           shape=(len(rows), max(len(vocab), 1)))
+  return sparse.csr_matrix(
+    (np.ones(len(indices)), np.asarray(indices, np.int64), np.asarray(indptr, np.int64)),
+    shape=(len(rows), max(len(vocab), 1)),
+  )

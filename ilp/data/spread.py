@@ -1,6 +1,7 @@
 """Near-duplicate groups kept out of each other's mini-batches (the paper's bucketing for
 conflicting data, e.g. paraphrases with contradicting answers), as a transform of a planned
 stream."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -10,7 +11,7 @@ import numpy as np
 
 from ilp.data.batches import Stream, visit_positions
 
-NON_MEMBER, PADDING = -1, -2   # `owner` of a row that is in no group, of a padding row
+NON_MEMBER, PADDING = -1, -2  # `owner` of a row that is in no group, of a padding row
 
 
 def _group_index(groups: Sequence[np.ndarray], buckets: int, every: int, size: int) -> np.ndarray:
@@ -31,8 +32,9 @@ def _group_index(groups: Sequence[np.ndarray], buckets: int, every: int, size: i
   return group_of
 
 
-def spread(stream: Stream, groups: Sequence[np.ndarray], buckets: int, every: int, seed: int
-           ) -> tuple[Stream, dict[str, Any]]:
+def spread(
+  stream: Stream, groups: Sequence[np.ndarray], buckets: int, every: int, seed: int
+) -> tuple[Stream, dict[str, Any]]:
   """`stream` with no two members of a group in one batch, and counts of what was done (groups,
   windows, swaps, fallbacks).
 
@@ -85,8 +87,10 @@ def spread(stream: Stream, groups: Sequence[np.ndarray], buckets: int, every: in
         return
       targets = candidates if len(candidates) else usable(i, k, np.arange(len(rows)))
       if not len(targets):
-        raise ValueError(f"spread: group {k} cannot be kept apart at step {i + 1}: no batch of the same phase, "
-                         f"epoch and length can take member {member}")
+        raise ValueError(
+          f"spread: group {k} cannot be kept apart at step {i + 1}: no batch of the same phase, "
+          f"epoch and length can take member {member}"
+        )
     j = int(targets[rng.integers(len(targets))])
     slot_j = int(rng.choice(np.flatnonzero(owner[j] == NON_MEMBER)))
     slot_i = int(np.flatnonzero(rows[i] == member)[0])
@@ -99,7 +103,7 @@ def spread(stream: Stream, groups: Sequence[np.ndarray], buckets: int, every: in
     counts["windows"] += 1
     rng = np.random.default_rng([seed, w])
     at, slot = np.nonzero(owner[window] >= 0)
-    visits: dict[int, dict[int, list[int]]] = {}   # group -> member -> batches holding a visit
+    visits: dict[int, dict[int, list[int]]] = {}  # group -> member -> batches holding a visit
     for i, member in zip((at + start).tolist(), rows[at + start, slot].tolist()):
       visits.setdefault(int(group_of[member]), {}).setdefault(member, []).append(i)
     dealt = {k: dict(zip(sorted(visits[k]), rng.permutation(buckets).tolist())) for k in sorted(visits)}
@@ -109,6 +113,7 @@ def spread(stream: Stream, groups: Sequence[np.ndarray], buckets: int, every: in
           if (i - start) % buckets != bucket:
             place(i, member, k, bucket, window, rng)
   assert all(len(np.unique(h[h >= 0])) == (h >= 0).sum() for h in owner), "two members of a group share a batch"
-  batches = [dataclasses.replace(b, rows=r, positions=p)
-             for b, r, p in zip(stream.batches, rows, visit_positions(list(rows)))]
+  batches = [
+    dataclasses.replace(b, rows=r, positions=p) for b, r, p in zip(stream.batches, rows, visit_positions(list(rows)))
+  ]
   return Stream(batches, stream.eval_points), counts

@@ -5,6 +5,7 @@ for it), otherwise with a plain template from the config; the response is the fi
 turn plus EOS. Only response tokens are supervised, so the per-example statistics describe
 exactly what SFT was asked to teach.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -30,10 +31,11 @@ class TemplateConfig:
   """How a conversation becomes text (config section `data.template`): the tokenizer's chat
   template when it has one and `use_chat_template` is on, else `turn` per message and then
   `generation_prefix`."""
-  use_chat_template: bool = True          # use the tokenizer's chat template when it has one
-  turn: str = "{role}: {content}\n"       # without a chat template: the text of one message
+
+  use_chat_template: bool = True  # use the tokenizer's chat template when it has one
+  turn: str = "{role}: {content}\n"  # without a chat template: the text of one message
   generation_prefix: str = "assistant: "  # without one: the text between the prompt's messages and the response
-  add_bos: bool = True                    # without one: the prompt starts with the tokenizer's BOS (if it has one)
+  add_bos: bool = True  # without one: the prompt starts with the tokenizer's BOS (if it has one)
 
   def __post_init__(self):
     check("{content}" in self.turn, "turn", f"must contain '{{content}}', got {self.turn!r}")
@@ -41,9 +43,9 @@ class TemplateConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TokenizedExample:
-  record: int          # index into the record list
-  tokens: np.ndarray   # int32 [length]: prompt then response (ending in EOS)
-  prompt_length: int   # tokens before the first supervised one
+  record: int  # index into the record list
+  tokens: np.ndarray  # int32 [length]: prompt then response (ending in EOS)
+  prompt_length: int  # tokens before the first supervised one
 
   @property
   def length(self) -> int:
@@ -65,11 +67,14 @@ def _prompt_and_response(record: SFTRecord, tokenizer: Any, template: TemplateCo
   if eos is None:
     raise TokenizationError("the tokenizer has no eos_token_id; every response must end in EOS")
   if template.use_chat_template and getattr(tokenizer, "chat_template", None):
-    prompt = list(tokenizer.apply_chat_template(list(record.prompt_messages), add_generation_prompt=True,
-                                                tokenize=True, return_dict=False))
+    prompt = list(
+      tokenizer.apply_chat_template(
+        list(record.prompt_messages), add_generation_prompt=True, tokenize=True, return_dict=False
+      )
+    )
     full = list(tokenizer.apply_chat_template(list(record.messages), tokenize=True, return_dict=False))
-    if full[:len(prompt)] == prompt and len(full) > len(prompt):
-      response = full[len(prompt):]
+    if full[: len(prompt)] == prompt and len(full) > len(prompt):
+      response = full[len(prompt) :]
       return prompt, response if response[-1] == eos else response + [eos]
     # Templates that rewrite earlier turns: fall back to prompt + plainly tokenised response.
     return prompt, _ids(tokenizer, record.response) + [eos]
@@ -79,8 +84,13 @@ def _prompt_and_response(record: SFTRecord, tokenizer: Any, template: TemplateCo
   return prompt, _ids(tokenizer, record.response) + [eos]
 
 
-def tokenize_sft(records: Sequence[SFTRecord], tokenizer: Any, max_length: int, template: TemplateConfig,
-                 overlong: str = "truncate_prompt") -> tuple[list[TokenizedExample], dict[str, int]]:
+def tokenize_sft(
+  records: Sequence[SFTRecord],
+  tokenizer: Any,
+  max_length: int,
+  template: TemplateConfig,
+  overlong: str = "truncate_prompt",
+) -> tuple[list[TokenizedExample], dict[str, int]]:
   """Tokenises every record; over-long ones follow `overlong`. Returns examples and counts.
 
   `truncate_prompt` drops prompt tokens from the left (the response is what is being learned);
@@ -95,13 +105,17 @@ def tokenize_sft(records: Sequence[SFTRecord], tokenizer: Any, max_length: int, 
       if overlong == "drop" or len(response) >= max_length:
         dropped += 1
         continue
-      prompt = prompt[len(prompt) + len(response) - max_length:]
+      prompt = prompt[len(prompt) + len(response) - max_length :]
       truncated += 1
     examples.append(TokenizedExample(i, np.asarray(prompt + response, np.int32), len(prompt)))
   report = {"examples": len(examples), "truncated": truncated, "dropped": dropped}
   if truncated or dropped:
-    log.info("tokenize: %d over-long examples had their prompt truncated, %d were dropped (max_length %d)",
-             truncated, dropped, max_length)
+    log.info(
+      "tokenize: %d over-long examples had their prompt truncated, %d were dropped (max_length %d)",
+      truncated,
+      dropped,
+      max_length,
+    )
   if not examples:
     raise TokenizationError(f"no example fits data.max_length={max_length}")
   return examples, report
@@ -115,4 +129,4 @@ def pack_corpus(documents: Sequence[CorpusDocument], tokenizer: Any, seq_length:
   rows = len(stream) // seq_length
   if rows == 0:
     raise TokenizationError(f"corpus of {len(stream)} tokens is shorter than one sequence of {seq_length}")
-  return np.asarray(stream[:rows * seq_length], np.int32).reshape(rows, seq_length)
+  return np.asarray(stream[: rows * seq_length], np.int32).reshape(rows, seq_length)

@@ -17,6 +17,7 @@ leaves) turns `c-3` into `c 3` and `don't` into `don ' t`, which then fail. With
 pieces decode(encode(x)) == x: for `bpe` always (all 256 bytes are in its vocabulary), for
 `word` whenever every word of x is in the vocabulary (any other becomes `<unk>`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -31,7 +32,7 @@ from ilp.typed import check
 if TYPE_CHECKING:
   import transformers
 
-SPECIAL = ("<pad>", "<s>", "</s>", "<unk>")   # ids 0..3 in every tokenizer built here
+SPECIAL = ("<pad>", "<s>", "</s>", "<unk>")  # ids 0..3 in every tokenizer built here
 KINDS = ("bpe", "word")
 BYTES = 256  # the byte-level alphabet, every one of it in a `bpe` vocabulary
 PAD, BOS, EOS, UNK = SPECIAL
@@ -43,6 +44,7 @@ class TokenizerTrainingConfig:
   token per word or punctuation mark seen, `<unk>` for any other). `vocab_size` counts the
   special tokens and is an upper bound: training stops earlier when the text has no more merges
   (bpe) or words (word) seen `min_frequency` times."""
+
   kind: str = "bpe"
   vocab_size: int = 4096
   min_frequency: int = 1
@@ -50,14 +52,17 @@ class TokenizerTrainingConfig:
   def __post_init__(self):
     check(self.kind in KINDS, "kind", f"'{self.kind}' is not one of {KINDS}")
     smallest = len(SPECIAL) + (BYTES if self.kind == "bpe" else 1)
-    check(self.vocab_size >= smallest, "vocab_size",
-          f"must be >= {smallest} for kind '{self.kind}' (the special tokens"
-          f"{f' and the {BYTES} bytes' if self.kind == 'bpe' else ' and one word'}), got {self.vocab_size}")
+    check(
+      self.vocab_size >= smallest,
+      "vocab_size",
+      f"must be >= {smallest} for kind '{self.kind}' (the special tokens"
+      f"{f' and the {BYTES} bytes' if self.kind == 'bpe' else ' and one word'}), got {self.vocab_size}",
+    )
     check(self.min_frequency >= 1, "min_frequency", f"must be >= 1, got {self.min_frequency}")
 
 
 class TrainingText(NamedTuple):
-  texts: list[str]   # corpus documents, then each record's prompt and response
+  texts: list[str]  # corpus documents, then each record's prompt and response
   documents: int
   records: int
 
@@ -65,13 +70,19 @@ class TrainingText(NamedTuple):
 def training_text(data: DataConfig) -> TrainingText:
   """The text of `data.corpora` and `data.sft`, validated by the loaders (a DataError names the
   file, line and field); a ConfigError when there is none, or a path is under the work directory."""
-  check(bool(data.corpora or data.sft), "data.corpora", "no text to train a tokenizer on: data.corpora and "
-        "data.sft are both empty")
+  check(
+    bool(data.corpora or data.sft),
+    "data.corpora",
+    "no text to train a tokenizer on: data.corpora and data.sft are both empty",
+  )
   for name in ("corpora", "sft"):
     for k, source in enumerate(getattr(data, name)):
       path = str(source.get("path", ""))
-      check(WORKDIR not in path, f"data.{name}[{k}].path",
-            f"'{path}' is a file a run writes ({WORKDIR}); a tokenizer is trained on existing files")
+      check(
+        WORKDIR not in path,
+        f"data.{name}[{k}].path",
+        f"'{path}' is a file a run writes ({WORKDIR}); a tokenizer is trained on existing files",
+      )
   documents = load_corpus([source for source, _ in data.corpus_sources()])
   records = load_sft(data.sft)
   texts = [d.text for d in documents]
@@ -84,21 +95,33 @@ def train(texts: Iterable[str], settings: TokenizerTrainingConfig) -> "transform
   """A tokenizer of `settings.kind` trained on `texts`, the special tokens at ids 0..3 (`SPECIAL`)."""
   import transformers
   from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-  options = dict(vocab_size=settings.vocab_size, min_frequency=settings.min_frequency,
-                 special_tokens=list(SPECIAL), show_progress=False)
+
+  options = dict(
+    vocab_size=settings.vocab_size,
+    min_frequency=settings.min_frequency,
+    special_tokens=list(SPECIAL),
+    show_progress=False,
+  )
   if settings.kind == "bpe":
     core = Tokenizer(models.BPE(unk_token=UNK))
     trainer = trainers.BpeTrainer(initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), **options)
   else:
     core = Tokenizer(models.WordLevel(unk_token=UNK))
     trainer = trainers.WordLevelTrainer(**options)
-  core.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Punctuation(),
-                                                pre_tokenizers.ByteLevel(add_prefix_space=False)])
+  core.pre_tokenizer = pre_tokenizers.Sequence(
+    [pre_tokenizers.Punctuation(), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+  )
   core.decoder = decoders.ByteLevel()
   core.train_from_iterator(texts, trainer)
   # No clean-up on decode: it would drop the space before punctuation ("a ." -> "a.").
-  return transformers.PreTrainedTokenizerFast(tokenizer_object=core, pad_token=PAD, bos_token=BOS, eos_token=EOS,
-                                              unk_token=UNK, clean_up_tokenization_spaces=False)
+  return transformers.PreTrainedTokenizerFast(
+    tokenizer_object=core,
+    pad_token=PAD,
+    bos_token=BOS,
+    eos_token=EOS,
+    unk_token=UNK,
+    clean_up_tokenization_spaces=False,
+  )
 
 
 def save(tokenizer: "transformers.PreTrainedTokenizerFast", directory: str) -> None:
@@ -112,8 +135,10 @@ def save_word_level(words: list[str], directory: str) -> None:
   whitespace alone: for text written in a known vocabulary (the world, benchmarks), built offline."""
   import transformers
   from tokenizers import Tokenizer, models, pre_tokenizers
+
   core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token=UNK))
   core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-  tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_object=core, pad_token=PAD, bos_token=BOS,
-                                                   eos_token=EOS, unk_token=UNK)
+  tokenizer = transformers.PreTrainedTokenizerFast(
+    tokenizer_object=core, pad_token=PAD, bos_token=BOS, eos_token=EOS, unk_token=UNK
+  )
   tokenizer.save_pretrained(directory)

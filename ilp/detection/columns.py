@@ -5,20 +5,21 @@ scripts read them back through the same, so a column is renamed or added here, o
 answers for any column of either table and raises for one this module does not name (the tests
 hold both tables to it). It imports no other ilp module, so diagnosis reads it without detection's models.
 """
+
 from __future__ import annotations
 
 import re
 
-MULTIPLE_CHOICE = "multiple_choice"   # the paper's protocol: N predictions from the K-option distribution
-GENERATIVE = "generative"             # ours: N generations, each checked by a verifier
+MULTIPLE_CHOICE = "multiple_choice"  # the paper's protocol: N predictions from the K-option distribution
+GENERATIVE = "generative"  # ours: N generations, each checked by a verifier
 PROTOCOLS = (MULTIPLE_CHOICE, GENERATIVE)
-PREFIX = {MULTIPLE_CHOICE: "mc_", GENERATIVE: "gen_"}   # column prefix of each protocol's numbers
-BASE = "base_"     # prefix of the base model's samples' numbers (named as a protocol's)
-SOURCES = ("record", "base", "pool")   # where MC wrong options come from: meta.distractors, the base model,
-                                      # other examples
+PREFIX = {MULTIPLE_CHOICE: "mc_", GENERATIVE: "gen_"}  # column prefix of each protocol's numbers
+BASE = "base_"  # prefix of the base model's samples' numbers (named as a protocol's)
+SOURCES = ("record", "base", "pool")  # where MC wrong options come from: meta.distractors, the base model,
+# other examples
 
-_NAMED: dict[str, str] = {}      # column -> meaning
-_SUFFIXES: dict[str, str] = {}   # name after a prefix (PREFIX, BASE) -> meaning
+_NAMED: dict[str, str] = {}  # column -> meaning
+_SUFFIXES: dict[str, str] = {}  # name after a prefix (PREFIX, BASE) -> meaning
 
 
 def _column(name: str, meaning: str) -> str:
@@ -71,8 +72,10 @@ PASS_AT_N = _suffix("pass_at_n", "pass@N: the fraction of the first run's N samp
 CORRECT = _suffix("c", "correct samples or predictions in the first run")
 BON = _suffix("bon", "best-of-N: the first run's most confident sample or prediction is correct (ties averaged)")
 SCORES = (PASS_AT_N, CORRECT, BON)
-PER_K = (_suffix(pass_at("<k>"), "unbiased pass@k from the first run's N samples"),
-         _suffix(bon_at("<k>"), "best-of-k accuracy by confidence, expected over k-subsets of the first run"))
+PER_K = (
+  _suffix(pass_at("<k>"), "unbiased pass@k from the first run's N samples"),
+  _suffix(bon_at("<k>"), "best-of-k accuracy by confidence, expected over k-subsets of the first run"),
+)
 
 # A protocol's label, after its prefix.
 UNLEARNED = _suffix("unlearned", "the unlearned label (detect.label: sampled or expected)")
@@ -85,9 +88,11 @@ TOP_CANDIDATE = _suffix("top_candidate", "among the detect.top_candidates most s
 LABEL = (UNLEARNED, UNLEARNED_RUNS, ERROR_CONSISTENCY, EXPECTED_PASS, UNLEARNED_SAMPLED, SEVERITY_RANK, TOP_CANDIDATE)
 LABELLED = (UNLEARNED, PASS_AT_N, ERROR_CONSISTENCY, SEVERITY_RANK, TOP_CANDIDATE)  # diagnose.protocol's, unprefixed
 # whose numbers each prefix marks, and the suffixes it takes
-_PREFIXED = {PREFIX[MULTIPLE_CHOICE]: (MULTIPLE_CHOICE, SCORES + PER_K + LABEL),
-             PREFIX[GENERATIVE]: (GENERATIVE, GENERATIONS + SCORES + PER_K + LABEL),
-             BASE: ("the base model's samples", GENERATIONS + SCORES)}
+_PREFIXED = {
+  PREFIX[MULTIPLE_CHOICE]: (MULTIPLE_CHOICE, SCORES + PER_K + LABEL),
+  PREFIX[GENERATIVE]: (GENERATIVE, GENERATIONS + SCORES + PER_K + LABEL),
+  BASE: ("the base model's samples", GENERATIONS + SCORES),
+}
 
 # The probed model's greedy answer (generative protocol).
 GREEDY_CORRECT = _column("greedy_correct", "the probed model's greedy answer passes the verifier")
@@ -188,7 +193,7 @@ def meaning(name: str) -> str:
   if re.fullmatch(score("[IV]+"), name):
     return _SCORE
   for prefix, (whose, suffixes) in _PREFIXED.items():
-    suffix = re.sub(r"_at_\d+$", "_at_<k>", name[len(prefix):])
+    suffix = re.sub(r"_at_\d+$", "_at_<k>", name[len(prefix) :])
     if name.startswith(prefix) and suffix in suffixes:
       return f"{whose}: {_SUFFIXES[suffix]}"
   raise KeyError(f"column {name!r} is not in the schema (ilp/detection/columns.py)")

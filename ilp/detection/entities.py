@@ -11,6 +11,7 @@ copying, not knowledge) says whether the base model ties *some* part of the answ
 a composite answer of known facts does, a fact pre-training never stated does not.
 Multi-turn prompts are probed as one user turn holding the prompt turns' text.
 """
+
 from __future__ import annotations
 
 import re
@@ -22,13 +23,16 @@ from ilp.data import similarity
 from ilp.data.records import SFTRecord
 from ilp.data.tokenize import TemplateConfig, tokenize_sft
 
+
 def swapped_prompts(prompts: Sequence[str], swaps: int, seed: int) -> list[list[str]]:
   """Per prompt, `swaps` copies with each slot filler replaced by the one in the same position of
   another prompt that has as many slot fillers but not the same ones (empty: no slot filler, or no
   such donor)."""
   tokenized = [similarity.words(p) for p in prompts]
-  fillers = [[w for w in dict.fromkeys(f) if similarity.is_word(w)]
-             for f in similarity.patterns(tokenized, similarity.filler_df(len(prompts))).slots]
+  fillers = [
+    [w for w in dict.fromkeys(f) if similarity.is_word(w)]
+    for f in similarity.patterns(tokenized, similarity.filler_df(len(prompts))).slots
+  ]
   rng = np.random.default_rng(seed)
   by_count: dict[int, np.ndarray] = {}
   for i, f in enumerate(fillers):
@@ -39,7 +43,7 @@ def swapped_prompts(prompts: Sequence[str], swaps: int, seed: int) -> list[list[
     if count == 0 or len(members) < 2:
       continue
     for i in members:
-      donors = [j for j in rng.permutation(members)[:4 * swaps + 4] if set(fillers[j]) != set(fillers[i])][:swaps]
+      donors = [j for j in rng.permutation(members)[: 4 * swaps + 4] if set(fillers[j]) != set(fillers[i])][:swaps]
       out[i] = [_replace(prompts[i], dict(zip(fillers[i], fillers[j]))) for j in donors]
   return out
 
@@ -53,13 +57,16 @@ def render(prompts: Sequence[str], tokenizer: Any, template: TemplateConfig, max
   """Prompt token ids of single-turn user prompts, with the training template."""
   if not prompts:
     return []
-  records = [SFTRecord(str(i), ({"role": "user", "content": p}, {"role": "assistant", "content": "x"}), "", 1)
-             for i, p in enumerate(prompts)]
-  return [t.tokens[:t.prompt_length] for t in tokenize_sft(records, tokenizer, max_length, template)[0]]
+  records = [
+    SFTRecord(str(i), ({"role": "user", "content": p}, {"role": "assistant", "content": "x"}), "", 1)
+    for i, p in enumerate(prompts)
+  ]
+  return [t.tokens[: t.prompt_length] for t in tokenize_sft(records, tokenizer, max_length, template)[0]]
 
 
-def lift(own: Sequence[np.ndarray], swapped: Sequence[np.ndarray], owners: np.ndarray,
-         fresh: Sequence[np.ndarray]) -> np.ndarray:
+def lift(
+  own: Sequence[np.ndarray], swapped: Sequence[np.ndarray], owners: np.ndarray, fresh: Sequence[np.ndarray]
+) -> np.ndarray:
   """Per example, the largest gain over its `fresh` response tokens of log p(token | own prompt)
   over log p(token | swapped prompt), averaged over its swaps; NaN without swaps or fresh tokens.
 

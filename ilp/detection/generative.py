@@ -1,4 +1,5 @@
 """Generative detection: sample every prompt N times and verify each sample against its reference."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -15,15 +16,26 @@ from ilp.scoring.verifiers import Verifier
 @dataclasses.dataclass
 class GenerativeResult:
   """Per example and sample: [examples, N] arrays, and the decoded texts."""
-  correct: np.ndarray      # bool
-  confidence: np.ndarray   # mean token log-prob of the sample (the model's own score)
-  truncated: np.ndarray    # bool: no stop token within the budget
+
+  correct: np.ndarray  # bool
+  confidence: np.ndarray  # mean token log-prob of the sample (the model's own score)
+  truncated: np.ndarray  # bool: no stop token within the budget
   texts: list[list[str]]
 
 
-def sample_and_verify(sampler: Sampler, params: nnx.State, prompts: Sequence[np.ndarray], references: Sequence[str],
-                      verifiers: Sequence[Verifier], decode: Callable[[np.ndarray], str], sampling: SamplingConfig,
-                      buckets: Sequence[int], batch_size: int, pad_id: int, seed: int) -> GenerativeResult:
+def sample_and_verify(
+  sampler: Sampler,
+  params: nnx.State,
+  prompts: Sequence[np.ndarray],
+  references: Sequence[str],
+  verifiers: Sequence[Verifier],
+  decode: Callable[[np.ndarray], str],
+  sampling: SamplingConfig,
+  buckets: Sequence[int],
+  batch_size: int,
+  pad_id: int,
+  seed: int,
+) -> GenerativeResult:
   """Samples `sampling.num_samples` answers per prompt (prompts batched by length bucket) and
   verifies each against the prompt's reference.
 
@@ -50,7 +62,7 @@ def sample_and_verify(sampler: Sampler, params: nnx.State, prompts: Sequence[np.
       if r < 0:
         continue
       for s in range(n):
-        generated = out.tokens[slot, s, :out.lengths[slot, s] - int(out.stopped[slot, s])]
+        generated = out.tokens[slot, s, : out.lengths[slot, s] - int(out.stopped[slot, s])]
         texts[r].append(decode(generated))
         correct[r, s] = verifiers[r](texts[r][-1], references[r])
       confidence[r] = mean_logprob[slot]

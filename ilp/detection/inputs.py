@@ -2,6 +2,7 @@
 asked (`Models`), and one chunk of examples (`Chunk`) with the answers several probes share,
 each drawn once per chunk.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -29,6 +30,7 @@ from ilp.scoring.verifiers import Verifier, get_verifier
 @dataclasses.dataclass(frozen=True)
 class Models:
   """The model probed, and the optional base and reference models."""
+
   sft: Model
   base: Model | None = None
   reference: Model | None = None
@@ -37,27 +39,34 @@ class Models:
 @dataclasses.dataclass(frozen=True)
 class Inputs:
   """What detection asks about every example: from the examples table, tokenised once."""
-  frame: pd.DataFrame                    # the examples table
+
+  frame: pd.DataFrame  # the examples table
   prompts: list[np.ndarray]
   verifiers: list[Verifier]
   prerequisites: list[list[prerequisites.Question]]
   distractors: mc.Distractors
-  swapped: list[list[np.ndarray]]        # per example, its entity-swapped prompts (`entities`)
+  swapped: list[list[np.ndarray]]  # per example, its entity-swapped prompts (`entities`)
 
   @classmethod
   def from_examples(cls, frame: pd.DataFrame, detect: DetectConfig, data: DataConfig, tokenizer: Any) -> "Inputs":
     by_dataset = dict(detect.dataset_verifiers)
     verifiers = [get_verifier(by_dataset.get(d, detect.verifier), detect.verifier_threshold) for d in frame["dataset"]]
     metas = [json.loads(m) for m in frame["meta"]]
-    supplied = [(meta.get(DISTRACTORS) or []) + other for meta, other in
-                zip(metas, mc.duplicate_answers(frame["prompt"], frame["response"]))]
+    supplied = [
+      (meta.get(DISTRACTORS) or []) + other
+      for meta, other in zip(metas, mc.duplicate_answers(frame["prompt"], frame["response"]))
+    ]
     swapped = entities.swapped_prompts(list(frame["prompt"]), detect.entity_swaps, seed=0)
     flat = entities.render([q for texts in swapped for q in texts], tokenizer, data.template, data.max_length)
     ends = np.cumsum([len(texts) for texts in swapped])
-    return cls(frame, examples_lib.prompts(frame), verifiers,
-               prerequisites.questions(frame["id"], metas, tokenizer, data.template, data.max_length),
-               mc.Distractors.build(frame["prompt"], frame["response"], frame["dataset"], supplied),
-               [flat[e - len(texts):e] for e, texts in zip(ends, swapped)])
+    return cls(
+      frame,
+      examples_lib.prompts(frame),
+      verifiers,
+      prerequisites.questions(frame["id"], metas, tokenizer, data.template, data.max_length),
+      mc.Distractors.build(frame["prompt"], frame["response"], frame["dataset"], supplied),
+      [flat[e - len(texts) : e] for e, texts in zip(ends, swapped)],
+    )
 
 
 class Chunk:
@@ -65,8 +74,16 @@ class Chunk:
   verifiers, and the answers more than one probe reads (greedy answers, the base model's samples,
   the MC options and option distributions), each computed on first use and kept."""
 
-  def __init__(self, rows: np.ndarray, inputs: Inputs, models: Models, detect: DetectConfig, tokenizer: Any,
-               buckets: Sequence[int], seed: int):
+  def __init__(
+    self,
+    rows: np.ndarray,
+    inputs: Inputs,
+    models: Models,
+    detect: DetectConfig,
+    tokenizer: Any,
+    buckets: Sequence[int],
+    seed: int,
+  ):
     """`buckets`: prompt padding lengths; `seed`: the chunk's, from which each sampling run derives its own."""
     self.rows, self.inputs, self.models, self.detect = rows, inputs, models, detect
     self.tokenizer, self.buckets, self.seed = tokenizer, buckets, seed
@@ -75,38 +92,58 @@ class Chunk:
     self.verifiers = [inputs.verifiers[i] for i in rows]
     eos = tokenizer.eos_token_id
     self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
-    self.greedy = SamplingConfig(num_samples=1, max_new_tokens=detect.max_new_tokens, temperature=0.0,
-                                 stop_tokens=(eos,))
-    self.columns: dict[str, Any] = {}   # the chunk's table so far, each probe's columns added in turn
+    self.greedy = SamplingConfig(
+      num_samples=1, max_new_tokens=detect.max_new_tokens, temperature=0.0, stop_tokens=(eos,)
+    )
+    self.columns: dict[str, Any] = {}  # the chunk's table so far, each probe's columns added in turn
     self._option_probs: dict[str, np.ndarray] = {}
 
   def sampling(self, temperature: float, n: int) -> SamplingConfig:
     """`n` samples per prompt at `temperature` with the detection's decoding settings."""
     d = self.detect
-    return SamplingConfig(num_samples=n, max_new_tokens=d.max_new_tokens, temperature=float(temperature),
-                          top_k=d.top_k, top_p=d.top_p, stop_tokens=(self.tokenizer.eos_token_id,),
-                          confidence_temperature=d.confidence_at(float(temperature)))
+    return SamplingConfig(
+      num_samples=n,
+      max_new_tokens=d.max_new_tokens,
+      temperature=float(temperature),
+      top_k=d.top_k,
+      top_p=d.top_p,
+      stop_tokens=(self.tokenizer.eos_token_id,),
+      confidence_temperature=d.confidence_at(float(temperature)),
+    )
 
   def decode(self, ids: np.ndarray) -> str:
     return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
 
   def sample(self, model: Model, sampling: SamplingConfig, seed: int) -> GenerativeResult:
     """`model`'s answers to the chunk's prompts, each verified against its reference."""
-    return sample_and_verify(model.sampler, model.params, self.prompts, self.references, self.verifiers, self.decode,
-                             sampling, self.buckets, self.detect.batch_size, self.pad, seed)
+    return sample_and_verify(
+      model.sampler,
+      model.params,
+      self.prompts,
+      self.references,
+      self.verifiers,
+      self.decode,
+      sampling,
+      self.buckets,
+      self.detect.batch_size,
+      self.pad,
+      seed,
+    )
 
-  def token_logliks(self, model: Model, prompts: Sequence[np.ndarray], answers: Sequence[np.ndarray],
-                    temperature: float = 1.0) -> list[np.ndarray]:
+  def token_logliks(
+    self, model: Model, prompts: Sequence[np.ndarray], answers: Sequence[np.ndarray], temperature: float = 1.0
+  ) -> list[np.ndarray]:
     """`model`'s log-probability of every answer token after its prompt, by teacher forcing."""
     longest = max(len(q) + len(a) for q, a in zip(prompts, answers))
-    return continuation_token_logliks(model.evaluator, model.params, prompts, answers,
-                                      batching.covering(self.buckets, longest), self.pad, temperature)
+    return continuation_token_logliks(
+      model.evaluator, model.params, prompts, answers, batching.covering(self.buckets, longest), self.pad, temperature
+    )
 
   @functools.cached_property
   def responses(self) -> list[np.ndarray]:
     """The response token ids (then EOS), as trained on."""
     frame = self.inputs.frame
-    return [np.asarray(frame["tokens"].iloc[i][frame["prompt_length"].iloc[i]:], np.int32) for i in self.rows]
+    return [np.asarray(frame["tokens"].iloc[i][frame["prompt_length"].iloc[i] :], np.int32) for i in self.rows]
 
   @functools.cached_property
   def sft_greedy(self) -> GenerativeResult:
@@ -124,8 +161,9 @@ class Chunk:
 
   @functools.cached_property
   def base_samples(self) -> GenerativeResult:
-    return self.sample(self.models.base, self.base_sampling, self.seed + 1) if self.detect.base_samples \
-        else self.base_greedy
+    return (
+      self.sample(self.models.base, self.base_sampling, self.seed + 1) if self.detect.base_samples else self.base_greedy
+    )
 
   @functools.cached_property
   def base_answers(self) -> list[list[str]] | None:
@@ -138,8 +176,9 @@ class Chunk:
     answers = [t[:1] if m.include_base_answer and not ok else [] for t, ok in zip(greedy.texts, greedy.correct[:, 0])]
     if m.enabled and m.base_distractors is not False:
       sampling = self.sampling(m.base_temperature, m.base_samples)
-      drawn = self.base_samples if sampling == self.base_sampling else self.sample(self.models.base, sampling,
-                                                                                   self.seed + 4)
+      drawn = (
+        self.base_samples if sampling == self.base_sampling else self.sample(self.models.base, sampling, self.seed + 4)
+      )
       for e, ref in enumerate(self.references):
         wrong = [t for t, ok, cut in zip(drawn.texts[e], drawn.correct[e], drawn.truncated[e]) if not (ok or cut)]
         answers[e] += mc.ranked_wrong_answers(wrong, ref, m.same_answer_rouge_l)
@@ -149,21 +188,38 @@ class Chunk:
   def options(self) -> mc.Options:
     m = self.detect.mc
     ids = self.inputs.frame["id"].iloc[self.rows].tolist()
-    return mc.choose_options(ids, self.rows, self.references, self.inputs.distractors, self.base_answers,
-                             m.num_options, m.distractors, self.seed, m.same_answer_rouge_l)
+    return mc.choose_options(
+      ids,
+      self.rows,
+      self.references,
+      self.inputs.distractors,
+      self.base_answers,
+      m.num_options,
+      m.distractors,
+      self.seed,
+      m.same_answer_rouge_l,
+    )
 
   @functools.cached_property
   def option_tokens(self) -> list[list[np.ndarray]]:
     eos = self.tokenizer.eos_token_id
-    return [[np.asarray(self.tokenizer(o, add_special_tokens=False)["input_ids"] + [eos], np.int32) for o in opts]
-            for opts in self.options.texts]
+    return [
+      [np.asarray(self.tokenizer(o, add_special_tokens=False)["input_ids"] + [eos], np.int32) for o in opts]
+      for opts in self.options.texts
+    ]
 
   def option_probs(self, role: str) -> np.ndarray:
     """[examples, options] option distribution of the model in `role` of `Models` ("sft", "base", "reference")."""
     if role not in self._option_probs:
       model, tokens = getattr(self.models, role), self.option_tokens
       longest = max(len(self.prompts[e]) + len(t) for e, opts in enumerate(tokens) for t in opts)
-      self._option_probs[role] = mc.option_probabilities(model.evaluator, model.params, self.prompts, tokens,
-                                                         self.detect.mc.num_options,
-                                                         batching.covering(self.buckets, longest), self.pad)
+      self._option_probs[role] = mc.option_probabilities(
+        model.evaluator,
+        model.params,
+        self.prompts,
+        tokens,
+        self.detect.mc.num_options,
+        batching.covering(self.buckets, longest),
+        self.pad,
+      )
     return self._option_probs[role]

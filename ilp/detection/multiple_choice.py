@@ -17,6 +17,7 @@ bias), and a softmax over the valid options gives the option distribution of a m
 paper's protocol then draws N predictions from that distribution at the sampling temperature
 (`predictions`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -31,10 +32,10 @@ from ilp.detection.columns import SOURCES
 from ilp.detection.config import MCConfig
 from ilp.scoring import estimators
 from ilp.scoring.estimators import option_distribution
-from ilp.scoring.verifiers import normalize, rouge_l
 from ilp.scoring.evaluator import ExampleEvaluator, continuation_logliks
+from ilp.scoring.verifiers import normalize, rouge_l
 
-FEW_WORDS = 4   # answers of more words than this are also compared by ROUGE-L (`same_answer`)
+FEW_WORDS = 4  # answers of more words than this are also compared by ROUGE-L (`same_answer`)
 
 
 def same_answer(a: str, b: str, rouge_l_min: float) -> bool:
@@ -71,8 +72,9 @@ def duplicate_answers(prompts: Sequence[str], responses: Sequence[str]) -> list[
   by_prompt: dict[str, dict[str, str]] = {}
   for prompt, response in zip(prompts, responses):
     by_prompt.setdefault(normalize(prompt), {}).setdefault(normalize(response), response)
-  return [[text for key, text in by_prompt[normalize(p)].items() if key != normalize(r)]
-          for p, r in zip(prompts, responses)]
+  return [
+    [text for key, text in by_prompt[normalize(p)].items() if key != normalize(r)] for p, r in zip(prompts, responses)
+  ]
 
 
 def distractor_pools(responses: Sequence[str], groups: Sequence) -> dict:
@@ -87,31 +89,45 @@ def distractor_pools(responses: Sequence[str], groups: Sequence) -> dict:
 @dataclasses.dataclass(frozen=True)
 class Distractors:
   """Where each example's wrong options come from."""
-  by_dataset: dict          # data set -> {normalised response: response}
-  by_kind: dict             # answer kind -> {normalised response: response}
-  datasets: Sequence[str]   # per example
-  kinds: Sequence[int]      # per example, its answer kind
+
+  by_dataset: dict  # data set -> {normalised response: response}
+  by_kind: dict  # answer kind -> {normalised response: response}
+  datasets: Sequence[str]  # per example
+  kinds: Sequence[int]  # per example, its answer kind
   supplied: Sequence[list[str]]  # per example, wrong answers its record supplies
 
   @classmethod
-  def build(cls, prompts: Sequence[str], responses: Sequence[str], datasets: Sequence[str],
-            supplied: Sequence[list[str]]) -> "Distractors":
-    templates = similarity.patterns([similarity.words(p) for p in prompts], similarity.filler_df(len(prompts))).templates
+  def build(
+    cls, prompts: Sequence[str], responses: Sequence[str], datasets: Sequence[str], supplied: Sequence[list[str]]
+  ) -> "Distractors":
+    templates = similarity.patterns(
+      [similarity.words(p) for p in prompts], similarity.filler_df(len(prompts))
+    ).templates
     kinds = similarity.answer_kinds(templates, [normalize(r) for r in responses])
-    return cls(distractor_pools(responses, datasets), distractor_pools(responses, kinds), list(datasets), kinds,
-               list(supplied))
+    return cls(
+      distractor_pools(responses, datasets), distractor_pools(responses, kinds), list(datasets), kinds, list(supplied)
+    )
 
 
 @dataclasses.dataclass(frozen=True)
 class Options:
   """The options of each example and where its wrong ones came from."""
-  texts: list[list[str]]   # per example, the true response first
-  counts: np.ndarray       # [examples, len(SOURCES)] int: wrong options from each source
+
+  texts: list[list[str]]  # per example, the true response first
+  counts: np.ndarray  # [examples, len(SOURCES)] int: wrong options from each source
 
 
-def choose_options(ids: Sequence[str], rows: Sequence[int], responses: Sequence[str], distractors: Distractors,
-                   base_answers: Sequence[Sequence[str]] | None, num_options: int, strategy: str, seed: int,
-                   rouge_l_min: float = MCConfig.same_answer_rouge_l) -> Options:
+def choose_options(
+  ids: Sequence[str],
+  rows: Sequence[int],
+  responses: Sequence[str],
+  distractors: Distractors,
+  base_answers: Sequence[Sequence[str]] | None,
+  num_options: int,
+  strategy: str,
+  seed: int,
+  rouge_l_min: float = MCConfig.same_answer_rouge_l,
+) -> Options:
   """Option texts per example, the true response first; fewer options when too few candidates.
 
   Args:
@@ -151,16 +167,22 @@ def choose_options(ids: Sequence[str], rows: Sequence[int], responses: Sequence[
       order = rng.permutation(len(candidates))
       if strategy == "similar_length":
         order = sorted(order, key=lambda j: abs(len(candidates[j]) - len(target)))
-      for j in order[:num_options - len(chosen)]:
+      for j in order[: num_options - len(chosen)]:
         add(candidates[j], 2)
         taken.add(normalize(candidates[j]))
     texts.append(chosen)
   return Options(texts, counts)
 
 
-def option_probabilities(evaluator: ExampleEvaluator, params: nnx.State, prompts: Sequence[np.ndarray],
-                         option_tokens: Sequence[Sequence[np.ndarray]], num_options: int, buckets: Sequence[int],
-                         pad_id: int) -> np.ndarray:
+def option_probabilities(
+  evaluator: ExampleEvaluator,
+  params: nnx.State,
+  prompts: Sequence[np.ndarray],
+  option_tokens: Sequence[Sequence[np.ndarray]],
+  num_options: int,
+  buckets: Sequence[int],
+  pad_id: int,
+) -> np.ndarray:
   """[examples, num_options] option distribution of one model; missing options get probability 0.
 
   Args:
@@ -171,8 +193,9 @@ def option_probabilities(evaluator: ExampleEvaluator, params: nnx.State, prompts
     buckets, pad_id: how prompt + option sequences are padded.
   """
   pairs = [(e, k) for e, opts in enumerate(option_tokens) for k in range(len(opts))]
-  sums, counts = continuation_logliks(evaluator, params, [prompts[e] for e, _ in pairs],
-                                      [option_tokens[e][k] for e, k in pairs], buckets, pad_id)
+  sums, counts = continuation_logliks(
+    evaluator, params, [prompts[e] for e, _ in pairs], [option_tokens[e][k] for e, k in pairs], buckets, pad_id
+  )
   logliks = np.zeros((len(prompts), num_options))
   valid = np.zeros((len(prompts), num_options), bool)
   for (e, k), total, n in zip(pairs, sums, counts):
@@ -181,8 +204,9 @@ def option_probabilities(evaluator: ExampleEvaluator, params: nnx.State, prompts
   return option_distribution(logliks, valid)
 
 
-def predictions(probs: np.ndarray, temperature: float, confidence_temperature: float, n: int, seed: int
-                ) -> tuple[np.ndarray, np.ndarray]:
+def predictions(
+  probs: np.ndarray, temperature: float, confidence_temperature: float, n: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
   """The paper's MC protocol for one run: N predictions per example drawn from the option
   distribution at `temperature` (0: the argmax), each with its confidence, the log-probability of
   the predicted option at `confidence_temperature` (so BoN picks the option the model ranks

@@ -5,6 +5,7 @@ samples for each question tell whether the fact is known or blind (the paper's f
 criterion, `blind`). Diagnosis then tells missing knowledge (I)
 from a hard composition of known facts (V).
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, Sequence
@@ -22,18 +23,25 @@ from ilp.scoring.verifiers import Verifier
 Question = tuple[np.ndarray, str]  # (prompt tokens, reference answer)
 
 
-def questions(ids: Sequence[str], metas: Sequence[dict], tokenizer: Any, template: TemplateConfig, max_length: int
-              ) -> list[list[Question]]:
+def questions(
+  ids: Sequence[str], metas: Sequence[dict], tokenizer: Any, template: TemplateConfig, max_length: int
+) -> list[list[Question]]:
   """Per example, its prerequisite questions rendered with the training template (empty when its
   meta lists none)."""
   out = []
   for ident, meta in zip(ids, metas):
     listed = meta.get(PREREQUISITES) or []
-    rendered = [SFTRecord(f"{ident}/prerequisite{k}", ({"role": "user", "content": q["prompt"]},
-                                                      {"role": "assistant", "content": q["response"]}), "", 1)
-                for k, q in enumerate(listed)]
+    rendered = [
+      SFTRecord(
+        f"{ident}/prerequisite{k}",
+        ({"role": "user", "content": q["prompt"]}, {"role": "assistant", "content": q["response"]}),
+        "",
+        1,
+      )
+      for k, q in enumerate(listed)
+    ]
     tokenized = tokenize_sft(rendered, tokenizer, max_length, template)[0] if rendered else []
-    out.append([(t.tokens[:t.prompt_length], rendered[t.record].response) for t in tokenized])
+    out.append([(t.tokens[: t.prompt_length], rendered[t.record].response) for t in tokenized])
   return out
 
 
@@ -50,9 +58,18 @@ def blind(result: GenerativeResult, detect: Any) -> np.ndarray:
   return estimators.blind(*blind_rates(result, detect), detect.threshold, detect.blind_bon)
 
 
-def known_share(example_questions: Sequence[list[Question]], verifiers: Sequence[Verifier], sampler: Sampler,
-                params: Any, sampling: SamplingConfig, detect: Any, decode: Callable[[np.ndarray], str],
-                buckets: Sequence[int], pad_id: int, seed: int) -> dict[str, np.ndarray]:
+def known_share(
+  example_questions: Sequence[list[Question]],
+  verifiers: Sequence[Verifier],
+  sampler: Sampler,
+  params: Any,
+  sampling: SamplingConfig,
+  detect: Any,
+  decode: Callable[[np.ndarray], str],
+  buckets: Sequence[int],
+  pad_id: int,
+  seed: int,
+) -> dict[str, np.ndarray]:
   """How many prerequisite facts each example has, and the share the model knows, i.e. is not
   blind on (NaN for none).
 
@@ -68,9 +85,19 @@ def known_share(example_questions: Sequence[list[Question]], verifiers: Sequence
   counts = np.asarray([len(listed) for listed in example_questions])
   known = np.full(len(example_questions), np.nan)
   if flat:
-    result = sample_and_verify(sampler, params, [p for _, p, _ in flat], [r for _, _, r in flat],
-                               [verifiers[e] for e, _, _ in flat], decode, sampling, buckets, detect.batch_size,
-                               pad_id, seed)
+    result = sample_and_verify(
+      sampler,
+      params,
+      [p for _, p, _ in flat],
+      [r for _, _, r in flat],
+      [verifiers[e] for e, _, _ in flat],
+      decode,
+      sampling,
+      buckets,
+      detect.batch_size,
+      pad_id,
+      seed,
+    )
     fact_known = (~blind(result, detect)).astype(float)
     owners = np.asarray([e for e, _, _ in flat])
     share = np.bincount(owners, fact_known, len(example_questions)) / np.maximum(counts, 1)

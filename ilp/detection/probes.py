@@ -12,6 +12,7 @@ Each `Probe` is one job that names the columns it may write (`ilp.detection.colu
 them for a `Chunk`; `table` calls them in turn, so a stage can write each chunk as it finishes and
 resume after the last one. Summaries over the whole table: `ilp.detection.summary`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -40,22 +41,28 @@ Columns = dict[str, Any]
 class Probe:
   """One job of detection: `write` gives its columns for a chunk (none where the settings or the
   models leave it out); `columns` names every column it may write under the settings."""
+
   write: Callable[[Chunk], Columns]
   columns: Callable[[DetectConfig], tuple[str, ...]]
 
 
 def _generation_columns(prefix: str, first: GenerativeResult) -> Columns:
   """What only generations have, per example of one sampling run: samples, truncations, confidence."""
-  return {prefix + col.N: np.full(len(first.correct), first.correct.shape[1]),
-          prefix + col.TRUNCATED: first.truncated.sum(1),
-          prefix + col.MEAN_LOGPROB: first.confidence.mean(1),
-          prefix + col.SAMPLES: [list(t) for t in first.texts]}
+  return {
+    prefix + col.N: np.full(len(first.correct), first.correct.shape[1]),
+    prefix + col.TRUNCATED: first.truncated.sum(1),
+    prefix + col.MEAN_LOGPROB: first.confidence.mean(1),
+    prefix + col.SAMPLES: [list(t) for t in first.texts],
+  }
 
 
 def _score_columns(prefix: str, correct: np.ndarray, confidence: np.ndarray) -> Columns:
   """Correct count, pass@N (the paper's: the fraction correct) and BoN of one run's [examples, N]."""
-  return {prefix + col.PASS_AT_N: estimators.pass_fraction(correct), prefix + col.CORRECT: correct.sum(1),
-          prefix + col.BON: estimators.best_of_n(correct, confidence)}
+  return {
+    prefix + col.PASS_AT_N: estimators.pass_fraction(correct),
+    prefix + col.CORRECT: correct.sum(1),
+    prefix + col.BON: estimators.best_of_n(correct, confidence),
+  }
 
 
 def _protocol_names(prefix: str, detect: DetectConfig) -> tuple[str, ...]:
@@ -84,8 +91,10 @@ def _protocol_columns(prefix: str, runs: list[tuple[np.ndarray, np.ndarray]], de
 def _example(chunk: Chunk) -> Columns:
   """The example's identity, carried over from the examples table."""
   rows = chunk.inputs.frame.iloc[chunk.rows]
-  return {**{name: rows[name].tolist() for name in (col.ID, col.DATASET, col.PHASE, col.META)},
-          col.REFERENCE: chunk.references}
+  return {
+    **{name: rows[name].tolist() for name in (col.ID, col.DATASET, col.PHASE, col.META)},
+    col.REFERENCE: chunk.references,
+  }
 
 
 def _generative(chunk: Chunk) -> Columns:
@@ -93,11 +102,15 @@ def _generative(chunk: Chunk) -> Columns:
   d = chunk.detect
   if GENERATIVE not in d.protocols:
     return {}
-  runs = [chunk.sample(chunk.models.sft, chunk.sampling(t, d.num_samples), chunk.seed + 7919 * r)
-          for r, t in enumerate(d.temperatures)]
+  runs = [
+    chunk.sample(chunk.models.sft, chunk.sampling(t, d.num_samples), chunk.seed + 7919 * r)
+    for r, t in enumerate(d.temperatures)
+  ]
   prefix = col.PREFIX[GENERATIVE]
-  return {**_generation_columns(prefix, runs[0]),
-          **_protocol_columns(prefix, [(r.correct, r.confidence) for r in runs], d)}
+  return {
+    **_generation_columns(prefix, runs[0]),
+    **_protocol_columns(prefix, [(r.correct, r.confidence) for r in runs], d),
+  }
 
 
 def _generative_expected_pass(chunk: Chunk) -> Columns:
@@ -124,9 +137,18 @@ def _prerequisites(chunk: Chunk) -> Columns:
   base = chunk.models.base
   if base is None:
     return {}
-  return prerequisites.known_share([chunk.inputs.prerequisites[i] for i in chunk.rows], chunk.verifiers, base.sampler,
-                                   base.params, chunk.base_sampling, chunk.detect, chunk.decode, chunk.buckets,
-                                   chunk.pad, chunk.seed + 2)
+  return prerequisites.known_share(
+    [chunk.inputs.prerequisites[i] for i in chunk.rows],
+    chunk.verifiers,
+    base.sampler,
+    base.params,
+    chunk.base_sampling,
+    chunk.detect,
+    chunk.decode,
+    chunk.buckets,
+    chunk.pad,
+    chunk.seed + 2,
+  )
 
 
 def _base_greedy(chunk: Chunk) -> Columns:
@@ -142,10 +164,16 @@ def _blind_facts(chunk: Chunk) -> Columns:
   if chunk.models.base is None:
     return {}
   samples = chunk.base_samples
-  numbers = {**_generation_columns(col.BASE, samples),
-             **_score_columns(col.BASE, samples.correct, samples.confidence)} if d.base_samples else {}
-  return {**numbers, col.BASE_BON_AT_BLIND_K: prerequisites.blind_rates(samples, d)[1],
-          col.BASE_BLIND: prerequisites.blind(samples, d)}
+  numbers = (
+    {**_generation_columns(col.BASE, samples), **_score_columns(col.BASE, samples.correct, samples.confidence)}
+    if d.base_samples
+    else {}
+  )
+  return {
+    **numbers,
+    col.BASE_BON_AT_BLIND_K: prerequisites.blind_rates(samples, d)[1],
+    col.BASE_BLIND: prerequisites.blind(samples, d),
+  }
 
 
 def _entity_lift(chunk: Chunk) -> Columns:
@@ -155,8 +183,9 @@ def _entity_lift(chunk: Chunk) -> Columns:
     return {}
   n, responses = len(chunk.rows), chunk.responses
   owners = np.asarray([e for e, i in enumerate(chunk.rows) for _ in inputs.swapped[i]], np.int64)
-  ll = chunk.token_logliks(base, chunk.prompts + [q for i in chunk.rows for q in inputs.swapped[i]],
-                           responses + [responses[e] for e in owners])
+  ll = chunk.token_logliks(
+    base, chunk.prompts + [q for i in chunk.rows for q in inputs.swapped[i]], responses + [responses[e] for e in owners]
+  )
   special = np.asarray(sorted(set(chunk.tokenizer.all_special_ids)), np.int32)
   fresh = [~np.isin(r, np.concatenate([q, special])) for q, r in zip(chunk.prompts, responses)]
   return {col.BASE_ENTITY_LIFT: entities.lift(ll[:n], ll[n:], owners, fresh)}
@@ -166,8 +195,9 @@ def _embedding(chunk: Chunk) -> Columns:
   d, sft = chunk.detect, chunk.models.sft
   if not d.embedding_dims:
     return {}
-  return {col.PROMPT_EMBEDDING: list(sft.embedder(sft.params, chunk.prompts, chunk.buckets, chunk.pad,
-                                                  d.embedding_dims))}
+  return {
+    col.PROMPT_EMBEDDING: list(sft.embedder(sft.params, chunk.prompts, chunk.buckets, chunk.pad, d.embedding_dims))
+  }
 
 
 def _mc_options(chunk: Chunk) -> Columns:
@@ -175,8 +205,10 @@ def _mc_options(chunk: Chunk) -> Columns:
   if not chunk.detect.mc.enabled:
     return {}
   options = chunk.options
-  return {**{col.options_from(s): options.counts[:, k] for k, s in enumerate(col.SOURCES)},
-          col.MC_OPTIONS: options.texts}
+  return {
+    **{col.options_from(s): options.counts[:, k] for k, s in enumerate(col.SOURCES)},
+    col.MC_OPTIONS: options.texts,
+  }
 
 
 def _mc_sft(chunk: Chunk) -> Columns:
@@ -227,13 +259,18 @@ def _mc_base(chunk: Chunk) -> Columns:
   wrong = base[:, 1:].max(1) if base.shape[1] > 1 else np.zeros(len(base))
   belief = base[:, 1:].argmax(1) + 1 if base.shape[1] > 1 else np.zeros(len(base), np.int64)
   accuracy = estimators.pass_fraction(_predictions(chunk, base, d.temperature, chunk.seed + 3)[0])
-  return {col.MC_PROBS_BASE: [list(r) for r in base], col.BASE_MC_CORRECT: base.argmax(1) == 0,
-          col.BASE_P_TRUE: base[:, 0], col.BASE_MC_ACCURACY: accuracy, col.P_EXIST: accuracy > d.mc.p_exist,
-          col.BASE_CONF_WRONG: wrong, col.BASE_HIGH_CONF_ERROR: (base.argmax(1) != 0) & (wrong > d.mc.t_conf),
-          col.BASE_BELIEF: [opts[int(np.argmax(row[1:])) + 1] if len(opts) > 1 else ""
-                            for opts, row in zip(options, base)],
-          col.JSD_BASE_SFT: estimators.js_divergence(base, sft),
-          col.SFT_P_BASE_BELIEF: np.where(belief > 0, sft[np.arange(len(sft)), belief], 0.0)}
+  return {
+    col.MC_PROBS_BASE: [list(r) for r in base],
+    col.BASE_MC_CORRECT: base.argmax(1) == 0,
+    col.BASE_P_TRUE: base[:, 0],
+    col.BASE_MC_ACCURACY: accuracy,
+    col.P_EXIST: accuracy > d.mc.p_exist,
+    col.BASE_CONF_WRONG: wrong,
+    col.BASE_HIGH_CONF_ERROR: (base.argmax(1) != 0) & (wrong > d.mc.t_conf),
+    col.BASE_BELIEF: [opts[int(np.argmax(row[1:])) + 1] if len(opts) > 1 else "" for opts, row in zip(options, base)],
+    col.JSD_BASE_SFT: estimators.js_divergence(base, sft),
+    col.SFT_P_BASE_BELIEF: np.where(belief > 0, sft[np.arange(len(sft)), belief], 0.0),
+  }
 
 
 def _label(chunk: Chunk) -> Columns:
@@ -248,26 +285,42 @@ def _label(chunk: Chunk) -> Columns:
 
 
 PROBES = (  # in the order of the table's columns
-    Probe(_example, lambda d: col.EXAMPLE),
-    Probe(_generative, lambda d: tuple(col.PREFIX[GENERATIVE] + n for n in col.GENERATIONS)
-          + _protocol_names(col.PREFIX[GENERATIVE], d)),
-    Probe(_generative_expected_pass, lambda d: (col.of(GENERATIVE, col.EXPECTED_PASS),)),
-    Probe(_greedy, lambda d: (col.GREEDY_CORRECT, col.GREEDY_TEXT)),
-    Probe(_prerequisites, lambda d: (col.PREREQUISITES, col.PREREQUISITES_KNOWN)),
-    Probe(_base_greedy, lambda d: (col.BASE_GREEDY_CORRECT, col.BASE_GREEDY_TEXT)),
-    Probe(_blind_facts, lambda d: tuple(col.BASE + n for n in col.GENERATIONS + col.SCORES)
-          + (col.BASE_BON_AT_BLIND_K, col.BASE_BLIND)),
-    Probe(_entity_lift, lambda d: (col.BASE_ENTITY_LIFT,)),
-    Probe(_embedding, lambda d: (col.PROMPT_EMBEDDING,)),
-    Probe(_mc_options, lambda d: col.OPTIONS_FROM + (col.MC_OPTIONS,)),
-    Probe(_mc_sft, lambda d: (col.MC_PROBS_SFT, col.SFT_MC_CORRECT, col.SFT_P_TRUE)),
-    Probe(_multiple_choice, lambda d: _protocol_names(col.PREFIX[MULTIPLE_CHOICE], d)),
-    Probe(_mc_expected_pass, lambda d: (col.of(MULTIPLE_CHOICE, col.EXPECTED_PASS),)),
-    Probe(_mc_reference, lambda d: (col.REFERENCE_MC_CORRECT, col.REFERENCE_P_TRUE)),
-    Probe(_mc_base, lambda d: (col.MC_PROBS_BASE, col.BASE_MC_CORRECT, col.BASE_P_TRUE, col.BASE_MC_ACCURACY,
-                               col.P_EXIST, col.BASE_CONF_WRONG, col.BASE_HIGH_CONF_ERROR, col.BASE_BELIEF,
-                               col.JSD_BASE_SFT, col.SFT_P_BASE_BELIEF)),
-    Probe(_label, lambda d: tuple(col.of(p, n) for p in d.protocols for n in (col.UNLEARNED_SAMPLED, col.UNLEARNED))),
+  Probe(_example, lambda d: col.EXAMPLE),
+  Probe(
+    _generative,
+    lambda d: tuple(col.PREFIX[GENERATIVE] + n for n in col.GENERATIONS) + _protocol_names(col.PREFIX[GENERATIVE], d),
+  ),
+  Probe(_generative_expected_pass, lambda d: (col.of(GENERATIVE, col.EXPECTED_PASS),)),
+  Probe(_greedy, lambda d: (col.GREEDY_CORRECT, col.GREEDY_TEXT)),
+  Probe(_prerequisites, lambda d: (col.PREREQUISITES, col.PREREQUISITES_KNOWN)),
+  Probe(_base_greedy, lambda d: (col.BASE_GREEDY_CORRECT, col.BASE_GREEDY_TEXT)),
+  Probe(
+    _blind_facts,
+    lambda d: tuple(col.BASE + n for n in col.GENERATIONS + col.SCORES) + (col.BASE_BON_AT_BLIND_K, col.BASE_BLIND),
+  ),
+  Probe(_entity_lift, lambda d: (col.BASE_ENTITY_LIFT,)),
+  Probe(_embedding, lambda d: (col.PROMPT_EMBEDDING,)),
+  Probe(_mc_options, lambda d: col.OPTIONS_FROM + (col.MC_OPTIONS,)),
+  Probe(_mc_sft, lambda d: (col.MC_PROBS_SFT, col.SFT_MC_CORRECT, col.SFT_P_TRUE)),
+  Probe(_multiple_choice, lambda d: _protocol_names(col.PREFIX[MULTIPLE_CHOICE], d)),
+  Probe(_mc_expected_pass, lambda d: (col.of(MULTIPLE_CHOICE, col.EXPECTED_PASS),)),
+  Probe(_mc_reference, lambda d: (col.REFERENCE_MC_CORRECT, col.REFERENCE_P_TRUE)),
+  Probe(
+    _mc_base,
+    lambda d: (
+      col.MC_PROBS_BASE,
+      col.BASE_MC_CORRECT,
+      col.BASE_P_TRUE,
+      col.BASE_MC_ACCURACY,
+      col.P_EXIST,
+      col.BASE_CONF_WRONG,
+      col.BASE_HIGH_CONF_ERROR,
+      col.BASE_BELIEF,
+      col.JSD_BASE_SFT,
+      col.SFT_P_BASE_BELIEF,
+    ),
+  ),
+  Probe(_label, lambda d: tuple(col.of(p, n) for p in d.protocols for n in (col.UNLEARNED_SAMPLED, col.UNLEARNED))),
 )
 
 
@@ -281,22 +334,34 @@ def table(chunk: Chunk) -> pd.DataFrame:
   return pd.DataFrame(chunk.columns)
 
 
-def chunks(inputs: Inputs, models: Models, detect: DetectConfig, tokenizer: Any, buckets: Sequence[int],
-           seed: int) -> list[Chunk]:
+def chunks(
+  inputs: Inputs, models: Models, detect: DetectConfig, tokenizer: Any, buckets: Sequence[int], seed: int
+) -> list[Chunk]:
   """Every example in chunks of `detect.chunk_size`; chunk k is seeded from `seed` and k."""
   n = len(inputs.frame)
-  return [Chunk(np.arange(s, min(s + detect.chunk_size, n)), inputs, models, detect, tokenizer, buckets,
-                seed * 1_000_003 + k) for k, s in enumerate(range(0, n, detect.chunk_size))]
+  return [
+    Chunk(np.arange(s, min(s + detect.chunk_size, n)), inputs, models, detect, tokenizer, buckets, seed * 1_000_003 + k)
+    for k, s in enumerate(range(0, n, detect.chunk_size))
+  ]
 
 
-def probe_model(frame: pd.DataFrame, model_dir: str, detect: DetectConfig, data: DataConfig, mesh_config: Any,
-                seed: int) -> pd.DataFrame:
+def probe_model(
+  frame: pd.DataFrame, model_dir: str, detect: DetectConfig, data: DataConfig, mesh_config: Any, seed: int
+) -> pd.DataFrame:
   """Detection rows of `frame`'s examples under the model in `model_dir` alone (no base or reference
   model, no entity swaps or embeddings): a per-phase check or a retest, outside the stage."""
-  detect = dataclasses.replace(detect, base="", reference="", entity_swaps=0, embedding_dims=0,
-                               mc=dataclasses.replace(detect.mc, base_distractors=None))
+  detect = dataclasses.replace(
+    detect,
+    base="",
+    reference="",
+    entity_swaps=0,
+    embedding_dims=0,
+    mc=dataclasses.replace(detect.mc, base_distractors=None),
+  )
   tokenizer = checkpoint.load_tokenizer(model_dir, data.tokenizer)
   inputs = Inputs.from_examples(frame.reset_index(drop=True), detect, data, tokenizer)
   model = Model(model_dir, parallel.make_mesh(mesh_config.shape), mesh_config.rules, detect.batch_size)
-  return pd.concat([table(c) for c in chunks(inputs, Models(model), detect, tokenizer, tuple(sorted(data.buckets)),
-                                             seed)], ignore_index=True)
+  return pd.concat(
+    [table(c) for c in chunks(inputs, Models(model), detect, tokenizer, tuple(sorted(data.buckets)), seed)],
+    ignore_index=True,
+  )

@@ -4,6 +4,7 @@ runs and the same repeat rule), and Cohen's kappa between the stage's labels and
 protocol, for the sampled label (the paper's repeat rule) and the expected-pass label alike,
 whichever `detect.label` made final.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -23,17 +24,29 @@ def agreement(first: pd.DataFrame, second: pd.DataFrame, detect: DetectConfig) -
   out = {}
   for protocol in detect.protocols:
     out[protocol] = {"label": detect.label, "runs": len(detect.temperatures), "repeat_rule": detect.repeat_rule}
-    labels = {"sampled": lambda t: t[col.of(protocol, col.UNLEARNED_SAMPLED)].to_numpy(bool),
-              "expected": lambda t: t[col.of(protocol, col.EXPECTED_PASS)].to_numpy() < detect.threshold}
+    labels = {
+      "sampled": lambda t: t[col.of(protocol, col.UNLEARNED_SAMPLED)].to_numpy(bool),
+      "expected": lambda t: t[col.of(protocol, col.EXPECTED_PASS)].to_numpy() < detect.threshold,
+    }
     for name, label in labels.items():
       a, b = label(first), label(second)
-      out[protocol][name] = {"kappa": estimators.cohen_kappa(a, b), "unlearned_rate": float(a.mean()),
-                             "retest_unlearned_rate": float(b.mean())}
+      out[protocol][name] = {
+        "kappa": estimators.cohen_kappa(a, b),
+        "unlearned_rate": float(a.mean()),
+        "retest_unlearned_rate": float(b.mean()),
+      }
   return out
 
 
-def retest(detection: pd.DataFrame, frame: pd.DataFrame, model_dir: str, detect: DetectConfig, data: DataConfig,
-           mesh_config: Any, seed: int) -> dict:
+def retest(
+  detection: pd.DataFrame,
+  frame: pd.DataFrame,
+  model_dir: str,
+  detect: DetectConfig,
+  data: DataConfig,
+  mesh_config: Any,
+  seed: int,
+) -> dict:
   """The agreement of the stage's `detection` table with a detection of the examples `frame` again
   under the model in `model_dir` with `seed` (another than the stage's, or it repeats its samples)."""
   first = detection.set_index(col.ID)
@@ -44,9 +57,10 @@ def retest(detection: pd.DataFrame, frame: pd.DataFrame, model_dir: str, detect:
 def summary_text(name: str, result: dict) -> str:
   """One line per protocol: both labels' kappa and unlearned rates, and which label is final."""
   return "\n".join(
-      f"{name} ({protocol}): test-retest kappa of the sampled label ({r['runs']} runs, rule "
-      f"'{r['repeat_rule']}') {r['sampled']['kappa']:.3f} ({100 * r['sampled']['unlearned_rate']:.1f}% vs "
-      f"{100 * r['sampled']['retest_unlearned_rate']:.1f}% unlearned), of the expected-pass label "
-      f"{r['expected']['kappa']:.3f} ({100 * r['expected']['unlearned_rate']:.1f}% vs "
-      f"{100 * r['expected']['retest_unlearned_rate']:.1f}%); the final label is the {r['label']} one"
-      for protocol, r in result.items())
+    f"{name} ({protocol}): test-retest kappa of the sampled label ({r['runs']} runs, rule "
+    f"'{r['repeat_rule']}') {r['sampled']['kappa']:.3f} ({100 * r['sampled']['unlearned_rate']:.1f}% vs "
+    f"{100 * r['sampled']['retest_unlearned_rate']:.1f}% unlearned), of the expected-pass label "
+    f"{r['expected']['kappa']:.3f} ({100 * r['expected']['unlearned_rate']:.1f}% vs "
+    f"{100 * r['expected']['retest_unlearned_rate']:.1f}%); the final label is the {r['label']} one"
+    for protocol, r in result.items()
+  )

@@ -7,6 +7,7 @@ example-specific evidence (contradicting duplicates, learned-then-lost) before b
 (conflict, missing knowledge), and insufficient optimisation (a loss still falling) last. docs/method.md "Diagnosis"
 documents each rule and where its threshold comes from.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -18,8 +19,13 @@ from ilp.detection import columns as col
 from ilp.typed import check
 
 CAUSES = ("I", "II", "III", "IV", "V")
-CAUSE_NAMES = {"I": "missing knowledge", "II": "conflict with pre-training", "III": "inconsistent data",
-               "IV": "left-side forgetting", "V": "insufficient optimisation"}
+CAUSE_NAMES = {
+  "I": "missing knowledge",
+  "II": "conflict with pre-training",
+  "III": "inconsistent data",
+  "IV": "left-side forgetting",
+  "V": "insufficient optimisation",
+}
 UNATTRIBUTED = "unattributed"
 LEARNED = "learned"
 
@@ -27,23 +33,34 @@ LEARNED = "learned"
 @dataclasses.dataclass(frozen=True)
 class RuleConfig:
   """Thresholds of the rules (config section `diagnose.rules`)."""
+
   order: tuple[str, ...] = ("III", "IV", "II", "I", "V")  # an example's cause: the first whose rule holds
-  jsd: float = 0.3                     # II evidence: JSD(base || SFT) over the options above this (paper: 0.3)
-  prior_persists: float = 0.5          # II without corpus: the fine-tuned model gives the base's wrong belief this much
-  prerequisites_known: float = 0.5     # I: share of prerequisite facts the base knows below this
-  corpus_coverage: float = 0.5         # I: share of the answer's words the entity's corpus documents state below this
-  entity_lift: float = 3.0             # I: entity-swap lift below this (nats; 3: no answer token 20x likelier)
-  forgetting_drop: float = 0.25        # IV: relative drop of the response probability from its own-phase peak
-  oscillation: float = 0.3             # III evidence: share of loss variation that is back-and-forth
-  improvement: float = 0.05            # V: relative loss decrease over the last passes
-  rare_template_share: float = 0.05    # V: prompt pattern shared by at most this share of the data
-  long_response_ratio: float = 2.0     # V: response at least this many times its data set's median length
+  jsd: float = 0.3  # II evidence: JSD(base || SFT) over the options above this (paper: 0.3)
+  prior_persists: float = 0.5  # II without corpus: the fine-tuned model gives the base's wrong belief this much
+  prerequisites_known: float = 0.5  # I: share of prerequisite facts the base knows below this
+  corpus_coverage: float = 0.5  # I: share of the answer's words the entity's corpus documents state below this
+  entity_lift: float = 3.0  # I: entity-swap lift below this (nats; 3: no answer token 20x likelier)
+  forgetting_drop: float = 0.25  # IV: relative drop of the response probability from its own-phase peak
+  oscillation: float = 0.3  # III evidence: share of loss variation that is back-and-forth
+  improvement: float = 0.05  # V: relative loss decrease over the last passes
+  rare_template_share: float = 0.05  # V: prompt pattern shared by at most this share of the data
+  long_response_ratio: float = 2.0  # V: response at least this many times its data set's median length
 
   def __post_init__(self):
-    check(all(c in CAUSES for c in self.order) and len(set(self.order)) == len(self.order), "order",
-          f"{list(self.order)} must list distinct causes of {CAUSES}")
-    for name in ("jsd", "prior_persists", "prerequisites_known", "corpus_coverage", "forgetting_drop", "oscillation",
-                 "rare_template_share"):
+    check(
+      all(c in CAUSES for c in self.order) and len(set(self.order)) == len(self.order),
+      "order",
+      f"{list(self.order)} must list distinct causes of {CAUSES}",
+    )
+    for name in (
+      "jsd",
+      "prior_persists",
+      "prerequisites_known",
+      "corpus_coverage",
+      "forgetting_drop",
+      "oscillation",
+      "rare_template_share",
+    ):
       check(0 <= getattr(self, name) <= 1, name, f"must lie in [0, 1], got {getattr(self, name)}")
     check(self.improvement >= 0, "improvement", f"must be >= 0, got {self.improvement}")
     check(self.long_response_ratio > 0, "long_response_ratio", f"must be > 0, got {self.long_response_ratio}")
@@ -60,41 +77,54 @@ def conditions(signals: pd.DataFrame, cfg: RuleConfig) -> dict[str, dict[str, np
   s = lambda name, default=np.nan: _column(signals, name, default).astype(np.float64)
   has_prereq = s(col.PREREQUISITES, 0) > 0
   length = s(col.RESPONSE_WORDS, 1)
-  median = signals.groupby(col.DATASET)[col.RESPONSE_WORDS].transform("median").to_numpy() if col.DATASET in signals \
-      else np.median(length)
+  median = (
+    signals.groupby(col.DATASET)[col.RESPONSE_WORDS].transform("median").to_numpy()
+    if col.DATASET in signals
+    else np.median(length)
+  )
   earlier = s(col.OWN_PHASE, 1) < s(col.FINAL_PHASE, 1)
   base_correct = s(col.BASE_GREEDY_CORRECT, np.nan)
   base_correct = np.where(np.isnan(base_correct), s(col.BASE_MC_CORRECT, 1), base_correct)
   has_corpus = col.CORPUS_SUPPORT in signals
   support, contradiction = s(col.CORPUS_SUPPORT, 0), s(col.CORPUS_CONTRADICTION, 0)
-  lift = s(col.BASE_ENTITY_LIFT, -np.inf)   # no probe (or no slot filler): no evidence the base ties answer to entity
+  lift = s(col.BASE_ENTITY_LIFT, -np.inf)  # no probe (or no slot filler): no evidence the base ties answer to entity
   coverage = np.nan_to_num(s(col.CORPUS_ANSWER_COVERAGE, 0), nan=0.0)
   return {
-      "I": {"prerequisites_unknown": has_prereq & (s(col.PREREQUISITES_KNOWN, 1) < cfg.prerequisites_known),
-            "no_base_knowledge": ~has_prereq & (s(col.P_EXIST, 1) < 0.5),
-            "base_wrong": base_correct < 0.5,
-            "base_blind": s(col.BASE_BLIND, 1) > 0.5,   # detection's blind-fact rule (no base samples: blind)
-            "entity_unknown": np.nan_to_num(lift, nan=-np.inf) < cfg.entity_lift,
-            "corpus_silent": has_corpus & (coverage < cfg.corpus_coverage) & (contradiction == 0)},
-      "II": {"high_conf_error": s(col.BASE_HIGH_CONF_ERROR, 0) > 0.5,
-             "jsd_above": s(col.JSD_BASE_SFT, 0) > cfg.jsd,
-             "prior_persists": s(col.SFT_P_BASE_BELIEF, 0) >= cfg.prior_persists,
-             "corpus_contradicts": has_corpus & (contradiction > support),
-             "negative_initial_margin": s(col.INITIAL_MARGIN, 0) < 0},
-      "III": {"disagreeing_duplicate": s(col.DISAGREEING_DUPLICATES, 0) > 0,
-              "answers_partner_target": s(col.ANSWERS_PARTNER_TARGET, 0) > 0.5,
-              "oscillating_loss": s(col.LOSS_OSCILLATION, 0) >= cfg.oscillation},
-      "IV": {"earlier_phase": earlier,
-             "learned_then_lost": s(col.LEARNED_THEN_LOST, 0) > 0.5,
-             "dropped_after_phase": earlier & (s(col.PEAK_DROP, 0) >= cfg.forgetting_drop)},
-      "V": {"still_improving": s(col.RECENT_IMPROVEMENT, 0) >= cfg.improvement,
-            "base_knows": s(col.P_EXIST, 0) > 0.5,
-            "prerequisites_known": has_prereq & (s(col.PREREQUISITES_KNOWN, 0) >= cfg.prerequisites_known),
-            "corpus_covers": has_corpus & (coverage >= cfg.corpus_coverage),
-            "entity_tied": np.nan_to_num(lift, nan=-np.inf) >= cfg.entity_lift,
-            "rare_pattern": s(col.TEMPLATE_SHARE, 1) <= cfg.rare_template_share,
-            "long_response": length >= cfg.long_response_ratio * median,
-            "near_miss": s(col.ERROR_CONSISTENCY, 1) < 1},
+    "I": {
+      "prerequisites_unknown": has_prereq & (s(col.PREREQUISITES_KNOWN, 1) < cfg.prerequisites_known),
+      "no_base_knowledge": ~has_prereq & (s(col.P_EXIST, 1) < 0.5),
+      "base_wrong": base_correct < 0.5,
+      "base_blind": s(col.BASE_BLIND, 1) > 0.5,  # detection's blind-fact rule (no base samples: blind)
+      "entity_unknown": np.nan_to_num(lift, nan=-np.inf) < cfg.entity_lift,
+      "corpus_silent": has_corpus & (coverage < cfg.corpus_coverage) & (contradiction == 0),
+    },
+    "II": {
+      "high_conf_error": s(col.BASE_HIGH_CONF_ERROR, 0) > 0.5,
+      "jsd_above": s(col.JSD_BASE_SFT, 0) > cfg.jsd,
+      "prior_persists": s(col.SFT_P_BASE_BELIEF, 0) >= cfg.prior_persists,
+      "corpus_contradicts": has_corpus & (contradiction > support),
+      "negative_initial_margin": s(col.INITIAL_MARGIN, 0) < 0,
+    },
+    "III": {
+      "disagreeing_duplicate": s(col.DISAGREEING_DUPLICATES, 0) > 0,
+      "answers_partner_target": s(col.ANSWERS_PARTNER_TARGET, 0) > 0.5,
+      "oscillating_loss": s(col.LOSS_OSCILLATION, 0) >= cfg.oscillation,
+    },
+    "IV": {
+      "earlier_phase": earlier,
+      "learned_then_lost": s(col.LEARNED_THEN_LOST, 0) > 0.5,
+      "dropped_after_phase": earlier & (s(col.PEAK_DROP, 0) >= cfg.forgetting_drop),
+    },
+    "V": {
+      "still_improving": s(col.RECENT_IMPROVEMENT, 0) >= cfg.improvement,
+      "base_knows": s(col.P_EXIST, 0) > 0.5,
+      "prerequisites_known": has_prereq & (s(col.PREREQUISITES_KNOWN, 0) >= cfg.prerequisites_known),
+      "corpus_covers": has_corpus & (coverage >= cfg.corpus_coverage),
+      "entity_tied": np.nan_to_num(lift, nan=-np.inf) >= cfg.entity_lift,
+      "rare_pattern": s(col.TEMPLATE_SHARE, 1) <= cfg.rare_template_share,
+      "long_response": length >= cfg.long_response_ratio * median,
+      "near_miss": s(col.ERROR_CONSISTENCY, 1) < 1,
+    },
   }
 
 
@@ -111,14 +141,15 @@ def rules(c: dict[str, dict[str, np.ndarray]], has_corpus: bool) -> dict[str, np
   lift); rarity, length and near misses only describe it."""
   i, ii, iii, iv, v = (c[k] for k in CAUSES)
   knowledge_absent = i["corpus_silent"] if has_corpus else i["base_wrong"] & i["base_blind"] & i["entity_unknown"]
-  knowledge_present = v["base_knows"] | v["prerequisites_known"] | (v["corpus_covers"] if has_corpus else
-                                                                     v["entity_tied"])
+  knowledge_present = (
+    v["base_knows"] | v["prerequisites_known"] | (v["corpus_covers"] if has_corpus else v["entity_tied"])
+  )
   return {
-      "I": i["prerequisites_unknown"] | (i["no_base_knowledge"] & knowledge_absent),
-      "II": ii["high_conf_error"] & (ii["corpus_contradicts"] if has_corpus else ii["prior_persists"]),
-      "III": iii["disagreeing_duplicate"],
-      "IV": iv["earlier_phase"] & (iv["learned_then_lost"] | iv["dropped_after_phase"]),
-      "V": v["still_improving"] & knowledge_present,
+    "I": i["prerequisites_unknown"] | (i["no_base_knowledge"] & knowledge_absent),
+    "II": ii["high_conf_error"] & (ii["corpus_contradicts"] if has_corpus else ii["prior_persists"]),
+    "III": iii["disagreeing_duplicate"],
+    "IV": iv["earlier_phase"] & (iv["learned_then_lost"] | iv["dropped_after_phase"]),
+    "V": v["still_improving"] & knowledge_present,
   }
 
 
@@ -129,12 +160,14 @@ def scores(signals: pd.DataFrame, c: dict[str, dict[str, np.ndarray]]) -> dict[s
   contradiction = s(col.CORPUS_CONTRADICTION, 0)
   contradicted = contradiction / np.maximum(contradiction + s(col.CORPUS_SUPPORT, 0), 1)
   return {
-      "I": np.clip(1 - knowledge, 0, 1),
-      "II": np.clip(s(col.BASE_CONF_WRONG, 0) * np.maximum(s(col.SFT_P_BASE_BELIEF, 0), contradicted), 0, 1),
-      "III": np.clip(s(col.DISAGREEING_SIMILARITY, 0) * (1 - np.nan_to_num(s(col.DUPLICATE_AGREEMENT, 1), nan=1.0) / 2),
-                     0, 1) * c["III"]["disagreeing_duplicate"],
-      "IV": np.clip(s(col.PEAK_DROP, 0), 0, 1) * c["IV"]["earlier_phase"],
-      "V": np.clip(s(col.RECENT_IMPROVEMENT, 0), 0, 1),
+    "I": np.clip(1 - knowledge, 0, 1),
+    "II": np.clip(s(col.BASE_CONF_WRONG, 0) * np.maximum(s(col.SFT_P_BASE_BELIEF, 0), contradicted), 0, 1),
+    "III": np.clip(
+      s(col.DISAGREEING_SIMILARITY, 0) * (1 - np.nan_to_num(s(col.DUPLICATE_AGREEMENT, 1), nan=1.0) / 2), 0, 1
+    )
+    * c["III"]["disagreeing_duplicate"],
+    "IV": np.clip(s(col.PEAK_DROP, 0), 0, 1) * c["IV"]["earlier_phase"],
+    "V": np.clip(s(col.RECENT_IMPROVEMENT, 0), 0, 1),
   }
 
 
@@ -168,6 +201,7 @@ def _joined(flags: dict[str, np.ndarray], n: int) -> np.ndarray:
   for bit, name in enumerate(names):
     codes |= np.asarray(flags[name], bool).astype(np.int64) << bit
   distinct, inverse = np.unique(codes, return_inverse=True)
-  spelled = np.asarray([";".join(names[b] for b in range(len(names)) if code >> b & 1) for code in distinct],
-                       dtype=object)
+  spelled = np.asarray(
+    [";".join(names[b] for b in range(len(names)) if code >> b & 1) for code in distinct], dtype=object
+  )
   return spelled[inverse]

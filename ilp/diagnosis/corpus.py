@@ -11,6 +11,7 @@ states its answer (every answer word present: support), states another answer of
 entity document states (`corpus_answer_coverage`) tells a composite answer built from stated
 facts from one that pre-training never stated.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -22,8 +23,9 @@ from ilp.data import retrieval, similarity
 from ilp.detection import columns as col
 
 
-def evidence(patterns: similarity.Patterns, answers: Sequence[list[str]], kinds: np.ndarray,
-             documents: Sequence[str], top_k: int) -> pd.DataFrame:
+def evidence(
+  patterns: similarity.Patterns, answers: Sequence[list[str]], kinds: np.ndarray, documents: Sequence[str], top_k: int
+) -> pd.DataFrame:
   """Per example, given its tokenised answer (`similarity.words`) and answer kind
   (`similarity.answer_kinds`): `corpus_entity_docs`, `corpus_support`, `corpus_contradiction` and
   `corpus_answer_coverage` (NaN for an answer without word characters)."""

@@ -3,6 +3,7 @@
 Joins the per-example signals (`signals`) with the attribution (`attribution`) into one table and
 summarises it by cause, data set and phase. Rendering lives in `ilp.report.diagnosis`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -25,11 +26,12 @@ GROUPS = attribution.CAUSES + (attribution.UNATTRIBUTED,)
 class DiagnoseConfig:
   """Diagnosis settings (config section `diagnose`). The paper gives JSD 0.3 and the blind-fact
   pass rate (`detect.threshold`); every other value is ours (docs/method.md, "Diagnosis")."""
-  protocol: str = "multiple_choice"   # whose unlearned label is explained: "multiple_choice" (paper) or "generative"
-  signals: SignalConfig = SignalConfig()   # the per-example evidence: near-duplicates, templates, corpus, dynamics
-  rules: RuleConfig = RuleConfig()         # the thresholds and order of the cause attribution rules
-  corpus_evidence: bool = True     # check answers against data.corpora, the pre-training text (paper §6)
-  typical_examples: int = 3        # examples per cause shown in the report
+
+  protocol: str = "multiple_choice"  # whose unlearned label is explained: "multiple_choice" (paper) or "generative"
+  signals: SignalConfig = SignalConfig()  # the per-example evidence: near-duplicates, templates, corpus, dynamics
+  rules: RuleConfig = RuleConfig()  # the thresholds and order of the cause attribution rules
+  corpus_evidence: bool = True  # check answers against data.corpora, the pre-training text (paper §6)
+  typical_examples: int = 3  # examples per cause shown in the report
 
   def __post_init__(self):
     check(self.protocol in col.PROTOCOLS, "protocol", f"'{self.protocol}' is not one of {col.PROTOCOLS}")
@@ -47,13 +49,20 @@ def labelled(detection: pd.DataFrame, protocol: str) -> pd.DataFrame:
   """The detection table with `protocol`'s numbers under the generic names the signals and rules
   read (`columns.LABELLED`: unlearned, pass_at_n, error_consistency, severity_rank, top_candidate)."""
   if col.of(protocol, col.UNLEARNED) not in detection:
-    raise ValueError(f"config field 'diagnose.protocol': the detection table has no {protocol} protocol columns "
-                     f"(set detect.protocol to run it)")
+    raise ValueError(
+      f"config field 'diagnose.protocol': the detection table has no {protocol} protocol columns "
+      f"(set detect.protocol to run it)"
+    )
   return detection.assign(**{name: detection[col.of(protocol, name)] for name in col.LABELLED})
 
 
-def diagnose(detection: pd.DataFrame, examples: pd.DataFrame, log_frame: pd.DataFrame, diagnose: DiagnoseConfig,
-             documents: Sequence[str] | None = None) -> pd.DataFrame:
+def diagnose(
+  detection: pd.DataFrame,
+  examples: pd.DataFrame,
+  log_frame: pd.DataFrame,
+  diagnose: DiagnoseConfig,
+  documents: Sequence[str] | None = None,
+) -> pd.DataFrame:
   """Signals joined with the attribution, one row per detected example, with its prompt, target
   and greedy answer; `unlearned` is the label of `diagnose.protocol`.
 
@@ -80,19 +89,28 @@ def _counts(frame: pd.DataFrame) -> dict:
   unlearned = frame[frame[col.UNLEARNED].astype(bool)]
   top = unlearned[unlearned[col.TOP_CANDIDATE].astype(bool)]
   counts, top_counts = unlearned[col.CAUSE].value_counts(), top[col.CAUSE].value_counts()
-  return {c: {"count": int(counts.get(c, 0)), "share_of_unlearned": float(counts.get(c, 0) / max(len(unlearned), 1)),
-              "top_k_count": int(top_counts.get(c, 0)),
-              "share_of_top_k": float(top_counts.get(c, 0) / max(len(top), 1))}
-          for c in GROUPS}
+  return {
+    c: {
+      "count": int(counts.get(c, 0)),
+      "share_of_unlearned": float(counts.get(c, 0) / max(len(unlearned), 1)),
+      "top_k_count": int(top_counts.get(c, 0)),
+      "share_of_top_k": float(top_counts.get(c, 0) / max(len(top), 1)),
+    }
+    for c in GROUPS
+  }
 
 
 def summarize(table: pd.DataFrame, protocol: str) -> dict:
   """Counts and shares of the unlearned examples by cause, overall, per data set and per phase,
   over all unlearned examples and over the top-K candidates."""
   unlearned = int(table[col.UNLEARNED].sum())
-  return {"protocol": protocol, "examples": int(len(table)), "unlearned": unlearned,
-          "top_candidates": int((table[col.UNLEARNED].astype(bool) & table[col.TOP_CANDIDATE].astype(bool)).sum()),
-          "by_cause": _counts(table),
-          "unattributed_share": float((table[col.CAUSE] == attribution.UNATTRIBUTED).sum() / max(unlearned, 1)),
-          "by_dataset": {str(k): _counts(g) for k, g in table.groupby(col.DATASET)},
-          "by_phase": {str(k): _counts(g) for k, g in table.groupby(col.PHASE)}}
+  return {
+    "protocol": protocol,
+    "examples": int(len(table)),
+    "unlearned": unlearned,
+    "top_candidates": int((table[col.UNLEARNED].astype(bool) & table[col.TOP_CANDIDATE].astype(bool)).sum()),
+    "by_cause": _counts(table),
+    "unattributed_share": float((table[col.CAUSE] == attribution.UNATTRIBUTED).sum() / max(unlearned, 1)),
+    "by_dataset": {str(k): _counts(g) for k, g in table.groupby(col.DATASET)},
+    "by_phase": {str(k): _counts(g) for k, g in table.groupby(col.PHASE)},
+  }

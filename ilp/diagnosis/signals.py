@@ -4,6 +4,7 @@ dynamics log and the SFT data itself (paper §3–4; docs/method.md "Diagnosis" 
 Everything is vectorised over examples (matrices of the evaluation passes, sparse TF-IDF for
 near-duplicates), so 100k examples take seconds.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -23,19 +24,21 @@ from ilp.typed import check
 @dataclasses.dataclass(frozen=True)
 class SignalConfig:
   """How the data-side signals are computed (config section `diagnose.signals`)."""
-  similarity_threshold: float = 0.5   # TF-IDF cosine for near-duplicate prompts (paper's X: not given)
-  embedding_threshold: float = 0.8    # centred cosine of the prompt embeddings (detection's) for near-duplicates
-  ngram: int = 1                      # word n-grams of the TF-IDF
-  max_df: int = 100                   # n-grams shared by more prompts do not propose candidate pairs
+
+  similarity_threshold: float = 0.5  # TF-IDF cosine for near-duplicate prompts (paper's X: not given)
+  embedding_threshold: float = 0.8  # centred cosine of the prompt embeddings (detection's) for near-duplicates
+  ngram: int = 1  # word n-grams of the TF-IDF
+  max_df: int = 100  # n-grams shared by more prompts do not propose candidate pairs
   template_min_df: int = similarity.TEMPLATE_MIN_DF  # words in fewer prompts are masked to form the template ...
   template_min_share: float = similarity.TEMPLATE_MIN_SHARE  # ... or in fewer than this share of the prompts
-  corpus_top_k: int = 100             # documents BM25 retrieves per example for the corpus evidence
-  same_answer_kind: bool = True       # near-duplicates must expect the same kind of answer
-  slope_passes: int = 3               # evaluation passes at the end over which improvement is measured
+  corpus_top_k: int = 100  # documents BM25 retrieves per example for the corpus evidence
+  same_answer_kind: bool = True  # near-duplicates must expect the same kind of answer
+  slope_passes: int = 3  # evaluation passes at the end over which improvement is measured
 
   def __post_init__(self):
-    check(0 < self.similarity_threshold <= 1, "similarity_threshold",
-          f"must lie in (0, 1], got {self.similarity_threshold}")
+    check(
+      0 < self.similarity_threshold <= 1, "similarity_threshold", f"must lie in (0, 1], got {self.similarity_threshold}"
+    )
     check(self.ngram >= 1, "ngram", f"must be >= 1, got {self.ngram}")
     check(self.max_df >= 2, "max_df", f"must be >= 2 (a pair needs two prompts), got {self.max_df}")
     check(self.template_min_df >= 1, "template_min_df", f"must be >= 1, got {self.template_min_df}")
@@ -77,13 +80,13 @@ def dynamics_signals(dynamics: pd.DataFrame, ids: pd.Index, slope_passes: int) -
   phase_end_step = evals[evals["phase_end"].astype(bool)].groupby("train_phase")["step"].max()
   final_phase = int(point_phase.max())
   m = _pivots(evals, ("loss", "gold_prob", "exact_match", "margin_mean", "nll_sum"), ids, steps)
-  response_prob = np.exp(-m["nll_sum"])   # probability of the whole response: what sampling sees
+  response_prob = np.exp(-m["nll_sum"])  # probability of the whole response: what sampling sees
   own = visits.groupby("id")["train_phase"].max().reindex(ids).fillna(final_phase).astype(int).to_numpy()
   own_end = np.searchsorted(steps, phase_end_step.reindex(own).fillna(steps[-1]).to_numpy())
-  trained = (point_phase[None, :] == own[:, None]) & (steps[None, :] > 0)   # passes during the own phase
+  trained = (point_phase[None, :] == own[:, None]) & (steps[None, :] > 0)  # passes during the own phase
   before = np.zeros_like(trained)
   first = trained.argmax(1)
-  before[np.arange(len(ids)), np.maximum(first - 1, 0)] = True               # the pass just before it
+  before[np.arange(len(ids)), np.maximum(first - 1, 0)] = True  # the pass just before it
   window = trained | before
   loss = m["loss"]
   diffs = np.diff(loss, axis=1)
@@ -93,8 +96,9 @@ def dynamics_signals(dynamics: pd.DataFrame, ids: pd.Index, slope_passes: int) -
   after_start = steps > 0
   learned = m["exact_match"][:, after_start] > 0.5
   gold = m["gold_prob"]
-  peak_own = np.nanmax(np.where(trained & (np.arange(len(steps))[None, :] <= own_end[:, None]), response_prob,
-                                -np.inf), 1)
+  peak_own = np.nanmax(
+    np.where(trained & (np.arange(len(steps))[None, :] <= own_end[:, None]), response_prob, -np.inf), 1
+  )
   k = min(slope_passes, len(steps) - 1)
   final_loss, earlier_loss = loss[:, -1], loss[:, -1 - k]
   positive_margin = m["margin_mean"][:, after_start] > 0
@@ -140,12 +144,22 @@ def _union(lexical: tuple[np.ndarray, ...], semantic: tuple[np.ndarray, ...]) ->
   only_semantic = np.concatenate([np.zeros(len(lexical[0]), bool), np.ones(len(semantic[0]), bool)])
   frame = pd.DataFrame({"i": i, "j": j, "cosine": cosine, "semantic": only_semantic})
   frame = frame.groupby(["i", "j"], sort=True).agg(cosine=("cosine", "max"), semantic=("semantic", "all")).reset_index()
-  return (frame["i"].to_numpy(np.int64), frame["j"].to_numpy(np.int64), frame["cosine"].to_numpy(np.float64),
-          frame["semantic"].to_numpy(bool))
+  return (
+    frame["i"].to_numpy(np.int64),
+    frame["j"].to_numpy(np.int64),
+    frame["cosine"].to_numpy(np.float64),
+    frame["semantic"].to_numpy(bool),
+  )
 
 
-def text_signals(prompts: pd.Series, references: pd.Series, greedy: pd.Series | None, cfg: SignalConfig,
-                 corpus_documents: Sequence[str] | None = None, embeddings: np.ndarray | None = None) -> pd.DataFrame:
+def text_signals(
+  prompts: pd.Series,
+  references: pd.Series,
+  greedy: pd.Series | None,
+  cfg: SignalConfig,
+  corpus_documents: Sequence[str] | None = None,
+  embeddings: np.ndarray | None = None,
+) -> pd.DataFrame:
   """Near-duplicate prompts whose targets disagree (III), the rarity of the prompt pattern and of
   the answer (V), and, given the pre-training corpus, what it states about each example (I, II).
   `greedy` (the fine-tuned model's greedy answers) tells which side of a contradiction it learned;
@@ -157,8 +171,11 @@ def text_signals(prompts: pd.Series, references: pd.Series, greedy: pd.Series | 
   slots = similarity.binary_matrix(found.slots, slot_vocab)
   vectors = similarity.tfidf(tokenized, cfg.ngram)
   lexical = similarity.near_duplicate_pairs(vectors, cfg.similarity_threshold, cfg.max_df, slots)
-  semantic = (similarity.embedding_pairs(embeddings, cfg.embedding_threshold, slots) if embeddings is not None
-              else tuple(np.zeros(0, t) for t in (np.int64, np.int64, np.float64)))
+  semantic = (
+    similarity.embedding_pairs(embeddings, cfg.embedding_threshold, slots)
+    if embeddings is not None
+    else tuple(np.zeros(0, t) for t in (np.int64, np.int64, np.float64))
+  )
   i, j, cosine, by_embedding = _union(lexical, semantic)
   answers = np.asarray([normalize(r) for r in references], dtype=object)
   answer_words = [similarity.words(r) for r in references]
@@ -174,14 +191,15 @@ def text_signals(prompts: pd.Series, references: pd.Series, greedy: pd.Series | 
   out[col.DUPLICATE_GROUP] = group
   out[col.DUPLICATE_GROUP_SIZE] = size
   out[col.NEAR_DUPLICATES] = np.bincount(src, minlength=n)
-  out[col.EMBEDDING_DUPLICATES] = np.bincount(np.concatenate([i, j]), np.tile(by_embedding, 2).astype(float),
-                                              minlength=n).astype(int)
+  out[col.EMBEDDING_DUPLICATES] = np.bincount(
+    np.concatenate([i, j]), np.tile(by_embedding, 2).astype(float), minlength=n
+  ).astype(int)
   out[col.DISAGREEING_DUPLICATES] = np.bincount(src, dis.astype(float), minlength=n).astype(int)
   out[col.DUPLICATE_SIMILARITY] = _group_max(src, sim, n)
   out[col.DISAGREEING_SIMILARITY] = _group_max(src[dis], sim[dis], n)
-  out[col.DUPLICATE_AGREEMENT] = np.where(out[col.NEAR_DUPLICATES] > 0,
-                                          1 - out[col.DISAGREEING_DUPLICATES] / out[col.NEAR_DUPLICATES].clip(lower=1),
-                                          np.nan)
+  out[col.DUPLICATE_AGREEMENT] = np.where(
+    out[col.NEAR_DUPLICATES] > 0, 1 - out[col.DISAGREEING_DUPLICATES] / out[col.NEAR_DUPLICATES].clip(lower=1), np.nan
+  )
   if greedy is not None:
     said = np.asarray([normalize(g) for g in greedy], dtype=object)
     partner = np.zeros(n, bool)
@@ -204,15 +222,38 @@ def _group_max(index: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
   return out
 
 
-DETECTION_COLUMNS = (col.DATASET, col.PHASE) + col.LABELLED + (
-    col.GREEDY_CORRECT, col.P_EXIST, col.BASE_MC_ACCURACY, col.BASE_MC_CORRECT, col.BASE_P_TRUE, col.BASE_CONF_WRONG,
-    col.BASE_HIGH_CONF_ERROR, col.JSD_BASE_SFT, col.BASE_PASS_AT_N, col.BASE_BLIND, col.BASE_GREEDY_CORRECT,
-    col.BASE_ENTITY_LIFT, col.SFT_P_BASE_BELIEF, col.PREREQUISITES, col.PREREQUISITES_KNOWN, col.SFT_P_TRUE) + tuple(
-        col.of(p, col.UNLEARNED) for p in col.PROTOCOLS)   # carried into the attribution table
+DETECTION_COLUMNS = (
+  (col.DATASET, col.PHASE)
+  + col.LABELLED
+  + (
+    col.GREEDY_CORRECT,
+    col.P_EXIST,
+    col.BASE_MC_ACCURACY,
+    col.BASE_MC_CORRECT,
+    col.BASE_P_TRUE,
+    col.BASE_CONF_WRONG,
+    col.BASE_HIGH_CONF_ERROR,
+    col.JSD_BASE_SFT,
+    col.BASE_PASS_AT_N,
+    col.BASE_BLIND,
+    col.BASE_GREEDY_CORRECT,
+    col.BASE_ENTITY_LIFT,
+    col.SFT_P_BASE_BELIEF,
+    col.PREREQUISITES,
+    col.PREREQUISITES_KNOWN,
+    col.SFT_P_TRUE,
+  )
+  + tuple(col.of(p, col.UNLEARNED) for p in col.PROTOCOLS)
+)  # carried into the attribution table
 
 
-def compute(detection: pd.DataFrame, prompts: pd.Series, dynamics: pd.DataFrame, cfg: SignalConfig,
-            corpus_documents: Sequence[str] | None = None) -> pd.DataFrame:
+def compute(
+  detection: pd.DataFrame,
+  prompts: pd.Series,
+  dynamics: pd.DataFrame,
+  cfg: SignalConfig,
+  corpus_documents: Sequence[str] | None = None,
+) -> pd.DataFrame:
   """All signals, one row per example of the detection table (indexed and ordered by its ids).
 
   `prompts` maps id -> prompt text; detection columns missing from a run (no base model, no
@@ -226,7 +267,14 @@ def compute(detection: pd.DataFrame, prompts: pd.Series, dynamics: pd.DataFrame,
     raise ValueError(f"no prompt text for {len(missing)} detected example(s), e.g. '{missing[0]}'")
   out = table[[c for c in DETECTION_COLUMNS if c in table]].copy()
   embeddings = np.stack(table[col.PROMPT_EMBEDDING].to_numpy()) if col.PROMPT_EMBEDDING in table else None
-  out = out.join(text_signals(prompts.reindex(ids), table[col.REFERENCE],
-                              table[col.GREEDY_TEXT] if col.GREEDY_TEXT in table else None, cfg, corpus_documents,
-                              embeddings))
+  out = out.join(
+    text_signals(
+      prompts.reindex(ids),
+      table[col.REFERENCE],
+      table[col.GREEDY_TEXT] if col.GREEDY_TEXT in table else None,
+      cfg,
+      corpus_documents,
+      embeddings,
+    )
+  )
   return out.join(dynamics_signals(dynamics, ids, cfg.slope_passes))

@@ -14,6 +14,7 @@ SFT trains (more epochs, progressive epochs) or order it globally (which trainin
 refuses) train a fixed number of epochs instead: every phase they do not change at the epochs the
 baseline actually trained (`Context.trained_phases`, `exact_epochs`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -37,7 +38,8 @@ FOLLOW_STAGES = ("sft", "detect", "diagnose", "capability")  # what every arm re
 @dataclasses.dataclass(frozen=True)
 class Context:
   """What an intervention's `prepare` reads: the baseline's config and outputs, and the arm."""
-  config: Any              # the baseline's `ilp.config.Config`, data paths resolved
+
+  config: Any  # the baseline's `ilp.config.Config`, data paths resolved
   baseline: Layout
   arm: Layout
   attribution: pd.DataFrame  # the baseline's diagnosis, one row per example
@@ -72,9 +74,11 @@ def exact_epochs(config: Any, phases: tuple[PhaseConfig, ...]) -> Any:
   equal-compute control) or by its own schedule (global order, progressive epochs), and its last
   epoch runs at the end of a decayed learning rate, where the criterion cannot judge it."""
   sft = config.sft
-  return dataclasses.replace(config, sft=dataclasses.replace(
-      sft, phases=phases, convergence=dataclasses.replace(sft.convergence, max_epochs=0)),
-      detect=dataclasses.replace(config.detect, require_converged=False))
+  return dataclasses.replace(
+    config,
+    sft=dataclasses.replace(sft, phases=phases, convergence=dataclasses.replace(sft.convergence, max_epochs=0)),
+    detect=dataclasses.replace(config.detect, require_converged=False),
+  )
 
 
 def base_config(config: Any, baseline: Layout) -> Any:
@@ -83,10 +87,15 @@ def base_config(config: Any, baseline: Layout) -> Any:
   absolute = lambda name: baseline.model(name) if name else ""
   stages = tuple(s for s in FOLLOW_STAGES if s in config.stages)
   return dataclasses.replace(
-      config, stages=stages, world=None, interventions=InterventionsConfig(),
-      sft=dataclasses.replace(config.sft, init_from=baseline.model(config.sft.init_from)),
-      detect=dataclasses.replace(config.detect, base=absolute(config.detect.base),
-                                 reference=absolute(config.detect.reference)))
+    config,
+    stages=stages,
+    world=None,
+    interventions=InterventionsConfig(),
+    sft=dataclasses.replace(config.sft, init_from=baseline.model(config.sft.init_from)),
+    detect=dataclasses.replace(
+      config.detect, base=absolute(config.detect.base), reference=absolute(config.detect.reference)
+    ),
+  )
 
 
 def targets(arm: ArmConfig) -> tuple[str, ...]:
@@ -130,7 +139,12 @@ def run(config: Any, layout: Layout, run_pipeline: Callable[[Any, str], None]) -
     run_arm(arm)
     control = equal_compute.plan(config, layout, arm)
     if control is not None:
-      log.info("arm %s: %d real tokens (baseline %d); its equal-compute control: %s", arm.name, control.budget,
-               control.baseline, control.name)
+      log.info(
+        "arm %s: %d real tokens (baseline %d); its equal-compute control: %s",
+        arm.name,
+        control.budget,
+        control.baseline,
+        control.name,
+      )
       if control.arm is not None:
         run_arm(control.arm)

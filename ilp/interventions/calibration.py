@@ -4,6 +4,7 @@ supervised answer (`selection.states`); documents that do not, e.g. the pre-trai
 fact, are excluded. Pre-training on them, mixed with general text, moves the base model's belief
 to the supervised answer before SFT is redone, as the baseline trained it (to convergence when it
 is on; see `ilp.interventions.cpt`)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -23,6 +24,7 @@ check_config = cpt.check_config
 
 
 def prepare(context: Any, settings: Settings, config: Any) -> Any:
-  accept = lambda hits: pd.Series([selection.states(t, r) for t, r in zip(hits["text"], hits["reference"])],
-                                  index=hits.index, dtype=bool)
+  accept = lambda hits: pd.Series(
+    [selection.states(t, r) for t, r in zip(hits["text"], hits["reference"])], index=hits.index, dtype=bool
+  )
   return cpt.prepare(context, settings, config, accept)

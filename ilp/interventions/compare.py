@@ -9,6 +9,7 @@ unlearned, greedy_correct, greedy_text, reference, last_visit_position, and for 
 cause. An arm may lack examples it deleted or held out; every paired comparison is over the ids
 both runs trained on, and the summary counts the others.
 """
+
 from __future__ import annotations
 
 import math
@@ -22,13 +23,34 @@ from ilp.diagnosis.attribution import CAUSES
 from ilp.scoring import verifiers
 
 LEVEL = 0.95
-COLUMNS = (col.ID, col.DATASET, col.PHASE, col.UNLEARNED, col.GREEDY_CORRECT, col.GREEDY_TEXT, col.REFERENCE,
-           col.LAST_VISIT_POSITION)   # what the comparison reads of each run's attribution table
-ARM = "_arm"   # suffix of the arm's columns in a paired table
+COLUMNS = (
+  col.ID,
+  col.DATASET,
+  col.PHASE,
+  col.UNLEARNED,
+  col.GREEDY_CORRECT,
+  col.GREEDY_TEXT,
+  col.REFERENCE,
+  col.LAST_VISIT_POSITION,
+)  # what the comparison reads of each run's attribution table
+ARM = "_arm"  # suffix of the arm's columns in a paired table
 # Resampled indices are drawn this many at a time, so a large run's bootstrap stays within memory.
 CHUNK = 1 << 22
-RATE_COLUMNS = ["group_kind", "group", "n", "baseline_rate", "arm_rate", "change", "change_low", "change_high",
-                "relative_change", "baseline_low", "baseline_high", "arm_low", "arm_high"]
+RATE_COLUMNS = [
+  "group_kind",
+  "group",
+  "n",
+  "baseline_rate",
+  "arm_rate",
+  "change",
+  "change_low",
+  "change_high",
+  "relative_change",
+  "baseline_low",
+  "baseline_high",
+  "arm_low",
+  "arm_high",
+]
 
 
 def bootstrap_means(values: np.ndarray, samples: int, seed: int) -> np.ndarray:
@@ -37,7 +59,7 @@ def bootstrap_means(values: np.ndarray, samples: int, seed: int) -> np.ndarray:
   `default_rng(seed).integers(0, n, (rows, n))` draws of at most CHUNK indices each."""
   if samples < 1:
     raise ValueError(f"bootstrap samples must be positive, not {samples}")
-  columns = np.ascontiguousarray(np.asarray(values, np.float64).T)   # a column at a time: contiguous, ~10x faster
+  columns = np.ascontiguousarray(np.asarray(values, np.float64).T)  # a column at a time: contiguous, ~10x faster
   n = columns.shape[1]
   rng = np.random.default_rng(seed)
   rows = max(1, CHUNK // max(n, 1))
@@ -60,8 +82,9 @@ def mean_interval(values: np.ndarray, samples: int, seed: int, level: float = LE
   return _percentiles(bootstrap_means(np.asarray(values)[:, None], samples, seed)[:, 0], level)
 
 
-def paired_bootstrap(base: np.ndarray, arm: np.ndarray, samples: int, seed: int,
-                     level: float = LEVEL) -> tuple[float, float]:
+def paired_bootstrap(
+  base: np.ndarray, arm: np.ndarray, samples: int, seed: int, level: float = LEVEL
+) -> tuple[float, float]:
   """Percentile bootstrap interval of mean(arm) - mean(base) over paired examples: the same
   resampled examples in both runs, so the examples' own difficulty cancels."""
   if len(base) != len(arm):
@@ -79,8 +102,9 @@ def paired(base: pd.DataFrame, arm: pd.DataFrame) -> pd.DataFrame:
     missing = sorted(set(columns) - set(table.columns))
     if missing:
       raise ValueError(f"{name} table lacks columns {missing}")
-  return base.merge(arm.drop(columns=[col.CAUSE], errors="ignore"), on=col.ID, suffixes=("", ARM),
-                    validate="one_to_one")
+  return base.merge(
+    arm.drop(columns=[col.CAUSE], errors="ignore"), on=col.ID, suffixes=("", ARM), validate="one_to_one"
+  )
 
 
 def _row(kind: str, group: str, base: np.ndarray, arm: np.ndarray, samples: int, seed: int) -> dict[str, Any]:
@@ -88,11 +112,18 @@ def _row(kind: str, group: str, base: np.ndarray, arm: np.ndarray, samples: int,
     return {"group_kind": kind, "group": group, "n": 0, **{k: math.nan for k in RATE_COLUMNS[3:]}}
   b, a = float(base.mean()), float(arm.mean())
   means = bootstrap_means(np.column_stack([base, arm]), samples, seed)
-  return {"group_kind": kind, "group": group, "n": len(base), "baseline_rate": b, "arm_rate": a, "change": a - b,
-          **dict(zip(("change_low", "change_high"), _percentiles(means[:, 1] - means[:, 0], LEVEL))),
-          "relative_change": (a - b) / b if b > 0 else math.nan,
-          **dict(zip(("baseline_low", "baseline_high"), _percentiles(means[:, 0], LEVEL))),
-          **dict(zip(("arm_low", "arm_high"), _percentiles(means[:, 1], LEVEL)))}
+  return {
+    "group_kind": kind,
+    "group": group,
+    "n": len(base),
+    "baseline_rate": b,
+    "arm_rate": a,
+    "change": a - b,
+    **dict(zip(("change_low", "change_high"), _percentiles(means[:, 1] - means[:, 0], LEVEL))),
+    "relative_change": (a - b) / b if b > 0 else math.nan,
+    **dict(zip(("baseline_low", "baseline_high"), _percentiles(means[:, 0], LEVEL))),
+    **dict(zip(("arm_low", "arm_high"), _percentiles(means[:, 1], LEVEL))),
+  }
 
 
 def rates(base: pd.DataFrame, arm: pd.DataFrame, samples: int, seed: int) -> pd.DataFrame:
@@ -105,8 +136,16 @@ def rates(base: pd.DataFrame, arm: pd.DataFrame, samples: int, seed: int) -> pd.
   rows = []
 
   def add(kind: str, group: Any, sel: np.ndarray) -> None:
-    rows.append(_row(kind, str(group), joined.loc[sel, col.UNLEARNED].to_numpy(float),
-                     joined.loc[sel, col.UNLEARNED + ARM].to_numpy(float), samples, seed))
+    rows.append(
+      _row(
+        kind,
+        str(group),
+        joined.loc[sel, col.UNLEARNED].to_numpy(float),
+        joined.loc[sel, col.UNLEARNED + ARM].to_numpy(float),
+        samples,
+        seed,
+      )
+    )
 
   add("overall", "all", np.ones(len(joined), bool))
   for kind in (col.DATASET, col.PHASE):
@@ -122,8 +161,9 @@ def rates(base: pd.DataFrame, arm: pd.DataFrame, samples: int, seed: int) -> pd.
   return pd.DataFrame(rows, columns=RATE_COLUMNS)
 
 
-def difference_in_differences(base: pd.DataFrame, arm: pd.DataFrame, targets: Sequence[str], samples: int,
-                              seed: int) -> dict[str, Any]:
+def difference_in_differences(
+  base: pd.DataFrame, arm: pd.DataFrame, targets: Sequence[str], samples: int, seed: int
+) -> dict[str, Any]:
   """Change of the unlearned rate on the examples the baseline attributed to the target causes,
   minus the change on the other baseline-unlearned examples: what the mitigation did beyond what
   any retraining does. The interval resamples the two groups independently (stratified). A
@@ -140,10 +180,12 @@ def difference_in_differences(base: pd.DataFrame, arm: pd.DataFrame, targets: Se
     out[f"{name}_change"] = float(values.mean()) if len(values) else math.nan
     draws[name] = bootstrap_means(values[:, None], samples, group_seed)[:, 0] if len(values) else None
     out[f"{name}_change_low"], out[f"{name}_change_high"] = (
-        _percentiles(draws[name], LEVEL) if len(values) else (math.nan, math.nan))
+      _percentiles(draws[name], LEVEL) if len(values) else (math.nan, math.nan)
+    )
   out["did"] = out["target_change"] - out["other_change"]
-  out["did_low"], out["did_high"] = (_percentiles(draws["target"] - draws["other"], LEVEL)
-                                     if target.any() and other.any() else (math.nan, math.nan))
+  out["did_low"], out["did_high"] = (
+    _percentiles(draws["target"] - draws["other"], LEVEL) if target.any() and other.any() else (math.nan, math.nan)
+  )
   return out
 
 
@@ -155,18 +197,21 @@ def greedy_accuracy(table: pd.DataFrame, samples: int = 1000, seed: int = 0) -> 
 
 
 def rouge_by_position(table: pd.DataFrame, edge: float = 0.1) -> dict[str, Any]:
-  """Mean ROUGE-L F-measure (detection's `rouge_l` verifier: rouge-score over normalised words) of the greedy answer against the reference for the examples whose
-  last visit lies in the first `edge` of the training stream (position <= edge), the middle
-  (|position - 1/2| <= edge / 2) and the last (position >= 1 - edge), with counts: whether
-  what was seen last is remembered best. Unknown (NaN) positions count nowhere."""
+  """Mean ROUGE-L F-measure (detection's `rouge_l` verifier: rouge-score over normalised words) of
+  the greedy answer against the reference for the examples whose last visit lies in the first
+  `edge` of the training stream (position <= edge), the middle (|position - 1/2| <= edge / 2) and
+  the last (position >= 1 - edge), with counts: whether what was seen last is remembered best.
+  Unknown (NaN) positions count nowhere."""
   if not 0 < edge <= 0.5:
     raise ValueError(f"edge {edge} must lie in (0, 0.5]")
   position = table[col.LAST_VISIT_POSITION].to_numpy(float)
   parts = {"first": position <= edge, "middle": np.abs(position - 0.5) <= edge / 2, "last": position >= 1 - edge}
   out = {}
   for name, sel in parts.items():
-    scores = [verifiers.rouge_l(str(pred), str(ref))
-              for pred, ref in zip(table.loc[sel, col.GREEDY_TEXT], table.loc[sel, col.REFERENCE])]
+    scores = [
+      verifiers.rouge_l(str(pred), str(ref))
+      for pred, ref in zip(table.loc[sel, col.GREEDY_TEXT], table.loc[sel, col.REFERENCE])
+    ]
     out[name] = {"examples": int(sel.sum()), "rouge_l": float(np.mean(scores)) if scores else math.nan}
   return out
 
@@ -191,9 +236,18 @@ def response_matrix(summary: dict[str, Any]) -> dict[str, dict[str, float | None
   of the unlearned rate on that cause's examples (1 = all learned in the arm, negative = worse).
   A diagnosis confirmed by intervention has a dominant diagonal: each cause responds most to its
   own mitigation. It needs no ground truth, so a user can check it on their own data."""
-  return {cause: {arm: (None if s["by_cause"].get(cause, {}).get("relative_change") is None
-                        else -s["by_cause"][cause]["relative_change"]) for arm, s in summary.items()}
-          for cause in CAUSES if any(cause in s["by_cause"] for s in summary.values())}
+  return {
+    cause: {
+      arm: (
+        None
+        if s["by_cause"].get(cause, {}).get("relative_change") is None
+        else -s["by_cause"][cause]["relative_change"]
+      )
+      for arm, s in summary.items()
+    }
+    for cause in CAUSES
+    if any(cause in s["by_cause"] for s in summary.values())
+  }
 
 
 def reduction_interval(entry: dict[str, Any]) -> tuple[float, float]:
@@ -205,8 +259,13 @@ def reduction_interval(entry: dict[str, Any]) -> tuple[float, float]:
   return -entry["change_high"] / b, -entry["change_low"] / b
 
 
-def comparison(base: pd.DataFrame, arms: dict[str, pd.DataFrame], targets: dict[str, Sequence[str]],
-               samples: int = 1000, seed: int = 0) -> tuple[pd.DataFrame, dict[str, Any]]:
+def comparison(
+  base: pd.DataFrame,
+  arms: dict[str, pd.DataFrame],
+  targets: dict[str, Sequence[str]],
+  samples: int = 1000,
+  seed: int = 0,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
   """The long table of every arm's `rates` (column `arm` first) and a JSON-ready summary per arm:
   examples compared, baseline ids missing from the arm and arm ids not in the baseline, the
   overall unlearned rates, the rates per baseline-attributed cause, the relative reduction on each
@@ -232,20 +291,34 @@ def comparison(base: pd.DataFrame, arms: dict[str, pd.DataFrame], targets: dict[
     by_cause = table[table["group_kind"] == "cause"].set_index("group")
     correct = joined[[col.GREEDY_CORRECT, col.GREEDY_CORRECT + ARM]].to_numpy(float)
     change_low, change_high = paired_bootstrap(correct[:, 0], correct[:, 1], samples, seed)
-    summary[name] = _json_ready({
-        "examples": len(joined), "missing_from_arm": len(base) - len(joined),
-        "arm_only": int((~arm[col.ID].isin(base[col.ID])).sum()), "targets": arm_targets,
+    summary[name] = _json_ready(
+      {
+        "examples": len(joined),
+        "missing_from_arm": len(base) - len(joined),
+        "arm_only": int((~arm[col.ID].isin(base[col.ID])).sum()),
+        "targets": arm_targets,
         "unlearned": {k: overall[k] for k in RATE_COLUMNS[3:]},
-        "by_cause": {c: {k: r[k] for k in ("n", "baseline_rate", "arm_rate", "change", "change_low", "change_high",
-                                           "relative_change")} for c, r in by_cause.iterrows()},
-        "target_reduction": {c: -by_cause.loc[c, "relative_change"] if c in by_cause.index else math.nan
-                             for c in arm_targets},
+        "by_cause": {
+          c: {
+            k: r[k]
+            for k in ("n", "baseline_rate", "arm_rate", "change", "change_low", "change_high", "relative_change")
+          }
+          for c, r in by_cause.iterrows()
+        },
+        "target_reduction": {
+          c: -by_cause.loc[c, "relative_change"] if c in by_cause.index else math.nan for c in arm_targets
+        },
         "difference_in_differences": difference_in_differences(base, arm, arm_targets, samples, seed),
-        "greedy_accuracy": {"baseline": greedy_accuracy(base[base[col.ID].isin(arm[col.ID])], samples, seed),
-                            "arm": greedy_accuracy(arm[arm[col.ID].isin(base[col.ID])], samples, seed),
-                            "change": float(correct[:, 1].mean() - correct[:, 0].mean()) if len(joined) else math.nan,
-                            "change_low": change_low, "change_high": change_high},
-        "rouge_l_by_position": {"baseline": base_rouge, "arm": rouge_by_position(arm)}})
+        "greedy_accuracy": {
+          "baseline": greedy_accuracy(base[base[col.ID].isin(arm[col.ID])], samples, seed),
+          "arm": greedy_accuracy(arm[arm[col.ID].isin(base[col.ID])], samples, seed),
+          "change": float(correct[:, 1].mean() - correct[:, 0].mean()) if len(joined) else math.nan,
+          "change_low": change_low,
+          "change_high": change_high,
+        },
+        "rouge_l_by_position": {"baseline": base_rouge, "arm": rouge_by_position(arm)},
+      }
+    )
   columns = ["arm"] + RATE_COLUMNS
   table = pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
   return table, summary

@@ -14,6 +14,7 @@ Deletion rules (`delete`):
   deleted (a tie, e.g. a pair, keeps the group whole);
 - "none": nothing is deleted.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -35,11 +36,11 @@ RULES = ("corpus", "minority", "none")
 @dataclasses.dataclass(frozen=True)
 class Settings:
   causes: tuple[str, ...] = ("III",)  # the causes whose examples' near-duplicate groups are resolved
-  delete: str = "corpus"      # one of RULES
-  bucket: bool = True         # spread groups that keep several members
-  buckets: int = 4            # B (the paper gives none)
-  every_steps: int = 50       # re-form the buckets every K steps (the paper gives none)
-  per_query: int = 20         # documents retrieved per member for the "corpus" rule
+  delete: str = "corpus"  # one of RULES
+  bucket: bool = True  # spread groups that keep several members
+  buckets: int = 4  # B (the paper gives none)
+  every_steps: int = 50  # re-form the buckets every K steps (the paper gives none)
+  per_query: int = 20  # documents retrieved per member for the "corpus" rule
 
   def __post_init__(self):
     check(self.delete in RULES, "delete", f"'{self.delete}' is not one of {RULES}")
@@ -78,13 +79,18 @@ def deleted(members: pd.DataFrame, rule: str, score: pd.Series | None = None) ->
   top = score.groupby(members["group"]).transform("max")
   leaders = members[(score == top) & (top > 0)].groupby("group")["reference"].agg(lambda r: set(r))
   lead = members["group"].map(leaders)
-  return pd.Series([isinstance(l, set) and len(l) == 1 and ref not in l for l, ref in zip(lead, members["reference"])],
-                   index=members.index)
+  return pd.Series(
+    [isinstance(refs, set) and len(refs) == 1 and ref not in refs for refs, ref in zip(lead, members["reference"])],
+    index=members.index,
+  )
 
 
 def check_config(config: Any, settings: Settings) -> None:
-  check(settings.delete != "corpus" or bool(config.data.knowledge), "data.knowledge",
-        "the 'corpus' deletion rule retrieves from it: give sources, or settings.delete='minority'")
+  check(
+    settings.delete != "corpus" or bool(config.data.knowledge),
+    "data.knowledge",
+    "the 'corpus' deletion rule retrieves from it: give sources, or settings.delete='minority'",
+  )
 
 
 def prepare(context: Any, settings: Settings, config: Any) -> Any:
@@ -99,8 +105,15 @@ def prepare(context: Any, settings: Settings, config: Any) -> Any:
   removed = set(members.loc[members["deleted"], "id"])
   kept = members[~members["deleted"]].groupby("group")["id"].apply(list)
   spread_groups = [g for g in kept if len(g) > 1]
-  selection.write_summary(context, {"groups": int(members["group"].nunique()), "members": len(members),
-                                    "deleted": len(removed), "spread_groups": len(spread_groups) if settings.bucket else 0})
+  selection.write_summary(
+    context,
+    {
+      "groups": int(members["group"].nunique()),
+      "members": len(members),
+      "deleted": len(removed),
+      "spread_groups": len(spread_groups) if settings.bucket else 0,
+    },
+  )
   sft, data = config.sft, config.data
   if removed:
     path = os.path.join(directory, "sft.jsonl")
@@ -110,6 +123,8 @@ def prepare(context: Any, settings: Settings, config: Any) -> Any:
     path = os.path.join(directory, "groups.json")
     with fileio.atomic_file(path) as tmp, open(tmp, "w") as f:
       json.dump(spread_groups, f)
-    sft = dataclasses.replace(sft, spread=dataclasses.replace(sft.spread, groups=path, buckets=settings.buckets,
-                                                              every_steps=settings.every_steps))
+    sft = dataclasses.replace(
+      sft,
+      spread=dataclasses.replace(sft.spread, groups=path, buckets=settings.buckets, every_steps=settings.every_steps),
+    )
   return dataclasses.replace(config, sft=sft, data=data)

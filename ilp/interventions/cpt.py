@@ -6,6 +6,7 @@ of `data.general` and the kept documents, then redo SFT from the result.
 SFT is redone as the baseline's, training to convergence included when it is on: CPT changes only
 the starting model, and the arm's extra compute is matched by its equal-compute "more epochs"
 control (`ilp.interventions.equal_compute`), not by fixing its epochs."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -25,12 +26,13 @@ class CPTSettings:
   entity); `weight` the retrieved documents' share of the mixture (the paper: 0.2, general text
   0.8); `steps`, `learning_rate` and `warmup_steps` of the continual pre-training (the other
   training settings are the baseline's `pretrain` section)."""
-  causes: tuple[str, ...] = ("I",)   # documents are retrieved for the baseline's examples of these causes
-  per_query: int = 20                # documents retrieved per query
-  weight: float = 0.2                # the retrieved documents' share of the mixture (general text: the rest)
-  steps: int = 200                   # steps of the continual pre-training
-  learning_rate: float = 1e-3        # its peak learning rate
-  warmup_steps: int = 20             # its warmup steps
+
+  causes: tuple[str, ...] = ("I",)  # documents are retrieved for the baseline's examples of these causes
+  per_query: int = 20  # documents retrieved per query
+  weight: float = 0.2  # the retrieved documents' share of the mixture (general text: the rest)
+  steps: int = 200  # steps of the continual pre-training
+  learning_rate: float = 1e-3  # its peak learning rate
+  warmup_steps: int = 20  # its warmup steps
 
   def __post_init__(self):
     check(self.per_query >= 1, "per_query", f"must be >= 1, got {self.per_query}")
@@ -42,9 +44,14 @@ class CPTSettings:
 
 def check_config(config: Any, settings: CPTSettings) -> None:
   """The baseline config gives what the arm needs (run before anything is written)."""
-  check(bool(config.data.knowledge), "data.knowledge", "the knowledge and calibration arms retrieve from it: give sources")
-  check(settings.weight == 1 or bool(config.data.general), "data.general",
-        "is empty: give general text to mix with the retrieved documents (or settings.weight=1)")
+  check(
+    bool(config.data.knowledge), "data.knowledge", "the knowledge and calibration arms retrieve from it: give sources"
+  )
+  check(
+    settings.weight == 1 or bool(config.data.general),
+    "data.general",
+    "is empty: give general text to mix with the retrieved documents (or settings.weight=1)",
+  )
 
 
 Accept = Callable[[pd.DataFrame], pd.Series]  # retrieved hits (with the example's reference) -> keep?
@@ -64,20 +71,38 @@ def prepare(context: Any, settings: CPTSettings, config: Any, accept: Accept) ->
   fileio.write_parquet_atomic(hits.drop(columns=["text"]), os.path.join(directory, "selection.parquet"))
   with fileio.atomic_file(corpus) as tmp:
     kept[["document", "text"]].rename(columns={"document": "id"}).to_json(tmp, orient="records", lines=True)
-  selection.write_summary(context, {"examples": len(rows), "queries": int(hits["query"].nunique()) if len(hits) else 0,
-                                    "hits": len(hits), "documents_kept": len(kept),
-                                    "documents_rejected": int(hits.loc[~hits["kept"], "document"].nunique())
-                                    if len(hits) else 0})
-  check(len(kept) > 0, "data.knowledge", f"no document retrieved for the {len(rows)} examples of causes "
-        f"{settings.causes}: nothing to pre-train on")
+  selection.write_summary(
+    context,
+    {
+      "examples": len(rows),
+      "queries": int(hits["query"].nunique()) if len(hits) else 0,
+      "hits": len(hits),
+      "documents_kept": len(kept),
+      "documents_rejected": int(hits.loc[~hits["kept"], "document"].nunique()) if len(hits) else 0,
+    },
+  )
+  check(
+    len(kept) > 0,
+    "data.knowledge",
+    f"no document retrieved for the {len(rows)} examples of causes {settings.causes}: nothing to pre-train on",
+  )
   general = [{**s, "weight": (1 - settings.weight) / len(data.general)} for s in data.general]
-  corpora = tuple(s for s in general if s["weight"] > 0) + ({"path": corpus, "format": "jsonl", "weight": settings.weight},)
+  corpora = tuple(s for s in general if s["weight"] > 0) + (
+    {"path": corpus, "format": "jsonl", "weight": settings.weight},
+  )
   pretrain = dataclasses.replace(
-      config.pretrain, init_from=context.base_model, steps=settings.steps,
-      optimizer=dataclasses.replace(config.pretrain.optimizer, learning_rate=settings.learning_rate,
-                                    warmup_steps=settings.warmup_steps))
+    config.pretrain,
+    init_from=context.base_model,
+    steps=settings.steps,
+    optimizer=dataclasses.replace(
+      config.pretrain.optimizer, learning_rate=settings.learning_rate, warmup_steps=settings.warmup_steps
+    ),
+  )
   return dataclasses.replace(
-      config, stages=("pretrain",) + config.stages, pretrain=pretrain,
-      data=dataclasses.replace(data, corpora=corpora),
-      sft=dataclasses.replace(config.sft, init_from="pretrain"),
-      detect=dataclasses.replace(config.detect, base="pretrain" if config.detect.base else ""))
+    config,
+    stages=("pretrain",) + config.stages,
+    pretrain=pretrain,
+    data=dataclasses.replace(data, corpora=corpora),
+    sft=dataclasses.replace(config.sft, init_from="pretrain"),
+    detect=dataclasses.replace(config.detect, base="pretrain" if config.detect.base else ""),
+  )

@@ -7,6 +7,7 @@ raised phases train `epochs` (or, with `extra` > 0, the epochs the baseline trai
 the baseline actually trained (`Context.trained_phases`), which is what the equal-compute
 controls' token counts assume (`ilp.interventions.equal_compute`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -18,10 +19,10 @@ from ilp.typed import check
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-  causes: tuple[str, ...] = ()   # none: a control arm targets no cause
-  epochs: int = 10               # the raised phases' epochs (unused when `extra` > 0)
-  extra: int = 0                 # > 0: the raised phases train the baseline's trained epochs plus this many
-  phases: tuple[str, ...] = ()   # names of `sft.phases` entries to raise (empty: every phase)
+  causes: tuple[str, ...] = ()  # none: a control arm targets no cause
+  epochs: int = 10  # the raised phases' epochs (unused when `extra` > 0)
+  extra: int = 0  # > 0: the raised phases train the baseline's trained epochs plus this many
+  phases: tuple[str, ...] = ()  # names of `sft.phases` entries to raise (empty: every phase)
 
   def __post_init__(self):
     check(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
@@ -41,6 +42,8 @@ def check_config(config: Any, settings: Settings) -> None:
 
 def prepare(context: Any, settings: Settings, config: Any) -> Any:
   raised = lambda p: p.epochs + settings.extra if settings.extra else settings.epochs
-  phases = tuple(dataclasses.replace(p, epochs=raised(p)) if not settings.phases or p.name in settings.phases else p
-                 for p in context.trained_phases())
+  phases = tuple(
+    dataclasses.replace(p, epochs=raised(p)) if not settings.phases or p.name in settings.phases else p
+    for p in context.trained_phases()
+  )
   return arms.exact_epochs(config, phases)

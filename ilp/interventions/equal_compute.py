@@ -29,6 +29,7 @@ epochs are the ones it trained (`trained_epochs`), and the control, an `epochs` 
 exactly that: convergence off, the raised phase(s) at E, every other phase at its trained epochs
 (`ilp.interventions.epochs`, `arms.Context.trained_phases`), which is what T(E) counts.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -42,14 +43,14 @@ import pandas as pd
 from ilp.data import batches
 from ilp.interventions.config import CONTROL_PREFIX, ArmConfig
 from ilp.layout import Layout
-from ilp.model.flops import training_flops_per_token
 from ilp.model.config import CONFIG_FILE, read_model_config
+from ilp.model.flops import training_flops_per_token
 
 log = logging.getLogger(__name__)
 
 TOKENS = ("real", "padded", "loss")
-BASELINE_STAGES = ("sft",)          # the baseline's pretrain made the base model every run starts from
-ARM_STAGES = ("pretrain", "sft")    # an arm's pretrain is its own continual pre-training (CPT arms only)
+BASELINE_STAGES = ("sft",)  # the baseline's pretrain made the base model every run starts from
+ARM_STAGES = ("pretrain", "sft")  # an arm's pretrain is its own continual pre-training (CPT arms only)
 
 
 def is_control(arm: ArmConfig) -> bool:
@@ -70,18 +71,22 @@ def compute(layout: Layout, stages: Sequence[str]) -> dict[str, Any] | None:
     return None
   total = {k: sum(int(t[k]) for t in by_stage.values()) for k in TOKENS}
   model = layout.final("sft")
-  flops = (training_flops_per_token(read_model_config(model), 0) * total["padded"]
-           if os.path.exists(os.path.join(model, CONFIG_FILE)) else None)
+  flops = (
+    training_flops_per_token(read_model_config(model), 0) * total["padded"]
+    if os.path.exists(os.path.join(model, CONFIG_FILE))
+    else None
+  )
   return {"tokens": total, "by_stage": by_stage, "flops": flops}
 
 
 @dataclasses.dataclass(frozen=True)
 class Raised:
   """What the control trains longer, as the baseline trained it."""
-  phases: tuple[str, ...]   # names for the epochs intervention; () = every phase (via `sft.epochs`)
-  epochs: int               # the most epochs the baseline trained one of them
-  epoch_tokens: int         # real tokens of one epoch of them all
-  trained_tokens: int       # real tokens the baseline trained on them: each one's epochs x its epoch
+
+  phases: tuple[str, ...]  # names for the epochs intervention; () = every phase (via `sft.epochs`)
+  epochs: int  # the most epochs the baseline trained one of them
+  epoch_tokens: int  # real tokens of one epoch of them all
+  trained_tokens: int  # real tokens the baseline trained on them: each one's epochs x its epoch
 
   def tokens(self, baseline: int, epochs: int) -> int:
     """Real tokens of the baseline's run (`baseline` of them) with these phases at `epochs`."""
@@ -100,32 +105,38 @@ def raised(sft: Any, examples: pd.DataFrame, trained: dict[str, int] | None = No
   """The baseline's last SFT phase (every phase when `sft.phases` is empty) over `examples`, the
   baseline's examples table as trained (dataset, phase, length); `trained`: the epochs phases
   actually trained, by name, where they differ from the config's (`trained_epochs`)."""
-  specs = batches.plan_phases(examples["dataset"].to_numpy(object), examples["phase"].to_numpy(), sft.phases,
-                              sft.epochs)
+  specs = batches.plan_phases(
+    examples["dataset"].to_numpy(object), examples["phase"].to_numpy(), sft.phases, sft.epochs
+  )
   chosen = specs[-1:] if sft.phases else specs
   lengths = examples["length"].to_numpy()
   per_epoch = [int(lengths[s.examples].sum()) for s in chosen]
   epochs = [(trained or {}).get(s.name, s.epochs) for s in chosen]
-  return Raised(tuple(s.name for s in chosen) if sft.phases else (), max(epochs, default=sft.epochs),
-                sum(per_epoch), sum(e * t for e, t in zip(epochs, per_epoch)))
+  return Raised(
+    tuple(s.name for s in chosen) if sft.phases else (),
+    max(epochs, default=sft.epochs),
+    sum(per_epoch),
+    sum(e * t for e, t in zip(epochs, per_epoch)),
+  )
 
 
 def control_epochs(budget: int, baseline: int, raised: Raised, rounding: str) -> int:
   """The epochs E of the raised phase(s) whose run's tokens `raised.tokens(baseline, E)` match
   `budget`: the nearest (ties up), or with `rounding`="up" the least E reaching it; at least 1."""
-  left, t = budget - baseline + raised.trained_tokens, raised.epoch_tokens   # for the raised phases
+  left, t = budget - baseline + raised.trained_tokens, raised.epoch_tokens  # for the raised phases
   return max(1, -(-left // t) if rounding == "up" else (2 * left + t) // (2 * t))
 
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
   """A mitigation's equal-compute control."""
-  budget: int              # the arm's real tokens (its CPT + SFT)
-  baseline: int            # the baseline's real SFT tokens
-  epochs: int              # of the raised phase(s) in the control
-  predicted: int           # the control's real tokens, T(epochs)
+
+  budget: int  # the arm's real tokens (its CPT + SFT)
+  baseline: int  # the baseline's real SFT tokens
+  epochs: int  # of the raised phase(s) in the control
+  predicted: int  # the control's real tokens, T(epochs)
   raised: Raised
-  arm: ArmConfig | None    # the derived control arm; None: the baseline is the control
+  arm: ArmConfig | None  # the derived control arm; None: the baseline is the control
 
   @property
   def name(self) -> str:
@@ -139,15 +150,22 @@ def plan(config: Any, layout: Layout, arm: ArmConfig) -> Plan | None:
     return None
   base, own = compute(layout, BASELINE_STAGES), compute(layout.arm(arm.name), ARM_STAGES)
   if base is None or own is None or not os.path.exists(layout.examples):
-    log.warning("arm %s: no token counts in the baseline's or the arm's summary.json (or no %s): no "
-                "equal-compute control", arm.name, layout.examples)
+    log.warning(
+      "arm %s: no token counts in the baseline's or the arm's summary.json (or no %s): no equal-compute control",
+      arm.name,
+      layout.examples,
+    )
     return None
-  r = raised(config.sft, pd.read_parquet(layout.examples, columns=["dataset", "phase", "length"]),
-             trained_epochs(layout))
+  r = raised(
+    config.sft, pd.read_parquet(layout.examples, columns=["dataset", "phase", "length"]), trained_epochs(layout)
+  )
   if not r.epoch_tokens:
     return None
   budget, baseline = own["tokens"]["real"], base["tokens"]["real"]
   epochs = max(r.epochs, control_epochs(budget, baseline, r, config.interventions.equal_compute_rounding))
-  control = (ArmConfig(f"{CONTROL_PREFIX}{epochs}", "epochs", {"epochs": epochs, "phases": r.phases})
-             if epochs > r.epochs else None)
+  control = (
+    ArmConfig(f"{CONTROL_PREFIX}{epochs}", "epochs", {"epochs": epochs, "phases": r.phases})
+    if epochs > r.epochs
+    else None
+  )
   return Plan(budget, baseline, epochs, r.tokens(baseline, epochs) if control else baseline, r, control)

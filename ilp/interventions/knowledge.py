@@ -3,6 +3,7 @@ missing knowledge (I), retrieve background documents about their subjects and an
 their prerequisite facts) and pre-train the base model on them, mixed with general text, before
 redoing SFT on the original data, as the baseline trained it (to convergence when it is on; see
 `ilp.interventions.cpt`)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -15,7 +16,7 @@ from ilp.interventions import cpt
 
 @dataclasses.dataclass(frozen=True)
 class Settings(cpt.CPTSettings):
-  causes: tuple[str, ...] = ("I",)   # documents are retrieved for the baseline's examples of these causes
+  causes: tuple[str, ...] = ("I",)  # documents are retrieved for the baseline's examples of these causes
 
 
 check_config = cpt.check_config

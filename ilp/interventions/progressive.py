@@ -5,6 +5,7 @@ L_val(e) > L_val(e-1) + `delta` (`sft.progressive`).
 Progressive epochs and training to convergence both decide how long the last phase runs, so the
 arm turns convergence off: the earlier phases train the epochs the baseline actually trained
 (`Context.trained_phases`), the last one progressively."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -18,9 +19,9 @@ from ilp.typed import check
 @dataclasses.dataclass(frozen=True)
 class Settings:
   causes: tuple[str, ...] = ("V",)  # the causes the arm is measured on (it changes the whole SFT run)
-  max_epochs: int = 10        # the most epochs the last phase runs
-  delta: float = 0.01         # the paper's δ
-  dev_fraction: float = 0.1   # held out when the data has no `data.dev`
+  max_epochs: int = 10  # the most epochs the last phase runs
+  delta: float = 0.01  # the paper's δ
+  dev_fraction: float = 0.1  # held out when the data has no `data.dev`
 
   def __post_init__(self):
     check(0 < self.dev_fraction < 1, "dev_fraction", f"must be in (0, 1), got {self.dev_fraction}")

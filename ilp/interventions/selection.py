@@ -1,5 +1,6 @@
 """What the interventions share: the knowledge collection and its retriever, queries built from
 examples, SFT records rewritten for an arm, and the arm's record of what it selected."""
+
 from __future__ import annotations
 
 import functools
@@ -44,9 +45,18 @@ class Collection:
   def retrieve(self, pairs: Sequence[tuple[str, str]], per_query: int) -> pd.DataFrame:
     """One row per (example, query, document) hit: id, query, document, text, score, rank."""
     hits = self.retriever.search([q for _, q in pairs], per_query)
-    rows = [{"id": ident, "query": query, "document": self.documents[d].id, "text": self.documents[d].text,
-             "score": score, "rank": rank}
-            for (ident, query), found in zip(pairs, hits) for rank, (d, score) in enumerate(found)]
+    rows = [
+      {
+        "id": ident,
+        "query": query,
+        "document": self.documents[d].id,
+        "text": self.documents[d].text,
+        "score": score,
+        "rank": rank,
+      }
+      for (ident, query), found in zip(pairs, hits)
+      for rank, (d, score) in enumerate(found)
+    ]
     return pd.DataFrame(rows, columns=["id", "query", "document", "text", "score", "rank"])
 
 
@@ -72,8 +82,10 @@ def write_records(records: Sequence[SFTRecord], path: str) -> None:
   """SFT records as JSONL in the messages form, which every loader reads back unchanged."""
   with fileio.atomic_file(path) as tmp, open(tmp, "w") as f:
     for r in records:
-      f.write(json.dumps({"id": r.id, "messages": list(r.messages), "dataset": r.dataset, "phase": r.phase,
-                          "meta": r.meta}) + "\n")
+      f.write(
+        json.dumps({"id": r.id, "messages": list(r.messages), "dataset": r.dataset, "phase": r.phase, "meta": r.meta})
+        + "\n"
+      )
 
 
 def write_summary(context: Any, summary: dict[str, Any]) -> None:

@@ -1,5 +1,6 @@
 """The dev set the shuffle (M-IV) and progressive (M-V) arms watch: `data.dev` when given, else a
 hash-held-out share of the SFT records (`ilp.data.dev`)."""
+
 from __future__ import annotations
 
 import dataclasses

@@ -3,6 +3,7 @@
 The model is kept as NNX (graphdef, state): the state is an ordinary pytree that jit, orbax and
 the HF converter handle, and `forward` merges it back into a module inside traced code.
 """
+
 from __future__ import annotations
 
 from typing import Any, Iterator, Sequence
@@ -21,7 +22,7 @@ Path = tuple[Any, ...]
 
 
 def resolve_compute_dtype(name: str) -> str:
-  """"auto" is bfloat16 on accelerators (their matmul units run it at full rate) and float32 on
+  """ "auto" is bfloat16 on accelerators (their matmul units run it at full rate) and float32 on
   CPUs (where bf16 matmuls are emulated and slower); any other name is itself."""
   if name != "auto":
     return name
@@ -33,8 +34,9 @@ def abstract_model(cfg: ModelConfig) -> tuple[nnx.GraphDef, nnx.State]:
   return nnx.split(nnx.eval_shape(lambda: Decoder(cfg, rngs=nnx.Rngs(0))))
 
 
-def init_params(cfg: ModelConfig, mesh: Mesh, rules: Sequence[tuple[str, Any]] = parallel.DEFAULT_RULES,
-                seed: int = 0) -> tuple[nnx.GraphDef, nnx.State]:
+def init_params(
+  cfg: ModelConfig, mesh: Mesh, rules: Sequence[tuple[str, Any]] = parallel.DEFAULT_RULES, seed: int = 0
+) -> tuple[nnx.GraphDef, nnx.State]:
   """Random parameters, each created on its devices with its target sharding (never gathered)."""
   graphdef, abstract = abstract_model(cfg)
   shardings = parallel.state_shardings(abstract, mesh, rules)
@@ -42,9 +44,15 @@ def init_params(cfg: ModelConfig, mesh: Mesh, rules: Sequence[tuple[str, Any]] =
   return graphdef, create()
 
 
-def forward(graphdef: nnx.GraphDef, state: nnx.State, tokens: jax.Array, positions: jax.Array | None = None,
-            mask: jax.Array | None = None, cache: KVCache | None = None,
-            last_only: bool = False) -> tuple[jax.Array, KVCache | None]:
+def forward(
+  graphdef: nnx.GraphDef,
+  state: nnx.State,
+  tokens: jax.Array,
+  positions: jax.Array | None = None,
+  mask: jax.Array | None = None,
+  cache: KVCache | None = None,
+  last_only: bool = False,
+) -> tuple[jax.Array, KVCache | None]:
   """Logits and updated cache; pure, so callers wrap it in jax.jit with their shardings.
 
   Args:

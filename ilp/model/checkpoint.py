@@ -4,6 +4,7 @@ A directory holds `params/` (orbax, restored straight onto the target shardings 
 `model_config.json` and, when there is one, the model's `tokenizer/`: a checkpoint is
 self-describing, re-shardable on load, and later stages need nothing else to use it.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,7 +20,6 @@ from jax.sharding import Mesh
 from ilp import checksums, parallel
 from ilp.model import build, hf
 from ilp.model.config import CONFIG_FILE, ModelConfig, read_model_config
-from ilp.model.safetensors_io import CheckpointError
 
 PARAMS_DIR = "params"
 TOKENIZER_DIR = "tokenizer"
@@ -42,8 +42,9 @@ def save_params(directory: str, cfg: ModelConfig, state: nnx.State, tokenizer: A
       checksums.seal(tmp)
 
 
-def load_params(directory: str, mesh: Mesh, rules: Sequence[tuple[str, Any]] = parallel.DEFAULT_RULES,
-                **overrides: Any) -> tuple[ModelConfig, nnx.GraphDef, nnx.State]:
+def load_params(
+  directory: str, mesh: Mesh, rules: Sequence[tuple[str, Any]] = parallel.DEFAULT_RULES, **overrides: Any
+) -> tuple[ModelConfig, nnx.GraphDef, nnx.State]:
   """Restores parameters directly into their shardings on `mesh` (any mesh, not only the saving one).
 
   `overrides` change config fields that do not alter shapes, e.g. `dtype="bfloat16"`.
@@ -53,8 +54,9 @@ def load_params(directory: str, mesh: Mesh, rules: Sequence[tuple[str, Any]] = p
   cfg = read_model_config(directory, **overrides)
   graphdef, abstract = build.abstract_model(cfg)
   shardings = parallel.state_shardings(abstract, mesh, rules)
-  target = jax.tree.map(lambda v, s: jax.ShapeDtypeStruct(v.shape, jnp.dtype(cfg.param_dtype), sharding=s),
-                        abstract, shardings)
+  target = jax.tree.map(
+    lambda v, s: jax.ShapeDtypeStruct(v.shape, jnp.dtype(cfg.param_dtype), sharding=s), abstract, shardings
+  )
   with ocp.StandardCheckpointer() as checkpointer:
     try:
       state = checkpointer.restore(os.path.join(directory, PARAMS_DIR), target)
@@ -79,8 +81,9 @@ def verify(directory: str) -> None:
   if checksums.sealed(directory):
     bad = checksums.problems(directory)
     if bad:
-      raise CorruptModelError(f"{directory}: the checkpoint is corrupt: {bad[0]}"
-                              f"{f' (and {len(bad) - 1} more)' if len(bad) > 1 else ''}")
+      raise CorruptModelError(
+        f"{directory}: the checkpoint is corrupt: {bad[0]}{f' (and {len(bad) - 1} more)' if len(bad) > 1 else ''}"
+      )
 
 
 @jax.jit
@@ -95,8 +98,10 @@ def check_finite(params: Any, source: str) -> None:
   finite = jax.device_get(_all_finite(jax.tree.leaves(params)))
   bad = [path for path, ok in zip(paths, finite) if not ok]
   if bad:
-    raise CorruptModelError(f"{source}: parameters hold NaN or infinite values ({bad[0]}"
-                            f"{f' and {len(bad) - 1} more' if len(bad) > 1 else ''}); the checkpoint is corrupt")
+    raise CorruptModelError(
+      f"{source}: parameters hold NaN or infinite values ({bad[0]}"
+      f"{f' and {len(bad) - 1} more' if len(bad) > 1 else ''}); the checkpoint is corrupt"
+    )
 
 
 def tokenizer_dir(directory: str) -> str:
@@ -108,8 +113,9 @@ def load_tokenizer(directory: str, override: str = ""):
   return hf.load_tokenizer(override or tokenizer_dir(directory))
 
 
-def load_any(directory: str, mesh: Mesh, rules: Sequence[tuple[str, Any]] = parallel.DEFAULT_RULES
-             ) -> tuple[ModelConfig, nnx.GraphDef, nnx.State]:
+def load_any(
+  directory: str, mesh: Mesh, rules: Sequence[tuple[str, Any]] = parallel.DEFAULT_RULES
+) -> tuple[ModelConfig, nnx.GraphDef, nnx.State]:
   """An ilp checkpoint (`model_config.json` + orbax params) or, failing that, a local HF directory
   (`config.json` + safetensors), e.g. an instruct model used as a reference."""
   if os.path.exists(os.path.join(directory, CONFIG_FILE)):

@@ -1,4 +1,5 @@
 """Model FLOPs per token (no JAX: the equal-compute controls count compute while checking a config)."""
+
 from __future__ import annotations
 
 from ilp.model.config import ModelConfig

@@ -1,4 +1,5 @@
 """Rotary position embeddings (rotate-half convention, as in HF Llama/Qwen2/OLMo2)."""
+
 from __future__ import annotations
 
 import math

@@ -5,6 +5,7 @@ device shard never holds a full host copy of a large checkpoint (a 7B model load
 worth of memory). Writing splits tensors over files of bounded size with the standard
 `model.safetensors.index.json`, which transformers' `from_pretrained` reads.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,16 @@ SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 
 _DTYPES = {
-    "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16,
-    "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_,
+  "F64": np.float64,
+  "F32": np.float32,
+  "F16": np.float16,
+  "BF16": ml_dtypes.bfloat16,
+  "I64": np.int64,
+  "I32": np.int32,
+  "I16": np.int16,
+  "I8": np.int8,
+  "U8": np.uint8,
+  "BOOL": np.bool_,
 }
 
 
@@ -89,7 +98,7 @@ class SafetensorsDir:
     if path not in self._maps:
       self._maps[path] = np.memmap(path, dtype=np.uint8, mode="r")
     begin, end = info["data_offsets"]
-    data = self._maps[path][offset + begin: offset + end]
+    data = self._maps[path][offset + begin : offset + end]
     return data.view(_DTYPES[info["dtype"]]).reshape(info["shape"])
 
 

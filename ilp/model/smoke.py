@@ -3,6 +3,7 @@
 Run on every new starting model (the init_model stage), it catches a wrong cache layout, RoPE
 offset or sharding before hours of training and sampling depend on them.
 """
+
 from __future__ import annotations
 
 import functools
@@ -19,9 +20,17 @@ from ilp.model.config import ModelConfig
 from ilp.model.kv_cache import KVCache
 
 
-def cached_decode_gap(cfg: ModelConfig, graphdef: nnx.GraphDef, state: nnx.State, mesh: Mesh,
-                      rules: Sequence[tuple[str, Any]], seed: int, batch: int = 4,
-                      prompt: int = 12, steps: int = 4) -> float:
+def cached_decode_gap(
+  cfg: ModelConfig,
+  graphdef: nnx.GraphDef,
+  state: nnx.State,
+  mesh: Mesh,
+  rules: Sequence[tuple[str, Any]],
+  seed: int,
+  batch: int = 4,
+  prompt: int = 12,
+  steps: int = 4,
+) -> float:
   """Max |logit| difference between prefill + step-by-step decode and one full forward pass.
 
   Args:
@@ -38,11 +47,12 @@ def cached_decode_gap(cfg: ModelConfig, graphdef: nnx.GraphDef, state: nnx.State
   with parallel.sharding_context(mesh, rules):
     fwd = jax.jit(functools.partial(build.forward, graphdef))
     full, _ = fwd(state, tokens, mask=mask)
-    logits, cache = fwd(state, tokens[:, :prompt], mask=mask[:, :prompt],
-                        cache=KVCache.init(cfg, batch, prompt + steps))
+    logits, cache = fwd(
+      state, tokens[:, :prompt], mask=mask[:, :prompt], cache=KVCache.init(cfg, batch, prompt + steps)
+    )
     pieces = [logits]
     for i in range(prompt, prompt + steps):
-      logits, cache = fwd(state, tokens[:, i:i + 1], cache=cache)
+      logits, cache = fwd(state, tokens[:, i : i + 1], cache=cache)
       pieces.append(logits)
   decoded = np.concatenate([np.asarray(p) for p in pieces], axis=1)
   real = mask.astype(bool)

@@ -7,6 +7,7 @@ in `dtype`, normalisation, softmax and logits in float32. With `scan_layers` the
 are one DecoderLayer whose weights are stacked on a leading `layers` axis, run by one scan: XLA
 compiles the layer once instead of once per layer, so compile time no longer grows with depth.
 """
+
 from __future__ import annotations
 
 import math
@@ -24,8 +25,10 @@ from ilp.model.kv_cache import KVCache
 _MASK_VALUE = float(jnp.finfo(jnp.float32).min)
 # A scanned model's stacked weights get a leading `layers` logical axis (NNX's vmap adds it on creation).
 _LAYERS_METADATA = {nnx.PARTITION_NAME: "layers", parallel.AXES_KEY: "layers"}
-_REMAT_POLICIES = {"full": jax.checkpoint_policies.nothing_saveable,
-                   "dots_saveable": jax.checkpoint_policies.dots_saveable}
+_REMAT_POLICIES = {
+  "full": jax.checkpoint_policies.nothing_saveable,
+  "dots_saveable": jax.checkpoint_policies.dots_saveable,
+}
 
 
 def _param(rngs: nnx.Rngs, shape: Sequence[int], axes: Sequence[str | None], dtype, init: str) -> nnx.Param:
@@ -60,14 +63,18 @@ def _dense(x: jax.Array, kernel: jax.Array, in_dims: int = 1, out_dtype=None) ->
   the activations in the backward pass (measured: the SwiGLU block's forward + backward 1.45x
   slower, d 512, batch 16 x 256).
   """
-  lead, contract, out = x.shape[:x.ndim - in_dims], kernel.shape[:in_dims], kernel.shape[in_dims:]
-  flat = jnp.matmul(x.reshape(-1, math.prod(contract)), kernel.reshape(math.prod(contract), -1).astype(x.dtype),
-                    preferred_element_type=out_dtype)
+  lead, contract, out = x.shape[: x.ndim - in_dims], kernel.shape[:in_dims], kernel.shape[in_dims:]
+  flat = jnp.matmul(
+    x.reshape(-1, math.prod(contract)),
+    kernel.reshape(math.prod(contract), -1).astype(x.dtype),
+    preferred_element_type=out_dtype,
+  )
   return flat.reshape(*lead, *out)
 
 
-def _write_cache(cache: tuple[jax.Array, jax.Array], k: jax.Array, v: jax.Array, index: jax.Array,
-                 layer: jax.Array | None) -> tuple[jax.Array, jax.Array, tuple[jax.Array, jax.Array]]:
+def _write_cache(
+  cache: tuple[jax.Array, jax.Array], k: jax.Array, v: jax.Array, index: jax.Array, layer: jax.Array | None
+) -> tuple[jax.Array, jax.Array, tuple[jax.Array, jax.Array]]:
   """Writes new keys and values at slot `index` of a cache; returns the layer's keys and values to
   attend over and the updated cache.
 
@@ -82,15 +89,24 @@ def _write_cache(cache: tuple[jax.Array, jax.Array], k: jax.Array, v: jax.Array,
     return keys, values, (keys, values)
   keys = jax.lax.dynamic_update_slice(keys, k[None].astype(keys.dtype), (layer, 0, 0, 0, index))
   values = jax.lax.dynamic_update_slice(values, v[None].astype(values.dtype), (layer, 0, 0, index, 0))
-  return (jax.lax.dynamic_index_in_dim(keys, layer, keepdims=False),
-          jax.lax.dynamic_index_in_dim(values, layer, keepdims=False), (keys, values))
+  return (
+    jax.lax.dynamic_index_in_dim(keys, layer, keepdims=False),
+    jax.lax.dynamic_index_in_dim(values, layer, keepdims=False),
+    (keys, values),
+  )
 
 
 class Attention(nnx.Module):
   """Grouped-query attention with optional biases, q/k norms and a KV cache."""
 
   def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
-    e, h, kv, d, param_dtype = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, jnp.dtype(cfg.param_dtype)
+    e, h, kv, d, param_dtype = (
+      cfg.hidden_size,
+      cfg.num_heads,
+      cfg.num_kv_heads,
+      cfg.head_dim,
+      jnp.dtype(cfg.param_dtype),
+    )
     self.cfg = cfg
     self.q = _param(rngs, (e, h, d), ("embed", "heads", "head_dim"), param_dtype, "normal")
     self.k = _param(rngs, (e, kv, d), ("embed", "kv_heads", "head_dim"), param_dtype, "normal")
@@ -113,9 +129,16 @@ class Attention(nnx.Module):
       out = out + getattr(self, f"{name}_bias")[...].astype(dt)
     return out
 
-  def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: jax.Array,
-               cache: tuple[jax.Array, jax.Array] | None, index: jax.Array | None, layer: jax.Array | None
-               ) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
+  def __call__(
+    self,
+    x: jax.Array,
+    cos: jax.Array,
+    sin: jax.Array,
+    mask: jax.Array,
+    cache: tuple[jax.Array, jax.Array] | None,
+    index: jax.Array | None,
+    layer: jax.Array | None,
+  ) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
     """Output and updated cache; `cache`, `index` and `layer` are `_write_cache`'s."""
     cfg = self.cfg
     q, k, v = self._project(x, "q"), self._project(x, "k"), self._project(x, "v")
@@ -132,7 +155,7 @@ class Attention(nnx.Module):
     group = cfg.num_heads // cfg.num_kv_heads
     q = q.reshape(b, t, cfg.num_kv_heads, group, cfg.head_dim)
     scores = jnp.einsum("btkgd,bkds->bkgts", q, k.astype(q.dtype)).astype(jnp.float32)
-    scores = scores * (cfg.head_dim ** -0.5)
+    scores = scores * (cfg.head_dim**-0.5)
     scores = jnp.where(mask[:, None, None, :, :], scores, _MASK_VALUE)
     probs = jax.nn.softmax(scores, axis=-1).astype(jnp.dtype(cfg.dtype))
     out = jnp.einsum("bkgts,bksd->btkgd", probs, v.astype(probs.dtype))
@@ -193,8 +216,10 @@ def _layer_fn(graphdef: nnx.GraphDef, remat: str, prevent_cse: bool) -> Callable
   inside plain JAX loops (the sampler's while_loop, gradient accumulation's scan), where lifted
   transforms refuse modules built from an outer trace's arrays.
   """
+
   def fn(state: nnx.State, *args):
     return nnx.merge(graphdef, state)(*args)
+
   if remat == "none":
     return fn
   return jax.checkpoint(fn, policy=_REMAT_POLICIES[remat], prevent_cse=prevent_cse)
@@ -203,10 +228,12 @@ def _layer_fn(graphdef: nnx.GraphDef, remat: str, prevent_cse: bool) -> Callable
 def _stacked_layers(cfg: ModelConfig, rngs: nnx.Rngs) -> DecoderLayer:
   """All layers as one DecoderLayer with weights stacked on a leading `layers` axis, each layer
   drawn from its own split of the random streams."""
+
   @nnx.split_rngs(splits=cfg.num_layers)
   @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata=_LAYERS_METADATA)
   def create(rngs: nnx.Rngs) -> DecoderLayer:
     return DecoderLayer(cfg, rngs)
+
   return create(rngs)
 
 
@@ -230,8 +257,14 @@ class Decoder(nnx.Module):
       self.lm_head = _param(rngs, (cfg.hidden_size, cfg.vocab_size), ("embed", "vocab"), param_dtype, "normal")
     self.inv_freq = tuple(rope.inverse_frequencies(cfg.rope, cfg.head_dim).tolist())
 
-  def __call__(self, tokens: jax.Array, positions: jax.Array | None = None, mask: jax.Array | None = None,
-               cache: KVCache | None = None, last_only: bool = False) -> tuple[jax.Array, KVCache | None]:
+  def __call__(
+    self,
+    tokens: jax.Array,
+    positions: jax.Array | None = None,
+    mask: jax.Array | None = None,
+    cache: KVCache | None = None,
+    last_only: bool = False,
+  ) -> tuple[jax.Array, KVCache | None]:
     """Logits [batch, length, vocab] (float32) and the updated cache.
 
     mask [batch, length] marks real tokens (False = padding, left or right). Positions default
@@ -255,13 +288,19 @@ class Decoder(nnx.Module):
     if block <= 0 or vocab <= block:
       logits = _dense(x, head, out_dtype=jnp.float32)
     else:
-      width = -(-vocab // -(-vocab // block))   # near-equal blocks of at most `block` columns
-      logits = jnp.concatenate([_dense(x, head[:, i:i + width], out_dtype=jnp.float32)
-                                for i in range(0, vocab, width)], axis=-1)
+      width = -(-vocab // -(-vocab // block))  # near-equal blocks of at most `block` columns
+      logits = jnp.concatenate(
+        [_dense(x, head[:, i : i + width], out_dtype=jnp.float32) for i in range(0, vocab, width)], axis=-1
+      )
     return parallel.constrain(logits, ("batch", "length", "vocab"))
 
-  def hidden_states(self, tokens: jax.Array, positions: jax.Array | None = None, mask: jax.Array | None = None,
-                    cache: KVCache | None = None) -> tuple[jax.Array, KVCache | None]:
+  def hidden_states(
+    self,
+    tokens: jax.Array,
+    positions: jax.Array | None = None,
+    mask: jax.Array | None = None,
+    cache: KVCache | None = None,
+  ) -> tuple[jax.Array, KVCache | None]:
     """The final-normed hidden states [batch, length, embed] (what the head reads) and the updated
     cache; the arguments are `__call__`'s."""
     cfg = self.cfg
@@ -295,8 +334,15 @@ class Decoder(nnx.Module):
       cache = KVCache(keys=layer_cache[0], values=layer_cache[1], valid=key_valid, index=index + t)
     return x, cache
 
-  def _unrolled(self, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: jax.Array,
-                cache: LayerCaches | None, index: jax.Array | None) -> tuple[jax.Array, LayerCaches | None]:
+  def _unrolled(
+    self,
+    x: jax.Array,
+    cos: jax.Array,
+    sin: jax.Array,
+    mask: jax.Array,
+    cache: LayerCaches | None,
+    index: jax.Array | None,
+  ) -> tuple[jax.Array, LayerCaches | None]:
     """The layers one after another, each traced (and compiled) on its own."""
     keys, values = [], []
     for i, layer in enumerate(self.layers):
@@ -308,8 +354,15 @@ class Decoder(nnx.Module):
         values.append(layer_cache[1])
     return x, None if cache is None else (tuple(keys), tuple(values))
 
-  def _scanned(self, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: jax.Array,
-               cache: LayerCaches | None, index: jax.Array | None) -> tuple[jax.Array, LayerCaches | None]:
+  def _scanned(
+    self,
+    x: jax.Array,
+    cos: jax.Array,
+    sin: jax.Array,
+    mask: jax.Array,
+    cache: LayerCaches | None,
+    index: jax.Array | None,
+  ) -> tuple[jax.Array, LayerCaches | None]:
     """One scan over the stacked layers: one layer traced and compiled.
 
     The stacked cache rides in the scan's carry, each layer writing its slice in place: scanned
@@ -317,7 +370,7 @@ class Decoder(nnx.Module):
     at half the speed).
     """
     graphdef, stacked = nnx.split(self.layers)
-    fn = _layer_fn(graphdef, self.cfg.remat, prevent_cse=False)   # the scan already keeps recomputation apart
+    fn = _layer_fn(graphdef, self.cfg.remat, prevent_cse=False)  # the scan already keeps recomputation apart
     if cache is None:
       return jax.lax.scan(lambda x, state: fn(state, x, cos, sin, mask, None, index), x, stacked)
 
@@ -325,5 +378,6 @@ class Decoder(nnx.Module):
       x, cache = carry
       state, i = layer
       return fn(state, x, cos, sin, mask, cache, index, i), None
+
     (x, cache), _ = jax.lax.scan(step, (x, cache), (stacked, jnp.arange(self.cfg.num_layers)))
     return x, cache

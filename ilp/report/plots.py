@@ -1,4 +1,5 @@
 """Matplotlib figures for the reports (PNG files; headless Agg backend)."""
+
 from __future__ import annotations
 
 import matplotlib
@@ -25,8 +26,14 @@ def histogram(values: np.ndarray | dict[str, np.ndarray], path: str, title: str,
   """Values in [0, 1]; a dict of groups is drawn as stacked bars."""
   groups = values if isinstance(values, dict) else {"": values}
   fig, ax = plt.subplots(figsize=(5, 3.2))
-  ax.hist(list(groups.values()), bins=np.linspace(0, 1, bins + 1), stacked=True, edgecolor="white",
-          label=list(groups), color=None if len(groups) > 1 else ["#55a868"])
+  ax.hist(
+    list(groups.values()),
+    bins=np.linspace(0, 1, bins + 1),
+    stacked=True,
+    edgecolor="white",
+    label=list(groups),
+    color=None if len(groups) > 1 else ["#55a868"],
+  )
   if len(groups) > 1:
     ax.legend(fontsize=7)
   ax.set_xlabel(xlabel)
@@ -83,8 +90,12 @@ def convergence(record: dict, path: str) -> None:
     for dataset, by_epoch in sorted(verdict["loss_by_epoch"].items()):
       epochs = sorted(int(e) for e in by_epoch)
       adjusted = verdict["datasets"].get(dataset, {}).get("adjusted_improvement")
-      line, = ax.plot(epochs, [by_epoch[str(e)] for e in epochs], marker=".",
-                      label=dataset if adjusted is None else f"{dataset} (adjusted {adjusted:.3g})")
+      (line,) = ax.plot(
+        epochs,
+        [by_epoch[str(e)] for e in epochs],
+        marker=".",
+        label=dataset if adjusted is None else f"{dataset} (adjusted {adjusted:.3g})",
+      )
       if str(judged) in by_epoch:
         ax.plot([judged], [by_epoch[str(judged)]], "o", mfc="none", ms=9, color=line.get_color())
     if judged is not None:
@@ -93,7 +104,7 @@ def convergence(record: dict, path: str) -> None:
     ax.set_title(f"{name}: {state} at epoch {judged} (delta {verdict['delta']:g})", fontsize=9)
     ax.set_xlabel("epoch (dashed: judged)")
     ax.set_ylabel("mean response loss (log scale)")
-    ax.set_yscale("log")   # a plateau near zero is visible only on a log scale
+    ax.set_yscale("log")  # a plateau near zero is visible only on a log scale
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.legend(fontsize=7)
   fig.tight_layout()

@@ -7,6 +7,7 @@ frozen dataclass passed as a static argument, so batches of one bucket shape sha
 program. Every row reports whether it stopped or ran out of budget (`truncated`), so nothing is
 cut silently.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -28,11 +29,12 @@ from ilp.model.kv_cache import KVCache
 @dataclasses.dataclass(frozen=True)
 class SamplingConfig:
   """How to sample; hashable, so it is a static jit argument."""
+
   num_samples: int = 1
   max_new_tokens: int = 32
-  temperature: float = 1.0      # 0: greedy (argmax)
-  top_k: int = 0                # 0: no top-k filter
-  top_p: float = 1.0            # 1: no nucleus filter
+  temperature: float = 1.0  # 0: greedy (argmax)
+  top_k: int = 0  # 0: no top-k filter
+  top_p: float = 1.0  # 1: no nucleus filter
   stop_tokens: tuple[int, ...] = ()
   confidence_temperature: float = 1.0  # the temperature of the log-probs returned (a sample's confidence)
 
@@ -44,10 +46,10 @@ class SamplingConfig:
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass
 class Samples:
-  tokens: jax.Array     # [batch, num_samples, max_new_tokens] int32; 0 after a row has stopped
-  logprobs: jax.Array   # same shape, float32: log p(token) at `confidence_temperature`, unfiltered
-  lengths: jax.Array    # [batch, num_samples] generated tokens, the stop token included
-  stopped: jax.Array    # [batch, num_samples] bool: ended on a stop token
+  tokens: jax.Array  # [batch, num_samples, max_new_tokens] int32; 0 after a row has stopped
+  logprobs: jax.Array  # same shape, float32: log p(token) at `confidence_temperature`, unfiltered
+  lengths: jax.Array  # [batch, num_samples] generated tokens, the stop token included
+  stopped: jax.Array  # [batch, num_samples] bool: ended on a stop token
 
   @property
   def truncated(self) -> jax.Array:
@@ -103,8 +105,15 @@ def categorical(key: jax.Array, logits: jax.Array) -> jax.Array:
   return (block * _CDF_BLOCK + jnp.minimum(offset, last)).astype(jnp.int32)
 
 
-def generate(graphdef: nnx.GraphDef, cfg: ModelConfig, params: nnx.State, prompts: jax.Array,
-             prompt_mask: jax.Array, rng: jax.Array, sampling: SamplingConfig) -> Samples:
+def generate(
+  graphdef: nnx.GraphDef,
+  cfg: ModelConfig,
+  params: nnx.State,
+  prompts: jax.Array,
+  prompt_mask: jax.Array,
+  rng: jax.Array,
+  sampling: SamplingConfig,
+) -> Samples:
   """Samples `sampling.num_samples` continuations of every left-padded prompt [batch, length].
 
   Args:
@@ -143,20 +152,33 @@ def generate(graphdef: nnx.GraphDef, cfg: ModelConfig, params: nnx.State, prompt
     logits, cache = build.forward(graphdef, params, token[:, None], cache=cache)
     return i + 1, cache, logits[:, -1], tokens, logprobs, lengths, done | hit, stopped | hit
 
-  init = (jnp.zeros((), jnp.int32), cache, last, jnp.zeros((rows, steps), jnp.int32),
-          jnp.zeros((rows, steps), jnp.float32), jnp.zeros((rows,), jnp.int32), jnp.zeros((rows,), bool),
-          jnp.zeros((rows,), bool))
+  init = (
+    jnp.zeros((), jnp.int32),
+    cache,
+    last,
+    jnp.zeros((rows, steps), jnp.int32),
+    jnp.zeros((rows, steps), jnp.float32),
+    jnp.zeros((rows,), jnp.int32),
+    jnp.zeros((rows,), bool),
+    jnp.zeros((rows,), bool),
+  )
   _, _, _, tokens, logprobs, lengths, _, stopped = jax.lax.while_loop(cond, body, init)
   shape = (batch, n)
-  return Samples(tokens.reshape(*shape, steps), logprobs.reshape(*shape, steps), lengths.reshape(shape),
-                 stopped.reshape(shape))
+  return Samples(
+    tokens.reshape(*shape, steps), logprobs.reshape(*shape, steps), lengths.reshape(shape), stopped.reshape(shape)
+  )
 
 
 class Sampler:
   """Samples from one model on a mesh; prompts are sharded over the batch (data) axes."""
 
-  def __init__(self, graphdef: nnx.GraphDef, cfg: ModelConfig, mesh: Mesh,
-               rules: Sequence[tuple[str, Any]] = parallel.DEFAULT_RULES):
+  def __init__(
+    self,
+    graphdef: nnx.GraphDef,
+    cfg: ModelConfig,
+    mesh: Mesh,
+    rules: Sequence[tuple[str, Any]] = parallel.DEFAULT_RULES,
+  ):
     self.cfg, self.mesh, self.rules = cfg, mesh, rules
     self._fn = jax.jit(functools.partial(generate, graphdef, cfg), static_argnames="sampling")
 
@@ -165,11 +187,13 @@ class Sampler:
     """Programs compiled so far: one per (prompt shape, sampling config)."""
     return self._fn._cache_size()
 
-  def __call__(self, params: nnx.State, prompts: np.ndarray, prompt_mask: np.ndarray, seed: int,
-               sampling: SamplingConfig) -> Samples:
+  def __call__(
+    self, params: nnx.State, prompts: np.ndarray, prompt_mask: np.ndarray, seed: int, sampling: SamplingConfig
+  ) -> Samples:
     sharding = parallel.batch_sharding(self.mesh, prompts.shape, self.rules)
-    inputs = parallel.global_batch({"prompts": prompts, "mask": prompt_mask}, sharding,
-                                   parallel.local_rows(sharding, prompts.shape))
+    inputs = parallel.global_batch(
+      {"prompts": prompts, "mask": prompt_mask}, sharding, parallel.local_rows(sharding, prompts.shape)
+    )
     with parallel.sharding_context(self.mesh, self.rules):
       out = self._fn(params, inputs["prompts"], inputs["mask"], jax.random.key(seed), sampling=sampling)
     return parallel.to_host(out)
@@ -181,6 +205,6 @@ def left_pad(sequences: Sequence[np.ndarray], length: int, pad_id: int) -> tuple
   mask = np.zeros((len(sequences), length), np.int32)
   for r, seq in enumerate(sequences):
     if len(seq):
-      tokens[r, -len(seq):] = seq
-      mask[r, -len(seq):] = 1
+      tokens[r, -len(seq) :] = seq
+      mask[r, -len(seq) :] = 1
   return tokens, mask

@@ -9,6 +9,7 @@ are of two kinds (column KIND):
 - EVAL: a full pass over the training set at an evaluation point (start, epoch and phase ends,
   every K steps).
 """
+
 from __future__ import annotations
 
 import glob
@@ -35,8 +36,9 @@ def rows(frame: pd.DataFrame, kind: str) -> pd.DataFrame:
   return frame[frame[KIND] == kind]
 
 
-def cartography(frame: pd.DataFrame, kind: str = EVAL, skip_start: bool = True,
-                id_columns: Sequence[str] = ("id", "dataset", "phase")) -> pd.DataFrame:
+def cartography(
+  frame: pd.DataFrame, kind: str = EVAL, skip_start: bool = True, id_columns: Sequence[str] = ("id", "dataset", "phase")
+) -> pd.DataFrame:
   """Dataset-Cartography summaries per example, from EVAL passes (default) or BATCH visits.
 
   confidence / variability: mean / std of the gold-token probability; correctness: share of
@@ -49,12 +51,16 @@ def cartography(frame: pd.DataFrame, kind: str = EVAL, skip_start: bool = True,
   selected = selected.sort_values(["id", "step"], kind="stable")
   learned = selected["exact_match"] > 0.5
   previous = learned.groupby(selected["id"]).shift(1, fill_value=False)
-  selected = selected.assign(_forgot=(previous & ~learned).astype(int),
-                             _learned_step=selected["step"].where(learned))
+  selected = selected.assign(_forgot=(previous & ~learned).astype(int), _learned_step=selected["step"].where(learned))
   grouped = selected.groupby(list(id_columns), sort=True)
-  out = grouped.agg(confidence=("gold_prob", "mean"), correctness=("exact_match", "mean"),
-                    forgetting_events=("_forgot", "sum"), first_learned_step=("_learned_step", "min"),
-                    final_exact_match=("exact_match", "last"), final_loss=("loss", "last"),
-                    observations=("step", "size"))
+  out = grouped.agg(
+    confidence=("gold_prob", "mean"),
+    correctness=("exact_match", "mean"),
+    forgetting_events=("_forgot", "sum"),
+    first_learned_step=("_learned_step", "min"),
+    final_exact_match=("exact_match", "last"),
+    final_loss=("loss", "last"),
+    observations=("step", "size"),
+  )
   out.insert(1, "variability", grouped["gold_prob"].std(ddof=0))  # population std, vectorised
   return out.reset_index()

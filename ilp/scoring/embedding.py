@@ -9,6 +9,7 @@ need no download, unlike a sentence encoder. Wide models are reduced to `dims` b
 Gaussian random projection (Johnson–Lindenstrauss: cosines are kept up to a small distortion),
 so a 4096-wide model's embeddings of 100k prompts stay small.
 """
+
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -29,37 +30,47 @@ PROJECTION_SEED = 0
 
 def _last_state(graphdef: nnx.GraphDef, params: nnx.State, batch: dict[str, jax.Array]) -> jax.Array:
   hidden, _ = nnx.merge(graphdef, params).hidden_states(batch["tokens"], mask=batch["mask"])
-  last = jnp.maximum(batch["mask"].sum(1) - 1, 0)   # prompts are right-padded
+  last = jnp.maximum(batch["mask"].sum(1) - 1, 0)  # prompts are right-padded
   return jnp.take_along_axis(hidden.astype(jnp.float32), last[:, None, None], axis=1)[:, 0]
 
 
 class PromptEmbedder:
   """Jitted prompt embeddings, batched by length bucket and sharded over the batch axes."""
 
-  def __init__(self, graphdef: nnx.GraphDef, cfg: ModelConfig, mesh: Mesh, batch_size: int,
-               rules: Sequence[tuple[str, Any]] = parallel.DEFAULT_RULES):
+  def __init__(
+    self,
+    graphdef: nnx.GraphDef,
+    cfg: ModelConfig,
+    mesh: Mesh,
+    batch_size: int,
+    rules: Sequence[tuple[str, Any]] = parallel.DEFAULT_RULES,
+  ):
     self.mesh, self.rules, self.batch_size, self.width = mesh, rules, batch_size, cfg.hidden_size
     _, abstract = build.abstract_model(cfg)
     self._batch_sharding = parallel.batch_sharding(mesh, (batch_size, 1), rules)
     self._rows = parallel.local_rows(self._batch_sharding, (batch_size, 1))
     with parallel.sharding_context(mesh, rules):
-      self._step = jax.jit(lambda params, batch: _last_state(graphdef, params, batch),
-                           in_shardings=(parallel.state_shardings(abstract, mesh, rules), self._batch_sharding),
-                           out_shardings=parallel.batch_sharding(mesh, (batch_size, 1), rules))
+      self._step = jax.jit(
+        lambda params, batch: _last_state(graphdef, params, batch),
+        in_shardings=(parallel.state_shardings(abstract, mesh, rules), self._batch_sharding),
+        out_shardings=parallel.batch_sharding(mesh, (batch_size, 1), rules),
+      )
 
-  def __call__(self, params: nnx.State, prompts: Sequence[np.ndarray], buckets: Sequence[int], pad_id: int,
-               dims: int) -> np.ndarray:
+  def __call__(
+    self, params: nnx.State, prompts: Sequence[np.ndarray], buckets: Sequence[int], pad_id: int, dims: int
+  ) -> np.ndarray:
     """[prompts, min(width, dims)] float32 embeddings, in the order given."""
     lengths = np.asarray([len(p) for p in prompts])
     out = np.zeros((len(prompts), self.width), np.float32)
     with parallel.sharding_context(self.mesh, self.rules):
-      for rows, length in batching.eval_batches(lengths, batching.covering(buckets, int(lengths.max(initial=1))),
-                                                self.batch_size):
+      for rows, length in batching.eval_batches(
+        lengths, batching.covering(buckets, int(lengths.max(initial=1))), self.batch_size
+      ):
         tokens = np.full((len(rows), length), pad_id, np.int32)
         mask = np.zeros((len(rows), length), np.int32)
         for r, i in enumerate(rows):
           if i >= 0:
-            tokens[r, :lengths[i]], mask[r, :lengths[i]] = prompts[i], 1
+            tokens[r, : lengths[i]], mask[r, : lengths[i]] = prompts[i], 1
         host = {"tokens": tokens, "mask": mask}
         pooled = parallel.to_host(self._step(params, parallel.global_batch(host, self._batch_sharding, self._rows)))
         real = rows >= 0

@@ -3,6 +3,7 @@
 Everything is float64 numpy and works on whole evaluations at once: samples lie on the last axis,
 any leading axes are examples, so one call scores a `[examples, samples]` table.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -44,8 +45,10 @@ def unbiased_pass_at_k(n: int | np.ndarray, c: int | np.ndarray, k: int) -> floa
 def _samples(correct: np.ndarray, confidence: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   correct, confidence = np.asarray(correct, bool), np.asarray(confidence, np.float64)
   if correct.shape != confidence.shape or correct.ndim == 0 or correct.shape[-1] == 0:
-    raise ValueError(f"correct {correct.shape} and confidence {confidence.shape} must share a shape "
-                     "with at least one sample on the last axis")
+    raise ValueError(
+      f"correct {correct.shape} and confidence {confidence.shape} must share a shape "
+      "with at least one sample on the last axis"
+    )
   if np.isnan(confidence).any():
     raise ValueError("confidence contains NaN, which has no rank")
   return correct, confidence
@@ -90,8 +93,7 @@ def best_of_k(correct: np.ndarray, confidence: np.ndarray, k: int) -> np.ndarray
   # Tie groups numbered uniquely over the whole table, so one bincount sums every row's groups.
   group = (np.cumsum(starts, axis=-1) - 1 + n * np.arange(len(ranked))[:, None]).ravel()
   size = np.bincount(group, minlength=ranked.size)
-  weight = np.bincount(group, weights=np.broadcast_to(_rank_weights(n, k), ranked.shape).ravel(),
-                       minlength=ranked.size)
+  weight = np.bincount(group, weights=np.broadcast_to(_rank_weights(n, k), ranked.shape).ravel(), minlength=ranked.size)
   hit = np.bincount(group, weights=hits.ravel(), minlength=ranked.size)
   value = weight * hit / np.maximum(size, 1)
   return value.reshape(-1, n).sum(axis=-1).reshape(lead)[()]
@@ -120,8 +122,9 @@ def mean_pairwise_kappa(labelings: np.ndarray) -> float:
   labelings = np.asarray(labelings, bool)
   if labelings.ndim != 2 or len(labelings) < 2:
     raise ValueError(f"need an [S, N] array with S >= 2 labelings; got shape {labelings.shape}")
-  return float(np.mean([cohen_kappa(labelings[i], labelings[j])
-                        for i, j in itertools.combinations(range(len(labelings)), 2)]))
+  return float(
+    np.mean([cohen_kappa(labelings[i], labelings[j]) for i, j in itertools.combinations(range(len(labelings)), 2)])
+  )
 
 
 def _kl_bits(x: np.ndarray, m: np.ndarray) -> np.ndarray:

@@ -1,6 +1,7 @@
 """A checkpoint loaded for inference: its sampler, evaluator and prompt embedder on the mesh, what
 detection and the capability check ask a model with. It sits here, above `ilp.sampling` (whose
 sampler it holds) and beside the evaluator and embedder, so that the model package stays below both."""
+
 from __future__ import annotations
 
 from typing import Any, Sequence

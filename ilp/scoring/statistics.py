@@ -4,6 +4,7 @@ report and detection's option scoring uses, computed one way for all three.
 Token scores come from the logits in two fused reductions over the vocabulary; each example's
 statistics (`STATS`) reduce them over its supervised (response) tokens.
 """
+
 from __future__ import annotations
 
 import jax
@@ -24,7 +25,7 @@ def token_nll(logits: jax.Array, targets: jax.Array, top: jax.Array | None = Non
   gold = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
   if top is None:
     return jax.nn.logsumexp(logits, axis=-1) - gold, gold
-  shift = jax.lax.stop_gradient(top)[..., None]   # any constant shift leaves logsumexp and its gradient exact
+  shift = jax.lax.stop_gradient(top)[..., None]  # any constant shift leaves logsumexp and its gradient exact
   return jnp.log(jnp.sum(jnp.exp(logits - shift), axis=-1)) + shift[..., 0] - gold, gold
 
 
@@ -67,18 +68,19 @@ def example_stats(nll: jax.Array, correct: jax.Array, margin: jax.Array, loss_ma
   denom = jnp.maximum(count, 1.0)
   supervised = loss_mask.astype(bool)
   return {
-      "nll_sum": (nll * m).sum(axis=1),
-      "tokens": count,
-      "token_acc": (correct * m).sum(axis=1) / denom,
-      "exact_match": jnp.all(correct | ~supervised, axis=1).astype(jnp.float32),
-      "gold_prob": (jnp.exp(-nll) * m).sum(axis=1) / denom,
-      "margin_mean": (margin * m).sum(axis=1) / denom,
-      "margin_min": jnp.min(jnp.where(supervised, margin, jnp.inf), axis=1),
+    "nll_sum": (nll * m).sum(axis=1),
+    "tokens": count,
+    "token_acc": (correct * m).sum(axis=1) / denom,
+    "exact_match": jnp.all(correct | ~supervised, axis=1).astype(jnp.float32),
+    "gold_prob": (jnp.exp(-nll) * m).sum(axis=1) / denom,
+    "margin_mean": (margin * m).sum(axis=1) / denom,
+    "margin_min": jnp.min(jnp.where(supervised, margin, jnp.inf), axis=1),
   }
 
 
-def forward_scores(graphdef: nnx.GraphDef, params: nnx.State, batch: dict[str, jax.Array], with_stats: bool,
-                   head_block: int = 0):
+def forward_scores(
+  graphdef: nnx.GraphDef, params: nnx.State, batch: dict[str, jax.Array], with_stats: bool, head_block: int = 0
+):
   """(sum of the supervised tokens' NLL, per-example statistics or {}) of one padded batch;
   `head_block` is `Decoder.head`'s `block`."""
   model = nnx.merge(graphdef, params)

@@ -4,6 +4,7 @@ A verifier is a plain `(prediction, reference) -> bool` function, so one name in
 a task is graded. Text metrics follow the SQuAD evaluation script (same normalisation, same token
 F1), so their figures are comparable with published ones.
 """
+
 from __future__ import annotations
 
 import collections
@@ -62,6 +63,7 @@ class _NormalizedTokens:
 @functools.cache
 def _rouge_scorer():
   from rouge_score import rouge_scorer
+
   return rouge_scorer.RougeScorer(["rougeL"], tokenizer=_NormalizedTokens())
 
 

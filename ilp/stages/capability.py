@@ -1,5 +1,6 @@
 """Stage `capability`: the fine-tuned model on held-out questions and text
 (`ilp.interventions.capability`); writes `capability.json`."""
+
 from __future__ import annotations
 
 import jax

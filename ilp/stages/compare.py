@@ -3,6 +3,7 @@ against its "more epochs" control (`ilp.interventions.compare`, `ilp.interventio
 Writes `compare/`: `comparison.parquet` (per arm, reference run and group), `summary.json` (per
 arm, with every run's training compute and capability check) and `comparison.md`. It always runs:
 it is recomputed in seconds from the runs' tables, so arms added or finished later count."""
+
 from __future__ import annotations
 
 import json
@@ -29,19 +30,32 @@ def _capability(layout: Layout) -> dict:
     return json.load(f)
 
 
-def _against_control(config: Config, layout: Layout, plan: equal_compute.Plan, control: dict[str, Any] | None,
-                     base: pd.DataFrame, name: str, table: pd.DataFrame, targets: tuple[str, ...]
-                     ) -> tuple[pd.DataFrame | None, dict[str, Any]]:
+def _against_control(
+  config: Config,
+  layout: Layout,
+  plan: equal_compute.Plan,
+  control: dict[str, Any] | None,
+  base: pd.DataFrame,
+  name: str,
+  table: pd.DataFrame,
+  targets: tuple[str, ...],
+) -> tuple[pd.DataFrame | None, dict[str, Any]]:
   """Arm `name` against its equal-compute control (`control`: that run's compute): the same paired
   statistics as against the baseline (`compare.comparison` with the control's table in the
   baseline's place), over the baseline-attributed causes; "unlearned"/"learned" and the DiD's
   other examples are then the control's. No "comparison" until the control ran."""
   tokens = control["tokens"]["real"] if control else None
-  entry = {"control": plan.name, "raised_phases": list(plan.raised.phases), "epochs": plan.epochs,
-           "baseline_epochs": plan.raised.epochs, "epoch_tokens": plan.raised.epoch_tokens,
-           "arm_tokens": plan.budget,
-           "predicted_tokens": plan.predicted, "control_tokens": tokens,
-           "tokens_ratio": tokens / plan.budget if tokens and plan.budget else None}
+  entry = {
+    "control": plan.name,
+    "raised_phases": list(plan.raised.phases),
+    "epochs": plan.epochs,
+    "baseline_epochs": plan.raised.epochs,
+    "epoch_tokens": plan.raised.epoch_tokens,
+    "arm_tokens": plan.budget,
+    "predicted_tokens": plan.predicted,
+    "control_tokens": tokens,
+    "tokens_ratio": tokens / plan.budget if tokens and plan.budget else None,
+  }
   if plan.arm is None:
     reference = base
   elif os.path.exists(layout.arm(plan.name).attribution):
@@ -49,9 +63,10 @@ def _against_control(config: Config, layout: Layout, plan: equal_compute.Plan, c
     reference = reference.merge(base[[col.ID, col.CAUSE]], on=col.ID)
   else:
     return None, {**entry, "finished": False}
-  frame, summary = compare.comparison(reference, {name: table}, {name: targets},
-                                      config.interventions.bootstrap_samples, config.seed)
-  rows = None if plan.arm is None else frame.assign(reference=plan.name)   # the baseline's rows are there already
+  frame, summary = compare.comparison(
+    reference, {name: table}, {name: targets}, config.interventions.bootstrap_samples, config.seed
+  )
+  rows = None if plan.arm is None else frame.assign(reference=plan.name)  # the baseline's rows are there already
   return rows, {**entry, "finished": True, "comparison": summary[name]}
 
 
@@ -68,31 +83,50 @@ def run(config: Config, layout: Layout) -> None:
   plans = {a.name: p for a in finished if (p := equal_compute.plan(config, layout, a)) is not None}
   controls = sorted({p.name for p in plans.values() if p.arm is not None})
   runs = {"baseline": layout, **{name: layout.arm(name) for name in [*tables, *controls]}}
-  compute = {name: equal_compute.compute(run, equal_compute.BASELINE_STAGES if name == "baseline"
-                                         else equal_compute.ARM_STAGES) for name, run in runs.items()}
+  compute = {
+    name: equal_compute.compute(run, equal_compute.BASELINE_STAGES if name == "baseline" else equal_compute.ARM_STAGES)
+    for name, run in runs.items()
+  }
   capability = {name: _capability(run) for name, run in runs.items()}
   for a in finished:
-    summary[a.name].update(intervention=a.intervention, capability=capability[a.name], compute=compute[a.name],
-                           equal_compute=None)
+    summary[a.name].update(
+      intervention=a.intervention, capability=capability[a.name], compute=compute[a.name], equal_compute=None
+    )
     if a.name in plans:
       plan = plans[a.name]
-      against, summary[a.name]["equal_compute"] = _against_control(config, layout, plan, compute[plan.name], base,
-                                                                   a.name, tables[a.name], targets[a.name])
+      against, summary[a.name]["equal_compute"] = _against_control(
+        config, layout, plan, compute[plan.name], base, a.name, tables[a.name], targets[a.name]
+      )
       frames += [] if against is None else [against]
-  at_equal = {name: s["equal_compute"]["comparison"] for name, s in summary.items()
-              if (s["equal_compute"] or {}).get("comparison")}
+  at_equal = {
+    name: s["equal_compute"]["comparison"]
+    for name, s in summary.items()
+    if (s["equal_compute"] or {}).get("comparison")
+  }
   skipped = [a.name for a in config.interventions.arms if arms.idle(a, base)]
-  result = {"label": config.diagnose.protocol, "baseline_capability": capability["baseline"], "arms": summary,
-            "skipped": {name: "the baseline attributed no example to its causes" for name in skipped},
-            "response_matrix": compare.response_matrix(summary), "compute": compute,
-            "equal_compute": {"enabled": config.interventions.equal_compute,
-                              "rounding": config.interventions.equal_compute_rounding,
-                              "controls": {name: {"capability": capability[name]} for name in controls}},
-            "response_matrix_equal_compute": compare.response_matrix(at_equal)}
+  result = {
+    "label": config.diagnose.protocol,
+    "baseline_capability": capability["baseline"],
+    "arms": summary,
+    "skipped": {name: "the baseline attributed no example to its causes" for name in skipped},
+    "response_matrix": compare.response_matrix(summary),
+    "compute": compute,
+    "equal_compute": {
+      "enabled": config.interventions.equal_compute,
+      "rounding": config.interventions.equal_compute_rounding,
+      "controls": {name: {"capability": capability[name]} for name in controls},
+    },
+    "response_matrix_equal_compute": compare.response_matrix(at_equal),
+  }
   table = pd.concat(frames, ignore_index=True)
   fileio.write_parquet_atomic(table[["arm", "reference"] + compare.RATE_COLUMNS], layout.comparison)
   fileio.write_json_atomic(layout.compare_summary, result)
   fileio.write_text_atomic(layout.compare_report, comparison.markdown(result, capability))
   for name, s in summary.items():
-    log.info("compare %s: unlearned %.1f%% -> %.1f%%, DiD %s", name, 100 * s["unlearned"]["baseline_rate"],
-             100 * s["unlearned"]["arm_rate"], s["difference_in_differences"]["did"])
+    log.info(
+      "compare %s: unlearned %.1f%% -> %.1f%%, DiD %s",
+      name,
+      100 * s["unlearned"]["baseline_rate"],
+      100 * s["unlearned"]["arm_rate"],
+      s["difference_in_differences"]["did"],
+    )

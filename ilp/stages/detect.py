@@ -6,6 +6,7 @@ trained elsewhere), probes the model and the base model chunk by chunk (each chu
 so a killed run resumes after its last one), and writes `detect/`: `detection.parquet` (one row
 per example), `summary.json`, `parts/`, `tensorboard/`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -36,7 +37,7 @@ def outputs(layout: Layout) -> list[str]:
 
 def run(config: Config, layout: Layout) -> None:
   detect = config.detect
-  if detect.require_converged:   # before any work: the config check made detect.model "sft"
+  if detect.require_converged:  # before any work: the config check made detect.model "sft"
     converged.require(layout.summary("sft"))
   writer = jax.process_index() == 0
   model_dir = layout.model(detect.model)
@@ -55,22 +56,33 @@ def run(config: Config, layout: Layout) -> None:
   for k, chunk in enumerate(chunks):
     if not parts.done(k):
       parts.write(k, probes.table(chunk))
-      log.info("detect: chunk %d/%d (%d examples), %.0fs elapsed", k + 1, len(chunks), len(chunk.rows),
-               time.time() - start)
+      log.info(
+        "detect: chunk %d/%d (%d examples), %.0fs elapsed", k + 1, len(chunks), len(chunk.rows), time.time() - start
+      )
   if not writer:
     return
   detection, summary = finish(parts.read(), detect)
   metrics = MetricWriter(layout.tensorboard("detect"))
   for protocol in detect.protocols:
     s = summary[protocol]
-    metrics.scalars(0, {f"detect/{protocol}/unlearned_rate": s["unlearned_rate"],
-                        **{f"detect/{protocol}/unlearned_rate_by_dataset/{k}": v
-                           for k, v in s["unlearned_rate_by_dataset"].items()}})
+    metrics.scalars(
+      0,
+      {
+        f"detect/{protocol}/unlearned_rate": s["unlearned_rate"],
+        **{f"detect/{protocol}/unlearned_rate_by_dataset/{k}": v for k, v in s["unlearned_rate_by_dataset"].items()},
+      },
+    )
     if s["kappa_between_runs"] is not None:
       metrics.scalars(0, {f"detect/{protocol}/kappa_between_runs": s["kappa_between_runs"]})
     metrics.histogram(0, f"detect/{protocol}/pass_at_n", detection[col.of(protocol, col.PASS_AT_N)].to_numpy())
-    log.info("detect, %s protocol: %d of %d examples unlearned (%.1f%%); kappa between runs %s", protocol,
-             s["unlearned"], summary["examples"], 100 * s["unlearned_rate"], s["kappa_between_runs"])
+    log.info(
+      "detect, %s protocol: %d of %d examples unlearned (%.1f%%); kappa between runs %s",
+      protocol,
+      s["unlearned"],
+      summary["examples"],
+      100 * s["unlearned_rate"],
+      s["kappa_between_runs"],
+    )
   if "kappa_between_protocols" in summary:
     metrics.scalars(0, {"detect/kappa_between_protocols": summary["kappa_between_protocols"]})
   metrics.close()

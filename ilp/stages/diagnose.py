@@ -6,6 +6,7 @@ signals, cause, evidence scores, the rules that hold and the conditions that fir
 `summary.json`, `diagnosis.md` with its figures, and `tensorboard/` (text and image summaries).
 The report stage embeds the same section.
 """
+
 from __future__ import annotations
 
 import logging
@@ -31,8 +32,13 @@ def outputs(layout: Layout) -> list[str]:
 
 def run(config: Config, layout: Layout) -> None:
   log_frame = dynamics_log.load(layout.dynamics())
-  table = diagnose.diagnose(pd.read_parquet(layout.detection), examples.read(layout.examples), log_frame,
-                            config.diagnose, diagnose.corpus_documents(config.diagnose, config.data))
+  table = diagnose.diagnose(
+    pd.read_parquet(layout.detection),
+    examples.read(layout.examples),
+    log_frame,
+    config.diagnose,
+    diagnose.corpus_documents(config.diagnose, config.data),
+  )
   summary = diagnose.summarize(table, config.diagnose.protocol)
   with fileio.atomic_directory(layout.diagnosis) as out:
     inside = lambda path: os.path.join(out, os.path.relpath(path, layout.diagnosis))
@@ -42,11 +48,15 @@ def run(config: Config, layout: Layout) -> None:
     text = section.markdown(table, summary, "", config.diagnose.typical_examples)
     fileio.write_text_atomic(os.path.join(out, "diagnosis.md"), text)
     writer = MetricWriter(os.path.join(out, "tensorboard"))
-    writer.scalars(0, {f"diagnose/share_of_unlearned/{c}": v["share_of_unlearned"]
-                       for c, v in summary["by_cause"].items()})
+    writer.scalars(
+      0, {f"diagnose/share_of_unlearned/{c}": v["share_of_unlearned"] for c, v in summary["by_cause"].items()}
+    )
     writer.text(0, "diagnose/report", text)
     for name, file in section.FIGURES.items():
       writer.image(0, f"diagnose/{name}", os.path.join(out, file))
     writer.close()
-  log.info("diagnose: %d unlearned: %s", summary["unlearned"],
-           ", ".join(f"{c} {v['count']}" for c, v in summary["by_cause"].items()))
+  log.info(
+    "diagnose: %d unlearned: %s",
+    summary["unlearned"],
+    ", ".join(f"{c} {v['count']}" for c, v in summary["by_cause"].items()),
+  )

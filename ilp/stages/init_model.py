@@ -5,6 +5,7 @@ directory, or of `data.tokenizer` for a random init) and `model_init.json`: size
 smoke test (`ilp.model.smoke`) on this mesh. `model.scan_layers` and `model.remat` (how the layers
 run) apply to an imported model too; the checkpoint keeps them for every later stage.
 """
+
 from __future__ import annotations
 
 import logging
@@ -29,9 +30,15 @@ def run(config: Config, layout: Layout) -> None:
   rules = config.mesh.rules
   start = time.time()
   if config.init.hf_dir:
-    cfg, graphdef, state = hf.load_hf(config.init.hf_dir, mesh, rules, param_dtype=config.init.param_dtype,
-                                      dtype=config.init.dtype, scan_layers=config.model.scan_layers,
-                                      remat=config.model.remat)
+    cfg, graphdef, state = hf.load_hf(
+      config.init.hf_dir,
+      mesh,
+      rules,
+      param_dtype=config.init.param_dtype,
+      dtype=config.init.dtype,
+      scan_layers=config.model.scan_layers,
+      remat=config.model.remat,
+    )
     checkpoint.check_finite(state, config.init.hf_dir)
     source = config.init.hf_dir
     tokenizer = hf.find_tokenizer(config.init.hf_dir)
@@ -43,10 +50,21 @@ def run(config: Config, layout: Layout) -> None:
   built = time.time() - start
   gap = smoke.cached_decode_gap(cfg, graphdef, state, mesh, rules, config.seed)
   checkpoint.save_params(layout.model_init, cfg, state, tokenizer=tokenizer)
-  summary = {"source": source, "family": cfg.family, "parameters": build.param_count(state),
-             "mesh": dict(mesh.shape), "devices": jax.device_count(), "build_seconds": round(built, 2),
-             "cached_decode_max_abs_logit_gap": gap}
+  summary = {
+    "source": source,
+    "family": cfg.family,
+    "parameters": build.param_count(state),
+    "mesh": dict(mesh.shape),
+    "devices": jax.device_count(),
+    "build_seconds": round(built, 2),
+    "cached_decode_max_abs_logit_gap": gap,
+  }
   if jax.process_index() == 0:
     fileio.write_json_atomic(layout.model_init_summary, summary)
-  log.info("model %s, %.2fM parameters on mesh %s; cached decode vs full forward: max gap %.2e",
-           cfg.family, summary["parameters"] / 1e6, summary["mesh"], gap)
+  log.info(
+    "model %s, %.2fM parameters on mesh %s; cached decode vs full forward: max gap %.2e",
+    cfg.family,
+    summary["parameters"] / 1e6,
+    summary["mesh"],
+    gap,
+  )

@@ -1,10 +1,11 @@
 """Stage `report`: a Markdown report of the run with tables and plots, `report/` (`ilp.report.run`).
 
 It reads what earlier stages wrote (detection table and summary, dynamics log, SFT's convergence
-verdict when the probed model is this run's SFT, and the diagnosis when that stage ran, whose section and figures it embeds, and the arms' comparison when there is
-one) and never the world's ground truth;
-`scripts/evaluate_world.py` adds the planted-group view separately.
+verdict when the probed model is this run's SFT, and the diagnosis when that stage ran, whose
+section and figures it embeds, and the arms' comparison when there is one) and never the world's
+ground truth; `scripts/evaluate_world.py` adds the planted-group view separately.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,7 +16,8 @@ import pandas as pd
 from ilp import fileio
 from ilp.config import Config
 from ilp.layout import Layout
-from ilp.report import diagnosis, run as report
+from ilp.report import diagnosis
+from ilp.report import run as report
 from ilp.scoring import dynamics_log
 
 
@@ -32,18 +34,27 @@ def run(config: Config, layout: Layout) -> None:
   if config.detect.model == "sft" and os.path.exists(layout.summary("sft")):
     with open(layout.summary("sft")) as f:
       record = json.load(f).get("convergence")
-    convergence = record if record and record.get("phases") else None   # None: SFT from before it was judged
+    convergence = record if record and record.get("phases") else None  # None: SFT from before it was judged
   section = None
   if os.path.exists(layout.diagnosis):
     with open(layout.diagnosis_summary) as f:
-      section = diagnosis.markdown(pd.read_parquet(layout.attribution), json.load(f),
-                                   os.path.relpath(layout.diagnosis, layout.report) + "/",
-                                   config.diagnose.typical_examples)
+      section = diagnosis.markdown(
+        pd.read_parquet(layout.attribution),
+        json.load(f),
+        os.path.relpath(layout.diagnosis, layout.report) + "/",
+        config.diagnose.typical_examples,
+      )
   if os.path.exists(layout.compare_report):
     with open(layout.compare_report) as f:
       section = (section or "") + "\n" + f.read().replace("# Interventions", "## Interventions", 1)
   with fileio.atomic_directory(layout.report) as out:
-    report.draw(detection, dynamics_log.rows(evals, dynamics_log.EVAL), config.diagnose.protocol if
-                config.diagnose.protocol in config.detect.protocols else config.detect.protocols[0], out, convergence)
-    fileio.write_text_atomic(os.path.join(out, "report.md"),
-                             report.markdown(detection, summary, config.detect, section, convergence))
+    report.draw(
+      detection,
+      dynamics_log.rows(evals, dynamics_log.EVAL),
+      config.diagnose.protocol if config.diagnose.protocol in config.detect.protocols else config.detect.protocols[0],
+      out,
+      convergence,
+    )
+    fileio.write_text_atomic(
+      os.path.join(out, "report.md"), report.markdown(detection, summary, config.detect, section, convergence)
+    )

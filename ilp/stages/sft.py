@@ -5,6 +5,7 @@ that resampling and early stopping watch; read by later stages) and
 `sft/`: `checkpoints/` (resumable train state), `dynamics/` (per-example Parquet log),
 `tensorboard/`, `final/` (params + tokenizer) and `summary.json`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -17,8 +18,7 @@ from ilp.data import dev, examples, plan
 from ilp.layout import Layout
 from ilp.model import checkpoint
 from ilp.train import controls as controls_lib
-from ilp.train import convergence
-from ilp.train import loop
+from ilp.train import convergence, loop
 
 log = logging.getLogger(__name__)
 NAME = "sft"
@@ -43,22 +43,31 @@ def run(config: Config, layout: Layout) -> None:
   replayed = examples.build(config.data, tokenizer, config.data.replay)[0] if section.replay.every_steps else None
   replay = None if replayed is None else (len(replayed), batching.bucket_length(int(replayed["length"].max()), buckets))
   stream, plan_info = plan.sft_stream(frame, section, buckets, config.seed, replay=replay)
-  log.info("sft: %d examples (%d truncated, %d dropped, %d dev), %d phases, %d steps", len(frame),
-           report["truncated"], report["dropped"], 0 if dev_frame is None else len(dev_frame),
-           len({b.phase for b in stream.batches}), len(stream.batches))
+  log.info(
+    "sft: %d examples (%d truncated, %d dropped, %d dev), %d phases, %d steps",
+    len(frame),
+    report["truncated"],
+    report["dropped"],
+    0 if dev_frame is None else len(dev_frame),
+    len({b.phase for b in stream.batches}),
+    len(stream.batches),
+  )
   pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-  arrays = lambda table: (lambda rows, length, t=examples.tokenized(table): batching.assemble(t, rows, length, pad))
+  arrays = lambda table: lambda rows, length, t=examples.tokenized(table): batching.assemble(t, rows, length, pad)
   lengths, datasets = frame["length"].to_numpy(), frame["dataset"].to_numpy(object)
   # a global order interleaves every phase into one (its rounds are the epochs)
   phases = plan.sft_phases(frame, section)
   phase_names = ("global",) if section.order == "global" else tuple(p.name for p in phases)
   monitor = convergence.Monitor(section.convergence)
   controls, until_converged = [], None
-  if section.convergence.max_epochs:   # first: the other controls replay their decisions onto its replanned stream
+  if section.convergence.max_epochs:  # first: the other controls replay their decisions onto its replanned stream
+
     def replan(decisions: dict[int, dict]) -> None:
-      fresh, _ = plan.sft_stream(frame, section, buckets, config.seed, {p: d["epochs"] for p, d in decisions.items()},
-                                 replay)
+      fresh, _ = plan.sft_stream(
+        frame, section, buckets, config.seed, {p: d["epochs"] for p, d in decisions.items()}, replay
+      )
       stream.batches[:], stream.eval_points[:] = fresh.batches, fresh.eval_points
+
     until_converged = convergence.Control(monitor, [p.epochs for p in phases], replan)
     controls.append(until_converged)
   if section.resample.every_steps:
@@ -68,10 +77,27 @@ def run(config: Config, layout: Layout) -> None:
   watched = None
   if controls and dev_frame is not None and len(dev_frame):
     watched = loop.DevData(arrays(dev_frame), dev_frame["length"].to_numpy(), dev_frame["dataset"].to_numpy(object))
-  data = loop.TrainData(stream=stream, batch_size=section.batch_size, arrays=arrays(frame), lengths=lengths,
-                        buckets=buckets, table=frame[list(examples.ID_COLUMNS)], dev=watched,
-                        controls=tuple(controls), monitor=monitor, convergence=until_converged,
-                        phase_names=phase_names,
-                        replay_arrays=None if replayed is None else arrays(replayed))
-  loop.train(section, config.mesh, config.machine, layout.training_paths(NAME), init, data, tokenizer,
-             notes={"tokenization": report, "plan": plan_info, "dev_examples": 0 if watched is None else len(dev_frame)})
+  data = loop.TrainData(
+    stream=stream,
+    batch_size=section.batch_size,
+    arrays=arrays(frame),
+    lengths=lengths,
+    buckets=buckets,
+    table=frame[list(examples.ID_COLUMNS)],
+    dev=watched,
+    controls=tuple(controls),
+    monitor=monitor,
+    convergence=until_converged,
+    phase_names=phase_names,
+    replay_arrays=None if replayed is None else arrays(replayed),
+  )
+  loop.train(
+    section,
+    config.mesh,
+    config.machine,
+    layout.training_paths(NAME),
+    init,
+    data,
+    tokenizer,
+    notes={"tokenization": report, "plan": plan_info, "dev_examples": 0 if watched is None else len(dev_frame)},
+  )

@@ -1,4 +1,5 @@
 """Stage `world`: generates the synthetic ILP world into `world/` (see `ilp.world`)."""
+
 from __future__ import annotations
 
 import logging
@@ -16,5 +17,10 @@ def outputs(layout: Layout) -> list[str]:
 
 def run(config: Config, layout: Layout) -> None:
   summary = files.write(config.world, layout.world)
-  log.info("world: %d people, %d pre-training documents, %d SFT examples %s", summary["people"],
-           summary["pretrain_documents"], summary["sft_examples"], summary["groups"])
+  log.info(
+    "world: %d people, %d pre-training documents, %d SFT examples %s",
+    summary["people"],
+    summary["pretrain_documents"],
+    summary["sft_examples"],
+    summary["groups"],
+  )

@@ -2,6 +2,7 @@
 `scripts/bench_compile.py`): one construction, so both measure the same optimizer, shardings and
 step. A fresh random model with a constant learning rate: no checkpoint or plan to load, unlike
 the training loop's state."""
+
 from __future__ import annotations
 
 from typing import Any, NamedTuple
@@ -36,7 +37,15 @@ def train_setup(cfg: ModelConfig, batch_size: int) -> TrainSetup:
   _, abstract = build.abstract_model(cfg)
   schedule = optim.make_schedule(OPT, [1000])
   optimizer = optim.make_optimizer(OPT, schedule)
-  shardings = optim.state_shardings(parallel.state_shardings(abstract, mesh, parallel.DEFAULT_RULES), optimizer,
-                                    abstract, mesh)
-  return TrainSetup(mesh, graphdef, optimizer, schedule, shardings, optim.create_state(params, optimizer, shardings),
-                    parallel.batch_sharding(mesh, (batch_size, 1)))
+  shardings = optim.state_shardings(
+    parallel.state_shardings(abstract, mesh, parallel.DEFAULT_RULES), optimizer, abstract, mesh
+  )
+  return TrainSetup(
+    mesh,
+    graphdef,
+    optimizer,
+    schedule,
+    shardings,
+    optim.create_state(params, optimizer, shardings),
+    parallel.batch_sharding(mesh, (batch_size, 1)),
+  )

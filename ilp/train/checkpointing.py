@@ -7,6 +7,7 @@ step that matches its manifest, restores and holds finite values, and moves any 
 to `<checkpoints>-corrupt/` with a warning naming it, as orbax's own `latest_step` would hand it
 back (and a save of that step number again would collide with it).
 """
+
 from __future__ import annotations
 
 import logging
@@ -26,8 +27,7 @@ log = logging.getLogger(__name__)
 class TrainCheckpointer:
   def __init__(self, directory: str, max_to_keep: int, async_save: bool):
     self.directory = os.path.abspath(directory)
-    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, enable_async_checkpointing=async_save,
-                                           create=True)
+    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, enable_async_checkpointing=async_save, create=True)
     self._manager = ocp.CheckpointManager(self.directory, options=options)
 
   def latest_step(self) -> int | None:
@@ -45,20 +45,21 @@ class TrainCheckpointer:
     parallel.sync("checkpoint sealed")
 
   def save(self, step: int, state: Any, meta: dict[str, Any]) -> None:
-    self.wait()   # the previous asynchronous save is final (orbax would wait for it anyway), then sealed
-    self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                     meta=ocp.args.JsonSave(meta)), force=True)
+    self.wait()  # the previous asynchronous save is final (orbax would wait for it anyway), then sealed
+    self._manager.save(
+      step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True
+    )
 
   def _restore(self, step: int, target: Any) -> tuple[Any, dict[str, Any]]:
     directory = self._step_dir(step)
     if not checksums.sealed(directory):
-      log.warning("checkpoint %s has no checksums (the run stopped before sealing it): restored unverified",
-                  directory)
+      log.warning("checkpoint %s has no checksums (the run stopped before sealing it): restored unverified", directory)
     verify(directory)
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), target)
     try:
-      restored = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
-                                                                     meta=ocp.args.JsonRestore()))
+      restored = self._manager.restore(
+        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore())
+      )
     except Exception as e:  # orbax/tensorstore errors name no file
       raise unrestorable(directory, e) from e
     check_finite(restored["state"], directory)
@@ -81,8 +82,11 @@ class TrainCheckpointer:
         log.warning("resuming from step %d, the newest good checkpoint in %s", step, self.directory)
       return step, state, meta
     if failures:
-      raise fileio.ResumeError(f"{self.directory}: no checkpoint can be restored:\n  " + "\n  ".join(failures) +
-                               f"\nDelete {self.directory} to train from the start.")
+      raise fileio.ResumeError(
+        f"{self.directory}: no checkpoint can be restored:\n  "
+        + "\n  ".join(failures)
+        + f"\nDelete {self.directory} to train from the start."
+      )
     return None
 
   def _set_aside(self, steps: list[int]) -> None:

@@ -7,6 +7,7 @@ padded length, so the train step never recompiles) or stop training. Its decisio
 the checkpoint (`state`), and `restore` replays them onto a freshly planned stream, so a resumed
 run trains on exactly the batches the uninterrupted run did.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -26,9 +27,10 @@ class ResampleConfig:
   data set's dev accuracy is compared with the previous check; a data set whose accuracy fell by
   more than `drop` (relative; the paper: 5%) gets `share` of the rows of each of the next
   `every_steps` batches (the paper does not give the share)."""
-  every_steps: int = 0    # steps between dev-accuracy checks (0: off)
-  drop: float = 0.05      # resample a data set whose dev accuracy fell more than this (relative) since the last check
-  share: float = 0.25     # share of the rows of each of the next `every_steps` batches a resampled data set gets
+
+  every_steps: int = 0  # steps between dev-accuracy checks (0: off)
+  drop: float = 0.05  # resample a data set whose dev accuracy fell more than this (relative) since the last check
+  share: float = 0.25  # share of the rows of each of the next `every_steps` batches a resampled data set gets
 
   def __post_init__(self):
     check(self.every_steps >= 0, "every_steps", f"must be >= 0, got {self.every_steps}")
@@ -42,9 +44,10 @@ class ProgressiveConfig:
   `max_epochs` epochs, one at a time, and stops after epoch e when L_val(e) > L_val(e-1) + `delta`
   (the paper's rule, δ = 0.01). The model of the stopping epoch is kept (no rollback, as Keras'
   EarlyStopping by default)."""
-  enabled: bool = False   # run the last phase by progressive epochs with early stopping
-  max_epochs: int = 10    # the most epochs the last phase runs
-  delta: float = 0.01     # stop after an epoch whose dev loss exceeds the previous epoch's by more than this
+
+  enabled: bool = False  # run the last phase by progressive epochs with early stopping
+  max_epochs: int = 10  # the most epochs the last phase runs
+  delta: float = 0.01  # stop after an epoch whose dev loss exceeds the previous epoch's by more than this
 
   def __post_init__(self):
     check(self.max_epochs >= 1, "max_epochs", f"must be >= 1, got {self.max_epochs}")
@@ -97,7 +100,7 @@ class Resampler:
     replaced = 0
     for i in range(event["step"], min(event["step"] + self.config.every_steps, len(stream.batches))):
       planned = stream.batches[i]
-      if planned.replay:   # rows of packed replay text, not SFT examples
+      if planned.replay:  # rows of packed replay text, not SFT examples
         continue
       fits = pool[self.lengths[pool] <= planned.length]
       slots = np.flatnonzero((planned.rows >= 0) & (self.datasets[np.maximum(planned.rows, 0)] != event["dataset"]))
@@ -155,6 +158,9 @@ def dev_results(stats: dict[str, np.ndarray], datasets: np.ndarray) -> Dev:
   out = {}
   for name in ["all", *sorted(set(datasets.tolist()))]:
     sel = np.ones(len(datasets), bool) if name == "all" else datasets == name
-    out[name] = {"loss": float(stats["nll_sum"][sel].sum() / max(stats["tokens"][sel].sum(), 1)),
-                 "accuracy": float(stats["exact_match"][sel].mean()), "examples": int(sel.sum())}
+    out[name] = {
+      "loss": float(stats["nll_sum"][sel].sum() / max(stats["tokens"][sel].sum(), 1)),
+      "accuracy": float(stats["exact_match"][sel].mean()),
+      "examples": int(sel.sum()),
+    }
   return out

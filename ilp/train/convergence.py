@@ -22,6 +22,7 @@ phase's `epochs` on) the criterion is checked at the constant rate, and once it 
 `end_lr_ratio` of the peak, then ends. The decision is part of the checkpoint, so a resumed run
 stops exactly where the uninterrupted one did.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -36,11 +37,12 @@ from ilp.typed import check
 @dataclasses.dataclass(frozen=True)
 class ConvergenceConfig:
   """The convergence criterion and training to convergence (config section `sft.convergence`)."""
-  delta: float = 0.02          # converged: relative improvement of the epoch loss, per unit of relative LR, below this
-  min_delta: float = 1e-3      # ... or an absolute improvement below this many nats per token (a loss near zero)
-  max_epochs: int = 0          # > 0: every phase runs until converged, at least its `epochs`, at most this many
-  cooldown_epochs: int = 1     # epochs of linear learning-rate decay after the plateau (training to convergence)
-  window: int = 1              # epochs averaged on each side of the comparison (> 1 smooths a noisy epoch loss)
+
+  delta: float = 0.02  # converged: relative improvement of the epoch loss, per unit of relative LR, below this
+  min_delta: float = 1e-3  # ... or an absolute improvement below this many nats per token (a loss near zero)
+  max_epochs: int = 0  # > 0: every phase runs until converged, at least its `epochs`, at most this many
+  cooldown_epochs: int = 1  # epochs of linear learning-rate decay after the plateau (training to convergence)
+  window: int = 1  # epochs averaged on each side of the comparison (> 1 smooths a noisy epoch loss)
 
   def __post_init__(self):
     check(self.delta > 0, "delta", f"must be > 0, got {self.delta}")
@@ -56,11 +58,12 @@ class Monitor:
 
   def __init__(self, config: ConvergenceConfig):
     self.config = config
-    self.sums: dict[str, list[float]] = {}   # "phase/epoch/dataset" -> [nll, tokens]
+    self.sums: dict[str, list[float]] = {}  # "phase/epoch/dataset" -> [nll, tokens]
     self.rates: dict[str, list[float]] = {}  # "phase/epoch" -> [sum of learning rates, steps]
 
-  def add(self, phase: int, epoch: int, datasets: np.ndarray, nll_sum: np.ndarray, tokens: np.ndarray,
-          learning_rate: float) -> None:
+  def add(
+    self, phase: int, epoch: int, datasets: np.ndarray, nll_sum: np.ndarray, tokens: np.ndarray, learning_rate: float
+  ) -> None:
     """One step's real rows: their data sets, response NLL sums and response token counts."""
     for name in np.unique(datasets):
       sel = datasets == name
@@ -92,8 +95,9 @@ class Monitor:
     self.rates = {k: [float(x) for x in v] for k, v in state.get("rates", {}).items()}
 
 
-def judge(losses: dict[str, dict[int, float]], rates: dict[int, float], config: ConvergenceConfig,
-          epoch: int | None = None) -> dict[str, Any]:
+def judge(
+  losses: dict[str, dict[int, float]], rates: dict[int, float], config: ConvergenceConfig, epoch: int | None = None
+) -> dict[str, Any]:
   """Whether a phase has converged at `epoch` (default: its last), with the figures: the mean
   loss of the `window` epochs ending at `epoch` against the mean of the `window` before them.
 
@@ -116,19 +120,34 @@ def judge(losses: dict[str, dict[int, float]], rates: dict[int, float], config: 
   for name, by_epoch in sorted(losses.items()):
     last, before = mean([by_epoch.get(e) for e in recent]), mean([by_epoch.get(e) for e in earlier])
     if last is None or before is None:
-      datasets[name] = {"loss": last, "previous_loss": before, "converged": False,
-                        "reason": f"fewer than {2 * w} epochs to compare"}
+      datasets[name] = {
+        "loss": last,
+        "previous_loss": before,
+        "converged": False,
+        "reason": f"fewer than {2 * w} epochs to compare",
+      }
       continue
     gain = before - last
     relative = gain / before if before > 0 else 0.0
     adjusted = relative / relative_lr if relative_lr > 0 else float("inf")
     converged = bool(adjusted < config.delta or abs(gain) < config.min_delta)
-    datasets[name] = {"loss": last, "previous_loss": before, "relative_improvement": relative,
-                      "adjusted_improvement": adjusted, "converged": converged}
-  return {"epoch": epoch, "relative_lr": relative_lr, "delta": config.delta, "min_delta": config.min_delta,
-          "window": w,
-          "converged": bool(datasets) and all(d["converged"] for d in datasets.values()), "datasets": datasets,
-          "loss_by_epoch": {name: {str(e): v for e, v in sorted(by_epoch.items())} for name, by_epoch in losses.items()}}
+    datasets[name] = {
+      "loss": last,
+      "previous_loss": before,
+      "relative_improvement": relative,
+      "adjusted_improvement": adjusted,
+      "converged": converged,
+    }
+  return {
+    "epoch": epoch,
+    "relative_lr": relative_lr,
+    "delta": config.delta,
+    "min_delta": config.min_delta,
+    "window": w,
+    "converged": bool(datasets) and all(d["converged"] for d in datasets.values()),
+    "datasets": datasets,
+    "loss_by_epoch": {name: {str(e): v for e, v in sorted(by_epoch.items())} for name, by_epoch in losses.items()},
+  }
 
 
 def report(monitor: Monitor, phases: Sequence[str], control: "Control | None" = None) -> dict[str, Any]:
@@ -155,8 +174,7 @@ class Control:
 
   needs_dev = False
 
-  def __init__(self, monitor: Monitor, min_epochs: Sequence[int],
-               replan: Callable[[dict[int, dict[str, Any]]], None]):
+  def __init__(self, monitor: Monitor, min_epochs: Sequence[int], replan: Callable[[dict[int, dict[str, Any]]], None]):
     """`monitor`: the loop's (the same object); `min_epochs`: per phase (1-based order), its
     configured `epochs`; `replan(decisions)` rewrites the stream in place for the decisions so far."""
     self.monitor, self.min_epochs, self.replan = monitor, list(min_epochs), replan
@@ -166,8 +184,11 @@ class Control:
 
   def watch(self, stream: batching.Stream) -> None:
     """Reads the steps that end an epoch of an undecided phase from the (re)planned stream."""
-    self.epoch_ends = {p.step: (p.phase, p.epoch) for p in stream.eval_points
-                       if p.step > 0 and "/epoch" in p.name and p.phase not in self.decisions}
+    self.epoch_ends = {
+      p.step: (p.phase, p.epoch)
+      for p in stream.eval_points
+      if p.step > 0 and "/epoch" in p.name and p.phase not in self.decisions
+    }
 
   def due(self, step: int) -> bool:
     return step in self.epoch_ends
@@ -179,8 +200,12 @@ class Control:
       return False
     verdict = judge(self.monitor.losses(phase), self.monitor.learning_rates(phase), self.config, epoch)
     if verdict["converged"] or epoch >= self.config.max_epochs:
-      self.decisions[phase] = {"plateau_epoch": epoch, "epochs": epoch + self.config.cooldown_epochs,
-                               "step": step, "reason": "converged" if verdict["converged"] else "max_epochs"}
+      self.decisions[phase] = {
+        "plateau_epoch": epoch,
+        "epochs": epoch + self.config.cooldown_epochs,
+        "step": step,
+        "reason": "converged" if verdict["converged"] else "max_epochs",
+      }
       self.replan(self.decisions)
     return False
 

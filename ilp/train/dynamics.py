@@ -4,6 +4,7 @@ which reads it back).
 Rows are buffered and written as Parquet files under `dynamics/` at checkpoint time, so after a
 resume the log holds exactly the steps the restored state has taken.
 """
+
 from __future__ import annotations
 
 import glob
@@ -48,8 +49,9 @@ class DynamicsWriter:
     frame["loss"] = frame["nll_sum"] / frame["tokens"].clip(lower=1)
     return frame
 
-  def add_batch(self, step: int, phase: int, epoch: int, rows: np.ndarray, positions: np.ndarray,
-                stats: dict[str, np.ndarray]) -> None:
+  def add_batch(
+    self, step: int, phase: int, epoch: int, rows: np.ndarray, positions: np.ndarray, stats: dict[str, np.ndarray]
+  ) -> None:
     """Buffers one training step's rows.
 
     Args:
@@ -61,8 +63,11 @@ class DynamicsWriter:
     """
     if not self.enabled:
       return
-    self._pending.append(self._rows(rows, stats, kind=BATCH, eval_point="", step=step, train_phase=phase,
-                                    epoch=epoch, stream_position=positions))
+    self._pending.append(
+      self._rows(
+        rows, stats, kind=BATCH, eval_point="", step=step, train_phase=phase, epoch=epoch, stream_position=positions
+      )
+    )
     self._first_step = step if self._first_step is None else self._first_step
     self._last_step = step
 
@@ -77,11 +82,21 @@ class DynamicsWriter:
   def write_eval(self, point: EvalPoint, rows: np.ndarray, stats: dict[str, np.ndarray]) -> None:
     if not self.enabled:
       return
-    frame = self._rows(rows, stats, kind=EVAL, eval_point=point.name, step=point.step,
-                       train_phase=point.phase, epoch=point.epoch, stream_position=-1)
+    frame = self._rows(
+      rows,
+      stats,
+      kind=EVAL,
+      eval_point=point.name,
+      step=point.step,
+      train_phase=point.phase,
+      epoch=point.epoch,
+      stream_position=-1,
+    )
     frame["phase_end"] = point.phase_end
     name = re.sub(r"[^A-Za-z0-9_.]+", "_", point.name)
-    fileio.write_parquet_atomic(frame, os.path.join(self.directory, f"eval-{point.step:08d}-{point.step:08d}-{name}.parquet"))
+    fileio.write_parquet_atomic(
+      frame, os.path.join(self.directory, f"eval-{point.step:08d}-{point.step:08d}-{name}.parquet")
+    )
 
   def discard_after(self, step: int) -> None:
     """Drops files written after the checkpoint a run resumes from (they will be redone)."""

@@ -8,6 +8,7 @@ dev-set control watches. Every hook reads the stream through one `Plan`, which a
 rewrite or shorten while training runs; what a resumed run needs to repeat the decisions taken so
 far (the controls' states, the stop step, token counts, epoch losses) goes into every checkpoint.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -24,7 +25,9 @@ from ilp.data import batches as batching
 from ilp.model import checkpoint, flops
 from ilp.model.config import ModelConfig
 from ilp.scoring.evaluator import ExampleEvaluator
-from ilp.train import checkpointing, controls as controls_lib, convergence as convergence_lib, dynamics, metrics
+from ilp.train import checkpointing, dynamics, metrics
+from ilp.train import controls as controls_lib
+from ilp.train import convergence as convergence_lib
 
 if TYPE_CHECKING:
   from ilp.train.loop import DevData, TrainData
@@ -35,13 +38,14 @@ log = logging.getLogger(__name__)
 @dataclasses.dataclass
 class StepInfo:
   """What the hooks see of one optimizer step."""
-  step: int                           # optimizer steps taken, this one included
+
+  step: int  # optimizer steps taken, this one included
   batch: batching.PlannedBatch
-  host: dict[str, np.ndarray]         # the batch's arrays as assembled on the host
-  metrics: dict[str, Any]             # loss, tokens, learning_rate, grad_norm (on the host)
-  state: Any                          # the train state after the step
-  device_stats: Any = None            # per-row statistics (with the dynamics log), still on the devices
-  controlled: bool = False            # a dev-set control acted after this step (`Controls`)
+  host: dict[str, np.ndarray]  # the batch's arrays as assembled on the host
+  metrics: dict[str, Any]  # loss, tokens, learning_rate, grad_norm (on the host)
+  state: Any  # the train state after the step
+  device_stats: Any = None  # per-row statistics (with the dynamics log), still on the devices
+  controlled: bool = False  # a dev-set control acted after this step (`Controls`)
 
   @functools.cached_property
   def stats(self) -> dict[str, np.ndarray]:
@@ -68,8 +72,9 @@ class Plan:
   and learning-rate schedule (re-read when training to convergence replans it), and the step a
   control stopped training at."""
 
-  def __init__(self, stream: batching.Stream, controls: Sequence[controls_lib.Control],
-               convergence: convergence_lib.Control | None):
+  def __init__(
+    self, stream: batching.Stream, controls: Sequence[controls_lib.Control], convergence: convergence_lib.Control | None
+  ):
     self.stream, self.controls, self.convergence = stream, tuple(controls), convergence
     self.stopped: int | None = None
     self.reread()
@@ -91,8 +96,10 @@ class Plan:
     self.epoch_ends = {p.step for p in self.stream.eval_points if p.step > 0 and not p.name.startswith("step")}
     phases = sorted({b.phase for b in self.stream.batches})
     steps = tuple(sum(b.phase == p for b in self.stream.batches) for p in phases)
-    self.schedule = steps, (tuple(self.convergence.decay_steps(self.stream, p) for p in phases)
-                            if self.convergence else None)
+    self.schedule = (
+      steps,
+      (tuple(self.convergence.decay_steps(self.stream, p) for p in phases) if self.convergence else None),
+    )
 
   def replanned(self) -> None:
     """After training to convergence replanned the stream: the other controls replay their
@@ -141,6 +148,7 @@ class Hooks:
 class Tokens:
   """Counts the tokens trained on: real, padded, with loss, and of replay batches (the summary and
   checkpoints carry them; the interventions compare arms at equal compute)."""
+
   KINDS = ("real", "padded", "loss", "replay")
 
   def __init__(self):
@@ -174,7 +182,7 @@ class Progress:
   def add(self, info: StepInfo) -> None:
     self.real_tokens += int(info.host["mask"].sum())
     self.flops += flops.training_flops_per_token(self.cfg, info.batch.length) * info.host["tokens"].size
-    if info.batch.replay:   # replayed records: their own loss curve
+    if info.batch.replay:  # replayed records: their own loss curve
       self.replay += float(info.metrics["loss"])
       self.replay_steps += 1
     else:
@@ -183,16 +191,28 @@ class Progress:
 
   def write(self, info: StepInfo) -> None:
     elapsed = max(time.time() - self.window_start, 1e-9)
-    scalars = {"train/loss": self.nll / max(self.tokens, 1), "train/learning_rate": info.metrics["learning_rate"],
-               "train/grad_norm": info.metrics["grad_norm"], "perf/tokens_per_sec": self.real_tokens / elapsed,
-               "perf/mfu": self.flops / elapsed / self.peak_flops}
+    scalars = {
+      "train/loss": self.nll / max(self.tokens, 1),
+      "train/learning_rate": info.metrics["learning_rate"],
+      "train/grad_norm": info.metrics["grad_norm"],
+      "perf/tokens_per_sec": self.real_tokens / elapsed,
+      "perf/mfu": self.flops / elapsed / self.peak_flops,
+    }
     if self.replay_steps:
       scalars["train/replay_loss"] = self.replay / self.replay_steps
     self.writer.scalars(info.step, scalars)
     eta = (time.time() - self.began) / (info.step - self.start) * (self.plan.total - info.step)
-    log.info("step %6d/%d  loss %.4f  lr %.2e  grad %.3f  %.0f tok/s  MFU %.1f%%  ETA %s", info.step, self.plan.total,
-             scalars["train/loss"], scalars["train/learning_rate"], scalars["train/grad_norm"],
-             scalars["perf/tokens_per_sec"], 100 * scalars["perf/mfu"], time.strftime("%H:%M:%S", time.gmtime(eta)))
+    log.info(
+      "step %6d/%d  loss %.4f  lr %.2e  grad %.3f  %.0f tok/s  MFU %.1f%%  ETA %s",
+      info.step,
+      self.plan.total,
+      scalars["train/loss"],
+      scalars["train/learning_rate"],
+      scalars["train/grad_norm"],
+      scalars["perf/tokens_per_sec"],
+      100 * scalars["perf/mfu"],
+      time.strftime("%H:%M:%S", time.gmtime(eta)),
+    )
     self._reset()
 
 
@@ -202,7 +222,7 @@ class DatasetLoss:
 
   def __init__(self, datasets: np.ndarray, writer: metrics.MetricWriter):
     self.datasets, self.writer = datasets, writer
-    self.sums: dict[str, list[float]] = {}   # data set -> [nll, tokens]
+    self.sums: dict[str, list[float]] = {}  # data set -> [nll, tokens]
 
   def add(self, info: StepInfo) -> None:
     real, names = info.visits(self.datasets)
@@ -225,8 +245,14 @@ class EpochLosses:
 
   def __call__(self, info: StepInfo) -> None:
     real, names = info.visits(self.datasets)
-    self.monitor.add(info.batch.phase, info.batch.epoch, names, info.stats["nll_sum"][real],
-                     info.stats["tokens"][real], float(info.metrics["learning_rate"]))
+    self.monitor.add(
+      info.batch.phase,
+      info.batch.epoch,
+      names,
+      info.stats["nll_sum"][real],
+      info.stats["tokens"][real],
+      float(info.metrics["learning_rate"]),
+    )
 
 
 class DynamicsLog:
@@ -251,8 +277,14 @@ class Evaluation:
   """Full passes over the training set at the stream's evaluation points: every example's
   statistics into the dynamics log, their distribution and means to TensorBoard."""
 
-  def __init__(self, evaluator: ExampleEvaluator, data: TrainData, dynamics_writer: dynamics.DynamicsWriter,
-               writer: metrics.MetricWriter, plan: Plan):
+  def __init__(
+    self,
+    evaluator: ExampleEvaluator,
+    data: TrainData,
+    dynamics_writer: dynamics.DynamicsWriter,
+    writer: metrics.MetricWriter,
+    plan: Plan,
+  ):
     self.evaluator, self.data, self.dynamics_writer = evaluator, data, dynamics_writer
     self.writer, self.plan = writer, plan
 
@@ -268,27 +300,39 @@ class Evaluation:
       loss = stats["nll_sum"] / np.maximum(stats["tokens"], 1)
       self.writer.histogram(point.step, "eval/example_loss", loss)
       self.writer.histogram(point.step, "eval/example_margin_min", stats["margin_min"])
-      self.writer.scalars(point.step, {"eval/loss": float(loss.mean()),
-                                       "eval/exact_match": float(stats["exact_match"].mean())})
-      log.info("eval %-16s step %6d: mean loss %.4f, exact match %.1f%% (%.1fs)", point.name, point.step,
-               loss.mean(), 100 * stats["exact_match"].mean(), time.time() - t0)
+      self.writer.scalars(
+        point.step, {"eval/loss": float(loss.mean()), "eval/exact_match": float(stats["exact_match"].mean())}
+      )
+      log.info(
+        "eval %-16s step %6d: mean loss %.4f, exact match %.1f%% (%.1fs)",
+        point.name,
+        point.step,
+        loss.mean(),
+        100 * stats["exact_match"].mean(),
+        time.time() - t0,
+      )
 
 
 class DevCheck:
   """The held-out dev set evaluated for the controls: loss and accuracy per data set, also to
   TensorBoard (`dev/<metric>/<data set>`) and the log."""
 
-  def __init__(self, evaluator: ExampleEvaluator, dev: DevData, buckets: tuple[int, ...],
-               writer: metrics.MetricWriter):
+  def __init__(self, evaluator: ExampleEvaluator, dev: DevData, buckets: tuple[int, ...], writer: metrics.MetricWriter):
     self.evaluator, self.dev, self.buckets, self.writer = evaluator, dev, buckets, writer
 
   def __call__(self, step: int, params: Any) -> controls_lib.Dev:
     stats = self.evaluator(params, self.dev.arrays, self.dev.lengths, self.buckets)
     results = controls_lib.dev_results(stats, self.dev.datasets)
-    self.writer.scalars(step, {f"dev/{metric}/{name}": values[metric] for name, values in results.items()
-                               for metric in ("loss", "accuracy")})
-    log.info("dev step %6d: loss %.4f, accuracy %s", step, results["all"]["loss"],
-             ", ".join(f"{k} {v['accuracy']:.3f}" for k, v in results.items()))
+    self.writer.scalars(
+      step,
+      {f"dev/{metric}/{name}": values[metric] for name, values in results.items() for metric in ("loss", "accuracy")},
+    )
+    log.info(
+      "dev step %6d: loss %.4f, accuracy %s",
+      step,
+      results["all"]["loss"],
+      ", ".join(f"{k} {v['accuracy']:.3f}" for k, v in results.items()),
+    )
     return results
 
 
@@ -333,21 +377,41 @@ class Checkpoint:
   """Train-state checkpoints (`due`: every `every` steps, at epoch ends, after a control acted and at
   the last step) with what a resumed run needs to take the same decisions (`resume`)."""
 
-  def __init__(self, ckpt: checkpointing.TrainCheckpointer, every: int, plan: Plan, tokens: Tokens,
-               monitor: convergence_lib.Monitor | None, stage_directory: str):
+  def __init__(
+    self,
+    ckpt: checkpointing.TrainCheckpointer,
+    every: int,
+    plan: Plan,
+    tokens: Tokens,
+    monitor: convergence_lib.Monitor | None,
+    stage_directory: str,
+  ):
     self.ckpt, self.every, self.plan, self.tokens, self.monitor = ckpt, every, plan, tokens, monitor
     self.stage_directory = stage_directory
     self.fingerprint = plan.stream.fingerprint()  # of the plan as built, before any control rewrote it
 
   def due(self, info: StepInfo) -> bool:
-    return (info.step % self.every == 0 or info.step in self.plan.epoch_ends or info.step == self.plan.total
-            or info.controlled)
+    return (
+      info.step % self.every == 0
+      or info.step in self.plan.epoch_ends
+      or info.step == self.plan.total
+      or info.controlled
+    )
 
   def __call__(self, info: StepInfo) -> None:
-    self.ckpt.save(info.step, info.state, {"fingerprint": self.fingerprint, "step": info.step,
-                                           "phase": info.batch.phase, "epoch": info.batch.epoch, **self.plan.state(),
-                                           "tokens": self.tokens.counts,
-                                           "monitor": self.monitor.state() if self.monitor is not None else {}})
+    self.ckpt.save(
+      info.step,
+      info.state,
+      {
+        "fingerprint": self.fingerprint,
+        "step": info.step,
+        "phase": info.batch.phase,
+        "epoch": info.batch.epoch,
+        **self.plan.state(),
+        "tokens": self.tokens.counts,
+        "monitor": self.monitor.state() if self.monitor is not None else {},
+      },
+    )
 
   def resume(self, state: Any) -> Any:
     """The newest good checkpoint's state (`state` when there is none), its decisions restored:
@@ -358,9 +422,10 @@ class Checkpoint:
     latest, state, meta = resumed
     if meta.get("fingerprint") != self.fingerprint:
       raise fileio.ResumeError(
-          f"{self.ckpt.directory}: checkpoint {latest} was written for another data stream (fingerprint "
-          f"{meta.get('fingerprint')} vs {self.fingerprint}); the data or batching config changed. "
-          f"Use a new work directory or delete {self.stage_directory} to start over.")
+        f"{self.ckpt.directory}: checkpoint {latest} was written for another data stream (fingerprint "
+        f"{meta.get('fingerprint')} vs {self.fingerprint}); the data or batching config changed. "
+        f"Use a new work directory or delete {self.stage_directory} to start over."
+      )
     if self.monitor is not None:
       self.monitor.restore(meta.get("monitor", {}))
     self.plan.restore(meta)

@@ -7,6 +7,7 @@ dynamics log, evaluation passes, the dev-set controls, phase models, and checkpo
 data position via the step) that make a killed run resume to the same parameters and log. The
 stage hands the loop its output paths (`TrainingPaths`), not the work directory's layout.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -25,7 +26,9 @@ from ilp.layout import TrainingPaths
 from ilp.machine import MachineConfig, MeshConfig
 from ilp.model import build, checkpoint
 from ilp.scoring.evaluator import ExampleEvaluator
-from ilp.train import checkpointing, controls as controls_lib, convergence as convergence_lib, hooks, metrics, optim
+from ilp.train import checkpointing, hooks, metrics, optim
+from ilp.train import controls as controls_lib
+from ilp.train import convergence as convergence_lib
 from ilp.train.config import TrainConfig
 from ilp.train.step import compiler_options, make_train_step
 
@@ -43,23 +46,25 @@ class TrainData:
   `table` (id, dataset, phase, meta per example) enables the per-example dynamics log and
   evaluation passes; continual pre-training leaves it None.
   """
+
   stream: batching.Stream
   batch_size: int
   arrays: Callable[[np.ndarray, int], dict[str, np.ndarray]]  # (rows, length) -> host arrays
   lengths: np.ndarray | None = None
   buckets: tuple[int, ...] = ()
   table: pd.DataFrame | None = None
-  dev: "DevData | None" = None                           # held-out examples the controls watch
-  controls: tuple[controls_lib.Control, ...] = ()        # training to convergence, resampling, early stopping
-  monitor: convergence_lib.Monitor | None = None         # epoch losses per phase, judged in the summary
-  convergence: convergence_lib.Control | None = None     # training to convergence (also in `controls`)
-  phase_names: tuple[str, ...] = ()                      # the phases' names, in order
+  dev: "DevData | None" = None  # held-out examples the controls watch
+  controls: tuple[controls_lib.Control, ...] = ()  # training to convergence, resampling, early stopping
+  monitor: convergence_lib.Monitor | None = None  # epoch losses per phase, judged in the summary
+  convergence: convergence_lib.Control | None = None  # training to convergence (also in `controls`)
+  phase_names: tuple[str, ...] = ()  # the phases' names, in order
   replay_arrays: Callable[[np.ndarray, int], dict[str, np.ndarray]] | None = None  # replay batches' arrays
 
 
 @dataclasses.dataclass
 class DevData:
   """The held-out dev examples: batches of them, their lengths and data sets."""
+
   arrays: Callable[[np.ndarray, int], dict[str, np.ndarray]]
   lengths: np.ndarray
   datasets: np.ndarray
@@ -69,8 +74,16 @@ class _Stepper:
   """The sharded train state and its jitted step, rebuilt when the plan's learning-rate schedule
   changes (training to convergence shortens a phase)."""
 
-  def __init__(self, section: TrainConfig, mesh_config: MeshConfig, machine: MachineConfig, init_dir: str,
-               batch_size: int, plan: hooks.Plan, with_stats: bool):
+  def __init__(
+    self,
+    section: TrainConfig,
+    mesh_config: MeshConfig,
+    machine: MachineConfig,
+    init_dir: str,
+    batch_size: int,
+    plan: hooks.Plan,
+    with_stats: bool,
+  ):
     self.section, self.batch_size, self.plan, self.with_stats = section, batch_size, plan, with_stats
     self.ynnpack_dots = machine.ynnpack_dots
     self.mesh, self.rules = parallel.make_mesh(mesh_config.shape), mesh_config.rules
@@ -85,8 +98,8 @@ class _Stepper:
     self.stats_sharding = parallel.batch_sharding(self.mesh, (batch_size,), self.rules)
     self.rows = parallel.local_rows(self.batch_sharding, (batch_size, 1))
     self.state = optim.create_state(params, optimizer, self.shardings)
-    self.lengths: set[int] = set()   # the padded lengths stepped: one compiled step variant each
-    self._compiled: tuple[tuple, Callable] | None = None   # (schedule plan, its jitted step)
+    self.lengths: set[int] = set()  # the padded lengths stepped: one compiled step variant each
+    self._compiled: tuple[tuple, Callable] | None = None  # (schedule plan, its jitted step)
 
   def __call__(self, planned: batching.PlannedBatch, host: dict[str, np.ndarray]) -> tuple[dict[str, Any], Any]:
     """One optimizer step on a planned batch's host arrays: its metrics (on the host) and per-row statistics."""
@@ -94,8 +107,9 @@ class _Stepper:
       self._compiled = self.plan.schedule, self._compile(self.plan.schedule)
     self.lengths.add(planned.length)
     with parallel.sharding_context(self.mesh, self.rules):
-      self.state, step_metrics, stats = self._compiled[1](self.state,
-                                                          parallel.global_batch(host, self.batch_sharding, self.rows))
+      self.state, step_metrics, stats = self._compiled[1](
+        self.state, parallel.global_batch(host, self.batch_sharding, self.rows)
+      )
     return jax.device_get(step_metrics), stats
 
   def _compile(self, plan: tuple) -> Callable:
@@ -104,11 +118,19 @@ class _Stepper:
     replicated = NamedSharding(self.mesh, PartitionSpec())
     with parallel.sharding_context(self.mesh, self.rules):
       return jax.jit(
-          make_train_step(self.graphdef, optim.make_optimizer(section.optimizer, schedule, section.trainable), schedule,
-                          section.grad_accum_steps, with_stats=self.with_stats, ynnpack_dots=self.ynnpack_dots),
-          in_shardings=(self.shardings, self.batch_sharding),
-          out_shardings=(self.shardings, replicated, self.stats_sharding if self.with_stats else replicated),
-          donate_argnums=0, compiler_options=compiler_options(self.ynnpack_dots))
+        make_train_step(
+          self.graphdef,
+          optim.make_optimizer(section.optimizer, schedule, section.trainable),
+          schedule,
+          section.grad_accum_steps,
+          with_stats=self.with_stats,
+          ynnpack_dots=self.ynnpack_dots,
+        ),
+        in_shardings=(self.shardings, self.batch_sharding),
+        out_shardings=(self.shardings, replicated, self.stats_sharding if self.with_stats else replicated),
+        donate_argnums=0,
+        compiler_options=compiler_options(self.ynnpack_dots),
+      )
 
   @functools.cached_property
   def evaluator(self) -> ExampleEvaluator:
@@ -119,21 +141,34 @@ class _Stepper:
 def _check_finite(step_metrics: dict[str, Any], step: int, ckpt: checkpointing.TrainCheckpointer) -> None:
   """Stops a run whose loss or gradient norm became NaN or infinite, naming the last good checkpoint."""
   if not (np.isfinite(step_metrics["loss"]) and np.isfinite(step_metrics["grad_norm"])):
-    ckpt.wait()   # an asynchronous save in flight is finished (or failed) before naming the last good one
-    raise TrainingDivergedError(f"non-finite loss ({step_metrics['loss']}) or gradient norm "
-                                f"({step_metrics['grad_norm']}) at step {step}; the last good "
-                                f"checkpoint (step {ckpt.latest_step()}) in {ckpt.directory} is kept")
+    ckpt.wait()  # an asynchronous save in flight is finished (or failed) before naming the last good one
+    raise TrainingDivergedError(
+      f"non-finite loss ({step_metrics['loss']}) or gradient norm "
+      f"({step_metrics['grad_norm']}) at step {step}; the last good "
+      f"checkpoint (step {ckpt.latest_step()}) in {ckpt.directory} is kept"
+    )
 
 
-def _hooks(section: TrainConfig, machine: MachineConfig, data: TrainData, model: _Stepper, plan: hooks.Plan,
-           writer: metrics.MetricWriter, saver: hooks.Checkpoint, dynamics_log: hooks.DynamicsLog | None,
-           evaluation: hooks.Evaluation | None, export: hooks.PhaseModels | None, start: int) -> hooks.Hooks:
+def _hooks(
+  section: TrainConfig,
+  machine: MachineConfig,
+  data: TrainData,
+  model: _Stepper,
+  plan: hooks.Plan,
+  writer: metrics.MetricWriter,
+  saver: hooks.Checkpoint,
+  dynamics_log: hooks.DynamicsLog | None,
+  evaluation: hooks.Evaluation | None,
+  export: hooks.PhaseModels | None,
+  start: int,
+) -> hooks.Hooks:
   """The hooks in the order they run after a step: what the step trained on, then the progress
   line, the controls, evaluation, phase models and the checkpoint (the log lines keep this order)."""
   run = hooks.Hooks(plan)
   run.add(saver.tokens)
-  progress = hooks.Progress(writer, model.cfg, machine.peak_flops or metrics.device_peak_flops(model.dtype) *
-                            jax.device_count(), plan, start)
+  progress = hooks.Progress(
+    writer, model.cfg, machine.peak_flops or metrics.device_peak_flops(model.dtype) * jax.device_count(), plan, start
+  )
   run.add(progress.add)
   by_dataset = None
   if dynamics_log is not None:
@@ -158,8 +193,16 @@ def _hooks(section: TrainConfig, machine: MachineConfig, data: TrainData, model:
   return run
 
 
-def train(section: TrainConfig, mesh_config: MeshConfig, machine: MachineConfig, paths: TrainingPaths, init_dir: str,
-          data: TrainData, tokenizer: Any = None, notes: dict[str, Any] | None = None) -> dict[str, Any]:
+def train(
+  section: TrainConfig,
+  mesh_config: MeshConfig,
+  machine: MachineConfig,
+  paths: TrainingPaths,
+  init_dir: str,
+  data: TrainData,
+  tokenizer: Any = None,
+  notes: dict[str, Any] | None = None,
+) -> dict[str, Any]:
   """Trains from the params checkpoint in `init_dir`; writes the stage's checkpoints, dynamics log
   (with `data.table`), TensorBoard logs, final model and summary to `paths`.
 
@@ -176,8 +219,9 @@ def train(section: TrainConfig, mesh_config: MeshConfig, machine: MachineConfig,
   is_writer = jax.process_index() == 0
   plan = hooks.Plan(data.stream, data.controls, data.convergence)
   model = _Stepper(section, mesh_config, machine, init_dir, data.batch_size, plan, with_stats=data.table is not None)
-  ckpt = checkpointing.TrainCheckpointer(paths.checkpoints, section.checkpoint.max_to_keep,
-                                         section.checkpoint.async_save)
+  ckpt = checkpointing.TrainCheckpointer(
+    paths.checkpoints, section.checkpoint.max_to_keep, section.checkpoint.async_save
+  )
   saver = hooks.Checkpoint(ckpt, section.checkpoint.every_steps, plan, hooks.Tokens(), data.monitor, paths.directory)
   model.state = saver.resume(model.state)
   start = step = int(jax.device_get(model.state.step))
@@ -189,7 +233,7 @@ def train(section: TrainConfig, mesh_config: MeshConfig, machine: MachineConfig,
   export = hooks.PhaseModels(paths.phase_model, model.cfg, tokenizer) if section.checkpoint.phase_models else None
   run = _hooks(section, machine, data, model, plan, writer, saver, dynamics_log, evaluation, export, start)
   step_metrics = None
-  while step < plan.total and plan.stopped is None:   # the plan shrinks when a phase converges early
+  while step < plan.total and plan.stopped is None:  # the plan shrinks when a phase converges early
     planned = plan.stream.batches[step]
     host = (data.replay_arrays if planned.replay else data.arrays)(planned.rows, planned.length)
     step_metrics, stats = model(planned, host)
@@ -202,13 +246,25 @@ def train(section: TrainConfig, mesh_config: MeshConfig, machine: MachineConfig,
   checkpoint.save_params(paths.final, model.cfg, model.state.params, tokenizer=tokenizer)
   if data.monitor is not None:
     notes = {**(notes or {}), "convergence": convergence_lib.report(data.monitor, data.phase_names, data.convergence)}
-  summary = {"steps": int(jax.device_get(model.state.step)), "planned_steps": plan.total, "stopped_at": plan.stopped,
-             "controls": [c.state() for c in data.controls], "resumed_from": start or None,
-             "phases": len(plan.schedule[0]), "step_variants_compiled": len(model.lengths),
-             "buckets": sorted(model.lengths), "tokens": saver.tokens.counts,
-             "final_loss": None if step_metrics is None else float(step_metrics["loss"]), **(notes or {})}
+  summary = {
+    "steps": int(jax.device_get(model.state.step)),
+    "planned_steps": plan.total,
+    "stopped_at": plan.stopped,
+    "controls": [c.state() for c in data.controls],
+    "resumed_from": start or None,
+    "phases": len(plan.schedule[0]),
+    "step_variants_compiled": len(model.lengths),
+    "buckets": sorted(model.lengths),
+    "tokens": saver.tokens.counts,
+    "final_loss": None if step_metrics is None else float(step_metrics["loss"]),
+    **(notes or {}),
+  }
   if is_writer:
     fileio.write_json_atomic(paths.summary, summary)
-  log.info("training done: %d steps, %d step variants compiled (bucket lengths %s)", plan.total, len(model.lengths),
-           sorted(model.lengths))
+  log.info(
+    "training done: %d steps, %d step variants compiled (bucket lengths %s)",
+    plan.total,
+    len(model.lengths),
+    sorted(model.lengths),
+  )
   return summary

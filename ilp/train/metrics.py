@@ -1,4 +1,5 @@
 """TensorBoard output (tensorboardX, no TensorFlow needed) and FLOP accounting for MFU."""
+
 from __future__ import annotations
 
 import time
@@ -6,8 +7,6 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-from ilp.model.config import ModelConfig
 
 
 class MetricWriter:
@@ -17,6 +16,7 @@ class MetricWriter:
     self._writer = None
     if enabled:
       from tensorboardX import SummaryWriter  # imported only where something is written
+
       self._writer = SummaryWriter(logdir)
 
   def scalars(self, step: int, values: dict[str, float]) -> None:
@@ -36,6 +36,7 @@ class MetricWriter:
     """A PNG written by the report plots, shown in TensorBoard's Images tab."""
     if self._writer:
       import matplotlib.image
+
       self._writer.add_image(name, matplotlib.image.imread(png_path)[..., :3], step, dataformats="HWC")
 
   def flush(self) -> None:
@@ -50,16 +51,16 @@ class MetricWriter:
 # Dense peak FLOP/s per device from the vendors' data sheets (no sparsity), by `device_kind` prefix:
 # (bfloat16, float32). float32 is the plain (non-TF32) rate where the vendor states one.
 PEAK_FLOPS: dict[str, tuple[float, float]] = {
-    "NVIDIA H200": (989e12, 67e12),
-    "NVIDIA H100": (989e12, 67e12),      # SXM; the PCIe card is 756e12 / 51e12: set `machine.peak_flops`
-    "NVIDIA A100": (312e12, 19.5e12),
-    "NVIDIA L4": (121e12, 30e12),
-    "NVIDIA A10G": (70e12, 31e12),
-    "TPU v6": (918e12, 918e12 / 4),
-    "TPU v5p": (459e12, 459e12 / 4),
-    "TPU v5 lite": (197e12, 197e12 / 4),
-    "TPU v5e": (197e12, 197e12 / 4),
-    "TPU v4": (275e12, 275e12 / 4),
+  "NVIDIA H200": (989e12, 67e12),
+  "NVIDIA H100": (989e12, 67e12),  # SXM; the PCIe card is 756e12 / 51e12: set `machine.peak_flops`
+  "NVIDIA A100": (312e12, 19.5e12),
+  "NVIDIA L4": (121e12, 30e12),
+  "NVIDIA A10G": (70e12, 31e12),
+  "TPU v6": (918e12, 918e12 / 4),
+  "TPU v5p": (459e12, 459e12 / 4),
+  "TPU v5 lite": (197e12, 197e12 / 4),
+  "TPU v5e": (197e12, 197e12 / 4),
+  "TPU v4": (275e12, 275e12 / 4),
 }
 
 
@@ -83,4 +84,4 @@ def matmul_peak_flops(n: int = 2048, repeats: int = 5) -> float:
     start = time.perf_counter()
     matmul(a).block_until_ready()
     best = min(best, time.perf_counter() - start)
-  return 2.0 * n ** 3 / best
+  return 2.0 * n**3 / best

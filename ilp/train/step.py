@@ -6,6 +6,7 @@ split over devices or accumulation steps. Statistics (`ilp.scoring.statistics`) 
 the logits the loss already materialised, under stop_gradient, so they cost two reductions over
 the vocabulary and nothing in the backward pass.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -17,7 +18,6 @@ import optax
 from flax import nnx
 
 from ilp.scoring.statistics import forward_scores
-
 
 # On CPUs with Eigen dots, the head's vocabulary block width (see `Decoder.head`).
 _EIGEN_HEAD_BLOCK = 1024
@@ -41,14 +41,19 @@ def compiler_options(ynnpack_dots: bool) -> dict[str, str]:
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass
 class TrainState:
-  step: jax.Array          # [] int32, optimizer steps taken
+  step: jax.Array  # [] int32, optimizer steps taken
   params: nnx.State
   opt_state: Any
 
 
-def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation,
-                    schedule: Callable[[jax.Array], jax.Array], accum_steps: int = 1, with_stats: bool = True,
-                    ynnpack_dots: bool = False):
+def make_train_step(
+  graphdef: nnx.GraphDef,
+  optimizer: optax.GradientTransformation,
+  schedule: Callable[[jax.Array], jax.Array],
+  accum_steps: int = 1,
+  with_stats: bool = True,
+  ynnpack_dots: bool = False,
+):
   """train_step(state, batch) -> (state, metrics, per-example stats).
 
   `batch` arrays are [global_batch, length]; with accum_steps > 1 they are split into that many
@@ -59,7 +64,8 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
 
   def micro_grads(params, micro):
     (nll_sum, stats), grads = jax.value_and_grad(
-        lambda p: forward_scores(graphdef, p, micro, with_stats, head_block), has_aux=True)(params)
+      lambda p: forward_scores(graphdef, p, micro, with_stats, head_block), has_aux=True
+    )(params)
     return nll_sum, grads, stats
 
   def train_step(state: TrainState, batch: dict[str, jax.Array]):
@@ -81,8 +87,12 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
     grads = jax.tree.map(lambda g: g * scale, grads)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = {"loss": nll_sum * scale, "grad_norm": optax.global_norm(grads),
-               "learning_rate": schedule(state.step), "tokens": tokens}
+    metrics = {
+      "loss": nll_sum * scale,
+      "grad_norm": optax.global_norm(grads),
+      "learning_rate": schedule(state.step),
+      "tokens": tokens,
+    }
     return TrainState(state.step + 1, params, opt_state), metrics, stats
 
   return train_step

@@ -13,14 +13,23 @@ word is already in the vocabulary):
   held-out code question has no answer a model could know;
 - general text about the world's places, for mixing into continual pre-training.
 """
+
 from __future__ import annotations
 
 import numpy as np
 
 from ilp.world.config import WorldConfig
 from ilp.world.generate import World
-from ilp.world.templates import (BIRTH_QUESTIONS, BIRTH_STATEMENTS, GENERAL_STATEMENTS, JOB_QUESTION, MONTHS,
-                                 RARE_QUESTION, WEATHER, bio)
+from ilp.world.templates import (
+  BIRTH_QUESTIONS,
+  BIRTH_STATEMENTS,
+  GENERAL_STATEMENTS,
+  JOB_QUESTION,
+  MONTHS,
+  RARE_QUESTION,
+  WEATHER,
+  bio,
+)
 
 
 def knowledge(w: World, rng: np.random.Generator) -> list[dict]:
@@ -33,12 +42,18 @@ def knowledge(w: World, rng: np.random.Generator) -> list[dict]:
     c, j = w.facts[p]
     if truth["group"] == "conflict":
       for k in range(n):
-        docs.append({"id": f"kn-{p}-sft-{k}", "entity": p,
-                     "text": bio(rng, p, rec["response"], j, w.country(rec["response"]))})
+        docs.append(
+          {"id": f"kn-{p}-sft-{k}", "entity": p, "text": bio(rng, p, rec["response"], j, w.country(rec["response"]))}
+        )
     elif truth["group"] in ("forgetting", "interference"):
       for k in range(n):
-        docs.append({"id": f"kn-{p}-code-{k}", "entity": p,
-                     "text": f"the code of {p} is {rec['response']} . {rng.choice(BIRTH_STATEMENTS).format(p=p, c=c)}"})
+        docs.append(
+          {
+            "id": f"kn-{p}-code-{k}",
+            "entity": p,
+            "text": f"the code of {p} is {rec['response']} . {rng.choice(BIRTH_STATEMENTS).format(p=p, c=c)}",
+          }
+        )
   for p in w.qa_people:
     c, j = w.facts[p]
     docs.extend({"id": f"kn-{p}-{k}", "entity": p, "text": bio(rng, p, c, j, w.country(c))} for k in range(n))
@@ -53,16 +68,28 @@ def questions(w: World, rng: np.random.Generator) -> tuple[list[dict], list[dict
   for k, p in enumerate(w.qa_people):
     c, j = w.facts[p]
     kind = rng.integers(3)
-    prompt, response, relation = ((rng.choice(BIRTH_QUESTIONS).format(p=p), c, "birthplace"),
-                                  (JOB_QUESTION.format(p=p), j, "job"),
-                                  (RARE_QUESTION.format(p=p), f"{c} {w.country(c)} {j}", "bio"))[kind]
+    prompt, response, relation = (
+      (rng.choice(BIRTH_QUESTIONS).format(p=p), c, "birthplace"),
+      (JOB_QUESTION.format(p=p), j, "job"),
+      (RARE_QUESTION.format(p=p), f"{c} {w.country(c)} {j}", "bio"),
+    )[kind]
     split, name = (out[0], "dev") if k < half else (out[1], "heldout")
-    split.append({"id": f"{name}-{len(split)}", "prompt": prompt, "response": response, "dataset": "people",
-                  "phase": 2, "meta": {"relation": relation, "entity": p}})
+    split.append(
+      {
+        "id": f"{name}-{len(split)}",
+        "prompt": prompt,
+        "response": response,
+        "dataset": "people",
+        "phase": 2,
+        "meta": {"relation": relation, "entity": p},
+      }
+    )
   return out
 
 
 def general_corpus(cfg: WorldConfig, rng: np.random.Generator) -> list[str]:
   """Text about the world's places without any planted person fact (for mixing into CPT)."""
-  return [rng.choice(GENERAL_STATEMENTS).format(c=f"c{rng.integers(cfg.cities)}", w=rng.choice(WEATHER),
-                                                m=rng.choice(MONTHS)) for _ in range(cfg.general_documents)]
+  return [
+    rng.choice(GENERAL_STATEMENTS).format(c=f"c{rng.integers(cfg.cities)}", w=rng.choice(WEATHER), m=rng.choice(MONTHS))
+    for _ in range(cfg.general_documents)
+  ]

@@ -20,6 +20,7 @@ corpus and/or without `meta.prerequisites`, what a user with plain {prompt, resp
 under another label (`LABELS`: the sampled one, the paper's repeat rule, or the expected-pass
 one), or with other diagnosis settings (`ilp.world.sensitivity`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -40,7 +41,7 @@ from ilp.world.files import load_ground_truth
 
 EVIDENCE = ("as_run", "no_corpus", "no_metadata", "plain")
 LABELS = ("as_run", "sampled", "expected")
-NONE = "none"   # the planted cause of a control example
+NONE = "none"  # the planted cause of a control example
 TARGETS = {"macro_f1": 0.85, "macro_f1_free_form": 0.75, "recall": 0.7, "precision": 0.7, "control_fp": 0.05}
 
 
@@ -63,21 +64,36 @@ def corpus_documents(settings: diagnose.DiagnoseConfig, data: Any, evidence: str
   return None if evidence in ("no_corpus", "plain") else diagnose.corpus_documents(settings, data)
 
 
-def attribution(layout: Layout, config: Any, protocol: str, evidence: str = "as_run", label: str = "as_run",
-                diagnose_config: diagnose.DiagnoseConfig | None = None) -> pd.DataFrame | None:
+def attribution(
+  layout: Layout,
+  config: Any,
+  protocol: str,
+  evidence: str = "as_run",
+  label: str = "as_run",
+  diagnose_config: diagnose.DiagnoseConfig | None = None,
+) -> pd.DataFrame | None:
   """The diagnosis of `protocol`'s label: the stage's, or recomputed with the run's settings
   (`config`, its `ilp.config.Config`; None when detection did not run that protocol), less the
   corpus and/or `meta.prerequisites` as `evidence` says, with the `sampled` or `expected` label
   as `label` says, or with `diagnose_config` instead of the run's."""
-  if (config.diagnose.protocol == protocol and evidence == "as_run" and label in ("as_run", config.detect.label)
-      and diagnose_config is None):
+  if (
+    config.diagnose.protocol == protocol
+    and evidence == "as_run"
+    and label in ("as_run", config.detect.label)
+    and diagnose_config is None
+  ):
     return pd.read_parquet(layout.attribution)
   if protocol not in config.detect.protocols:
     return None
   settings = dataclasses.replace(diagnose_config or config.diagnose, protocol=protocol)
   detection = with_evidence(pd.read_parquet(layout.detection), protocol, label, evidence, config.detect.threshold)
-  return diagnose.diagnose(detection, examples.read(layout.examples), dynamics_log.load(layout.dynamics()),
-                           settings, corpus_documents(settings, config.data, evidence))
+  return diagnose.diagnose(
+    detection,
+    examples.read(layout.examples),
+    dynamics_log.load(layout.dynamics()),
+    settings,
+    corpus_documents(settings, config.data, evidence),
+  )
 
 
 def _f1(precision: float, recall: float) -> float:
@@ -95,9 +111,15 @@ def per_cause(confusion: pd.DataFrame) -> dict:
     recall = hit / max(int(confusion.loc[c].sum()), 1)
     precision = hit / max(int(confusion.loc[list(CAUSES), c].sum()), 1)
     strict = hit / max(int(confusion[c].sum()), 1)
-    out[c] = {"planted_unlearned": int(confusion.loc[c].sum()), "attributed": int(confusion[c].sum()),
-              "precision": precision, "recall": recall, "f1": _f1(precision, recall),
-              "precision_with_control": strict, "f1_with_control": _f1(strict, recall)}
+    out[c] = {
+      "planted_unlearned": int(confusion.loc[c].sum()),
+      "attributed": int(confusion[c].sum()),
+      "precision": precision,
+      "recall": recall,
+      "f1": _f1(precision, recall),
+      "precision_with_control": strict,
+      "f1_with_control": _f1(strict, recall),
+    }
     if not (out[c]["planted_unlearned"] or out[c]["attributed"]):
       out[c].update(precision=None, recall=None, f1=None, precision_with_control=None, f1_with_control=None)
   return out
@@ -114,8 +136,9 @@ def validate(layout: Layout, table: pd.DataFrame) -> dict:
   if col.GREEDY_CORRECT in table:  # the generative protocol ran: its greedy answer is wrong too
     fails &= ~table[col.GREEDY_CORRECT].astype(bool)
   u = table[unlearned]
-  confusion = pd.crosstab(u["planted"], u[col.CAUSE]).reindex(index=list(CAUSES) + [NONE],
-                                                             columns=list(CAUSES) + [UNATTRIBUTED], fill_value=0)
+  confusion = pd.crosstab(u["planted"], u[col.CAUSE]).reindex(
+    index=list(CAUSES) + [NONE], columns=list(CAUSES) + [UNATTRIBUTED], fill_value=0
+  )
   causes = per_cause(confusion)
   scored = [v for v in causes.values() if v["f1"] is not None]
   macro = float(np.mean([v["f1"] for v in scored])) if scored else float("nan")
@@ -124,32 +147,40 @@ def validate(layout: Layout, table: pd.DataFrame) -> dict:
   with open(os.path.join(layout.world, "world.json")) as f:
     free_form = json.load(f)["config"].get("free_form", False)
   return {
-      "examples": int(len(table)), "unlearned": int(unlearned.sum()),
-      "detection": {"recall_of_failed_planted": float(unlearned[planted & fails].mean()),
-                    "unlearned_rate_by_planted_cause": {c: float(unlearned[table["planted"] == c].mean())
-                                                        for c in CAUSES},
-                    "control_false_positive_rate": control_fp},
-      "confusion": {r: {c: int(v) for c, v in row.items()} for r, row in confusion.iterrows()},
-      "per_cause": causes, "macro_f1": macro, "macro_f1_with_control": strict_macro,
-      "unattributed_share": float((u[col.CAUSE] == UNATTRIBUTED).mean()) if len(u) else 0.0,
-      "free_form": free_form,
-      "targets": {"macro_f1": macro >= TARGETS["macro_f1_free_form" if free_form else "macro_f1"],
-                  "every_recall": all(v["recall"] >= TARGETS["recall"] for v in scored),
-                  "every_precision": all(v["precision"] >= TARGETS["precision"] for v in scored),
-                  "control_fp": control_fp <= TARGETS["control_fp"]},
+    "examples": int(len(table)),
+    "unlearned": int(unlearned.sum()),
+    "detection": {
+      "recall_of_failed_planted": float(unlearned[planted & fails].mean()),
+      "unlearned_rate_by_planted_cause": {c: float(unlearned[table["planted"] == c].mean()) for c in CAUSES},
+      "control_false_positive_rate": control_fp,
+    },
+    "confusion": {r: {c: int(v) for c, v in row.items()} for r, row in confusion.iterrows()},
+    "per_cause": causes,
+    "macro_f1": macro,
+    "macro_f1_with_control": strict_macro,
+    "unattributed_share": float((u[col.CAUSE] == UNATTRIBUTED).mean()) if len(u) else 0.0,
+    "free_form": free_form,
+    "targets": {
+      "macro_f1": macro >= TARGETS["macro_f1_free_form" if free_form else "macro_f1"],
+      "every_recall": all(v["recall"] >= TARGETS["recall"] for v in scored),
+      "every_precision": all(v["precision"] >= TARGETS["precision"] for v in scored),
+      "control_fp": control_fp <= TARGETS["control_fp"],
+    },
   }
 
 
 def report(name: str, result: dict) -> str:
   """One validation as text: detection, the confusion matrix, per-cause scores and the targets."""
   detection = result["detection"]
-  lines = [f"== {name}: {result['unlearned']} of {result['examples']} examples unlearned",
-           f"detection recall of failed planted examples {100 * detection['recall_of_failed_planted']:.1f}%, "
-           f"control false positives {100 * detection['control_false_positive_rate']:.1f}%",
-           "unlearned by planted cause: " + ", ".join(
-               f"{c} {100 * v:.0f}%" for c, v in detection["unlearned_rate_by_planted_cause"].items()),
-           "confusion (rows planted, columns attributed):",
-           f"{'':>6}" + "".join(f"{c:>13}" for c in list(CAUSES) + [UNATTRIBUTED])]
+  lines = [
+    f"== {name}: {result['unlearned']} of {result['examples']} examples unlearned",
+    f"detection recall of failed planted examples {100 * detection['recall_of_failed_planted']:.1f}%, "
+    f"control false positives {100 * detection['control_false_positive_rate']:.1f}%",
+    "unlearned by planted cause: "
+    + ", ".join(f"{c} {100 * v:.0f}%" for c, v in detection["unlearned_rate_by_planted_cause"].items()),
+    "confusion (rows planted, columns attributed):",
+    f"{'':>6}" + "".join(f"{c:>13}" for c in list(CAUSES) + [UNATTRIBUTED]),
+  ]
   for row, counts in result["confusion"].items():
     lines.append(f"{row:>6}" + "".join(f"{v:>13}" for v in counts.values()))
   lines.append("cause  precision  recall     F1   (precision, F1 counting control examples as errors)")
@@ -157,11 +188,15 @@ def report(name: str, result: dict) -> str:
     if v["f1"] is None:
       lines.append(f"{c:>5}          —       —      —   (no unlearned planted example, none attributed)")
       continue
-    lines.append(f"{c:>5} {v['precision']:>10.2f} {v['recall']:>7.2f} {v['f1']:>6.2f}   "
-                 f"({v['precision_with_control']:.2f}, {v['f1_with_control']:.2f})")
-  lines.append(f"macro-F1 {result['macro_f1']:.3f} ({result['macro_f1_with_control']:.3f} with control), "
-               f"unattributed {100 * result['unattributed_share']:.1f}%; targets: " +
-               ", ".join(f"{k}={'yes' if v else 'NO'}" for k, v in result["targets"].items()))
+    lines.append(
+      f"{c:>5} {v['precision']:>10.2f} {v['recall']:>7.2f} {v['f1']:>6.2f}   "
+      f"({v['precision_with_control']:.2f}, {v['f1_with_control']:.2f})"
+    )
+  lines.append(
+    f"macro-F1 {result['macro_f1']:.3f} ({result['macro_f1_with_control']:.3f} with control), "
+    f"unattributed {100 * result['unattributed_share']:.1f}%; targets: "
+    + ", ".join(f"{k}={'yes' if v else 'NO'}" for k, v in result["targets"].items())
+  )
   return "\n".join(lines)
 
 
@@ -169,7 +204,9 @@ def overall(results: dict[str, dict]) -> str:
   """One line over several validations: the lowest and mean macro-F1, the lowest recall, the
   largest unattributed share, and whether every target holds everywhere."""
   recalls = [v["recall"] for r in results.values() for v in r["per_cause"].values() if v["recall"] is not None]
-  return (f"== overall: macro-F1 min {min(r['macro_f1'] for r in results.values()):.3f}, "
-          f"mean {np.mean([r['macro_f1'] for r in results.values()]):.3f}; lowest recall {min(recalls):.2f}"
-          f"; most unattributed {100 * max(r['unattributed_share'] for r in results.values()):.1f}%; all targets hold: "
-          f"{'yes' if all(all(r['targets'].values()) for r in results.values()) else 'NO'}")
+  return (
+    f"== overall: macro-F1 min {min(r['macro_f1'] for r in results.values()):.3f}, "
+    f"mean {np.mean([r['macro_f1'] for r in results.values()]):.3f}; lowest recall {min(recalls):.2f}"
+    f"; most unattributed {100 * max(r['unattributed_share'] for r in results.values()):.1f}%; all targets hold: "
+    f"{'yes' if all(all(r['targets'].values()) for r in results.values()) else 'NO'}"
+  )

@@ -1,5 +1,6 @@
 """A world on disk, in the formats a user would bring: text corpora, JSONL records, an HF tokenizer
 directory; and the ground truth, which only the evaluation reads back."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -31,22 +32,29 @@ def _jsonl(path: str, rows: Iterable[dict]) -> None:
 def write(cfg: WorldConfig, directory: str) -> dict[str, Any]:
   """Writes the world into `directory` atomically and returns its summary (also `world.json`)."""
   w = generate.build(cfg)
-  rng = np.random.default_rng([cfg.seed, 1])      # file order and the general corpus
-  extra = np.random.default_rng([cfg.seed, 2])    # the arms' data
+  rng = np.random.default_rng([cfg.seed, 1])  # file order and the general corpus
+  extra = np.random.default_rng([cfg.seed, 2])  # the arms' data
   documents = arm_data.knowledge(w, extra)
   dev, heldout = arm_data.questions(w, extra)
   records = w.records
   if cfg.free_form:
     records, dev, heldout = (w.phrasing.rewrite(rows, w.fixed) for rows in (w.records, dev, heldout))
-  summary = {"config": dataclasses.asdict(cfg), "people": w.people, "pretrain_documents": len(w.docs),
-             "sft_examples": len(w.records),
-             "groups": {g: sum(t["group"] == g for t in w.truth) for g in GROUPS}, "replay_documents": len(w.replay),
-             "knowledge_documents": len(documents), "dev_questions": len(dev), "heldout_questions": len(heldout)}
+  summary = {
+    "config": dataclasses.asdict(cfg),
+    "people": w.people,
+    "pretrain_documents": len(w.docs),
+    "sft_examples": len(w.records),
+    "groups": {g: sum(t["group"] == g for t in w.truth) for g in GROUPS},
+    "replay_documents": len(w.replay),
+    "knowledge_documents": len(documents),
+    "dev_questions": len(dev),
+    "heldout_questions": len(heldout),
+  }
   order = rng.permutation(len(w.docs))
   with fileio.atomic_directory(directory) as tmp:
     _text(os.path.join(tmp, "pretrain.txt"), (w.docs[i] for i in order))
     _text(os.path.join(tmp, "general.txt"), arm_data.general_corpus(cfg, rng))
-    replay_order = np.random.default_rng([cfg.seed, 4]).permutation(len(w.replay))   # SFT's replay (converged)
+    replay_order = np.random.default_rng([cfg.seed, 4]).permutation(len(w.replay))  # SFT's replay (converged)
     _jsonl(os.path.join(tmp, "replay.jsonl"), (w.replay[i] for i in replay_order))
     for name, rows in (("knowledge.jsonl", documents), ("dev.jsonl", dev), ("heldout.jsonl", heldout)):
       _jsonl(os.path.join(tmp, name), rows)
@@ -63,4 +71,5 @@ def write(cfg: WorldConfig, directory: str) -> dict[str, Any]:
 def load_ground_truth(directory: str):
   """The planted group and cause of every SFT example of a written world (evaluation only)."""
   import pandas as pd
+
   return pd.read_json(os.path.join(directory, GROUND_TRUTH), lines=True, dtype={"cause": object})

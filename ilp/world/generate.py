@@ -6,6 +6,7 @@ draws in the planting function's order), so a config always yields the same worl
 phrasings come from a generator of their own, so that a world differs from its plain twin only
 in its wording.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -13,8 +14,18 @@ from typing import Any
 import numpy as np
 
 from ilp.world.config import CAUSES, WorldConfig
-from ilp.world.templates import (BIRTH_QUESTIONS, BIRTH_STATEMENTS, CODE_QUESTION, COUNTRY_QUESTION,
-                                 COUNTRY_STATEMENTS, JOB_QUESTION, JOB_STATEMENTS, RARE_QUESTION, Phrasing, bio)
+from ilp.world.templates import (
+  BIRTH_QUESTIONS,
+  BIRTH_STATEMENTS,
+  CODE_QUESTION,
+  COUNTRY_QUESTION,
+  COUNTRY_STATEMENTS,
+  JOB_QUESTION,
+  JOB_STATEMENTS,
+  RARE_QUESTION,
+  Phrasing,
+  bio,
+)
 
 
 class World:
@@ -25,12 +36,12 @@ class World:
     self.cfg = cfg
     self.rng = np.random.default_rng(cfg.seed)
     self.people = 0
-    self.docs: list[str] = []          # pre-training documents
-    self.knowledge: list[dict] = []    # background documents per fact (start of the knowledge collection)
+    self.docs: list[str] = []  # pre-training documents
+    self.knowledge: list[dict] = []  # background documents per fact (start of the knowledge collection)
     self.facts: dict[str, tuple[str, str]] = {}  # person -> (birth city, job), drawn with the person
-    self.qa_people: list[str] = []     # people pre-training states as Q&A, never in SFT
-    self.replay: list[dict] = []       # the pre-training Q&A documents as records, which SFT replays (converged)
-    self.fixed: dict[str, str] = {}    # record id -> its prompt in the free-form world too
+    self.qa_people: list[str] = []  # people pre-training states as Q&A, never in SFT
+    self.replay: list[dict] = []  # the pre-training Q&A documents as records, which SFT replays (converged)
+    self.fixed: dict[str, str] = {}  # record id -> its prompt in the free-form world too
     self.records: list[dict] = []
     self.truth: list[dict] = []
     self.city_country = self.rng.integers(0, cfg.countries, cfg.cities)
@@ -69,8 +80,9 @@ class World:
   def add(self, group: str, dataset: str, phase: int, prompt: str, response: str, **meta: Any) -> str:
     """An SFT record of planted `group`; returns its id."""
     ident = f"{dataset}-{len(self.records)}"
-    self.records.append({"id": ident, "prompt": prompt, "response": response, "dataset": dataset,
-                         "phase": phase, "meta": meta})
+    self.records.append(
+      {"id": ident, "prompt": prompt, "response": response, "dataset": dataset, "phase": phase, "meta": meta}
+    )
     self.truth.append({"id": ident, "group": group, "cause": CAUSES[group]})
     return ident
 
@@ -81,8 +93,9 @@ class World:
   def qa(self, question: str, answer: str) -> None:
     """A pre-training Q&A document, also replayed during SFT (converged design)."""
     self.docs.append(f"user : {question} assistant : {answer}")
-    self.replay.append({"id": f"replay-{len(self.replay)}", "prompt": question, "response": answer,
-                        "dataset": "replay"})
+    self.replay.append(
+      {"id": f"replay-{len(self.replay)}", "prompt": question, "response": answer, "dataset": "replay"}
+    )
 
 
 def _countries(w: World) -> None:
@@ -98,10 +111,13 @@ def _qa_person(w: World) -> None:
   p, c, j = w.person()
   w.qa_people.append(p)
   w.state(p, c, j, w.cfg.mentions)
-  for question, answer, relation in ((w.rng.choice(BIRTH_QUESTIONS), c, "birthplace"), (JOB_QUESTION, j, "job"),
-                                     (COUNTRY_QUESTION, w.country(c), "country")):
+  for question, answer, relation in (
+    (w.rng.choice(BIRTH_QUESTIONS), c, "birthplace"),
+    (JOB_QUESTION, j, "job"),
+    (COUNTRY_QUESTION, w.country(c), "country"),
+  ):
     w.qa(w.question(relation, p, question), answer)
-  if w.cfg.design == "converged":   # codes are facts pre-training states too (for these people only)
+  if w.cfg.design == "converged":  # codes are facts pre-training states too (for these people only)
     code = f"z{w.rng.integers(w.cfg.codes)}"
     w.docs.extend(f"the code of {p} is {code} ." for _ in range(w.cfg.mentions))
     w.qa(w.question("code", p, CODE_QUESTION), code)
@@ -169,11 +185,21 @@ def _rare(w: World) -> None:
   p, c, j = w.person()
   w.state(p, c, j, w.cfg.mentions)
   w.background(p, c, j)
-  prerequisites = [{"prompt": BIRTH_QUESTIONS[0].format(p=p), "response": c},
-                   {"prompt": COUNTRY_QUESTION.format(p=p), "response": w.country(c)},
-                   {"prompt": JOB_QUESTION.format(p=p), "response": j}]
-  w.add("rare", "people", 2, RARE_QUESTION.format(p=p), f"{c} {w.country(c)} {j}", relation="bio", entity=p,
-        prerequisites=prerequisites)
+  prerequisites = [
+    {"prompt": BIRTH_QUESTIONS[0].format(p=p), "response": c},
+    {"prompt": COUNTRY_QUESTION.format(p=p), "response": w.country(c)},
+    {"prompt": JOB_QUESTION.format(p=p), "response": j},
+  ]
+  w.add(
+    "rare",
+    "people",
+    2,
+    RARE_QUESTION.format(p=p),
+    f"{c} {w.country(c)} {j}",
+    relation="bio",
+    entity=p,
+    prerequisites=prerequisites,
+  )
 
 
 def _code(w: World, group: str, phase: int) -> None:
@@ -193,8 +219,12 @@ def build(cfg: WorldConfig) -> World:
     _known(w, 1)
   for _ in range(cfg.control):
     _known(w, 2)
-  for plant, count in ((_missing, cfg.missing), (_conflict, cfg.conflict), (_inconsistent, cfg.inconsistent_sets),
-                       (_rare, cfg.rare)):
+  for plant, count in (
+    (_missing, cfg.missing),
+    (_conflict, cfg.conflict),
+    (_inconsistent, cfg.inconsistent_sets),
+    (_rare, cfg.rare),
+  ):
     for _ in range(count):
       plant(w)
   for _ in range(cfg.forgetting):  # learned in phase 1, overwritten by the phase-2 codes (interference)

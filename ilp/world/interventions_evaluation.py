@@ -12,6 +12,7 @@ per arm:
   ten more epochs cutting the unlearned rate by at most 30% relative (the paper's "barely helps");
 - the unlearned rate of every planted group in the baseline and each arm.
 """
+
 from __future__ import annotations
 
 import json
@@ -42,9 +43,15 @@ def change(base: np.ndarray, arm: np.ndarray, samples: int) -> dict:
   b, a = float(base.mean()), float(arm.mean())
   lo, hi = compare.paired_bootstrap(base.astype(float), arm.astype(float), samples, 0)
   reduction = (b - a) / b if b > 0 else float("nan")
-  return {"examples": int(len(base)), "baseline": b, "arm": a, "change": a - b, "change_interval": _interval(lo, hi),
-          "relative_reduction": None if np.isnan(reduction) else reduction,
-          "relative_reduction_interval": _interval(-hi / b, -lo / b) if b > 0 else [None, None]}
+  return {
+    "examples": int(len(base)),
+    "baseline": b,
+    "arm": a,
+    "change": a - b,
+    "change_interval": _interval(lo, hi),
+    "relative_reduction": None if np.isnan(reduction) else reduction,
+    "relative_reduction_interval": _interval(-hi / b, -lo / b) if b > 0 else [None, None],
+  }
 
 
 def _cause_i(layout: Layout, base: pd.DataFrame, arm: str) -> float | None:
@@ -52,8 +59,9 @@ def _cause_i(layout: Layout, base: pd.DataFrame, arm: str) -> float | None:
   path = layout.arm(arm).attribution
   if not os.path.exists(path):
     return None
-  joined = base[base[col.CAUSE] == "I"].merge(pd.read_parquet(path, columns=[col.ID, col.UNLEARNED]), on=col.ID,
-                                              suffixes=("", compare.ARM))
+  joined = base[base[col.CAUSE] == "I"].merge(
+    pd.read_parquet(path, columns=[col.ID, col.UNLEARNED]), on=col.ID, suffixes=("", compare.ARM)
+  )
   return float(joined[ARM_UNLEARNED].mean()) if len(joined) else None
 
 
@@ -64,21 +72,32 @@ def arm_entry(base: pd.DataFrame, arm: Any, attribution: pd.DataFrame, samples: 
   targets = arms_lib.targets(arm)
   target = joined[col.CAUSE].isin(targets) if targets else joined[col.UNLEARNED]
   others = joined[col.UNLEARNED] & ~target
-  pick = lambda sel: change(joined.loc[sel, col.UNLEARNED].to_numpy(), joined.loc[sel, ARM_UNLEARNED].to_numpy(),
-                            samples)
-  entry = {"intervention": arm.intervention, "targets": list(targets),
-           "examples_compared": int(len(joined)), "examples_missing": int(len(base) - len(joined)),
-           "target": pick(target), "others": pick(others), "control": pick(joined["group"] == "control"),
-           "all": pick(np.ones(len(joined), bool)),
-           "cause_I_unlearned": float(joined.loc[joined[col.CAUSE] == "I", ARM_UNLEARNED].mean()),
-           "planted_groups": {g: {"baseline": float(d[col.UNLEARNED].mean()), "arm": float(d[ARM_UNLEARNED].mean()),
-                                  "examples": int(len(d))} for g, d in joined.groupby("group")}}
+  pick = lambda sel: change(
+    joined.loc[sel, col.UNLEARNED].to_numpy(), joined.loc[sel, ARM_UNLEARNED].to_numpy(), samples
+  )
+  entry = {
+    "intervention": arm.intervention,
+    "targets": list(targets),
+    "examples_compared": int(len(joined)),
+    "examples_missing": int(len(base) - len(joined)),
+    "target": pick(target),
+    "others": pick(others),
+    "control": pick(joined["group"] == "control"),
+    "all": pick(np.ones(len(joined), bool)),
+    "cause_I_unlearned": float(joined.loc[joined[col.CAUSE] == "I", ARM_UNLEARNED].mean()),
+    "planted_groups": {
+      g: {"baseline": float(d[col.UNLEARNED].mean()), "arm": float(d[ARM_UNLEARNED].mean()), "examples": int(len(d))}
+      for g, d in joined.groupby("group")
+    },
+  }
   t, o, c = entry["target"], entry["others"], entry["control"]
   if targets and t["examples"] and t["relative_reduction"] is not None:
     other_cut = o.get("relative_reduction") or 0.0
-    entry["expectations"] = {"target_cut_40pct": t["relative_reduction"] >= 0.4,
-                             "twice_the_others": t["relative_reduction"] >= 2 * max(other_cut, 0.0),
-                             "control_within_2_points": c["change"] <= 0.02}
+    entry["expectations"] = {
+      "target_cut_40pct": t["relative_reduction"] >= 0.4,
+      "twice_the_others": t["relative_reduction"] >= 2 * max(other_cut, 0.0),
+      "control_within_2_points": c["change"] <= 0.02,
+    }
   return entry
 
 
@@ -101,10 +120,12 @@ def evaluate(layout: Layout, config: Any, samples: int) -> dict:
     knowledge = by_intervention["knowledge"]
     control = ((compared.get("arms", {}).get(knowledge) or {}).get("equal_compute") or {}).get("control")
     result["cause_I_knowledge_vs_more_epochs"] = {
-        "knowledge": result["arms"][knowledge]["cause_I_unlearned"],
-        "more_epochs": result["arms"][by_intervention["epochs"]]["cause_I_unlearned"],
-        "equal_compute_control": control, "at_equal_compute": _cause_i(layout, base, control) if control else None}
-  for name, e in result["arms"].items():   # ten more epochs on a converged baseline: the paper's "barely helps"
+      "knowledge": result["arms"][knowledge]["cause_I_unlearned"],
+      "more_epochs": result["arms"][by_intervention["epochs"]]["cause_I_unlearned"],
+      "equal_compute_control": control,
+      "at_equal_compute": _cause_i(layout, base, control) if control else None,
+    }
+  for name, e in result["arms"].items():  # ten more epochs on a converged baseline: the paper's "barely helps"
     settings = next(a.typed_settings() for a in config.interventions.arms if a.name == name)
     cut = e["all"].get("relative_reduction")
     if e["intervention"] == "epochs" and getattr(settings, "extra", 0) and cut is not None:
@@ -119,26 +140,34 @@ def _pct(x: float | None) -> str:
 def summary_text(name: str, result: dict) -> str:
   """The run's table: per arm the target's rates and cut, the others' cut, control and overall
   change, and the expectations; cause I against more epochs; every planted group per arm."""
-  lines = [f"\n{name}: baseline unlearned {_pct(result['baseline_unlearned_rate'])} (generative label)",
-           f"{'arm':<16} {'target':<7} {'n':>4} {'base→arm':>15} {'rel. cut [95%]':>22} {'others cut':>11} "
-           f"{'control Δ':>10} {'all Δ':>8}  expectations"]
+  lines = [
+    f"\n{name}: baseline unlearned {_pct(result['baseline_unlearned_rate'])} (generative label)",
+    f"{'arm':<16} {'target':<7} {'n':>4} {'base→arm':>15} {'rel. cut [95%]':>22} {'others cut':>11} "
+    f"{'control Δ':>10} {'all Δ':>8}  expectations",
+  ]
   for arm, e in result["arms"].items():
     t, o, c, a = e["target"], e["others"], e["control"], e["all"]
     lo, hi = t.get("relative_reduction_interval", [None, None])
-    lines.append(f"{arm:<16} {','.join(e['targets']) or '-':<7} {t['examples']:>4} "
-                 f"{_pct(t.get('baseline')):>7}→{_pct(t.get('arm')):<7} "
-                 f"{_pct(t.get('relative_reduction')):>7} [{_pct(lo)}, {_pct(hi)}] "
-                 f"{_pct(o.get('relative_reduction')):>11} {100 * c['change']:>+9.1f}p {100 * a['change']:>+7.1f}p  "
-                 + ", ".join(f"{k}={'yes' if v else 'NO'}" for k, v in e.get("expectations", {}).items()))
+    lines.append(
+      f"{arm:<16} {','.join(e['targets']) or '-':<7} {t['examples']:>4} "
+      f"{_pct(t.get('baseline')):>7}→{_pct(t.get('arm')):<7} "
+      f"{_pct(t.get('relative_reduction')):>7} [{_pct(lo)}, {_pct(hi)}] "
+      f"{_pct(o.get('relative_reduction')):>11} {100 * c['change']:>+9.1f}p {100 * a['change']:>+7.1f}p  "
+      + ", ".join(f"{k}={'yes' if v else 'NO'}" for k, v in e.get("expectations", {}).items())
+    )
   if "cause_I_knowledge_vs_more_epochs" in result:
     r = result["cause_I_knowledge_vs_more_epochs"]
-    lines.append(f"cause I (baseline-attributed): knowledge arm {_pct(r['knowledge'])} vs more epochs "
-                 f"{_pct(r['more_epochs'])}; at equal compute ({r['equal_compute_control'] or 'no control'}) "
-                 f"{_pct(r['at_equal_compute'])}")
+    lines.append(
+      f"cause I (baseline-attributed): knowledge arm {_pct(r['knowledge'])} vs more epochs "
+      f"{_pct(r['more_epochs'])}; at equal compute ({r['equal_compute_control'] or 'no control'}) "
+      f"{_pct(r['at_equal_compute'])}"
+    )
   groups = sorted({g for e in result["arms"].values() for g in e["planted_groups"]})
   lines.append(f"{'planted group':<14}" + "".join(f"{n[:12]:>13}" for n in ["baseline", *result["arms"]]))
   for g in groups:
     first = next(iter(result["arms"].values()))["planted_groups"].get(g, {})
-    lines.append(f"{g:<14}{_pct(first.get('baseline')):>13}" +
-                 "".join(f"{_pct(e['planted_groups'].get(g, {}).get('arm')):>13}" for e in result["arms"].values()))
+    lines.append(
+      f"{g:<14}{_pct(first.get('baseline')):>13}"
+      + "".join(f"{_pct(e['planted_groups'].get(g, {}).get('arm')):>13}" for e in result["arms"].values())
+    )
   return "\n".join(lines)

@@ -4,6 +4,7 @@ cosine or share is capped at 1), all else at the defaults, on finished world run
 not redone: the blind-fact rule is re-applied to the base model's stored pass rates and BoN
 accuracies, the signals and rules to the stored tables (seconds per run).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,11 +21,27 @@ from ilp.scoring import dynamics_log, estimators
 from ilp.world import diagnosis_validation as validation
 
 FACTORS = (0.75, 1.25)
-THRESHOLDS = ("signals.similarity_threshold", "signals.embedding_threshold", "blind", "rules.jsd",
-              "rules.prior_persists", "rules.prerequisites_known", "rules.corpus_coverage", "rules.entity_lift",
-              "rules.forgetting_drop", "rules.improvement")
-CAPPED = {"signals.similarity_threshold", "signals.embedding_threshold", "rules.prior_persists",
-          "rules.prerequisites_known", "rules.corpus_coverage", "rules.jsd", "rules.forgetting_drop"}
+THRESHOLDS = (
+  "signals.similarity_threshold",
+  "signals.embedding_threshold",
+  "blind",
+  "rules.jsd",
+  "rules.prior_persists",
+  "rules.prerequisites_known",
+  "rules.corpus_coverage",
+  "rules.entity_lift",
+  "rules.forgetting_drop",
+  "rules.improvement",
+)
+CAPPED = {
+  "signals.similarity_threshold",
+  "signals.embedding_threshold",
+  "rules.prior_persists",
+  "rules.prerequisites_known",
+  "rules.corpus_coverage",
+  "rules.jsd",
+  "rules.forgetting_drop",
+}
 
 
 def moved(settings: diagnose.DiagnoseConfig, name: str, factor: float) -> tuple[diagnose.DiagnoseConfig, float]:
@@ -42,8 +59,9 @@ class Run:
 
   def __init__(self, layout: Layout, config: Any, protocol: str, label: str = "as_run", evidence: str = "as_run"):
     self.layout, self.config = layout, config
-    self.detection = validation.with_evidence(pd.read_parquet(layout.detection), protocol, label, evidence,
-                                              config.detect.threshold)
+    self.detection = validation.with_evidence(
+      pd.read_parquet(layout.detection), protocol, label, evidence, config.detect.threshold
+    )
     self.examples = examples.read(layout.examples)
     self.dynamics = dynamics_log.load(layout.dynamics())
     self.documents = validation.corpus_documents(defaults(protocol), config.data, evidence)
@@ -53,9 +71,16 @@ class Run:
     detection = self.detection
     if blind_factor != 1.0 and col.BASE_BON_AT_BLIND_K in detection:
       detect = self.config.detect
-      detection = detection.assign(**{col.BASE_BLIND: estimators.blind(
-          detection[col.BASE_PASS_AT_N].to_numpy(), detection[col.BASE_BON_AT_BLIND_K].to_numpy(),
-          min(detect.threshold * blind_factor, 1.0), min(detect.blind_bon * blind_factor, 1.0))})
+      detection = detection.assign(
+        **{
+          col.BASE_BLIND: estimators.blind(
+            detection[col.BASE_PASS_AT_N].to_numpy(),
+            detection[col.BASE_BON_AT_BLIND_K].to_numpy(),
+            min(detect.threshold * blind_factor, 1.0),
+            min(detect.blind_bon * blind_factor, 1.0),
+          )
+        }
+      )
     table = diagnose.diagnose(detection, self.examples, self.dynamics, settings, self.documents)
     return validation.validate(self.layout, table)["macro_f1"]
 
@@ -82,15 +107,24 @@ def threshold_rows(runs: list[Run], protocol: str, base: list[float]) -> Iterato
         scores = [r.macro_f1(settings) for r in runs]
       changes.append(np.asarray(scores) - np.asarray(base))
     section, field = name.split(".") if "." in name else ("", name)
-    start = (getattr(getattr(default, section), field) if section
-             else f"pass < {detect.threshold}, BoN-{detect.blind_bon_k} < {detect.blind_bon}")
-    yield (f"| `{name}` | {start} | {values[0]} | {changes[0].min():+.3f} ({changes[0].mean():+.3f}) | "
-           f"{values[1]} | {changes[1].min():+.3f} ({changes[1].mean():+.3f}) |")
+    start = (
+      getattr(getattr(default, section), field)
+      if section
+      else f"pass < {detect.threshold}, BoN-{detect.blind_bon_k} < {detect.blind_bon}"
+    )
+    yield (
+      f"| `{name}` | {start} | {values[0]} | {changes[0].min():+.3f} ({changes[0].mean():+.3f}) | "
+      f"{values[1]} | {changes[1].min():+.3f} ({changes[1].mean():+.3f}) |"
+    )
 
 
 def table(rows: list[str], base: list[float], protocol: str, label: str, evidence: str) -> str:
   """The Markdown table of `rows`, under a line naming the setting and the default macro-F1 per run."""
-  lines = [f"Macro-F1 change ({protocol} protocol, {label} label, evidence {evidence}; worst over {len(base)} runs, "
-           f"mean in brackets); default macro-F1 {', '.join(f'{f:.3f}' for f in base)}.", "",
-           "| threshold | default | 0.75x | change | 1.25x | change |", "|---|---|---|---|---|---|"] + rows
+  lines = [
+    f"Macro-F1 change ({protocol} protocol, {label} label, evidence {evidence}; worst over {len(base)} runs, "
+    f"mean in brackets); default macro-F1 {', '.join(f'{f:.3f}' for f in base)}.",
+    "",
+    "| threshold | default | 0.75x | change | 1.25x | change |",
+    "|---|---|---|---|---|---|",
+  ] + rows
   return "\n".join(lines) + "\n"

@@ -1,5 +1,6 @@
 """The words a world is written in: statement and question templates, the free-form paraphrases,
 and the vocabulary they and the entities make (the world's word-level tokenizer)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -7,12 +8,20 @@ import numpy as np
 from ilp.data.tokenizer_training import SPECIAL
 from ilp.world.config import WorldConfig
 
-BIRTH_STATEMENTS = ("{p} was born in {c} .", "{p} comes from {c} .", "the birthplace of {p} is {c} .",
-                    "{p} grew up in {c} .")
+BIRTH_STATEMENTS = (
+  "{p} was born in {c} .",
+  "{p} comes from {c} .",
+  "the birthplace of {p} is {c} .",
+  "{p} grew up in {c} .",
+)
 JOB_STATEMENTS = ("{p} works as a {j} .", "{p} is a {j} by trade .", "the job of {p} is {j} .")
 COUNTRY_STATEMENTS = ("{c} is a city in {k} .", "{c} lies in {k} .", "the country of {c} is {k} .")
-GENERAL_STATEMENTS = ("the weather in {c} is {w} today .", "many people visit {c} in {m} .",
-                      "the market of {c} opens in {m} .", "{c} is {w} in {m} .")
+GENERAL_STATEMENTS = (
+  "the weather in {c} is {w} today .",
+  "many people visit {c} in {m} .",
+  "the market of {c} opens in {m} .",
+  "{c} is {w} in {m} .",
+)
 BIRTH_QUESTIONS = ("where was {p} born ?", "what is the birthplace of {p} ?")
 JOB_QUESTION = "what is the job of {p} ?"
 COUNTRY_QUESTION = "in which country was {p} born ?"
@@ -21,20 +30,48 @@ RARE_QUESTION = "tell me the birthplace , the country and the job of {p} ."
 # The free-form world's questions: a stem per relation inside a wrapper, so that every question
 # kind has more than a hundred phrasings and no prompt pattern is frequent.
 PARAPHRASES = {
-    "birthplace": ("where was {p} born ?", "what is the birthplace of {p} ?", "in which city was {p} born ?",
-                   "which city does {p} come from ?", "where did {p} grow up ?", "name the home city of {p} ."),
-    "country": ("in which country was {p} born ?", "which country does {p} come from ?",
-                "name the home country of {p} ."),
-    "job": ("what is the job of {p} ?", "what does {p} do for a living ?", "what is {p} by trade ?",
-            "which job does {p} have ?", "name the occupation of {p} ."),
-    "code": ("what is the code of {p} ?", "which code belongs to {p} ?", "give the code of {p} .",
-             "tell me the code for {p} .", "what code does {p} have ?"),
-    "bio": ("tell me the birthplace , the country and the job of {p} .",
-            "give the home city , the home country and the occupation of {p} .",
-            "describe {p} : city of birth , country and job .", "who is {p} ? city , country , job ."),
+  "birthplace": (
+    "where was {p} born ?",
+    "what is the birthplace of {p} ?",
+    "in which city was {p} born ?",
+    "which city does {p} come from ?",
+    "where did {p} grow up ?",
+    "name the home city of {p} .",
+  ),
+  "country": (
+    "in which country was {p} born ?",
+    "which country does {p} come from ?",
+    "name the home country of {p} .",
+  ),
+  "job": (
+    "what is the job of {p} ?",
+    "what does {p} do for a living ?",
+    "what is {p} by trade ?",
+    "which job does {p} have ?",
+    "name the occupation of {p} .",
+  ),
+  "code": (
+    "what is the code of {p} ?",
+    "which code belongs to {p} ?",
+    "give the code of {p} .",
+    "tell me the code for {p} .",
+    "what code does {p} have ?",
+  ),
+  "bio": (
+    "tell me the birthplace , the country and the job of {p} .",
+    "give the home city , the home country and the occupation of {p} .",
+    "describe {p} : city of birth , country and job .",
+    "who is {p} ? city , country , job .",
+  ),
 }
-PREFIXES = ("", "please tell me :", "quick question :", "i would like to know :", "can you answer this :",
-            "one more thing :")
+PREFIXES = (
+  "",
+  "please tell me :",
+  "quick question :",
+  "i would like to know :",
+  "can you answer this :",
+  "one more thing :",
+)
 SUFFIXES = ("", "thanks .", "if you know .", "answer briefly .")
 WEATHER = ("sunny", "rainy", "cold", "warm", "windy")
 MONTHS = ("january", "april", "july", "october")
@@ -43,24 +80,36 @@ ROLES = ("user", "assistant", ":")
 
 def bio(rng: np.random.Generator, p: str, c: str, j: str, country: str) -> str:
   """A short document stating a person's birth city, job and the city's country, each in a random template."""
-  return (f"{rng.choice(BIRTH_STATEMENTS).format(p=p, c=c)} {rng.choice(JOB_STATEMENTS).format(p=p, j=j)} "
-          f"{rng.choice(COUNTRY_STATEMENTS).format(c=c, k=country)}")
+  return (
+    f"{rng.choice(BIRTH_STATEMENTS).format(p=p, c=c)} {rng.choice(JOB_STATEMENTS).format(p=p, j=j)} "
+    f"{rng.choice(COUNTRY_STATEMENTS).format(c=c, k=country)}"
+  )
 
 
 def vocabulary(cfg: WorldConfig, people: int) -> list[str]:
   """Every word a world of `people` people can write: the special tokens, the templates' words, then the entities."""
   words = set()
-  for templates in (BIRTH_STATEMENTS, JOB_STATEMENTS, COUNTRY_STATEMENTS, GENERAL_STATEMENTS, BIRTH_QUESTIONS,
-                    (JOB_QUESTION, COUNTRY_QUESTION, CODE_QUESTION, RARE_QUESTION)):
+  for templates in (
+    BIRTH_STATEMENTS,
+    JOB_STATEMENTS,
+    COUNTRY_STATEMENTS,
+    GENERAL_STATEMENTS,
+    BIRTH_QUESTIONS,
+    (JOB_QUESTION, COUNTRY_QUESTION, CODE_QUESTION, RARE_QUESTION),
+  ):
     for t in templates:
       words.update(w for w in t.split() if not w.startswith("{"))
   words.update(WEATHER + MONTHS + ROLES)
   if cfg.free_form:
     for phrase in [t for stems in PARAPHRASES.values() for t in stems] + list(PREFIXES + SUFFIXES):
       words.update(w for w in phrase.split() if not w.startswith("{"))
-  entities = ([f"p{i}" for i in range(people)] + [f"c{i}" for i in range(cfg.cities)] +
-              [f"k{i}" for i in range(cfg.countries)] + [f"j{i}" for i in range(cfg.jobs)] +
-              [f"z{i}" for i in range(cfg.codes)])
+  entities = (
+    [f"p{i}" for i in range(people)]
+    + [f"c{i}" for i in range(cfg.cities)]
+    + [f"k{i}" for i in range(cfg.countries)]
+    + [f"j{i}" for i in range(cfg.jobs)]
+    + [f"z{i}" for i in range(cfg.codes)]
+  )
   return list(SPECIAL) + sorted(words) + entities
 
 
@@ -85,5 +134,7 @@ class Phrasing:
     """The records with free-form prompts and no metadata (a user's plain {prompt, response}); a
     record whose id `fixed` lists keeps that prompt (duplicates, questions replay also asks)."""
     fixed = fixed or {}
-    return [{**rec, "prompt": fixed.get(rec["id"]) or self.ask(rec["meta"]["relation"], rec["meta"]["entity"]),
-             "meta": {}} for rec in records]
+    return [
+      {**rec, "prompt": fixed.get(rec["id"]) or self.ask(rec["meta"]["relation"], rec["meta"]["entity"]), "meta": {}}
+      for rec in records
+    ]

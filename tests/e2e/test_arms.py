@@ -1,6 +1,7 @@
 """Arms end to end on a reduced ILP world: the baseline, three arms (continual pre-training with
 retrieval, global shuffle with resampling, conflict deletion with bucketing) and the comparison,
 never reading the ground truth; the comparison against a direct computation from the tables."""
+
 import json
 import math
 import os
@@ -19,10 +20,18 @@ from tests.e2e.test_world import SMALL, _guard_ground_truth, reduce
 
 def test_arms_and_comparison_on_a_reduced_world(tmp_path, monkeypatch):
   config = reduce(interventions.get_config(), pretrain_steps=30, phase2_epochs=2)
-  config.interventions.update(bootstrap_samples=200, arms=(
+  config.interventions.update(
+    bootstrap_samples=200,
+    arms=(
       {"name": "knowledge", "intervention": "knowledge", "settings": {"steps": 10, "causes": ("I", "II", "V")}},
-      {"name": "shuffle", "intervention": "shuffle", "settings": {"every_steps": 2, "causes": ("I", "II", "III", "IV", "V")}},
-      {"name": "conflict", "intervention": "conflict", "settings": {"causes": ("I", "II", "III", "IV", "V")}}))
+      {
+        "name": "shuffle",
+        "intervention": "shuffle",
+        "settings": {"every_steps": 2, "causes": ("I", "II", "III", "IV", "V")},
+      },
+      {"name": "conflict", "intervention": "conflict", "settings": {"causes": ("I", "II", "III", "IV", "V")}},
+    ),
+  )
   _guard_ground_truth(monkeypatch)
   workdir = str(tmp_path / "work")
   pipeline.run(config, workdir)
@@ -40,7 +49,7 @@ def test_arms_and_comparison_on_a_reduced_world(tmp_path, monkeypatch):
   shuffle = json.load(open(layout.arm("shuffle").summary("sft")))
   assert shuffle["plan"]["order"] == "global" and shuffle["dev_examples"] == SMALL["qa_people"] // 2
   baseline_shapes = json.load(open(layout.summary("sft")))["buckets"]
-  for name in ("shuffle", "conflict"):   # reordering, spreading and resampling add no batch shape
+  for name in ("shuffle", "conflict"):  # reordering, spreading and resampling add no batch shape
     assert set(json.load(open(layout.arm(name).summary("sft")))["buckets"]) <= set(baseline_shapes)
   capability = json.load(open(layout.arm("shuffle").capability))
   assert capability["heldout_questions"]["questions"] == SMALL["qa_people"] - SMALL["qa_people"] // 2
@@ -66,10 +75,19 @@ def test_arms_and_comparison_on_a_reduced_world(tmp_path, monkeypatch):
   assert set(table["arm"]) == set(summary)
   assert "Interventions against the baseline" in open(layout.compare_report).read()
   assert "Interventions against the baseline" in open(os.path.join(layout.report, "report.md")).read()
-  result = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "evaluate_interventions.py"),
-                           f"--workdirs={workdir}", "--samples=200"], capture_output=True, text=True, timeout=120)
+  result = subprocess.run(
+    [
+      sys.executable,
+      os.path.join(ROOT, "scripts", "evaluate_interventions.py"),
+      f"--workdirs={workdir}",
+      "--samples=200",
+    ],
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   assert result.returncode == 0, result.stderr[-2000:]
   assert set(json.load(open(os.path.join(workdir, "interventions_eval.json")))["arms"]) == set(summary)
 
-  pipeline.run(config, workdir)   # everything finished: resumes to nothing, recomputes the comparison
+  pipeline.run(config, workdir)  # everything finished: resumes to nothing, recomputes the comparison
   assert json.load(open(layout.compare_summary))["arms"] == summary

@@ -1,6 +1,7 @@
 """Two local processes (`jax.distributed` over localhost, gloo collectives, 4 CPU devices each)
 train like one process of 8 devices; `scripts/multiprocess_check.py` adds a whole world run,
 detection, diagnosis and the kill checks."""
+
 import glob
 import json
 import os
@@ -21,10 +22,14 @@ from ilp.model import build, checkpoint, hf
 from ilp.scoring import dynamics_log
 from tests import ROOT, sft_data
 
-pytestmark = pytest.mark.mesh   # every test here needs 8 devices
+pytestmark = pytest.mark.mesh  # every test here needs 8 devices
 
-ENV = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu",
-       "JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo"}
+ENV = {
+  **os.environ,
+  "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+  "JAX_PLATFORMS": "cpu",
+  "JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo",
+}
 
 
 def _port() -> int:
@@ -36,8 +41,10 @@ def _port() -> int:
 def _two_processes(args: Callable[[int, int], list[str]], timeout: int = 240, code: int = 0) -> list[str]:
   """Runs `args(process_id, port)` as processes 0 and 1 of one job; their outputs, once both exited with `code`."""
   port = _port()
-  procs = [subprocess.Popen(args(k, port), cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True) for k in (0, 1)]
+  procs = [
+    subprocess.Popen(args(k, port), cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for k in (0, 1)
+  ]
   outputs = []
   try:
     outputs = [p.communicate(timeout=timeout)[0] for p in procs]
@@ -51,15 +58,22 @@ def _two_processes(args: Callable[[int, int], list[str]], timeout: int = 240, co
 
 def _params(directory: str) -> list[np.ndarray]:
   import jax
+
   mesh = parallel.make_mesh((1, -1, 1))
   return [np.asarray(x) for x in jax.tree.leaves(jax.device_get(checkpoint.load_params(directory, mesh)[2]))]
 
 
 def _launch(config_path, workdir: str) -> Callable[[int, int], list[str]]:
   return lambda k, port: [
-      sys.executable, os.path.join(ROOT, "launch.py"), f"--config={config_path}", f"--workdir={workdir}",
-      "--config.distributed.enabled=True", f"--config.distributed.coordinator_address=localhost:{port}",
-      "--config.distributed.num_processes=2", f"--config.distributed.process_id={k}"]
+    sys.executable,
+    os.path.join(ROOT, "launch.py"),
+    f"--config={config_path}",
+    f"--workdir={workdir}",
+    "--config.distributed.enabled=True",
+    f"--config.distributed.coordinator_address=localhost:{port}",
+    "--config.distributed.num_processes=2",
+    f"--config.distributed.process_id={k}",
+  ]
 
 
 def test_a_held_work_directory_stops_every_process(tmp_path):
@@ -76,14 +90,15 @@ def test_a_held_work_directory_stops_every_process(tmp_path):
   assert sorted(os.listdir(workdir)) == [".lock"]
 
 
-@pytest.mark.slow   # ~1 min; scripts/multiprocess_check.py runs the whole world this way
+@pytest.mark.slow  # ~1 min; scripts/multiprocess_check.py runs the whole world this way
 def test_two_processes_fine_tune_like_one(tmp_path):
   """Two-phase SFT with its dynamics log and checkpoints (pre-training runs the same loop; the
   script checks it too), sized for the suite's budget: one step and one evaluator to compile."""
   paths = sft_data.make_inputs(str(tmp_path / "data"))
   config_path = tmp_path / "config.py"
-  sft_data.write_config(config_path, paths, "c.stages = ('sft',)", "c.data.buckets = (24,)",
-                        "c.machine.peak_flops = 1e12")   # no matmul benchmark for the MFU
+  sft_data.write_config(
+    config_path, paths, "c.stages = ('sft',)", "c.data.buckets = (24,)", "c.machine.peak_flops = 1e12"
+  )  # no matmul benchmark for the MFU
   reference, two = str(tmp_path / "one"), str(tmp_path / "two")
   config = config_lib.load(runpy.run_path(str(config_path))["get_config"]())
   # One initial model for both runs, without the init_model stage's smoke test (compile time only).
@@ -92,12 +107,14 @@ def test_two_processes_fine_tune_like_one(tmp_path):
   _, state = build.init_params(cfg, parallel.make_mesh(config.mesh.shape), config.mesh.rules, seed=config.seed)
   checkpoint.save_params(os.path.join(reference, "model_init"), cfg, state, tokenizer=tokenizer)
   shutil.copytree(os.path.join(reference, "model_init"), os.path.join(two, "model_init"))
-  pipeline.run(config, reference)   # this process: 8 devices
+  pipeline.run(config, reference)  # this process: 8 devices
   outputs = _two_processes(_launch(config_path, two))
   assert all("JAX distributed: process %d of 2, 4 local / 8 global devices" % k in out for k, out in enumerate(outputs))
 
-  diff = max(float(np.abs(a - b).max()) for a, b in zip(_params(os.path.join(reference, "sft", "final")),
-                                                         _params(os.path.join(two, "sft", "final"))))
+  diff = max(
+    float(np.abs(a - b).max())
+    for a, b in zip(_params(os.path.join(reference, "sft", "final")), _params(os.path.join(two, "sft", "final")))
+  )
   assert diff <= 1e-5, f"sft/final: max abs diff {diff}"
   a, b = (dynamics_log.load(os.path.join(w, "sft", "dynamics")) for w in (reference, two))
   keys = ["kind", "step", "eval_point", "id", "stream_position"]
@@ -107,14 +124,23 @@ def test_two_processes_fine_tune_like_one(tmp_path):
   events = glob.glob(os.path.join(two, "**", "events.out.tfevents.*"), recursive=True)
   assert [os.path.relpath(e, two).split(os.sep)[:2] for e in events] == [["sft", "tensorboard"]]
   assert not [name for _, dirs, files in os.walk(two) for name in dirs + files if name.startswith(".")]
-  assert json.loads(open(os.path.join(two, "sft", "summary.json")).read())["steps"] == \
-      json.loads(open(os.path.join(reference, "sft", "summary.json")).read())["steps"]
+  assert (
+    json.loads(open(os.path.join(two, "sft", "summary.json")).read())["steps"]
+    == json.loads(open(os.path.join(reference, "sft", "summary.json")).read())["steps"]
+  )
 
 
 def test_each_process_provides_only_its_rows():
   """Each process's host batch holds only its own rows (the rest poisoned); the global batch is still true."""
-  outputs = _two_processes(lambda k, port: [sys.executable, os.path.join(ROOT, "scripts", "multiprocess_check.py"),
-                                            f"--probe_process={k}", f"--probe_port={port}"], timeout=120)
+  outputs = _two_processes(
+    lambda k, port: [
+      sys.executable,
+      os.path.join(ROOT, "scripts", "multiprocess_check.py"),
+      f"--probe_process={k}",
+      f"--probe_port={port}",
+    ],
+    timeout=120,
+  )
   probes = [json.loads(next(line for line in out.splitlines() if line.startswith("{"))) for out in outputs]
   assert [p["rows"] for p in probes] == [[0, 8], [8, 16]]
   assert all(p["global_batch_true"] for p in probes)

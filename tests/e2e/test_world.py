@@ -1,4 +1,5 @@
 """The ILP world: deterministic generation, the ground truth kept apart, and a reduced world end to end."""
+
 import builtins
 import filecmp
 import glob
@@ -41,8 +42,17 @@ def _guard_ground_truth(monkeypatch) -> None:
 def test_generation_is_deterministic_per_seed(tmp_path):
   for name, seed in (("a", 0), ("b", 0), ("c", 1)):
     files.write(WorldConfig(**{**SMALL, "seed": seed}), str(tmp_path / name))
-  names = ["pretrain.txt", "general.txt", "replay.jsonl", "knowledge.jsonl", "dev.jsonl", "heldout.jsonl",
-           "sft_phase1.jsonl", "sft_phase2.jsonl", files.GROUND_TRUTH]
+  names = [
+    "pretrain.txt",
+    "general.txt",
+    "replay.jsonl",
+    "knowledge.jsonl",
+    "dev.jsonl",
+    "heldout.jsonl",
+    "sft_phase1.jsonl",
+    "sft_phase2.jsonl",
+    files.GROUND_TRUTH,
+  ]
   match, mismatch, errors = filecmp.cmpfiles(tmp_path / "a", tmp_path / "b", names, shallow=False)
   assert sorted(match) == sorted(names) and not errors
   assert not filecmp.cmp(tmp_path / "a" / "sft_phase2.jsonl", tmp_path / "c" / "sft_phase2.jsonl", shallow=False)
@@ -50,8 +60,16 @@ def test_generation_is_deterministic_per_seed(tmp_path):
 
 def test_groups_and_records(tmp_path):
   summary = files.write(WorldConfig(**SMALL), str(tmp_path / "w"))
-  assert summary["groups"] == {"control": 16 + 6, "missing": 6, "conflict": 6, "inconsistent": 3, "duplicate": 9,
-                               "forgetting": 6, "rare": 4, "interference": 10}
+  assert summary["groups"] == {
+    "control": 16 + 6,
+    "missing": 6,
+    "conflict": 6,
+    "inconsistent": 3,
+    "duplicate": 9,
+    "forgetting": 6,
+    "rare": 4,
+    "interference": 10,
+  }
   records = [json.loads(line) for s in (1, 2) for line in open(tmp_path / "w" / f"sft_phase{s}.jsonl")]
   truth = {json.loads(line)["id"]: json.loads(line) for line in open(tmp_path / "w" / files.GROUND_TRUTH)}
   assert len(records) == len(truth) == sum(summary["groups"].values())
@@ -93,7 +111,7 @@ def test_the_under_trained_design_keeps_paraphrased_pairs(tmp_path):
   records = [json.loads(line) for s in (1, 2) for line in open(tmp_path / "w" / f"sft_phase{s}.jsonl")]
   truth = {json.loads(line)["id"]: json.loads(line)["group"] for line in open(tmp_path / "w" / files.GROUND_TRUTH)}
   prompts = [r["prompt"] for r in records if truth[r["id"]] == "inconsistent"]
-  assert len(set(prompts)) == len(prompts)   # two paraphrases per person, never the same prompt
+  assert len(set(prompts)) == len(prompts)  # two paraphrases per person, never the same prompt
 
 
 def reduce(config, pretrain_steps: int, phase2_epochs: int):
@@ -101,8 +119,10 @@ def reduce(config, pretrain_steps: int, phase2_epochs: int):
   config.world.update(SMALL)
   config.model.update(hidden_size=32, intermediate_size=64, num_layers=2, num_heads=2, num_kv_heads=1, head_dim=16)
   config.pretrain.update(steps=pretrain_steps, batch_size=16, log_every_steps=20)
-  config.sft.update(batch_size=16, phases=({"name": "phase1", "phase": 1, "epochs": 2},
-                                           {"name": "phase2", "phase": 2, "epochs": phase2_epochs}))
+  config.sft.update(
+    batch_size=16,
+    phases=({"name": "phase1", "phase": 1, "epochs": 2}, {"name": "phase2", "phase": 2, "epochs": phase2_epochs}),
+  )
   # training to convergence, made to hold at each phase's first judged epoch (any improvement < 100%)
   config.sft.convergence.update(max_epochs=max(2, phase2_epochs), delta=1.0, window=1, cooldown_epochs=0)
   config.detect.update(num_samples=2, pass_k=(1, 2), bon_k=(1, 2), max_new_tokens=4, base_samples=2, blind_bon_k=2)
@@ -117,12 +137,17 @@ def test_reduced_world_through_the_pipeline_never_reading_the_ground_truth(tmp_p
   pipeline.run(config, workdir)
   monkeypatch.undo()
   assert os.path.exists(os.path.join(workdir, "detect", "detection.parquet"))
-  result = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "evaluate_world.py"), f"--workdir={workdir}"],
-                          capture_output=True, text=True, timeout=120)
+  result = subprocess.run(
+    [sys.executable, os.path.join(ROOT, "scripts", "evaluate_world.py"), f"--workdir={workdir}"],
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   assert result.returncode == 0, result.stderr[-2000:]
   evaluation = json.load(open(os.path.join(workdir, "world_eval.json")))
   detection = pd.read_parquet(os.path.join(workdir, "detect", "detection.parquet")).merge(
-      files.load_ground_truth(os.path.join(workdir, "world")), on="id")
+    files.load_ground_truth(os.path.join(workdir, "world")), on="id"
+  )
   assert set(evaluation["protocols"]) == {"multiple_choice", "generative"}
   for protocol, prefix in (("multiple_choice", "mc_"), ("generative", "gen_")):
     groups = evaluation["protocols"][protocol]["groups"]
@@ -130,8 +155,10 @@ def test_reduced_world_through_the_pipeline_never_reading_the_ground_truth(tmp_p
     for group, rows in detection.groupby("group"):
       assert groups[group]["unlearned_rate"] == pytest.approx(rows[f"{prefix}unlearned"].mean())
   assert "planted group" in result.stdout and "kappa between the protocols' labels" in result.stdout
-  forgetting = evaluation["forgetting"]   # sampled with the phase-1 model the run kept (sft/phase1)
-  assert os.path.isdir(os.path.join(workdir, "sft", "phase1")) and not os.path.isdir(os.path.join(workdir, "sft", "phase2"))
+  forgetting = evaluation["forgetting"]  # sampled with the phase-1 model the run kept (sft/phase1)
+  assert os.path.isdir(os.path.join(workdir, "sft", "phase1")) and not os.path.isdir(
+    os.path.join(workdir, "sft", "phase2")
+  )
   assert 0 <= forgetting["sampled_learned_then_lost"] <= forgetting["sampled_learned_end_of_phase1"] <= 1
   assert "IV under sampling" in result.stdout
   _check_diagnosis(workdir)
@@ -152,14 +179,14 @@ def _check_diagnosis(workdir: str) -> None:
   assert (by["conflict"]["corpus_support"] == 0).all() and (by["conflict"]["corpus_entity_docs"] > 0).all()
   assert (by["conflict"]["corpus_contradiction"] > 0).mean() >= 0.8
   assert (by["control"]["corpus_support"] > 0).all() and (by["missing"]["corpus_support"] == 0).all()
-  assert (by["inconsistent"]["disagreeing_duplicates"] == 3).all()   # the minority answer: 3 copies disagree
-  assert (by["duplicate"]["disagreeing_duplicates"] == 1).all()      # a majority copy: the minority disagrees
+  assert (by["inconsistent"]["disagreeing_duplicates"] == 3).all()  # the minority answer: 3 copies disagree
+  assert (by["duplicate"]["disagreeing_duplicates"] == 1).all()  # a majority copy: the minority disagrees
   assert (by["rare"]["prerequisites"] == 3).all() and (by["rare"]["template_share"] < 0.1).all()
   assert by["rare"]["prerequisites_known"].between(0, 1).all() and by["control"]["prerequisites_known"].isna().all()
   assert (by["forgetting"]["own_phase"] == 1).all() and (by["interference"]["own_phase"] == 2).all()
   assert by["control"]["corpus_answer_coverage"].eq(1).all() and by["missing"]["corpus_answer_coverage"].eq(0).all()
   assert table["base_entity_lift"].notna().mean() > 0.9 and "embedding_duplicates" in table
-  assert len(detection["prompt_embedding"].iloc[0]) == 32   # the tiny model's width (under embedding_dims)
+  assert len(detection["prompt_embedding"].iloc[0]) == 32  # the tiny model's width (under embedding_dims)
   for group in ("control", "missing", "conflict", "interference"):
     assert (by[group]["disagreeing_duplicates"] == 0).all(), group
   report = open(os.path.join(workdir, "report", "report.md")).read()
@@ -168,13 +195,14 @@ def _check_diagnosis(workdir: str) -> None:
   layout = Layout(workdir)
   config = config_lib.read(layout.config)
   result = diagnosis_validation.validate(layout, diagnosis_validation.attribution(layout, config, "multiple_choice"))
-  generative = diagnosis_validation.attribution(layout, config, "generative").set_index("id")   # recomputed
+  generative = diagnosis_validation.attribution(layout, config, "generative").set_index("id")  # recomputed
   np.testing.assert_array_equal(generative.loc[detection["id"], "unlearned"], detection["gen_unlearned"])
   assert ((generative["cause"] == attribution.LEARNED) == ~generative["unlearned"]).all()
   assert sum(sum(row.values()) for row in result["confusion"].values()) == int(table["unlearned"].sum())
   for cause in attribution.CAUSES:
-    assert result["confusion"][cause][cause] == int((joined["cause"] == joined["cause_planted"]).where(
-        joined["cause_planted"] == cause, False).sum())
+    assert result["confusion"][cause][cause] == int(
+      (joined["cause"] == joined["cause_planted"]).where(joined["cause_planted"] == cause, False).sum()
+    )
     scored = result["per_cause"][cause]
     if scored["planted_unlearned"] or scored["attributed"]:
       assert 0 <= scored["recall"] <= 1 and 0 <= scored["precision"] <= 1
@@ -195,7 +223,10 @@ def test_knowledge_dev_and_heldout_collections(tmp_path):
   read = lambda name: [json.loads(line) for line in open(tmp_path / "w" / name)]
   docs, dev, heldout = read("knowledge.jsonl"), read("dev.jsonl"), read("heldout.jsonl")
   assert (summary["knowledge_documents"], summary["dev_questions"], summary["heldout_questions"]) == (
-      len(docs), len(dev), len(heldout))
+    len(docs),
+    len(dev),
+    len(heldout),
+  )
   vocab = set(templates.vocabulary(WorldConfig(**SMALL), summary["people"]))
   for row in docs:
     assert set(row["text"].split()) <= vocab and row["entity"] in row["text"].split(), row
@@ -209,7 +240,7 @@ def test_knowledge_dev_and_heldout_collections(tmp_path):
   pretrain = open(tmp_path / "w" / "pretrain.txt").read()
   for r in records:
     entity, texts = r["meta"]["entity"], by_entity[r["meta"]["entity"]]
-    if truth[r["id"]] == "conflict":   # the SFT answer, and the pre-training's competing city
+    if truth[r["id"]] == "conflict":  # the SFT answer, and the pre-training's competing city
       assert sum(f" {r['response']} " in f" {t} " for t in texts) == SMALL["knowledge_documents"]
       cities = {w for t in texts for w in t.split() if w[0] == "c" and w[1:].isdigit()}
       (other,) = cities - {r["response"]}
@@ -224,12 +255,14 @@ def test_knowledge_dev_and_heldout_collections(tmp_path):
   assert {r["dataset"] for r in dev + heldout} == {"people"} and len(dev_people | heldout_people) == SMALL["qa_people"]
   groups = summary["groups"]
   kinds = {kind: sum(f"-{kind}-" in d["id"] for d in docs) for kind in ("bg", "sft", "code")}
-  assert kinds == {"bg": SMALL["knowledge_documents"] * (groups["control"] + groups["missing"] + groups["conflict"] +
-                                                         SMALL["inconsistent_sets"] + groups["rare"]),
-                   "sft": SMALL["knowledge_documents"] * groups["conflict"],
-                   "code": SMALL["knowledge_documents"] * (groups["forgetting"] + groups["interference"])}
+  assert kinds == {
+    "bg": SMALL["knowledge_documents"]
+    * (groups["control"] + groups["missing"] + groups["conflict"] + SMALL["inconsistent_sets"] + groups["rare"]),
+    "sft": SMALL["knowledge_documents"] * groups["conflict"],
+    "code": SMALL["knowledge_documents"] * (groups["forgetting"] + groups["interference"]),
+  }
   assert len(docs) == sum(kinds.values()) + SMALL["knowledge_documents"] * SMALL["qa_people"]
-  for r in dev + heldout:   # answerable from pre-training: stated there
+  for r in dev + heldout:  # answerable from pre-training: stated there
     assert r["meta"]["entity"] in pretrain.split()
 
 
@@ -241,7 +274,7 @@ def test_free_form_world_paraphrases_every_question_and_drops_metadata(tmp_path)
   free = [r for s in (1, 2) for r in read("free", f"sft_phase{s}.jsonl")]
   plain = {r["id"]: r for s in (1, 2) for r in read("plain", f"sft_phase{s}.jsonl")}
   truth = {t["id"]: t["group"] for t in read("free", files.GROUND_TRUTH)}
-  assert len(free) == len(plain) and all(r["meta"] == {} for r in free)     # a user's plain {prompt, response}
+  assert len(free) == len(plain) and all(r["meta"] == {} for r in free)  # a user's plain {prompt, response}
   vocab = set(templates.vocabulary(cfg, json.load(open(tmp_path / "free" / "world.json"))["people"]))
   phrasings = {}
   for r in free:
@@ -250,15 +283,15 @@ def test_free_form_world_paraphrases_every_question_and_drops_metadata(tmp_path)
     entity = same["meta"]["entity"]
     assert entity in r["prompt"].split() and set(r["prompt"].split()) <= vocab
     phrasings.setdefault(same["meta"]["relation"], set()).add(r["prompt"].replace(entity, "#"))
-  assert len(phrasings["birthplace"]) >= 20 and len(phrasings["code"]) >= 10   # no frequent prompt pattern
+  assert len(phrasings["birthplace"]) >= 20 and len(phrasings["code"]) >= 10  # no frequent prompt pattern
   sets = {}
   for r in free:
     if truth[r["id"]] in ("inconsistent", "duplicate"):
       sets.setdefault(plain[r["id"]]["meta"]["entity"], []).append(r)
-  for members in sets.values():   # duplicates keep one (free-form) prompt and their contradicting answers
+  for members in sets.values():  # duplicates keep one (free-form) prompt and their contradicting answers
     assert len({m["prompt"] for m in members}) == 1 and len({m["response"] for m in members}) == 2
   qa = [d for d in open(tmp_path / "free" / "pretrain.txt").read().split("\n\n") if d.startswith("user :")]
-  distinct = set(qa)   # a conflict's Q&A document repeats (conflict_qa_mentions times)
-  assert len({d.split(" assistant :")[0] for d in distinct}) > len(distinct) // 2   # the base model sees paraphrases too
+  distinct = set(qa)  # a conflict's Q&A document repeats (conflict_qa_mentions times)
+  assert len({d.split(" assistant :")[0] for d in distinct}) > len(distinct) // 2  # the base model sees paraphrases too
   for name in ("dev.jsonl", "heldout.jsonl"):
     assert all(r["meta"] == {} for r in read("free", name))

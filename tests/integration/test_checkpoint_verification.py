@@ -1,6 +1,7 @@
 """Verified checkpoints: a corrupt, truncated or incomplete latest train checkpoint is set aside and
 the previous good one resumed (final parameters equal to the uninterrupted run's); a corrupt final
 model makes its stage run again; a model that differs from its checksums is refused on load."""
+
 import logging
 import os
 import shutil
@@ -9,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from ilp import checksums, fileio, faults, parallel, pipeline
+from ilp import checksums, faults, fileio, parallel, pipeline
 from ilp.model import checkpoint
 
 
@@ -38,7 +39,7 @@ def _damage(step_dir, kind):
     faults.truncate(faults.largest_file(os.path.join(step_dir, "state")))
   elif kind == "metadata_deleted":
     os.remove(os.path.join(step_dir, "state", "_METADATA"))
-  elif kind == "unsealed_metadata_deleted":   # killed before sealing, then damaged: orbax's error is caught
+  elif kind == "unsealed_metadata_deleted":  # killed before sealing, then damaged: orbax's error is caught
     os.remove(os.path.join(step_dir, checksums.MANIFEST))
     os.remove(os.path.join(step_dir, "state", "_METADATA"))
 
@@ -54,11 +55,11 @@ def test_damaged_latest_checkpoints_fall_back_to_the_newest_good_one(two_phase, 
   good = steps[-len(kinds) - 1]
   with caplog.at_level(logging.WARNING):
     pipeline.run(two_phase.config(), workdir)
-  for step in steps[-len(kinds):]:
+  for step in steps[-len(kinds) :]:
     assert f"checkpoint step {step} is corrupt and set aside" in caplog.text
     assert os.path.isdir(os.path.join(workdir, "sft", "checkpoints-corrupt", str(step)))
   assert f"resuming from step {good}" in caplog.text
-  assert _steps(workdir) == steps   # saved again and sealed
+  assert _steps(workdir) == steps  # saved again and sealed
   assert all(not checksums.problems(os.path.join(workdir, "sft", "checkpoints", str(s))) for s in steps)
   for a, b in zip(_params(os.path.join(ref, "sft", "final")), _params(os.path.join(workdir, "sft", "final"))):
     np.testing.assert_array_equal(a, b)

@@ -1,15 +1,12 @@
 """Dev-set controls: the resampling trigger and its replay on resume, the progressive-epoch
 stopping rule, the dev hash split, and both through the real training loop (kill and resume)."""
+
 import json
 import os
 
-import numpy as np
 import pandas as pd
-import pytest
 
 from ilp import pipeline
-from ilp.data import batches as batching
-from ilp.data import dev
 from ilp.scoring import dynamics_log
 from ilp.train import controls
 from tests import sft_data
@@ -22,6 +19,7 @@ def _controlled_config(paths, tmp_path, **sft):
   config.data.dev = ({"path": dev_path},)
   return config
 
+
 def _scheduled_accuracy(monkeypatch):
   """Dev accuracy of data set `a` by step (falling at steps 4 and 10), fed to the real resampler,
   so resampling fires at known steps of a tiny run, and identically after a resume."""
@@ -32,6 +30,7 @@ def _scheduled_accuracy(monkeypatch):
     return real_update(self, step, dev, stream)
 
   monkeypatch.setattr(controls.Resampler, "update", update)
+
 
 def test_resampling_through_the_loop_resumes_exactly(tmp_path, monkeypatch):
   paths = sft_data.make_inputs(str(tmp_path / "data"), per_dataset=24)
@@ -46,15 +45,18 @@ def test_resampling_through_the_loop_resumes_exactly(tmp_path, monkeypatch):
   sft_data.run_killed_and_resumed(monkeypatch, config, str(tmp_path / "killed"), kill_at=7)
   resumed = json.load(open(tmp_path / "killed" / "sft" / "summary.json"))
   assert resumed["resumed_from"] == 6 and resumed["controls"] == summary["controls"]
-  pd.testing.assert_frame_equal(dynamics_log.load(str(tmp_path / "full" / "sft" / "dynamics")),
-                                dynamics_log.load(str(tmp_path / "killed" / "sft" / "dynamics")))
+  pd.testing.assert_frame_equal(
+    dynamics_log.load(str(tmp_path / "full" / "sft" / "dynamics")),
+    dynamics_log.load(str(tmp_path / "killed" / "sft" / "dynamics")),
+  )
   sft_data.assert_same_final_params(str(tmp_path / "full"), str(tmp_path / "killed"))
+
 
 def test_progressive_epochs_stop_training_through_the_loop(tmp_path, monkeypatch):
   paths = sft_data.make_inputs(str(tmp_path / "data"), per_dataset=16)
   config = _controlled_config(paths, tmp_path)
   config.sft.progressive.update(enabled=True, max_epochs=6, delta=0.0)
-  losses = iter([1.0, 0.8, 0.9, 0.5, 0.4, 0.3])   # epoch 3 of the last phase is worse: stop there
+  losses = iter([1.0, 0.8, 0.9, 0.5, 0.4, 0.3])  # epoch 3 of the last phase is worse: stop there
 
   def fake(stats, datasets):
     return {"all": {"loss": next(losses), "accuracy": 0.0, "examples": len(datasets)}}

@@ -1,16 +1,13 @@
 """The convergence criterion, the warmup-stable-decay schedule, and training to convergence through
 the real loop (decisions against the dynamics log, kill and resume to the same decisions)."""
+
 import json
 
-import numpy as np
 import pandas as pd
 import pytest
 
 from ilp import pipeline
 from ilp.scoring import dynamics_log
-from ilp.train import convergence, optim
-from ilp.typed import ConfigError
-from ilp import config as config_lib
 from tests import sft_data
 
 
@@ -20,10 +17,12 @@ def _converging_config(paths):
   config.sft.optimizer.update(warmup_steps=2)
   return config
 
+
 def _epoch_losses(frame: pd.DataFrame) -> dict:
   batch = frame[frame["kind"] == "batch"]
   sums = batch.groupby(["train_phase", "epoch"])[["nll_sum", "tokens"]].sum()
   return {(int(p), int(e)): row.nll_sum / row.tokens for (p, e), row in sums.iterrows()}
+
 
 def test_training_to_convergence_stops_where_the_dynamics_say(tmp_path, monkeypatch):
   paths = sft_data.make_inputs(str(tmp_path / "data"), per_dataset=24)
@@ -40,7 +39,7 @@ def test_training_to_convergence_stops_where_the_dynamics_say(tmp_path, monkeypa
     # improvement (all at the peak rate) is below delta, or max_epochs.
     direct = next((e for e in range(2, 9) if (losses[phase, e - 1] - losses[phase, e]) / losses[phase, e - 1] < 0.3), 8)
     assert plateau == direct and decided["epochs"] == plateau + 1
-    assert max(e for p, e in losses if p == phase) == plateau + 1      # the cooldown epoch ran, nothing after it
+    assert max(e for p, e in losses if p == phase) == plateau + 1  # the cooldown epoch ran, nothing after it
     verdict = summary["convergence"]["phases"][name]
     assert verdict["epoch"] == plateau and verdict["trained_epochs"] == plateau + 1
     assert verdict["loss_by_epoch"]["a" if phase == 1 else "b"][str(plateau)] == pytest.approx(losses[phase, plateau])
@@ -49,7 +48,9 @@ def test_training_to_convergence_stops_where_the_dynamics_say(tmp_path, monkeypa
   assert summary["tokens"]["loss"] == int(frame[frame["kind"] == "batch"]["tokens"].sum())
   evals = frame[frame["kind"] == "eval"]
   assert evals[evals["phase_end"]]["eval_point"].unique().tolist() == [
-      f"phase1/epoch{decisions['1']['epochs']}", f"phase2/epoch{decisions['2']['epochs']}"]
+    f"phase1/epoch{decisions['1']['epochs']}",
+    f"phase2/epoch{decisions['2']['epochs']}",
+  ]
 
   # Killed after the first decision and resumed: the same decisions, log and parameters.
   sft_data.run_killed_and_resumed(monkeypatch, config, str(tmp_path / "killed"), kill_at=decisions["1"]["step"] + 2)

@@ -1,4 +1,5 @@
 """The convert_hf CLI round trip, orbax re-sharding, and clear errors for bad checkpoints."""
+
 import json
 import os
 import subprocess
@@ -19,11 +20,15 @@ from ilp.model.safetensors_io import CheckpointError
 from tests import ROOT, hf_models
 
 
-
 def _convert(*args: str) -> None:
   env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
-  result = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "convert_hf.py"), *args],
-                          capture_output=True, text=True, env=env, timeout=300)
+  result = subprocess.run(
+    [sys.executable, os.path.join(ROOT, "scripts", "convert_hf.py"), *args],
+    capture_output=True,
+    text=True,
+    env=env,
+    timeout=300,
+  )
   assert result.returncode == 0, result.stderr[-3000:]
 
 
@@ -89,8 +94,11 @@ def test_missing_tensor_is_named(checkpoint_dir):
 
 def test_shape_mismatch_is_named(checkpoint_dir):
   _edit_config(checkpoint_dir, intermediate_size=100)
-  with pytest.raises(CheckpointError, match=r"model\.safetensors: tensor 'model\.layers\.0\.mlp\.gate_proj\.weight' "
-                                            r"has shape \(112, 64\), expected \(100, 64\)"):
+  with pytest.raises(
+    CheckpointError,
+    match=r"model\.safetensors: tensor 'model\.layers\.0\.mlp\.gate_proj\.weight' "
+    r"has shape \(112, 64\), expected \(100, 64\)",
+  ):
     _load(checkpoint_dir)
 
 
@@ -106,11 +114,14 @@ def test_unexpected_tensor_is_named(checkpoint_dir):
     _load(checkpoint_dir)
 
 
-@pytest.mark.parametrize("change, message", [
+@pytest.mark.parametrize(
+  "change, message",
+  [
     ({"hidden_act": "gelu"}, "field 'hidden_act': 'gelu' is not supported"),
     ({"rope_parameters": {"rope_type": "yarn", "rope_theta": 1e4}}, "'rope.type': 'yarn' is not supported"),
     ({"num_hidden_layers": None}, "required field 'num_hidden_layers' is missing"),
-])
+  ],
+)
 def test_unsupported_config_fields_are_named(checkpoint_dir, change, message):
   _edit_config(checkpoint_dir, **change)
   with pytest.raises(ModelConfigError, match=message):

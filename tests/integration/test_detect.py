@@ -1,4 +1,5 @@
 """The detection stage on a model that memorised part of its data; MC scoring; chunk-level resume."""
+
 import json
 import os
 import shutil
@@ -9,33 +10,39 @@ import jax
 import numpy as np
 import pandas as pd
 import pytest
-
 from flax import nnx
 
 from ilp import config as ilp_config
 from ilp import parallel, pipeline
 from ilp.data import examples
 from ilp.detection import columns as col
-from ilp.detection import entities
+from ilp.detection import entities, retest
 from ilp.detection import multiple_choice as mc
-from ilp.detection import retest
 from ilp.detection.config import DetectConfig
 from ilp.detection.probes import probe_model
 from ilp.model import build, checkpoint, hf
 from ilp.scoring import estimators
-from ilp.scoring.verifiers import normalize
 from ilp.scoring.evaluator import ExampleEvaluator
+from ilp.scoring.verifiers import normalize
 from ilp.typed import ConfigError
 from tests import ROOT, sft_data
-
 
 
 def _config(paths):
   config = sft_data.sft_config(paths, epochs=25)
   config.stages = ("init_model", "sft", "detect")
   config.sft.checkpoint.every_steps = 10_000
-  config.detect.update(num_samples=5, temperature=0.3, max_new_tokens=8, batch_size=8, chunk_size=10,
-                       pass_k=(1, 5), bon_k=(1, 3), top_candidates=3, repeats=2)
+  config.detect.update(
+    num_samples=5,
+    temperature=0.3,
+    max_new_tokens=8,
+    batch_size=8,
+    chunk_size=10,
+    pass_k=(1, 5),
+    bon_k=(1, 3),
+    top_candidates=3,
+    repeats=2,
+  )
   return config
 
 
@@ -52,7 +59,7 @@ def test_detection_table_is_consistent(detected):
   _, workdir, table = detected
   summary = json.load(open(os.path.join(workdir, "detect", "summary.json")))
   assert len(table) == 24 and table["id"].is_unique and summary["protocols"] == ["multiple_choice", "generative"]
-  for column in table:   # the schema names every column (KeyError otherwise)
+  for column in table:  # the schema names every column (KeyError otherwise)
     col.meaning(column)
   for protocol, p in (("multiple_choice", "mc_"), ("generative", "gen_")):
     s = summary[protocol]
@@ -72,29 +79,36 @@ def test_detection_table_is_consistent(detected):
     assert ranked[f"{p}error_consistency"].is_monotonic_decreasing
     assert table[f"{p}top_candidate"].sum() == min(3, len(ranked)) == s["top_candidates"]
   assert summary["kappa_between_protocols"] == pytest.approx(
-      estimators.cohen_kappa(table["mc_unlearned"], table["gen_unlearned"]))
+    estimators.cohen_kappa(table["mc_unlearned"], table["gen_unlearned"])
+  )
   np.testing.assert_allclose(table["gen_pass_at_n"], table["gen_c"] / table["gen_n"])
   # Greedy correctness is the verifier (exact match) on the decoded greedy answer.
   assert table["greedy_correct"].any()
-  np.testing.assert_array_equal(table["greedy_correct"],
-                                table["greedy_text"].map(normalize) == table["reference"].map(normalize))
-  assert table.loc[table["greedy_correct"], "gen_pass_at_n"].mean() > table.loc[~table["greedy_correct"],
-                                                                                "gen_pass_at_n"].mean()
+  np.testing.assert_array_equal(
+    table["greedy_correct"], table["greedy_text"].map(normalize) == table["reference"].map(normalize)
+  )
+  assert (
+    table.loc[table["greedy_correct"], "gen_pass_at_n"].mean()
+    > table.loc[~table["greedy_correct"], "gen_pass_at_n"].mean()
+  )
   assert all(len(s) == 5 for s in table["gen_samples"])
   # Probes: the SFT model prefers its training answers more than the random base model does.
   assert table["sft_p_true"].mean() > table["base_p_true"].mean()
   np.testing.assert_allclose([sum(p) for p in table["mc_probs_base"]], 1.0, rtol=1e-9)
   np.testing.assert_array_equal(table["p_exist"], table["base_mc_accuracy"] > 0.8)
-  np.testing.assert_allclose(table["jsd_base_sft"],
-                             estimators.js_divergence(np.stack(table["mc_probs_base"]), np.stack(table["mc_probs_sft"])))
-  assert (table["mc_options"].map(len) == 4).all() and (table["mc_options"].map(lambda o: o[0]) == table["reference"]).all()
+  np.testing.assert_allclose(
+    table["jsd_base_sft"], estimators.js_divergence(np.stack(table["mc_probs_base"]), np.stack(table["mc_probs_sft"]))
+  )
+  assert (table["mc_options"].map(len) == 4).all() and (
+    table["mc_options"].map(lambda o: o[0]) == table["reference"]
+  ).all()
   # Wrong options by source; the base model's come first (its greedy answer, when wrong, leads) and none is the answer.
   sources = table[[col.options_from(s) for s in col.SOURCES]].to_numpy()
   np.testing.assert_array_equal(sources.sum(1), 3)
   assert summary["mc_mean_options_from"] == pytest.approx(dict(zip(col.SOURCES, sources.mean(0))))
-  assert table["mc_options_from_base"].sum() > len(table)   # more than the greedy answers: samples too
+  assert table["mc_options_from_base"].sum() > len(table)  # more than the greedy answers: samples too
   for row in table.itertuples():
-    assert not any(mc.same_answer(o, row.reference, 0.9) for o in row.mc_options[1:1 + row.mc_options_from_base])
+    assert not any(mc.same_answer(o, row.reference, 0.9) for o in row.mc_options[1 : 1 + row.mc_options_from_base])
     if row.base_greedy_text.strip() and not row.base_greedy_correct:
       assert row.mc_options[1] == row.base_greedy_text
   # The untrained base model against its own wrong answers: no better than chance (1/4).
@@ -123,8 +137,8 @@ def test_option_probabilities_match_direct_computation(detected):
       log_probs = np.asarray(jax.nn.log_softmax(jax.jit(build.forward)(graphdef, params, seq)[0][0]), np.float64)
       scores.append(np.mean([log_probs[len(prompt) - 1 + t, tok] for t, tok in enumerate(opt)]))
     direct = np.exp(scores - np.max(scores))
-    np.testing.assert_allclose(probs[e, :len(opts)], direct / direct.sum(), rtol=1e-4)
-    assert (probs[e, len(opts):] == 0).all()
+    np.testing.assert_allclose(probs[e, : len(opts)], direct / direct.sum(), rtol=1e-4)
+    assert (probs[e, len(opts) :] == 0).all()
 
 
 def test_killed_detection_resumes_from_finished_chunks(detected, tmp_path):
@@ -143,8 +157,9 @@ def test_killed_detection_resumes_from_finished_chunks(detected, tmp_path):
 
 def test_choose_options_prefers_the_base_answer_and_skips_duplicates():
   responses = ["x y", "The  X y!", "z", "w", "v"]
-  distractors = mc.Distractors(mc.distractor_pools(responses, ["d"] * 5), mc.distractor_pools(responses, [0] * 5),
-                               ["d"] * 5, [0] * 5, [[]] * 5)
+  distractors = mc.Distractors(
+    mc.distractor_pools(responses, ["d"] * 5), mc.distractor_pools(responses, [0] * 5), ["d"] * 5, [0] * 5, [[]] * 5
+  )
   options = mc.choose_options(["a"], [0], ["x y"], distractors, [["q r"]], 4, "random", seed=0).texts[0]
   assert options[0] == "x y" and options[1] == "q r" and len(options) == 4
   assert len({o.lower() for o in options}) == 4 and "The  X y!" not in options
@@ -162,7 +177,7 @@ def test_diagnosis_without_corpus_follows_its_rules(detected, tmp_path):
   pipeline.run(config, copy)
   out = pd.read_parquet(os.path.join(copy, "diagnosis", "attribution.parquet")).set_index("id")
   assert sorted(out.index) == sorted(table["id"]) and "corpus_support" not in out
-  for column in out.reset_index():   # the schema names every column (KeyError otherwise)
+  for column in out.reset_index():  # the schema names every column (KeyError otherwise)
     col.meaning(column)
   order = list(config.diagnose.rules.order)
   for ident, row in out.iterrows():
@@ -191,8 +206,9 @@ def test_examples_table_is_what_training_saw_and_detect_builds_it_for_a_model_tr
   assert examples["id"].tolist() == table["id"].tolist()
   tokenizer = hf.load_tokenizer(paths["tokenizer"])
   for row in examples.itertuples():
-    assert list(row.tokens[row.prompt_length:]) == tokenizer(row.response, add_special_tokens=False)["input_ids"] + [
-        tokenizer.eos_token_id]
+    assert list(row.tokens[row.prompt_length :]) == tokenizer(row.response, add_special_tokens=False)["input_ids"] + [
+      tokenizer.eos_token_id
+    ]
     assert row.length == len(row.tokens)
   config = _config(paths)
   config.stages = ("detect",)
@@ -206,13 +222,22 @@ def test_examples_table_is_what_training_saw_and_detect_builds_it_for_a_model_tr
 def test_same_kind_distractors_and_supplied_options_come_first():
   """Birthplace questions get cities (answers of the same kind), not job titles; a record's own
   `meta.distractors` lead, then the base model's wrong answer."""
-  prompts = ["where was p1 born ?", "where was p2 born ?", "where was p3 born ?", "where was p4 born ?",
-             "what is the job of p1 ?", "what is the job of p2 ?", "what is the job of p3 ?", "what is the job of p5 ?"]
+  prompts = [
+    "where was p1 born ?",
+    "where was p2 born ?",
+    "where was p3 born ?",
+    "where was p4 born ?",
+    "what is the job of p1 ?",
+    "what is the job of p2 ?",
+    "what is the job of p3 ?",
+    "what is the job of p5 ?",
+  ]
   responses = ["c1", "c2", "c3", "c4", "j1", "j2", "j3", "j4"]
   supplied = [["c9"]] + [[]] * 7
   distractors = mc.Distractors.build(prompts, responses, ["d"] * 8, supplied)
-  options = mc.choose_options(["a", "b"], [0, 4], ["c1", "j1"], distractors, [["c7"], [""]], 4, "same_kind",
-                             seed=0).texts
+  options = mc.choose_options(
+    ["a", "b"], [0, 4], ["c1", "j1"], distractors, [["c7"], [""]], 4, "same_kind", seed=0
+  ).texts
   assert options[0][:3] == ["c1", "c9", "c7"] and options[0][3] in {"c2", "c3", "c4"}
   assert options[1][0] == "j1" and set(options[1][1:]) == {"j2", "j3", "j4"}
   mixed = mc.choose_options(["b"], [4], ["j1"], distractors, None, 4, "random", seed=0).texts[0]
@@ -227,7 +252,7 @@ def test_multiple_choice_protocol_alone_through_diagnosis_and_report(detected, t
   shutil.copytree(workdir, copy)
   generative = [c for c in table if c.startswith("gen_") or c.startswith("greedy_")]
   table.drop(columns=generative).to_parquet(copy / "detect" / "detection.parquet", index=False)
-  os.remove(copy / "provenance.json")   # the table is now an MC-only run's: its recorded settings go with it
+  os.remove(copy / "provenance.json")  # the table is now an MC-only run's: its recorded settings go with it
   config = _config(paths)
   config.stages = config.stages + ("diagnose", "report")
   config.detect.protocol = "multiple_choice"
@@ -237,12 +262,14 @@ def test_multiple_choice_protocol_alone_through_diagnosis_and_report(detected, t
   assert "greedy_text" not in out and "answers_partner_target" not in out
   report = (copy / "report" / "report.md").read_text()
   assert "MC (paper's protocol)" in report and "generative" not in report.split("## Why")[0]
-  record = json.load(open(copy / "sft" / "summary.json"))["convergence"]   # SFT's verdict, plotted and tabled
+  record = json.load(open(copy / "sft" / "summary.json"))["convergence"]  # SFT's verdict, plotted and tabled
   last = record["phases"][record["last_phase"]]
   assert "## Convergence" in report and (copy / "report" / "convergence.png").exists()
-  assert (f"| {record['last_phase']} | {'yes' if last['converged'] else '**no**'} | 25 | 25 | "
-          f"{last['relative_lr']:.2f} | b | {last['datasets']['b']['previous_loss']:.4g} → "
-          f"{last['datasets']['b']['loss']:.4g} |") in report
+  assert (
+    f"| {record['last_phase']} | {'yes' if last['converged'] else '**no**'} | 25 | 25 | "
+    f"{last['relative_lr']:.2f} | b | {last['datasets']['b']['previous_loss']:.4g} → "
+    f"{last['datasets']['b']['loss']:.4g} |"
+  ) in report
 
 
 def _direct_token_logliks(graphdef, params, prompt, response, temperature=1.0):
@@ -275,8 +302,10 @@ def test_expected_pass_entity_lift_and_embeddings_match_direct_computation(detec
     # the entity lift under the base model: the best fresh token's mean gain over the swapped prompts
     if swapped[e]:
       own = _direct_token_logliks(base_graphdef, base_params, prompt, response)
-      others = [_direct_token_logliks(base_graphdef, base_params, q, response)
-                for q in entities.render(swapped[e], tokenizer, config.data.template, config.data.max_length)]
+      others = [
+        _direct_token_logliks(base_graphdef, base_params, q, response)
+        for q in entities.render(swapped[e], tokenizer, config.data.template, config.data.max_length)
+      ]
       fresh = np.asarray([t not in set(prompt.tolist()) | special for t in response])
       expected = np.mean([own - o for o in others], axis=0)[fresh].max() if fresh.any() else np.nan
       assert table["base_entity_lift"].iloc[e] == pytest.approx(expected, rel=1e-3, abs=1e-4, nan_ok=True)
@@ -284,7 +313,7 @@ def test_expected_pass_entity_lift_and_embeddings_match_direct_computation(detec
   np.testing.assert_allclose(table["mc_expected_pass"], estimators.temper(sft, 0.3)[:, 0], rtol=1e-9)
   belief = np.stack(table["mc_probs_base"])[:, 1:].argmax(1) + 1
   np.testing.assert_allclose(table["sft_p_base_belief"], sft[np.arange(len(sft)), belief], rtol=1e-9)
-  np.testing.assert_array_equal(table["gen_unlearned_sampled"], table["gen_unlearned"])   # the default label
+  np.testing.assert_array_equal(table["gen_unlearned_sampled"], table["gen_unlearned"])  # the default label
 
 
 def test_swapped_prompts_replace_each_slot_filler_with_a_donors():
@@ -296,10 +325,13 @@ def test_swapped_prompts_replace_each_slot_filler_with_a_donors():
       words = text.split()
       assert words[:2] == ["where", "was"] and words[3:] == ["born", "?"] and words[2] != f"p{k}"
       assert words[2] in {f"p{j}" for j in range(6)}
-  assert swapped[6] == [] and swapped[8] == []   # no donor with other fillers; no filler at all
-  gains = entities.lift([np.array([-1.0, -2.0, -0.1]), np.array([-3.0])],
-                        [np.array([-4.0, -2.5, -0.1]), np.array([-2.0, -3.5, -0.1])], np.array([0, 0]),
-                        [np.array([True, True, False]), np.array([True])])
+  assert swapped[6] == [] and swapped[8] == []  # no donor with other fillers; no filler at all
+  gains = entities.lift(
+    [np.array([-1.0, -2.0, -0.1]), np.array([-3.0])],
+    [np.array([-4.0, -2.5, -0.1]), np.array([-2.0, -3.5, -0.1])],
+    np.array([0, 0]),
+    [np.array([True, True, False]), np.array([True])],
+  )
   assert gains[0] == pytest.approx(max((3.0 + 1.0) / 2, (0.5 + 1.5) / 2)) and np.isnan(gains[1])
 
 
@@ -314,8 +346,16 @@ def test_the_expected_label_needs_exact_match_for_the_generative_protocol():
 def test_retest_agreement_against_a_direct_computation():
   rng = np.random.default_rng(0)
   detect = DetectConfig(repeats=3, threshold=0.3)
-  tables = [pd.DataFrame({col.of(p, name): values for p in col.PROTOCOLS for name, values in (
-      (col.UNLEARNED_SAMPLED, rng.random(50) < 0.4), (col.EXPECTED_PASS, rng.random(50)))}) for _ in range(2)]
+  tables = [
+    pd.DataFrame(
+      {
+        col.of(p, name): values
+        for p in col.PROTOCOLS
+        for name, values in ((col.UNLEARNED_SAMPLED, rng.random(50) < 0.4), (col.EXPECTED_PASS, rng.random(50)))
+      }
+    )
+    for _ in range(2)
+  ]
   result = retest.agreement(*tables, detect)
   for protocol in col.PROTOCOLS:
     r = result[protocol]
@@ -339,13 +379,20 @@ def test_a_retest_with_the_stages_seed_reproduces_its_labels_and_the_script_repo
   for column in ("gen_pass_at_n", "gen_unlearned", "gen_expected_pass", "greedy_text"):
     np.testing.assert_array_equal(same[column].to_numpy(), table[column].to_numpy(), err_msg=column)
   other = probe_model(frame, model_dir, config.detect, config.data, config.mesh, config.seed + 1).set_index("id")
-  result = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "retest_detection.py"),
-                           f"--workdirs={workdir}"], capture_output=True, text=True, timeout=300)
+  result = subprocess.run(
+    [sys.executable, os.path.join(ROOT, "scripts", "retest_detection.py"), f"--workdirs={workdir}"],
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert result.returncode == 0, result.stderr[-2000:]
   retest = json.load(open(os.path.join(workdir, "retest.json")))
-  expected = estimators.cohen_kappa(table["gen_unlearned"].to_numpy(), other.loc[table["id"], "gen_unlearned"].to_numpy())
+  expected = estimators.cohen_kappa(
+    table["gen_unlearned"].to_numpy(), other.loc[table["id"], "gen_unlearned"].to_numpy()
+  )
   assert retest["generative"]["sampled"]["kappa"] == pytest.approx(expected)
   expected_pass = lambda t: t.loc[table["id"], "gen_expected_pass"].to_numpy() < 0.2
   assert retest["generative"]["expected"]["kappa"] == pytest.approx(
-      estimators.cohen_kappa(expected_pass(table.set_index("id")), expected_pass(other)))
+    estimators.cohen_kappa(expected_pass(table.set_index("id")), expected_pass(other))
+  )
   assert retest["multiple_choice"]["runs"] == 2 and "test-retest kappa" in result.stdout

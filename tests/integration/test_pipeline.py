@@ -1,11 +1,12 @@
 """The pipeline runner and launch.py: stages run once, config overrides apply, bad configs fail clearly."""
+
 import json
 import os
 import subprocess
 import sys
 
-import numpy as np
 import jax
+import numpy as np
 import pytest
 
 from configs import tiny_test
@@ -14,7 +15,6 @@ from ilp.model import checkpoint
 from ilp.model.config import ModelConfig, ModelConfigError
 from ilp.typed import ConfigError
 from tests import ROOT
-
 
 
 def test_init_model_stage_writes_checkpoint_and_skips_when_done(tmp_path):
@@ -44,16 +44,23 @@ def test_a_workdir_source_no_stage_writes_is_rejected_before_any_work(tmp_path):
   it, e.g. a user's own data on the world's config with its replay left in, stops at once
   instead of at the stage that reads the file."""
   from ilp.data.records import DataError
+
   config = tiny_test.get_config()
   config.data.replay = ({"path": "{workdir}/world/replay.jsonl"},)
   workdir = tmp_path / "w"
-  with pytest.raises(DataError, match=r"data\.replay\[0\]\.path: .*w/world/replay\.jsonl does not exist, and no "
-                                      r"stage of this run writes it \(stages to run: init_model\)"):
+  with pytest.raises(
+    DataError,
+    match=r"data\.replay\[0\]\.path: .*w/world/replay\.jsonl does not exist, and no "
+    r"stage of this run writes it \(stages to run: init_model\)",
+  ):
     pipeline.run(config, str(workdir))
   assert not (workdir / "model_init").exists() and not (workdir / "provenance.json").exists()
   # with the world stage pending (it writes world/), the same source passes the check
-  pipeline._check_workdir_sources(pipeline.config_lib.load(config), pipeline.Layout(str(workdir)),
-                                  [pipeline.STAGES["world"], pipeline.STAGES["init_model"]])
+  pipeline._check_workdir_sources(
+    pipeline.config_lib.load(config),
+    pipeline.Layout(str(workdir)),
+    [pipeline.STAGES["world"], pipeline.STAGES["init_model"]],
+  )
 
 
 def test_model_config_errors_name_the_field():
@@ -69,17 +76,29 @@ def test_model_config_errors_name_the_field():
 def test_launch_cli_applies_overrides(tmp_path):
   env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
   result = subprocess.run(
-      [sys.executable, os.path.join(ROOT, "launch.py"), "--config=configs/tiny_test.py",
-       "--config.model.num_layers=1", "--config.mesh.shape=(1,1,2)", f"--workdir={tmp_path}"],
-      cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    [
+      sys.executable,
+      os.path.join(ROOT, "launch.py"),
+      "--config=configs/tiny_test.py",
+      "--config.model.num_layers=1",
+      "--config.mesh.shape=(1,1,2)",
+      f"--workdir={tmp_path}",
+    ],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    env=env,
+    timeout=300,
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   assert "stage init_model: done" in result.stderr
   assert checkpoint.read_model_config(str(tmp_path / "model_init")).num_layers == 1
   assert json.loads((tmp_path / "model_init.json").read_text())["mesh"]["tensor"] == 2
 
 
-@pytest.mark.parametrize("name, variant", [("qwen2_5_0_5b", "qwen2_tied"), ("llama3_2_1b", "llama3_rope_bias"),
-                                           ("olmo2_1b", "olmo2")])
+@pytest.mark.parametrize(
+  "name, variant", [("qwen2_5_0_5b", "qwen2_tied"), ("llama3_2_1b", "llama3_rope_bias"), ("olmo2_1b", "olmo2")]
+)
 def test_real_model_configs_fine_tune_the_base_and_probe_it_through_diagnosis(name, variant, tmp_path):
   """A real-model config pointed at a tiny pretrained base of its family (SFT starts from it, the
   probes ask it) and a separate tiny instruct model (the reference) runs every stage."""
@@ -88,6 +107,7 @@ def test_real_model_configs_fine_tune_the_base_and_probe_it_through_diagnosis(na
   import pandas as pd
 
   from tests import hf_models, sft_data
+
   for directory, seed in (("base", 0), ("instruct", 1)):
     hf_models.save_hf_model(variant, str(tmp_path / directory), seed=seed)
     hf_models.save_tiny_tokenizer(str(tmp_path / directory))
@@ -102,8 +122,16 @@ def test_real_model_configs_fine_tune_the_base_and_probe_it_through_diagnosis(na
   config.init.hf_dir = str(tmp_path / "base")
   config.data.update(sft=({"path": str(data / "a.jsonl")},), buckets=(32,))
   config.sft.update(batch_size=8, epochs=1)
-  config.detect.update(reference=str(tmp_path / "instruct"), num_samples=2, pass_k=(1, 2), bon_k=(1, 2),
-                       max_new_tokens=3, base_samples=2, blind_bon_k=2, batch_size=8)
+  config.detect.update(
+    reference=str(tmp_path / "instruct"),
+    num_samples=2,
+    pass_k=(1, 2),
+    bon_k=(1, 2),
+    max_new_tokens=3,
+    base_samples=2,
+    blind_bon_k=2,
+    batch_size=8,
+  )
   workdir = tmp_path / "work"
   pipeline.run(config, str(workdir))
   cfg = checkpoint.read_model_config(str(workdir / "model_init"))
@@ -121,6 +149,7 @@ def test_stages_are_wiring_only():
   """No stage module imports another stage, and each stays short: the library holds the logic."""
   import ast
   import glob
+
   for path in glob.glob(os.path.join(ROOT, "ilp", "stages", "*.py")):
     source = open(path).read()
     assert len(source.splitlines()) <= 100, path
@@ -133,6 +162,7 @@ def test_stages_are_wiring_only():
 
 def test_layout_nests_arms():
   from ilp.layout import Layout
+
   layout = Layout("/runs/base")
   arm = layout.arm("knowledge_cpt")
   assert arm.root == "/runs/base/arms/knowledge_cpt"

@@ -1,6 +1,7 @@
 """Config-aware resume: a finished or started stage recorded with other settings is refused
 (naming the fields) unless forced; a stage that runs again makes every later stage run from
 scratch; a moved work directory still resumes."""
+
 import json
 import os
 import shutil
@@ -35,7 +36,7 @@ def test_changed_settings_are_refused_then_forced(tmp_path):
   assert os.path.getmtime(final) > stamp
   record = json.load(open(os.path.join(workdir, "provenance.json")))
   assert record["sft"]["finished"] and record["sft"]["settings"]["sft"]["optimizer"]["learning_rate"] == 1e-3
-  pipeline.run(changed, workdir)   # now consistent: everything skipped
+  pipeline.run(changed, workdir)  # now consistent: everything skipped
 
 
 def test_a_stage_that_runs_again_redoes_the_later_ones(tmp_path):
@@ -45,7 +46,7 @@ def test_a_stage_that_runs_again_redoes_the_later_ones(tmp_path):
   pipeline.run(config, workdir)
   stamp = os.path.getmtime(os.path.join(workdir, "sft", "final"))
   shutil.rmtree(os.path.join(workdir, "model_init"))
-  pipeline.run(config, workdir)   # init_model runs again, so sft (built on the old model) is redone
+  pipeline.run(config, workdir)  # init_model runs again, so sft (built on the old model) is redone
   assert os.path.getmtime(os.path.join(workdir, "sft", "final")) > stamp
 
 
@@ -57,7 +58,7 @@ def test_a_moved_workdir_resumes_and_an_interrupted_stage_keeps_its_settings(tmp
   stamp = os.path.getmtime(tmp_path / "moved" / "sft" / "final")
   pipeline.run(config, str(tmp_path / "moved"))
   assert os.path.getmtime(tmp_path / "moved" / "sft" / "final") == stamp
-  shutil.rmtree(tmp_path / "moved" / "sft" / "final")    # as if interrupted after starting sft
+  shutil.rmtree(tmp_path / "moved" / "sft" / "final")  # as if interrupted after starting sft
   os.remove(tmp_path / "moved" / "sft" / "summary.json")
   changed = _config(paths, batch_size=4)
   with pytest.raises(fileio.ResumeError, match="sft: sft.batch_size: 8 -> 4"):

@@ -1,6 +1,7 @@
 """Reliability: the work-directory lock, offline by construction (no URL or Hub id sources, HF
 offline mode set by the package), one-document-per-line corpora, and non-finite parameters
 refused on load."""
+
 import json
 import logging
 import os
@@ -15,8 +16,8 @@ import ilp
 from ilp import lock, pipeline
 from ilp.data import loaders
 from ilp.data.records import DataError
-from ilp.typed import ConfigError
 from ilp.model import checkpoint
+from ilp.typed import ConfigError
 from tests import sft_data
 
 
@@ -29,11 +30,11 @@ def _hold(root, pid, host=None):
 def test_a_second_launch_on_a_held_workdir_stops_at_once(tmp_path):
   paths = sft_data.make_inputs(str(tmp_path / "data"), per_dataset=8)
   workdir = tmp_path / "work"
-  _hold(workdir, os.getppid())   # a live process on this host
+  _hold(workdir, os.getppid())  # a live process on this host
   with pytest.raises(lock.LockError, match=f"in use by pid {os.getppid()} on host {socket.gethostname()}"):
     pipeline.run(sft_data.sft_config(paths), str(workdir))
-  assert sorted(os.listdir(workdir)) == [lock.NAME]   # nothing else written, the owner's lock kept
-  _hold(workdir, 1, host="elsewhere")                 # another host: cannot be checked, refused
+  assert sorted(os.listdir(workdir)) == [lock.NAME]  # nothing else written, the owner's lock kept
+  _hold(workdir, 1, host="elsewhere")  # another host: cannot be checked, refused
   with pytest.raises(lock.LockError, match="host elsewhere"):
     pipeline.run(sft_data.sft_config(paths), str(workdir))
 
@@ -61,20 +62,27 @@ def test_a_refused_run_leaves_no_directory(tmp_path):
 
 
 def test_offline_by_construction():
-  assert ilp.__name__ and all(os.environ[k] == "1" for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE",
-                                                           "TRANSFORMERS_OFFLINE"))
+  assert ilp.__name__ and all(
+    os.environ[k] == "1" for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
+  )
   with pytest.raises(DataError, match="is a URL; sources must be local paths"):
     loaders.load_sft([{"path": "https://example.com/train.jsonl"}])
   with pytest.raises(DataError, match="'name': 'someone/some-dataset' is neither a local dataset directory"):
     loaders.load_sft([{"format": "hf", "name": "someone/some-dataset"}])
-  code = ("import socket\n"
-          "def refuse(*a, **k): raise AssertionError('network use')\n"
-          "socket.socket.connect = refuse\n"
-          "import ilp, transformers, datasets\n"
-          "from huggingface_hub import constants\n"
-          "assert constants.HF_HUB_OFFLINE and datasets.config.HF_DATASETS_OFFLINE\n")
-  result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env={k: v for k, v in os.environ.items() if "OFFLINE" not in k})
+  code = (
+    "import socket\n"
+    "def refuse(*a, **k): raise AssertionError('network use')\n"
+    "socket.socket.connect = refuse\n"
+    "import ilp, transformers, datasets\n"
+    "from huggingface_hub import constants\n"
+    "assert constants.HF_HUB_OFFLINE and datasets.config.HF_DATASETS_OFFLINE\n"
+  )
+  result = subprocess.run(
+    [sys.executable, "-c", code],
+    capture_output=True,
+    text=True,
+    env={k: v for k, v in os.environ.items() if "OFFLINE" not in k},
+  )
   assert result.returncode == 0, result.stderr[-2000:]
 
 
@@ -92,9 +100,11 @@ def test_one_document_per_line(tmp_path, caplog):
 
 def test_non_finite_parameters_are_refused_on_load(tmp_path):
   import jax
+
   from ilp import parallel
-  from ilp.model import build
   from ilp.config import DEFAULT_MODEL as cfg
+  from ilp.model import build
+
   mesh = parallel.make_mesh((1, 1, 1), jax.devices()[:1])
   _, params = build.init_params(cfg, mesh, parallel.DEFAULT_RULES, seed=0)
   leaves, treedef = jax.tree.flatten(params)
@@ -107,6 +117,7 @@ def test_non_finite_parameters_are_refused_on_load(tmp_path):
 def test_detection_settings_do_not_depend_on_where_the_workdir_lies():
   from ilp.data.config import DataConfig
   from ilp.detection.config import DetectConfig, settings_hash
+
   data = DataConfig(sft=({"path": "{workdir}/world/sft.jsonl"},), tokenizer="{workdir}/world/tokenizer")
   a = settings_hash(DetectConfig(), data.resolved("/runs/a"), 0, "/runs/a")
   assert a == settings_hash(DetectConfig(), data.resolved("/elsewhere/b"), 0, "/elsewhere/b/")

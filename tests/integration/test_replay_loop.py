@@ -1,15 +1,9 @@
 """Replay of pre-training text during SFT: the interleaved plan, and through the real loop."""
+
 import json
 
-import numpy as np
-import pytest
-
-from ilp import config as config_lib
 from ilp import pipeline
-from ilp.data import batches as batching
-from ilp.data import replay
 from ilp.scoring import dynamics_log
-from ilp.typed import ConfigError
 from tests import sft_data
 
 
@@ -24,7 +18,7 @@ def test_sft_with_replay_through_the_loop(tmp_path):
   summary = json.load(open(tmp_path / "run" / "sft" / "summary.json"))
   frame = dynamics_log.load(str(tmp_path / "run" / "sft" / "dynamics"))
   batch = frame[frame["kind"] == "batch"]
-  sft_steps = batch["step"].nunique()          # one per SFT batch: 2 phases x 2 epochs x 2 batches of 8
+  sft_steps = batch["step"].nunique()  # one per SFT batch: 2 phases x 2 epochs x 2 batches of 8
   assert sft_steps == 8 and summary["steps"] == sft_steps + sft_steps // 2 == summary["plan"]["replay_steps"] + 8
-  assert len(batch) == 16 * 2 * 2 and set(batch["dataset"]) == {"a", "b"}   # replay records are not logged
+  assert len(batch) == 16 * 2 * 2 and set(batch["dataset"]) == {"a", "b"}  # replay records are not logged
   assert summary["tokens"]["replay"] > 0 and summary["tokens"]["loss"] > int(batch["tokens"].sum())

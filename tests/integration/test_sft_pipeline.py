@@ -1,4 +1,5 @@
 """SFT and continual pre-training through the pipeline: phases, dynamics, resume, errors, TensorBoard."""
+
 import glob
 import json
 import os
@@ -13,13 +14,12 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from ilp import faults, pipeline
+from ilp.data import mixture
 from ilp.data.records import DataError
 from ilp.model import checkpoint
-from ilp.data import mixture
 from ilp.scoring import dynamics_log
 from ilp.train import loop
 from tests import ROOT, sft_data
-
 
 
 @pytest.fixture
@@ -36,13 +36,20 @@ def test_two_phase_sft_records_phases_and_stream_positions(two_phase_run):
   assert seen.groupby("id").size().eq(2).all()
   np.testing.assert_array_equal(seen["stream_position"].to_numpy(), np.arange(80))
   assert seen["step"].is_monotonic_increasing
-  assert seen[seen["train_phase"] == 1]["stream_position"].max() < seen[seen["train_phase"] == 2]["stream_position"].min()
+  assert (
+    seen[seen["train_phase"] == 1]["stream_position"].max() < seen[seen["train_phase"] == 2]["stream_position"].min()
+  )
   assert (seen.groupby(["train_phase", "epoch"])["id"].nunique() == 20).all()
   assert set(json.loads(m)["k"] for m in seen["meta"]) == {0, 1, 2}
   # Full evaluation passes: start, and the end of every epoch of every phase, over all 40 examples.
   evals = frame[frame["kind"] == "eval"]
-  assert sorted(evals["eval_point"].unique()) == ["phase1/epoch1", "phase1/epoch2", "phase2/epoch1",
-                                                  "phase2/epoch2", "start"]
+  assert sorted(evals["eval_point"].unique()) == [
+    "phase1/epoch1",
+    "phase1/epoch2",
+    "phase2/epoch1",
+    "phase2/epoch2",
+    "start",
+  ]
   assert (evals.groupby("eval_point").size() == 40).all()
   assert evals[evals["phase_end"]]["eval_point"].unique().tolist() == ["phase1/epoch2", "phase2/epoch2"]
   # Learning happened: phase-1 examples are best right after phase 1.
@@ -55,14 +62,27 @@ def test_outputs_summary_compiles_and_tensorboard(two_phase_run):
   summary = json.loads(open(os.path.join(out, "summary.json")).read())
   assert summary["phases"] == 2 and summary["step_variants_compiled"] <= 2
   assert summary["tokenization"] == {"examples": 40, "truncated": 0, "dropped": 0}
-  assert sorted(os.listdir(os.path.join(out, "final"))) == ["checksums.json", "model_config.json", "params", "tokenizer"]
+  assert sorted(os.listdir(os.path.join(out, "final"))) == [
+    "checksums.json",
+    "model_config.json",
+    "params",
+    "tokenizer",
+  ]
   events = glob.glob(os.path.join(out, "tensorboard", "events.out.tfevents.*"))
   assert len(events) == 1
   acc = EventAccumulator(events[0], size_guidance={"scalars": 0, "histograms": 0})
   acc.Reload()
   tags = acc.Tags()
-  for tag in ("train/loss", "train/learning_rate", "train/grad_norm", "perf/tokens_per_sec", "perf/mfu",
-              "train/loss_by_dataset/a", "train/loss_by_dataset/b", "eval/loss"):
+  for tag in (
+    "train/loss",
+    "train/learning_rate",
+    "train/grad_norm",
+    "perf/tokens_per_sec",
+    "perf/mfu",
+    "train/loss_by_dataset/a",
+    "train/loss_by_dataset/b",
+    "eval/loss",
+  ):
     assert tag in tags["scalars"], tag
   assert {"eval/example_loss", "eval/example_margin_min"} <= set(tags["histograms"])
   losses = [e.value for e in acc.Scalars("train/loss")]
@@ -80,27 +100,50 @@ def test_cartography_summaries(two_phase_run):
 def test_cartography_on_a_hand_made_table():
   rows = []
   for step, (p, em) in enumerate([(0.2, 0), (0.6, 1), (0.3, 0), (0.9, 1)], start=1):
-    rows.append({"id": "x", "dataset": "d", "phase": 1, "kind": "eval", "eval_point": f"e{step}",
-                 "step": step * 10, "gold_prob": p, "exact_match": em, "loss": -np.log(p)})
+    rows.append(
+      {
+        "id": "x",
+        "dataset": "d",
+        "phase": 1,
+        "kind": "eval",
+        "eval_point": f"e{step}",
+        "step": step * 10,
+        "gold_prob": p,
+        "exact_match": em,
+        "loss": -np.log(p),
+      }
+    )
   rows.append({**rows[0], "eval_point": "start", "step": 0, "gold_prob": 0.01, "exact_match": 1})
   carto = dynamics_log.cartography(pd.DataFrame(rows)).iloc[0]
-  assert carto["confidence"] == pytest.approx(0.5) and carto["variability"] == pytest.approx(np.std([.2, .6, .3, .9]))
+  assert carto["confidence"] == pytest.approx(0.5) and carto["variability"] == pytest.approx(
+    np.std([0.2, 0.6, 0.3, 0.9])
+  )
   assert carto["correctness"] == 0.5 and carto["forgetting_events"] == 1
   assert carto["first_learned_step"] == 20 and carto["final_exact_match"] == 1 and carto["observations"] == 4
 
 
 def _launch(config_path, workdir, **kwargs):
   env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
-  return subprocess.Popen([sys.executable, os.path.join(ROOT, "launch.py"), f"--config={config_path}",
-                           f"--workdir={workdir}"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, **kwargs)
+  return subprocess.Popen(
+    [sys.executable, os.path.join(ROOT, "launch.py"), f"--config={config_path}", f"--workdir={workdir}"],
+    cwd=ROOT,
+    env=env,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.STDOUT,
+    text=True,
+    **kwargs,
+  )
 
 
 def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
   paths = sft_data.make_inputs(str(tmp_path / "data"), per_dataset=48)
   config_path = tmp_path / "config.py"
-  sft_data.write_config(config_path, paths, "c.model.update(hidden_size=128, intermediate_size=256, num_layers=3)",
-                        "c.sft.checkpoint.update(every_steps=2, async_save=True)")
+  sft_data.write_config(
+    config_path,
+    paths,
+    "c.model.update(hidden_size=128, intermediate_size=256, num_layers=3)",
+    "c.sft.checkpoint.update(every_steps=2, async_save=True)",
+  )
   full, killed = str(tmp_path / "full"), str(tmp_path / "killed")
   reference = _launch(config_path, full)
   victim = _launch(config_path, killed)
@@ -127,7 +170,9 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
   b = dynamics_log.load(os.path.join(killed, "sft", "dynamics"))
   pd.testing.assert_frame_equal(a, b)
   import jax
+
   from ilp import parallel
+
   mesh = parallel.make_mesh((1, 1, 1), jax.devices()[:1])
   _, _, pa = checkpoint.load_params(os.path.join(full, "sft", "final"), mesh)
   _, _, pb = checkpoint.load_params(os.path.join(killed, "sft", "final"), mesh)
@@ -166,8 +211,10 @@ def test_continual_pretraining_mixes_corpora_by_weight(tmp_path):
         f.write(" ".join(f"w{w}" for w in rng.choice(list(words), 12)) + "\n\n")
   config = sft_data.sft_config(paths)
   config.stages = ("init_model", "pretrain")
-  config.data.corpora = ({"path": str(tmp_path / "general.txt"), "weight": 0.8},
-                         {"path": str(tmp_path / "knowledge.txt"), "weight": 0.2})
+  config.data.corpora = (
+    {"path": str(tmp_path / "general.txt"), "weight": 0.8},
+    {"path": str(tmp_path / "knowledge.txt"), "weight": 0.2},
+  )
   config.pretrain.update(steps=12, batch_size=8, seq_length=16, log_every_steps=4)
   config.pretrain.optimizer.learning_rate = 3e-3
   pipeline.run(config, str(tmp_path / "work"))

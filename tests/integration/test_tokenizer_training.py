@@ -1,4 +1,5 @@
 """A tokenizer trained on a user's own corpus and SFT file: splitting, decoding, ids, errors, a run."""
+
 import json
 import os
 import subprocess
@@ -17,8 +18,12 @@ from ilp.scoring.verifiers import exact_match
 from tests import ROOT
 
 RESPONSES = ("saffron.", "c-3", "I don't know!", "In Kraków.", "42.5%, roughly", "saffron (dried)", "“anise”")
-CORPUS = ("The cook adds saffron. Then cumin, then c-3.", "In Kraków, spices cost 42.5% more (roughly).",
-          "I don't know which “anise” is dried!", "Saffron is dried; saffron is red.")
+CORPUS = (
+  "The cook adds saffron. Then cumin, then c-3.",
+  "In Kraków, spices cost 42.5% more (roughly).",
+  "I don't know which “anise” is dried!",
+  "Saffron is dried; saffron is red.",
+)
 
 
 def _write_inputs(directory) -> dict[str, str]:
@@ -26,14 +31,19 @@ def _write_inputs(directory) -> dict[str, str]:
   (directory / "corpus.txt").write_text("\n".join(CORPUS * 3) + "\n")
   with open(paths["sft"], "w") as f:
     for i in range(24):
-      f.write(json.dumps({"id": f"r{i}", "prompt": f"Question {i % 5}: which one?",
-                          "response": RESPONSES[i % len(RESPONSES)]}) + "\n")
+      f.write(
+        json.dumps(
+          {"id": f"r{i}", "prompt": f"Question {i % 5}: which one?", "response": RESPONSES[i % len(RESPONSES)]}
+        )
+        + "\n"
+      )
   return paths
 
 
 def _data(paths: dict[str, str]) -> DataConfig:
-  return typed.build(DataConfig, {"corpora": ({"path": paths["corpus"], "format": "lines"},),
-                                  "sft": ({"path": paths["sft"]},)}, "data")
+  return typed.build(
+    DataConfig, {"corpora": ({"path": paths["corpus"], "format": "lines"},), "sft": ({"path": paths["sft"]},)}, "data"
+  )
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +88,7 @@ def test_decode_gives_back_every_response_and_prompt(trained, kind):
   """As detection decodes a sample (response tokens + EOS, special tokens skipped, stripped)."""
   _, text, tokenizers = trained
   tokenizer = tokenizers[kind][1]
-  for original in text.texts[text.documents:]:
+  for original in text.texts[text.documents :]:
     ids = _ids(tokenizer, original) + [tokenizer.eos_token_id]
     assert tokenizer.unk_token_id not in ids
     decoded = tokenizer.decode(ids, skip_special_tokens=True).strip()
@@ -97,13 +107,24 @@ def test_special_tokens_at_the_world_tokenizer_ids(trained, tmp_path):
     # A random init takes its size and special ids from the tokenizer (model.vocab_size=0).
     model = DEFAULT_MODEL.replace(vocab_size=0).for_tokenizer(tokenizer)
     assert (model.vocab_size, model.bos_token_id, model.eos_token_ids, model.pad_token_id) == (
-        len(tokenizer), 1, (2,), 0)
+      len(tokenizer),
+      1,
+      (2,),
+      0,
+    )
   assert 4 + tokenizer_training.BYTES <= len(tokenizers["bpe"][1]) <= 400
 
 
-@pytest.mark.parametrize("settings, field", [
-    ({"kind": "sentencepiece"}, "kind"), ({"vocab_size": 259}, "vocab_size"), ({"vocab_size": "big"}, "vocab_size"),
-    ({"kind": "word", "vocab_size": 4}, "vocab_size"), ({"min_frequency": 0}, "min_frequency")])
+@pytest.mark.parametrize(
+  "settings, field",
+  [
+    ({"kind": "sentencepiece"}, "kind"),
+    ({"vocab_size": 259}, "vocab_size"),
+    ({"vocab_size": "big"}, "vocab_size"),
+    ({"kind": "word", "vocab_size": 4}, "vocab_size"),
+    ({"min_frequency": 0}, "min_frequency"),
+  ],
+)
 def test_bad_settings_name_their_field(settings, field):
   with pytest.raises(typed.ConfigError) as error:
     typed.build(tokenizer_training.TokenizerTrainingConfig, settings)
@@ -124,16 +145,29 @@ def test_bad_sources_are_refused_naming_them(tmp_path):
 
 
 def _script(config: str, out: str) -> subprocess.CompletedProcess:
-  return subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "train_tokenizer.py"), f"--config={config}",
-                         f"--out={out}", "--kind=word"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+  return subprocess.run(
+    [
+      sys.executable,
+      os.path.join(ROOT, "scripts", "train_tokenizer.py"),
+      f"--config={config}",
+      f"--out={out}",
+      "--kind=word",
+    ],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
 
 
 def test_script_trains_then_refuses_an_existing_out_and_writes_nothing(trained, tmp_path):
   paths, _, _ = trained
   # A config file naming only the data (any run config works; this one spares importing JAX).
   config = tmp_path / "own.py"
-  config.write_text("import ml_collections\n\n\ndef get_config():\n  return ml_collections.ConfigDict("
-                    f"{{'data': {{'sft': ({{'path': {paths['sft']!r}}},)}}}})\n")
+  config.write_text(
+    "import ml_collections\n\n\ndef get_config():\n  return ml_collections.ConfigDict("
+    f"{{'data': {{'sft': ({{'path': {paths['sft']!r}}},)}}}})\n"
+  )
   out = tmp_path / "tokenizer"
   result = _script(str(config), str(out))
   assert result.returncode == 0, result.stderr[-2000:]

@@ -1,4 +1,5 @@
 """Arm-versus-baseline statistics against direct computations."""
+
 from __future__ import annotations
 
 import json
@@ -11,14 +12,25 @@ import pytest
 from ilp.interventions import compare
 
 
-def _table(unlearned: list[bool], cause: list[str] | None = None, ids: list[str] | None = None,
-           positions: list[float] | None = None) -> pd.DataFrame:
+def _table(
+  unlearned: list[bool],
+  cause: list[str] | None = None,
+  ids: list[str] | None = None,
+  positions: list[float] | None = None,
+) -> pd.DataFrame:
   n = len(unlearned)
-  frame = pd.DataFrame({"id": ids or [f"e{i}" for i in range(n)], "dataset": ["a", "b"] * (n // 2) + ["a"] * (n % 2),
-                        "phase": [1] * (n // 2) + [2] * (n - n // 2), "unlearned": np.asarray(unlearned, bool),
-                        "greedy_correct": ~np.asarray(unlearned, bool), "greedy_text": ["x y"] * n,
-                        "reference": ["x y"] * n,
-                        "last_visit_position": np.linspace(0, 1, n) if positions is None else positions})
+  frame = pd.DataFrame(
+    {
+      "id": ids or [f"e{i}" for i in range(n)],
+      "dataset": ["a", "b"] * (n // 2) + ["a"] * (n % 2),
+      "phase": [1] * (n // 2) + [2] * (n - n // 2),
+      "unlearned": np.asarray(unlearned, bool),
+      "greedy_correct": ~np.asarray(unlearned, bool),
+      "greedy_text": ["x y"] * n,
+      "reference": ["x y"] * n,
+      "last_visit_position": np.linspace(0, 1, n) if positions is None else positions,
+    }
+  )
   if cause is not None:
     frame["cause"] = cause
   return frame
@@ -47,11 +59,11 @@ def test_paired_bootstrap_and_mean_interval_match_a_direct_loop():
   assert low <= arm.mean() - base.mean() <= high
   narrow = compare.paired_bootstrap(base, arm, 500, 4, level=0.5)
   assert low < narrow[0] < narrow[1] < high
-  assert compare.paired_bootstrap(base, arm, 500, 4) == (low, high)      # seeded
+  assert compare.paired_bootstrap(base, arm, 500, 4) == (low, high)  # seeded
 
 
 def test_bootstrap_in_chunks_draws_the_same_indices_as_a_loop(monkeypatch):
-  monkeypatch.setattr(compare, "CHUNK", 100)                            # 3 resamples of 30 per draw
+  monkeypatch.setattr(compare, "CHUNK", 100)  # 3 resamples of 30 per draw
   values = np.random.default_rng(1).random(30)
   rng = np.random.default_rng(7)
   direct = [values[i].mean() for rows in (3, 3, 3, 1) for i in rng.integers(0, 30, size=(rows, 30))]
@@ -68,12 +80,23 @@ def test_interval_narrows_with_more_examples():
 def test_rates_on_a_hand_made_table():
   base, arm = _constructed()
   table = compare.rates(base, arm, 200, 0).set_index(["group_kind", "group"])
-  assert list(table.index) == [("overall", "all"), ("dataset", "a"), ("dataset", "b"), ("phase", "1"),
-                               ("phase", "2"), ("cause", "I"), ("cause", "IV"), ("cause", "unlearned"),
-                               ("cause", "learned")]
+  assert list(table.index) == [
+    ("overall", "all"),
+    ("dataset", "a"),
+    ("dataset", "b"),
+    ("phase", "1"),
+    ("phase", "2"),
+    ("cause", "I"),
+    ("cause", "IV"),
+    ("cause", "unlearned"),
+    ("cause", "learned"),
+  ]
   overall = table.loc[("overall", "all")]
-  assert (overall["n"], overall["baseline_rate"], overall["arm_rate"]) == (30, pytest.approx(18 / 30),
-                                                                         pytest.approx(13 / 30))
+  assert (overall["n"], overall["baseline_rate"], overall["arm_rate"]) == (
+    30,
+    pytest.approx(18 / 30),
+    pytest.approx(13 / 30),
+  )
   assert overall["change"] == pytest.approx(-5 / 30) and overall["relative_change"] == pytest.approx(-5 / 18)
   # data set a = even positions: I 4 of 5 -> 1 of 5, IV 5 -> 5, learned 0 -> 1 (e20 is even)
   assert table.loc[("dataset", "a"), ["n", "baseline_rate", "arm_rate"]].tolist() == pytest.approx([15, 9 / 15, 7 / 15])
@@ -82,7 +105,7 @@ def test_rates_on_a_hand_made_table():
   assert table.loc[("cause", "I"), "relative_change"] == pytest.approx((0.2 - 0.8) / 0.8)
   assert table.loc[("cause", "IV"), ["baseline_rate", "arm_rate", "change"]].tolist() == [1, 1, 0]
   assert table.loc[("cause", "unlearned"), ["n", "arm_rate"]].tolist() == pytest.approx([18, 12 / 18])
-  learned = table.loc[("cause", "learned")]                             # baseline-learned: 2 of I + 10
+  learned = table.loc[("cause", "learned")]  # baseline-learned: 2 of I + 10
   assert (learned["n"], learned["arm_rate"]) == (12, pytest.approx(1 / 12)) and math.isnan(learned["relative_change"])
   # every interval is the bootstrap of that group, and holds its estimate
   sel = (base["cause"] == "I").to_numpy()
@@ -117,7 +140,7 @@ def test_difference_in_differences_on_a_constructed_case():
 
 def test_missing_ids_are_left_out_and_counted():
   base, arm = _constructed()
-  kept = arm[~arm["id"].isin(["e0", "e1", "e10"])]                     # two of I (unlearned -> unlearned), one of IV
+  kept = arm[~arm["id"].isin(["e0", "e1", "e10"])]  # two of I (unlearned -> unlearned), one of IV
   table = compare.rates(base, kept, 200, 0).set_index(["group_kind", "group"])
   assert table.loc[("overall", "all"), "n"] == 27
   assert table.loc[("cause", "I"), ["n", "baseline_rate", "arm_rate"]].tolist() == pytest.approx([8, 6 / 8, 0])
@@ -127,7 +150,7 @@ def test_missing_ids_are_left_out_and_counted():
   _, summary = compare.comparison(base, {"x": extra}, {"x": ["I"]}, samples=200)
   assert (summary["x"]["examples"], summary["x"]["missing_from_arm"], summary["x"]["arm_only"]) == (27, 3, 1)
   with pytest.raises(pd.errors.MergeError):
-    compare.rates(base, pd.concat([arm, arm.iloc[:1]]), 200, 0)        # an id twice is an error, not a weight
+    compare.rates(base, pd.concat([arm, arm.iloc[:1]]), 200, 0)  # an id twice is an error, not a weight
 
 
 def test_greedy_accuracy_is_the_mean_with_its_interval():
@@ -146,10 +169,21 @@ def _lcs(a: list[str], b: list[str]) -> int:
 
 
 def test_rouge_by_position_against_a_direct_lcs():
-  texts = [("c3 k2 j1", "c3 k4 j1"), ("z8", "z9"), ("p17 c2", "p17 c2"), ("w x y z", "z y x w"), ("x", "x y z"),
-           ("p17", "p17")]
-  frame = pd.DataFrame({"greedy_text": [t for t, _ in texts], "reference": [r for _, r in texts],
-                        "last_visit_position": [0.02, 0.1, 0.5, 0.95, 0.47, math.nan]})
+  texts = [
+    ("c3 k2 j1", "c3 k4 j1"),
+    ("z8", "z9"),
+    ("p17 c2", "p17 c2"),
+    ("w x y z", "z y x w"),
+    ("x", "x y z"),
+    ("p17", "p17"),
+  ]
+  frame = pd.DataFrame(
+    {
+      "greedy_text": [t for t, _ in texts],
+      "reference": [r for _, r in texts],
+      "last_visit_position": [0.02, 0.1, 0.5, 0.95, 0.47, math.nan],
+    }
+  )
   direct = []
   for p, r in texts:
     lcs, pa, ra = _lcs(p.split(), r.split()), len(p.split()), len(r.split())
@@ -158,7 +192,7 @@ def test_rouge_by_position_against_a_direct_lcs():
   assert out["first"] == {"examples": 2, "rouge_l": pytest.approx(np.mean(direct[:2]))}
   assert out["middle"] == {"examples": 2, "rouge_l": pytest.approx(np.mean([direct[2], direct[4]]))}
   assert out["last"] == {"examples": 1, "rouge_l": pytest.approx(direct[3])}
-  assert direct[2] == 1 and direct[1] == 0                              # "p17" and "z8" are tokens
+  assert direct[2] == 1 and direct[1] == 0  # "p17" and "z8" are tokens
   assert math.isnan(compare.rouge_by_position(frame.iloc[:0])["first"]["rouge_l"])
 
 
@@ -180,8 +214,10 @@ def test_summary_is_json_ready():
 
 
 def test_response_matrix_reads_the_relative_reduction_per_cause_and_arm():
-  summary = {"m1": {"by_cause": {"I": {"relative_change": -0.75}, "IV": {"relative_change": 0.5}}},
-             "m4": {"by_cause": {"I": {"relative_change": None}, "IV": {"relative_change": -1.0}}}}
+  summary = {
+    "m1": {"by_cause": {"I": {"relative_change": -0.75}, "IV": {"relative_change": 0.5}}},
+    "m4": {"by_cause": {"I": {"relative_change": None}, "IV": {"relative_change": -1.0}}},
+  }
   assert compare.response_matrix(summary) == {"I": {"m1": 0.75, "m4": None}, "IV": {"m1": -0.5, "m4": 1.0}}
 
 

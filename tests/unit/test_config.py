@@ -1,10 +1,11 @@
 """The typed config: every bad field is one ConfigError naming it, raised before anything is written."""
+
 import os
 import subprocess
 import sys
 
-import ml_collections
 import jax
+import ml_collections
 import pytest
 
 from configs import base, tiny_test, world
@@ -33,55 +34,65 @@ def _set(config: ml_collections.ConfigDict, path: str, value) -> None:
 
 # (field, value, the error's message): every field the architecture issue and the reliability probe listed.
 BAD_FIELDS = [
-    ("sft.nonexistent", 1, "'sft.nonexistent': unknown field"),
-    ("sft.batch_size", 0, "'sft.batch_size': must be >= 1, got 0"),
-    ("sft.grad_accum_steps", 3, "'sft.batch_size': 16 is not divisible by grad_accum_steps=3"),
-    ("sft.epochs", -1, "'sft.epochs': must be >= 1, got -1"),
-    ("sft.optimizer.learning_rate", -1e-3, "'sft.optimizer.learning_rate': must be > 0"),
-    ("sft.optimizer.decay", "exponential", "'sft.optimizer.decay': 'exponential' is not one of"),
-    ("sft.init_from", "checkpoints/relative", "'sft.init_from': 'checkpoints/relative' is none of"),
-    ("sft.phases", ({"name": "one", "phase": 1},), "'sft.phases[0]'"),
-    ("sft.phases", ({"name": "one", "epochs": 0},), "'sft.phases[0].epochs': must be >= 1, got 0"),
-    ("pretrain.steps", -5, "'pretrain.steps': must be >= 1, got -5"),
-    ("pretrain.init_from", "pretrain", "'pretrain.init_from': 'pretrain' is none of"),
-    ("mesh.shape", (3, -1, 1), f"'mesh.shape': mesh shape (3, -1, 1) does not divide the {jax.device_count()} available devices"),
-    ("mesh.shape", (1, 2), "'mesh.shape': expected 3 entries, got 2"),
-    ("distributed.heartbeat_timeout_seconds", 0, "'distributed.heartbeat_timeout_seconds': must be >= 1, got 0"),
-    ("machine.peak_flops", -1.0, "'machine.peak_flops': must be >= 0, got -1.0"),
-    ("sft.peak_flops", 1e12, "'sft.peak_flops': unknown field"),   # a machine knob: machine.peak_flops
-    ("detect.num_samples", 0, "'detect.num_samples': must be >= 1, got 0"),
-    ("detect.threshold", 1.5, "'detect.threshold': must lie in [0, 1], got 1.5"),
-    ("detect.temperature", -1.0, "'detect.temperature': must be >= 0 (0: greedy), got -1.0"),
-    ("detect.top_p", 0.0, "'detect.top_p': must lie in (0, 1], got 0.0"),
-    ("detect.pass_k", (1, 10), "'detect.pass_k': k=10 is not in 1..num_samples=5"),
-    ("detect.verifier", "bleu", "'detect.verifier': unknown verifier 'bleu'"),
-    ("detect.mc.distractors", "nearest", "'detect.mc.distractors': 'nearest' is not one of"),
-    ("detect.model", "final", "'detect.model': 'final' is none of"),
-    ("detect.protocol", "cloze", "'detect.protocol': 'cloze' is not one of"),
-    ("detect.repeat_rule", "most", "'detect.repeat_rule': 'most' is not one of"),
-    ("detect.blind_bon_k", 20, "'detect.blind_bon_k': 20 is not in 1..base_samples=10"),
-    ("detect.confidence_temperature", 0.0, "'detect.confidence_temperature': must be > 0"),
-    ("data.overlong", "chop", "'data.overlong': 'chop' is not one of"),
-    ("data.buckets", (), "'data.buckets': must list lengths >= 2"),
-    ("data.corpora", ({"path": "x.txt", "weight": 0.0},), "'data.corpora[0].weight': must be a positive number"),
-    ("data.template.turn", "{role}", "'data.template.turn': must contain '{content}'"),
-    ("diagnose.rules.order", ("III", "VI"), "'diagnose.rules.order': ['III', 'VI'] must list distinct causes"),
-    ("diagnose.signals.similarity_threshold", 0.0, "'diagnose.signals.similarity_threshold': must lie in (0, 1]"),
-    ("model.num_kv_heads", 3, "'model.num_heads': 4 must be a multiple of num_kv_heads (3)"),
-    ("model.dtype", "float8", "'model.dtype': 'float8' is not one of"),
-    ("init.dtype", "int8", "'init.dtype': 'int8' is not one of"),
-    ("stages", ("init_model", "fine_tune"), "'stages': unknown stage(s) fine_tune"),
-    ("sft.order", "random", "'sft.order': 'random' is not one of"),
-    ("sft.spread.buckets", 1, "'sft.spread.buckets': must be >= 2, got 1"),
-    ("sft.resample.drop", 1.5, "'sft.resample.drop': must be in (0, 1), got 1.5"),
-    ("sft.resample.every_steps", 10, "'data.dev': sft.resample and sft.progressive watch a dev set"),
-    ("sft.progressive.max_epochs", 0, "'sft.progressive.max_epochs': must be >= 1, got 0"),
-    ("data.dev_fraction", 1.0, "'data.dev_fraction': must be in [0, 1), got 1.0"),
-    ("interventions.arms", ({"name": "a b", "intervention": "epochs"},), "'interventions.arms[0].name'"),
-    ("interventions.arms", ({"name": "x", "intervention": "shuffle", "settings": {"share": 0}},),
-     "'interventions.arms[0].settings.share': must be in (0, 1]"),
-    ("interventions.arms", ({"name": "x", "intervention": "epochs"}, {"name": "x", "intervention": "epochs"}),
-     "'interventions.arms': arm names repeat"),
+  ("sft.nonexistent", 1, "'sft.nonexistent': unknown field"),
+  ("sft.batch_size", 0, "'sft.batch_size': must be >= 1, got 0"),
+  ("sft.grad_accum_steps", 3, "'sft.batch_size': 16 is not divisible by grad_accum_steps=3"),
+  ("sft.epochs", -1, "'sft.epochs': must be >= 1, got -1"),
+  ("sft.optimizer.learning_rate", -1e-3, "'sft.optimizer.learning_rate': must be > 0"),
+  ("sft.optimizer.decay", "exponential", "'sft.optimizer.decay': 'exponential' is not one of"),
+  ("sft.init_from", "checkpoints/relative", "'sft.init_from': 'checkpoints/relative' is none of"),
+  ("sft.phases", ({"name": "one", "phase": 1},), "'sft.phases[0]'"),
+  ("sft.phases", ({"name": "one", "epochs": 0},), "'sft.phases[0].epochs': must be >= 1, got 0"),
+  ("pretrain.steps", -5, "'pretrain.steps': must be >= 1, got -5"),
+  ("pretrain.init_from", "pretrain", "'pretrain.init_from': 'pretrain' is none of"),
+  (
+    "mesh.shape",
+    (3, -1, 1),
+    f"'mesh.shape': mesh shape (3, -1, 1) does not divide the {jax.device_count()} available devices",
+  ),
+  ("mesh.shape", (1, 2), "'mesh.shape': expected 3 entries, got 2"),
+  ("distributed.heartbeat_timeout_seconds", 0, "'distributed.heartbeat_timeout_seconds': must be >= 1, got 0"),
+  ("machine.peak_flops", -1.0, "'machine.peak_flops': must be >= 0, got -1.0"),
+  ("sft.peak_flops", 1e12, "'sft.peak_flops': unknown field"),  # a machine knob: machine.peak_flops
+  ("detect.num_samples", 0, "'detect.num_samples': must be >= 1, got 0"),
+  ("detect.threshold", 1.5, "'detect.threshold': must lie in [0, 1], got 1.5"),
+  ("detect.temperature", -1.0, "'detect.temperature': must be >= 0 (0: greedy), got -1.0"),
+  ("detect.top_p", 0.0, "'detect.top_p': must lie in (0, 1], got 0.0"),
+  ("detect.pass_k", (1, 10), "'detect.pass_k': k=10 is not in 1..num_samples=5"),
+  ("detect.verifier", "bleu", "'detect.verifier': unknown verifier 'bleu'"),
+  ("detect.mc.distractors", "nearest", "'detect.mc.distractors': 'nearest' is not one of"),
+  ("detect.model", "final", "'detect.model': 'final' is none of"),
+  ("detect.protocol", "cloze", "'detect.protocol': 'cloze' is not one of"),
+  ("detect.repeat_rule", "most", "'detect.repeat_rule': 'most' is not one of"),
+  ("detect.blind_bon_k", 20, "'detect.blind_bon_k': 20 is not in 1..base_samples=10"),
+  ("detect.confidence_temperature", 0.0, "'detect.confidence_temperature': must be > 0"),
+  ("data.overlong", "chop", "'data.overlong': 'chop' is not one of"),
+  ("data.buckets", (), "'data.buckets': must list lengths >= 2"),
+  ("data.corpora", ({"path": "x.txt", "weight": 0.0},), "'data.corpora[0].weight': must be a positive number"),
+  ("data.template.turn", "{role}", "'data.template.turn': must contain '{content}'"),
+  ("diagnose.rules.order", ("III", "VI"), "'diagnose.rules.order': ['III', 'VI'] must list distinct causes"),
+  ("diagnose.signals.similarity_threshold", 0.0, "'diagnose.signals.similarity_threshold': must lie in (0, 1]"),
+  ("model.num_kv_heads", 3, "'model.num_heads': 4 must be a multiple of num_kv_heads (3)"),
+  ("model.dtype", "float8", "'model.dtype': 'float8' is not one of"),
+  ("init.dtype", "int8", "'init.dtype': 'int8' is not one of"),
+  ("stages", ("init_model", "fine_tune"), "'stages': unknown stage(s) fine_tune"),
+  ("sft.order", "random", "'sft.order': 'random' is not one of"),
+  ("sft.spread.buckets", 1, "'sft.spread.buckets': must be >= 2, got 1"),
+  ("sft.resample.drop", 1.5, "'sft.resample.drop': must be in (0, 1), got 1.5"),
+  ("sft.resample.every_steps", 10, "'data.dev': sft.resample and sft.progressive watch a dev set"),
+  ("sft.progressive.max_epochs", 0, "'sft.progressive.max_epochs': must be >= 1, got 0"),
+  ("data.dev_fraction", 1.0, "'data.dev_fraction': must be in [0, 1), got 1.0"),
+  ("interventions.arms", ({"name": "a b", "intervention": "epochs"},), "'interventions.arms[0].name'"),
+  (
+    "interventions.arms",
+    ({"name": "x", "intervention": "shuffle", "settings": {"share": 0}},),
+    "'interventions.arms[0].settings.share': must be in (0, 1]",
+  ),
+  (
+    "interventions.arms",
+    ({"name": "x", "intervention": "epochs"}, {"name": "x", "intervention": "epochs"}),
+    "'interventions.arms': arm names repeat",
+  ),
 ]
 
 
@@ -153,8 +164,18 @@ def test_defaults_live_in_the_dataclasses_and_round_trip():
 
 def test_launch_names_an_unknown_override_without_a_traceback(tmp_path):
   result = subprocess.run(
-      [sys.executable, os.path.join(ROOT, "launch.py"), "--config=configs/tiny_test.py", "--config.sft.nonexistent=1",
-       f"--workdir={tmp_path / 'w'}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    [
+      sys.executable,
+      os.path.join(ROOT, "launch.py"),
+      "--config=configs/tiny_test.py",
+      "--config.sft.nonexistent=1",
+      f"--workdir={tmp_path / 'w'}",
+    ],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert result.returncode != 0
   assert "config field 'sft.nonexistent': unknown field" in result.stderr
   assert "Traceback" not in result.stderr
@@ -164,9 +185,11 @@ def test_launch_names_an_unknown_override_without_a_traceback(tmp_path):
 def test_the_config_is_built_and_checked_without_jax():
   """Every section lives in a module that imports no JAX: building, checking and describing a config
   starts none of it (only `load`'s device count does). A subprocess: this one has JAX loaded."""
-  script = ("import sys\nfrom configs import interventions\nfrom ilp import config, describe, typed\n"
-            "typed.build(config.Config, interventions.get_config())\ndescribe.markdown(config.Config)\n"
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'jaxlib', 'flax', 'optax', 'orbax')))")
+  script = (
+    "import sys\nfrom configs import interventions\nfrom ilp import config, describe, typed\n"
+    "typed.build(config.Config, interventions.get_config())\ndescribe.markdown(config.Config)\n"
+    "print(sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'jaxlib', 'flax', 'optax', 'orbax')))"
+  )
   result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr
   assert result.stdout.strip() == "[]"
@@ -174,15 +197,21 @@ def test_the_config_is_built_and_checked_without_jax():
 
 def test_every_field_says_what_it_means():
   """The config reference (`ilp.describe`) is each field's comment in the source: every section field
-  and every intervention's setting has one (world.* excepted: WorldConfig is moving out of ilp/data)."""
-  assert [p for p in describe.missing(config_lib.Config) if not p.startswith("world.")] == []
+  and every intervention's setting has one."""
+  assert describe.missing(config_lib.Config) == []
 
 
 def test_the_configuration_reference_is_generated_and_current():
   """docs/configuration.md is `python launch.py --describe`'s output; regenerate it after a change."""
   with open(os.path.join(ROOT, "docs", "configuration.md")) as f:
-    assert f.read() == describe.markdown(config_lib.Config) + "\n", \
-        "docs/configuration.md is stale: python launch.py --describe > docs/configuration.md"
-  result = subprocess.run([sys.executable, os.path.join(ROOT, "launch.py"), "--describe"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+    assert f.read() == describe.markdown(config_lib.Config) + "\n", (
+      "docs/configuration.md is stale: python launch.py --describe > docs/configuration.md"
+    )
+  result = subprocess.run(
+    [sys.executable, os.path.join(ROOT, "launch.py"), "--describe"],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert result.returncode == 0 and result.stdout == describe.markdown(config_lib.Config) + "\n", result.stderr

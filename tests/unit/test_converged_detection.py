@@ -1,6 +1,7 @@
 """Detection after convergence: `detect.require_converged` refuses a model whose SFT's last phase
 did not converge (message against the figures computed directly), bad combinations fail at config
 load, arms inherit the check, and the report's "Convergence" section and figure from a summary."""
+
 import dataclasses
 import json
 import os
@@ -19,8 +20,10 @@ from ilp.train import convergence
 from ilp.typed import ConfigError
 
 # Phase "one" flattens out; phase "two" still falls at half the peak learning rate in its last epoch.
-LOSSES = {"one": {"a": {1: 2.0, 2: 1.0, 3: 0.995}},
-          "two": {"a": {1: 2.0, 2: 1.5, 3: 1.4}, "b": {1: 1.0, 2: 0.9, 3: 0.899}}}
+LOSSES = {
+  "one": {"a": {1: 2.0, 2: 1.0, 3: 0.995}},
+  "two": {"a": {1: 2.0, 2: 1.5, 3: 1.4}, "b": {1: 1.0, 2: 0.9, 3: 0.899}},
+}
 RATES = {"one": {1: 1.0, 2: 1.0, 3: 1.0}, "two": {1: 1.0, 2: 1.0, 3: 0.5}}
 DELTA = 0.02
 
@@ -47,15 +50,16 @@ def test_detect_refuses_an_unconverged_model_before_any_work(tmp_path):
   layout = Layout(str(tmp_path / "run"))
   _write(layout, {"steps": 9, "convergence": _record()})
   with pytest.raises(converged.NotConvergedError) as e:
-    detect_stage.run(_config(), layout)        # no model exists: any work would fail otherwise
+    detect_stage.run(_config(), layout)  # no model exists: any work would fail otherwise
   message = str(e.value)
   relative_a, relative_b = (1.5 - 1.4) / 1.5, (0.9 - 0.899) / 0.9
   assert "last phase 'two' did not converge" in message and "judged at epoch 3 of 3 trained" in message
   assert "learning rate 0.5 of its peak" in message
-  assert (f"a: loss 1.5 -> 1.4, relative improvement {relative_a:.4g}, adjusted {relative_a / 0.5:.4g} >= "
-          f"delta {DELTA}") in message
+  assert (
+    f"a: loss 1.5 -> 1.4, relative improvement {relative_a:.4g}, adjusted {relative_a / 0.5:.4g} >= delta {DELTA}"
+  ) in message
   assert f"b: loss 0.9 -> 0.899, relative improvement {relative_b:.4g}, adjusted {relative_b / 0.5:.4g} < " in message
-  assert "|loss change| 0.001 < min_delta" not in message       # 0.001 is not below min_delta = 0.001
+  assert "|loss change| 0.001 < min_delta" not in message  # 0.001 is not below min_delta = 0.001
   assert not os.path.exists(layout.detect)
 
 
@@ -65,7 +69,7 @@ def test_a_converged_model_passes_and_a_missing_verdict_is_refused(tmp_path):
   record["converged"], record["last_phase"] = True, "one"
   _write(layout, {"convergence": record})
   assert converged.require(layout.summary("sft")) is None
-  _write(layout, {"steps": 9})                                  # an SFT run from before convergence was judged
+  _write(layout, {"steps": 9})  # an SFT run from before convergence was judged
   with pytest.raises(converged.NotConvergedError, match="has no `convergence` record.*re-run the sft stage"):
     converged.require(layout.summary("sft"))
   with pytest.raises(converged.NotConvergedError, match="not found: no SFT run to judge"):
@@ -83,7 +87,7 @@ def test_require_converged_needs_this_runs_sft(model):
 def test_arms_inherit_the_check(tmp_path):
   config = _config()
   arm = arms.base_config(config, Layout(str(tmp_path)))
-  assert arm.detect.require_converged and arm.detect.model == "sft"   # the arm's own SFT is judged
+  assert arm.detect.require_converged and arm.detect.model == "sft"  # the arm's own SFT is judged
 
 
 def test_report_section_and_figure_from_a_summary(tmp_path):
@@ -96,8 +100,9 @@ def test_report_section_and_figure_from_a_summary(tmp_path):
   one = (1.0 - 0.995) / 1.0
   assert rows[0] == (f"| one | yes | 3 | 4 (converged) | 1.00 | a | 1 → 0.995 | {one:.4g} | {one:.4g} | yes |")
   relative_a = (1.5 - 1.4) / 1.5
-  assert rows[1] == (f"| two | **no** | 3 | 3 | 0.50 | a | 1.5 → 1.4 | {relative_a:.4g} | {relative_a / 0.5:.4g} "
-                     "| **no** |")
+  assert rows[1] == (
+    f"| two | **no** | 3 | 3 | 0.50 | a | 1.5 → 1.4 | {relative_a:.4g} | {relative_a / 0.5:.4g} | **no** |"
+  )
   assert rows[2].startswith("| two | **no** | 3 | 3 | 0.50 | b | 0.9 → 0.899 |") and rows[2].endswith("| yes |")
   assert "![convergence](convergence.png)" in section
   plots.convergence(record, str(tmp_path / "convergence.png"))
@@ -112,7 +117,7 @@ def test_trained_epochs_without_a_decision_is_the_last_logged_epoch():
 
 def test_a_loss_near_zero_meets_the_criterion_by_min_delta():
   cfg = convergence.ConvergenceConfig(delta=DELTA, min_delta=1e-3)
-  verdict = convergence.judge({"c": {1: 0.01, 2: 0.0095}}, {1: 1.0, 2: 1.0}, cfg)   # 5% relative, 0.0005 nats
+  verdict = convergence.judge({"c": {1: 0.01, 2: 0.0095}}, {1: 1.0, 2: 1.0}, cfg)  # 5% relative, 0.0005 nats
   assert verdict["converged"] and verdict["datasets"]["c"]["adjusted_improvement"] == pytest.approx(0.05)
   words = converged.dataset_figures("c", verdict["datasets"]["c"], DELTA, 1e-3)
   assert words.endswith("adjusted 0.05 >= delta 0.02, |loss change| 0.0005 < min_delta 0.001")

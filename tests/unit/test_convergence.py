@@ -1,17 +1,15 @@
 """The convergence criterion, the warmup-stable-decay schedule, and training to convergence through
 the real loop (decisions against the dynamics log, kill and resume to the same decisions)."""
+
 import json
 
 import numpy as np
-import pandas as pd
 import pytest
 
-from ilp import pipeline
-from ilp.scoring import dynamics_log
+from ilp import config as config_lib
 from ilp.train import convergence, optim
 from ilp.train.config import OptimizerConfig
 from ilp.typed import ConfigError
-from ilp import config as config_lib
 from tests import sft_data
 
 
@@ -20,8 +18,9 @@ def _monitor(losses, rates, config=convergence.ConvergenceConfig()):
   m = convergence.Monitor(config)
   for epoch, by_dataset in losses.items():
     for name, loss in by_dataset.items():
-      m.add(1, epoch, np.asarray([name, name], object), np.asarray([loss * 4, loss * 6]), np.asarray([4, 6]),
-            rates[epoch])
+      m.add(
+        1, epoch, np.asarray([name, name], object), np.asarray([loss * 4, loss * 6]), np.asarray([4, 6]), rates[epoch]
+      )
   return m
 
 
@@ -43,16 +42,21 @@ def test_judge_against_a_direct_computation():
 def test_a_decayed_learning_rate_does_not_pass_for_convergence():
   # The same 1% improvement at a tenth of the peak rate is a 10% improvement per unit of rate.
   losses = {1: {"a": 1.0}, 2: {"a": 0.99}}
-  peak = convergence.judge(_monitor(losses, {1: 1e-3, 2: 1e-3}).losses(1), {1: 1e-3, 2: 1e-3},
-                           convergence.ConvergenceConfig(delta=0.02))
-  decayed = convergence.judge(_monitor(losses, {1: 1e-3, 2: 1e-4}).losses(1), {1: 1e-3, 2: 1e-4},
-                              convergence.ConvergenceConfig(delta=0.02))
+  peak = convergence.judge(
+    _monitor(losses, {1: 1e-3, 2: 1e-3}).losses(1), {1: 1e-3, 2: 1e-3}, convergence.ConvergenceConfig(delta=0.02)
+  )
+  decayed = convergence.judge(
+    _monitor(losses, {1: 1e-3, 2: 1e-4}).losses(1), {1: 1e-3, 2: 1e-4}, convergence.ConvergenceConfig(delta=0.02)
+  )
   assert peak["converged"] and not decayed["converged"]
   assert decayed["datasets"]["a"]["adjusted_improvement"] == pytest.approx(0.1)
   # A loss already near zero is converged by the absolute tolerance whatever the rate.
   tiny = {1: {"a": 2e-4}, 2: {"a": 1e-4}}
-  assert convergence.judge(_monitor(tiny, {1: 1.0, 2: 0.1}).losses(1), {1: 1.0, 2: 0.1},
-                           convergence.ConvergenceConfig(delta=0.02, min_delta=1e-3))["converged"]
+  assert convergence.judge(
+    _monitor(tiny, {1: 1.0, 2: 0.1}).losses(1),
+    {1: 1.0, 2: 0.1},
+    convergence.ConvergenceConfig(delta=0.02, min_delta=1e-3),
+  )["converged"]
 
 
 def test_monitor_state_round_trips_through_json():
@@ -70,15 +74,18 @@ def test_warmup_stable_decay_schedule_values():
   np.testing.assert_allclose(values[:10], [0, 0.5, 1, 1, 1, 1, 1, 0.775, 0.55, 0.325], atol=1e-6)
   # phase 2: its own warmup, then constant (undecided: no decay yet)
   np.testing.assert_allclose(values[10:], [0, 0.5, 1, 1, 1, 1], atol=1e-6)
-  fixed = optim.make_schedule(opt, [10])   # without decay steps the configured cosine runs as before
+  fixed = optim.make_schedule(opt, [10])  # without decay steps the configured cosine runs as before
   assert float(fixed(9)) < 0.5
 
 
-@pytest.mark.parametrize("field, overrides, message", [
+@pytest.mark.parametrize(
+  "field, overrides, message",
+  [
     ("sft.convergence.max_epochs", {"max_epochs": 1}, "below epochs=2"),
     ("sft.convergence.delta", {"delta": 0.0}, "must be > 0"),
     ("sft.convergence.max_epochs", {"max_epochs": -1}, "must be >= 0"),
-])
+  ],
+)
 def test_bad_convergence_settings_name_the_field(tmp_path, field, overrides, message):
   paths = sft_data.make_inputs(str(tmp_path / "data"), per_dataset=4)
   config = sft_data.sft_config(paths)
@@ -99,12 +106,14 @@ def test_training_to_convergence_and_progressive_epochs_exclude_each_other(tmp_p
 
 
 def test_a_window_compares_means_of_epochs():
-  losses = {1: {"a": 2.0}, 2: {"a": 1.0}, 3: {"a": 1.2}, 4: {"a": 0.99}}   # epoch 3 is a noisy spike
+  losses = {1: {"a": 2.0}, 2: {"a": 1.0}, 3: {"a": 1.2}, 4: {"a": 0.99}}  # epoch 3 is a noisy spike
   m = _monitor(losses, {e: 1e-3 for e in losses})
   one = convergence.judge(m.losses(1), m.learning_rates(1), convergence.ConvergenceConfig(delta=0.02), 3)
   two = convergence.judge(m.losses(1), m.learning_rates(1), convergence.ConvergenceConfig(delta=0.02, window=2), 4)
-  assert one["converged"]   # a loss that went up passes a one-epoch comparison
-  assert two["datasets"]["a"]["previous_loss"] == pytest.approx(1.5) and two["datasets"]["a"]["loss"] == pytest.approx(1.095)
+  assert one["converged"]  # a loss that went up passes a one-epoch comparison
+  assert two["datasets"]["a"]["previous_loss"] == pytest.approx(1.5) and two["datasets"]["a"]["loss"] == pytest.approx(
+    1.095
+  )
   assert two["datasets"]["a"]["relative_improvement"] == pytest.approx(0.27) and not two["converged"]
   early = convergence.judge(m.losses(1), m.learning_rates(1), convergence.ConvergenceConfig(window=2), 3)
   assert not early["converged"] and "fewer than 4" in early["datasets"]["a"]["reason"]

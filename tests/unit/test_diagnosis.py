@@ -1,4 +1,5 @@
 """Diagnosis: each signal on hand-made tables with known answers, each rule, and the settings."""
+
 import collections
 import math
 
@@ -8,10 +9,10 @@ import pandas as pd
 import pytest
 
 from configs import base as base_config
+from ilp import config as ilp_config
 from ilp.data import similarity
 from ilp.diagnosis import attribution, corpus, signals
 from ilp.diagnosis import diagnose as diagnose_lib
-from ilp import config as ilp_config
 from ilp.typed import ConfigError
 
 
@@ -37,11 +38,17 @@ def test_tfidf_cosines_match_a_brute_force_computation():
       assert dense[a, b] == pytest.approx(sum(x * ref[b].get(w, 0.0) for w, x in ref[a].items()), abs=1e-12)
 
 
-PROMPTS = ["where was p1 born ?", "what is the birthplace of p1 ?", "where was p2 born ?",
-           "what is the capital of france ?", "what is the capital of france ?",
-           "tell me the birthplace , the country and the job of p3 .",
-           "tell me the birthplace , the country and the job of p4 .", "where was p6 born ?",
-           "tell me the birthplace , the country and the job of p5 ."]
+PROMPTS = [
+  "where was p1 born ?",
+  "what is the birthplace of p1 ?",
+  "where was p2 born ?",
+  "what is the capital of france ?",
+  "what is the capital of france ?",
+  "tell me the birthplace , the country and the job of p3 .",
+  "tell me the birthplace , the country and the job of p4 .",
+  "where was p6 born ?",
+  "tell me the birthplace , the country and the job of p5 .",
+]
 
 
 def test_near_duplicates_are_paraphrases_and_duplicates_not_one_template_about_two_things():
@@ -55,36 +62,56 @@ def test_near_duplicates_are_paraphrases_and_duplicates_not_one_template_about_t
   i, j, cos = similarity.near_duplicate_pairs(v, 0.3, max_df=100, slots=similarity.binary_matrix(found.slots, vocab))
   assert set(zip(i.tolist(), j.tolist())) == {(0, 1), (3, 4)}
   assert cos[list(zip(i, j)).index((3, 4))] == pytest.approx(1.0)
-  i, j, _ = similarity.near_duplicate_pairs(v, 0.3, max_df=100)   # without slot fillers, templates match
+  i, j, _ = similarity.near_duplicate_pairs(v, 0.3, max_df=100)  # without slot fillers, templates match
   assert {(5, 6), (0, 2)} <= set(zip(i.tolist(), j.tolist()))
 
 
 def test_corpus_evidence_support_contradiction_silence_and_coverage():
-  prompts = ["where was p1 born ?", "where was p2 born ?", "where was p3 born ?", "what is the job of p4 ?",
-             "what is the job of p5 ?", "tell me about p7 kindly .", "tell me about p6 ."]  # no document says kindly
+  prompts = [
+    "where was p1 born ?",
+    "where was p2 born ?",
+    "where was p3 born ?",
+    "what is the job of p4 ?",
+    "what is the job of p5 ?",
+    "tell me about p7 kindly .",
+    "tell me about p6 .",
+  ]  # no document says kindly
   references = ["c1", "c5", "c7", "j1", "j3", "c1 k9 j4", "c2"]
-  documents = ["p1 was born in c1 .", "p2 comes from c7 .", "p2 grew up in c7 .", "p3 works as j2 .",
-               "p4 works as j1 .", "c1 lies in k1 .", "p7 was born in c1 .", "p7 works as j4 ."] + [
-                   f"c{k} is sunny ." for k in range(20)]
+  documents = [
+    "p1 was born in c1 .",
+    "p2 comes from c7 .",
+    "p2 grew up in c7 .",
+    "p3 works as j2 .",
+    "p4 works as j1 .",
+    "c1 lies in k1 .",
+    "p7 was born in c1 .",
+    "p7 works as j4 .",
+  ] + [f"c{k} is sunny ." for k in range(20)]
   found = similarity.patterns([similarity.words(p) for p in prompts], min_df=2)
   answers = [similarity.words(r) for r in references]
   ev = corpus.evidence(found, answers, similarity.answer_kinds(found.templates, references), documents, top_k=10)
   assert ev["corpus_entity_docs"].tolist() == [1, 2, 1, 1, 0, 2, 0]
   assert ev["corpus_support"].tolist() == [1, 0, 0, 1, 0, 0, 0]
-  assert ev["corpus_contradiction"].tolist() == [0, 2, 0, 0, 0, 0, 0]   # p3's job is not an answer of its kind
+  assert ev["corpus_contradiction"].tolist() == [0, 2, 0, 0, 0, 0, 0]  # p3's job is not an answer of its kind
   assert ev["corpus_answer_coverage"].tolist() == pytest.approx([1, 0, 0, 1, 0, 2 / 3, 0])  # p7: c1 and j4 stated
   few = corpus.evidence(found, answers, similarity.answer_kinds(found.templates, references), documents, top_k=1)
-  assert few["corpus_entity_docs"].tolist() == [1, 1, 1, 1, 0, 1, 0]   # BM25 keeps the best-scoring document only
+  assert few["corpus_entity_docs"].tolist() == [1, 1, 1, 1, 0, 1, 0]  # BM25 keeps the best-scoring document only
 
 
 def test_embedding_pairs_find_paraphrases_and_skip_one_template_about_two_things():
   rng = np.random.default_rng(0)
-  shared = rng.normal(size=16) * 10                       # what every prompt's state has in common
+  shared = rng.normal(size=16) * 10  # what every prompt's state has in common
   question = {name: rng.normal(size=16) for name in ("a", "b", "c")}
   noise = lambda: rng.normal(size=16) * 0.05
-  embeddings = np.stack([shared + question["a"] + noise(), shared + question["a"] + noise(),   # paraphrases
-                         shared + question["b"] + noise(), shared + question["b"] + noise(),   # p3 / p4
-                         shared + question["c"] + noise()])
+  embeddings = np.stack(
+    [
+      shared + question["a"] + noise(),
+      shared + question["a"] + noise(),  # paraphrases
+      shared + question["b"] + noise(),
+      shared + question["b"] + noise(),  # p3 / p4
+      shared + question["c"] + noise(),
+    ]
+  )
   i, j, cosine = similarity.embedding_pairs(embeddings, 0.9)
   assert set(zip(i.tolist(), j.tolist())) == {(0, 1), (2, 3)} and (cosine >= 0.9).all()
   centred = embeddings - embeddings.mean(0)
@@ -92,7 +119,7 @@ def test_embedding_pairs_find_paraphrases_and_skip_one_template_about_two_things
   assert cosine[0] == pytest.approx(unit[i[0]] @ unit[j[0]])
   slots = similarity.binary_matrix([["p1"], ["p1"], ["p3"], ["p4"], ["p5"]], {"p1": 0, "p3": 1, "p4": 2, "p5": 3})
   i, j, _ = similarity.embedding_pairs(embeddings, 0.9, slots)
-  assert set(zip(i.tolist(), j.tolist())) == {(0, 1)}           # p3 and p4: two people, not one question
+  assert set(zip(i.tolist(), j.tolist())) == {(0, 1)}  # p3 and p4: two people, not one question
   assert len(similarity.embedding_pairs(embeddings[:1], 0.9)[0]) == 0
 
 
@@ -100,8 +127,10 @@ def test_text_signals_union_lexical_and_embedding_pairs():
   """Two phrasings of the birthplace question; p1 is asked in both, with contradicting answers. The
   two share only p1 and "?"/".", so TF-IDF misses them; states dominated by the person find them."""
   asked = [("where was {} born ?", p, c) for p, c in (("p1", "c1"), ("p2", "c2"), ("p3", "c3"), ("p4", "c4"))]
-  asked += [("name the home city of {} .", p, c) for p, c in (("p5", "c1"), ("p6", "c2"), ("p7", "c5"),
-                                                              ("p8", "c6"), ("p1", "c9"))]
+  asked += [
+    ("name the home city of {} .", p, c)
+    for p, c in (("p5", "c1"), ("p6", "c2"), ("p7", "c5"), ("p8", "c6"), ("p1", "c9"))
+  ]
   prompts = pd.Series([t.format(p) for t, p, _ in asked])
   references = pd.Series([c for _, _, c in asked])
   rng = np.random.default_rng(0)
@@ -118,24 +147,54 @@ def test_text_signals_union_lexical_and_embedding_pairs():
 
 def _log(rows):
   """Dynamics rows from {id: (phase trained, nll per pass, exact match per pass, margin per pass)}."""
-  passes = [(0, "start", 1, False), (10, "s1/e1", 1, False), (20, "s1/e2", 1, True), (30, "s2/e1", 2, False),
-            (40, "s2/e2", 2, True)]
+  passes = [
+    (0, "start", 1, False),
+    (10, "s1/e1", 1, False),
+    (20, "s1/e2", 1, True),
+    (30, "s2/e1", 2, False),
+    (40, "s2/e2", 2, True),
+  ]
   evals, visits = [], []
   for ident, (phase, nll, em, margin) in rows.items():
     for (step, name, s, end), n, e, m in zip(passes, nll, em, margin):
-      evals.append(dict(kind="eval", id=ident, step=step, eval_point=name, train_phase=s, phase_end=end,
-                        stream_position=-1, nll_sum=n, tokens=2.0, loss=n / 2, gold_prob=math.exp(-n / 2),
-                        exact_match=float(e), margin_mean=m))
+      evals.append(
+        dict(
+          kind="eval",
+          id=ident,
+          step=step,
+          eval_point=name,
+          train_phase=s,
+          phase_end=end,
+          stream_position=-1,
+          nll_sum=n,
+          tokens=2.0,
+          loss=n / 2,
+          gold_prob=math.exp(-n / 2),
+          exact_match=float(e),
+          margin_mean=m,
+        )
+      )
     for k in range(2):
-      visits.append(dict(kind="batch", id=ident, step=10 * (phase - 1) * 2 + k, train_phase=phase,
-                         stream_position=(phase - 1) * 100 + k))
+      visits.append(
+        dict(
+          kind="batch",
+          id=ident,
+          step=10 * (phase - 1) * 2 + k,
+          train_phase=phase,
+          stream_position=(phase - 1) * 100 + k,
+        )
+      )
   return pd.DataFrame(evals + visits)
 
 
 def test_dynamics_signals_forgetting_improvement_oscillation():
-  log = _log({"a": (1, [3.0, 0.5, 0.1, 1.0, 2.0], [0, 1, 1, 0, 0], [-2, 1, 2, -1, -1]),
-              "b": (2, [4.0, 4.0, 4.0, 2.0, 1.0], [0, 0, 0, 0, 0], [-5, -5, -5, -3, -1]),
-              "c": (2, [2.0, 2.0, 2.0, 1.0, 2.0], [0, 0, 0, 1, 0], [-1, -1, -1, 1, -1])})
+  log = _log(
+    {
+      "a": (1, [3.0, 0.5, 0.1, 1.0, 2.0], [0, 1, 1, 0, 0], [-2, 1, 2, -1, -1]),
+      "b": (2, [4.0, 4.0, 4.0, 2.0, 1.0], [0, 0, 0, 0, 0], [-5, -5, -5, -3, -1]),
+      "c": (2, [2.0, 2.0, 2.0, 1.0, 2.0], [0, 0, 0, 1, 0], [-1, -1, -1, 1, -1]),
+    }
+  )
   out = signals.dynamics_signals(log, pd.Index(["a", "b", "c"]), slope_passes=2)
   a, b, c = (out.loc[k] for k in "abc")
   assert (a.own_phase, b.own_phase, a.final_phase) == (1, 2, 2)
@@ -153,8 +212,9 @@ def test_dynamics_signals_forgetting_improvement_oscillation():
 
 def test_text_signals_contradicting_duplicates_and_rarity():
   prompts = pd.Series(PROMPTS, index=[f"x{k}" for k in range(len(PROMPTS))])
-  references = pd.Series(["c1", "c2", "c3", "paris", "lyon", "c4 k1 j1", "c5 k2 j2", "c2", "c6 k3 j3"],
-                         index=prompts.index)   # x7 answers c2 like x1: both birthplace templates are one kind
+  references = pd.Series(
+    ["c1", "c2", "c3", "paris", "lyon", "c4 k1 j1", "c5 k2 j2", "c2", "c6 k3 j3"], index=prompts.index
+  )  # x7 answers c2 like x1: both birthplace templates are one kind
   greedy = pd.Series(["c2", "c2", "c3", "paris", "paris", "c4", "c5", "c9", "c6"], index=prompts.index)
   cfg = signals.SignalConfig(similarity_threshold=0.3)
   out = signals.text_signals(prompts, references, greedy, cfg)
@@ -171,26 +231,67 @@ def test_text_signals_contradicting_duplicates_and_rarity():
 
 def _signal_table(with_corpus=True):
   """One row per rule, each built so that exactly the intended rules hold."""
-  neutral = dict(dataset="d", unlearned=True, p_exist=True, base_mc_correct=True, base_greedy_correct=True,
-                 base_pass_at_n=1.0, base_blind=False, base_p_true=0.9, base_conf_wrong=0.0,
-                 base_high_conf_error=False,
-                 jsd_base_sft=0.0, prerequisites=0, prerequisites_known=np.nan, disagreeing_duplicates=0,
-                 disagreeing_similarity=0.0, duplicate_agreement=np.nan, answers_partner_target=False,
-                 loss_oscillation=0.0, own_phase=2, final_phase=2, learned_then_lost=False, peak_drop=0.0,
-                 recent_improvement=0.0, template_share=0.5, response_words=1, error_consistency=1.0,
-                 initial_margin=1.0, corpus_support=1, corpus_contradiction=0)
-  blind = dict(p_exist=False, base_mc_correct=False, base_greedy_correct=False, base_pass_at_n=0.0, base_blind=True,
-               base_p_true=0.1, corpus_support=0)
+  neutral = dict(
+    dataset="d",
+    unlearned=True,
+    p_exist=True,
+    base_mc_correct=True,
+    base_greedy_correct=True,
+    base_pass_at_n=1.0,
+    base_blind=False,
+    base_p_true=0.9,
+    base_conf_wrong=0.0,
+    base_high_conf_error=False,
+    jsd_base_sft=0.0,
+    prerequisites=0,
+    prerequisites_known=np.nan,
+    disagreeing_duplicates=0,
+    disagreeing_similarity=0.0,
+    duplicate_agreement=np.nan,
+    answers_partner_target=False,
+    loss_oscillation=0.0,
+    own_phase=2,
+    final_phase=2,
+    learned_then_lost=False,
+    peak_drop=0.0,
+    recent_improvement=0.0,
+    template_share=0.5,
+    response_words=1,
+    error_consistency=1.0,
+    initial_margin=1.0,
+    corpus_support=1,
+    corpus_contradiction=0,
+  )
+  blind = dict(
+    p_exist=False,
+    base_mc_correct=False,
+    base_greedy_correct=False,
+    base_pass_at_n=0.0,
+    base_blind=True,
+    base_p_true=0.1,
+    corpus_support=0,
+  )
   rows = {
-      "inconsistent": {**blind, "disagreeing_duplicates": 1, "disagreeing_similarity": 0.8, "duplicate_agreement": 0.0},
-      "forgotten": {**blind, "own_phase": 1, "learned_then_lost": True, "peak_drop": 0.9},
-      "conflict": {**blind, "base_high_conf_error": True, "base_conf_wrong": 0.95, "corpus_contradiction": 5,
-                   "jsd_base_sft": 0.1},
-      "missing": dict(blind),
-      "rare": {**blind, "prerequisites": 3, "prerequisites_known": 1.0, "template_share": 0.01, "response_words": 3,
-               "recent_improvement": 0.5},
-      "unexplained": {},
-      "fine": {"unlearned": False},
+    "inconsistent": {**blind, "disagreeing_duplicates": 1, "disagreeing_similarity": 0.8, "duplicate_agreement": 0.0},
+    "forgotten": {**blind, "own_phase": 1, "learned_then_lost": True, "peak_drop": 0.9},
+    "conflict": {
+      **blind,
+      "base_high_conf_error": True,
+      "base_conf_wrong": 0.95,
+      "corpus_contradiction": 5,
+      "jsd_base_sft": 0.1,
+    },
+    "missing": dict(blind),
+    "rare": {
+      **blind,
+      "prerequisites": 3,
+      "prerequisites_known": 1.0,
+      "template_share": 0.01,
+      "response_words": 3,
+      "recent_improvement": 0.5,
+    },
+    "unexplained": {},
+    "fine": {"unlearned": False},
   }
   table = pd.DataFrame([{**neutral, **r} for r in rows.values()], index=list(rows))
   table["response_words"] = table["response_words"].where(table.index != "unexplained", 1)
@@ -201,9 +302,16 @@ def _signal_table(with_corpus=True):
 
 def test_each_rule_attributes_its_cause():
   out = attribution.attribute(_signal_table(), attribution.RuleConfig())
-  assert out["cause"].to_dict() == {"inconsistent": "III", "forgotten": "IV", "conflict": "II", "missing": "I",
-                                    "rare": "V", "unexplained": "unattributed", "fine": "learned"}
-  assert out.loc["inconsistent", "rules"] == "III;I"              # both hold; III comes first
+  assert out["cause"].to_dict() == {
+    "inconsistent": "III",
+    "forgotten": "IV",
+    "conflict": "II",
+    "missing": "I",
+    "rare": "V",
+    "unexplained": "unattributed",
+    "fine": "learned",
+  }
+  assert out.loc["inconsistent", "rules"] == "III;I"  # both hold; III comes first
   assert "II:corpus_contradicts" in out.loc["conflict", "fired"].split(";")
   assert out.loc["forgotten", "score_IV"] == pytest.approx(0.9)
   assert out.loc["missing", "score_I"] == pytest.approx(0.9)
@@ -213,10 +321,10 @@ def test_each_rule_attributes_its_cause():
 def test_without_corpus_conflict_needs_the_prior_to_persist_and_order_is_configurable():
   table = _signal_table(with_corpus=False)
   out = attribution.attribute(table, attribution.RuleConfig())
-  assert out.loc["conflict", "cause"] == "I"                       # no evidence the base's answer survived SFT
-  table.loc["conflict", "jsd_base_sft"] = 0.6                      # the paper's JSD is a condition, not the rule
+  assert out.loc["conflict", "cause"] == "I"  # no evidence the base's answer survived SFT
+  table.loc["conflict", "jsd_base_sft"] = 0.6  # the paper's JSD is a condition, not the rule
   assert attribution.attribute(table, attribution.RuleConfig()).loc["conflict", "cause"] == "I"
-  table.loc["conflict", "sft_p_base_belief"] = 0.7                 # the fine-tuned model still prefers it
+  table.loc["conflict", "sft_p_base_belief"] = 0.7  # the fine-tuned model still prefers it
   out = attribution.attribute(table, attribution.RuleConfig())
   assert out.loc["conflict", "cause"] == "II" and "II:jsd_above" in out.loc["conflict", "fired"].split(";")
   reordered = attribution.attribute(_signal_table(), attribution.RuleConfig(order=("I", "II", "III", "IV", "V")))
@@ -228,8 +336,11 @@ def test_without_corpus_conflict_needs_the_prior_to_persist_and_order_is_configu
 
 
 def test_without_corpus_or_metadata_the_entity_lift_tells_missing_knowledge_from_a_known_composite():
-  table = _signal_table(with_corpus=False).loc[["missing", "rare"]].assign(
-      prerequisites=0, prerequisites_known=np.nan, recent_improvement=0.5, base_entity_lift=[0.4, 5.0])
+  table = (
+    _signal_table(with_corpus=False)
+    .loc[["missing", "rare"]]
+    .assign(prerequisites=0, prerequisites_known=np.nan, recent_improvement=0.5, base_entity_lift=[0.4, 5.0])
+  )
   out = attribution.attribute(table, attribution.RuleConfig())
   assert out["cause"].tolist() == ["I", "V"]
   assert "V:entity_tied" in out.loc["rare", "fired"].split(";") and "I:entity_unknown" in out.loc["missing", "fired"]
@@ -239,20 +350,26 @@ def test_without_corpus_or_metadata_the_entity_lift_tells_missing_knowledge_from
 def test_an_unlearned_example_without_evidence_stays_unattributed():
   """A rare pattern and a near miss, but its loss stopped falling: V needs dynamics evidence. Still
   falling but nothing says the knowledge is there: V needs that too. Neither is anything else."""
-  rare_only = _signal_table().loc[["unexplained"]].assign(template_share=0.001, response_words=9, error_consistency=0.8,
-                                                          recent_improvement=0.0)
+  rare_only = (
+    _signal_table()
+    .loc[["unexplained"]]
+    .assign(template_share=0.001, response_words=9, error_consistency=0.8, recent_improvement=0.0)
+  )
   out = attribution.attribute(rare_only, attribution.RuleConfig())
   assert out["cause"].iloc[0] == "unattributed"
   assert {"V:rare_pattern", "V:near_miss"} <= set(out["fired"].iloc[0].split(";"))
-  assert attribution.attribute(rare_only.assign(recent_improvement=0.2), attribution.RuleConfig())["cause"].iloc[0] == "V"
-  unknown = rare_only.assign(recent_improvement=0.2, p_exist=False, corpus_support=0, corpus_answer_coverage=0.0,
-                             corpus_contradiction=1)   # the corpus neither covers the answer nor is silent
+  assert (
+    attribution.attribute(rare_only.assign(recent_improvement=0.2), attribution.RuleConfig())["cause"].iloc[0] == "V"
+  )
+  unknown = rare_only.assign(
+    recent_improvement=0.2, p_exist=False, corpus_support=0, corpus_answer_coverage=0.0, corpus_contradiction=1
+  )  # the corpus neither covers the answer nor is silent
   assert attribution.attribute(unknown, attribution.RuleConfig())["cause"].iloc[0] == "unattributed"
 
 
 def test_missing_knowledge_a_lucky_base_guess_counts_only_without_corpus_evidence():
   lucky = _signal_table().loc[["missing"]].assign(base_greedy_correct=True, base_pass_at_n=0.4, base_blind=False)
-  assert attribution.attribute(lucky, attribution.RuleConfig())["cause"].iloc[0] == "I"     # corpus: never stated
+  assert attribution.attribute(lucky, attribution.RuleConfig())["cause"].iloc[0] == "I"  # corpus: never stated
   lucky = lucky.drop(columns=["corpus_support", "corpus_contradiction"])
   assert attribution.attribute(lucky, attribution.RuleConfig())["cause"].iloc[0] == "unattributed"
 
@@ -278,11 +395,20 @@ def test_templates_that_share_answers_are_one_kind():
 
 
 def test_two_questions_about_one_entity_are_not_near_duplicates_when_answer_kinds_differ():
-  prompts = pd.Series(["where was p1 born ?", "what is the job of p1 ?", "where was p2 born ?", "where was p3 born ?",
-                       "what is the job of p4 ?", "what is the job of p5 ?"])
+  prompts = pd.Series(
+    [
+      "where was p1 born ?",
+      "what is the job of p1 ?",
+      "where was p2 born ?",
+      "where was p3 born ?",
+      "what is the job of p4 ?",
+      "what is the job of p5 ?",
+    ]
+  )
   references = pd.Series(["c1", "j1", "c2", "c3", "j2", "j3"])
-  loose = signals.text_signals(prompts, references, None, signals.SignalConfig(similarity_threshold=0.2,
-                                                                                same_answer_kind=False))
+  loose = signals.text_signals(
+    prompts, references, None, signals.SignalConfig(similarity_threshold=0.2, same_answer_kind=False)
+  )
   assert loose["disagreeing_duplicates"].tolist() == [1, 1, 0, 0, 0, 0]
   strict = signals.text_signals(prompts, references, None, signals.SignalConfig(similarity_threshold=0.2))
   assert strict["disagreeing_duplicates"].tolist() == [0] * 6
@@ -290,17 +416,30 @@ def test_two_questions_about_one_entity_are_not_near_duplicates_when_answer_kind
 
 def test_compute_without_base_probes_or_corpus_still_attributes():
   """A run with no base model (`detect.base=''`) and no corpus: only data and dynamics signals."""
-  log = _log({"a": (1, [3.0, 0.5, 0.1, 1.0, 2.0], [0, 1, 1, 0, 0], [-2, 1, 2, -1, -1]),
-              "b": (2, [4.0, 4.0, 4.0, 2.0, 1.0], [0, 0, 0, 0, 0], [-5, -5, -5, -3, -1]),
-              "c": (2, [2.0, 2.0, 2.0, 0.1, 0.1], [0, 0, 0, 1, 1], [-1, -1, -1, 1, 1])})
-  detection = pd.DataFrame({"id": ["a", "b", "c"], "dataset": "d", "phase": [1, 2, 2], "reference": ["z1", "c1", "c2"],
-                            "greedy_text": ["z2", "c3", "c2"], "unlearned": [True, True, False],
-                            "pass_at_n": [0.0, 0.0, 1.0], "error_consistency": [1.0, 1.0, 0.0]})
+  log = _log(
+    {
+      "a": (1, [3.0, 0.5, 0.1, 1.0, 2.0], [0, 1, 1, 0, 0], [-2, 1, 2, -1, -1]),
+      "b": (2, [4.0, 4.0, 4.0, 2.0, 1.0], [0, 0, 0, 0, 0], [-5, -5, -5, -3, -1]),
+      "c": (2, [2.0, 2.0, 2.0, 0.1, 0.1], [0, 0, 0, 1, 1], [-1, -1, -1, 1, 1]),
+    }
+  )
+  detection = pd.DataFrame(
+    {
+      "id": ["a", "b", "c"],
+      "dataset": "d",
+      "phase": [1, 2, 2],
+      "reference": ["z1", "c1", "c2"],
+      "greedy_text": ["z2", "c3", "c2"],
+      "unlearned": [True, True, False],
+      "pass_at_n": [0.0, 0.0, 1.0],
+      "error_consistency": [1.0, 1.0, 0.0],
+    }
+  )
   prompts = pd.Series({"a": "what is the code of p1 ?", "b": "where was p2 born ?", "c": "where was p3 born ?"})
   table = signals.compute(detection, prompts, log, signals.SignalConfig())
   assert list(table.index) == ["a", "b", "c"] and "p_exist" not in table and "corpus_support" not in table
   out = attribution.attribute(table, attribution.RuleConfig())
-  assert out["cause"].tolist() == ["IV", "unattributed", "learned"]   # forgotten; still improving, but no base
+  assert out["cause"].tolist() == ["IV", "unattributed", "learned"]  # forgotten; still improving, but no base
   out = attribution.attribute(table.assign(p_exist=[False, True, True]), attribution.RuleConfig())  # probe: knows it
   assert out["cause"].tolist() == ["IV", "V", "learned"]
   with pytest.raises(ValueError, match="no prompt text"):
@@ -308,10 +447,16 @@ def test_compute_without_base_probes_or_corpus_still_attributes():
 
 
 def test_shares_over_all_unlearned_and_over_the_top_k_candidates():
-  table = pd.DataFrame({"id": list("abcdef"), "dataset": "d", "phase": 1,
-                        "unlearned": [True, True, True, True, False, False],
-                        "top_candidate": [True, True, False, False, False, False],
-                        "cause": ["I", "II", "I", "unattributed", "learned", "learned"]})
+  table = pd.DataFrame(
+    {
+      "id": list("abcdef"),
+      "dataset": "d",
+      "phase": 1,
+      "unlearned": [True, True, True, True, False, False],
+      "top_candidate": [True, True, False, False, False, False],
+      "cause": ["I", "II", "I", "unattributed", "learned", "learned"],
+    }
+  )
   summary = diagnose_lib.summarize(table, "multiple_choice")
   assert summary["by_cause"]["I"] == {"count": 2, "share_of_unlearned": 0.5, "top_k_count": 1, "share_of_top_k": 0.5}
   assert summary["by_cause"]["II"]["share_of_top_k"] == 0.5 and summary["by_cause"]["unattributed"]["top_k_count"] == 0
@@ -319,10 +464,21 @@ def test_shares_over_all_unlearned_and_over_the_top_k_candidates():
 
 
 def test_the_diagnosis_explains_the_configured_protocols_label():
-  detection = pd.DataFrame({"id": ["a"], "mc_unlearned": [True], "gen_unlearned": [False], "mc_pass_at_n": [0.0],
-                            "gen_pass_at_n": [1.0], "mc_error_consistency": [1.0], "gen_error_consistency": [0.0],
-                            "mc_severity_rank": [1], "gen_severity_rank": [0], "mc_top_candidate": [True],
-                            "gen_top_candidate": [False]})
+  detection = pd.DataFrame(
+    {
+      "id": ["a"],
+      "mc_unlearned": [True],
+      "gen_unlearned": [False],
+      "mc_pass_at_n": [0.0],
+      "gen_pass_at_n": [1.0],
+      "mc_error_consistency": [1.0],
+      "gen_error_consistency": [0.0],
+      "mc_severity_rank": [1],
+      "gen_severity_rank": [0],
+      "mc_top_candidate": [True],
+      "gen_top_candidate": [False],
+    }
+  )
   assert diagnose_lib.labelled(detection, "multiple_choice")["unlearned"].tolist() == [True]
   assert diagnose_lib.labelled(detection, "generative")["unlearned"].tolist() == [False]
   with pytest.raises(ValueError, match="diagnose.protocol"):
@@ -332,6 +488,7 @@ def test_the_diagnosis_explains_the_configured_protocols_label():
 def test_slope_passes_below_one_is_a_config_error():
   from ilp.diagnosis.signals import SignalConfig
   from ilp.typed import ConfigError
+
   with pytest.raises(ConfigError) as e:
     SignalConfig(slope_passes=0)
   assert e.value.field == "slope_passes"

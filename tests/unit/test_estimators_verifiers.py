@@ -1,4 +1,5 @@
 """Sample estimators against brute-force enumeration and hand computations; verifiers on known values."""
+
 from __future__ import annotations
 
 import itertools
@@ -65,7 +66,7 @@ def test_best_of_k_matches_subset_enumeration_with_ties():
   for n in range(1, 8):
     correct = rng.random((12, n)) < 0.5
     confidence = rng.integers(0, 3, (12, n)).astype(float)  # few levels: many ties
-    confidence[0] = rng.random(n)                            # and one row without ties
+    confidence[0] = rng.random(n)  # and one row without ties
     for k in range(1, n + 1):
       got = est.best_of_k(correct, confidence, k)
       expected = [brute_best_of_k(correct[i], confidence[i], k) for i in range(len(correct))]
@@ -186,10 +187,21 @@ def test_token_f1_and_rouge_l():
   assert ver.token_f1("a b c", "d e") == 0.0
 
 
-@pytest.mark.parametrize("pred, letter", [
-    ("B", "B"), ("(b)", "B"), ("Answer: C.", "C"), ("b", "B"), ("d) Paris", "D"),
-    ("The answer is (A), not B", "A"), ("A cat would say D", "D"), ("A.", "A"), ("I think so", None),
-    ("Options: CD", None)])
+@pytest.mark.parametrize(
+  "pred, letter",
+  [
+    ("B", "B"),
+    ("(b)", "B"),
+    ("Answer: C.", "C"),
+    ("b", "B"),
+    ("d) Paris", "D"),
+    ("The answer is (A), not B", "A"),
+    ("A cat would say D", "D"),
+    ("A.", "A"),
+    ("I think so", None),
+    ("Options: CD", None),
+  ],
+)
 def test_multiple_choice_letter(pred: str, letter: str | None):
   for ref in "ABCD":
     assert ver.multiple_choice_letter(pred, f"({ref})") == (ref == letter), (pred, ref)
@@ -203,9 +215,9 @@ def test_multiple_choice_reference_needs_a_letter():
 def test_get_verifier():
   assert ver.get_verifier("exact_match")("The Eiffel tower!", "eiffel tower")
   assert ver.get_verifier("mc_letter")("Answer: C.", "C")
-  assert ver.get_verifier("token_f1", 0.8)("The cat sat on the mat.", "cat on mat")   # 0.857
+  assert ver.get_verifier("token_f1", 0.8)("The cat sat on the mat.", "cat on mat")  # 0.857
   assert not ver.get_verifier("token_f1", 0.9)("The cat sat on the mat.", "cat on mat")
-  assert ver.get_verifier("rouge_l")("mat on cat sat", "cat sat on mat")             # 0.5 >= 0.5
+  assert ver.get_verifier("rouge_l")("mat on cat sat", "cat sat on mat")  # 0.5 >= 0.5
   assert not ver.get_verifier("rouge_l", 0.6)("mat on cat sat", "cat sat on mat")
   assert pickle.loads(pickle.dumps(ver.get_verifier("rouge_l", 0.6)))("cat", "cat")
   assert set(ver.VERIFIERS) == {"exact_match", "token_f1", "rouge_l", "mc_letter"}
@@ -247,6 +259,7 @@ def test_mc_predictions_pass_rate_and_bon_against_brute_force():
   """The paper's MC protocol: N predictions drawn from the option distribution; BoN is correct when
   the most confident predicted option (highest probability) is the true one (option 0)."""
   from ilp.detection import multiple_choice as mc
+
   probs = np.array([[0.6, 0.2, 0.1, 0.1], [0.1, 0.7, 0.1, 0.1], [0.3, 0.3, 0.2, 0.2]])
   correct, confidence = mc.predictions(probs, 1.0, 1.0, 5, seed=4)
   drawn = est.draw(probs, 5, np.random.default_rng([4, 31]))
@@ -257,7 +270,7 @@ def test_mc_predictions_pass_rate_and_bon_against_brute_force():
     best = probs[e, drawn[e]].max()
     top = drawn[e][probs[e, drawn[e]] == best]
     assert bon[e] == np.mean(top == 0)
-  greedy, _ = mc.predictions(probs[:2], 0.0, 1.0, 5, seed=4)   # temperature 0: always the argmax
+  greedy, _ = mc.predictions(probs[:2], 0.0, 1.0, 5, seed=4)  # temperature 0: always the argmax
   np.testing.assert_array_equal(greedy.mean(1), [1.0, 0.0])
 
 

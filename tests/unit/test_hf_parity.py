@@ -1,4 +1,5 @@
 """Our decoder against transformers' PyTorch models: load, compare logits, export, reload, compare."""
+
 import numpy as np
 import pytest
 import torch
@@ -14,11 +15,13 @@ TOLERANCE = 1e-4
 @pytest.fixture(scope="module")
 def one_device_mesh():
   import jax
+
   return parallel.make_mesh((1, 1, 1), jax.devices()[:1])
 
 
 def _our_logits(graphdef, state, tokens, mask, positions=None):
   import jax
+
   logits, _ = jax.jit(build.forward)(graphdef, state, tokens, positions=positions, mask=mask)
   return np.asarray(logits)
 
@@ -55,8 +58,9 @@ def test_round_trip_parity(variant, tmp_path, one_device_mesh):
   for name, tensor in reloaded.state_dict().items():
     np.testing.assert_array_equal(tensor.numpy(), original[name].numpy(), err_msg=name)
   tokens, mask = hf_models.padded_batch([20, 13], 20, cfg.vocab_size, left=True, seed=7)
-  np.testing.assert_allclose(hf_models.torch_logits(reloaded, tokens, mask),
-                             hf_models.torch_logits(model, tokens, mask), atol=0, rtol=0)
+  np.testing.assert_allclose(
+    hf_models.torch_logits(reloaded, tokens, mask), hf_models.torch_logits(model, tokens, mask), atol=0, rtol=0
+  )
 
 
 def test_sharded_export_reloads(tmp_path, one_device_mesh):
@@ -69,11 +73,11 @@ def test_sharded_export_reloads(tmp_path, one_device_mesh):
   assert "model.safetensors.index.json" in files and sum(f.endswith(".safetensors") for f in files) > 2
   _, _, state2 = hf.load_hf(str(tmp_path / "sharded"), one_device_mesh)
   tokens, mask = hf_models.padded_batch([12, 5], 12, cfg.vocab_size, left=True)
-  np.testing.assert_array_equal(_our_logits(graphdef, state, tokens, mask),
-                                _our_logits(graphdef, state2, tokens, mask))
+  np.testing.assert_array_equal(_our_logits(graphdef, state, tokens, mask), _our_logits(graphdef, state2, tokens, mask))
   reloaded = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "sharded")).eval()
-  np.testing.assert_array_equal(reloaded.state_dict()["model.norm.weight"].numpy(),
-                                model.state_dict()["model.norm.weight"].numpy())
+  np.testing.assert_array_equal(
+    reloaded.state_dict()["model.norm.weight"].numpy(), model.state_dict()["model.norm.weight"].numpy()
+  )
 
 
 def test_bfloat16_parameters_load_and_export(tmp_path, one_device_mesh):

@@ -1,4 +1,5 @@
 """The training loop's hook registry: cadences by step count and by the (live) plan."""
+
 import numpy as np
 
 from ilp.data import batches as batching
@@ -26,7 +27,7 @@ def test_a_count_fires_on_its_multiples_and_the_last_step_of_the_plan_as_it_stan
   assert fired == {"every": [3, 6], "ends": [4]}
   assert plan.epoch_ends == {2, 4, 6} and sorted(plan.evals_at) == [0, 2, 3, 4, 6]
 
-  del plan.stream.batches[5:]   # a control shortened the stream: its new last step fires
+  del plan.stream.batches[5:]  # a control shortened the stream: its new last step fires
   plan.reread()
   fired["every"].clear()
   run(_steps(plan)[-1])

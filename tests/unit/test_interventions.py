@@ -1,5 +1,6 @@
 """Each intervention's selection from a hand-made baseline (attribution table, examples, knowledge
 documents): which examples, documents and groups it picks, and the arm config it returns."""
+
 import dataclasses
 import json
 import os
@@ -14,22 +15,26 @@ from ilp.layout import Layout
 from ilp.typed import ConfigError
 
 KNOWLEDGE = [
-    {"id": "d1", "text": "p1 was born in c1 ."}, {"id": "d2", "text": "the birthplace of p1 is c1 ."},
-    {"id": "d3", "text": "p2 was born in c7 ."}, {"id": "d4", "text": "p2 was born in c2 ."},
-    {"id": "d5", "text": "the birthplace of p2 is c2 ."}, {"id": "d6", "text": "p3 works as a j1 ."},
-    {"id": "d7", "text": "p4 was born in c4 ."}, {"id": "d8", "text": "the birthplace of p4 is c4 ."},
-    {"id": "d9", "text": "p9 comes from c9 ."},
+  {"id": "d1", "text": "p1 was born in c1 ."},
+  {"id": "d2", "text": "the birthplace of p1 is c1 ."},
+  {"id": "d3", "text": "p2 was born in c7 ."},
+  {"id": "d4", "text": "p2 was born in c2 ."},
+  {"id": "d5", "text": "the birthplace of p2 is c2 ."},
+  {"id": "d6", "text": "p3 works as a j1 ."},
+  {"id": "d7", "text": "p4 was born in c4 ."},
+  {"id": "d8", "text": "the birthplace of p4 is c4 ."},
+  {"id": "d9", "text": "p9 comes from c9 ."},
 ]
 # id, prompt, reference, cause, duplicate group
 ROWS = [
-    ("e1", "where was p1 born ?", "c1", "I", -1),
-    ("e2", "where was p2 born ?", "c2", "II", -1),
-    ("e3", "what is the birthplace of p4 ?", "c4", "III", 0),
-    ("e4", "where was p4 born ?", "c5", "III", 0),
-    ("e5", "what is the job of p3 ?", "j1", "learned", -1),
-    ("e6", "where was p6 born ?", "c6", "III", 1),
-    ("e7", "what is the birthplace of p6 ?", "c6", "learned", 1),
-    ("e8", "the birthplace of p6 ?", "c8", "III", 1),
+  ("e1", "where was p1 born ?", "c1", "I", -1),
+  ("e2", "where was p2 born ?", "c2", "II", -1),
+  ("e3", "what is the birthplace of p4 ?", "c4", "III", 0),
+  ("e4", "where was p4 born ?", "c5", "III", 0),
+  ("e5", "what is the job of p3 ?", "j1", "learned", -1),
+  ("e6", "where was p6 born ?", "c6", "III", 1),
+  ("e7", "what is the birthplace of p6 ?", "c6", "learned", 1),
+  ("e8", "the birthplace of p6 ?", "c8", "III", 1),
 ]
 
 
@@ -42,22 +47,36 @@ def _write_jsonl(path, rows):
 def baseline(tmp_path):
   _write_jsonl(tmp_path / "knowledge.jsonl", KNOWLEDGE)
   (tmp_path / "general.txt").write_text("the weather in c1 is sunny .\n\nmany people visit c2 in july .\n")
-  records = [{"id": i, "prompt": p, "response": r, "dataset": "people", "phase": 2,
-              "meta": {"prerequisites": [{"prompt": "what is the job of p3 ?", "response": "j1"}]} if i == "e1" else {}}
-             for i, p, r, _, _ in ROWS]
+  records = [
+    {
+      "id": i,
+      "prompt": p,
+      "response": r,
+      "dataset": "people",
+      "phase": 2,
+      "meta": {"prerequisites": [{"prompt": "what is the job of p3 ?", "response": "j1"}]} if i == "e1" else {},
+    }
+    for i, p, r, _, _ in ROWS
+  ]
   _write_jsonl(tmp_path / "sft.jsonl", records)
   layout = Layout(str(tmp_path / "run"))
   os.makedirs(layout.root)
-  pd.DataFrame({"id": [r["id"] for r in records], "meta": [json.dumps(r["meta"]) for r in records]}
-               ).to_parquet(layout.examples)
-  _write_sft_summary(layout, {"steps": 1})   # trained its configured epochs
+  pd.DataFrame({"id": [r["id"] for r in records], "meta": [json.dumps(r["meta"]) for r in records]}).to_parquet(
+    layout.examples
+  )
+  _write_sft_summary(layout, {"steps": 1})  # trained its configured epochs
   attribution = pd.DataFrame(ROWS, columns=["id", "prompt", "reference", "cause", "duplicate_group"])
   cfg = config_lib.config_dict()
   cfg.stages = ("init_model", "sft", "detect", "diagnose", "capability", "arms", "compare")
-  cfg.data.update(sft=({"path": str(tmp_path / "sft.jsonl")},), knowledge=({"path": str(tmp_path / "knowledge.jsonl")},),
-                  general=({"path": str(tmp_path / "general.txt")},), heldout=({"path": str(tmp_path / "sft.jsonl")},))
-  cfg.sft.update(init_from="model_init", phases=({"name": "one", "phase": 1, "epochs": 2},
-                                                 {"name": "two", "phase": 2, "epochs": 3}))
+  cfg.data.update(
+    sft=({"path": str(tmp_path / "sft.jsonl")},),
+    knowledge=({"path": str(tmp_path / "knowledge.jsonl")},),
+    general=({"path": str(tmp_path / "general.txt")},),
+    heldout=({"path": str(tmp_path / "sft.jsonl")},),
+  )
+  cfg.sft.update(
+    init_from="model_init", phases=({"name": "one", "phase": 1, "epochs": 2}, {"name": "two", "phase": 2, "epochs": 3})
+  )
   cfg.detect.base = "model_init"
   config = config_lib.load(cfg)
   return arms.Context(config, layout, layout.arm("x"), attribution), config
@@ -86,10 +105,10 @@ def test_knowledge_retrieves_for_cause_I_only_and_mixes_general_text(baseline):
   context, config = baseline
   arm = knowledge.prepare(context, knowledge.Settings(per_query=2), _arm_config(context, config))
   hits = pd.read_parquet(os.path.join(context.arm.intervention, "selection.parquet"))
-  assert set(hits["id"]) == {"e1"}                           # the one example attributed to I
-  assert set(hits["query"]) == {"where was p1 born ? c1", "what is the job of p3 ? j1"}   # own fact + prerequisite
+  assert set(hits["id"]) == {"e1"}  # the one example attributed to I
+  assert set(hits["query"]) == {"where was p1 born ? c1", "what is the job of p3 ? j1"}  # own fact + prerequisite
   by_query = hits.groupby("query")["document"].apply(list).to_dict()
-  assert set(by_query["where was p1 born ? c1"]) == {"d1", "d2"}   # p1's documents, not the other people's
+  assert set(by_query["where was p1 born ? c1"]) == {"d1", "d2"}  # p1's documents, not the other people's
   assert by_query["what is the job of p3 ? j1"][0] == "d6"
   corpus = loaders.load_corpus([{"path": os.path.join(context.arm.intervention, "retrieved.jsonl")}])
   assert {d.id for d in corpus} == set(hits["document"])
@@ -104,8 +123,8 @@ def test_calibration_keeps_only_documents_stating_the_supervised_answer(baseline
   calibration.prepare(context, calibration.Settings(per_query=3), _arm_config(context, config))
   hits = pd.read_parquet(os.path.join(context.arm.intervention, "selection.parquet"))
   assert set(hits["id"]) == {"e2"}
-  assert set(hits.loc[hits["kept"], "document"]) == {"d4", "d5"}   # p2 ... c2
-  assert "d3" in set(hits.loc[~hits["kept"], "document"])           # p2 was born in c7: contradicts
+  assert set(hits.loc[hits["kept"], "document"]) == {"d4", "d5"}  # p2 ... c2
+  assert "d3" in set(hits.loc[~hits["kept"], "document"])  # p2 was born in c7: contradicts
   summary = json.load(open(os.path.join(context.arm.intervention, "summary.json")))
   assert summary["documents_kept"] == 2 and summary["examples"] == 1
 
@@ -118,8 +137,8 @@ def test_states_is_a_whole_word_match():
 def test_conflict_groups_and_deletion_rules(baseline):
   context, config = baseline
   members = conflict.groups(context.attribution, ("III",))
-  assert sorted(members["id"]) == ["e3", "e4", "e6", "e7", "e8"]   # both groups, learned members included
-  score = conflict.support(members, selection.Collection(config.data.knowledge), 9)   # every document
+  assert sorted(members["id"]) == ["e3", "e4", "e6", "e7", "e8"]  # both groups, learned members included
+  score = conflict.support(members, selection.Collection(config.data.knowledge), 9)  # every document
   assert dict(zip(members["id"], score)) == {"e3": 2, "e4": 0, "e6": 0, "e7": 0, "e8": 0}
   assert list(members.loc[conflict.deleted(members, "corpus", score), "id"]) == ["e4"]
   # minority: in group 1 two members answer c6, one c8; the pair of group 0 ties
@@ -134,7 +153,7 @@ def test_conflict_arm_writes_records_without_the_deleted_and_the_groups(baseline
   assert sorted(r.id for r in records) == ["e1", "e2", "e3", "e5", "e6", "e7", "e8"]
   assert {r.id: r.phase for r in records}["e1"] == 2
   groups = json.load(open(arm.sft.spread.groups))
-  assert groups == [["e6", "e7", "e8"]]        # group 0 keeps one member: nothing to spread
+  assert groups == [["e6", "e7", "e8"]]  # group 0 keeps one member: nothing to spread
   assert (arm.sft.spread.buckets, arm.sft.spread.every_steps) == (3, 7)
   only_bucket = conflict.prepare(context, conflict.Settings(delete="none"), _arm_config(context, config))
   assert only_bucket.data.sft == config.data.sft
@@ -153,11 +172,13 @@ def test_shuffle_progressive_and_epochs_configs(baseline):
   e = epochs.prepare(context, epochs.Settings(epochs=10, phases=("two",)), base)
   assert [ph.epochs for ph in e.sft.phases] == [2, 10]
   assert [ph.epochs for ph in epochs.prepare(context, epochs.Settings(epochs=4), base).sft.phases] == [4, 4]
-  assert [ph.epochs for ph in epochs.prepare(context, epochs.Settings(extra=10, phases=("two",)), base).sft.phases
-          ] == [2, 13]                        # the configured epochs are what this baseline trained
+  assert [ph.epochs for ph in epochs.prepare(context, epochs.Settings(extra=10, phases=("two",)), base).sft.phases] == [
+    2,
+    13,
+  ]  # the configured epochs are what this baseline trained
 
 
-TRAINED = {"one": 4, "two": 7}   # what the converged baseline trained (its configured epochs: 2 and 3)
+TRAINED = {"one": 4, "two": 7}  # what the converged baseline trained (its configured epochs: 2 and 3)
 
 
 @pytest.fixture
@@ -165,27 +186,31 @@ def converged(baseline):
   """The baseline trained to convergence: its config's `sft.convergence.max_epochs`, and the epochs
   each phase trained in its summary."""
   context, config = baseline
-  config = dataclasses.replace(config, sft=dataclasses.replace(
-      config.sft, convergence=dataclasses.replace(config.sft.convergence, max_epochs=9)))
-  phases = {name: {"converged": True, "epoch": e - 1, "trained_epochs": e, "stopped_by": "converged"}
-            for name, e in TRAINED.items()}
-  _write_sft_summary(context.baseline, {"steps": 1, "convergence": {"converged": True, "last_phase": "two",
-                                                                    "phases": phases}})
+  config = dataclasses.replace(
+    config, sft=dataclasses.replace(config.sft, convergence=dataclasses.replace(config.sft.convergence, max_epochs=9))
+  )
+  phases = {
+    name: {"converged": True, "epoch": e - 1, "trained_epochs": e, "stopped_by": "converged"}
+    for name, e in TRAINED.items()
+  }
+  _write_sft_summary(
+    context.baseline, {"steps": 1, "convergence": {"converged": True, "last_phase": "two", "phases": phases}}
+  )
   return dataclasses.replace(context, config=config), config
 
 
 def test_arms_on_a_converged_baseline_train_exactly_their_epochs(converged):
   context, config = converged
   base = _arm_config(context, config)
-  assert base.sft.convergence.max_epochs == 9                  # data-only arms keep training to convergence
+  assert base.sft.convergence.max_epochs == 9  # data-only arms keep training to convergence
   conflict_arm = conflict.prepare(context, conflict.Settings(bucket=False), base)
   assert conflict_arm.sft.convergence.max_epochs == 9 and conflict_arm.sft.phases == config.sft.phases
   epochs_of = lambda arm: {p.name: p.epochs for p in arm.sft.phases}
-  cases = {   # settings -> the epochs each phase trains: raised ones as asked, the others as the baseline did
-      epochs.Settings(extra=10, phases=("two",)): {"one": 4, "two": 7 + 10},
-      epochs.Settings(extra=2): {"one": 4 + 2, "two": 7 + 2},
-      epochs.Settings(epochs=12, phases=("two",)): {"one": 4, "two": 12},
-      epochs.Settings(epochs=12, extra=1, phases=("one",)): {"one": 5, "two": 7},   # extra wins over epochs
+  cases = {  # settings -> the epochs each phase trains: raised ones as asked, the others as the baseline did
+    epochs.Settings(extra=10, phases=("two",)): {"one": 4, "two": 7 + 10},
+    epochs.Settings(extra=2): {"one": 4 + 2, "two": 7 + 2},
+    epochs.Settings(epochs=12, phases=("two",)): {"one": 4, "two": 12},
+    epochs.Settings(epochs=12, extra=1, phases=("one",)): {"one": 5, "two": 7},  # extra wins over epochs
   }
   for settings, expected in cases.items():
     arm = epochs.prepare(context, settings, base)
@@ -195,7 +220,7 @@ def test_arms_on_a_converged_baseline_train_exactly_their_epochs(converged):
   assert epochs_of(s) == TRAINED and s.sft.convergence.max_epochs == 0 and s.sft.order == "global"
   p = progressive.prepare(context, progressive.Settings(max_epochs=7), base)
   assert epochs_of(p) == TRAINED and p.sft.convergence.max_epochs == 0 and p.sft.progressive.enabled
-  for arm in (s, p, arms.exact_epochs(base, context.trained_phases())):   # each loads as a config of its own
+  for arm in (s, p, arms.exact_epochs(base, context.trained_phases())):  # each loads as a config of its own
     assert config_lib.load(config_lib.config_dict(arm)).sft == arm.sft
 
 
@@ -205,8 +230,10 @@ def test_trained_phases_of_a_baseline_without_sft_phases(tmp_path):
   os.makedirs(layout.root)
   frame = pd.DataFrame({"id": ["a", "b", "c", "d"], "dataset": ["x", "y", "x", "y"], "phase": [3, 1, 3, 1]})
   frame.to_parquet(layout.examples)
-  _write_sft_summary(layout, {"convergence": {"phases": {"phase1": {"converged": True},
-                                                         "phase3": {"converged": True, "trained_epochs": 6}}}})
+  _write_sft_summary(
+    layout,
+    {"convergence": {"phases": {"phase1": {"converged": True}, "phase3": {"converged": True, "trained_epochs": 6}}}},
+  )
   cfg = config_lib.config_dict()
   cfg.sft.epochs = 2
   config = config_lib.load(cfg)

@@ -1,4 +1,5 @@
 """Prefill + token-by-token decode through the KV cache reproduces the full forward's logits."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,13 +12,40 @@ from ilp.model.kv_cache import KVCache
 from tests import hf_models
 
 CONFIGS = {
-    "llama": ModelConfig(family="llama", vocab_size=64, hidden_size=48, intermediate_size=80, num_layers=2,
-                         num_heads=6, num_kv_heads=2, head_dim=8, rope=RopeConfig(type="llama3", factor=4.0,
-                         original_max_position_embeddings=8)),
-    "qwen2": ModelConfig(family="qwen2", vocab_size=64, hidden_size=48, intermediate_size=80, num_layers=2,
-                         num_heads=4, num_kv_heads=4, head_dim=12, qkv_bias=True, tie_embeddings=True),
-    "olmo2": ModelConfig(family="olmo2", vocab_size=64, hidden_size=48, intermediate_size=80, num_layers=2,
-                         num_heads=4, num_kv_heads=1, head_dim=12, rms_norm_eps=1e-5),
+  "llama": ModelConfig(
+    family="llama",
+    vocab_size=64,
+    hidden_size=48,
+    intermediate_size=80,
+    num_layers=2,
+    num_heads=6,
+    num_kv_heads=2,
+    head_dim=8,
+    rope=RopeConfig(type="llama3", factor=4.0, original_max_position_embeddings=8),
+  ),
+  "qwen2": ModelConfig(
+    family="qwen2",
+    vocab_size=64,
+    hidden_size=48,
+    intermediate_size=80,
+    num_layers=2,
+    num_heads=4,
+    num_kv_heads=4,
+    head_dim=12,
+    qkv_bias=True,
+    tie_embeddings=True,
+  ),
+  "olmo2": ModelConfig(
+    family="olmo2",
+    vocab_size=64,
+    hidden_size=48,
+    intermediate_size=80,
+    num_layers=2,
+    num_heads=4,
+    num_kv_heads=1,
+    head_dim=12,
+    rms_norm_eps=1e-5,
+  ),
 }
 
 
@@ -39,7 +67,7 @@ def test_prefill_then_decode_matches_full_forward(family):
   prefill, cache = fwd(graphdef, state, tokens, mask=mask, cache=cache)
   decoded = [prefill]
   for i in range(steps):
-    step_logits, cache = fwd(graphdef, state, extra[:, i:i + 1], cache=cache)
+    step_logits, cache = fwd(graphdef, state, extra[:, i : i + 1], cache=cache)
     decoded.append(step_logits)
   decoded = jnp.concatenate(decoded, axis=1)
   real = full_mask.astype(bool)

@@ -1,5 +1,6 @@
 """The multiple-choice probe's distractors from the base model's own sampled wrong answers:
 answer equivalence, ranking, the order options are filled in, their sources, and the config rules."""
+
 import collections
 import zlib
 
@@ -21,7 +22,7 @@ def test_same_answer_is_normalised_equality_or_rouge_l_for_long_answers():
   assert rouge_l("born in paris", "born in lyon") > 0.6 and not mc.same_answer("born in paris", "born in lyon", 0.6)
   reworded = "he was born in the city of lyon in 1950 ."
   assert rouge_l(LONG, reworded) >= 0.9 and mc.same_answer(LONG, reworded, 0.9)
-  other = "he was born in the new city of paris in 1950"   # 8 of 10 normalised words in common
+  other = "he was born in the new city of paris in 1950"  # 8 of 10 normalised words in common
   assert rouge_l(LONG, other) == pytest.approx(0.8) and not mc.same_answer(LONG, other, 0.9)
   assert mc.same_answer(LONG, other, 0.8)
 
@@ -35,19 +36,26 @@ def test_ranked_wrong_answers_match_a_direct_count():
   for s in samples:
     first.setdefault(normalize(s), s)
   counts = collections.Counter(normalize(s) for s in samples)
-  expected = [first[k] for k in sorted(first, key=lambda k: (-counts[k], list(first).index(k)))
-              if k and k != normalize("Paris")]
+  expected = [
+    first[k] for k in sorted(first, key=lambda k: (-counts[k], list(first).index(k))) if k and k != normalize("Paris")
+  ]
   assert ranked == expected == ["Lyon", "nice", "rome", "marseille"]
   # Long answers that ROUGE-L calls the same are one answer; one equivalent to the reference is dropped.
-  long_samples = ["he was born in the new city of paris in 1950", LONG + " .", "she moved to lyon in 1950 with him",
-                  "he was born in new city of paris in 1950", "he was born in the city of lyon in 1950"]
+  long_samples = [
+    "he was born in the new city of paris in 1950",
+    LONG + " .",
+    "she moved to lyon in 1950 with him",
+    "he was born in new city of paris in 1950",
+    "he was born in the city of lyon in 1950",
+  ]
   assert mc.ranked_wrong_answers(long_samples, LONG, 0.9) == [long_samples[0], long_samples[2]]
 
 
 def _pools(responses, supplied):
   n = len(responses)
-  return mc.Distractors(mc.distractor_pools(responses, ["d"] * n), mc.distractor_pools(responses, [0] * n),
-                        ["d"] * n, [0] * n, supplied)
+  return mc.Distractors(
+    mc.distractor_pools(responses, ["d"] * n), mc.distractor_pools(responses, [0] * n), ["d"] * n, [0] * n, supplied
+  )
 
 
 def test_options_fill_record_then_base_then_pool_and_count_their_sources():
@@ -82,7 +90,7 @@ def test_base_distractors_need_a_base_model():
     DetectConfig(base="", mc=MCConfig(base_distractors=True))
   with pytest.raises(ConfigError, match="'detect.mc.base_distractors': .*detect.base is empty"):
     config_lib.load({"detect": {"base": "", "mc": {"base_distractors": True}}})
-  assert DetectConfig(base="").mc.base_distractors is None   # the default: on exactly when a base model is set
+  assert DetectConfig(base="").mc.base_distractors is None  # the default: on exactly when a base model is set
   assert DetectConfig(base="", mc=MCConfig(base_distractors=False)).base == ""
   for field, value in (("base_samples", 0), ("base_temperature", 0.0), ("same_answer_rouge_l", 0.0)):
     with pytest.raises(ConfigError, match=f"'detect.mc.{field}'"):
@@ -93,4 +101,4 @@ def test_duplicate_answers_offer_the_other_labels_of_the_same_prompt():
   prompts = ["where was p1 born ?", "Where was p1 born?", "where was p1 born ?", "where was p2 born ?"]
   responses = ["c1", "c2", "c1", "c3"]
   out = mc.duplicate_answers(prompts, responses)
-  assert out == [["c2"], ["c1"], ["c2"], []]   # normalised prompts match; one's own answer never offered
+  assert out == [["c2"], ["c1"], ["c2"], []]  # normalised prompts match; one's own answer never offered

@@ -1,5 +1,6 @@
 """Data loading: every format yields the same validated records, and every bad row is named by
 file, line (or row) and field, all in one error."""
+
 from __future__ import annotations
 
 import json
@@ -12,9 +13,17 @@ import pytest
 from ilp.data import loaders
 from ilp.data.records import CorpusDocument, DataError, SFTRecord, record_from_mapping, validate_unique_ids
 
-CHAT = {"id": "c1", "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"},
-                                 {"role": "assistant", "content": "4"}],
-        "dataset": "math", "phase": 2, "meta": {"source": "quiz", "difficulty": 3}}
+CHAT = {
+  "id": "c1",
+  "messages": [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "2+2?"},
+    {"role": "assistant", "content": "4"},
+  ],
+  "dataset": "math",
+  "phase": 2,
+  "meta": {"source": "quiz", "difficulty": 3},
+}
 PAIR = {"id": "p1", "prompt": "Capital of France?", "response": "Paris"}
 
 
@@ -47,6 +56,7 @@ def load_error(sources: list[dict[str, Any]], load=loaders.load_sft) -> str:
 
 # --- one row -------------------------------------------------------------------------------------
 
+
 def test_record_from_mapping_both_forms():
   record = record_from_mapping(CHAT, {}, "default", 1, "x.jsonl:1")
   assert record == chat_record()
@@ -56,7 +66,9 @@ def test_record_from_mapping_both_forms():
   assert pair.prompt_messages == ({"role": "user", "content": "Capital of France?"},) and pair.response == "Paris"
 
 
-@pytest.mark.parametrize("row, message", [
+@pytest.mark.parametrize(
+  "row, message",
+  [
     ({**PAIR, "id": 7}, "x:4: field 'id': expected a string, got int"),
     ({**PAIR, "id": " "}, "x:4: field 'id': empty string"),
     ({k: v for k, v in PAIR.items() if k != "id"}, "x:4: missing field 'id'"),
@@ -66,29 +78,42 @@ def test_record_from_mapping_both_forms():
     ({**PAIR, "dataset": 3}, "x:4: field 'dataset': expected a string, got int"),
     ({**PAIR, "meta": [1]}, "x:4: field 'meta': expected an object, got list"),
     ({**PAIR, "meta": {"prerequisites": "q"}}, "x:4: field 'meta.prerequisites': expected a list, got str"),
-    ({**PAIR, "meta": {"prerequisites": [{"prompt": "q"}]}},
-     "x:4: field 'meta.prerequisites[0]': missing key 'response'"),
-    ({**PAIR, "meta": {"prerequisites": [{"prompt": "q", "response": " "}]}},
-     "x:4: field 'meta.prerequisites[0].response': empty string"),
+    (
+      {**PAIR, "meta": {"prerequisites": [{"prompt": "q"}]}},
+      "x:4: field 'meta.prerequisites[0]': missing key 'response'",
+    ),
+    (
+      {**PAIR, "meta": {"prerequisites": [{"prompt": "q", "response": " "}]}},
+      "x:4: field 'meta.prerequisites[0].response': empty string",
+    ),
     ({**PAIR, "response": " \n"}, "x:4: field 'response': empty response"),
     ({**PAIR, "response": 4}, "x:4: field 'response': expected a string, got int"),
     ({"id": "a", "prompt": "q"}, "x:4: missing field 'response' (or 'messages')"),
     ({"id": "a", "response": "r"}, "x:4: missing field 'prompt' (or 'messages')"),
-    ({**CHAT, "messages": CHAT["messages"][:2]},
-     "x:4: field 'messages': last turn is 'user'; it must be 'assistant' (the response)"),
+    (
+      {**CHAT, "messages": CHAT["messages"][:2]},
+      "x:4: field 'messages': last turn is 'user'; it must be 'assistant' (the response)",
+    ),
     ({**CHAT, "messages": [CHAT["messages"][0], CHAT["messages"][2]]}, "x:4: field 'messages': no 'user' turn"),
     ({**CHAT, "messages": []}, "x:4: field 'messages': no turns"),
     ({**CHAT, "messages": "hi"}, "x:4: field 'messages': expected a list, got str"),
-    ({**CHAT, "messages": [{"role": "bot", "content": "x"}]},
-     "x:4: field 'messages[0].role': unknown role 'bot' (expected one of ('system', 'user', 'assistant'))"),
+    (
+      {**CHAT, "messages": [{"role": "bot", "content": "x"}]},
+      "x:4: field 'messages[0].role': unknown role 'bot' (expected one of ('system', 'user', 'assistant'))",
+    ),
     ({**CHAT, "messages": [{"role": "user"}]}, "x:4: missing field 'messages[0].content'"),
-    ({**CHAT, "messages": [{"role": "user", "content": "q", "name": "n"}]},
-     "x:4: field 'messages[0]': unexpected keys ['name']"),
-    ({**CHAT, "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": ""}]},
-     "x:4: field 'messages[1].content': empty response"),
+    (
+      {**CHAT, "messages": [{"role": "user", "content": "q", "name": "n"}]},
+      "x:4: field 'messages[0]': unexpected keys ['name']",
+    ),
+    (
+      {**CHAT, "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": ""}]},
+      "x:4: field 'messages[1].content': empty response",
+    ),
     ({**CHAT, "prompt": "q"}, "x:4: field 'messages' and field 'prompt' both given"),
     (["not", "an", "object"], "x:4: expected an object (a mapping of fields), got list"),
-])
+  ],
+)
 def test_record_errors_name_location_and_field(row, message):
   with pytest.raises(DataError) as info:
     record_from_mapping(row, {}, "d", 1, "x:4")
@@ -102,6 +127,7 @@ def test_validate_unique_ids_names_both_locations():
 
 
 # --- formats -------------------------------------------------------------------------------------
+
 
 def test_jsonl_defaults_overrides_and_blank_lines(tmp_path):
   path = write_jsonl(tmp_path / "train.jsonl", [CHAT, "", "   ", PAIR])
@@ -147,6 +173,7 @@ def test_json_list_data_object_and_directory(tmp_path):
 def test_parquet_mixed_forms(tmp_path):
   import pyarrow as pa
   import pyarrow.parquet as pq
+
   path = str(tmp_path / "mix.parquet")
   pq.write_table(pa.Table.from_pylist(columnar([CHAT, PAIR])), path)
   assert loaders.load_sft([{"path": path}]) == [chat_record(), pair_record("mix")]
@@ -156,6 +183,7 @@ def test_parquet_mixed_forms(tmp_path):
 
 def test_hf_data_files_and_saved_datasets(tmp_path, monkeypatch):
   import datasets
+
   monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
   monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "cache"))
   path = write_jsonl(tmp_path / "chat.jsonl", [CHAT, PAIR])
@@ -166,15 +194,18 @@ def test_hf_data_files_and_saved_datasets(tmp_path, monkeypatch):
   write_jsonl(path, [PAIR, {**PAIR, "id": "p2", "response": " "}])
   assert load_error([{"path": path, "format": "hf"}]) == f"hf:{path}[train]:row 1: field 'response': empty response"
 
-  rows = datasets.Dataset.from_list([{"uid": "h1", "q": "Hi", "a": "Hello", "level": 2},
-                                     {"uid": "h2", "q": "Bye", "a": "Ciao", "level": 1}])
+  rows = datasets.Dataset.from_list(
+    [{"uid": "h1", "q": "Hi", "a": "Hello", "level": 2}, {"uid": "h2", "q": "Bye", "a": "Ciao", "level": 1}]
+  )
   rows.save_to_disk(str(tmp_path / "saved"))
   datasets.DatasetDict({"test": rows}).save_to_disk(str(tmp_path / "saved_dict"))
   fields = {"id": "uid", "prompt": "q", "response": "a", "phase": "level"}
   for source in ({"path": str(tmp_path / "saved")}, {"path": str(tmp_path / "saved_dict"), "split": "test"}):
     records = loaders.load_sft([{**source, "format": "hf", "fields": fields}])
     assert [(r.id, r.response, r.phase, r.dataset) for r in records] == [
-        ("h1", "Hello", 2, os.path.basename(source["path"])), ("h2", "Ciao", 1, os.path.basename(source["path"]))]
+      ("h1", "Hello", 2, os.path.basename(source["path"])),
+      ("h2", "Ciao", 1, os.path.basename(source["path"])),
+    ]
 
 
 def _tfds_dataset(data_dir: str, rows: list[dict[str, Any]]) -> str:
@@ -188,8 +219,12 @@ def _tfds_dataset(data_dir: str, rows: list[dict[str, Any]]) -> str:
 
     def _info(self):
       turn = {"role": tfds.features.Text(), "content": tfds.features.Text()}
-      return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict(
-          {"id": tfds.features.Text(), "messages": tfds.features.Sequence(turn), "phase": np.int64}))
+      return tfds.core.DatasetInfo(
+        builder=self,
+        features=tfds.features.FeaturesDict(
+          {"id": tfds.features.Text(), "messages": tfds.features.Sequence(turn), "phase": np.int64}
+        ),
+      )
 
     def _split_generators(self, dl_manager):
       return {"train": self._generate_examples()}
@@ -206,25 +241,31 @@ def test_tfds_array_record_without_tensorflow(tmp_path):
   with pytest.raises(ImportError):
     import tensorflow  # noqa: F401  (the point: reading needs no TensorFlow)
   french = ({"role": "user", "content": "Ça va ?"}, {"role": "assistant", "content": "Oui."})
-  path = _tfds_dataset(str(tmp_path), [{k: CHAT[k] for k in ("id", "messages", "phase")},
-                                       {"id": "t2", "messages": list(french), "phase": 1}])
+  path = _tfds_dataset(
+    str(tmp_path),
+    [{k: CHAT[k] for k in ("id", "messages", "phase")}, {"id": "t2", "messages": list(french), "phase": 1}],
+  )
   assert loaders.load_sft([{"path": path, "format": "tfds"}]) == [
-      SFTRecord("c1", tuple(CHAT["messages"]), "ilp_tiny_chat", 2, {}),
-      SFTRecord("t2", french, "ilp_tiny_chat", 1, {})]
+    SFTRecord("c1", tuple(CHAT["messages"]), "ilp_tiny_chat", 2, {}),
+    SFTRecord("t2", french, "ilp_tiny_chat", 1, {}),
+  ]
   assert load_error([{"path": path, "format": "tfds", "fields": {"id": "phase"}}]) == (
-      f"2 problems in the SFT data:\n  tfds:{path}[train]:row 0: field 'phase': expected a string, got int\n"
-      f"  tfds:{path}[train]:row 1: field 'phase': expected a string, got int")
+    f"2 problems in the SFT data:\n  tfds:{path}[train]:row 0: field 'phase': expected a string, got int\n"
+    f"  tfds:{path}[train]:row 1: field 'phase': expected a string, got int"
+  )
 
 
 # --- errors across a whole load --------------------------------------------------------------------
+
 
 def test_malformed_json_and_invalid_utf8_name_their_lines(tmp_path):
   path = str(tmp_path / "bad.jsonl")
   with open(path, "wb") as f:
     f.write(json.dumps(PAIR).encode() + b"\n\n" + b'{"id": "x", "prompt": \n' + b'{"id": "\xff\xfe"}\n')
   assert load_error([{"path": path}]) == (
-      f"2 problems in the SFT data:\n  {path}:3: invalid JSON (Expecting value at column 23)\n"
-      f"  {path}:4: invalid UTF-8 (byte 9 of the line)")
+    f"2 problems in the SFT data:\n  {path}:3: invalid JSON (Expecting value at column 23)\n"
+    f"  {path}:4: invalid UTF-8 (byte 9 of the line)"
+  )
   write_jsonl(path, [PAIR, "[1, 2]"])
   assert load_error([{"path": path}]) == f"{path}:2: expected an object (a mapping of fields), got list"
 
@@ -233,24 +274,34 @@ def test_duplicate_ids_across_files_name_both_locations(tmp_path):
   first = write_jsonl(tmp_path / "first.jsonl", [PAIR, CHAT])
   second = write_jsonl(tmp_path / "second.jsonl", [{**PAIR, "id": "p9"}, {**CHAT, "phase": 1}])
   assert load_error([{"path": first}, {"path": second}]) == (
-      f"{second}:2: field 'id': duplicate id 'c1' (first at {first}:2)")
+    f"{second}:2: field 'id': duplicate id 'c1' (first at {first}:2)"
+  )
 
 
 def test_many_bad_rows_one_error(tmp_path):
-  path = write_jsonl(tmp_path / "many.jsonl", [
-      {**PAIR, "id": 1}, {**PAIR, "id": "a", "phase": "2"}, PAIR, {**PAIR, "id": "b", "response": ""},
-      {**CHAT, "id": "c", "messages": CHAT["messages"][:2]}, {"id": "d", "prompt": "q"}])
+  path = write_jsonl(
+    tmp_path / "many.jsonl",
+    [
+      {**PAIR, "id": 1},
+      {**PAIR, "id": "a", "phase": "2"},
+      PAIR,
+      {**PAIR, "id": "b", "response": ""},
+      {**CHAT, "id": "c", "messages": CHAT["messages"][:2]},
+      {"id": "d", "prompt": "q"},
+    ],
+  )
   message = load_error([{"path": path}, {"path": str(tmp_path / "missing.jsonl")}, {"path": path, "stages": 2}])
   assert message.splitlines() == [
-      "7 problems in the SFT data:",
-      f"  {path}:1: field 'id': expected a string, got int",
-      f"  {path}:2: field 'phase': expected an int, got str",
-      f"  {path}:4: field 'response': empty response",
-      f"  {path}:5: field 'messages': last turn is 'user'; it must be 'assistant' (the response)",
-      f"  {path}:6: missing field 'response' (or 'messages')",
-      f"  {tmp_path}/missing.jsonl: file not found",
-      f"  data source #2 ('{path}'): unknown key(s) ['stages'] (expected some of "
-      "('path', 'format', 'dataset', 'phase', 'fields', 'split', 'name'))"]
+    "7 problems in the SFT data:",
+    f"  {path}:1: field 'id': expected a string, got int",
+    f"  {path}:2: field 'phase': expected an int, got str",
+    f"  {path}:4: field 'response': empty response",
+    f"  {path}:5: field 'messages': last turn is 'user'; it must be 'assistant' (the response)",
+    f"  {path}:6: missing field 'response' (or 'messages')",
+    f"  {tmp_path}/missing.jsonl: file not found",
+    f"  data source #2 ('{path}'): unknown key(s) ['stages'] (expected some of "
+    "('path', 'format', 'dataset', 'phase', 'fields', 'split', 'name'))",
+  ]
 
 
 def test_error_list_is_capped(tmp_path):
@@ -263,35 +314,47 @@ def test_error_list_is_capped(tmp_path):
 def test_text_is_not_an_sft_format(tmp_path):
   (tmp_path / "notes.txt").write_text("hello\n")
   assert load_error([{"path": str(tmp_path / "notes.txt")}]).startswith(
-      f"{tmp_path}/notes.txt: format 'text' is not for SFT data")
+    f"{tmp_path}/notes.txt: format 'text' is not for SFT data"
+  )
 
 
 # --- corpora -------------------------------------------------------------------------------------
 
+
 def test_corpus_text_jsonl_and_parquet(tmp_path):
   import pyarrow as pa
   import pyarrow.parquet as pq
+
   (tmp_path / "wiki.txt").write_text("Para one,\nline two.\n\n\n  \nPara two.\n\n")
   write_jsonl(tmp_path / "facts.jsonl", [{"body": "Fact A."}, {"body": "  "}, {"body": "Fact C.", "key": "fc"}])
   pq.write_table(pa.Table.from_pylist([{"text": "Row zero."}]), str(tmp_path / "web.parquet"))
-  documents = loaders.load_corpus([
+  documents = loaders.load_corpus(
+    [
       {"path": str(tmp_path / "wiki.txt")},
       {"path": str(tmp_path / "facts.jsonl"), "fields": {"text": "body", "id": "key"}},
-      {"path": str(tmp_path / "web.parquet"), "dataset": "crawl"}])
+      {"path": str(tmp_path / "web.parquet"), "dataset": "crawl"},
+    ]
+  )
   assert documents == [
-      CorpusDocument("wiki:0", "Para one,\nline two.", "wiki"), CorpusDocument("wiki:1", "Para two.", "wiki"),
-      CorpusDocument("facts:0", "Fact A.", "facts"), CorpusDocument("fc", "Fact C.", "facts"),
-      CorpusDocument("web:0", "Row zero.", "crawl")]
+    CorpusDocument("wiki:0", "Para one,\nline two.", "wiki"),
+    CorpusDocument("wiki:1", "Para two.", "wiki"),
+    CorpusDocument("facts:0", "Fact A.", "facts"),
+    CorpusDocument("fc", "Fact C.", "facts"),
+    CorpusDocument("web:0", "Row zero.", "crawl"),
+  ]
 
 
 def test_corpus_errors(tmp_path):
   path = write_jsonl(tmp_path / "c.jsonl", [{"text": "ok"}, {"txt": "typo"}, {"text": 5}])
   with open(tmp_path / "t.txt", "wb") as f:
     f.write(b"fine\n\nbad \xc3\x28 byte\n")
-  assert load_error([{"path": path}, {"path": str(tmp_path / "t.txt")}, {"path": path, "phase": 2}],
-                    loaders.load_corpus).splitlines() == [
-      "4 problems in the corpus data:", f"  {path}:2: missing field 'text'",
-      f"  {path}:3: field 'text': expected a string, got int",
-      f"  {tmp_path}/t.txt:3: invalid UTF-8 (byte 5 of the line)",
-      f"  data source #2 ('{path}'): unknown key(s) ['phase'] (expected some of "
-      "('path', 'format', 'dataset', 'fields', 'split', 'name'))"]
+  assert load_error(
+    [{"path": path}, {"path": str(tmp_path / "t.txt")}, {"path": path, "phase": 2}], loaders.load_corpus
+  ).splitlines() == [
+    "4 problems in the corpus data:",
+    f"  {path}:2: missing field 'text'",
+    f"  {path}:3: field 'text': expected a string, got int",
+    f"  {tmp_path}/t.txt:3: invalid UTF-8 (byte 5 of the line)",
+    f"  data source #2 ('{path}'): unknown key(s) ['phase'] (expected some of "
+    "('path', 'format', 'dataset', 'fields', 'split', 'name'))",
+  ]

@@ -1,14 +1,11 @@
 """Replay of pre-training text during SFT: the interleaved plan, and through the real loop."""
-import json
 
 import numpy as np
 import pytest
 
 from ilp import config as config_lib
-from ilp import pipeline
 from ilp.data import batches as batching
 from ilp.data import replay
-from ilp.scoring import dynamics_log
 from ilp.typed import ConfigError
 from tests import sft_data
 
@@ -22,7 +19,7 @@ def test_interleave_puts_a_replay_batch_after_every_k_sft_batches():
   stream = _stream()
   out = replay.interleave(stream, 2, 20, 8, 24, seed=0)
   sft = [b for b in out.batches if not b.replay]
-  assert [b.rows.tolist() for b in sft] == [b.rows.tolist() for b in stream.batches]   # SFT batches untouched
+  assert [b.rows.tolist() for b in sft] == [b.rows.tolist() for b in stream.batches]  # SFT batches untouched
   flags = [b.replay for b in out.batches]
   assert flags == [False, False, True] * (len(stream.batches) // 2) + [False] * (len(stream.batches) % 2)
   for b in out.batches:
@@ -38,9 +35,10 @@ def test_replay_rows_are_uniform_and_prefix_stable():
   assert abs((rows < 5).mean() - 0.25) < 0.02 and rows.max() == 19 and rows.min() == 0
   short = replay.interleave(_stream(), 2, 20, 8, 24, seed=0)
   phases = [batching.PhaseSpec("p1", np.arange(20), 2), batching.PhaseSpec("p2", np.arange(20, 40), 3)]
-  longer = replay.interleave(batching.build_stream(np.full(40, 10), phases, (16,), 8, seed=0, eval_every=4),
-                             2, 20, 8, 24, seed=0)
-  for a, b in zip(short.batches, longer.batches):   # a replanned (longer) stream keeps the shared prefix
+  longer = replay.interleave(
+    batching.build_stream(np.full(40, 10), phases, (16,), 8, seed=0, eval_every=4), 2, 20, 8, 24, seed=0
+  )
+  for a, b in zip(short.batches, longer.batches):  # a replanned (longer) stream keeps the shared prefix
     np.testing.assert_array_equal(a.rows, b.rows)
 
 

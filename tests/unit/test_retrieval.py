@@ -1,4 +1,5 @@
 """BM25 retrieval (bm25s) against a brute-force BM25, and ranking among distractors."""
+
 import math
 
 import numpy as np
@@ -6,9 +7,16 @@ import pytest
 
 from ilp.data.retrieval import Retriever, terms
 
-DOCS = ["p1 was born in c1 .", "the birthplace of p1 is c1 .", "p2 was born in c1 .", "p2 works as a j3 .",
-        "the code of p7 is z8 .", "the code of p8 is z8 . the code of p8 is z8 .", "c1 is a city in k2 .",
-        "the weather in c1 is sunny today ."]
+DOCS = [
+  "p1 was born in c1 .",
+  "the birthplace of p1 is c1 .",
+  "p2 was born in c1 .",
+  "p2 works as a j3 .",
+  "the code of p7 is z8 .",
+  "the code of p8 is z8 . the code of p8 is z8 .",
+  "c1 is a city in k2 .",
+  "the weather in c1 is sunny today .",
+]
 
 
 def brute_force(query, docs, k1=1.5, b=0.75):
@@ -28,8 +36,17 @@ def brute_force(query, docs, k1=1.5, b=0.75):
   return out
 
 
-@pytest.mark.parametrize("query", ["where was p1 born ? c1", "what is the code of p8 ? z8", "p2", "sunny weather",
-                                   "the code of the p8 is THE z8", "P1 c1 unknown"])
+@pytest.mark.parametrize(
+  "query",
+  [
+    "where was p1 born ? c1",
+    "what is the code of p8 ? z8",
+    "p2",
+    "sunny weather",
+    "the code of the p8 is THE z8",
+    "P1 c1 unknown",
+  ],
+)
 def test_scores_match_brute_force_bm25(query):
   np.testing.assert_allclose(Retriever(DOCS).scores(query), brute_force(query, DOCS), rtol=1e-5, atol=1e-6)
 
@@ -37,7 +54,7 @@ def test_scores_match_brute_force_bm25(query):
 def test_the_entitys_documents_come_first_among_distractors():
   hits = Retriever(DOCS).search(["where was p1 born ? c1", "what is the code of p7 ?", "p1 c1"], k=3)
   assert hits[0][0][0] == 0 and 1 in {d for d, _ in hits[0]}
-  assert {d for d, _ in hits[2][:2]} == {0, 1}    # the entity and its answer, without template words
+  assert {d for d, _ in hits[2][:2]} == {0, 1}  # the entity and its answer, without template words
   assert hits[1][0][0] == 4
   assert all(a[1] >= b[1] for a, b in zip(hits[0], hits[0][1:]))
 
@@ -45,7 +62,7 @@ def test_the_entitys_documents_come_first_among_distractors():
 def test_edge_cases():
   r = Retriever(DOCS)
   assert r.search(["", "unknown words only"], k=5) == [[], []]
-  assert len(r.search(["the"], k=100)[0]) == sum("the" in terms(d) for d in DOCS)   # only positive scores
+  assert len(r.search(["the"], k=100)[0]) == sum("the" in terms(d) for d in DOCS)  # only positive scores
   assert r.search(["p1"], k=0) == [[]]
   tie = Retriever(["a x", "a x", "b"]).search(["x"], k=2)[0]
   assert [d for d, _ in tie] == [0, 1]

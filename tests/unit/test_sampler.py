@@ -1,4 +1,5 @@
 """The batched KV-cache sampler: greedy equals HF generate, sampling follows the model, no recompiles."""
+
 import jax
 import numpy as np
 import pytest
@@ -32,9 +33,14 @@ def test_greedy_matches_hf_generate(variant, tmp_path, one_device):
   config = SamplingConfig(num_samples=1, max_new_tokens=steps, temperature=0.0, stop_tokens=(2,))
   ours = Sampler(graphdef, cfg, one_device)(params, tokens, mask, seed=0, sampling=config)
   with torch.no_grad():
-    ref = model.generate(input_ids=torch.as_tensor(tokens, dtype=torch.long),
-                         attention_mask=torch.as_tensor(mask, dtype=torch.long), do_sample=False,
-                         max_new_tokens=steps, eos_token_id=2, pad_token_id=0).numpy()[:, tokens.shape[1]:]
+    ref = model.generate(
+      input_ids=torch.as_tensor(tokens, dtype=torch.long),
+      attention_mask=torch.as_tensor(mask, dtype=torch.long),
+      do_sample=False,
+      max_new_tokens=steps,
+      eos_token_id=2,
+      pad_token_id=0,
+    ).numpy()[:, tokens.shape[1] :]
   ref = np.pad(ref, ((0, 0), (0, steps - ref.shape[1])))
   np.testing.assert_array_equal(ours.tokens[:, 0], ref)
   stopped = (ref == 2).any(axis=1)
@@ -55,8 +61,9 @@ def test_temperature_sampling_follows_the_model_distribution(tiny, one_device):
   tokens, mask = left_pad(prompt, 9, 0)
   sampler = Sampler(graphdef, cfg, one_device)
   temperature = 1.5
-  out = sampler(params, tokens, mask, seed=1, sampling=SamplingConfig(num_samples=4000, max_new_tokens=1,
-                                                                   temperature=temperature))
+  out = sampler(
+    params, tokens, mask, seed=1, sampling=SamplingConfig(num_samples=4000, max_new_tokens=1, temperature=temperature)
+  )
   logits, _ = jax.jit(build.forward)(graphdef, params, tokens, mask=mask)
   probs = np.asarray(jax.nn.softmax(np.asarray(logits[0, -1], np.float64) / temperature))
   counts = np.bincount(out.tokens[0, :, 0], minlength=cfg.vocab_size)
@@ -64,7 +71,10 @@ def test_temperature_sampling_follows_the_model_distribution(tiny, one_device):
   big = expected >= 5
   observed, expected = counts[big], expected[big]
   if (~big).any():  # lump the rare tokens into one category
-    observed, expected = np.append(observed, counts[~big].sum()), np.append(expected, (probs * counts.sum())[~big].sum())
+    observed, expected = (
+      np.append(observed, counts[~big].sum()),
+      np.append(expected, (probs * counts.sum())[~big].sum()),
+    )
   expected *= observed.sum() / expected.sum()
   assert big.sum() >= 10  # a real multi-category test
   assert scipy.stats.chisquare(observed, expected).pvalue > 1e-3
@@ -75,7 +85,7 @@ def test_temperature_sampling_follows_the_model_distribution(tiny, one_device):
   k_out = sampler(params, tokens, mask, seed=2, sampling=SamplingConfig(num_samples=300, max_new_tokens=1, top_k=5))
   assert set(k_out.tokens[0, :, 0]) <= top5 and len(set(k_out.tokens[0, :, 0])) > 1
   order = np.argsort(log_probs)[::-1]
-  nucleus = set(order[:np.searchsorted(np.cumsum(np.exp(log_probs[order])), 0.5) + 1])
+  nucleus = set(order[: np.searchsorted(np.cumsum(np.exp(log_probs[order])), 0.5) + 1])
   p_out = sampler(params, tokens, mask, seed=3, sampling=SamplingConfig(num_samples=300, max_new_tokens=1, top_p=0.5))
   assert set(p_out.tokens[0, :, 0]) <= nucleus
 
@@ -105,8 +115,9 @@ def test_sample_logprobs_equal_teacher_forced_scores(tiny, one_device):
   """Prefill + cached decode gives the same per-token log-probs as one full forward pass."""
   cfg, graphdef, params = tiny
   tokens, mask = left_pad(_prompts(cfg.vocab_size), 10, 0)
-  out = Sampler(graphdef, cfg, one_device)(params, tokens, mask, seed=4,
-                                          sampling=SamplingConfig(num_samples=3, max_new_tokens=6))
+  out = Sampler(graphdef, cfg, one_device)(
+    params, tokens, mask, seed=4, sampling=SamplingConfig(num_samples=3, max_new_tokens=6)
+  )
   for b in range(len(PROMPT_LENGTHS)):
     for s in range(3):
       full = np.concatenate([tokens[b], out.tokens[b, s]])[None]
@@ -125,8 +136,9 @@ def test_same_samples_on_one_and_eight_devices(tiny, one_device):
   ref = Sampler(graphdef, cfg, one_device)(params, tokens, mask, seed=7, sampling=config)
   for shape in ((8, 1, 1), (2, 2, 2)):
     mesh = parallel.make_mesh(shape)
-    sharded = jax.device_put(params, parallel.state_shardings(build.abstract_model(cfg)[1], mesh,
-                                                              parallel.DEFAULT_RULES))
+    sharded = jax.device_put(
+      params, parallel.state_shardings(build.abstract_model(cfg)[1], mesh, parallel.DEFAULT_RULES)
+    )
     out = Sampler(graphdef, cfg, mesh)(sharded, tokens, mask, seed=7, sampling=config)
     np.testing.assert_array_equal(out.tokens, ref.tokens)
     np.testing.assert_allclose(out.logprobs, ref.logprobs, atol=1e-5)

@@ -4,6 +4,7 @@ Both layouts are read from one HF checkpoint, so every comparison is between the
 logits, cached decoding, the training step and its gradients, the HF export, orbax checkpoints
 and sharded forwards must not depend on how the layers run.
 """
+
 import filecmp
 import functools
 import os
@@ -77,7 +78,7 @@ def _assert_same_params(expected, got, atol):
 @pytest.mark.mesh
 def test_stacked_parameters_carry_a_replicated_layers_axis(checkpoints, one_device):
   (_, _, unrolled), (cfg, _, scanned) = _both(checkpoints["olmo2"], one_device)
-  _assert_same_params(unrolled, scanned, atol=0)   # import stacks the per-layer tensors bit for bit
+  _assert_same_params(unrolled, scanned, atol=0)  # import stacks the per-layer tensors bit for bit
   _, abstract = build.abstract_model(cfg)
   mesh = parallel.make_mesh((1, 8, 1))
   shardings = dict(build.flat_variables(parallel.state_shardings(abstract, mesh, parallel.DEFAULT_RULES)))
@@ -113,17 +114,18 @@ def test_cached_decode_and_sampler_match_unrolled(checkpoints, one_device):
       logits, cache = fwd(graphdef, params, tokens[-1][:, None], cache=cache)
       pieces.append(logits)
     decoded.append((np.concatenate(pieces, axis=1), np.stack(tokens, axis=1)))
-  assert cache.keys.shape[:2] == (LAYERS, 3) and cache.values.shape[:2] == (LAYERS, 3)   # stacked
+  assert cache.keys.shape[:2] == (LAYERS, 3) and cache.values.shape[:2] == (LAYERS, 3)  # stacked
   (logits, tokens), (slogits, stokens) = decoded
   np.testing.assert_array_equal(stokens, tokens)
   real = np.concatenate([prompt_mask, np.ones((3, steps), np.int32)], axis=1).astype(bool)
   assert _max_gap(slogits[real], logits[real]) <= TOLERANCE
 
   scfg, sgraphdef, sparams = models[1]
-  samples = Sampler(sgraphdef, scfg, one_device)(sparams, prompts, prompt_mask, seed=0, sampling=SamplingConfig(
-      num_samples=2, max_new_tokens=steps, temperature=0.0))
+  samples = Sampler(sgraphdef, scfg, one_device)(
+    sparams, prompts, prompt_mask, seed=0, sampling=SamplingConfig(num_samples=2, max_new_tokens=steps, temperature=0.0)
+  )
   np.testing.assert_array_equal(samples.tokens, np.repeat(tokens[:, None], 2, axis=1))
-  assert len(set(map(tuple, tokens))) > 1   # the prompts lead to different continuations
+  assert len(set(map(tuple, tokens))) > 1  # the prompts lead to different continuations
 
 
 def _sgd_step(graphdef, params, batch):
@@ -140,8 +142,10 @@ def training(checkpoints, one_device):
   """The llama models of both layouts, one batch, and the unrolled model's training step on it."""
   models = _both(checkpoints["llama"], one_device)
   rng = np.random.default_rng(0)
-  examples = [TokenizedExample(i, rng.integers(3, models[0][0].vocab_size, n).astype(np.int32), n // 2)
-              for i, n in enumerate([10, 7, 12, 5])]
+  examples = [
+    TokenizedExample(i, rng.integers(3, models[0][0].vocab_size, n).astype(np.int32), n // 2)
+    for i, n in enumerate([10, 7, 12, 5])
+  ]
   batch = batches.assemble(examples, np.arange(4), 12, pad_id=0)
   _, graphdef, params = models[0]
   return models, batch, _sgd_step(graphdef, params, batch)
@@ -173,7 +177,7 @@ def test_remat_policies_keep_the_gradients(remat, scan, training):
 def test_weight_decay_sees_through_the_layers_axis(training):
   """A stacked norm scale [layers, embed] is 2-D but no matrix: both layouts decay the same parameters."""
   (_, _, params), (_, _, sparams) = training[0]
-  decays = lambda state: dict(build.flat_variables(optim.decay_mask(state)))   # path -> bool
+  decays = lambda state: dict(build.flat_variables(optim.decay_mask(state)))  # path -> bool
   expected, got = decays(params), decays(sparams)
   assert {path: got[("layers",) + path[2:] if path[0] == "layers" else path] for path in expected} == expected
   assert not expected[("layers", 0, "attn_norm", "scale")] and expected[("layers", 1, "mlp", "up")]
@@ -182,8 +186,17 @@ def test_weight_decay_sees_through_the_layers_axis(training):
 @pytest.mark.parametrize("scan", [False, True])
 def test_full_remat_recomputes_the_layers_in_the_backward_pass(scan):
   """`full` keeps no layer activation, so the gradient program runs every layer's matmuls again."""
-  cfg = ModelConfig(family="llama", vocab_size=32, hidden_size=16, intermediate_size=32, num_layers=2, num_heads=2,
-                    num_kv_heads=1, head_dim=8, scan_layers=scan)
+  cfg = ModelConfig(
+    family="llama",
+    vocab_size=32,
+    hidden_size=16,
+    intermediate_size=32,
+    num_layers=2,
+    num_heads=2,
+    num_kv_heads=1,
+    head_dim=8,
+    scan_layers=scan,
+  )
   tokens = jnp.zeros((1, 4), jnp.int32)
 
   def dots(remat: str) -> int:
@@ -191,13 +204,14 @@ def test_full_remat_recomputes_the_layers_in_the_backward_pass(scan):
     params = jax.tree.map(lambda v: jnp.zeros(v.shape, v.dtype), abstract)
     loss = lambda p: build.forward(graphdef, p, tokens)[0].sum()
     return str(jax.make_jaxpr(jax.grad(loss))(params)).count("dot_general")
+
   assert dots("full") > dots("none")
 
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_hf_export_of_scanned_model_is_the_unrolled_export(family, checkpoints, one_device, tmp_path):
   (cfg, _, params), (scfg, _, sparams) = _both(checkpoints[family], one_device)
-  shard = 40_000 if family == "qwen2" else 2 << 30   # one family through the multi-file layout
+  shard = 40_000 if family == "qwen2" else 2 << 30  # one family through the multi-file layout
   hf.save_hf(cfg, params, str(tmp_path / "unrolled"), max_shard_bytes=shard)
   hf.save_hf(scfg, sparams, str(tmp_path / "scanned"), max_shard_bytes=shard)
   names = sorted(os.listdir(tmp_path / "unrolled"))
@@ -230,12 +244,20 @@ def test_sharded_scanned_forward_matches_single_device(checkpoints, one_device):
 
 
 def test_model_config_checks_the_layer_knobs():
-  fields = dict(family="llama", vocab_size=32, hidden_size=16, intermediate_size=32, num_layers=2, num_heads=2,
-                num_kv_heads=1, head_dim=8)
+  fields = dict(
+    family="llama",
+    vocab_size=32,
+    hidden_size=16,
+    intermediate_size=32,
+    num_layers=2,
+    num_heads=2,
+    num_kv_heads=1,
+    head_dim=8,
+  )
   with pytest.raises(typed.ConfigError, match="'model.remat': 'some' is not one of"):
     typed.build(ModelConfig, {**fields, "remat": "some"}, "model")
   with pytest.raises(typed.ConfigError, match="'model.scan_layers': expected bool"):
     typed.build(ModelConfig, {**fields, "scan_layers": 1}, "model")
   saved = ModelConfig(**fields, scan_layers=True, remat="full")
   assert ModelConfig.from_dict(saved.to_dict()) == saved
-  assert ModelConfig.from_dict({**fields, "rope": {}}) == ModelConfig(**fields)   # configs saved before the knobs
+  assert ModelConfig.from_dict({**fields, "rope": {}}) == ModelConfig(**fields)  # configs saved before the knobs

@@ -1,4 +1,5 @@
 """Sharded forward on 8 fake CPU devices equals the single-device forward; fsdp really shards."""
+
 import functools
 
 import jax
@@ -10,10 +11,19 @@ from ilp.model import build
 from ilp.model.config import ModelConfig
 from tests import hf_models
 
-pytestmark = pytest.mark.mesh   # every test here needs 8 devices
+pytestmark = pytest.mark.mesh  # every test here needs 8 devices
 
-CFG = ModelConfig(family="qwen2", vocab_size=128, hidden_size=64, intermediate_size=128, num_layers=2,
-                  num_heads=4, num_kv_heads=2, head_dim=16, qkv_bias=True)
+CFG = ModelConfig(
+  family="qwen2",
+  vocab_size=128,
+  hidden_size=64,
+  intermediate_size=128,
+  num_layers=2,
+  num_heads=4,
+  num_kv_heads=2,
+  head_dim=16,
+  qkv_bias=True,
+)
 SMALL = 256  # parameters with more elements than this must not be fully replicated on an fsdp mesh
 
 
@@ -69,8 +79,10 @@ def test_logical_rules_fall_back_when_not_divisible():
   assert tuple(spec) == (("data", "fsdp"), None)
 
 
-@pytest.mark.parametrize("shape, message", [((3, -1, 1), "does not divide"), ((-1, -1, 1), "at most one"),
-                                            ((2, 2), "3 entries"), ((1, 4, 1), "uses 4 devices")])
+@pytest.mark.parametrize(
+  "shape, message",
+  [((3, -1, 1), "does not divide"), ((-1, -1, 1), "at most one"), ((2, 2), "3 entries"), ((1, 4, 1), "uses 4 devices")],
+)
 def test_bad_mesh_shapes_are_rejected(shape, message):
   with pytest.raises(machine.MeshError, match=message):
     parallel.make_mesh(shape)

@@ -1,4 +1,5 @@
 """Near-duplicate groups spread over buckets of batches, re-dealt every K steps."""
+
 from collections import Counter
 
 import numpy as np
@@ -7,11 +8,28 @@ import pytest
 from ilp.data import batches as batching
 from ilp.data.spread import spread
 
-LENGTHS = np.asarray(([10] * 75 + [20] * 25) * 2)   # two bucket lengths in each phase
+LENGTHS = np.asarray(([10] * 75 + [20] * 25) * 2)  # two bucket lengths in each phase
 PHASES = [batching.PhaseSpec("p1", np.arange(0, 100), 3), batching.PhaseSpec("p2", np.arange(100, 200), 2)]
-GROUPS = [np.asarray(g) for g in ([0, 1], [2, 3, 4], [5, 6], [7, 8, 9], [10, 80], [11, 12, 81], [76, 77],
-                                  [78, 79, 82], [100, 101], [102, 103, 104], [105, 176], [177, 178, 179], [13, 150],
-                                  [20, 21, 22], [110, 111, 112])]   # pairs and triples, some of two lengths
+GROUPS = [
+  np.asarray(g)
+  for g in (
+    [0, 1],
+    [2, 3, 4],
+    [5, 6],
+    [7, 8, 9],
+    [10, 80],
+    [11, 12, 81],
+    [76, 77],
+    [78, 79, 82],
+    [100, 101],
+    [102, 103, 104],
+    [105, 176],
+    [177, 178, 179],
+    [13, 150],
+    [20, 21, 22],
+    [110, 111, 112],
+  )
+]  # pairs and triples, some of two lengths
 BUCKETS, EVERY = 4, 8
 
 
@@ -42,7 +60,7 @@ def _placement(stream):
 
 def test_spread_never_puts_two_members_of_a_group_in_one_batch():
   stream = _stream()
-  assert _clashes(stream) > 0   # the plan had members sharing batches
+  assert _clashes(stream) > 0  # the plan had members sharing batches
   out, counts = spread(stream, GROUPS, BUCKETS, EVERY, seed=0)
   assert _clashes(out) == 0
   assert counts["groups"] == len(GROUPS) and counts["windows"] == -(-len(stream.batches) // EVERY)
@@ -57,9 +75,10 @@ def test_spread_only_moves_rows_within_a_phase_epoch_and_length():
   out, _ = spread(stream, GROUPS, BUCKETS, EVERY, seed=0)
   assert _segment_rows(out) == _segment_rows(stream)
   assert [(b.phase, b.epoch, b.length, b.rows.shape) for b in out.batches] == [
-    (b.phase, b.epoch, b.length, b.rows.shape) for b in stream.batches]
+    (b.phase, b.epoch, b.length, b.rows.shape) for b in stream.batches
+  ]
   for before, after in zip(stream.batches, out.batches):
-    np.testing.assert_array_equal(after.rows < 0, before.rows < 0)   # padding rows stay where they were
+    np.testing.assert_array_equal(after.rows < 0, before.rows < 0)  # padding rows stay where they were
   assert out.eval_points == stream.eval_points
 
 
@@ -68,8 +87,11 @@ def test_spread_deals_members_to_distinct_buckets_redrawn_per_window():
   placement = _placement(out)
   # Within a window the members sit in batches of distinct buckets, except after a fallback
   # (no batch of the dealt bucket with the member's phase, epoch and length in the window).
-  shared = [key for key, members in placement.items()
-            if len(members) > 1 and len(set().union(*members.values())) < sum(map(len, members.values()))]
+  shared = [
+    key
+    for key, members in placement.items()
+    if len(members) > 1 and len(set().union(*members.values())) < sum(map(len, members.values()))
+  ]
   assert len(shared) <= counts["fallbacks"] and len(shared) < len(placement) / 4
   # The dealing follows the documented draw: rng [seed, window], one permutation per group present.
   off = 0

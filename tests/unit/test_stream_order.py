@@ -1,11 +1,12 @@
 """The global order: the visits of all phases interleaved in one shuffled stream."""
+
 from collections import Counter
 
 import numpy as np
 
 from ilp.data import batches as batching
 
-LENGTHS = np.asarray([10] * 150 + [20] * 50)   # two bucket lengths
+LENGTHS = np.asarray([10] * 150 + [20] * 50)  # two bucket lengths
 
 
 def _phases():
@@ -22,7 +23,7 @@ def test_global_stream_keeps_the_visits_of_build_stream():
     sequential = batching.build_stream(LENGTHS, phases, (16, 32), 8, seed=0)
     mixed = batching.build_global_stream(LENGTHS, phases, (16, 32), 8, seed=0)
     assert _visits(mixed) == _visits(sequential)
-    for b in mixed.batches:   # one visit per example and round
+    for b in mixed.batches:  # one visit per example and round
       real = b.rows[b.rows >= 0]
       assert len(set(real.tolist())) == len(real)
     for r in {b.epoch for b in mixed.batches}:
@@ -32,8 +33,9 @@ def test_global_stream_keeps_the_visits_of_build_stream():
 
 def test_global_rounds_spread_each_examples_visits_evenly():
   spec = batching.PhaseSpec
-  rounds = batching.global_rounds([spec("a", np.arange(0, 3), 5), spec("b", np.arange(3, 5), 2),
-                                   spec("c", np.arange(5, 6), 1)])
+  rounds = batching.global_rounds(
+    [spec("a", np.arange(0, 3), 5), spec("b", np.arange(3, 5), 2), spec("c", np.arange(5, 6), 1)]
+  )
   # R = 5: 5 visits in every round, 2 in rounds floor(1.25) + 1 = 2 and floor(3.75) + 1 = 4, 1 in round 3
   assert [r.tolist() for r in rounds] == [[0, 1, 2], [0, 1, 2, 3, 4], [0, 1, 2, 5], [0, 1, 2, 3, 4], [0, 1, 2]]
   # overlapping phases giving an example more visits than any phase's epochs: R grows to keep rounds distinct
@@ -44,7 +46,7 @@ def test_global_rounds_spread_each_examples_visits_evenly():
 def test_global_stream_interleaves_phases_from_the_first_round():
   mixed = batching.build_global_stream(LENGTHS, _phases(), (16, 32), 8, seed=0)
   first = {int(r) for b in mixed.batches if b.epoch == 1 for r in b.rows if r >= 0}
-  assert first & set(range(60)) and set(range(60, 200)) <= first   # the last phase is there from the start
+  assert first & set(range(60)) and set(range(60, 200)) <= first  # the last phase is there from the start
   assert {b.phase for b in mixed.batches} == {1} and {b.epoch for b in mixed.batches} == {1, 2, 3}
 
 
@@ -58,7 +60,10 @@ def test_global_stream_shapes_positions_and_eval_points():
   assert all((b.positions[b.rows < 0] == -1).all() for b in mixed.batches)
   points = mixed.eval_points
   assert points[0].name == "start" and [p.name for p in points if p.name.startswith("global")] == [
-    "global/epoch1", "global/epoch2", "global/epoch3"]
+    "global/epoch1",
+    "global/epoch2",
+    "global/epoch3",
+  ]
   assert [p.name for p in points if p.phase_end] == ["global/epoch3"] and points[-1].step == len(mixed.batches)
   ends = {p.step for p in points if p.name.startswith("global")}
   every_seven = [s for s in range(7, len(mixed.batches), 7) if s not in ends]

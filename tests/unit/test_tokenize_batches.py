@@ -1,4 +1,5 @@
 """Tokenisation (templates, loss mask, over-long policy) and the planned training stream."""
+
 import numpy as np
 import pytest
 
@@ -11,8 +12,13 @@ PLAIN = TemplateConfig(use_chat_template=False, turn="{content} ", generation_pr
 
 
 def _record(prompt, response, i=0):
-  return SFTRecord(id=str(i), messages=({"role": "user", "content": prompt}, {"role": "assistant", "content": response}),
-                   dataset="d", phase=1, meta={})
+  return SFTRecord(
+    id=str(i),
+    messages=({"role": "user", "content": prompt}, {"role": "assistant", "content": response}),
+    dataset="d",
+    phase=1,
+    meta={},
+  )
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +37,10 @@ def test_plain_template_and_response_mask(tokenizer):
 
 
 def test_chat_template_is_used_when_present(tokenizer):
-  tokenizer.chat_template = ("{% for m in messages %}{% if m['role'] == 'user' %}w3 {% endif %}{{ m['content'] }} "
-                             "{% endfor %}{% if add_generation_prompt %}w4 {% endif %}")
+  tokenizer.chat_template = (
+    "{% for m in messages %}{% if m['role'] == 'user' %}w3 {% endif %}{{ m['content'] }} "
+    "{% endfor %}{% if add_generation_prompt %}w4 {% endif %}"
+  )
   try:
     (ex,), _ = tokenize_sft([_record("w10", "w20 w21")], tokenizer, 32, TemplateConfig(use_chat_template=True))
   finally:
@@ -43,8 +51,7 @@ def test_chat_template_is_used_when_present(tokenizer):
 
 
 def test_overlong_policies(tokenizer):
-  records = [_record("w10 w11 w12 w13 w14 w15", "w20 w21", 0), _record("w10", "w20 " * 9, 1),
-             _record("w10", "w20", 2)]
+  records = [_record("w10 w11 w12 w13 w14 w15", "w20 w21", 0), _record("w10", "w20 " * 9, 1), _record("w10", "w20", 2)]
   examples, report = tokenize_sft(records, tokenizer, 8, PLAIN, overlong="truncate_prompt")
   assert report == {"examples": 2, "truncated": 1, "dropped": 1}
   assert examples[0].tokens.tolist() == [12, 13, 14, 15, 4, 20, 21, 2] and examples[0].prompt_length == 5

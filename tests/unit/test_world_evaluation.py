@@ -2,6 +2,7 @@
 targets, the diagnosis' confusion matrix and scores, the sensitivity's moved thresholds, and the
 interventions' cuts, each against a direct computation (the scripts run them on whole runs in
 test_world.py and test_arms.py)."""
+
 import json
 
 import numpy as np
@@ -15,15 +16,26 @@ from ilp.interventions import compare
 from ilp.interventions.config import ArmConfig
 from ilp.layout import Layout
 from ilp.world import diagnosis_validation, evaluation, interventions_evaluation, sensitivity
-from ilp.world.files import GROUND_TRUTH
 from ilp.world.config import CAUSES as PLANTED
+from ilp.world.files import GROUND_TRUTH
 
 # Per example: planted group, unlearned, attributed cause, final exact match.
-EXAMPLES = [("control", False, LEARNED, True), ("control", False, LEARNED, True), ("control", True, "IV", False),
-            ("control", False, LEARNED, True), ("missing", True, "I", False), ("missing", True, "II", False),
-            ("missing", False, LEARNED, True), ("conflict", True, "II", False), ("conflict", True, UNATTRIBUTED, True),
-            ("inconsistent", True, "III", False), ("duplicate", False, LEARNED, True),
-            ("forgetting", True, "IV", False), ("forgetting", True, "I", False), ("interference", True, "I", False)]
+EXAMPLES = [
+  ("control", False, LEARNED, True),
+  ("control", False, LEARNED, True),
+  ("control", True, "IV", False),
+  ("control", False, LEARNED, True),
+  ("missing", True, "I", False),
+  ("missing", True, "II", False),
+  ("missing", False, LEARNED, True),
+  ("conflict", True, "II", False),
+  ("conflict", True, UNATTRIBUTED, True),
+  ("inconsistent", True, "III", False),
+  ("duplicate", False, LEARNED, True),
+  ("forgetting", True, "IV", False),
+  ("forgetting", True, "I", False),
+  ("interference", True, "I", False),
+]
 
 
 def _world_run(tmp_path, free_form: bool = False) -> tuple[Layout, pd.DataFrame]:
@@ -35,23 +47,32 @@ def _world_run(tmp_path, free_form: bool = False) -> tuple[Layout, pd.DataFrame]
       f.write(json.dumps({"id": f"x{i}", "group": group, "cause": PLANTED[group]}) + "\n")
   with open(f"{layout.world}/world.json", "w") as f:
     json.dump({"config": {"free_form": free_form}}, f)
-  table = pd.DataFrame({col.ID: [f"x{i}" for i in range(len(EXAMPLES))], col.UNLEARNED: [e[1] for e in EXAMPLES],
-                        col.CAUSE: [e[2] for e in EXAMPLES], col.FINAL_EXACT_MATCH: [e[3] for e in EXAMPLES]})
+  table = pd.DataFrame(
+    {
+      col.ID: [f"x{i}" for i in range(len(EXAMPLES))],
+      col.UNLEARNED: [e[1] for e in EXAMPLES],
+      col.CAUSE: [e[2] for e in EXAMPLES],
+      col.FINAL_EXACT_MATCH: [e[3] for e in EXAMPLES],
+    }
+  )
   return layout, table
 
 
 def test_group_rates_and_targets_against_a_direct_computation():
   rng = np.random.default_rng(0)
   groups = [g for g, *_ in EXAMPLES] * 5
-  table = pd.DataFrame({"group": groups, "gen_unlearned": rng.random(len(groups)) < 0.4,
-                        "mc_unlearned": rng.random(len(groups)) < 0.3})
+  table = pd.DataFrame(
+    {"group": groups, "gen_unlearned": rng.random(len(groups)) < 0.4, "mc_unlearned": rng.random(len(groups)) < 0.3}
+  )
   protocols = evaluation.group_rates(table)
   assert set(protocols) == {"multiple_choice", "generative"}
   for protocol, prefix in (("multiple_choice", "mc_"), ("generative", "gen_")):
     result = protocols[protocol]
     for group, rows in table.groupby("group"):
-      assert result["groups"][group] == {"examples": len(rows), "unlearned_rate": pytest.approx(
-          rows[f"{prefix}unlearned"].mean())}
+      assert result["groups"][group] == {
+        "examples": len(rows),
+        "unlearned_rate": pytest.approx(rows[f"{prefix}unlearned"].mean()),
+      }
     control = table.loc[table["group"] == "control", f"{prefix}unlearned"].mean()
     assert result["targets"]["control_at_most_5pct"] == (control <= 0.05)
     for cause in ("I", "II", "III", "IV", "V"):
@@ -90,7 +111,7 @@ def test_diagnosis_validation_against_a_direct_computation(tmp_path):
     scored.append(f1)
   # cause IV: one control example and one forgetting example attributed, the forgetting one right
   assert result["per_cause"]["IV"]["precision"] == 1.0 and result["per_cause"]["IV"]["precision_with_control"] == 0.5
-  assert result["per_cause"]["V"]["f1"] is None   # nothing planted as V is unlearned, nothing attributed to it
+  assert result["per_cause"]["V"]["f1"] is None  # nothing planted as V is unlearned, nothing attributed to it
   assert result["macro_f1"] == pytest.approx(np.mean(scored))
   assert result["unattributed_share"] == pytest.approx(1 / len(unlearned))
   assert result["detection"]["control_false_positive_rate"] == pytest.approx(1 / 4)
@@ -99,8 +120,12 @@ def test_diagnosis_validation_against_a_direct_computation(tmp_path):
   assert result["detection"]["unlearned_rate_by_planted_cause"]["I"] == pytest.approx(3 / 4)
   # cause I: two of its three unlearned examples found, and two of the three attributed to it right
   assert (result["per_cause"]["I"]["recall"], result["per_cause"]["I"]["precision"]) == pytest.approx((2 / 3, 2 / 3))
-  assert result["targets"] == {"macro_f1": result["macro_f1"] >= 0.85, "every_recall": False,
-                               "every_precision": False, "control_fp": False}
+  assert result["targets"] == {
+    "macro_f1": result["macro_f1"] >= 0.85,
+    "every_recall": False,
+    "every_precision": False,
+    "control_fp": False,
+  }
   free = diagnosis_validation.validate(_world_run(tmp_path / "free", free_form=True)[0], table)
   assert free["free_form"] and free["targets"]["macro_f1"] == (free["macro_f1"] >= 0.75)
   text = diagnosis_validation.report("run", result)
@@ -108,9 +133,15 @@ def test_diagnosis_validation_against_a_direct_computation(tmp_path):
 
 
 def test_the_diagnosis_sees_the_label_and_evidence_it_is_given():
-  detection = pd.DataFrame({"gen_unlearned": [True, False, False], "gen_unlearned_sampled": [False, True, False],
-                            "gen_expected_pass": [0.1, 0.5, 0.15], col.PREREQUISITES: [0, 3, 0],
-                            col.PREREQUISITES_KNOWN: [np.nan, 1.0, np.nan]})
+  detection = pd.DataFrame(
+    {
+      "gen_unlearned": [True, False, False],
+      "gen_unlearned_sampled": [False, True, False],
+      "gen_expected_pass": [0.1, 0.5, 0.15],
+      col.PREREQUISITES: [0, 3, 0],
+      col.PREREQUISITES_KNOWN: [np.nan, 1.0, np.nan],
+    }
+  )
   same = diagnosis_validation.with_evidence(detection, "generative", "as_run", "as_run", 0.2)
   pd.testing.assert_frame_equal(same, detection)
   sampled = diagnosis_validation.with_evidence(detection, "generative", "sampled", "no_corpus", 0.2)
@@ -118,7 +149,7 @@ def test_the_diagnosis_sees_the_label_and_evidence_it_is_given():
   expected = diagnosis_validation.with_evidence(detection, "generative", "expected", "plain", 0.2)
   assert expected["gen_unlearned"].tolist() == [True, False, True]
   assert col.PREREQUISITES not in expected and col.PREREQUISITES_KNOWN not in expected
-  assert detection["gen_unlearned"].tolist() == [True, False, False]   # the input is left as it was
+  assert detection["gen_unlearned"].tolist() == [True, False, False]  # the input is left as it was
   assert diagnosis_validation.corpus_documents(diagnose.DiagnoseConfig(), None, "plain") is None
 
 
@@ -134,14 +165,21 @@ def test_a_moved_threshold_is_scaled_and_a_share_capped_at_one():
 
 
 def test_an_arms_cuts_against_a_direct_computation():
-  base = pd.DataFrame({col.ID: [f"x{i}" for i in range(len(EXAMPLES))], col.UNLEARNED: [e[1] for e in EXAMPLES],
-                       col.CAUSE: [e[2] for e in EXAMPLES], "group": [e[0] for e in EXAMPLES]})
+  base = pd.DataFrame(
+    {
+      col.ID: [f"x{i}" for i in range(len(EXAMPLES))],
+      col.UNLEARNED: [e[1] for e in EXAMPLES],
+      col.CAUSE: [e[2] for e in EXAMPLES],
+      "group": [e[0] for e in EXAMPLES],
+    }
+  )
   arm_unlearned = base[col.UNLEARNED].to_numpy().copy()
-  arm_unlearned[[4, 12, 13]] = False     # the arm teaches three of the four examples attributed to I
-  arm_unlearned[0] = True                # and breaks a control example
-  arm = pd.DataFrame({col.ID: base[col.ID], col.UNLEARNED: arm_unlearned}).iloc[:-1]   # one example it lacks
+  arm_unlearned[[4, 12, 13]] = False  # the arm teaches three of the four examples attributed to I
+  arm_unlearned[0] = True  # and breaks a control example
+  arm = pd.DataFrame({col.ID: base[col.ID], col.UNLEARNED: arm_unlearned}).iloc[:-1]  # one example it lacks
   entry = interventions_evaluation.arm_entry(
-      base, ArmConfig("knowledge", "knowledge", {"causes": ("I",)}), arm, samples=200)
+    base, ArmConfig("knowledge", "knowledge", {"causes": ("I",)}), arm, samples=200
+  )
   joined = base.iloc[:-1].assign(after=arm_unlearned[:-1])
   target = joined[joined[col.CAUSE] == "I"]
   assert entry["examples_compared"] == len(base) - 1 and entry["examples_missing"] == 1
@@ -150,14 +188,17 @@ def test_an_arms_cuts_against_a_direct_computation():
   assert entry["target"]["relative_reduction"] == pytest.approx(1.0)
   others = joined[joined[col.UNLEARNED] & (joined[col.CAUSE] != "I")]
   assert entry["others"]["relative_reduction"] == pytest.approx(
-      (others[col.UNLEARNED].mean() - others["after"].mean()) / others[col.UNLEARNED].mean())
+    (others[col.UNLEARNED].mean() - others["after"].mean()) / others[col.UNLEARNED].mean()
+  )
   control = joined[joined["group"] == "control"]
   assert entry["control"]["change"] == pytest.approx(control["after"].mean() - control[col.UNLEARNED].mean())
-  assert entry["expectations"] == {"target_cut_40pct": True, "twice_the_others": True,
-                                   "control_within_2_points": False}
+  assert entry["expectations"] == {"target_cut_40pct": True, "twice_the_others": True, "control_within_2_points": False}
   for group, rows in joined.groupby("group"):
-    assert entry["planted_groups"][group] == {"baseline": rows[col.UNLEARNED].mean(), "arm": rows["after"].mean(),
-                                              "examples": len(rows)}
+    assert entry["planted_groups"][group] == {
+      "baseline": rows[col.UNLEARNED].mean(),
+      "arm": rows["after"].mean(),
+      "examples": len(rows),
+    }
   lo, hi = compare.paired_bootstrap(target[col.UNLEARNED].to_numpy(float), target["after"].to_numpy(float), 200, 0)
   assert entry["target"]["change_interval"] == [lo, hi]
   assert interventions_evaluation.change(np.array([]), np.array([]), 10) == {"examples": 0}
