@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ilp import fileio
-from ilp.data import loaders
+from ilp.data import dev, loaders
 from ilp.data.config import DataConfig
 from ilp.data.records import DataError, SFTRecord
 from ilp.data.tokenize import TokenizedExample, tokenize_sft
@@ -74,6 +74,19 @@ def build(
   records = loaders.load_sft(data.sft if sources is None else sources)
   tokenized, report = tokenize_sft(records, tokenizer, data.max_length, data.template, data.overlong)
   return table(records, tokenized), report
+
+
+def build_with_dev(data: DataConfig, tokenizer: Any) -> tuple[pd.DataFrame, dict[str, int], pd.DataFrame | None]:
+  """The training examples, their tokenisation counts, and the dev set the controls watch:
+  `data.dev`'s records when given, else the `data.dev_fraction` held out by `dev.held_out`'s hash
+  rule (None when neither asks for one)."""
+  frame, report = build(data, tokenizer)
+  if data.dev:
+    return frame, report, build(data, tokenizer, data.dev)[0]
+  if data.dev_fraction <= 0:
+    return frame, report, None
+  held = dev.held_out(frame["id"].tolist(), data.dev_fraction)
+  return frame[~held].reset_index(drop=True), report, frame[held].reset_index(drop=True)
 
 
 def write(frame: pd.DataFrame, path: str) -> None:

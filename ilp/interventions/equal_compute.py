@@ -41,6 +41,8 @@ from typing import Any, Sequence
 import pandas as pd
 
 from ilp.data import batches
+from ilp.detection import columns as col
+from ilp.interventions import compare
 from ilp.interventions.config import CONTROL_PREFIX, ArmConfig
 from ilp.layout import Layout
 from ilp.model.config import CONFIG_FILE, read_model_config
@@ -169,3 +171,44 @@ def plan(config: Any, layout: Layout, arm: ArmConfig) -> Plan | None:
     else None
   )
   return Plan(budget, baseline, epochs, r.tokens(baseline, epochs) if control else baseline, r, control)
+
+
+def against_control(
+  layout: Layout,
+  plan: Plan,
+  control: dict[str, Any] | None,
+  base: pd.DataFrame,
+  name: str,
+  table: pd.DataFrame,
+  targets: tuple[str, ...],
+  bootstrap_samples: int,
+  seed: int,
+) -> tuple[pd.DataFrame | None, dict[str, Any]]:
+  """Arm `name` (`table`, its target causes `targets`) against its equal-compute control: the same
+  paired statistics as against the baseline (`compare.comparison` with the control's table in the
+  baseline's place), over the baseline-attributed causes; "unlearned"/"learned" and the DiD's
+  other examples are then the control's. `control` is that run's compute (None until it ran); no
+  "comparison" until the control finished. Returns the control's comparison rows (None when the
+  control is the baseline itself, whose rows the comparison has already) and the summary entry."""
+  tokens = control["tokens"]["real"] if control else None
+  entry = {
+    "control": plan.name,
+    "raised_phases": list(plan.raised.phases),
+    "epochs": plan.epochs,
+    "baseline_epochs": plan.raised.epochs,
+    "epoch_tokens": plan.raised.epoch_tokens,
+    "arm_tokens": plan.budget,
+    "predicted_tokens": plan.predicted,
+    "control_tokens": tokens,
+    "tokens_ratio": tokens / plan.budget if tokens and plan.budget else None,
+  }
+  if plan.arm is None:
+    reference = base
+  elif os.path.exists(layout.arm(plan.name).attribution):
+    reference = pd.read_parquet(layout.arm(plan.name).attribution, columns=list(compare.COLUMNS))
+    reference = reference.merge(base[[col.ID, col.CAUSE]], on=col.ID)
+  else:
+    return None, {**entry, "finished": False}
+  frame, summary = compare.comparison(reference, {name: table}, {name: targets}, bootstrap_samples, seed)
+  rows = None if plan.arm is None else frame.assign(reference=plan.name)  # the baseline's rows are there already
+  return rows, {**entry, "finished": True, "comparison": summary[name]}

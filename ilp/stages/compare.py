@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Any
 
 import pandas as pd
 
@@ -28,46 +27,6 @@ def _capability(layout: Layout) -> dict:
     return {}
   with open(layout.capability) as f:
     return json.load(f)
-
-
-def _against_control(
-  config: Config,
-  layout: Layout,
-  plan: equal_compute.Plan,
-  control: dict[str, Any] | None,
-  base: pd.DataFrame,
-  name: str,
-  table: pd.DataFrame,
-  targets: tuple[str, ...],
-) -> tuple[pd.DataFrame | None, dict[str, Any]]:
-  """Arm `name` against its equal-compute control (`control`: that run's compute): the same paired
-  statistics as against the baseline (`compare.comparison` with the control's table in the
-  baseline's place), over the baseline-attributed causes; "unlearned"/"learned" and the DiD's
-  other examples are then the control's. No "comparison" until the control ran."""
-  tokens = control["tokens"]["real"] if control else None
-  entry = {
-    "control": plan.name,
-    "raised_phases": list(plan.raised.phases),
-    "epochs": plan.epochs,
-    "baseline_epochs": plan.raised.epochs,
-    "epoch_tokens": plan.raised.epoch_tokens,
-    "arm_tokens": plan.budget,
-    "predicted_tokens": plan.predicted,
-    "control_tokens": tokens,
-    "tokens_ratio": tokens / plan.budget if tokens and plan.budget else None,
-  }
-  if plan.arm is None:
-    reference = base
-  elif os.path.exists(layout.arm(plan.name).attribution):
-    reference = pd.read_parquet(layout.arm(plan.name).attribution, columns=list(compare.COLUMNS))
-    reference = reference.merge(base[[col.ID, col.CAUSE]], on=col.ID)
-  else:
-    return None, {**entry, "finished": False}
-  frame, summary = compare.comparison(
-    reference, {name: table}, {name: targets}, config.interventions.bootstrap_samples, config.seed
-  )
-  rows = None if plan.arm is None else frame.assign(reference=plan.name)  # the baseline's rows are there already
-  return rows, {**entry, "finished": True, "comparison": summary[name]}
 
 
 def run(config: Config, layout: Layout) -> None:
@@ -94,8 +53,16 @@ def run(config: Config, layout: Layout) -> None:
     )
     if a.name in plans:
       plan = plans[a.name]
-      against, summary[a.name]["equal_compute"] = _against_control(
-        config, layout, plan, compute[plan.name], base, a.name, tables[a.name], targets[a.name]
+      against, summary[a.name]["equal_compute"] = equal_compute.against_control(
+        layout,
+        plan,
+        compute[plan.name],
+        base,
+        a.name,
+        tables[a.name],
+        targets[a.name],
+        config.interventions.bootstrap_samples,
+        config.seed,
       )
       frames += [] if against is None else [against]
   at_equal = {

@@ -14,7 +14,7 @@ import jax
 
 from ilp.config import Config
 from ilp.data import batches as batching
-from ilp.data import dev, examples, plan
+from ilp.data import examples, plan
 from ilp.layout import Layout
 from ilp.model import checkpoint
 from ilp.train import controls as controls_lib
@@ -32,26 +32,15 @@ def run(config: Config, layout: Layout) -> None:
   section = config.sft
   init = layout.model(section.init_from)
   tokenizer = checkpoint.load_tokenizer(init, config.data.tokenizer)
-  frame, report = examples.build(config.data, tokenizer)
-  dev_frame = examples.build(config.data, tokenizer, config.data.dev)[0] if config.data.dev else None
-  if dev_frame is None and config.data.dev_fraction > 0:
-    held = dev.held_out(frame["id"].tolist(), config.data.dev_fraction)
-    frame, dev_frame = frame[~held].reset_index(drop=True), frame[held].reset_index(drop=True)
+  frame, report, dev_frame = examples.build_with_dev(config.data, tokenizer)
   if jax.process_index() == 0:
     examples.write(frame, layout.examples)
   buckets = tuple(sorted(config.data.buckets))
   replayed = examples.build(config.data, tokenizer, config.data.replay)[0] if section.replay.every_steps else None
   replay = None if replayed is None else (len(replayed), batching.bucket_length(int(replayed["length"].max()), buckets))
   stream, plan_info = plan.sft_stream(frame, section, buckets, config.seed, replay=replay)
-  log.info(
-    "sft: %d examples (%d truncated, %d dropped, %d dev), %d phases, %d steps",
-    len(frame),
-    report["truncated"],
-    report["dropped"],
-    0 if dev_frame is None else len(dev_frame),
-    len({b.phase for b in stream.batches}),
-    len(stream.batches),
-  )
+  dev_examples = 0 if dev_frame is None else len(dev_frame)
+  log.info("sft: %d examples (%s, %d dev), %d steps", len(frame), report, dev_examples, len(stream.batches))
   pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
   arrays = lambda table: lambda rows, length, t=examples.tokenized(table): batching.assemble(t, rows, length, pad)
   lengths, datasets = frame["length"].to_numpy(), frame["dataset"].to_numpy(object)

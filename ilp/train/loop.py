@@ -244,9 +244,27 @@ def train(
   ckpt.close()
   writer.close()
   checkpoint.save_params(paths.final, model.cfg, model.state.params, tokenizer=tokenizer)
+  summary = _summary(model, plan, data, saver.tokens, start, step_metrics, notes)
+  if is_writer:
+    fileio.write_json_atomic(paths.summary, summary)
+  log.info("training done: %d steps, step variants compiled for bucket lengths %s", plan.total, summary["buckets"])
+  return summary
+
+
+def _summary(
+  model: _Stepper,
+  plan: hooks.Plan,
+  data: TrainData,
+  tokens: hooks.Tokens,
+  start: int,
+  step_metrics: dict[str, Any] | None,
+  notes: dict[str, Any] | None,
+) -> dict[str, Any]:
+  """`summary.json`: what the run trained (steps, stopping, controls' decisions, compiled step
+  variants, token counts, the last loss) and, when a phase was judged, the convergence verdict."""
   if data.monitor is not None:
     notes = {**(notes or {}), "convergence": convergence_lib.report(data.monitor, data.phase_names, data.convergence)}
-  summary = {
+  return {
     "steps": int(jax.device_get(model.state.step)),
     "planned_steps": plan.total,
     "stopped_at": plan.stopped,
@@ -255,16 +273,7 @@ def train(
     "phases": len(plan.schedule[0]),
     "step_variants_compiled": len(model.lengths),
     "buckets": sorted(model.lengths),
-    "tokens": saver.tokens.counts,
+    "tokens": tokens.counts,
     "final_loss": None if step_metrics is None else float(step_metrics["loss"]),
     **(notes or {}),
   }
-  if is_writer:
-    fileio.write_json_atomic(paths.summary, summary)
-  log.info(
-    "training done: %d steps, %d step variants compiled (bucket lengths %s)",
-    plan.total,
-    len(model.lengths),
-    sorted(model.lengths),
-  )
-  return summary
