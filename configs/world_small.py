@@ -1,6 +1,6 @@
 """A reduced ILP world (configs/world.py shrunk): every stage of the study in a minute or two on
 the 2-core CPU. `scripts/multiprocess_check.py` runs it in one and in two processes and compares;
-`tests/test_world.py` runs a world of these sizes end to end.
+`tests/e2e/test_world.py` runs a world of these sizes end to end.
 
   python launch.py --config=configs/world_small.py --workdir=runs/small
 """
