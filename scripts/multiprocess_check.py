@@ -59,8 +59,10 @@ JAX_DIED = "Terminating process because the JAX distributed service detected fat
 
 
 def _env(devices: int) -> dict[str, str]:
+  """The processes' environment, without a persistent compilation cache (JAX_COMPILATION_CACHE_DIR):
+  two processes of one job reading one deadlocked in their first collective."""
   return {
-    **os.environ,
+    **{k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"},
     "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
     "JAX_PLATFORMS": "cpu",
     "JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo",

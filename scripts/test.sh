@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs the test environment (once), checks lint and formatting (ruff, pyproject.toml), and
-# runs the test suite (CI): every test on one CPU device,
-# then, in a second process, the `mesh` tests (sharded runs checked against the single-device run)
-# on 8 fake devices (tests/conftest.py). The XLA compilation cache in .cache/jax-tests makes a
+# runs the test suite (CI): every test on one CPU device, spread over the cores by pytest-xdist,
+# then, in a second pytest run, the `mesh` tests (sharded runs checked against the single-device
+# run) on 8 fake devices (tests/conftest.py). The XLA compilation cache in .cache/jax-tests makes a
 # second run faster. `bash scripts/test.sh fast` runs the unit tier (tests/unit) only. Other
 # arguments go to pytest: `-x`, `-k name`, `-m slow` (the tests left out by default) ...
 set -euo pipefail
@@ -26,5 +26,9 @@ run() {  # pytest's status 5 (no test selected in this process, e.g. by -k) is n
   "$@" || status=$?
   [ "$status" -eq 0 ] || [ "$status" -eq 5 ] || exit "$status"
 }
-run env ILP_TEST_DEVICES=1 "$ILP_PYTHON" -m pytest -q "${paths[@]}" -m "($select) and not mesh" "${args[@]}"
+# pytest-xdist: ILP_TEST_WORKERS processes (default: one per core), each test file on one worker so
+# its module fixtures are built once. The mesh tests run in one process: their multi-process runs
+# start processes of their own, which a second worker's load stalled past their timeouts.
+workers=(-n "${ILP_TEST_WORKERS:-auto}" --dist loadfile)
+run env ILP_TEST_DEVICES=1 "$ILP_PYTHON" -m pytest -q "${workers[@]}" "${paths[@]}" -m "($select) and not mesh" "${args[@]}"
 run env ILP_TEST_DEVICES=8 "$ILP_PYTHON" -m pytest -q "${paths[@]}" -m "($select) and mesh" "${args[@]}"
