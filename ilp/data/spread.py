@@ -32,6 +32,46 @@ def _group_index(groups: Sequence[np.ndarray], buckets: int, every: int, size: i
   return group_of
 
 
+@dataclasses.dataclass
+class _Swaps:
+  """The stream's rows being rearranged: `owner` holds each row's group (NON_MEMBER, PADDING),
+  `segment` each batch's (phase, epoch, length) code; swaps stay within a segment."""
+
+  rows: np.ndarray
+  owner: np.ndarray
+  segment: np.ndarray
+  buckets: int
+  counts: dict[str, int]
+
+  def usable(self, i: int, k: int, among: np.ndarray) -> np.ndarray:
+    """The batches of `among` that can take the visit in batch i of a member of group k: same
+    segment, a row of no group to swap with, no member of group k."""
+    same = among[(self.segment[among] == self.segment[i]) & (among != i)]
+    return same[(self.owner[same] == NON_MEMBER).any(1) & ~(self.owner[same] == k).any(1)]
+
+  def place(self, i: int, member: int, k: int, bucket: int, window: np.ndarray, rng: np.random.Generator) -> None:
+    """Moves the visit of `member` (group k) in batch i into a batch of `bucket` of its segment."""
+    rows, owner = self.rows, self.owner
+    candidates = self.usable(i, k, window)
+    targets = candidates[(candidates - window[0]) % self.buckets == bucket]
+    if not len(targets):
+      self.counts["fallbacks"] += 1
+      if (owner[i] == k).sum() == 1:
+        return
+      targets = candidates if len(candidates) else self.usable(i, k, np.arange(len(rows)))
+      if not len(targets):
+        raise ValueError(
+          f"spread: group {k} cannot be kept apart at step {i + 1}: no batch of the same phase, "
+          f"epoch and length can take member {member}"
+        )
+    j = int(targets[rng.integers(len(targets))])
+    slot_j = int(rng.choice(np.flatnonzero(owner[j] == NON_MEMBER)))
+    slot_i = int(np.flatnonzero(rows[i] == member)[0])
+    rows[[i, j], [slot_i, slot_j]] = rows[[j, i], [slot_j, slot_i]]
+    owner[[i, j], [slot_i, slot_j]] = owner[[j, i], [slot_j, slot_i]]
+    self.counts["swaps"] += 1
+
+
 def spread(
   stream: Stream, groups: Sequence[np.ndarray], buckets: int, every: int, seed: int
 ) -> tuple[Stream, dict[str, Any]]:
@@ -66,38 +106,16 @@ def spread(
   if not stream.batches:
     return stream, counts
   rows = np.stack([b.rows for b in stream.batches])
-  owner = np.where(rows >= 0, group_of[np.maximum(rows, 0)], PADDING)
   keys = [(b.phase, b.epoch, b.length) for b in stream.batches]
   codes = {key: c for c, key in enumerate(dict.fromkeys(keys))}
-  segment = np.asarray([codes[key] for key in keys])
-
-  def usable(i: int, k: int, among: np.ndarray) -> np.ndarray:
-    """The batches of `among` that can take the visit in batch i of a member of group k: same
-    segment, a row of no group to swap with, no member of group k."""
-    same = among[(segment[among] == segment[i]) & (among != i)]
-    return same[(owner[same] == NON_MEMBER).any(1) & ~(owner[same] == k).any(1)]
-
-  def place(i: int, member: int, k: int, bucket: int, window: np.ndarray, rng: np.random.Generator) -> None:
-    """Moves the visit of `member` (group k) in batch i into a batch of `bucket` of its segment."""
-    candidates = usable(i, k, window)
-    targets = candidates[(candidates - window[0]) % buckets == bucket]
-    if not len(targets):
-      counts["fallbacks"] += 1
-      if (owner[i] == k).sum() == 1:
-        return
-      targets = candidates if len(candidates) else usable(i, k, np.arange(len(rows)))
-      if not len(targets):
-        raise ValueError(
-          f"spread: group {k} cannot be kept apart at step {i + 1}: no batch of the same phase, "
-          f"epoch and length can take member {member}"
-        )
-    j = int(targets[rng.integers(len(targets))])
-    slot_j = int(rng.choice(np.flatnonzero(owner[j] == NON_MEMBER)))
-    slot_i = int(np.flatnonzero(rows[i] == member)[0])
-    rows[[i, j], [slot_i, slot_j]] = rows[[j, i], [slot_j, slot_i]]
-    owner[[i, j], [slot_i, slot_j]] = owner[[j, i], [slot_j, slot_i]]
-    counts["swaps"] += 1
-
+  swaps = _Swaps(
+    rows,
+    np.where(rows >= 0, group_of[np.maximum(rows, 0)], PADDING),
+    np.asarray([codes[key] for key in keys]),
+    buckets,
+    counts,
+  )
+  owner = swaps.owner
   for w, start in enumerate(range(0, len(rows), every)):
     window = np.arange(start, min(start + every, len(rows)))
     counts["windows"] += 1
@@ -111,7 +129,7 @@ def spread(
       for member, bucket in bucket_of.items():
         for i in visits[k][member]:
           if (i - start) % buckets != bucket:
-            place(i, member, k, bucket, window, rng)
+            swaps.place(i, member, k, bucket, window, rng)
   assert all(len(np.unique(h[h >= 0])) == (h >= 0).sum() for h in owner), "two members of a group share a batch"
   batches = [
     dataclasses.replace(b, rows=r, positions=p) for b, r, p in zip(stream.batches, rows, visit_positions(list(rows)))

@@ -142,11 +142,27 @@ def _equal_compute(result: dict[str, Any]) -> list[str]:
 def markdown(result: dict[str, Any], capability: dict[str, Any]) -> str:
   """Tables of `compare/summary.json` (`result`): per arm against the baseline, the response
   matrix, each run's compute, each mitigation at equal compute, and the runs' capability checks."""
-  summary, label, matrix = result["arms"], result["label"], result["response_matrix"]
+  summary = result["arms"]
+  lines = _arms(result) + _by_cause(summary)
+  lines += [
+    "",
+    "## Response matrix: relative reduction of the unlearned rate by baseline-attributed cause",
+    "",
+    "Rows: the cause the baseline attributed; columns: the arms (its own mitigation in bold). A diagnosis "
+    "confirmed by intervention has a dominant diagonal: each cause responds most to its own mitigation.",
+    "",
+  ]
+  lines += _matrix(summary, result["response_matrix"]) + _compute(result) + _equal_compute(result)
+  lines += _rouge_by_position(summary) + _capability(capability)
+  return "\n".join(lines) + "\n"
+
+
+def _arms(result: dict[str, Any]) -> list[str]:
+  """Each arm against the baseline: its target, the changes with intervals, the DiD."""
   lines = [
     "# Interventions against the baseline",
     "",
-    f"Unlearned = the {label} label. Each arm is compared with the baseline on the examples both "
+    f"Unlearned = the {result['label']} label. Each arm is compared with the baseline on the examples both "
     "trained on; changes are in percentage points with 95% paired bootstrap intervals. "
     '"Target" = the examples the baseline attributed to the arm\'s cause(s), followed into the arm; '
     "DiD = change on the target minus change on the other baseline-unlearned examples.",
@@ -158,7 +174,7 @@ def markdown(result: dict[str, Any], capability: dict[str, Any]) -> str:
   skipped = result.get("skipped", {})
   if skipped:
     lines[2:2] = [f"Skipped: {', '.join(f'{name} ({why})' for name, why in skipped.items())}.", ""]
-  for name, s in summary.items():
+  for name, s in result["arms"].items():
     did, u, by = s["difference_in_differences"], s["unlearned"], s["by_cause"]
     targets = ",".join(s["targets"]) or "— (control)"
     target = [by[c] for c in s["targets"] if c in by]
@@ -174,29 +190,29 @@ def markdown(result: dict[str, Any], capability: dict[str, Any]) -> str:
       f"{_pct(learned.get('arm_rate'))} | {_pct(acc['baseline']['rate'])} → {_pct(acc['arm']['rate'])} | "
       f"{s['examples']} ({s['missing_from_arm']}) |"
     )
-  lines += [
+  return lines
+
+
+def _by_cause(summary: dict[str, Any]) -> list[str]:
+  causes = ("I", "II", "III", "IV", "V", "unlearned", "learned")
+  lines = [
     "",
     "## By baseline-attributed cause (unlearned rate, baseline → arm)",
     "",
-    "| arm | " + " | ".join(("I", "II", "III", "IV", "V", "unlearned", "learned")) + " |",
+    "| arm | " + " | ".join(causes) + " |",
     "|---|" + "---|" * 7,
   ]
   for name, s in summary.items():
     cells = [
       f"{_pct(s['by_cause'][c]['baseline_rate'])} → {_pct(s['by_cause'][c]['arm_rate'])}" if c in s["by_cause"] else "—"
-      for c in ("I", "II", "III", "IV", "V", "unlearned", "learned")
+      for c in causes
     ]
     lines.append(f"| {name} | " + " | ".join(cells) + " |")
-  lines += [
-    "",
-    "## Response matrix: relative reduction of the unlearned rate by baseline-attributed cause",
-    "",
-    "Rows: the cause the baseline attributed; columns: the arms (its own mitigation in bold). A diagnosis "
-    "confirmed by intervention has a dominant diagonal: each cause responds most to its own mitigation.",
-    "",
-  ]
-  lines += _matrix(summary, matrix) + _compute(result) + _equal_compute(result)
-  lines += [
+  return lines
+
+
+def _rouge_by_position(summary: dict[str, Any]) -> list[str]:
+  lines = [
     "",
     "## ROUGE-L by position in the training stream (first / middle / last 10%; the paper's Table 11)",
     "",
@@ -216,7 +232,11 @@ def markdown(result: dict[str, Any], capability: dict[str, Any]) -> str:
       )
       + " |"
     )
-  lines += [
+  return lines
+
+
+def _capability(capability: dict[str, Any]) -> list[str]:
+  lines = [
     "",
     "## Held-out capability",
     "",
@@ -230,4 +250,4 @@ def markdown(result: dict[str, Any], capability: dict[str, Any]) -> str:
       if t
       else f"| {name} | {_pct(q.get('accuracy'))} | — |"
     )
-  return "\n".join(lines) + "\n"
+  return lines
