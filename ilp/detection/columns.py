@@ -149,6 +149,10 @@ EVER_LEARNED = _column("ever_learned", "exact match at some evaluation after the
 STEPS_TO_POSITIVE_MARGIN = _column("steps_to_positive_margin", "first step with a positive mean margin (NaN: never)")
 MARGIN_CLOSING_RATE = _column("margin_closing_rate", "margin gained per evaluation of its own phase")
 RECENT_IMPROVEMENT = _column("recent_improvement", "relative loss decrease over the last slope_passes evaluations")
+VISIT_IMPROVEMENT = _column(
+  "visit_improvement",
+  "relative fall of its loss trend (least squares) over the last improvement_window share of its own-phase visits",
+)
 STEADY_IMPROVEMENT = _column("steady_improvement", "share of its own phase's evaluations that lowered the loss")
 LOSS_OSCILLATION = _column("loss_oscillation", "share of its own phase's loss variation that is back-and-forth")
 LAST_VISIT_POSITION = _column("last_visit_position", "its last training step's position in the stream, in (0, 1]")

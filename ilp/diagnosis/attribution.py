@@ -42,7 +42,7 @@ class RuleConfig:
   entity_lift: float = 3.0  # I: entity-swap lift below this (nats; 3: no answer token 20x likelier)
   forgetting_drop: float = 0.25  # IV: relative drop of the response probability from its own-phase peak
   oscillation: float = 0.3  # III evidence: share of loss variation that is back-and-forth
-  improvement: float = 0.05  # V: relative loss decrease over the last passes
+  improvement: float = 0.05  # V: relative fall of the loss trend over the last own-phase visits
   rare_template_share: float = 0.05  # V: prompt pattern shared by at most this share of the data
   long_response_ratio: float = 2.0  # V: response at least this many times its data set's median length
 
@@ -116,7 +116,7 @@ def conditions(signals: pd.DataFrame, cfg: RuleConfig) -> dict[str, dict[str, np
       "dropped_after_phase": earlier & (s(col.PEAK_DROP, 0) >= cfg.forgetting_drop),
     },
     "V": {
-      "still_improving": s(col.RECENT_IMPROVEMENT, 0) >= cfg.improvement,
+      "still_improving": s(col.VISIT_IMPROVEMENT, 0) >= cfg.improvement,
       "base_knows": s(col.P_EXIST, 0) > 0.5,
       "prerequisites_known": has_prereq & (s(col.PREREQUISITES_KNOWN, 0) >= cfg.prerequisites_known),
       "corpus_covers": has_corpus & (coverage >= cfg.corpus_coverage),
@@ -167,7 +167,7 @@ def scores(signals: pd.DataFrame, c: dict[str, dict[str, np.ndarray]]) -> dict[s
     )
     * c["III"]["disagreeing_duplicate"],
     "IV": np.clip(s(col.PEAK_DROP, 0), 0, 1) * c["IV"]["earlier_phase"],
-    "V": np.clip(s(col.RECENT_IMPROVEMENT, 0), 0, 1),
+    "V": np.clip(s(col.VISIT_IMPROVEMENT, 0), 0, 1),
   }
 
 

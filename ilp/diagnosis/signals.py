@@ -33,7 +33,10 @@ class SignalConfig:
   template_min_share: float = similarity.TEMPLATE_MIN_SHARE  # ... or in fewer than this share of the prompts
   corpus_top_k: int = 100  # documents BM25 retrieves per example for the corpus evidence
   same_answer_kind: bool = True  # near-duplicates must expect the same kind of answer
-  slope_passes: int = 3  # evaluation passes at the end over which improvement is measured
+  slope_passes: int = 3  # evaluation passes at the end over which `recent_improvement` is measured
+  # V's "still improving": the last share of an example's own-phase training visits (at least
+  # MIN_TREND_VISITS) over which its loss trend is fitted (`visit_improvement`)
+  improvement_window: float = 0.5
 
   def __post_init__(self):
     check(
@@ -46,6 +49,7 @@ class SignalConfig:
       check(0 <= getattr(self, name) <= 1, name, f"must lie in [0, 1], got {getattr(self, name)}")
     check(self.corpus_top_k >= 1, "corpus_top_k", f"must be >= 1, got {self.corpus_top_k}")
     check(self.slope_passes >= 1, "slope_passes", f"must be >= 1, got {self.slope_passes}")
+    check(0 < self.improvement_window <= 1, "improvement_window", f"must lie in (0, 1], got {self.improvement_window}")
 
   def filler_df(self, n: int) -> int:
     return similarity.filler_df(n, self.template_min_df, self.template_min_share)
@@ -69,7 +73,36 @@ def _row_pick(matrix: np.ndarray, columns: np.ndarray) -> np.ndarray:
   return matrix[np.arange(len(matrix)), columns]
 
 
-def dynamics_signals(dynamics: pd.DataFrame, ids: pd.Index, slope_passes: int) -> pd.DataFrame:
+MIN_TREND_VISITS = 3  # a trend needs at least this many visits
+
+
+def visit_improvement(visits: pd.DataFrame, ids: pd.Index, window: float) -> np.ndarray:
+  """Per example, how far its training loss is still falling at the end of its own phase: the
+  least-squares line through its loss at its last `window` share of own-phase visits (at least
+  MIN_TREND_VISITS), and that line's relative fall from the window's first visit to its last.
+
+  Read from every training visit (the dynamics log's BATCH rows, logged at each step), not from
+  evaluation passes: it needs no `sft.eval_every_steps`, and a line over many visits is not the
+  noise of a difference of the last few passes, where a converged phase's plateau puts it. NaN
+  for an example with fewer visits than MIN_TREND_VISITS."""
+  own = visits.groupby("id")["train_phase"].transform("max")
+  rows = visits.loc[visits["train_phase"] == own, ["id", "step", "loss"]].sort_values(["id", "step"], kind="stable")
+  count = rows.groupby("id")["step"].transform("size").to_numpy()
+  order = rows.groupby("id").cumcount().to_numpy()
+  width = np.maximum(np.ceil(count * window), MIN_TREND_VISITS)
+  rows = rows[(order >= count - width) & (count >= MIN_TREND_VISITS)]
+  x = rows.groupby("id").cumcount().to_numpy(np.float64)
+  y = rows["loss"].to_numpy(np.float64)
+  sums = pd.DataFrame({"id": rows["id"].to_numpy(), "n": 1.0, "x": x, "y": y, "xx": x * x, "xy": x * y})
+  sums = sums.groupby("id").sum().reindex(ids)
+  slope = (sums["xy"] - sums["x"] * sums["y"] / sums["n"]) / (sums["xx"] - sums["x"] ** 2 / sums["n"])
+  first = sums["y"] / sums["n"] - slope * sums["x"] / sums["n"]  # the line at the window's first visit (x = 0)
+  return (-slope * (sums["n"] - 1) / np.maximum(first, 1e-6)).to_numpy(np.float64)
+
+
+def dynamics_signals(
+  dynamics: pd.DataFrame, ids: pd.Index, slope_passes: int, improvement_window: float
+) -> pd.DataFrame:
   """Signals of the training dynamics: initial (base model) fit, own-phase end, final, forgetting,
   improvement at the end, oscillation, position in the stream, and the cartography summaries
   (`ilp.scoring.dynamics_log.cartography`)."""
@@ -127,6 +160,7 @@ def dynamics_signals(dynamics: pd.DataFrame, ids: pd.Index, slope_passes: int) -
   out[col.STEPS_TO_POSITIVE_MARGIN] = first_positive
   out[col.MARGIN_CLOSING_RATE] = (out[col.OWN_END_MARGIN] - out[col.INITIAL_MARGIN]) / np.maximum(trained.sum(1), 1)
   out[col.RECENT_IMPROVEMENT] = (earlier_loss - final_loss) / np.maximum(earlier_loss, 1e-6)
+  out[col.VISIT_IMPROVEMENT] = visit_improvement(visits, ids, improvement_window)
   out[col.STEADY_IMPROVEMENT] = np.where(pairs, diffs < 0, False).sum(1) / np.maximum(pairs.sum(1), 1)
   out[col.LOSS_OSCILLATION] = np.where(variation > 0, (variation - net) / np.maximum(variation, 1e-12), 0.0)
   last_visit = visits.groupby("id")["stream_position"].max().reindex(ids).to_numpy(np.float64)
@@ -277,4 +311,4 @@ def compute(
       embeddings,
     )
   )
-  return out.join(dynamics_signals(dynamics, ids, cfg.slope_passes))
+  return out.join(dynamics_signals(dynamics, ids, cfg.slope_passes, cfg.improvement_window))

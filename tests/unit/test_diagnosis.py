@@ -174,7 +174,8 @@ def _log(rows):
           margin_mean=m,
         )
       )
-    for k in range(2):
+    own = [n for (_, _, s, _), n in zip(passes, nll) if s == phase] if phase == 1 else nll[2:]
+    for k, n in enumerate(own):  # training visits whose loss follows its passes in its own phase
       visits.append(
         dict(
           kind="batch",
@@ -182,6 +183,7 @@ def _log(rows):
           step=10 * (phase - 1) * 2 + k,
           train_phase=phase,
           stream_position=(phase - 1) * 100 + k,
+          loss=n / 2,
         )
       )
   return pd.DataFrame(evals + visits)
@@ -195,7 +197,7 @@ def test_dynamics_signals_forgetting_improvement_oscillation():
       "c": (2, [2.0, 2.0, 2.0, 1.0, 2.0], [0, 0, 0, 1, 0], [-1, -1, -1, 1, -1]),
     }
   )
-  out = signals.dynamics_signals(log, pd.Index(["a", "b", "c"]), slope_passes=2)
+  out = signals.dynamics_signals(log, pd.Index(["a", "b", "c"]), slope_passes=2, improvement_window=0.5)
   a, b, c = (out.loc[k] for k in "abc")
   assert (a.own_phase, b.own_phase, a.final_phase) == (1, 2, 2)
   assert a.peak_drop == pytest.approx(1 - math.exp(-2.0) / math.exp(-0.1))
@@ -206,8 +208,29 @@ def test_dynamics_signals_forgetting_improvement_oscillation():
   assert b.recent_improvement == pytest.approx((2.0 - 0.5) / 2.0)
   assert b.steady_improvement == 1.0 and not b.ever_learned
   assert a.loss_oscillation == pytest.approx(0.0) and c.loss_oscillation == pytest.approx(1.0)
-  assert b.last_visit_position == pytest.approx(101 / 101) and a.last_visit_position == pytest.approx(1 / 101)
+  assert b.last_visit_position == pytest.approx(102 / 102) and a.last_visit_position == pytest.approx(2 / 102)
+  assert b.visit_improvement == pytest.approx((1.9166667 - 0.4166667) / 1.9166667)  # the line through 2, 1, 0.5
+  assert a.visit_improvement == pytest.approx((1.325 + 0.125) / 1.325)  # 1.5, .25, .05: the line ends below 0
   assert c.correctness == pytest.approx(0.25)
+
+
+def test_visit_improvement_is_the_least_squares_fall_over_the_last_own_phase_visits():
+  """Checked against numpy's polyfit on each example's window; an example's visits of other
+  phases are not its own, and too few visits give no trend."""
+  rng = np.random.default_rng(0)
+  rows, expected = [], {}
+  for k, (n, slope) in enumerate([(20, -0.05), (9, 0.02), (7, -0.3), (2, -1.0)]):
+    loss = 3.0 + slope * np.arange(n) + rng.normal(0, 0.05, n)
+    rows += [dict(id=f"e{k}", step=3 * v + k, train_phase=2, loss=loss[v]) for v in range(n)]
+    rows.append(dict(id=f"e{k}", step=1000, train_phase=1, loss=99.0))  # replaced by phase 2's visits: not its own
+    if n >= signals.MIN_TREND_VISITS:
+      window = loss[n - max(math.ceil(n * 0.4), signals.MIN_TREND_VISITS) :]
+      fitted = np.polyval(np.polyfit(np.arange(len(window)), window, 1), [0, len(window) - 1])
+      expected[f"e{k}"] = (fitted[0] - fitted[1]) / fitted[0]
+  visits = pd.DataFrame(rows).sample(frac=1.0, random_state=1)  # the log's order does not matter
+  got = signals.visit_improvement(visits, pd.Index(["e0", "e1", "e2", "e3", "absent"]), 0.4)
+  np.testing.assert_allclose(got[:3], [expected["e0"], expected["e1"], expected["e2"]], rtol=1e-9)
+  assert got[0] > 0.05 and got[1] < 0 and np.isnan(got[3]) and np.isnan(got[4])
 
 
 def test_text_signals_contradicting_duplicates_and_rarity():
@@ -254,7 +277,7 @@ def _signal_table(with_corpus=True):
     final_phase=2,
     learned_then_lost=False,
     peak_drop=0.0,
-    recent_improvement=0.0,
+    visit_improvement=0.0,
     template_share=0.5,
     response_words=1,
     error_consistency=1.0,
@@ -288,7 +311,7 @@ def _signal_table(with_corpus=True):
       "prerequisites_known": 1.0,
       "template_share": 0.01,
       "response_words": 3,
-      "recent_improvement": 0.5,
+      "visit_improvement": 0.5,
     },
     "unexplained": {},
     "fine": {"unlearned": False},
@@ -339,7 +362,7 @@ def test_without_corpus_or_metadata_the_entity_lift_tells_missing_knowledge_from
   table = (
     _signal_table(with_corpus=False)
     .loc[["missing", "rare"]]
-    .assign(prerequisites=0, prerequisites_known=np.nan, recent_improvement=0.5, base_entity_lift=[0.4, 5.0])
+    .assign(prerequisites=0, prerequisites_known=np.nan, visit_improvement=0.5, base_entity_lift=[0.4, 5.0])
   )
   out = attribution.attribute(table, attribution.RuleConfig())
   assert out["cause"].tolist() == ["I", "V"]
@@ -353,16 +376,16 @@ def test_an_unlearned_example_without_evidence_stays_unattributed():
   rare_only = (
     _signal_table()
     .loc[["unexplained"]]
-    .assign(template_share=0.001, response_words=9, error_consistency=0.8, recent_improvement=0.0)
+    .assign(template_share=0.001, response_words=9, error_consistency=0.8, visit_improvement=0.0)
   )
   out = attribution.attribute(rare_only, attribution.RuleConfig())
   assert out["cause"].iloc[0] == "unattributed"
   assert {"V:rare_pattern", "V:near_miss"} <= set(out["fired"].iloc[0].split(";"))
   assert (
-    attribution.attribute(rare_only.assign(recent_improvement=0.2), attribution.RuleConfig())["cause"].iloc[0] == "V"
+    attribution.attribute(rare_only.assign(visit_improvement=0.2), attribution.RuleConfig())["cause"].iloc[0] == "V"
   )
   unknown = rare_only.assign(
-    recent_improvement=0.2, p_exist=False, corpus_support=0, corpus_answer_coverage=0.0, corpus_contradiction=1
+    visit_improvement=0.2, p_exist=False, corpus_support=0, corpus_answer_coverage=0.0, corpus_contradiction=1
   )  # the corpus neither covers the answer nor is silent
   assert attribution.attribute(unknown, attribution.RuleConfig())["cause"].iloc[0] == "unattributed"
 
@@ -485,10 +508,13 @@ def test_the_diagnosis_explains_the_configured_protocols_label():
     diagnose_lib.labelled(detection.drop(columns=["gen_unlearned"]), "generative")
 
 
-def test_slope_passes_below_one_is_a_config_error():
+@pytest.mark.parametrize(
+  "field, value", [("slope_passes", 0), ("improvement_window", 0.0), ("improvement_window", 1.5)]
+)
+def test_signal_windows_out_of_range_are_config_errors(field, value):
   from ilp.diagnosis.signals import SignalConfig
   from ilp.typed import ConfigError
 
   with pytest.raises(ConfigError) as e:
-    SignalConfig(slope_passes=0)
-  assert e.value.field == "slope_passes"
+    SignalConfig(**{field: value})
+  assert e.value.field == field
