@@ -64,6 +64,7 @@ def get_config():
   c.sft.optimizer.update(learning_rate=1e-3, warmup_steps=10, decay="cosine", weight_decay=2.0, decay_to="init")
   c.sft.trainable = ("attn/[qv]$",)  # a bounded fine-tune (see the docstring)
   c.sft.checkpoint.update(every_steps=1000, phase_models=True)  # phase1/: the forgetting check samples it
+  c.machine.compilation_cache = "{workdir}/.cache/xla"  # arms, re-runs and later stages reuse compiled programs
   c.detect.update(
     base="pretrain",
     num_samples=5,

@@ -30,7 +30,7 @@ from ilp.machine import DistributedConfig, MachineConfig, MeshConfig
 from ilp.model.config import DTYPES, ModelConfig
 from ilp.train.config import TrainConfig
 from ilp.train.controls import ProgressiveConfig, ResampleConfig
-from ilp.train.convergence import ConvergenceConfig
+from ilp.train.convergence import ConvergenceConfig, ExtendConfig
 from ilp.typed import ConfigError, check
 from ilp.world.config import WorldConfig
 
@@ -86,6 +86,7 @@ class SFTConfig(TrainConfig):
   progressive: ProgressiveConfig = ProgressiveConfig()  # progressive epochs of the last phase, stopped early
   convergence: ConvergenceConfig = ConvergenceConfig()  # the criterion judged per phase; training until it holds
   replay: ReplayConfig = ReplayConfig()  # language modelling on `data.replay` between SFT steps
+  extend: ExtendConfig = ExtendConfig()  # continue a converged run's last phase from its plateau checkpoint
 
   def __post_init__(self):
     super().__post_init__()
@@ -112,6 +113,11 @@ class SFTConfig(TrainConfig):
         "convergence.max_epochs",
         f"training to convergence needs order='sequential' (global rounds interleave every phase), got '{self.order}'",
       )
+    check(
+      not self.extend.checkpoint or self.convergence.max_epochs > 0,
+      "extend.checkpoint",
+      "extends a run trained to convergence: set convergence.max_epochs as that run did",
+    )
     check(self.eval_every_steps >= 0, "eval_every_steps", f"must be >= 0, got {self.eval_every_steps}")
     check(self.order in ORDERS, "order", f"'{self.order}' is not one of {ORDERS}")
 
@@ -222,6 +228,11 @@ class Config:
       "is 0 (take it from the tokenizer) but 'data.tokenizer' is empty",
     )
     check(self.model.vocab_size >= 0, "model.vocab_size", f"must be >= 0, got {self.model.vocab_size}")
+    check(
+      self.interventions.workers == 1 or not self.distributed.enabled,
+      "interventions.workers",
+      f"is {self.interventions.workers}, but a multi-process run (distributed.enabled) runs its arms one at a time",
+    )
     for k, arm in enumerate(self.interventions.arms):
       checker = getattr(interventions.module(arm.intervention), "check_config", None)
       try:

@@ -102,6 +102,10 @@ class MachineConfig:
 
   ynnpack_dots: bool = False  # XLA:CPU's YNNPACK dots in the training step (off: Eigen dots, ~1.2x faster on CPUs)
   peak_flops: float = 0.0  # peak FLOP/s of all devices for the MFU (0: data sheet of known devices, else timed)
+  # XLA's persistent compilation cache ({workdir}: the run's work directory; empty: off): stages,
+  # arms and re-runs that compile a program compiled before read it instead (one sub-directory
+  # per process of a multi-process run)
+  compilation_cache: str = ""
 
   def __post_init__(self):
     check(self.peak_flops >= 0, "peak_flops", f"must be >= 0, got {self.peak_flops}")

@@ -183,6 +183,17 @@ def shared_directory(final: str) -> Iterator[str]:
   sync(f"renamed {final}")
 
 
+def use_compilation_cache(directory: str) -> None:
+  """Turns on XLA's persistent compilation cache in `directory` (every program, however small or
+  quick to compile: the world's are both). Each process of a multi-process run gets its own
+  sub-directory: processes writing one cache concurrently were seen to deadlock (tests/conftest.py)."""
+  if jax.process_count() > 1:
+    directory = os.path.join(directory, f"process{jax.process_index()}")
+  jax.config.update("jax_compilation_cache_dir", directory)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
 def initialize_distributed(distributed: DistributedConfig) -> None:
   """Starts JAX's multi-host runtime for a job that spans several processes.
 

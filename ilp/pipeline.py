@@ -201,7 +201,15 @@ def _run(config: Config, layout: Layout, force: set[str]) -> None:
   for check in dict.fromkeys(check for stage in pending for check in stage.checks):
     check(config, existing)
   unresolved = config
-  config = dataclasses.replace(config, data=config.data.resolved(layout.root))
+  config = dataclasses.replace(
+    config,
+    data=config.data.resolved(layout.root),
+    machine=dataclasses.replace(
+      config.machine, compilation_cache=config.machine.compilation_cache.replace(WORKDIR, layout.root)
+    ),
+  )
+  if config.machine.compilation_cache:  # arms inherit the resolved directory: they share the baseline's cache
+    parallel.use_compilation_cache(config.machine.compilation_cache)
   if jax.process_index() == 0:
     fileio.write_json_atomic(layout.config, dataclasses.asdict(config))
   for stage, action in plan:

@@ -9,21 +9,26 @@ pass the same `detect.require_converged` check. A mitigation that trains more th
 followed by its equal-compute "more epochs" control (`ilp.interventions.equal_compute`), run the
 same way. Re-running resumes: each arm's pipeline skips finished stages.
 
-Arms that change only the data keep the baseline's training to convergence. Arms that set how long
-SFT trains (more epochs, progressive epochs) or order it globally (which training to convergence
-refuses) train a fixed number of epochs instead: every phase they do not change at the epochs the
-baseline actually trained (`Context.trained_phases`, `exact_epochs`).
+Arms that change only the data keep the baseline's training to convergence. "More epochs" of a
+converged baseline's last phase continues the baseline from its plateau (`ilp.interventions.epochs`).
+Arms that otherwise set how long SFT trains (progressive epochs, more epochs of other phases) or
+order it globally (which training to convergence refuses) train a fixed number of epochs instead:
+every phase they do not change at the epochs the baseline actually trained
+(`Context.trained_phases`, `exact_epochs`).
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import logging
+import multiprocessing
 import os
 from typing import Any, Callable
 
 import pandas as pd
 
+from ilp import console
 from ilp.data.batches import PhaseConfig
 from ilp.detection import columns as col
 from ilp.interventions import equal_compute
@@ -111,40 +116,103 @@ def idle(arm: ArmConfig, attribution: pd.DataFrame) -> bool:
   return bool(causes) and not attribution[col.CAUSE].isin(causes).any()
 
 
+def _in_process(run_pipeline: Callable[[Any, str], None], config: Any, root: str) -> None:
+  """An arm's pipeline in a worker process of its own (`interventions.workers` > 1)."""
+  console.configure_logging()
+  run_pipeline(config, root)
+
+
 def run(config: Any, layout: Layout, run_pipeline: Callable[[Any, str], None]) -> None:
   """Prepares and runs every configured arm (`run_pipeline` is `ilp.pipeline.run`), each mitigation
   followed by its equal-compute "more epochs" control (`equal_compute.plan`), which needs the
-  mitigation's measured tokens; arms of one budget share their control."""
+  mitigation's measured tokens; arms of one budget share their control.
+
+  With `interventions.workers` > 1 the arms run that many at a time, each in a process of its own
+  (spawned: a fresh JAX runtime); a control starts once its mitigation has finished. The arms are
+  independent runs, so their results do not depend on how many run at once; on a machine whose
+  cores one small run cannot keep busy (the world's 2-core CPU) two at a time finish sooner."""
   if not config.interventions.arms:
     return
   if not os.path.exists(layout.attribution):
     raise FileNotFoundError(f"{layout.attribution}: no baseline diagnosis; arms start from it (run the diagnose stage)")
   attribution = pd.read_parquet(layout.attribution)
-  ran = set()
+  started: set[str] = set()
 
-  def run_arm(arm: ArmConfig) -> None:
-    if arm.name in ran:
-      return
-    ran.add(arm.name)
+  def prepared(arm: ArmConfig) -> tuple[Any, str] | None:
+    """The arm's config and directory, once per name (None: started already)."""
+    if arm.name in started:
+      return None
+    started.add(arm.name)
     arm_layout = layout.arm(arm.name)
     context = Context(config, layout, arm_layout, attribution)
     arm_config = module(arm.intervention).prepare(context, arm.typed_settings(), base_config(config, layout))
     log.info("arm %s (%s): stages %s", arm.name, arm.intervention, ", ".join(arm_config.stages))
-    run_pipeline(arm_config, arm_layout.root)
+    return arm_config, arm_layout.root
 
-  for arm in config.interventions.arms:
-    if idle(arm, attribution):
-      log.warning("arm %s skipped: the baseline attributed no example to %s", arm.name, ", ".join(targets(arm)))
-      continue
-    run_arm(arm)
+  def control_of(arm: ArmConfig) -> ArmConfig | None:
     control = equal_compute.plan(config, layout, arm)
-    if control is not None:
-      log.info(
-        "arm %s: %d real tokens (baseline %d); its equal-compute control: %s",
-        arm.name,
-        control.budget,
-        control.baseline,
-        control.name,
-      )
-      if control.arm is not None:
-        run_arm(control.arm)
+    if control is None:
+      return None
+    log.info(
+      "arm %s: %d real tokens (baseline %d); its equal-compute control: %s",
+      arm.name,
+      control.budget,
+      control.baseline,
+      control.name,
+    )
+    return control.arm
+
+  active = [a for a in config.interventions.arms if not idle(a, attribution)]
+  for arm in config.interventions.arms:
+    if arm not in active:
+      log.warning("arm %s skipped: the baseline attributed no example to %s", arm.name, ", ".join(targets(arm)))
+  if config.interventions.workers == 1:
+
+    def run_here(arm: ArmConfig | None) -> None:
+      job = arm and prepared(arm)
+      if job:
+        run_pipeline(*job)
+
+    for arm in active:
+      run_here(arm)
+      run_here(control_of(arm))  # planned from the arm's measured tokens
+    return
+  _run_in_workers(config.interventions.workers, active, prepared, control_of, run_pipeline)
+
+
+def _run_in_workers(
+  workers: int,
+  active: list[ArmConfig],
+  prepared: Callable[[ArmConfig], tuple[Any, str] | None],
+  control_of: Callable[[ArmConfig], ArmConfig | None],
+  run_pipeline: Callable[[Any, str], None],
+) -> None:
+  """Runs `active` arms `workers` at a time in spawned processes; each finished mitigation's
+  control is queued behind the arms not started yet. The first failure stops the rest."""
+  context = multiprocessing.get_context("spawn")
+  with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+    running: dict[concurrent.futures.Future, ArmConfig] = {}
+    queue = list(active)
+    while queue or running:
+      while queue and len(running) < workers:
+        arm = queue.pop(0)
+        job = prepared(arm)
+        if job:
+          running[pool.submit(_in_process, run_pipeline, *job)] = arm
+      if not running:
+        continue
+      done, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
+      for future in done:
+        arm = running.pop(future)
+        try:
+          future.result()
+        except BaseException:
+          for other in running:
+            other.cancel()
+          log.error("arm %s failed; the arms still running are stopped", arm.name)
+          for process in getattr(pool, "_processes", {}).values():
+            process.terminate()
+          raise
+        control = control_of(arm)
+        if control is not None:
+          queue.append(control)

@@ -69,6 +69,9 @@ class InterventionsConfig:
   bootstrap_samples: int = 1000  # resamples of each paired bootstrap (>= 100)
   equal_compute: bool = True  # derive and compare an equal-compute "more epochs" control per mitigation
   equal_compute_rounding: str = "nearest"  # control epochs: "nearest" the arm's tokens, or "up" (never fewer)
+  # arms run at once, each in a process of its own (> 1: a CPU machine whose cores one small run
+  # cannot keep busy; the arms' results do not depend on it; single-process runs only)
+  workers: int = 1
 
   def __post_init__(self):
     names = [arm.name for arm in self.arms]
@@ -80,6 +83,7 @@ class InterventionsConfig:
       f"arm names {reserved} are reserved: 'baseline' names the baseline run, "
       f"'{CONTROL_PREFIX}<epochs>' the derived equal-compute controls",
     )
+    check(self.workers >= 1, "workers", f"must be >= 1, got {self.workers}")
     check(self.bootstrap_samples >= 100, "bootstrap_samples", f"must be >= 100, got {self.bootstrap_samples}")
     check(
       self.equal_compute_rounding in ROUNDINGS,

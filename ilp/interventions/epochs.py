@@ -1,11 +1,19 @@
 """The "more epochs" control arm (the paper's Table 4): the baseline with a larger epoch budget,
 to tell what an intervention adds beyond longer training. It targets no cause.
 
-A control must train exactly the epochs it asks for, so training to convergence is off: the
-raised phases train `epochs` (or, with `extra` > 0, the epochs the baseline trained them plus
+The raised phases train `epochs` (or, with `extra` > 0, the epochs the baseline trained them plus
 `extra`: the paper's "ten more epochs on the converged baseline"), every other phase the epochs
 the baseline actually trained (`Context.trained_phases`), which is what the equal-compute
 controls' token counts assume (`ilp.interventions.equal_compute`).
+
+How. When the baseline trained to convergence and the control raises its last phase (the world's
+case), the control *continues the baseline* (`continue_baseline`, `sft.extend`): it starts from
+the baseline's train state at the last phase's plateau, where the criterion held, and trains that
+phase at the same constant learning rate up to the new length, then the same cooldown. Everything
+before the plateau is the baseline's own run, so the control differs from the baseline by the added
+epochs alone, and costs only them. Otherwise (or with `continue_baseline=False`) it trains from
+the base model with training to convergence off, each phase for its fixed epochs under the
+optimizer's configured decay (`arms.exact_epochs`).
 """
 
 from __future__ import annotations
@@ -13,7 +21,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from ilp.interventions import arms
+from ilp import fileio
+from ilp.interventions import arms, equal_compute
+from ilp.train.convergence import ExtendConfig
 from ilp.typed import check
 
 
@@ -23,6 +33,7 @@ class Settings:
   epochs: int = 10  # the raised phases' epochs (unused when `extra` > 0)
   extra: int = 0  # > 0: the raised phases train the baseline's trained epochs plus this many
   phases: tuple[str, ...] = ()  # names of `sft.phases` entries to raise (empty: every phase)
+  continue_baseline: bool = True  # raising a converged baseline's last phase: continue it from its plateau
 
   def __post_init__(self):
     check(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
@@ -46,4 +57,23 @@ def prepare(context: Any, settings: Settings, config: Any) -> Any:
     dataclasses.replace(p, epochs=raised(p)) if not settings.phases or p.name in settings.phases else p
     for p in context.trained_phases()
   )
-  return arms.exact_epochs(config, phases)
+  last = phases[-1]
+  extends = (
+    settings.continue_baseline
+    and context.config.sft.convergence.max_epochs > 0
+    and tuple(settings.phases or [p.name for p in phases]) == (last.name,)
+  )
+  if not extends:
+    return arms.exact_epochs(config, phases)
+  plateau = equal_compute.plateau_checkpoint(context.baseline)
+  if plateau is None:
+    raise fileio.ResumeError(
+      f"{context.baseline.checkpoints('sft')}: the baseline kept no checkpoint at its last phase's plateau "
+      "(trained before such checkpoints were kept?); set the arm's settings continue_baseline=False "
+      "to train the control from the base model instead"
+    )
+  return dataclasses.replace(
+    config,
+    sft=dataclasses.replace(config.sft, extend=ExtendConfig(plateau, last.epochs)),
+    detect=dataclasses.replace(config.detect, require_converged=False),  # judged at the new plateau, decided
+  )

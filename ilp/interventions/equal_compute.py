@@ -26,8 +26,10 @@ one budget share a run; once a control ran, its measured tokens are reported bes
 
 A baseline trained until converged (`sft.convergence.max_epochs`): E_base and the other phases'
 epochs are the ones it trained (`trained_epochs`), and the control, an `epochs` arm, trains
-exactly that: convergence off, the raised phase(s) at E, every other phase at its trained epochs
-(`ilp.interventions.epochs`, `arms.Context.trained_phases`), which is what T(E) counts.
+exactly that, the raised phase(s) at E: raising the last phase, it continues the baseline from
+that phase's plateau (`sft.extend`), so it is the baseline's own run up to there; otherwise from
+the base model with convergence off, every other phase at its trained epochs
+(`ilp.interventions.epochs`, `arms.Context.trained_phases`). T(E) counts either.
 """
 
 from __future__ import annotations
@@ -101,6 +103,17 @@ def trained_epochs(layout: Layout) -> dict[str, int]:
   with open(layout.summary("sft")) as f:
     phases = (json.load(f).get("convergence") or {}).get("phases", {})
   return {name: int(p["trained_epochs"]) for name, p in phases.items() if p.get("trained_epochs")}
+
+
+def plateau_checkpoint(layout: Layout) -> str | None:
+  """The baseline's train-state checkpoint at the step where training to convergence decided its
+  last phase (the convergence control's state in `sft/summary.json`), when it is still there."""
+  with open(layout.summary("sft")) as f:
+    summary = json.load(f)
+  decisions = (summary.get("controls") or [{}])[0].get("decisions", {})
+  decided = decisions.get(str(summary.get("phases", 0)))
+  path = decided and os.path.join(layout.checkpoints("sft"), str(decided["step"]))
+  return path if path and os.path.isdir(path) else None
 
 
 def raised(sft: Any, examples: pd.DataFrame, trained: dict[str, int] | None = None) -> Raised:

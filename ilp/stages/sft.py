@@ -9,6 +9,7 @@ that resampling and early stopping watch; read by later stages) and
 from __future__ import annotations
 
 import logging
+import os
 
 import jax
 
@@ -18,7 +19,7 @@ from ilp.data import examples, plan
 from ilp.layout import Layout
 from ilp.model import checkpoint
 from ilp.train import controls as controls_lib
-from ilp.train import convergence, loop
+from ilp.train import checkpointing, convergence, loop
 
 log = logging.getLogger(__name__)
 NAME = "sft"
@@ -80,11 +81,14 @@ def run(config: Config, layout: Layout) -> None:
     phase_names=phase_names,
     replay_arrays=None if replayed is None else arrays(replayed),
   )
+  paths = layout.training_paths(NAME)
+  if section.extend.checkpoint and not os.path.isdir(paths.checkpoints):  # a fresh start: from that run's plateau
+    checkpointing.extend(section.extend, section.convergence.cooldown_epochs, len(phases), paths)
   loop.train(
     section,
     config.mesh,
     config.machine,
-    layout.training_paths(NAME),
+    paths,
     init,
     data,
     tokenizer,

@@ -10,25 +10,51 @@ back (and a save of that step number again would collide with it).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import orbax.checkpoint as ocp
 
 from ilp import checksums, fileio, parallel
+from ilp.layout import TrainingPaths
 from ilp.model.checkpoint import CorruptModelError, check_finite, unrestorable, verify
+from ilp.train import convergence, dynamics
+from ilp.train.convergence import ExtendConfig
 
 log = logging.getLogger(__name__)
+
+
+META = os.path.join("meta", "metadata")  # a step's JSON metadata, inside its directory (orbax's JsonSave)
+
+
+class _KeptSteps(ocp.checkpoint_managers.PreservationPolicy):
+  """Steps preserved whatever their age (`TrainCheckpointer.keep`); the set grows during a run."""
+
+  def __init__(self):
+    self.steps: set[int] = set()
+
+  def should_preserve(self, checkpoints, *, context):
+    del context
+    return [c.step in self.steps for c in checkpoints]
 
 
 class TrainCheckpointer:
   def __init__(self, directory: str, max_to_keep: int, async_save: bool):
     self.directory = os.path.abspath(directory)
-    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, enable_async_checkpointing=async_save, create=True)
+    self._kept = _KeptSteps()
+    policy = ocp.checkpoint_managers.AnyPreservationPolicy([ocp.checkpoint_managers.LatestN(n=max_to_keep), self._kept])
+    options = ocp.CheckpointManagerOptions(
+      preservation_policy=policy, enable_async_checkpointing=async_save, create=True
+    )
     self._manager = ocp.CheckpointManager(self.directory, options=options)
+
+  def keep(self, step: int) -> None:
+    """Keeps `step` beyond `max_to_keep` (the last phase's plateau: runs extend from it)."""
+    self._kept.steps.add(step)
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
@@ -108,3 +134,39 @@ class TrainCheckpointer:
 
   def close(self) -> None:
     self._manager.close()
+
+
+def start_from(source: str, directory: str, edit: Callable[[dict[str, Any]], dict[str, Any]]) -> int:
+  """Creates `directory` (a run's checkpoints, absent) holding a copy of the verified checkpoint
+  step directory `source` (another run's) with its metadata rewritten by `edit` and sealed anew, so
+  that the run resumes from it; returns its step. The directory appears whole (a kill midway leaves
+  none, and the next start copies again). Process 0 writes; the files are shared."""
+  verify(source)
+  step = int(os.path.basename(os.path.normpath(source)))
+  if jax.process_index() == 0:
+    partial = directory + ".tmp-start"
+    shutil.rmtree(partial, ignore_errors=True)
+    target = os.path.join(partial, str(step))
+    shutil.copytree(source, target)
+    with open(os.path.join(target, META)) as f:
+      meta = edit(json.load(f))
+    fileio.write_json_atomic(os.path.join(target, META), meta)
+    os.remove(os.path.join(target, checksums.MANIFEST))
+    checksums.seal(target)
+    os.replace(partial, directory)
+  parallel.sync("checkpoint copied")
+  return step
+
+
+def extend(settings: ExtendConfig, cooldown: int, last_phase: int, paths: TrainingPaths) -> None:
+  """Starts a fresh run (`paths`) from a converged run's plateau checkpoint, its last phase decided
+  anew (`sft.extend`, `convergence.extended`), with that run's dynamics log up to there."""
+  source = os.path.abspath(settings.checkpoint)
+  try:
+    edit = lambda meta: convergence.extended(meta, last_phase, settings.epochs, cooldown, source)
+    step = start_from(source, paths.checkpoints, edit)
+  except ValueError as e:
+    raise fileio.ResumeError(f"sft.extend: {e}") from None
+  if jax.process_index() == 0:
+    dynamics.copy_until(os.path.join(os.path.dirname(os.path.dirname(source)), "dynamics"), paths.dynamics, step)
+  log.info("sft: extends %s (step %d): its last phase now %d epochs", source, step, settings.epochs)

@@ -52,6 +52,43 @@ class ConvergenceConfig:
     check(self.window >= 1, "window", f"must be >= 1, got {self.window}")
 
 
+@dataclasses.dataclass(frozen=True)
+class ExtendConfig:
+  """Extending a run trained to convergence (config section `sft.extend`): this run starts from that
+  run's train state at its last phase's plateau (`checkpoint`: the step at which the criterion held,
+  which the loop keeps) and trains the last phase `epochs` in all, at the peak learning rate up to
+  `epochs` - `cooldown_epochs`, then the cooldown: the run as it would have gone had the criterion
+  held later. A warmup-stable-decay run branches from its stable trunk at any length (Hägele et al.
+  2024), so "more epochs" of a converged run costs only the epochs added; the interventions'
+  "more epochs" controls use it (`ilp.interventions.epochs`). Same data and config as that run:
+  the checkpoint's stream fingerprint is checked as on any resume."""
+
+  checkpoint: str = ""  # a step directory of the converged run's sft/checkpoints (absolute; empty: off)
+  epochs: int = 0  # the last phase's epochs in all: more than the checkpoint's epoch + cooldown_epochs
+
+  def __post_init__(self):
+    check(not self.checkpoint or self.epochs >= 1, "epochs", f"must be >= 1 with a checkpoint, got {self.epochs}")
+
+
+def extended(meta: dict[str, Any], phase: int, epochs: int, cooldown: int, source: str) -> dict[str, Any]:
+  """A checkpoint's metadata `meta`, taken during `phase` (the last), with that phase decided anew:
+  `epochs` in all, its plateau at `epochs` - `cooldown` (the decision a resumed run replays,
+  `Control.restore`; the convergence control's state comes first in `meta["controls"]`)."""
+  plateau = epochs - cooldown
+  if meta.get("phase") != phase or plateau <= int(meta.get("epoch", 0)):
+    raise ValueError(
+      f"{source}: taken after epoch {meta.get('epoch')} of phase {meta.get('phase')}; extending the last "
+      f"phase ({phase}) to {epochs} epochs needs a checkpoint of that phase before epoch {plateau}"
+    )
+  controls = [dict(c) for c in meta.get("controls", [])] or [{}]
+  decisions = {
+    **controls[0].get("decisions", {}),
+    str(phase): {"plateau_epoch": plateau, "epochs": epochs, "step": int(meta["step"]), "reason": "extended"},
+  }
+  controls[0] = {**controls[0], "decisions": decisions}
+  return {**meta, "controls": controls}
+
+
 class Monitor:
   """Per (phase, epoch, data set): response-loss sums of the training visits, and the mean
   learning rate of the epoch's steps. Small and JSON-serialisable (it rides in the checkpoint)."""
@@ -159,7 +196,7 @@ def report(monitor: Monitor, phases: Sequence[str], control: "Control | None" = 
     at = decided["plateau_epoch"] if decided else None
     verdict = judge(monitor.losses(number), monitor.learning_rates(number), monitor.config, at)
     if decided:
-      verdict.update(trained_epochs=decided["epochs"], stopped_by=decided["reason"])
+      verdict.update(trained_epochs=decided["epochs"], stopped_by=decided["reason"], decided_at_step=decided["step"])
     out["phases"][name] = verdict
   out["converged"] = bool(phases) and out["phases"][phases[-1]]["converged"]
   out["last_phase"] = phases[-1] if phases else None

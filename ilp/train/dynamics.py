@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import os
 import re
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -106,3 +107,12 @@ class DynamicsWriter:
     for path in glob.glob(os.path.join(self.directory, "*.parquet")):
       if _step_of(path)[0] > step:
         os.remove(path)
+
+
+def copy_until(source: str, directory: str, step: int) -> None:
+  """Copies another run's dynamics files up to `step` (the checkpoint a run starts from,
+  `sft.extend`), so that this run's log holds every step its state has taken."""
+  os.makedirs(directory, exist_ok=True)
+  for path in glob.glob(os.path.join(source, "*.parquet")):
+    if _step_of(path)[1] <= step:
+      shutil.copy2(path, os.path.join(directory, os.path.basename(path)))

@@ -412,6 +412,15 @@ class Checkpoint:
         "monitor": self.monitor.state() if self.monitor is not None else {},
       },
     )
+    self._keep_plateau()
+
+  def _keep_plateau(self) -> None:
+    """Keeps the checkpoint at which training to convergence decided the last phase (its
+    plateau, before the cooldown): a run extends the converged one from there (`sft.extend`)."""
+    convergence = self.plan.convergence
+    decided = convergence.decisions.get(len(self.plan.schedule[0])) if convergence else None
+    if decided:
+      self.ckpt.keep(int(decided["step"]))
 
   def resume(self, state: Any) -> Any:
     """The newest good checkpoint's state (`state` when there is none), its decisions restored:
@@ -430,5 +439,6 @@ class Checkpoint:
       self.monitor.restore(meta.get("monitor", {}))
     self.plan.restore(meta)
     self.tokens.restore(meta)
+    self._keep_plateau()
     log.info("resumed from step %d of %d", latest, self.plan.total)
     return state

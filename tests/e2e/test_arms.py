@@ -5,6 +5,7 @@ never reading the ground truth; the comparison against a direct computation from
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 
@@ -91,3 +92,14 @@ def test_arms_and_comparison_on_a_reduced_world(tmp_path, monkeypatch):
 
   pipeline.run(config, workdir)  # everything finished: resumes to nothing, recomputes the comparison
   assert json.load(open(layout.compare_summary))["arms"] == summary
+
+  # two arms at once, each in its own process, from a copy of the baseline: the same tables
+  parallel = str(tmp_path / "parallel")
+  shutil.copytree(workdir, parallel, ignore=shutil.ignore_patterns("arms", "compare", "report"))
+  config.interventions.update(workers=2, arms=config.interventions.arms[1:])
+  pipeline.run(config, parallel)
+  for name in ("shuffle", "conflict"):
+    for table in ("detection", "attribution"):
+      pd.testing.assert_frame_equal(
+        pd.read_parquet(getattr(Layout(parallel).arm(name), table)), pd.read_parquet(getattr(layout.arm(name), table))
+      )

@@ -126,6 +126,7 @@ def reduce(config, pretrain_steps: int, phase2_epochs: int):
   # training to convergence, made to hold at each phase's first judged epoch (any improvement < 100%)
   config.sft.convergence.update(max_epochs=max(2, phase2_epochs), delta=1.0, window=1, cooldown_epochs=0)
   config.detect.update(num_samples=2, pass_k=(1, 2), bon_k=(1, 2), max_new_tokens=4, base_samples=2, blind_bon_k=2)
+  config.machine.compilation_cache = ""  # the suite's own cache (tests/conftest.py), not one per work directory
   return config
 
 

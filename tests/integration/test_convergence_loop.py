@@ -59,3 +59,58 @@ def test_training_to_convergence_stops_where_the_dynamics_say(tmp_path, monkeypa
   assert resumed["convergence"] == summary["convergence"] and resumed["tokens"] == summary["tokens"]
   pd.testing.assert_frame_equal(frame, dynamics_log.load(str(tmp_path / "killed" / "sft" / "dynamics")))
   sft_data.assert_same_final_params(str(tmp_path / "full"), str(tmp_path / "killed"))
+
+
+def test_extending_a_converged_run_is_that_run_with_a_later_plateau(tmp_path, monkeypatch):
+  """`sft.extend` from the converged run's plateau checkpoint, the last phase 2 epochs longer: the
+  same parameters, dynamics log and token counts as a run whose criterion held 2 epochs later
+  (the criterion patched to say so), at the cost of the added epochs only."""
+  import jax
+  import numpy as np
+
+  from ilp import parallel
+  from ilp.model import checkpoint
+  from ilp.train import convergence
+
+  paths = sft_data.make_inputs(str(tmp_path / "data"), per_dataset=24)
+  config = _converging_config(paths)
+  pipeline.run(config, str(tmp_path / "full"))
+  decided = json.load(open(tmp_path / "full" / "sft" / "summary.json"))["controls"][0]["decisions"]["2"]
+  plateau, step = decided["plateau_epoch"] + 2, decided["step"]
+  kept = tmp_path / "full" / "sft" / "checkpoints" / str(step)
+  assert kept.is_dir()  # kept beyond max_to_keep=2: later steps were saved every 3 steps
+
+  update = convergence.Control.update
+
+  def later(self, at, dev, stream):  # phase 2's criterion holds at `plateau` exactly
+    phase, epoch = self.epoch_ends[at]
+    if phase != 2:
+      return update(self, at, dev, stream)
+    if epoch == plateau:
+      self.decisions[2] = {"plateau_epoch": epoch, "epochs": epoch + 1, "step": at, "reason": "converged"}
+      self.replan(self.decisions)
+    return False
+
+  monkeypatch.setattr(convergence.Control, "update", later)
+  pipeline.run(config, str(tmp_path / "later"))
+  monkeypatch.undo()
+
+  config.sft.extend.update(checkpoint=str(kept), epochs=plateau + 1)
+  pipeline.run(config, str(tmp_path / "extended"))
+  runs = {name: tmp_path / name / "sft" for name in ("later", "extended")}
+  summaries = {name: json.load(open(path / "summary.json")) for name, path in runs.items()}
+  assert summaries["extended"]["resumed_from"] == step and summaries["later"]["resumed_from"] is None
+  assert summaries["extended"]["tokens"] == summaries["later"]["tokens"]
+  assert summaries["extended"]["convergence"]["phases"]["phase2"]["trained_epochs"] == plateau + 1
+  pd.testing.assert_frame_equal(
+    dynamics_log.load(str(runs["extended"] / "dynamics")), dynamics_log.load(str(runs["later"] / "dynamics"))
+  )
+  mesh = parallel.make_mesh((1, 1, 1))
+  leaves = {name: jax.tree.leaves(checkpoint.load_params(str(path / "final"), mesh)[2]) for name, path in runs.items()}
+  assert len(leaves["extended"]) == len(leaves["later"])
+  for got, want in zip(leaves["extended"], leaves["later"]):
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+  config.sft.extend.epochs = decided["plateau_epoch"]  # no epoch left before the new plateau: refused, named
+  with pytest.raises(pipeline.fileio.ResumeError, match=r"sft.extend: .*before epoch"):
+    pipeline.run(config, str(tmp_path / "refused"))

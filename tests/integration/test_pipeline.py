@@ -74,7 +74,10 @@ def test_model_config_errors_name_the_field():
 
 
 def test_launch_cli_applies_overrides(tmp_path):
+  """Overrides reach the run; `machine.compilation_cache` with `{workdir}` puts XLA's compiled
+  programs under the work directory (the suite's own cache variable is dropped for it)."""
   env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+  env.pop("JAX_COMPILATION_CACHE_DIR", None)
   result = subprocess.run(
     [
       sys.executable,
@@ -82,6 +85,7 @@ def test_launch_cli_applies_overrides(tmp_path):
       "--config=configs/tiny_test.py",
       "--config.model.num_layers=1",
       "--config.mesh.shape=(1,1,2)",
+      "--config.machine.compilation_cache={workdir}/xla",
       f"--workdir={tmp_path}",
     ],
     cwd=ROOT,
@@ -94,6 +98,8 @@ def test_launch_cli_applies_overrides(tmp_path):
   assert "stage init_model: done" in result.stderr
   assert checkpoint.read_model_config(str(tmp_path / "model_init")).num_layers == 1
   assert json.loads((tmp_path / "model_init.json").read_text())["mesh"]["tensor"] == 2
+  assert json.loads((tmp_path / "config.json").read_text())["machine"]["compilation_cache"] == str(tmp_path / "xla")
+  assert any(name.startswith("jit_") for name in os.listdir(tmp_path / "xla"))
 
 
 @pytest.mark.parametrize(
