@@ -18,8 +18,8 @@ from ilp.data import batches as batching
 from ilp.data import examples, plan
 from ilp.layout import Layout
 from ilp.model import checkpoint
-from ilp.train import controls as controls_lib
 from ilp.train import checkpointing, convergence, loop
+from ilp.train import controls as controls_lib
 
 log = logging.getLogger(__name__)
 NAME = "sft"
