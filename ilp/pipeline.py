@@ -149,7 +149,8 @@ def _plan(config: Config, layout: Layout, record: provenance.Record, force: set[
     stage = STAGES[name]
     stale = stale or name in force
     before = record.stages.get(name)
-    changed = provenance.changes(before["settings"], provenance.settings(config, name)) if before else []
+    now, defaults = provenance.settings(config, name), provenance.settings(Config(), name)
+    changed = provenance.changes(before["settings"], now, defaults) if before else []
     if changed and not stale:
       problems.append((name, changed))
     if stale:

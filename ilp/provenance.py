@@ -63,10 +63,17 @@ def _flatten(value: Any, prefix: str) -> dict[str, Any]:
   return {prefix: value}
 
 
-def changes(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
-  """'field: old -> new' for every leaf field that differs."""
+def changes(before: dict[str, Any], now: dict[str, Any], defaults: dict[str, Any] | None = None) -> list[str]:
+  """'field: old -> new' for every leaf field that differs. With `defaults` (the stage's settings
+  under the default config), a field the record lacks that is now at its default is no change: the
+  field was added to the config after the run, which ran as its default says."""
   old, new = (_flatten(d, "") for d in (before, now))
-  return [f"{k[1:]}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+  added = {k for k, v in _flatten(defaults or {}, "").items() if k not in old and new.get(k) == v}
+  return [
+    f"{k[1:]}: {old.get(k)!r} -> {new.get(k)!r}"
+    for k in sorted(set(old) | set(new))
+    if old.get(k) != new.get(k) and k not in added
+  ]
 
 
 class Record:

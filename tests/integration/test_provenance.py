@@ -38,6 +38,16 @@ def test_changed_settings_are_refused_then_forced(tmp_path):
   assert record["sft"]["finished"] and record["sft"]["settings"]["sft"]["optimizer"]["learning_rate"] == 1e-3
   pipeline.run(changed, workdir)  # now consistent: everything skipped
 
+  # a run recorded before a field existed: the field at its default is no change, set otherwise it is
+  del record["sft"]["settings"]["sft"]["eval_every_steps"]
+  fileio.write_json_atomic(os.path.join(workdir, "provenance.json"), record)
+  stamp = os.path.getmtime(final)
+  pipeline.run(changed, workdir)  # skipped, not refused
+  assert os.path.getmtime(final) == stamp
+  changed.sft.eval_every_steps = 5
+  with pytest.raises(fileio.ResumeError, match=r"sft\.eval_every_steps: None -> 5"):
+    pipeline.run(changed, workdir)
+
 
 def test_a_stage_that_runs_again_redoes_the_later_ones(tmp_path):
   paths = sft_data.make_inputs(str(tmp_path / "data"), per_dataset=8)
