@@ -51,4 +51,7 @@ def get_config():
   )
   c.interventions.arms = ARMS
   c.interventions.equal_compute = True  # False: compare with the baseline only (no derived controls)
+  # two arms at a time: one run of the world's tiny model keeps 2 CPU cores ~70% busy (1 where a
+  # single accelerator would be shared)
+  c.interventions.workers = 2
   return c
