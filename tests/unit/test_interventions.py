@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from ilp import config as config_lib
+from ilp import fileio
 from ilp.data import batches, loaders
 from ilp.interventions import arms, calibration, conflict, epochs, knowledge, progressive, selection, shuffle
 from ilp.layout import Layout
@@ -193,9 +194,17 @@ def converged(baseline):
     name: {"converged": True, "epoch": e - 1, "trained_epochs": e, "stopped_by": "converged"}
     for name, e in TRAINED.items()
   }
+  decisions = {"1": {"plateau_epoch": 3, "epochs": 4, "step": 12}, "2": {"plateau_epoch": 6, "epochs": 7, "step": 40}}
   _write_sft_summary(
-    context.baseline, {"steps": 1, "convergence": {"converged": True, "last_phase": "two", "phases": phases}}
+    context.baseline,
+    {
+      "steps": 1,
+      "phases": 2,
+      "controls": [{"decisions": decisions}],
+      "convergence": {"converged": True, "last_phase": "two", "phases": phases},
+    },
   )
+  os.makedirs(os.path.join(context.baseline.checkpoints("sft"), "40"))  # the plateau checkpoint, kept
   return dataclasses.replace(context, config=config), config
 
 
@@ -206,16 +215,26 @@ def test_arms_on_a_converged_baseline_train_exactly_their_epochs(converged):
   conflict_arm = conflict.prepare(context, conflict.Settings(bucket=False), base)
   assert conflict_arm.sft.convergence.max_epochs == 9 and conflict_arm.sft.phases == config.sft.phases
   epochs_of = lambda arm: {p.name: p.epochs for p in arm.sft.phases}
+  plateau = os.path.join(context.baseline.checkpoints("sft"), "40")
+  extended = {epochs.Settings(extra=10, phases=("two",)): 17, epochs.Settings(epochs=12, phases=("two",)): 12}
+  for settings, last in extended.items():
+    arm = epochs.prepare(context, settings, base)  # the last phase raised: the baseline continued from its plateau
+    assert (arm.sft.extend.checkpoint, arm.sft.extend.epochs) == (plateau, last), settings
+    assert arm.sft.phases == config.sft.phases and arm.sft.convergence == base.sft.convergence
+    assert not arm.detect.require_converged
   cases = {  # settings -> the epochs each phase trains: raised ones as asked, the others as the baseline did
-    epochs.Settings(extra=10, phases=("two",)): {"one": 4, "two": 7 + 10},
+    epochs.Settings(extra=10, phases=("two",), continue_baseline=False): {"one": 4, "two": 7 + 10},
     epochs.Settings(extra=2): {"one": 4 + 2, "two": 7 + 2},
-    epochs.Settings(epochs=12, phases=("two",)): {"one": 4, "two": 12},
+    epochs.Settings(epochs=12, phases=("two",), continue_baseline=False): {"one": 4, "two": 12},
     epochs.Settings(epochs=12, extra=1, phases=("one",)): {"one": 5, "two": 7},  # extra wins over epochs
   }
   for settings, expected in cases.items():
     arm = epochs.prepare(context, settings, base)
     assert epochs_of(arm) == expected and arm.sft.convergence.max_epochs == 0, settings
-    assert [p.phase for p in arm.sft.phases] == [p.phase for p in config.sft.phases]
+    assert [p.phase for p in arm.sft.phases] == [p.phase for p in config.sft.phases] and not arm.sft.extend.checkpoint
+  os.rmdir(plateau)  # a baseline without its plateau checkpoint: refused, with the way out
+  with pytest.raises(fileio.ResumeError, match="continue_baseline=False"):
+    epochs.prepare(context, epochs.Settings(extra=10, phases=("two",)), base)
   s = shuffle.prepare(context, shuffle.Settings(every_steps=10), base)
   assert epochs_of(s) == TRAINED and s.sft.convergence.max_epochs == 0 and s.sft.order == "global"
   p = progressive.prepare(context, progressive.Settings(max_epochs=7), base)
