@@ -195,6 +195,13 @@ class Config:
       f"judges this run's SFT (sft/summary.json), but detect.model='{self.detect.model}' has no dynamics to judge",
     )
     check(
+      "diagnose" not in self.stages or self.detect.model == "sft",
+      "detect.model",
+      f"is '{self.detect.model}', but the diagnosis reads the training dynamics of this run's SFT (V's loss "
+      "trend, IV's forgetting, III's oscillation): diagnose the model it fine-tuned ('sft'), or drop the "
+      "diagnose stage",
+    )
+    check(
       "diagnose" not in self.stages or self.diagnose.protocol in self.detect.protocols,
       "diagnose.protocol",
       f"'{self.diagnose.protocol}' is not run by detect.protocol='{self.detect.protocol}'",

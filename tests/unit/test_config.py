@@ -136,7 +136,10 @@ def test_combinations_across_sections():
   config.detect.protocol = "generative"
   with pytest.raises(ConfigError, match="'diagnose.protocol': 'multiple_choice' is not run by detect.protocol"):
     config_lib.load(config)
-  config.detect.update(protocol="multiple_choice")
+  config.detect.update(protocol="both", model="pretrain")
+  with pytest.raises(ConfigError, match="'detect.model': is 'pretrain', but the diagnosis reads the training dynamics"):
+    config_lib.load(config)
+  config.detect.update(protocol="multiple_choice", model="sft")
   config.detect.mc.enabled = False
   with pytest.raises(ConfigError, match="'detect.mc.enabled': the multiple_choice protocol needs"):
     config_lib.load(config)
