@@ -23,8 +23,10 @@ import numpy as np
 import pandas as pd
 
 from ilp.detection import columns as col
+from ilp.diagnosis.attribution import CAUSES
 from ilp.interventions import arms as arms_lib
 from ilp.interventions import compare
+from ilp.interventions.config import CONTROL_PREFIX
 from ilp.layout import Layout
 from ilp.world.files import load_ground_truth
 
@@ -133,8 +135,55 @@ def evaluate(layout: Layout, config: Any, samples: int) -> dict:
   return result
 
 
+def response_matrix(runs: list[tuple[Layout, Any]], samples: int) -> dict:
+  """The response matrix over several runs (world seeds): rows the causes each baseline attributed,
+  columns the arms (the configured ones, with the equal-compute controls that ran), each cell the
+  relative reduction of those examples' unlearned rate in the arm, pooled over the runs' examples
+  (each baseline-attributed example is one paired observation) with its 95% paired bootstrap
+  interval, and each run's own reduction (`by_run`, None where the arm did not run)."""
+  cells: dict[str, dict[str, dict]] = {}
+  pairs: dict[tuple[str, str], list[list[np.ndarray]]] = {}
+  for k, (layout, config) in enumerate(runs):
+    base = pd.read_parquet(layout.attribution, columns=[col.ID, col.UNLEARNED, col.CAUSE])
+    controls = os.listdir(layout.path("arms")) if os.path.isdir(layout.path("arms")) else []
+    names = [a.name for a in config.interventions.arms] + sorted(d for d in controls if d.startswith(CONTROL_PREFIX))
+    for name in names:
+      path = layout.arm(name).attribution
+      if not os.path.exists(path):
+        continue
+      joined = base.merge(pd.read_parquet(path, columns=[col.ID, col.UNLEARNED]), on=col.ID, suffixes=("", compare.ARM))
+      for cause, rows in joined[joined[col.CAUSE].isin(CAUSES)].groupby(col.CAUSE):
+        pair = pairs.setdefault((cause, name), [[], [], [None] * len(runs)])
+        before, after = rows[col.UNLEARNED].to_numpy(), rows[ARM_UNLEARNED].to_numpy()
+        pair[0].append(before)
+        pair[1].append(after)
+        pair[2][k] = float((before.mean() - after.mean()) / before.mean()) if before.any() else None
+  for (cause, name), (before, after, by_run) in sorted(pairs.items()):
+    cell = change(np.concatenate(before), np.concatenate(after), samples)
+    cells.setdefault(cause, {})[name] = {**cell, "by_run": by_run}
+  return {"runs": [layout.root for layout, _ in runs], "cells": cells}
+
+
+def matrix_text(matrix: dict) -> str:
+  """The pooled response matrix: per cell the reduction [95% interval] (per-run reductions)."""
+  arms = sorted({a for row in matrix["cells"].values() for a in row}, key=lambda a: (a.startswith("more_epochs"), a))
+  lines = [f"\nresponse matrix over {len(matrix['runs'])} runs: relative reduction [95%] (per run)"]
+  for cause, row in sorted(matrix["cells"].items()):
+    n = max(c["examples"] for c in row.values())
+    parts = []
+    for arm in arms:
+      c = row.get(arm)
+      if c is None:
+        continue
+      lo, hi = c["relative_reduction_interval"]
+      runs = "/".join("—" if r is None else f"{100 * r:.0f}" for r in c["by_run"])
+      parts.append(f"{arm} {_pct(c['relative_reduction'])} [{_pct(lo)}, {_pct(hi)}] ({runs})")
+    lines.append(f"{cause} (n={n}): " + "; ".join(parts))
+  return "\n".join(lines)
+
+
 def _pct(x: float | None) -> str:
-  return "—" if x is None else f"{100 * x:.1f}%"
+  return "—" if x is None else f"{100 * x + 0.0:.1f}%"
 
 
 def summary_text(name: str, result: dict) -> str:

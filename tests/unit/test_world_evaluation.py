@@ -202,3 +202,40 @@ def test_an_arms_cuts_against_a_direct_computation():
   lo, hi = compare.paired_bootstrap(target[col.UNLEARNED].to_numpy(float), target["after"].to_numpy(float), 200, 0)
   assert entry["target"]["change_interval"] == [lo, hi]
   assert interventions_evaluation.change(np.array([]), np.array([]), 10) == {"examples": 0}
+
+
+def test_the_response_matrix_pooled_over_runs_against_a_direct_computation(tmp_path):
+  """Two runs (seeds): each cell pools the examples every baseline attributed to the cause, paired
+  with the same examples in the arm or in an equal-compute control that ran; per-run figures too."""
+  import os
+  import types
+
+  rng = np.random.default_rng(3)
+  runs, pooled = [], {}
+  for k in range(2):
+    layout = Layout(str(tmp_path / f"run{k}"))
+    n = 40
+    cause = rng.choice(["I", "III", LEARNED], n)
+    base = pd.DataFrame({col.ID: [f"e{i}" for i in range(n)], col.UNLEARNED: cause != LEARNED, col.CAUSE: cause})
+    os.makedirs(os.path.dirname(layout.attribution))
+    base.to_parquet(layout.attribution)
+    for name in ("knowledge", "more_epochs.e9") if k == 0 else ("knowledge",):
+      after = base[col.UNLEARNED].to_numpy() & (rng.random(n) < 0.6)
+      os.makedirs(os.path.dirname(layout.arm(name).attribution))
+      pd.DataFrame({col.ID: base[col.ID], col.UNLEARNED: after}).to_parquet(layout.arm(name).attribution)
+      for c in ("I", "III"):
+        sel = cause == c
+        pooled.setdefault((c, name), []).append((base[col.UNLEARNED].to_numpy()[sel], after[sel]))
+    arms = (ArmConfig("knowledge", "knowledge"), ArmConfig("conflict", "conflict"))  # conflict never ran
+    runs.append((layout, types.SimpleNamespace(interventions=types.SimpleNamespace(arms=arms))))
+  matrix = interventions_evaluation.response_matrix(runs, samples=200)
+  assert set(matrix["cells"]) == {"I", "III"} and set(matrix["cells"]["I"]) == {"knowledge", "more_epochs.e9"}
+  for (c, name), parts in pooled.items():
+    cell = matrix["cells"][c][name]
+    before, after = (np.concatenate([p[i] for p in parts]) for i in (0, 1))
+    assert cell["examples"] == len(before) and cell["relative_reduction"] == pytest.approx(1 - after.mean())
+    assert cell["by_run"][: len(parts)] == pytest.approx([1 - p[1].mean() for p in parts])
+    lo, hi = compare.paired_bootstrap(before.astype(float), after.astype(float), 200, 0)
+    assert cell["relative_reduction_interval"] == pytest.approx([-hi, -lo])
+  assert matrix["cells"]["I"]["more_epochs.e9"]["by_run"][1] is None  # that run had no such control
+  assert "I (n=" in interventions_evaluation.matrix_text(matrix)
