@@ -33,6 +33,7 @@ class CPTSettings:
   steps: int = 200  # steps of the continual pre-training
   learning_rate: float = 1e-3  # its peak learning rate
   warmup_steps: int = 20  # its warmup steps
+  query: str = "entities"  # retrieval queries from: one of selection.QUERIES (never the answer, but the last)
 
   def __post_init__(self):
     check(self.per_query >= 1, "per_query", f"must be >= 1, got {self.per_query}")
@@ -40,6 +41,7 @@ class CPTSettings:
     check(self.steps >= 1, "steps", f"must be >= 1, got {self.steps}")
     check(self.learning_rate > 0, "learning_rate", f"must be > 0, got {self.learning_rate}")
     check(self.warmup_steps >= 0, "warmup_steps", f"must be >= 0, got {self.warmup_steps}")
+    check(self.query in selection.QUERIES, "query", f"'{self.query}' is not one of {selection.QUERIES}")
 
 
 def check_config(config: Any, settings: CPTSettings) -> None:
@@ -62,7 +64,10 @@ def prepare(context: Any, settings: CPTSettings, config: Any, accept: Accept) ->
   pre-training from the base model on general + retrieved text before SFT."""
   data = config.data
   rows, meta = selection.examples_with_meta(context, context.selected(settings.causes)["id"])
-  hits = selection.collection(data.knowledge).retrieve(selection.queries(rows, meta), settings.per_query)
+  prompts = pd.read_parquet(context.baseline.examples, columns=["prompt"])["prompt"].tolist()
+  min_df = config.diagnose.signals.filler_df(len(prompts))  # the diagnosis' slot fillers: the same entities
+  pairs = selection.queries(rows, meta, settings.query, prompts, min_df)
+  hits = selection.collection(data.knowledge).retrieve(pairs, settings.per_query)
   hits = hits.merge(rows[["id", "reference"]], on="id", how="left")
   hits["kept"] = accept(hits) if len(hits) else pd.Series(dtype=bool)
   kept = hits[hits["kept"]].drop_duplicates("document")

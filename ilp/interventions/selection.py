@@ -11,21 +11,36 @@ from typing import Any, Iterable, Sequence
 import pandas as pd
 
 from ilp import fileio
-from ilp.data import loaders
+from ilp.data import loaders, similarity
 from ilp.data.records import PREREQUISITES, SFTRecord
 from ilp.data.retrieval import Retriever
 from ilp.detection import columns as col
 
 
-def queries(rows: pd.DataFrame, meta: pd.Series) -> list[tuple[str, str]]:
-  """(example id, query) pairs: each example's own subject and answer (prompt and reference), and
-  each of its prerequisite questions with its answer (the facts a composition rests on)."""
-  out = []
+QUERIES = ("entities", "prompt", "prompt_and_answer")  # what a retrieval query is built from (`CPTSettings.query`)
+
+
+def queries(
+  rows: pd.DataFrame, meta: pd.Series, mode: str, prompts: Sequence[str], min_df: int
+) -> list[tuple[str, str]]:
+  """(example id, query) pairs for each example of `rows` and each of its prerequisite questions.
+
+  `mode` "entities": the question's slot fillers (words in fewer than `min_df` of `prompts`, the
+  run's SFT prompts with those questions: the entities it is about; the whole question when it has
+  none); "prompt": the question's words; "prompt_and_answer": the question with its supervised
+  answer (the example's reference, a prerequisite's response). Only the last reads an answer: the
+  paper retrieves background about the entity, and a real collection does not hold the answer
+  verbatim, so the first two are the honest ones; the last is kept to measure what it leaked."""
+  asked = [(row.id, row.prompt, row.reference) for row in rows.itertuples()]
   for row, raw in zip(rows.itertuples(), meta):
-    out.append((row.id, f"{row.prompt} {row.reference}"))
-    for probe in json.loads(raw).get(PREREQUISITES) or []:
-      out.append((row.id, f"{probe['prompt']} {probe['response']}"))
-  return out
+    asked += [(row.id, p["prompt"], p["response"]) for p in json.loads(raw).get(PREREQUISITES) or []]
+  if mode == "prompt_and_answer":
+    return [(ident, f"{prompt} {answer}") for ident, prompt, answer in asked]
+  if mode == "prompt":
+    return [(ident, prompt) for ident, prompt, _ in asked]
+  pool = [similarity.words(p) for p in list(prompts) + [prompt for _, prompt, _ in asked]]
+  fillers = similarity.patterns(pool, min_df).slots[len(prompts) :]
+  return [(ident, " ".join(found) or prompt) for (ident, prompt, _), found in zip(asked, fillers)]
 
 
 def states(text: str, answer: str) -> bool:

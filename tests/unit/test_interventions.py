@@ -282,3 +282,26 @@ def test_arm_settings_are_checked_before_anything_runs(baseline):
   cfg.data.knowledge = ()
   with pytest.raises(ConfigError, match=r"data.knowledge.*arm 'k'"):
     config_lib.load(cfg)
+
+
+def test_retrieval_queries_use_no_answer_unless_asked():
+  """ "entities": the slot fillers of each question and prerequisite (words in fewer than min_df
+  prompts); "prompt": the question; only "prompt_and_answer" carries the answers."""
+  from ilp.interventions import selection
+
+  prompts = [f"what is the code of p{i} ?" for i in range(6)] + ["where was p0 born ?"]
+  rows = pd.DataFrame({"id": ["a", "b"], "prompt": [prompts[1], "what is the code of the mayor of zed ?"]})
+  rows["reference"] = ["c123", "c999"]
+  meta = pd.Series(
+    [json.dumps({}), json.dumps({"prerequisites": [{"prompt": "who is the mayor of zed ?", "response": "p4"}]})]
+  )
+  entities = selection.queries(rows, meta, "entities", prompts, min_df=3)
+  assert entities == [("a", "p1"), ("b", "mayor zed"), ("b", "who mayor zed")]
+  assert selection.queries(rows, meta, "prompt", prompts, 3) == [
+    ("a", prompts[1]),
+    ("b", rows["prompt"][1]),
+    ("b", "who is the mayor of zed ?"),
+  ]
+  leaky = selection.queries(rows, meta, "prompt_and_answer", prompts, 3)
+  assert [q for _, q in leaky] == [f"{prompts[1]} c123", f"{rows['prompt'][1]} c999", "who is the mayor of zed ? p4"]
+  assert not any("c123" in q or "c999" in q for _, q in entities)
