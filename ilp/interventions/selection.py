@@ -16,7 +16,6 @@ from ilp.data.records import PREREQUISITES, SFTRecord
 from ilp.data.retrieval import Retriever
 from ilp.detection import columns as col
 
-
 QUERIES = ("entities", "prompt", "prompt_and_answer")  # what a retrieval query is built from (`CPTSettings.query`)
 
 
