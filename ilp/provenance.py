@@ -34,7 +34,7 @@ SETTINGS: dict[str, tuple[str, ...]] = {
     "data.tokenizer",
   ),
   "detect": ("seed", "detect", "data.template", "data.buckets", "data.tokenizer"),
-  "diagnose": ("diagnose", "data.corpora"),
+  "diagnose": ("diagnose", "data.corpora", "detect.answers"),
   "capability": ("seed", "detect", "data.heldout", "data.heldout_text", "data.template", "data.buckets"),
   "report": ("diagnose.protocol", "diagnose.typical_examples"),
 }

@@ -13,6 +13,7 @@ import json
 from ilp.data.config import WORKDIR, DataConfig
 from ilp.detection.columns import GENERATIVE, MULTIPLE_CHOICE, PROTOCOLS
 from ilp.scoring import estimators
+from ilp.scoring.equivalence import AnswersConfig
 from ilp.scoring.verifiers import VERIFIERS
 from ilp.typed import check
 
@@ -33,7 +34,6 @@ class MCConfig:
   base_distractors: bool | None = None  # the base model's sampled wrong answers as options (None: iff detect.base)
   base_samples: int = 8  # samples per prompt from the base model, for `base_distractors`
   base_temperature: float = 1.0  # their temperature (1: the base model's own distribution)
-  same_answer_rouge_l: float = 0.9  # answers of 5+ words at this ROUGE-L or more say the same
   p_exist: float = 0.8  # knowledge exists: base accuracy over N predictions > p_exist (paper: 0.8)
   t_conf: float = 0.5  # high-confidence error: base P(a wrong option) > t_conf (paper: not given)
 
@@ -47,9 +47,6 @@ class MCConfig:
       self.base_temperature > 0,
       "base_temperature",
       f"must be > 0 (samples, not the greedy answer), got {self.base_temperature}",
-    )
-    check(
-      0 < self.same_answer_rouge_l <= 1, "same_answer_rouge_l", f"must lie in (0, 1], got {self.same_answer_rouge_l}"
     )
 
 
@@ -90,6 +87,7 @@ class DetectConfig:
   entity_swaps: int = 3  # donor prompts per example for the base model's entity-swap probe (0: off)
   embedding_dims: int = 256  # the probed model's prompt embeddings, kept to this width (0: off)
   mc: MCConfig = MCConfig()  # the multiple-choice probe
+  answers: AnswersConfig = AnswersConfig()  # when two answers say the same: MC options, III, the `equivalent` verifier
   require_converged: bool = False  # refuse a model whose SFT's last phase did not converge (sft/summary.json)
 
   def __post_init__(self):

@@ -50,7 +50,10 @@ class Inputs:
   @classmethod
   def from_examples(cls, frame: pd.DataFrame, detect: DetectConfig, data: DataConfig, tokenizer: Any) -> "Inputs":
     by_dataset = dict(detect.dataset_verifiers)
-    verifiers = [get_verifier(by_dataset.get(d, detect.verifier), detect.verifier_threshold) for d in frame["dataset"]]
+    verifiers = [
+      get_verifier(by_dataset.get(d, detect.verifier), detect.verifier_threshold, detect.answers)
+      for d in frame["dataset"]
+    ]
     metas = [json.loads(m) for m in frame["meta"]]
     supplied = [
       (meta.get(DISTRACTORS) or []) + other
@@ -181,7 +184,7 @@ class Chunk:
       )
       for e, ref in enumerate(self.references):
         wrong = [t for t, ok, cut in zip(drawn.texts[e], drawn.correct[e], drawn.truncated[e]) if not (ok or cut)]
-        answers[e] += mc.ranked_wrong_answers(wrong, ref, m.same_answer_rouge_l)
+        answers[e] += mc.ranked_wrong_answers(wrong, ref, self.detect.answers)
     return answers
 
   @functools.cached_property
@@ -197,7 +200,7 @@ class Chunk:
       m.num_options,
       m.distractors,
       self.seed,
-      m.same_answer_rouge_l,
+      self.detect.answers,
     )
 
   @functools.cached_property

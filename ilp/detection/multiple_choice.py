@@ -9,7 +9,7 @@ of other examples: of the same answer kind (prompts of one pattern, or patterns 
 answers; the default, `same_kind`) or of the same data set (`random`, `similar_length`). The base
 model's answers are the paper's "plausible" alternatives: what a model that has not been taught
 the example actually says, so the probe asks whether SFT moved it off its own belief. A sampled
-answer that says the same as the reference or as an earlier option (`same_answer`) is dropped, and
+answer that says the same as the reference or as an earlier option (`ilp.scoring.equivalence`) is dropped, and
 the detection table drops those the example's verifier accepts or the token budget cut short.
 `Options.counts` records how many wrong options each source gave. Options are scored by the
 length-normalised log-likelihood of the option given the prompt (no letters, so no position
@@ -29,35 +29,22 @@ from flax import nnx
 
 from ilp.data import similarity
 from ilp.detection.columns import SOURCES
-from ilp.detection.config import MCConfig
 from ilp.scoring import estimators
+from ilp.scoring.equivalence import AnswersConfig, equivalent
 from ilp.scoring.estimators import option_distribution
 from ilp.scoring.evaluator import ExampleEvaluator, continuation_logliks
-from ilp.scoring.verifiers import normalize, rouge_l
-
-FEW_WORDS = 4  # answers of more words than this are also compared by ROUGE-L (`same_answer`)
+from ilp.scoring.verifiers import normalize
 
 
-def same_answer(a: str, b: str, rouge_l_min: float) -> bool:
-  """Whether two answers say the same: equal once normalised, or, when both are longer than
-  FEW_WORDS words, ROUGE-L >= `rouge_l_min`. A reworded reference offered as a wrong option would
-  split a taught model's belief and fake a failure, so long answers merge generously (at 0.9, one
-  word in ten may differ); in short answers the one differing word is the answer, so only
-  equality counts."""
-  if normalize(a) == normalize(b):
-    return True
-  return min(len(normalize(a).split()), len(normalize(b).split())) > FEW_WORDS and rouge_l(a, b) >= rouge_l_min
-
-
-def ranked_wrong_answers(samples: Sequence[str], reference: str, rouge_l_min: float) -> list[str]:
+def ranked_wrong_answers(samples: Sequence[str], reference: str, answers: AnswersConfig) -> list[str]:
   """The distinct answers among `samples` that are not the reference's, most frequent first (ties:
   first drawn first), each in the words of its first sample: the wrong answers a model believes
-  most. Samples that say the same (`same_answer`) count as one answer; empty ones as none."""
+  most. Samples that say the same (`equivalence.equivalent`) count as one answer; empty ones as none."""
   groups: list[list[str]] = []
   for text in samples:
-    if not normalize(text) or same_answer(text, reference, rouge_l_min):
+    if not normalize(text) or equivalent(text, reference, answers):
       continue
-    group = next((g for g in groups if same_answer(g[0], text, rouge_l_min)), None)
+    group = next((g for g in groups if equivalent(g[0], text, answers)), None)
     if group is None:
       groups.append([text])
     else:
@@ -126,7 +113,7 @@ def choose_options(
   num_options: int,
   strategy: str,
   seed: int,
-  rouge_l_min: float = MCConfig.same_answer_rouge_l,
+  answers: AnswersConfig = AnswersConfig(),
 ) -> Options:
   """Option texts per example, the true response first; fewer options when too few candidates.
 
@@ -140,7 +127,7 @@ def choose_options(
     num_options: options per example, the true one included.
     strategy: one of `ilp.detection.config.STRATEGIES`.
     seed: the run's seed.
-    rouge_l_min: when a base answer says the same as the reference or an earlier option (`same_answer`).
+    answers: when a base answer says the same as the reference or an earlier option (`equivalence`).
   """
   texts, counts = [], np.zeros((len(ids), len(SOURCES)), np.int64)
   for i, (ident, row, target) in enumerate(zip(ids, rows, responses)):
@@ -155,7 +142,7 @@ def choose_options(
       if wrong.strip() and normalize(wrong) not in {normalize(c) for c in chosen}:
         add(wrong, 0)
     for wrong in base_answers[i] if base_answers is not None else ():
-      if wrong.strip() and not any(same_answer(wrong, c, rouge_l_min) for c in chosen):
+      if wrong.strip() and not any(equivalent(wrong, c, answers) for c in chosen):
         add(wrong, 1)
     taken = {normalize(c) for c in chosen}
     rng = np.random.default_rng([seed, zlib.crc32(ident.encode())])

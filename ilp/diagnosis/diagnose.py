@@ -17,6 +17,7 @@ from ilp.detection import columns as col
 from ilp.diagnosis import attribution, signals
 from ilp.diagnosis.attribution import RuleConfig
 from ilp.diagnosis.signals import SignalConfig
+from ilp.scoring.equivalence import AnswersConfig
 from ilp.typed import check
 
 GROUPS = attribution.CAUSES + (attribution.UNATTRIBUTED,)
@@ -62,6 +63,7 @@ def diagnose(
   log_frame: pd.DataFrame,
   diagnose: DiagnoseConfig,
   documents: Sequence[str] | None = None,
+  answers: AnswersConfig = AnswersConfig(),
 ) -> pd.DataFrame:
   """Signals joined with the attribution, one row per detected example, with its prompt, target
   and greedy answer; `unlearned` is the label of `diagnose.protocol`.
@@ -72,10 +74,11 @@ def diagnose(
     log_frame: the SFT dynamics log.
     diagnose: the protocol, signal and rule settings.
     documents: the pre-training corpus, for corpus evidence (None: none).
+    answers: when two answers say the same (`detect.answers`, shared with detection).
   """
   detection = labelled(detection, diagnose.protocol)
   prompts = pd.Series(examples["prompt"].to_numpy(), index=examples["id"], dtype=object)
-  table = signals.compute(detection, prompts, log_frame, diagnose.signals, documents)
+  table = signals.compute(detection, prompts, log_frame, diagnose.signals, documents, answers)
   table = table.join(attribution.attribute(table, diagnose.rules)).reset_index()
   shown = [c for c in (col.REFERENCE, col.GREEDY_TEXT) if c in detection and c not in table]
   table = table.merge(detection[[col.ID] + shown], on=col.ID)

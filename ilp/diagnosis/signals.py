@@ -16,7 +16,8 @@ import pandas as pd
 from ilp.data import similarity
 from ilp.detection import columns as col
 from ilp.diagnosis import corpus
-from ilp.scoring import dynamics_log
+from ilp.scoring import dynamics_log, equivalence
+from ilp.scoring.equivalence import AnswersConfig
 from ilp.scoring.verifiers import normalize
 from ilp.typed import check
 
@@ -193,9 +194,11 @@ def text_signals(
   cfg: SignalConfig,
   corpus_documents: Sequence[str] | None = None,
   embeddings: np.ndarray | None = None,
+  answers: AnswersConfig = AnswersConfig(),
 ) -> pd.DataFrame:
-  """Near-duplicate prompts whose targets disagree (III), the rarity of the prompt pattern and of
-  the answer (V), and, given the pre-training corpus, what it states about each example (I, II).
+  """Near-duplicate prompts whose targets are not equivalent (III; `ilp.scoring.equivalence` with
+  `answers`: paraphrased long answers that say the same do not disagree), the rarity of the prompt
+  pattern and of the answer (V), and, given the pre-training corpus, what it states about each example (I, II).
   `greedy` (the fine-tuned model's greedy answers) tells which side of a contradiction it learned;
   `embeddings` (one row per prompt) find paraphrases that share few words."""
   n = len(prompts)
@@ -211,13 +214,13 @@ def text_signals(
     else tuple(np.zeros(0, t) for t in (np.int64, np.int64, np.float64))
   )
   i, j, cosine, by_embedding = _union(lexical, semantic)
-  answers = np.asarray([normalize(r) for r in references], dtype=object)
+  answer_keys = np.asarray([normalize(r) for r in references], dtype=object)
   answer_words = [similarity.words(r) for r in references]
-  kinds = similarity.answer_kinds(found.templates, answers)
+  kinds = similarity.answer_kinds(found.templates, answer_keys)
   if cfg.same_answer_kind:  # "where was p born?" and "what is p's job?" are not one question
     same = kinds[i] == kinds[j]
     i, j, cosine, by_embedding = i[same], j[same], cosine[same], by_embedding[same]
-  disagree = answers[i] != answers[j]
+  disagree = ~equivalence.pairwise(references.to_numpy()[i], references.to_numpy()[j], answers)
   src, dst = np.concatenate([i, j]), np.concatenate([j, i])
   sim, dis = np.concatenate([cosine, cosine]), np.concatenate([disagree, disagree])
   out = pd.DataFrame(index=prompts.index)
@@ -235,14 +238,14 @@ def text_signals(
     out[col.NEAR_DUPLICATES] > 0, 1 - out[col.DISAGREEING_DUPLICATES] / out[col.NEAR_DUPLICATES].clip(lower=1), np.nan
   )
   if greedy is not None:
-    said = np.asarray([normalize(g) for g in greedy], dtype=object)
+    said, targets = greedy.to_numpy(), references.to_numpy()
     partner = np.zeros(n, bool)
-    np.logical_or.at(partner, src[dis], said[src[dis]] == answers[dst[dis]])
+    np.logical_or.at(partner, src[dis], equivalence.pairwise(said[src[dis]], targets[dst[dis]], answers))
     out[col.ANSWERS_PARTNER_TARGET] = partner
   keys = pd.Series(found.templates, index=prompts.index)
   out[col.TEMPLATE_SIZE] = keys.map(keys.value_counts()).to_numpy()
   out[col.TEMPLATE_SHARE] = out[col.TEMPLATE_SIZE] / n
-  out[col.ANSWER_FREQUENCY] = pd.Series(answers).map(pd.Series(answers).value_counts()).to_numpy()
+  out[col.ANSWER_FREQUENCY] = pd.Series(answer_keys).map(pd.Series(answer_keys).value_counts()).to_numpy()
   out[col.RESPONSE_WORDS] = [len(w) for w in answer_words]
   if corpus_documents is not None:
     for name, values in corpus.evidence(found, answer_words, kinds, corpus_documents, cfg.corpus_top_k).items():
@@ -287,6 +290,7 @@ def compute(
   dynamics: pd.DataFrame,
   cfg: SignalConfig,
   corpus_documents: Sequence[str] | None = None,
+  answers: AnswersConfig = AnswersConfig(),
 ) -> pd.DataFrame:
   """All signals, one row per example of the detection table (indexed and ordered by its ids).
 
@@ -309,6 +313,7 @@ def compute(
       cfg,
       corpus_documents,
       embeddings,
+      answers,
     )
   )
   return out.join(dynamics_signals(dynamics, ids, cfg.slope_passes, cfg.improvement_window))

@@ -16,6 +16,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from ilp import fileio
+from ilp.detection import columns as col
 from ilp.interventions import selection
 from ilp.typed import check
 
@@ -64,7 +65,7 @@ def prepare(context: Any, settings: CPTSettings, config: Any, accept: Accept) ->
   pre-training from the base model on general + retrieved text before SFT."""
   data = config.data
   rows, meta = selection.examples_with_meta(context, context.selected(settings.causes)["id"])
-  prompts = pd.read_parquet(context.baseline.examples, columns=["prompt"])["prompt"].tolist()
+  prompts = context.attribution[col.PROMPT].tolist()  # every detected example's question
   min_df = config.diagnose.signals.filler_df(len(prompts))  # the diagnosis' slot fillers: the same entities
   pairs = selection.queries(rows, meta, settings.query, prompts, min_df)
   hits = selection.collection(data.knowledge).retrieve(pairs, settings.per_query)

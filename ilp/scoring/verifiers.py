@@ -11,11 +11,11 @@ import collections
 import functools
 import re
 import string
-from typing import Callable
+from typing import Any, Callable
 
 Verifier = Callable[[str, str], bool]
 
-VERIFIERS = ("exact_match", "token_f1", "rouge_l", "mc_letter")
+VERIFIERS = ("exact_match", "token_f1", "rouge_l", "mc_letter", "equivalent")
 
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
@@ -93,15 +93,26 @@ def _at_least(score: Callable[[str, str], float], threshold: float, pred: str, r
   return score(pred, ref) >= threshold
 
 
-def get_verifier(name: str, threshold: float = 0.5) -> Verifier:
+def get_verifier(name: str, threshold: float = 0.5, answers: Any = None) -> Verifier:
   """The verifier called `name` (one of VERIFIERS); `threshold` is the pass mark of the scored
-  ones, token_f1 and rouge_l."""
+  ones, token_f1 and rouge_l; "equivalent" passes a prediction that says the same as the reference
+  by the shared definition (`ilp.scoring.equivalence`, its settings `answers`)."""
   scores = {"token_f1": token_f1, "rouge_l": rouge_l}
   if name in scores:
     if not 0.0 <= threshold <= 1.0:
       raise ValueError(f"verifier threshold must lie in [0, 1], got {threshold}")
     return functools.partial(_at_least, scores[name], threshold)  # unlike a closure, pickles to workers
+  if name == "equivalent":
+    from ilp.scoring import equivalence  # it builds on this module's normalisation and ROUGE-L
+
+    return functools.partial(_equivalent, answers or equivalence.AnswersConfig())
   exact = {"exact_match": exact_match, "mc_letter": multiple_choice_letter}
   if name not in exact:
     raise ValueError(f"unknown verifier {name!r}; available: {', '.join(VERIFIERS)}")
   return exact[name]
+
+
+def _equivalent(answers: Any, pred: str, ref: str) -> bool:
+  from ilp.scoring import equivalence
+
+  return equivalence.equivalent(pred, ref, answers)

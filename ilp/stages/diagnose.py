@@ -38,6 +38,7 @@ def run(config: Config, layout: Layout) -> None:
     log_frame,
     config.diagnose,
     diagnose.corpus_documents(config.diagnose, config.data),
+    config.detect.answers,
   )
   summary = diagnose.summarize(table, config.diagnose.protocol)
   with fileio.atomic_directory(layout.diagnosis) as out:

@@ -93,6 +93,7 @@ def attribution(
     dynamics_log.load(layout.dynamics()),
     settings,
     corpus_documents(settings, config.data, evidence),
+    config.detect.answers,
   )
 
 

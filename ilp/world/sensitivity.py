@@ -81,7 +81,9 @@ class Run:
           )
         }
       )
-    table = diagnose.diagnose(detection, self.examples, self.dynamics, settings, self.documents)
+    table = diagnose.diagnose(
+      detection, self.examples, self.dynamics, settings, self.documents, self.config.detect.answers
+    )
     return validation.validate(self.layout, table)["macro_f1"]
 
 

@@ -22,6 +22,7 @@ from ilp.detection.config import DetectConfig
 from ilp.detection.probes import probe_model
 from ilp.model import build, checkpoint, hf
 from ilp.scoring import estimators
+from ilp.scoring.equivalence import equivalent
 from ilp.scoring.evaluator import ExampleEvaluator
 from ilp.scoring.verifiers import normalize
 from ilp.typed import ConfigError
@@ -108,7 +109,7 @@ def test_detection_table_is_consistent(detected):
   assert summary["mc_mean_options_from"] == pytest.approx(dict(zip(col.SOURCES, sources.mean(0))))
   assert table["mc_options_from_base"].sum() > len(table)  # more than the greedy answers: samples too
   for row in table.itertuples():
-    assert not any(mc.same_answer(o, row.reference, 0.9) for o in row.mc_options[1 : 1 + row.mc_options_from_base])
+    assert not any(equivalent(o, row.reference) for o in row.mc_options[1 : 1 + row.mc_options_from_base])
     if row.base_greedy_text.strip() and not row.base_greedy_correct:
       assert row.mc_options[1] == row.base_greedy_text
   # The untrained base model against its own wrong answers: no better than chance (1/4).

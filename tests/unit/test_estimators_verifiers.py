@@ -220,7 +220,8 @@ def test_get_verifier():
   assert ver.get_verifier("rouge_l")("mat on cat sat", "cat sat on mat")  # 0.5 >= 0.5
   assert not ver.get_verifier("rouge_l", 0.6)("mat on cat sat", "cat sat on mat")
   assert pickle.loads(pickle.dumps(ver.get_verifier("rouge_l", 0.6)))("cat", "cat")
-  assert set(ver.VERIFIERS) == {"exact_match", "token_f1", "rouge_l", "mc_letter"}
+  assert set(ver.VERIFIERS) == {"exact_match", "token_f1", "rouge_l", "mc_letter", "equivalent"}
+  assert pickle.loads(pickle.dumps(ver.get_verifier("equivalent")))("The Paris", "paris")
   for name in ver.VERIFIERS:
     assert callable(ver.get_verifier(name))
 

@@ -107,10 +107,11 @@ def test_knowledge_retrieves_for_cause_I_only_and_mixes_general_text(baseline):
   arm = knowledge.prepare(context, knowledge.Settings(per_query=2), _arm_config(context, config))
   hits = pd.read_parquet(os.path.join(context.arm.intervention, "selection.parquet"))
   assert set(hits["id"]) == {"e1"}  # the one example attributed to I
-  assert set(hits["query"]) == {"where was p1 born ? c1", "what is the job of p3 ? j1"}  # own fact + prerequisite
+  # own question + prerequisite, by their entities (slot fillers), never the answers c1 and j1
+  assert set(hits["query"]) == {"p1", "job p3"}
   by_query = hits.groupby("query")["document"].apply(list).to_dict()
-  assert set(by_query["where was p1 born ? c1"]) == {"d1", "d2"}  # p1's documents, not the other people's
-  assert by_query["what is the job of p3 ? j1"][0] == "d6"
+  assert set(by_query["p1"]) == {"d1", "d2"}  # p1's documents, not the other people's
+  assert by_query["job p3"][0] == "d6"
   corpus = loaders.load_corpus([{"path": os.path.join(context.arm.intervention, "retrieved.jsonl")}])
   assert {d.id for d in corpus} == set(hits["document"])
   assert arm.stages[0] == "pretrain" and arm.sft.init_from == "pretrain" and arm.detect.base == "pretrain"

@@ -10,26 +10,38 @@ import pytest
 from ilp import config as config_lib
 from ilp.detection import multiple_choice as mc
 from ilp.detection.config import DetectConfig, MCConfig
-from ilp.scoring.verifiers import normalize, rouge_l
+from ilp.scoring import equivalence
+from ilp.scoring.equivalence import AnswersConfig
+from ilp.scoring.verifiers import get_verifier, normalize, rouge_l
 from ilp.typed import ConfigError
 
 LONG = "he was born in the old city of lyon in 1950"
 
 
-def test_same_answer_is_normalised_equality_or_rouge_l_for_long_answers():
-  assert mc.same_answer("The Paris!", "paris", 0.9) and not mc.same_answer("paris", "lyon", 0.9)
+def test_equivalence_is_normalised_equality_or_rouge_l_for_long_answers():
+  same = lambda a, b, tau: equivalence.equivalent(a, b, AnswersConfig(rouge_l=tau))
+  assert same("The Paris!", "paris", 0.9) and not same("paris", "lyon", 0.9)
   # Short answers: one word apart is another answer, however high their ROUGE-L.
-  assert rouge_l("born in paris", "born in lyon") > 0.6 and not mc.same_answer("born in paris", "born in lyon", 0.6)
+  assert rouge_l("born in paris", "born in lyon") > 0.6 and not same("born in paris", "born in lyon", 0.6)
   reworded = "he was born in the city of lyon in 1950 ."
-  assert rouge_l(LONG, reworded) >= 0.9 and mc.same_answer(LONG, reworded, 0.9)
+  assert rouge_l(LONG, reworded) >= 0.9 and same(LONG, reworded, 0.9)
   other = "he was born in the new city of paris in 1950"  # 8 of 10 normalised words in common
-  assert rouge_l(LONG, other) == pytest.approx(0.8) and not mc.same_answer(LONG, other, 0.9)
-  assert mc.same_answer(LONG, other, 0.8)
+  assert rouge_l(LONG, other) == pytest.approx(0.8) and not same(LONG, other, 0.9)
+  assert same(LONG, other, 0.8)
+  assert not equivalence.equivalent("born in paris", "born in lyon", AnswersConfig(rouge_l=0.6, few_words=3))
+  assert equivalence.equivalent("born in old paris", "born in old lyon", AnswersConfig(rouge_l=0.7, few_words=3))
+  pairs = [("The Paris!", "paris"), (LONG, reworded), (LONG, other), ("The Paris!", "paris")]
+  assert equivalence.pairwise([a for a, _ in pairs], [b for _, b in pairs]).tolist() == [True, True, False, True]
+  verifier = get_verifier("equivalent", answers=AnswersConfig(rouge_l=0.8))
+  assert verifier(other, LONG) and not get_verifier("equivalent")(other, LONG)
+  for field, value in (("rouge_l", 0.0), ("few_words", -1)):
+    with pytest.raises(ConfigError, match=f"'detect.answers.{field}'"):
+      config_lib.load({"detect": {"answers": {field: value}}})
 
 
 def test_ranked_wrong_answers_match_a_direct_count():
   samples = ["Lyon", "paris", "nice", "lyon.", "The Paris", "", "the", "Nice", "lyon", "rome", "marseille", "Rome"]
-  ranked = mc.ranked_wrong_answers(samples, "Paris", 0.9)
+  ranked = mc.ranked_wrong_answers(samples, "Paris", AnswersConfig())
   # Direct: count normalised answers (short ones: equivalence is equality), drop the reference's and
   # empty ones, order by count, ties by first appearance, each in the words of its first sample.
   first = {}
@@ -48,7 +60,7 @@ def test_ranked_wrong_answers_match_a_direct_count():
     "he was born in new city of paris in 1950",
     "he was born in the city of lyon in 1950",
   ]
-  assert mc.ranked_wrong_answers(long_samples, LONG, 0.9) == [long_samples[0], long_samples[2]]
+  assert mc.ranked_wrong_answers(long_samples, LONG, AnswersConfig()) == [long_samples[0], long_samples[2]]
 
 
 def _pools(responses, supplied):
@@ -92,7 +104,7 @@ def test_base_distractors_need_a_base_model():
     config_lib.load({"detect": {"base": "", "mc": {"base_distractors": True}}})
   assert DetectConfig(base="").mc.base_distractors is None  # the default: on exactly when a base model is set
   assert DetectConfig(base="", mc=MCConfig(base_distractors=False)).base == ""
-  for field, value in (("base_samples", 0), ("base_temperature", 0.0), ("same_answer_rouge_l", 0.0)):
+  for field, value in (("base_samples", 0), ("base_temperature", 0.0)):
     with pytest.raises(ConfigError, match=f"'detect.mc.{field}'"):
       config_lib.load({"detect": {"mc": {field: value}}})
 
