@@ -2,7 +2,8 @@
 
 `init.hf_dir` is the *pretrained base* checkpoint (e.g. Qwen2.5-0.5B, not -Instruct): SFT starts
 from it and the knowledge probes (P_exist, JSD, high-confidence errors, blind facts) ask it, as
-the paper probes the pre-SFT model. An instruct checkpoint of the same family can be scored on the
+the paper probes the pre-SFT model, in the plain question-answer layout a base model reads
+(`detect.base_format`). An instruct checkpoint of the same family can be scored on the
 same multiple-choice options as `detect.reference`, for comparison only. Point `data.sft` at your
 SFT files, e.g.
   python launch.py --config=configs/qwen2_5_0_5b.py --workdir=/runs/qwen \\
@@ -39,5 +40,9 @@ def get_config(
     reference=instruct_dir,
     verifier="rouge_l",
     verifier_threshold=0.6,
+    # the pre-trained base checkpoint has never seen a chat template: ask it as base models are
+    # evaluated, "Question: ...\nAnswer:" after 3 solved questions (ilp.detection.base_prompts)
+    base_format="plain",
+    base_shots=3,
   )
   return c

@@ -21,6 +21,7 @@ RUN = {MULTIPLE_CHOICE: (MULTIPLE_CHOICE,), GENERATIVE: (GENERATIVE,), "both": P
 LABELS = ("sampled", "expected")
 GUARDS = ("require_converged",)  # settings that gate the stage without changing its outputs: not in the parts' hash
 STRATEGIES = ("same_kind", "random", "similar_length")  # how the other examples' responses are picked (MCConfig)
+BASE_FORMATS = ("chat", "plain")  # how the base model is asked (`ilp.detection.base_prompts`)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +60,10 @@ class DetectConfig:
   protocol: str = "both"  # "multiple_choice" (the paper's), "generative", or "both"
   model: str = "sft"  # the model to probe: "sft", "model_init", "pretrain" or a checkpoint path
   base: str = "model_init"  # base (pre-SFT) model for the probes: the same choices, or "" for none
+  # how the base model is asked: "chat" (data.template, as SFT asked; an instruct or the world's base
+  # model) or "plain" ("Question: ...\nAnswer:", a pre-trained-only checkpoint; ilp.detection.base_prompts)
+  base_format: str = "chat"
+  base_shots: int = 0  # "plain": solved questions (other SFT records) before each question
   reference: str = ""  # optional other model (e.g. an instruct checkpoint) scored on the MC options
   num_samples: int = 5  # N: predictions (MC) or generations per example and run
   temperature: float = 0.7  # sampling temperature of both protocols
@@ -101,6 +106,13 @@ class DetectConfig:
       self.mc.base_distractors is not True or bool(self.base),
       "mc.base_distractors",
       "the base model's sampled answers need a base model, but detect.base is empty",
+    )
+    check(self.base_format in BASE_FORMATS, "base_format", f"'{self.base_format}' is not one of {BASE_FORMATS}")
+    check(self.base_shots >= 0, "base_shots", f"must be >= 0, got {self.base_shots}")
+    check(
+      not self.base_shots or self.base_format == "plain",
+      "base_shots",
+      f"is {self.base_shots}, but in-context examples go with base_format='plain' (the chat template is SFT's)",
     )
     check(bool(self.model), "model", "must name a model ('sft', 'model_init', 'pretrain' or a path)")
     check(self.num_samples >= 1, "num_samples", f"must be >= 1, got {self.num_samples}")

@@ -17,7 +17,7 @@ from ilp.data import batches as batching
 from ilp.data import examples as examples_lib
 from ilp.data.config import DataConfig
 from ilp.data.records import DISTRACTORS
-from ilp.detection import entities, prerequisites
+from ilp.detection import base_prompts, entities, prerequisites
 from ilp.detection import multiple_choice as mc
 from ilp.detection.config import DetectConfig
 from ilp.detection.generative import GenerativeResult, sample_and_verify
@@ -43,9 +43,10 @@ class Inputs:
   frame: pd.DataFrame  # the examples table
   prompts: list[np.ndarray]
   verifiers: list[Verifier]
-  prerequisites: list[list[prerequisites.Question]]
+  prerequisites: list[list[prerequisites.Question]]  # asked of the base model, in `detect.base_format`
   distractors: mc.Distractors
-  swapped: list[list[np.ndarray]]  # per example, its entity-swapped prompts (`entities`)
+  swapped: list[list[np.ndarray]]  # per example, its entity-swapped prompts (`entities`), in the base format
+  base_prompts: list[np.ndarray]  # the prompts as the base model is asked (`ilp.detection.base_prompts`)
 
   @classmethod
   def from_examples(cls, frame: pd.DataFrame, detect: DetectConfig, data: DataConfig, tokenizer: Any) -> "Inputs":
@@ -59,16 +60,23 @@ class Inputs:
       (meta.get(DISTRACTORS) or []) + other
       for meta, other in zip(metas, mc.duplicate_answers(frame["prompt"], frame["response"]))
     ]
-    swapped = entities.swapped_prompts(list(frame["prompt"]), detect.entity_swaps, seed=0)
-    flat = entities.render([q for texts in swapped for q in texts], tokenizer, data.template, data.max_length)
+    questions, answers, ids = list(frame["prompt"]), list(frame["response"]), list(frame["id"])
+    chosen = base_prompts.shots(ids, questions, answers, detect.base_shots, seed=0) if detect.base_shots else ()
+    render = base_prompts.renderer(
+      detect.base_format, tokenizer, data.template, data.max_length, list(zip(questions, answers)), chosen
+    )
+    swapped = entities.swapped_prompts(questions, detect.entity_swaps, seed=0)
+    flat = render([q for texts in swapped for q in texts], [e for e, texts in enumerate(swapped) for _ in texts])
     ends = np.cumsum([len(texts) for texts in swapped])
+    prompts = examples_lib.prompts(frame)
     return cls(
       frame,
-      examples_lib.prompts(frame),
+      prompts,
       verifiers,
-      prerequisites.questions(frame["id"], metas, tokenizer, data.template, data.max_length),
+      prerequisites.questions(ids, metas, render),
       mc.Distractors.build(frame["prompt"], frame["response"], frame["dataset"], supplied),
       [flat[e - len(texts) : e] for e, texts in zip(ends, swapped)],
+      prompts if detect.base_format == "chat" else render(questions, range(len(questions))),
     )
 
 
@@ -91,6 +99,7 @@ class Chunk:
     self.rows, self.inputs, self.models, self.detect = rows, inputs, models, detect
     self.tokenizer, self.buckets, self.seed = tokenizer, buckets, seed
     self.prompts = [inputs.prompts[i] for i in rows]
+    self.base_prompts = [inputs.base_prompts[i] for i in rows]
     self.references = [inputs.frame["response"].iloc[i] for i in rows]
     self.verifiers = [inputs.verifiers[i] for i in rows]
     eos = tokenizer.eos_token_id
@@ -118,11 +127,12 @@ class Chunk:
     return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
 
   def sample(self, model: Model, sampling: SamplingConfig, seed: int) -> GenerativeResult:
-    """`model`'s answers to the chunk's prompts, each verified against its reference."""
+    """`model`'s answers to the chunk's prompts (as the base model is asked, for the base model),
+    each verified against its reference."""
     return sample_and_verify(
       model.sampler,
       model.params,
-      self.prompts,
+      self.base_prompts if model is self.models.base else self.prompts,
       self.references,
       self.verifiers,
       self.decode,
@@ -215,11 +225,12 @@ class Chunk:
     """[examples, options] option distribution of the model in `role` of `Models` ("sft", "base", "reference")."""
     if role not in self._option_probs:
       model, tokens = getattr(self.models, role), self.option_tokens
-      longest = max(len(self.prompts[e]) + len(t) for e, opts in enumerate(tokens) for t in opts)
+      prompts = self.base_prompts if role == "base" else self.prompts
+      longest = max(len(prompts[e]) + len(t) for e, opts in enumerate(tokens) for t in opts)
       self._option_probs[role] = mc.option_probabilities(
         model.evaluator,
         model.params,
-        self.prompts,
+        prompts,
         tokens,
         self.detect.mc.num_options,
         batching.covering(self.buckets, longest),

@@ -12,8 +12,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ilp.data.records import PREREQUISITES, SFTRecord
-from ilp.data.tokenize import TemplateConfig, tokenize_sft
+from ilp.data.records import PREREQUISITES
 from ilp.detection import columns as col
 from ilp.detection.generative import GenerativeResult, sample_and_verify
 from ilp.sampling.sampler import Sampler, SamplingConfig
@@ -23,25 +22,14 @@ from ilp.scoring.verifiers import Verifier
 Question = tuple[np.ndarray, str]  # (prompt tokens, reference answer)
 
 
-def questions(
-  ids: Sequence[str], metas: Sequence[dict], tokenizer: Any, template: TemplateConfig, max_length: int
-) -> list[list[Question]]:
-  """Per example, its prerequisite questions rendered with the training template (empty when its
-  meta lists none)."""
-  out = []
-  for ident, meta in zip(ids, metas):
-    listed = meta.get(PREREQUISITES) or []
-    rendered = [
-      SFTRecord(
-        f"{ident}/prerequisite{k}",
-        ({"role": "user", "content": q["prompt"]}, {"role": "assistant", "content": q["response"]}),
-        "",
-        1,
-      )
-      for k, q in enumerate(listed)
-    ]
-    tokenized = tokenize_sft(rendered, tokenizer, max_length, template)[0] if rendered else []
-    out.append([(t.tokens[: t.prompt_length], rendered[t.record].response) for t in tokenized])
+def questions(ids: Sequence[str], metas: Sequence[dict], render: Any) -> list[list[Question]]:
+  """Per example, its prerequisite questions as prompt ids (`render(questions, owners)`, the base
+  model's format: `ilp.detection.base_prompts`) with their answers (empty when its meta lists none)."""
+  listed = [(e, q["prompt"], q["response"]) for e, meta in enumerate(metas) for q in meta.get(PREREQUISITES) or []]
+  rendered = render([q for _, q, _ in listed], [e for e, _, _ in listed]) if listed else []
+  out: list[list[Question]] = [[] for _ in ids]
+  for (e, _, answer), prompt in zip(listed, rendered):
+    out[e].append((prompt, answer))
   return out
 
 

@@ -184,10 +184,12 @@ def _entity_lift(chunk: Chunk) -> Columns:
   n, responses = len(chunk.rows), chunk.responses
   owners = np.asarray([e for e, i in enumerate(chunk.rows) for _ in inputs.swapped[i]], np.int64)
   ll = chunk.token_logliks(
-    base, chunk.prompts + [q for i in chunk.rows for q in inputs.swapped[i]], responses + [responses[e] for e in owners]
+    base,
+    chunk.base_prompts + [q for i in chunk.rows for q in inputs.swapped[i]],
+    responses + [responses[e] for e in owners],
   )
   special = np.asarray(sorted(set(chunk.tokenizer.all_special_ids)), np.int32)
-  fresh = [~np.isin(r, np.concatenate([q, special])) for q, r in zip(chunk.prompts, responses)]
+  fresh = [~np.isin(r, np.concatenate([q, special])) for q, r in zip(chunk.base_prompts, responses)]
   return {col.BASE_ENTITY_LIFT: entities.lift(ll[:n], ll[n:], owners, fresh)}
 
 
