@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from absl import app, flags
 
-from ilp.data import similarity
+from ilp.data import retrieval, similarity
 from ilp.diagnosis import attribution, signals
 
 FLAGS = flags.FLAGS
@@ -109,7 +109,7 @@ def synthetic(n: int, seed: int = 0) -> tuple[pd.DataFrame, pd.Series, pd.DataFr
 def timed(n: int) -> float:
   detection, prompts, log, documents = synthetic(n)
   start = time.perf_counter()
-  table = signals.compute(detection, prompts, log, signals.SignalConfig(), documents)
+  table = signals.compute(detection, prompts, log, signals.SignalConfig(), retrieval.Corpus(documents))
   result = attribution.attribute(table, attribution.RuleConfig())
   elapsed = time.perf_counter() - start
   counts = result.loc[table["unlearned"], "cause"].value_counts().to_dict()

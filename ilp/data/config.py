@@ -38,6 +38,7 @@ class DataConfig:
   heldout: tuple[dict, ...] = ()  # SFT-format questions never trained on (capability check)
   heldout_text: tuple[dict, ...] = ()  # text never trained on (held-out perplexity)
   tokenizer: str = ""  # HF tokenizer directory; default: the one stored with the model
+  index_dir: str = "{workdir}/indexes"  # BM25 indexes of corpora, built once and memory-mapped ("": none kept)
   buckets: tuple[int, ...] = (64, 128, 256)  # padded sequence lengths; the largest is the maximum length
   overlong: str = "truncate_prompt"  # one of OVERLONG_POLICIES: what to do with a longer example
   template: TemplateConfig = TemplateConfig()  # how a conversation becomes the model's text
@@ -74,7 +75,10 @@ class DataConfig:
       {**s, "path": str(s["path"]).replace(WORKDIR, workdir)} if "path" in s else s for s in sources
     )
     return dataclasses.replace(
-      self, tokenizer=self.tokenizer.replace(WORKDIR, workdir), **{name: fill(getattr(self, name)) for name in SOURCES}
+      self,
+      tokenizer=self.tokenizer.replace(WORKDIR, workdir),
+      index_dir=self.index_dir.replace(WORKDIR, workdir),
+      **{name: fill(getattr(self, name)) for name in SOURCES},
     )
 
   def existing(self) -> "DataConfig":

@@ -5,30 +5,96 @@ Texts are split on whitespace and lower-cased, with no stop-word removal and no 
 that short entity names (`p17`, `c3`, model numbers, ticker symbols) stay terms; bm25s' default
 tokenizer drops one-character tokens and English stop words. A term repeated in a query counts
 once per occurrence, as in bm25s and Lucene's boolean queries.
+
+An index is built once per collection: with a `directory` (`data.index_dir`) it is saved under
+the collection's fingerprint (a SHA-256 of its texts and the BM25 parameters) and later runs, arms
+and stages memory-map it from there instead of indexing again (a 1M-document collection: see
+docs/measurements.md, retrieval benchmark). One index holds the whole collection: bm25s bakes the
+collection-wide IDF into its term-document scores, so shards would score with their own IDF and
+rank differently from one index; at the measured sizes one index fits in memory.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
+import os
 from typing import Sequence
 
 import numpy as np
+
+from ilp import fileio
+
+MANIFEST = "fingerprint.json"  # in an index directory: what it was built from
+TOKENS = r"(?u)\S+"  # bm25s' tokenizer splitting as `terms` does
 
 
 def terms(text: str) -> list[str]:
   return text.lower().split()
 
 
+class IndexMismatchError(fileio.ResumeError):
+  """A saved index was built for other documents or parameters than the ones asked for."""
+
+
+def fingerprint(texts: Sequence[str], k1: float, b: float) -> str:
+  """SHA-256 of the collection (every text, in order) and the BM25 parameters."""
+  h = hashlib.sha256(json.dumps({"k1": k1, "b": b, "documents": len(texts)}).encode())
+  for text in texts:
+    h.update(text.encode("utf-8", "surrogatepass"))
+    h.update(b"\0")
+  return h.hexdigest()
+
+
+def _build(texts: Sequence[str], k1: float, b: float):
+  import bm25s
+
+  index = bm25s.BM25(k1=k1, b=b, method="lucene")
+  tokens = bm25s.tokenize(list(texts), lower=True, token_pattern=TOKENS, stopwords=None, show_progress=False)
+  index.index(tokens, show_progress=False)
+  return index
+
+
+def _saved(texts: Sequence[str], k1: float, b: float, directory: str):
+  """The collection's index from `directory/<fingerprint>/`, memory-mapped, built and saved first
+  when absent (atomically: a killed build leaves nothing to load)."""
+  import bm25s
+
+  key = fingerprint(texts, k1, b)
+  path = os.path.join(directory, key[:16])
+  manifest = os.path.join(path, MANIFEST)
+  if not os.path.isdir(path):
+    index = _build(texts, k1, b)
+    os.makedirs(directory, exist_ok=True)
+    with fileio.atomic_directory(path) as tmp:
+      index.save(tmp, show_progress=False)
+      fileio.write_json_atomic(
+        os.path.join(tmp, MANIFEST), {"fingerprint": key, "documents": len(texts), "k1": k1, "b": b}
+      )
+  try:
+    with open(manifest) as f:
+      saved = json.load(f)
+  except (OSError, ValueError) as e:
+    raise IndexMismatchError(f"{manifest}: unreadable ({e}); delete {path} to index the collection again") from None
+  if saved.get("fingerprint") != key:
+    raise IndexMismatchError(
+      f"{manifest}: this index was built for other documents ({saved.get('documents')} documents, fingerprint "
+      f"{str(saved.get('fingerprint'))[:16]}) than the {len(texts)} asked for ({key[:16]}); delete {path}"
+    )
+  return bm25s.BM25.load(path, mmap=True, show_progress=False)
+
+
 class Retriever:
-  """BM25 over a fixed collection of texts (possibly empty: then nothing is ever found)."""
+  """BM25 over a fixed collection of texts (possibly empty: then nothing is ever found); with a
+  `directory`, its index is saved there once and memory-mapped by every later retriever."""
 
-  def __init__(self, texts: Sequence[str], k1: float = 1.5, b: float = 0.75):
-    import bm25s
-
+  def __init__(self, texts: Sequence[str], k1: float = 1.5, b: float = 0.75, directory: str | None = None):
     self.size = len(texts)
-    self._index = bm25s.BM25(k1=k1, b=b, method="lucene")
+    self._index = None
     if self.size:  # bm25s cannot index an empty corpus
-      self._index.index([terms(t) for t in texts], show_progress=False)
-    self._vocab = self._index.vocab_dict if self.size else {}
+      self._index = _saved(texts, k1, b, directory) if directory else _build(texts, k1, b)
+    self._vocab = self._index.vocab_dict if self._index is not None else {}
 
   def knows(self, term: str) -> bool:
     """Whether any document holds `term` (as `terms` splits it)."""
@@ -51,3 +117,14 @@ class Retriever:
       order = hits[np.lexsort((hits, -s[hits]))][:k]
       out.append([(int(i), float(s[i])) for i in order])
     return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Corpus:
+  """A collection's texts and where its index is kept (None: built in memory each time)."""
+
+  texts: Sequence[str]
+  index_dir: str | None = None
+
+  def retriever(self) -> Retriever:
+    return Retriever(self.texts, directory=self.index_dir)

@@ -24,12 +24,16 @@ from ilp.detection import columns as col
 
 
 def evidence(
-  patterns: similarity.Patterns, answers: Sequence[list[str]], kinds: np.ndarray, documents: Sequence[str], top_k: int
+  patterns: similarity.Patterns,
+  answers: Sequence[list[str]],
+  kinds: np.ndarray,
+  corpus: retrieval.Corpus,
+  top_k: int,
 ) -> pd.DataFrame:
   """Per example, given its tokenised answer (`similarity.words`) and answer kind
   (`similarity.answer_kinds`): `corpus_entity_docs`, `corpus_support`, `corpus_contradiction` and
   `corpus_answer_coverage` (NaN for an answer without word characters)."""
-  retriever = retrieval.Retriever(documents)
+  documents, retriever = corpus.texts, corpus.retriever()
   doc_words: dict[int, set[str]] = {}
   words_of = lambda d: doc_words.setdefault(d, set(similarity.words(documents[d])))
   kind_words: dict[int, set[str]] = {}

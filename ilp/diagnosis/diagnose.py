@@ -7,11 +7,10 @@ summarises it by cause, data set and phase. Rendering lives in `ilp.report.diagn
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
 
 import pandas as pd
 
-from ilp.data import loaders
+from ilp.data import loaders, retrieval
 from ilp.data.config import DataConfig
 from ilp.detection import columns as col
 from ilp.diagnosis import attribution, signals
@@ -39,11 +38,13 @@ class DiagnoseConfig:
     check(self.typical_examples >= 0, "typical_examples", f"must be >= 0, got {self.typical_examples}")
 
 
-def corpus_documents(diagnose: DiagnoseConfig, data: DataConfig) -> list[str] | None:
-  """The pre-training documents, when corpus evidence is on and `data.corpora` has any."""
+def corpus_documents(diagnose: DiagnoseConfig, data: DataConfig) -> retrieval.Corpus | None:
+  """The pre-training documents (their index kept in `data.index_dir`), when corpus evidence is
+  on and `data.corpora` has any."""
   if not (diagnose.corpus_evidence and data.corpora):
     return None
-  return [d.text for d in loaders.load_corpus([source for source, _ in data.corpus_sources()])]
+  texts = [d.text for d in loaders.load_corpus([source for source, _ in data.corpus_sources()])]
+  return retrieval.Corpus(texts, data.index_dir or None)
 
 
 def labelled(detection: pd.DataFrame, protocol: str) -> pd.DataFrame:
@@ -62,7 +63,7 @@ def diagnose(
   examples: pd.DataFrame,
   log_frame: pd.DataFrame,
   diagnose: DiagnoseConfig,
-  documents: Sequence[str] | None = None,
+  documents: retrieval.Corpus | None = None,
   answers: AnswersConfig = AnswersConfig(),
 ) -> pd.DataFrame:
   """Signals joined with the attribution, one row per detected example, with its prompt, target

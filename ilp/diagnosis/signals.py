@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from ilp.data import similarity
+from ilp.data import retrieval, similarity
 from ilp.detection import columns as col
 from ilp.diagnosis import corpus
 from ilp.scoring import dynamics_log, equivalence
@@ -192,7 +192,7 @@ def text_signals(
   references: pd.Series,
   greedy: pd.Series | None,
   cfg: SignalConfig,
-  corpus_documents: Sequence[str] | None = None,
+  corpus_documents: retrieval.Corpus | None = None,
   embeddings: np.ndarray | None = None,
   answers: AnswersConfig = AnswersConfig(),
 ) -> pd.DataFrame:
@@ -289,7 +289,7 @@ def compute(
   prompts: pd.Series,
   dynamics: pd.DataFrame,
   cfg: SignalConfig,
-  corpus_documents: Sequence[str] | None = None,
+  corpus_documents: retrieval.Corpus | None = None,
   answers: AnswersConfig = AnswersConfig(),
 ) -> pd.DataFrame:
   """All signals, one row per example of the detection table (indexed and ordered by its ids).

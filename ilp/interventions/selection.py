@@ -52,9 +52,9 @@ def states(text: str, answer: str) -> bool:
 class Collection:
   """The knowledge documents (`data.knowledge`) with a BM25 index."""
 
-  def __init__(self, sources: Sequence[dict[str, Any]]):
+  def __init__(self, sources: Sequence[dict[str, Any]], index_dir: str | None = None):
     self.documents = loaders.load_corpus(sources)
-    self.retriever = Retriever([d.text for d in self.documents])
+    self.retriever = Retriever([d.text for d in self.documents], directory=index_dir)
 
   def retrieve(self, pairs: Sequence[tuple[str, str]], per_query: int) -> pd.DataFrame:
     """One row per (example, query, document) hit: id, query, document, text, score, rank."""
@@ -75,14 +75,14 @@ class Collection:
 
 
 @functools.lru_cache(maxsize=4)
-def _collection(key: str) -> Collection:
-  return Collection(json.loads(key))
+def _collection(key: str, index_dir: str) -> Collection:
+  return Collection(json.loads(key), index_dir or None)
 
 
-def collection(sources: Sequence[dict[str, Any]]) -> Collection:
-  """The indexed collection of `sources`, read and indexed once per process (every retrieving arm
-  of a launch uses the same `data.knowledge`)."""
-  return _collection(json.dumps(list(sources), sort_keys=True))
+def collection(sources: Sequence[dict[str, Any]], index_dir: str = "") -> Collection:
+  """The indexed collection of `sources`, read once per process (every retrieving arm of a launch
+  uses the same `data.knowledge`) and indexed once for all processes when `index_dir` is given."""
+  return _collection(json.dumps(list(sources), sort_keys=True), index_dir)
 
 
 def examples_with_meta(context: Any, ids: Iterable[str]) -> tuple[pd.DataFrame, pd.Series]:

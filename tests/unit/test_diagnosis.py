@@ -10,7 +10,7 @@ import pytest
 
 from configs import base as base_config
 from ilp import config as ilp_config
-from ilp.data import similarity
+from ilp.data import retrieval, similarity
 from ilp.diagnosis import attribution, corpus, signals
 from ilp.diagnosis import diagnose as diagnose_lib
 from ilp.typed import ConfigError
@@ -89,12 +89,13 @@ def test_corpus_evidence_support_contradiction_silence_and_coverage():
   ] + [f"c{k} is sunny ." for k in range(20)]
   found = similarity.patterns([similarity.words(p) for p in prompts], min_df=2)
   answers = [similarity.words(r) for r in references]
-  ev = corpus.evidence(found, answers, similarity.answer_kinds(found.templates, references), documents, top_k=10)
+  kinds = similarity.answer_kinds(found.templates, references)
+  ev = corpus.evidence(found, answers, kinds, retrieval.Corpus(documents), top_k=10)
   assert ev["corpus_entity_docs"].tolist() == [1, 2, 1, 1, 0, 2, 0]
   assert ev["corpus_support"].tolist() == [1, 0, 0, 1, 0, 0, 0]
   assert ev["corpus_contradiction"].tolist() == [0, 2, 0, 0, 0, 0, 0]  # p3's job is not an answer of its kind
   assert ev["corpus_answer_coverage"].tolist() == pytest.approx([1, 0, 0, 1, 0, 2 / 3, 0])  # p7: c1 and j4 stated
-  few = corpus.evidence(found, answers, similarity.answer_kinds(found.templates, references), documents, top_k=1)
+  few = corpus.evidence(found, answers, kinds, retrieval.Corpus(documents), top_k=1)
   assert few["corpus_entity_docs"].tolist() == [1, 1, 1, 1, 0, 1, 0]  # BM25 keeps the best-scoring document only
 
 

@@ -68,3 +68,31 @@ def test_edge_cases():
   assert [d for d, _ in tie] == [0, 1]
   assert Retriever([]).search(["p1", ""], k=3) == [[], []]
   assert Retriever(["", "p1 x"]).search(["p1"], k=3)[0][0][0] == 1
+
+
+def test_a_saved_index_is_reused_memory_mapped_and_refused_for_other_documents(tmp_path):
+  """Built once under the collection's fingerprint, then loaded (memory-mapped) with the same
+  scores; an index directory whose manifest names other documents is refused, naming the file."""
+  import json
+  import os
+
+  from ilp.data import retrieval
+
+  built = Retriever(DOCS, directory=str(tmp_path))
+  (key,) = os.listdir(tmp_path)
+  stamp = os.path.getmtime(tmp_path / key / retrieval.MANIFEST)
+  loaded = Retriever(DOCS, directory=str(tmp_path))
+  assert os.path.getmtime(tmp_path / key / retrieval.MANIFEST) == stamp and os.listdir(tmp_path) == [key]
+  assert isinstance(loaded._index.scores["data"], np.memmap)
+  for query in ("where was p1 born ? c1", "sunny weather", "p2"):
+    np.testing.assert_array_equal(loaded.scores(query), built.scores(query))
+    np.testing.assert_allclose(loaded.scores(query), brute_force(query, DOCS), rtol=1e-5)
+  assert loaded.search(["p1 c1"], 3) == built.search(["p1 c1"], 3)
+  other = DOCS[:-1]
+  assert retrieval.fingerprint(other, 1.5, 0.75)[:16] != key  # other documents: another directory
+  Retriever(other, directory=str(tmp_path))
+  assert len(os.listdir(tmp_path)) == 2
+  manifest = tmp_path / key / retrieval.MANIFEST
+  manifest.write_text(json.dumps({"fingerprint": "0" * 64, "documents": 3}))
+  with pytest.raises(retrieval.IndexMismatchError, match=r"fingerprint.json: this index was built for other documents"):
+    Retriever(DOCS, directory=str(tmp_path))
