@@ -22,6 +22,7 @@ LABELS = ("sampled", "expected")
 GUARDS = ("require_converged",)  # settings that gate the stage without changing its outputs: not in the parts' hash
 STRATEGIES = ("same_kind", "random", "similar_length")  # how the other examples' responses are picked (MCConfig)
 BASE_FORMATS = ("chat", "plain")  # how the base model is asked (`ilp.detection.base_prompts`)
+DISTRACTOR_MODELS = ("base", "reference")  # who writes the sampled distractors (MCConfig.distractor_model)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,7 +33,8 @@ class MCConfig:
   num_options: int = 4  # options per question, the true response included
   distractors: str = "same_kind"  # one of STRATEGIES
   include_base_answer: bool = True  # the base model's own greedy answer is an option when it is wrong
-  base_distractors: bool | None = None  # the base model's sampled wrong answers as options (None: iff detect.base)
+  base_distractors: bool | None = None  # model-written wrong answers as options (None: iff that model is set)
+  distractor_model: str = "base"  # who writes them: "base" (detect.base) or "reference" (detect.reference)
   base_samples: int = 8  # samples per prompt from the base model, for `base_distractors`
   base_temperature: float = 1.0  # their temperature (1: the base model's own distribution)
   p_exist: float = 0.8  # knowledge exists: base accuracy over N predictions > p_exist (paper: 0.8)
@@ -103,9 +105,15 @@ class DetectConfig:
       f"the {self.protocol} protocol needs the multiple-choice probe",
     )
     check(
-      self.mc.base_distractors is not True or bool(self.base),
+      self.mc.distractor_model in DISTRACTOR_MODELS,
+      "mc.distractor_model",
+      f"'{self.mc.distractor_model}' is not one of {DISTRACTOR_MODELS}",
+    )
+    check(
+      self.mc.base_distractors is not True or bool(getattr(self, self.mc.distractor_model)),
       "mc.base_distractors",
-      "the base model's sampled answers need a base model, but detect.base is empty",
+      f"model-written distractors need a model to sample from, but detect.{self.mc.distractor_model} is empty "
+      "(mc.distractor_model names it)",
     )
     check(self.base_format in BASE_FORMATS, "base_format", f"'{self.base_format}' is not one of {BASE_FORMATS}")
     check(self.base_shots >= 0, "base_shots", f"must be >= 0, got {self.base_shots}")

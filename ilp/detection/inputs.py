@@ -180,18 +180,22 @@ class Chunk:
 
   @functools.cached_property
   def base_answers(self) -> list[list[str]] | None:
-    """Per example, the base model's wrong answers to offer as MC options (None: no base model):
-    its greedy answer, then its most frequent sampled ones (`mc.base_distractors`). An answer the
-    verifier accepts is no distractor; nor is a sample the token budget cut (not an answer given)."""
-    if self.models.base is None:
+    """Per example, model-written wrong answers to offer as MC options (None: no model to ask): the
+    base model's greedy answer, then the most frequent sampled ones of `mc.distractor_model`
+    (`mc.base_distractors`). An answer the verifier accepts is no distractor; nor is a sample the
+    token budget cut (not an answer given)."""
+    m, base = self.detect.mc, self.models.base
+    writer = self.models.reference if m.distractor_model == "reference" else base
+    if base is None and writer is None:
       return None
-    greedy, m = self.base_greedy, self.detect.mc
-    answers = [t[:1] if m.include_base_answer and not ok else [] for t, ok in zip(greedy.texts, greedy.correct[:, 0])]
-    if m.enabled and m.base_distractors is not False:
+    answers: list[list[str]] = [[] for _ in self.rows]
+    if base is not None and m.include_base_answer:
+      greedy = self.base_greedy
+      answers = [t[:1] if not ok else [] for t, ok in zip(greedy.texts, greedy.correct[:, 0])]
+    if m.enabled and m.base_distractors is not False and writer is not None:
       sampling = self.sampling(m.base_temperature, m.base_samples)
-      drawn = (
-        self.base_samples if sampling == self.base_sampling else self.sample(self.models.base, sampling, self.seed + 4)
-      )
+      reuse = writer is base and sampling == self.base_sampling
+      drawn = self.base_samples if reuse else self.sample(writer, sampling, self.seed + 4)
       for e, ref in enumerate(self.references):
         wrong = [t for t, ok, cut in zip(drawn.texts[e], drawn.correct[e], drawn.truncated[e]) if not (ok or cut)]
         answers[e] += mc.ranked_wrong_answers(wrong, ref, self.detect.answers)

@@ -102,6 +102,13 @@ def test_base_distractors_need_a_base_model():
     DetectConfig(base="", mc=MCConfig(base_distractors=True))
   with pytest.raises(ConfigError, match="'detect.mc.base_distractors': .*detect.base is empty"):
     config_lib.load({"detect": {"base": "", "mc": {"base_distractors": True}}})
+  reference = {"base_distractors": True, "distractor_model": "reference"}
+  with pytest.raises(ConfigError, match="'detect.mc.base_distractors': .*detect.reference is empty"):
+    config_lib.load({"detect": {"mc": reference}})
+  written = DetectConfig(base="", reference="/models/instruct", mc=MCConfig(**reference))
+  assert written.mc.distractor_model == "reference"
+  with pytest.raises(ConfigError, match="'detect.mc.distractor_model': 'sft' is not one of"):
+    config_lib.load({"detect": {"mc": {"distractor_model": "sft"}}})
   assert DetectConfig(base="").mc.base_distractors is None  # the default: on exactly when a base model is set
   assert DetectConfig(base="", mc=MCConfig(base_distractors=False)).base == ""
   for field, value in (("base_samples", 0), ("base_temperature", 0.0)):
