@@ -26,9 +26,11 @@ import multiprocessing
 import os
 from typing import Any, Callable
 
+import jax
 import pandas as pd
 
-from ilp import console
+from ilp import config as config_lib
+from ilp import console, fileio, parallel
 from ilp.data.batches import PhaseConfig
 from ilp.detection import columns as col
 from ilp.interventions import equal_compute
@@ -38,6 +40,7 @@ from ilp.layout import Layout
 log = logging.getLogger(__name__)
 
 FOLLOW_STAGES = ("sft", "detect", "diagnose", "capability")  # what every arm redoes, in order
+PREPARED = "arm_config.json"  # in a multi-process run: the arm's config as process 0 prepared it
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,8 +149,16 @@ def run(config: Any, layout: Layout, run_pipeline: Callable[[Any, str], None]) -
       return None
     started.add(arm.name)
     arm_layout = layout.arm(arm.name)
-    context = Context(config, layout, arm_layout, attribution)
-    arm_config = module(arm.intervention).prepare(context, arm.typed_settings(), base_config(config, layout))
+    if jax.process_index() == 0:  # prepare writes the arm's inputs: once, by process 0
+      context = Context(config, layout, arm_layout, attribution)
+      arm_config = module(arm.intervention).prepare(context, arm.typed_settings(), base_config(config, layout))
+    if jax.process_count() > 1:  # the other processes of the job read the config it made
+      shared = os.path.join(arm_layout.intervention, PREPARED)
+      if jax.process_index() == 0:
+        fileio.write_json_atomic(shared, dataclasses.asdict(arm_config))
+      parallel.sync(f"arm {arm.name} prepared")
+      if jax.process_index() != 0:
+        arm_config = config_lib.read(shared)
     log.info("arm %s (%s): stages %s", arm.name, arm.intervention, ", ".join(arm_config.stages))
     return arm_config, arm_layout.root
 

@@ -70,7 +70,7 @@ class InterventionsConfig:
   equal_compute: bool = True  # derive and compare an equal-compute "more epochs" control per mitigation
   equal_compute_rounding: str = "nearest"  # control epochs: "nearest" the arm's tokens, or "up" (never fewer)
   # arms run at once, each in a process of its own (> 1: a CPU machine whose cores one small run
-  # cannot keep busy; the arms' results do not depend on it; single-process runs only)
+  # cannot keep busy; the arms' results do not depend on it; 1 in a multi-process job)
   workers: int = 1
 
   def __post_init__(self):

@@ -82,6 +82,7 @@ def deleted(members: pd.DataFrame, rule: str, score: pd.Series | None = None) ->
   return pd.Series(
     [isinstance(refs, set) and len(refs) == 1 and ref not in refs for refs, ref in zip(lead, members["reference"])],
     index=members.index,
+    dtype=bool,  # also with no member: an empty object series would select columns, not rows
   )
 
 

@@ -10,6 +10,7 @@ control (`ilp.interventions.equal_compute`), not by fixing its epochs."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from typing import Any, Callable
 
@@ -32,6 +33,7 @@ class CPTSettings:
   per_query: int = 20  # documents retrieved per query
   weight: float = 0.2  # the retrieved documents' share of the mixture (general text: the rest)
   steps: int = 200  # steps of the continual pre-training
+  steps_fraction: float = 0.0  # > 0: instead, this share of the baseline's SFT optimizer steps (its summary)
   learning_rate: float = 1e-3  # its peak learning rate
   warmup_steps: int = 20  # its warmup steps
   query: str = "entities"  # retrieval queries from: one of selection.QUERIES (never the answer, but the last)
@@ -40,6 +42,7 @@ class CPTSettings:
     check(self.per_query >= 1, "per_query", f"must be >= 1, got {self.per_query}")
     check(0 < self.weight <= 1, "weight", f"must be in (0, 1], got {self.weight}")
     check(self.steps >= 1, "steps", f"must be >= 1, got {self.steps}")
+    check(self.steps_fraction >= 0, "steps_fraction", f"must be >= 0 (0: `steps`), got {self.steps_fraction}")
     check(self.learning_rate > 0, "learning_rate", f"must be > 0, got {self.learning_rate}")
     check(self.warmup_steps >= 0, "warmup_steps", f"must be >= 0, got {self.warmup_steps}")
     check(self.query in selection.QUERIES, "query", f"'{self.query}' is not one of {selection.QUERIES}")
@@ -99,7 +102,7 @@ def prepare(context: Any, settings: CPTSettings, config: Any, accept: Accept) ->
   pretrain = dataclasses.replace(
     config.pretrain,
     init_from=context.base_model,
-    steps=settings.steps,
+    steps=_steps(context, settings),
     optimizer=dataclasses.replace(
       config.pretrain.optimizer, learning_rate=settings.learning_rate, warmup_steps=settings.warmup_steps
     ),
@@ -112,3 +115,11 @@ def prepare(context: Any, settings: CPTSettings, config: Any, accept: Accept) ->
     sft=dataclasses.replace(config.sft, init_from="pretrain"),
     detect=dataclasses.replace(config.detect, base="pretrain" if config.detect.base else ""),
   )
+
+
+def _steps(context: Any, settings: CPTSettings) -> int:
+  """The continual pre-training's steps: `steps`, or `steps_fraction` of the baseline's SFT steps."""
+  if not settings.steps_fraction:
+    return settings.steps
+  with open(context.baseline.summary("sft")) as f:
+    return max(1, round(settings.steps_fraction * int(json.load(f)["steps"])))

@@ -146,3 +146,45 @@ def test_each_process_provides_only_its_rows():
   probes = [json.loads(next(line for line in out.splitlines() if line.startswith("{"))) for out in outputs]
   assert [p["rows"] for p in probes] == [[0, 8], [8, 16]]
   assert all(p["global_batch_true"] for p in probes)
+
+
+@pytest.mark.slow  # ~2 min: an arm's SFT, detection and diagnosis in two processes
+def test_arms_run_under_the_multi_process_runtime(tmp_path):
+  """The baseline made here in one process; its arms stage then runs in two: process 0 prepares
+  each arm (writes its SFT records and selections once) and the job runs the arm's pipeline
+  together; the arm's outputs match the arm run in one process."""
+  paths = sft_data.make_inputs(str(tmp_path / "data"), per_dataset=8)
+  config_path = tmp_path / "config.py"
+  arm = {
+    "name": "conflict",
+    "intervention": "conflict",
+    "settings": {"delete": "minority", "causes": ("I", "II", "III", "IV", "V")},
+  }
+  sft_data.write_config(
+    config_path,
+    paths,
+    "c.stages = ('init_model', 'sft', 'detect', 'diagnose', 'arms', 'compare')",
+    "c.data.buckets = (24,)",
+    "c.machine.peak_flops = 1e12",
+    "c.detect.update(protocol='generative', num_samples=2, pass_k=(1, 2), bon_k=(1, 2), max_new_tokens=4, base='')",
+    "c.diagnose.update(protocol='generative', corpus_evidence=False)",
+    f"c.interventions.arms = ({arm!r},)",
+  )
+  config = config_lib.load(runpy.run_path(str(config_path))["get_config"]())
+  one, two = str(tmp_path / "one"), str(tmp_path / "two")
+  pipeline.run(config, one)  # the baseline and the arm in this process
+  shutil.copytree(one, two, ignore=shutil.ignore_patterns("arms", "compare"))
+  outputs = _two_processes(_launch(config_path, two), timeout=400)
+  assert all("arm conflict (conflict)" in out for out in outputs)
+  written = os.path.join(two, "arms", "conflict", "intervention")
+  assert sorted(os.listdir(written)) == sorted(
+    os.listdir(os.path.join(one, "arms", "conflict", "intervention")) + ["arm_config.json"]
+  )
+  for name in ("groups.parquet",):
+    pd.testing.assert_frame_equal(
+      pd.read_parquet(os.path.join(written, name)),
+      pd.read_parquet(os.path.join(one, "arms", "conflict", "intervention", name)),
+    )
+  a, b = (pd.read_parquet(os.path.join(w, "arms", "conflict", "detect", "detection.parquet")) for w in (one, two))
+  assert a["id"].tolist() == b["id"].tolist()
+  assert json.load(open(os.path.join(two, "compare", "summary.json")))["arms"].keys() == {"conflict"}

@@ -218,3 +218,18 @@ def test_the_configuration_reference_is_generated_and_current():
     timeout=300,
   )
   assert result.returncode == 0 and result.stdout == describe.markdown(config_lib.Config) + "\n", result.stderr
+
+
+def test_the_real_model_interventions_configs_load_for_every_family():
+  """Each family's study: its SFT run as the baseline, the five mitigations with continual
+  pre-training set from SFT (its learning rate, half its steps), the base model asked plainly."""
+  from configs import real_model_interventions
+
+  for family in real_model_interventions.FAMILIES:
+    config = config_lib.load(real_model_interventions.get_config(family))
+    assert config.stages[-4:] == ("capability", "arms", "compare", "report") and config.detect.base_format == "plain"
+    knowledge = config.interventions.arms[0].typed_settings()
+    assert (knowledge.steps_fraction, knowledge.learning_rate, knowledge.query) == (0.5, 1e-5, "entities")
+    assert config.sft.optimizer.learning_rate == knowledge.learning_rate
+  with pytest.raises(ValueError, match="family 'gpt2' is not one of"):
+    real_model_interventions.get_config("gpt2")

@@ -120,6 +120,15 @@ def test_knowledge_retrieves_for_cause_I_only_and_mixes_general_text(baseline):
   assert weights == pytest.approx({"general.txt": 0.8, "retrieved.jsonl": 0.2})
 
 
+def test_continual_pre_training_steps_as_a_share_of_the_baselines_sft(baseline):
+  context, config = baseline
+  _write_sft_summary(context.baseline, {"steps": 41})
+  arm = knowledge.prepare(context, knowledge.Settings(per_query=2, steps_fraction=0.5), _arm_config(context, config))
+  assert arm.pretrain.steps == round(0.5 * 41)
+  with pytest.raises(ConfigError, match="'steps_fraction': must be >= 0"):
+    knowledge.Settings(steps_fraction=-1.0)
+
+
 def test_calibration_keeps_only_documents_stating_the_supervised_answer(baseline):
   context, config = baseline
   calibration.prepare(context, calibration.Settings(per_query=3), _arm_config(context, config))
@@ -306,3 +315,16 @@ def test_retrieval_queries_use_no_answer_unless_asked():
   leaky = selection.queries(rows, meta, "prompt_and_answer", prompts, 3)
   assert [q for _, q in leaky] == [f"{prompts[1]} c123", f"{rows['prompt'][1]} c999", "who is the mayor of zed ? p4"]
   assert not any("c123" in q or "c999" in q for _, q in entities)
+
+
+def test_conflict_resolution_with_no_group_deletes_nothing():
+  """No near-duplicate group holds a targeted example: every rule deletes nothing (a bool series,
+  so selecting the kept members still selects rows)."""
+  empty = pd.DataFrame({"id": [], "prompt": [], "reference": [], "group": []})
+  for rule in ("minority", "none"):
+    assert conflict.deleted(empty, rule).dtype == bool and empty[~conflict.deleted(empty, rule)].columns.tolist() == [
+      "id",
+      "prompt",
+      "reference",
+      "group",
+    ]
