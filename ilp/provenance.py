@@ -65,14 +65,17 @@ def _flatten(value: Any, prefix: str) -> dict[str, Any]:
 
 def changes(before: dict[str, Any], now: dict[str, Any], defaults: dict[str, Any] | None = None) -> list[str]:
   """'field: old -> new' for every leaf field that differs. With `defaults` (the stage's settings
-  under the default config), a field the record lacks that is now at its default is no change: the
-  field was added to the config after the run, which ran as its default says."""
+  under the default config), the config's own changes since the run are none of the user's: a field
+  the record lacks that is now at its default was added after the run, which ran as its default
+  says; a field the config no longer has (removed or moved) cannot be set otherwise now."""
   old, new = (_flatten(d, "") for d in (before, now))
-  added = {k for k, v in _flatten(defaults or {}, "").items() if k not in old and new.get(k) == v}
+  known = _flatten(defaults, "") if defaults is not None else None
+  added = {k for k, v in (known or {}).items() if k not in old and new.get(k) == v}
+  gone = {k for k in old if known is not None and k not in known}
   return [
     f"{k[1:]}: {old.get(k)!r} -> {new.get(k)!r}"
     for k in sorted(set(old) | set(new))
-    if old.get(k) != new.get(k) and k not in added
+    if old.get(k) != new.get(k) and k not in added | gone
   ]
 
 

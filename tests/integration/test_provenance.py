@@ -41,6 +41,8 @@ def test_changed_settings_are_refused_then_forced(tmp_path):
   # a run recorded before a field existed: the field at its default is no change, set otherwise it is
   del record["sft"]["settings"]["sft"]["eval_every_steps"]
   fileio.write_json_atomic(os.path.join(workdir, "provenance.json"), record)
+  record["sft"]["settings"]["sft"]["retired_field"] = 7  # a field the config no longer has
+  fileio.write_json_atomic(os.path.join(workdir, "provenance.json"), record)
   stamp = os.path.getmtime(final)
   pipeline.run(changed, workdir)  # skipped, not refused
   assert os.path.getmtime(final) == stamp
