@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 from typing import Any
 
@@ -33,6 +34,8 @@ from ilp.train.controls import ProgressiveConfig, ResampleConfig
 from ilp.train.convergence import ConvergenceConfig, ExtendConfig
 from ilp.typed import ConfigError, check
 from ilp.world.config import WorldConfig
+
+log = logging.getLogger(__name__)
 
 STARTS = ("model_init", "pretrain")  # stages whose model a training stage may start from
 MODELS = ("model_init", "pretrain", "sft")  # stages whose model detection may probe
@@ -290,9 +293,13 @@ def load(config: ml_collections.ConfigDict | dict[str, Any] | Config) -> Config:
 
 def read(path: str) -> Config:
   """The config a run recorded (`Layout.config`), typed and checked again: what the evaluation
-  scripts hand the library."""
+  scripts hand the library. Fields this version of the config no longer has (a run recorded
+  before they were removed or moved) are dropped with a warning naming them; nothing else is."""
   with open(path) as f:
-    return load(json.load(f))
+    recorded, dropped = typed.known_fields(Config, json.load(f))
+  if dropped:
+    log.warning("%s: recorded fields this version no longer has, ignored: %s", path, ", ".join(dropped))
+  return load(recorded)
 
 
 def config_dict(config: Config | None = None) -> ml_collections.ConfigDict:

@@ -132,3 +132,23 @@ def config_dict(instance: Any) -> ml_collections.ConfigDict:
     else:
       out[field.name] = value
   return out
+
+
+def known_fields(cls: type, mapping: Any, path: str = "") -> tuple[dict[str, Any], list[str]]:
+  """`mapping` (a recorded section of dataclass `cls`) without the fields `cls` no longer has, at
+  any depth, and their dotted paths: a run recorded by an older version of the config still reads."""
+  fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+  hints = typing.get_type_hints(cls)
+  kept, dropped = {}, []
+  for name, value in mapping.items():
+    if name not in fields:
+      dropped.append(_join(path, name))
+      continue
+    kind = hints[name]
+    options = [a for a in typing.get_args(kind) if a is not type(None)] or [kind]
+    section = next((o for o in options if dataclasses.is_dataclass(o)), None)
+    if section is not None and isinstance(value, Mapping):
+      value, deeper = known_fields(section, value, _join(path, name))
+      dropped += deeper
+    kept[name] = value
+  return kept, dropped

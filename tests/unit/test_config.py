@@ -233,3 +233,26 @@ def test_the_real_model_interventions_configs_load_for_every_family():
     assert config.sft.optimizer.learning_rate == knowledge.learning_rate
   with pytest.raises(ValueError, match="family 'gpt2' is not one of"):
     real_model_interventions.get_config("gpt2")
+
+
+def test_a_recorded_config_with_fields_this_version_no_longer_has_still_reads(tmp_path, caplog):
+  """A run's config.json from before a field was removed: read, the field named in a warning; a
+  field that is unknown in a config given now is still an error."""
+  import dataclasses
+  import json as json_lib
+  import logging
+
+  recorded = json_lib.loads(json_lib.dumps(dataclasses.asdict(config_lib.load(world.get_config())), default=str))
+  recorded["detect"]["mc"]["same_answer_rouge_l"] = 0.9  # moved to detect.answers.rouge_l
+  recorded["retired_section_field"] = 1
+  path = tmp_path / "config.json"
+  path.write_text(json_lib.dumps(recorded))
+  with caplog.at_level(logging.WARNING, logger="ilp.config"):
+    config = config_lib.read(str(path))
+  assert config.detect.answers.rouge_l == 0.9 and config.world is not None
+  assert "detect.mc.same_answer_rouge_l, retired_section_field" in caplog.text
+  with pytest.raises(ConfigError, match="'retired_section_field': unknown field"):
+    config_lib.load(recorded)
+  del recorded["retired_section_field"]
+  with pytest.raises(ConfigError, match="'detect.mc.same_answer_rouge_l': unknown field"):
+    config_lib.load(recorded)
