@@ -16,8 +16,10 @@ run, its measured budget B (real tokens) becomes an epoch count E of the baselin
 (of every phase when `sft.phases` is empty: `sft.epochs`). That control trains
 T(E) = T_base + (E - E_base) * t real tokens (`Raised.tokens`, for phases of unequal E_base too):
 T_base the baseline's measured SFT tokens, t the real tokens of one epoch of that phase (its
-examples' lengths as trained; an epoch visits each once), E_base the epochs the baseline trained
-it (its summary's `trained_epochs` when the phase trained until converged, else the config's).
+examples' lengths as trained, an epoch visiting each once, times 1 + the replay tokens the
+baseline trained per example token: replay steps come with every epoch), E_base the epochs the
+baseline trained it (its summary's `trained_epochs` when the phase trained until converged, else
+the config's).
 Rounding "nearest" takes the E whose T(E) is nearest B (within half an epoch either way, ties
 up); "up" the least E with T(E) >= B (never less compute than the arm, at most one epoch more).
 When E <= E_base (the arm costs at most half an epoch more than the baseline, or less), the
@@ -116,16 +118,18 @@ def plateau_checkpoint(layout: Layout) -> str | None:
   return path if path and os.path.isdir(path) else None
 
 
-def raised(sft: Any, examples: pd.DataFrame, trained: dict[str, int] | None = None) -> Raised:
+def raised(sft: Any, examples: pd.DataFrame, trained: dict[str, int] | None = None, replay: float = 0.0) -> Raised:
   """The baseline's last SFT phase (every phase when `sft.phases` is empty) over `examples`, the
   baseline's examples table as trained (dataset, phase, length); `trained`: the epochs phases
-  actually trained, by name, where they differ from the config's (`trained_epochs`)."""
+  actually trained, by name, where they differ from the config's (`trained_epochs`); `replay`:
+  real tokens of replay batches per real token of SFT examples (`sft.replay`, the baseline's
+  measured ratio), which every epoch trains besides its examples."""
   specs = batches.plan_phases(
     examples["dataset"].to_numpy(object), examples["phase"].to_numpy(), sft.phases, sft.epochs
   )
   chosen = specs[-1:] if sft.phases else specs
   lengths = examples["length"].to_numpy()
-  per_epoch = [int(lengths[s.examples].sum()) for s in chosen]
+  per_epoch = [round(int(lengths[s.examples].sum()) * (1 + replay)) for s in chosen]
   epochs = [(trained or {}).get(s.name, s.epochs) for s in chosen]
   return Raised(
     tuple(s.name for s in chosen) if sft.phases else (),
@@ -171,9 +175,10 @@ def plan(config: Any, layout: Layout, arm: ArmConfig) -> Plan | None:
       layout.examples,
     )
     return None
-  r = raised(
-    config.sft, pd.read_parquet(layout.examples, columns=["dataset", "phase", "length"]), trained_epochs(layout)
-  )
+  sft_tokens = base["by_stage"]["sft"]
+  replay = int(sft_tokens.get("replay", 0)) / max(int(sft_tokens["real"]) - int(sft_tokens.get("replay", 0)), 1)
+  examples = pd.read_parquet(layout.examples, columns=["dataset", "phase", "length"])
+  r = raised(config.sft, examples, trained_epochs(layout), replay)
   if not r.epoch_tokens:
     return None
   budget, baseline = own["tokens"]["real"], base["tokens"]["real"]

@@ -179,6 +179,20 @@ def test_plan_turns_a_measured_budget_into_the_control(run):
   assert equal_compute.plan(config, run, knowledge) is None  # no count: no control
 
 
+def test_replay_tokens_come_with_every_epoch_of_the_control(run):
+  """A baseline whose SFT replayed half a token per example token: an epoch of the control costs
+  1.5 epochs of examples, so the same budget buys fewer epochs (before, controls overshot it)."""
+  config = _config()
+  knowledge = config.interventions.arms[0]
+  _write_summary(run, "sft", {**_tokens(int(1.5 * T_BASE)), "replay": int(0.5 * T_BASE)})
+  _write_summary(run.arm("m1"), "pretrain", _tokens(3 * T2))
+  _write_summary(run.arm("m1"), "sft", _tokens(int(1.5 * T_BASE)))
+  plan = equal_compute.plan(config, run, knowledge)
+  t = round(T2 * 1.5)
+  assert plan.raised == Raised(("two",), 3, t, 3 * t)
+  assert plan.epochs == 3 + 2 and plan.predicted == int(1.5 * T_BASE) + 2 * t  # 3 * T2 of CPT = 2 such epochs
+
+
 def test_the_arms_stage_runs_each_control_after_its_arm_and_shares_it(run):
   budgets = {"m4": T_BASE + 2 * T2 + 1, "m5": T_BASE, "more": T_BASE + 7 * T2}
   _attribution(run, pd.DataFrame({"id": [f"e{k}" for k in range(5)], "cause": ["I", "II", "III", "IV", "V"]}))
