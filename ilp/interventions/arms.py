@@ -28,6 +28,7 @@ from typing import Any, Callable
 
 import jax
 import pandas as pd
+from absl import logging as absl_logging
 
 from ilp import config as config_lib
 from ilp import console, fileio, parallel
@@ -123,6 +124,7 @@ def _in_process(run_pipeline: Callable[[Any, str], None], config: Any, root: str
   """An arm's pipeline in a worker process of its own (`interventions.workers` > 1). On a GPU, JAX
   would take 75% of its memory for each process: a worker takes what it uses."""
   os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+  absl_logging.use_absl_handler()  # the parent's log format (absl.app installs it there)
   console.configure_logging()
   run_pipeline(config, root)
 
