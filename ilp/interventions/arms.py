@@ -26,12 +26,10 @@ import multiprocessing
 import os
 from typing import Any, Callable
 
-import jax
 import pandas as pd
 from absl import logging as absl_logging
 
-from ilp import config as config_lib
-from ilp import console, fileio, parallel
+from ilp import console, fileio
 from ilp.data.batches import PhaseConfig
 from ilp.detection import columns as col
 from ilp.interventions import equal_compute
@@ -138,6 +136,11 @@ def run(config: Any, layout: Layout, run_pipeline: Callable[[Any, str], None]) -
   (spawned: a fresh JAX runtime); a control starts once its mitigation has finished. The arms are
   independent runs, so their results do not depend on how many run at once; on a machine whose
   cores one small run cannot keep busy (the world's 2-core CPU) two at a time finish sooner."""
+  import jax  # here, not at import: the config sections import the interventions' modules without JAX
+
+  from ilp import config as config_lib
+  from ilp import parallel
+
   if not config.interventions.arms:
     return
   if not os.path.exists(layout.attribution):
