@@ -63,6 +63,13 @@ class DataConfig:
   def max_length(self) -> int:
     return max(self.buckets)
 
+  @property
+  def index_directory(self) -> str | None:
+    """Where BM25 indexes are kept: `index_dir` once resolved against a run's work directory;
+    None (indexes built in memory) when empty or when no run resolved it (a library call
+    outside a pipeline run, which has no work directory to keep them in)."""
+    return self.index_dir if self.index_dir and WORKDIR not in self.index_dir else None
+
   def corpus_sources(self) -> list[tuple[dict[str, Any], float]]:
     """(source without its weight, weight) for every corpus."""
     return [

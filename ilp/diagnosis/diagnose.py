@@ -44,7 +44,7 @@ def corpus_documents(diagnose: DiagnoseConfig, data: DataConfig) -> retrieval.Co
   if not (diagnose.corpus_evidence and data.corpora):
     return None
   texts = [d.text for d in loaders.load_corpus([source for source, _ in data.corpus_sources()])]
-  return retrieval.Corpus(texts, data.index_dir or None)
+  return retrieval.Corpus(texts, data.index_directory)
 
 
 def labelled(detection: pd.DataFrame, protocol: str) -> pd.DataFrame:

@@ -99,7 +99,9 @@ def prepare(context: Any, settings: Settings, config: Any) -> Any:
   members = groups(context.attribution, settings.causes)
   score = None
   if settings.delete == "corpus" and len(members):
-    score = support(members, selection.collection(config.data.knowledge, config.data.index_dir), settings.per_query)
+    score = support(
+      members, selection.collection(config.data.knowledge, config.data.index_directory), settings.per_query
+    )
   members = members.assign(support=score, deleted=deleted(members, settings.delete, score))
   directory = context.arm.intervention
   fileio.write_parquet_atomic(members, os.path.join(directory, "groups.parquet"))

@@ -71,7 +71,7 @@ def prepare(context: Any, settings: CPTSettings, config: Any, accept: Accept) ->
   prompts = context.attribution[col.PROMPT].tolist()  # every detected example's question
   min_df = config.diagnose.signals.filler_df(len(prompts))  # the diagnosis' slot fillers: the same entities
   pairs = selection.queries(rows, meta, settings.query, prompts, min_df)
-  hits = selection.collection(data.knowledge, data.index_dir).retrieve(pairs, settings.per_query)
+  hits = selection.collection(data.knowledge, data.index_directory).retrieve(pairs, settings.per_query)
   hits = hits.merge(rows[["id", "reference"]], on="id", how="left")
   hits["kept"] = accept(hits) if len(hits) else pd.Series(dtype=bool)
   kept = hits[hits["kept"]].drop_duplicates("document")

@@ -75,11 +75,11 @@ class Collection:
 
 
 @functools.lru_cache(maxsize=4)
-def _collection(key: str, index_dir: str) -> Collection:
-  return Collection(json.loads(key), index_dir or None)
+def _collection(key: str, index_dir: str | None) -> Collection:
+  return Collection(json.loads(key), index_dir)
 
 
-def collection(sources: Sequence[dict[str, Any]], index_dir: str = "") -> Collection:
+def collection(sources: Sequence[dict[str, Any]], index_dir: str | None = None) -> Collection:
   """The indexed collection of `sources`, read once per process (every retrieving arm of a launch
   uses the same `data.knowledge`) and indexed once for all processes when `index_dir` is given."""
   return _collection(json.dumps(list(sources), sort_keys=True), index_dir)

@@ -256,3 +256,12 @@ def test_a_recorded_config_with_fields_this_version_no_longer_has_still_reads(tm
   del recorded["retired_section_field"]
   with pytest.raises(ConfigError, match="'detect.mc.same_answer_rouge_l': unknown field"):
     config_lib.load(recorded)
+
+
+def test_indexes_are_kept_only_under_a_runs_work_directory():
+  """`data.index_dir` keeps BM25 indexes once a run resolved `{workdir}`; a library call on an
+  unresolved config builds them in memory instead of a literal `{workdir}` directory."""
+  from ilp.data.config import DataConfig
+
+  assert DataConfig().index_directory is None and DataConfig(index_dir="").index_directory is None
+  assert DataConfig().resolved("/runs/w").index_directory == "/runs/w/indexes"
