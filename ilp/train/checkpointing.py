@@ -160,13 +160,15 @@ def start_from(source: str, directory: str, edit: Callable[[dict[str, Any]], dic
 
 def extend(settings: ExtendConfig, cooldown: int, last_phase: int, paths: TrainingPaths) -> None:
   """Starts a fresh run (`paths`) from a converged run's plateau checkpoint, its last phase decided
-  anew (`sft.extend`, `convergence.extended`), with that run's dynamics log up to there."""
+  anew (`sft.extend`, `convergence.extended`), with that run's dynamics log up to there. The log is
+  copied first: the checkpoint directory, which appears whole, marks the start as done."""
   source = os.path.abspath(settings.checkpoint)
-  try:
-    edit = lambda meta: convergence.extended(meta, last_phase, settings.epochs, cooldown, source)
-    step = start_from(source, paths.checkpoints, edit)
-  except ValueError as e:
-    raise fileio.ResumeError(f"sft.extend: {e}") from None
+  step = int(os.path.basename(os.path.normpath(source)))
   if jax.process_index() == 0:
     dynamics.copy_until(os.path.join(os.path.dirname(os.path.dirname(source)), "dynamics"), paths.dynamics, step)
+  try:
+    edit = lambda meta: convergence.extended(meta, last_phase, settings.epochs, cooldown, source)
+    start_from(source, paths.checkpoints, edit)
+  except ValueError as e:
+    raise fileio.ResumeError(f"sft.extend: {e}") from None
   log.info("sft: extends %s (step %d): its last phase now %d epochs", source, step, settings.epochs)
