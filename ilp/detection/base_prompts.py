@@ -36,18 +36,21 @@ SHOT = QUESTION + " {answer}\n\n"
 Render = Callable[[Sequence[str], Sequence[int]], list[np.ndarray]]  # (questions, owning examples) -> prompt ids
 
 
-def shots(ids: Sequence[str], prompts: Sequence[str], responses: Sequence[str], k: int, seed: int) -> list[list[int]]:
-  """Per example, `k` other examples (indices) whose normalised prompt differs from its own."""
+def shots(ids: Sequence[str], prompts: Sequence[str], k: int, seed: int) -> list[list[int]]:
+  """Per example, `k` other examples (indices) whose normalised prompt differs from its own, drawn
+  one at a time (expected O(k) per example, not a permutation of the whole set)."""
   keys = np.asarray([normalize(p) for p in prompts], dtype=object)
-  out = []
+  n, out = len(ids), []
   for e, ident in enumerate(ids):
     rng = np.random.default_rng([seed, zlib.crc32(ident.encode())])
-    picked = []
-    for j in rng.permutation(len(ids)):
-      if len(picked) == k:
-        break
-      if keys[j] != keys[e]:
-        picked.append(int(j))
+    picked: list[int] = []
+    seen: set[int] = set()
+    while len(picked) < k and len(seen) < n:
+      j = int(rng.integers(n))
+      if j not in seen:
+        seen.add(j)
+        if keys[j] != keys[e]:
+          picked.append(j)
     out.append(picked)
   return out
 

@@ -61,7 +61,7 @@ class Inputs:
       for meta, other in zip(metas, mc.duplicate_answers(frame["prompt"], frame["response"]))
     ]
     questions, answers, ids = list(frame["prompt"]), list(frame["response"]), list(frame["id"])
-    chosen = base_prompts.shots(ids, questions, answers, detect.base_shots, seed=0) if detect.base_shots else ()
+    chosen = base_prompts.shots(ids, questions, detect.base_shots, seed=0) if detect.base_shots else ()
     render = base_prompts.renderer(
       detect.base_format, tokenizer, data.template, data.max_length, list(zip(questions, answers)), chosen
     )
