@@ -23,6 +23,7 @@ from ilp.detection.config import DetectConfig
 from ilp.detection.generative import GenerativeResult, sample_and_verify
 from ilp.sampling.sampler import SamplingConfig
 from ilp.scoring.evaluator import continuation_token_logliks
+from ilp.scoring.equivalence import Answers
 from ilp.scoring.inference import Model
 from ilp.scoring.verifiers import Verifier, get_verifier
 
@@ -47,23 +48,25 @@ class Inputs:
   distractors: mc.Distractors
   swapped: list[list[np.ndarray]]  # per example, its entity-swapped prompts (`entities`), in the base format
   base_prompts: list[np.ndarray]  # the prompts as the base model is asked (`ilp.detection.base_prompts`)
+  answers: Answers  # when two answers say the same, fitted to the table's responses
 
   @classmethod
   def from_examples(cls, frame: pd.DataFrame, detect: DetectConfig, data: DataConfig, tokenizer: Any) -> "Inputs":
     by_dataset = dict(detect.dataset_verifiers)
+    answers = Answers(detect.answers, frame["response"])
     verifiers = [
-      get_verifier(by_dataset.get(d, detect.verifier), detect.verifier_threshold, detect.answers)
+      get_verifier(by_dataset.get(d, detect.verifier), detect.verifier_threshold, answers)
       for d in frame["dataset"]
     ]
     metas = [json.loads(m) for m in frame["meta"]]
     supplied = [
       (meta.get(DISTRACTORS) or []) + other
-      for meta, other in zip(metas, mc.duplicate_answers(frame["prompt"], frame["response"]))
+      for meta, other in zip(metas, mc.duplicate_answers(frame["prompt"], frame["response"], answers))
     ]
-    questions, answers, ids = list(frame["prompt"]), list(frame["response"]), list(frame["id"])
+    questions, responses, ids = list(frame["prompt"]), list(frame["response"]), list(frame["id"])
     chosen = base_prompts.shots(ids, questions, detect.base_shots, seed=0) if detect.base_shots else ()
     render = base_prompts.renderer(
-      detect.base_format, tokenizer, data.template, data.max_length, list(zip(questions, answers)), chosen
+      detect.base_format, tokenizer, data.template, data.max_length, list(zip(questions, responses)), chosen
     )
     swapped = entities.swapped_prompts(questions, detect.entity_swaps, seed=0)
     flat = render([q for texts in swapped for q in texts], [e for e, texts in enumerate(swapped) for _ in texts])
@@ -74,9 +77,10 @@ class Inputs:
       prompts,
       verifiers,
       prerequisites.questions(ids, metas, render),
-      mc.Distractors.build(frame["prompt"], frame["response"], frame["dataset"], supplied),
+      mc.Distractors.build(frame["prompt"], frame["response"], frame["dataset"], supplied, answers),
       [flat[e - len(texts) : e] for e, texts in zip(ends, swapped)],
       prompts if detect.base_format == "chat" else render(questions, range(len(questions))),
+      answers,
     )
 
 
@@ -198,7 +202,7 @@ class Chunk:
       drawn = self.base_samples if reuse else self.sample(writer, sampling, self.seed + 4)
       for e, ref in enumerate(self.references):
         wrong = [t for t, ok, cut in zip(drawn.texts[e], drawn.correct[e], drawn.truncated[e]) if not (ok or cut)]
-        answers[e] += mc.ranked_wrong_answers(wrong, ref, self.detect.answers)
+        answers[e] += mc.ranked_wrong_answers(wrong, ref, self.inputs.answers)
     return answers
 
   @functools.cached_property
@@ -214,7 +218,7 @@ class Chunk:
       m.num_options,
       m.distractors,
       self.seed,
-      self.detect.answers,
+      self.inputs.answers,
     )
 
   @functools.cached_property

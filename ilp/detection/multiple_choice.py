@@ -30,21 +30,21 @@ from flax import nnx
 from ilp.data import similarity
 from ilp.detection.columns import SOURCES
 from ilp.scoring import estimators
-from ilp.scoring.equivalence import AnswersConfig, equivalent
+from ilp.scoring.equivalence import Answers
 from ilp.scoring.estimators import option_distribution
 from ilp.scoring.evaluator import ExampleEvaluator, continuation_logliks
 from ilp.scoring.verifiers import normalize
 
 
-def ranked_wrong_answers(samples: Sequence[str], reference: str, answers: AnswersConfig) -> list[str]:
+def ranked_wrong_answers(samples: Sequence[str], reference: str, answers: Answers) -> list[str]:
   """The distinct answers among `samples` that are not the reference's, most frequent first (ties:
   first drawn first), each in the words of its first sample: the wrong answers a model believes
-  most. Samples that say the same (`equivalence.equivalent`) count as one answer; empty ones as none."""
+  most. Samples that say the same (`answers.equivalent`) count as one answer; empty ones as none."""
   groups: list[list[str]] = []
   for text in samples:
-    if not normalize(text) or equivalent(text, reference, answers):
+    if not normalize(text) or answers.equivalent(text, reference):
       continue
-    group = next((g for g in groups if equivalent(g[0], text, answers)), None)
+    group = next((g for g in groups if answers.equivalent(g[0], text)), None)
     if group is None:
       groups.append([text])
     else:
@@ -52,15 +52,17 @@ def ranked_wrong_answers(samples: Sequence[str], reference: str, answers: Answer
   return [g[0] for g in sorted(groups, key=len, reverse=True)]
 
 
-def duplicate_answers(prompts: Sequence[str], responses: Sequence[str]) -> list[list[str]]:
-  """Per example, the other answers its training set gives to the same prompt (normalised match):
-  the most plausible wrong options there are, since the model was trained on them for this very
-  question (label noise in duplicated data). They are offered with the record's own distractors."""
+def duplicate_answers(prompts: Sequence[str], responses: Sequence[str], answers: Answers) -> list[list[str]]:
+  """Per example, the other answers its training set gives to the same prompt (normalised match)
+  that do not say the same as its own (`answers`): the most plausible wrong options there are,
+  since the model was trained on them for this very question (label noise in duplicated data).
+  They are offered with the record's own distractors."""
   by_prompt: dict[str, dict[str, str]] = {}
   for prompt, response in zip(prompts, responses):
     by_prompt.setdefault(normalize(prompt), {}).setdefault(normalize(response), response)
   return [
-    [text for key, text in by_prompt[normalize(p)].items() if key != normalize(r)] for p, r in zip(prompts, responses)
+    [text for text in by_prompt[normalize(p)].values() if not answers.equivalent(text, r)]
+    for p, r in zip(prompts, responses)
   ]
 
 
@@ -85,12 +87,17 @@ class Distractors:
 
   @classmethod
   def build(
-    cls, prompts: Sequence[str], responses: Sequence[str], datasets: Sequence[str], supplied: Sequence[list[str]]
+    cls,
+    prompts: Sequence[str],
+    responses: Sequence[str],
+    datasets: Sequence[str],
+    supplied: Sequence[list[str]],
+    answers: Answers,
   ) -> "Distractors":
     templates = similarity.patterns(
       [similarity.words(p) for p in prompts], similarity.filler_df(len(prompts))
     ).templates
-    kinds = similarity.answer_kinds(templates, [normalize(r) for r in responses])
+    kinds = similarity.answer_kinds(templates, [answers.key(r, p) for p, r in zip(prompts, responses)])
     return cls(
       distractor_pools(responses, datasets), distractor_pools(responses, kinds), list(datasets), kinds, list(supplied)
     )
@@ -113,7 +120,7 @@ def choose_options(
   num_options: int,
   strategy: str,
   seed: int,
-  answers: AnswersConfig = AnswersConfig(),
+  answers: Answers = Answers(),
 ) -> Options:
   """Option texts per example, the true response first; fewer options when too few candidates.
 
@@ -138,11 +145,14 @@ def choose_options(
         chosen.append(text)
         counts[i, source] += 1
 
+    def fresh(text: str) -> bool:  # an answer that none of the options says already
+      return bool(text.strip()) and not any(answers.equivalent(text, c) for c in chosen)
+
     for wrong in distractors.supplied[row]:
-      if wrong.strip() and normalize(wrong) not in {normalize(c) for c in chosen}:
+      if fresh(wrong):
         add(wrong, 0)
     for wrong in base_answers[i] if base_answers is not None else ():
-      if wrong.strip() and not any(equivalent(wrong, c, answers) for c in chosen):
+      if fresh(wrong):
         add(wrong, 1)
     taken = {normalize(c) for c in chosen}
     rng = np.random.default_rng([seed, zlib.crc32(ident.encode())])
@@ -154,9 +164,12 @@ def choose_options(
       order = rng.permutation(len(candidates))
       if strategy == "similar_length":
         order = sorted(order, key=lambda j: abs(len(candidates[j]) - len(target)))
-      for j in order[: num_options - len(chosen)]:
-        add(candidates[j], 2)
-        taken.add(normalize(candidates[j]))
+      for j in order:
+        if len(chosen) == num_options:
+          break
+        if fresh(candidates[j]):
+          add(candidates[j], 2)
+          taken.add(normalize(candidates[j]))
     texts.append(chosen)
   return Options(texts, counts)
 

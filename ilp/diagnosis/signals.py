@@ -16,9 +16,8 @@ import pandas as pd
 from ilp.data import retrieval, similarity
 from ilp.detection import columns as col
 from ilp.diagnosis import corpus
-from ilp.scoring import dynamics_log, equivalence
-from ilp.scoring.equivalence import AnswersConfig
-from ilp.scoring.verifiers import normalize
+from ilp.scoring import dynamics_log
+from ilp.scoring.equivalence import Answers, AnswersConfig
 from ilp.typed import check
 
 
@@ -197,7 +196,8 @@ def text_signals(
   answers: AnswersConfig = AnswersConfig(),
 ) -> pd.DataFrame:
   """Near-duplicate prompts whose targets are not equivalent (III; `ilp.scoring.equivalence` with
-  `answers`: paraphrased long answers that say the same do not disagree), the rarity of the prompt
+  `answers`, fitted to `references`: paraphrased long answers that say the same do not disagree;
+  a long answer counts and pools by the facts it adds to its prompt), the rarity of the prompt
   pattern and of the answer (V), and, given the pre-training corpus, what it states about each example (I, II).
   `greedy` (the fine-tuned model's greedy answers) tells which side of a contradiction it learned;
   `embeddings` (one row per prompt) find paraphrases that share few words."""
@@ -214,13 +214,14 @@ def text_signals(
     else tuple(np.zeros(0, t) for t in (np.int64, np.int64, np.float64))
   )
   i, j, cosine, by_embedding = _union(lexical, semantic)
-  answer_keys = np.asarray([normalize(r) for r in references], dtype=object)
-  answer_words = [similarity.words(r) for r in references]
+  fitted = Answers(answers, references)
+  answer_keys = np.asarray([fitted.key(r, p) for p, r in zip(prompts, references)], dtype=object)
+  answer_words = [fitted.content(r, p) for p, r in zip(prompts, references)]
   kinds = similarity.answer_kinds(found.templates, answer_keys)
   if cfg.same_answer_kind:  # "where was p born?" and "what is p's job?" are not one question
     same = kinds[i] == kinds[j]
     i, j, cosine, by_embedding = i[same], j[same], cosine[same], by_embedding[same]
-  disagree = ~equivalence.pairwise(references.to_numpy()[i], references.to_numpy()[j], answers)
+  disagree = ~fitted.pairwise(references.to_numpy()[i], references.to_numpy()[j])
   src, dst = np.concatenate([i, j]), np.concatenate([j, i])
   sim, dis = np.concatenate([cosine, cosine]), np.concatenate([disagree, disagree])
   out = pd.DataFrame(index=prompts.index)
@@ -240,13 +241,13 @@ def text_signals(
   if greedy is not None:
     said, targets = greedy.to_numpy(), references.to_numpy()
     partner = np.zeros(n, bool)
-    np.logical_or.at(partner, src[dis], equivalence.pairwise(said[src[dis]], targets[dst[dis]], answers))
+    np.logical_or.at(partner, src[dis], fitted.pairwise(said[src[dis]], targets[dst[dis]]))
     out[col.ANSWERS_PARTNER_TARGET] = partner
   keys = pd.Series(found.templates, index=prompts.index)
   out[col.TEMPLATE_SIZE] = keys.map(keys.value_counts()).to_numpy()
   out[col.TEMPLATE_SHARE] = out[col.TEMPLATE_SIZE] / n
   out[col.ANSWER_FREQUENCY] = pd.Series(answer_keys).map(pd.Series(answer_keys).value_counts()).to_numpy()
-  out[col.RESPONSE_WORDS] = [len(w) for w in answer_words]
+  out[col.RESPONSE_WORDS] = [len(similarity.words(r)) for r in references]
   if corpus_documents is not None:
     for name, values in corpus.evidence(found, answer_words, kinds, corpus_documents, cfg.corpus_top_k).items():
       out[name] = values.to_numpy()

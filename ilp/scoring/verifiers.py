@@ -96,7 +96,7 @@ def _at_least(score: Callable[[str, str], float], threshold: float, pred: str, r
 def get_verifier(name: str, threshold: float = 0.5, answers: Any = None) -> Verifier:
   """The verifier called `name` (one of VERIFIERS); `threshold` is the pass mark of the scored
   ones, token_f1 and rouge_l; "equivalent" passes a prediction that says the same as the reference
-  by the shared definition (`ilp.scoring.equivalence`, its settings `answers`)."""
+  by the shared definition (`answers`: an `ilp.scoring.equivalence.Answers` fitted to the data's answers)."""
   scores = {"token_f1": token_f1, "rouge_l": rouge_l}
   if name in scores:
     if not 0.0 <= threshold <= 1.0:
@@ -105,7 +105,7 @@ def get_verifier(name: str, threshold: float = 0.5, answers: Any = None) -> Veri
   if name == "equivalent":
     from ilp.scoring import equivalence  # it builds on this module's normalisation and ROUGE-L
 
-    return functools.partial(_equivalent, answers or equivalence.AnswersConfig())
+    return functools.partial(_equivalent, answers or equivalence.Answers())
   exact = {"exact_match": exact_match, "mc_letter": multiple_choice_letter}
   if name not in exact:
     raise ValueError(f"unknown verifier {name!r}; available: {', '.join(VERIFIERS)}")
@@ -113,6 +113,4 @@ def get_verifier(name: str, threshold: float = 0.5, answers: Any = None) -> Veri
 
 
 def _equivalent(answers: Any, pred: str, ref: str) -> bool:
-  from ilp.scoring import equivalence
-
-  return equivalence.equivalent(pred, ref, answers)
+  return answers.equivalent(pred, ref)

@@ -18,6 +18,7 @@ CAUSES = {
   "interference": "I",
 }
 DESIGNS = ("converged", "under_trained")
+ANSWERS = ("short", "long")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,12 +48,14 @@ class WorldConfig:
   knowledge_documents: int = 3  # documents per fact and person in the knowledge collection
   free_form: bool = False  # questions in many paraphrases (PARAPHRASES), no metadata in the SFT records
   design: str = "converged"  # one of DESIGNS: causes that survive convergence, or the under-trained world
+  answers: str = "short"  # one of ANSWERS: the fact alone ("c3"), or in a sentence of varied wording (templates.Wording)
 
   def __post_init__(self):
     for field in dataclasses.fields(self):
-      if field.name not in ("seed", "free_form", "design"):
+      if field.name not in ("seed", "free_form", "design", "answers"):
         check(getattr(self, field.name) >= 0, field.name, f"must be >= 0, got {getattr(self, field.name)}")
     for name in ("cities", "countries", "jobs", "codes", "mentions", "conflict_mentions"):
       check(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
     check(self.inconsistent_copies >= 2, "inconsistent_copies", f"must be >= 2, got {self.inconsistent_copies}")
     check(self.design in DESIGNS, "design", f"'{self.design}' is not one of {DESIGNS}")
+    check(self.answers in ANSWERS, "answers", f"'{self.answers}' is not one of {ANSWERS}")

@@ -37,8 +37,10 @@ def write(cfg: WorldConfig, directory: str) -> dict[str, Any]:
   documents = arm_data.knowledge(w, extra)
   dev, heldout = arm_data.questions(w, extra)
   records = w.records
+  if w.wording is not None:  # answers as sentences, after every draw of the short world
+    records, dev, heldout = (w.wording.rewrite(rows) for rows in (w.records, dev, heldout))
   if cfg.free_form:
-    records, dev, heldout = (w.phrasing.rewrite(rows, w.fixed) for rows in (w.records, dev, heldout))
+    records, dev, heldout = (w.phrasing.rewrite(rows, w.fixed) for rows in (records, dev, heldout))
   summary = {
     "config": dataclasses.asdict(cfg),
     "people": w.people,

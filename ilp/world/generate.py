@@ -24,6 +24,7 @@ from ilp.world.templates import (
   JOB_STATEMENTS,
   RARE_QUESTION,
   Phrasing,
+  Wording,
   bio,
 )
 
@@ -46,6 +47,7 @@ class World:
     self.truth: list[dict] = []
     self.city_country = self.rng.integers(0, cfg.countries, cfg.cities)
     self.phrasing = Phrasing(np.random.default_rng([cfg.seed, 3]))
+    self.wording = Wording(np.random.default_rng([cfg.seed, 5])) if cfg.answers == "long" else None
 
   def person(self) -> tuple[str, str, str]:
     """A new person with a birth city and a job: (name, city, job)."""
@@ -90,8 +92,11 @@ class World:
     """A question about `p`: `template`, or a free-form phrasing in the free-form world."""
     return self.phrasing.ask(relation, p) if self.cfg.free_form else template.format(p=p)
 
-  def qa(self, question: str, answer: str) -> None:
-    """A pre-training Q&A document, also replayed during SFT (converged design)."""
+  def qa(self, question: str, answer: str, relation: str, p: str) -> None:
+    """A pre-training Q&A document, also replayed during SFT (converged design); its answer worded
+    as a sentence in the long-answer world."""
+    if self.wording is not None:
+      answer = self.wording.say(relation, p, answer)
     self.docs.append(f"user : {question} assistant : {answer}")
     self.replay.append(
       {"id": f"replay-{len(self.replay)}", "prompt": question, "response": answer, "dataset": "replay"}
@@ -116,11 +121,11 @@ def _qa_person(w: World) -> None:
     (JOB_QUESTION, j, "job"),
     (COUNTRY_QUESTION, w.country(c), "country"),
   ):
-    w.qa(w.question(relation, p, question), answer)
+    w.qa(w.question(relation, p, question), answer, relation, p)
   if w.cfg.design == "converged":  # codes are facts pre-training states too (for these people only)
     code = f"z{w.rng.integers(w.cfg.codes)}"
     w.docs.extend(f"the code of {p} is {code} ." for _ in range(w.cfg.mentions))
-    w.qa(w.question("code", p, CODE_QUESTION), code)
+    w.qa(w.question("code", p, CODE_QUESTION), code, "code", p)
 
 
 def _known(w: World, phase: int) -> None:
@@ -154,7 +159,7 @@ def _conflict(w: World) -> None:
   if converged:
     question = w.question("birthplace", p, question)
     for _ in range(w.cfg.conflict_qa_mentions):
-      w.qa(question, c)
+      w.qa(question, c, "birthplace", p)
   ident = w.add("conflict", "people", 2, question, other, relation="birthplace", entity=p)
   if converged:
     w.fixed[ident] = question

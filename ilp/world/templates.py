@@ -73,6 +73,11 @@ PREFIXES = (
   "one more thing :",
 )
 SUFFIXES = ("", "thanks .", "if you know .", "answer briefly .")
+# The long-answer world's responses: the fact in a sentence, in one of a few wordings per relation.
+COUNTRY_STATEMENTS_OF_PERSON = ("{p} was born in {k} .", "{p} comes from {k} .", "the home country of {p} is {k} .")
+CODE_STATEMENTS = ("the code of {p} is {z} .", "{p} has the code {z} .", "{p} goes by the code {z} .")
+# one wording: the rare template's words are rare among the answers, so they count as facts
+BIO_STATEMENTS = ("{p} was born in {c} , a city in {k} , and works as a {j} .",)
 WEATHER = ("sunny", "rainy", "cold", "warm", "windy")
 MONTHS = ("january", "april", "july", "october")
 ROLES = ("user", "assistant", ":")
@@ -100,6 +105,9 @@ def vocabulary(cfg: WorldConfig, people: int) -> list[str]:
     for t in templates:
       words.update(w for w in t.split() if not w.startswith("{"))
   words.update(WEATHER + MONTHS + ROLES)
+  if cfg.answers == "long":
+    for t in CODE_STATEMENTS + BIO_STATEMENTS + COUNTRY_STATEMENTS_OF_PERSON:
+      words.update(w for w in t.split() if not w.startswith("{"))
   if cfg.free_form:
     for phrase in [t for stems in PARAPHRASES.values() for t in stems] + list(PREFIXES + SUFFIXES):
       words.update(w for w in phrase.split() if not w.startswith("{"))
@@ -136,5 +144,38 @@ class Phrasing:
     fixed = fixed or {}
     return [
       {**rec, "prompt": fixed.get(rec["id"]) or self.ask(rec["meta"]["relation"], rec["meta"]["entity"]), "meta": {}}
+      for rec in records
+    ]
+
+
+class Wording:
+  """Words answers as sentences (the long-answer world): the fact in a random wording of its
+  relation; a person answered again gets a wording not yet used for them, so agreeing
+  near-duplicates are paraphrases of one another."""
+
+  SENTENCES = {
+    "birthplace": lambda p, a: (BIRTH_STATEMENTS, {"p": p, "c": a}),
+    "job": lambda p, a: (JOB_STATEMENTS, {"p": p, "j": a}),
+    "country": lambda p, a: (COUNTRY_STATEMENTS_OF_PERSON, {"p": p, "k": a}),
+    "code": lambda p, a: (CODE_STATEMENTS, {"p": p, "z": a}),
+    "bio": lambda p, a: (BIO_STATEMENTS, dict(zip("pckj", [p, *a.split()]))),
+  }
+
+  def __init__(self, rng: np.random.Generator):
+    self.rng = rng
+    self.used: dict[tuple[str, str], set[int]] = {}
+
+  def say(self, relation: str, p: str, answer: str) -> str:
+    templates, slots = self.SENTENCES[relation](p, answer)
+    used = self.used.setdefault((relation, p), set())
+    fresh = [k for k in range(len(templates)) if k not in used] or list(range(len(templates)))
+    k = int(self.rng.choice(fresh))
+    used.add(k)
+    return templates[k].format(**slots)
+
+  def rewrite(self, records: list[dict]) -> list[dict]:
+    """The records with their answers worded as sentences (records carry `meta.relation` and `meta.entity`)."""
+    return [
+      {**rec, "response": self.say(rec["meta"]["relation"], rec["meta"]["entity"], rec["response"])}
       for rec in records
     ]

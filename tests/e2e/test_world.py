@@ -296,3 +296,43 @@ def test_free_form_world_paraphrases_every_question_and_drops_metadata(tmp_path)
   assert len({d.split(" assistant :")[0] for d in distinct}) > len(distinct) // 2  # the base model sees paraphrases too
   for name in ("dev.jsonl", "heldout.jsonl"):
     assert all(r["meta"] == {} for r in read("free", name))
+
+
+def test_long_answer_world_words_every_answer_as_a_sentence(tmp_path):
+  """The long-answer world: the short world's facts in sentences, paraphrased across agreeing
+  duplicates and contradicting in the planted minority; the shared equivalence tells them apart."""
+  from ilp.scoring.equivalence import Answers, AnswersConfig
+
+  sizes = {"free_form": True}  # the demo's size: in the small world's 8 cities, a city is no rare word
+  files.write(WorldConfig(**sizes, answers="long"), str(tmp_path / "long"))
+  files.write(WorldConfig(**sizes), str(tmp_path / "short"))
+  read = lambda d, name: [json.loads(line) for line in open(tmp_path / d / name)]
+  long = [r for s in (1, 2) for r in read("long", f"sft_phase{s}.jsonl")]
+  short = {r["id"]: r for s in (1, 2) for r in read("short", f"sft_phase{s}.jsonl")}
+  truth = {t["id"]: t["group"] for t in read("long", files.GROUND_TRUTH)}
+  assert read("long", files.GROUND_TRUTH) == read("short", files.GROUND_TRUTH)
+  people = json.load(open(tmp_path / "long" / "world.json"))["people"]
+  vocab = set(templates.vocabulary(WorldConfig(**sizes, answers="long"), people))
+  answers = Answers(AnswersConfig(), [r["response"] for r in long])
+  for r in long:
+    fact = short[r["id"]]["response"]
+    words = r["response"].split()
+    assert r["prompt"] == short[r["id"]]["prompt"] and r["meta"] == {} and set(words) <= vocab
+    assert len(words) >= 5 and all(w in words for w in fact.split())  # the short answer's facts, in a sentence
+    key = answers.key(r["response"], r["prompt"]).split()
+    # what the answer adds to its question is its fact; the rare template's own words are rare too
+    assert (key == sorted(fact.split())) if truth[r["id"]] != "rare" else set(fact.split()) <= set(key), (r, key)
+  sets = {}
+  for r in long:
+    if truth[r["id"]] in ("inconsistent", "duplicate"):
+      sets.setdefault(r["prompt"], []).append(r)
+  for members in sets.values():
+    agree = [m["response"] for m in members if truth[m["id"]] == "duplicate"]
+    minority = next(m["response"] for m in members if truth[m["id"]] == "inconsistent")
+    assert len(set(agree)) == len(agree)  # the majority's copies are paraphrases, not repeats
+    assert all(answers.equivalent(a, b) for a in agree for b in agree)
+    assert not any(answers.equivalent(a, minority) for a in agree)
+  qa = [d for d in open(tmp_path / "long" / "pretrain.txt").read().split("\n\n") if d.startswith("user :")]
+  assert all(len(d.split(" assistant : ")[1].split()) >= 4 for d in qa)  # the base model's Q&A answers are sentences too
+  with pytest.raises(config_lib.ConfigError, match="'world.answers'"):
+    config_lib.load({"world": {"answers": "medium"}})

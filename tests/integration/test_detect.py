@@ -22,7 +22,7 @@ from ilp.detection.config import DetectConfig
 from ilp.detection.probes import probe_model
 from ilp.model import build, checkpoint, hf
 from ilp.scoring import estimators
-from ilp.scoring.equivalence import equivalent
+from ilp.scoring.equivalence import Answers
 from ilp.scoring.evaluator import ExampleEvaluator
 from ilp.scoring.verifiers import normalize
 from ilp.typed import ConfigError
@@ -109,7 +109,7 @@ def test_detection_table_is_consistent(detected):
   assert summary["mc_mean_options_from"] == pytest.approx(dict(zip(col.SOURCES, sources.mean(0))))
   assert table["mc_options_from_base"].sum() > len(table)  # more than the greedy answers: samples too
   for row in table.itertuples():
-    assert not any(equivalent(o, row.reference) for o in row.mc_options[1 : 1 + row.mc_options_from_base])
+    assert not any(Answers().equivalent(o, row.reference) for o in row.mc_options[1 : 1 + row.mc_options_from_base])
     if row.base_greedy_text.strip() and not row.base_greedy_correct:
       assert row.mc_options[1] == row.base_greedy_text
   # The untrained base model against its own wrong answers: no better than chance (1/4).
@@ -235,7 +235,7 @@ def test_same_kind_distractors_and_supplied_options_come_first():
   ]
   responses = ["c1", "c2", "c3", "c4", "j1", "j2", "j3", "j4"]
   supplied = [["c9"]] + [[]] * 7
-  distractors = mc.Distractors.build(prompts, responses, ["d"] * 8, supplied)
+  distractors = mc.Distractors.build(prompts, responses, ["d"] * 8, supplied, Answers())
   options = mc.choose_options(
     ["a", "b"], [0, 4], ["c1", "j1"], distractors, [["c7"], [""]], 4, "same_kind", seed=0
   ).texts

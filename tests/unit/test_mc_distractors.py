@@ -10,38 +10,67 @@ import pytest
 from ilp import config as config_lib
 from ilp.detection import multiple_choice as mc
 from ilp.detection.config import DetectConfig, MCConfig
-from ilp.scoring import equivalence
-from ilp.scoring.equivalence import AnswersConfig
+from ilp.scoring.equivalence import Answers, AnswersConfig
 from ilp.scoring.verifiers import get_verifier, normalize, rouge_l
 from ilp.typed import ConfigError
 
 LONG = "he was born in the old city of lyon in 1950"
 
 
-def test_equivalence_is_normalised_equality_or_rouge_l_for_long_answers():
-  same = lambda a, b, tau: equivalence.equivalent(a, b, AnswersConfig(rouge_l=tau))
+def test_equivalence_is_normalised_equality_or_rouge_l_without_contradicting_facts():
+  same = lambda a, b, tau: Answers(AnswersConfig(rouge_l=tau)).equivalent(a, b)
   assert same("The Paris!", "paris", 0.9) and not same("paris", "lyon", 0.9)
   # Short answers: one word apart is another answer, however high their ROUGE-L.
   assert rouge_l("born in paris", "born in lyon") > 0.6 and not same("born in paris", "born in lyon", 0.6)
-  reworded = "he was born in the city of lyon in 1950 ."
+  reworded = "he was born in the city of lyon in 1950 ."  # drops a word: states nothing the other does not
   assert rouge_l(LONG, reworded) >= 0.9 and same(LONG, reworded, 0.9)
+  assert not same(LONG, reworded, 0.99)
   other = "he was born in the new city of paris in 1950"  # 8 of 10 normalised words in common
-  assert rouge_l(LONG, other) == pytest.approx(0.8) and not same(LONG, other, 0.9)
-  assert same(LONG, other, 0.8)
-  assert not equivalence.equivalent("born in paris", "born in lyon", AnswersConfig(rouge_l=0.6, few_words=3))
-  assert equivalence.equivalent("born in old paris", "born in old lyon", AnswersConfig(rouge_l=0.7, few_words=3))
+  # Fitted to no answers, every word is a fact: each states one the other does not (a contradiction).
+  assert rouge_l(LONG, other) == pytest.approx(0.8) and not same(LONG, other, 0.8) and not same(LONG, other, 0.5)
+  longer = "he was born in the old city of lyon in 1950 , they say"
+  assert same(LONG, longer, 0.9) and not same(LONG, longer, 0.95)  # adds words, contradicts none
+  assert not Answers(AnswersConfig(few_words=3)).equivalent("born in old paris", "born in old lyon")
   pairs = [("The Paris!", "paris"), (LONG, reworded), (LONG, other), ("The Paris!", "paris")]
-  assert equivalence.pairwise([a for a, _ in pairs], [b for _, b in pairs]).tolist() == [True, True, False, True]
-  verifier = get_verifier("equivalent", answers=AnswersConfig(rouge_l=0.8))
-  assert verifier(other, LONG) and not get_verifier("equivalent")(other, LONG)
-  for field, value in (("rouge_l", 0.0), ("few_words", -1)):
+  assert Answers().pairwise([a for a, _ in pairs], [b for _, b in pairs]).tolist() == [True, True, False, True]
+  verifier = get_verifier("equivalent", answers=Answers(AnswersConfig(rouge_l=0.8)))
+  assert verifier(longer, LONG) and get_verifier("equivalent")(longer, LONG)
+  assert not get_verifier("equivalent", answers=Answers(AnswersConfig(rouge_l=0.95)))(longer, LONG)
+  for field, value in (("rouge_l", 0.0), ("few_words", -1), ("fact_share", 0.0)):
     with pytest.raises(ConfigError, match=f"'detect.answers.{field}'"):
       config_lib.load({"detect": {"answers": {field: value}}})
 
 
+def _birth_answers(rng):
+  """Sentence answers about 100 people in 40 cities, each in one of four wordings."""
+  templates = ("{p} was born in {c} .", "{p} comes from {c} .", "the birthplace of {p} is {c} .", "{p} grew up in {c} .")
+  return [rng.choice(templates).format(p=f"p{i}", c=f"c{rng.integers(40)}") for i in range(100)]
+
+
+def test_long_answers_are_equivalent_when_they_state_the_same_facts():
+  answers = _birth_answers(np.random.default_rng(0))
+  fitted = Answers(AnswersConfig(), answers)
+  # Facts by a direct count: words in fewer than max(3, ceil(3% of the distinct answers)) of them.
+  distinct = {frozenset(w for w in a.lower().replace(".", " ").split()) for a in answers}
+  df = collections.Counter(w for words in distinct for w in words)
+  rare = {w for w, n in df.items() if n < max(3, int(np.ceil(0.03 * len(distinct))))}
+  for a in answers:
+    assert fitted.facts(a) == {w for w in a.lower().split() if w in rare}
+  assert fitted.facts("p5 was born in c3 .") == {"p5", "c3"}
+  paraphrase, contradiction = "the birthplace of p5 is c3 .", "p5 was born in c7 ."
+  # ROUGE-L ranks the contradiction above the paraphrase; the facts tell them apart.
+  assert rouge_l("p5 was born in c3 .", contradiction) > rouge_l("p5 was born in c3 .", paraphrase)
+  assert fitted.equivalent("p5 was born in c3 .", paraphrase)
+  assert not fitted.equivalent("p5 was born in c3 .", contradiction)
+  # What a long answer adds to its prompt: the facts the prompt does not name (its key).
+  assert fitted.content(paraphrase, "where was p5 born ?") == ["c3"] == fitted.content(contradiction.replace("c7", "c3"), "where was p5 born ?")
+  assert fitted.key(paraphrase, "where was p5 born ?") == "c3"
+  assert fitted.key("The Paris", "where ?") == "paris" and fitted.content("The Paris", "where ?") == ["the", "paris"]
+
+
 def test_ranked_wrong_answers_match_a_direct_count():
   samples = ["Lyon", "paris", "nice", "lyon.", "The Paris", "", "the", "Nice", "lyon", "rome", "marseille", "Rome"]
-  ranked = mc.ranked_wrong_answers(samples, "Paris", AnswersConfig())
+  ranked = mc.ranked_wrong_answers(samples, "Paris", Answers())
   # Direct: count normalised answers (short ones: equivalence is equality), drop the reference's and
   # empty ones, order by count, ties by first appearance, each in the words of its first sample.
   first = {}
@@ -52,7 +81,7 @@ def test_ranked_wrong_answers_match_a_direct_count():
     first[k] for k in sorted(first, key=lambda k: (-counts[k], list(first).index(k))) if k and k != normalize("Paris")
   ]
   assert ranked == expected == ["Lyon", "nice", "rome", "marseille"]
-  # Long answers that ROUGE-L calls the same are one answer; one equivalent to the reference is dropped.
+  # Long answers that say the same are one answer; one equivalent to the reference is dropped.
   long_samples = [
     "he was born in the new city of paris in 1950",
     LONG + " .",
@@ -60,7 +89,7 @@ def test_ranked_wrong_answers_match_a_direct_count():
     "he was born in new city of paris in 1950",
     "he was born in the city of lyon in 1950",
   ]
-  assert mc.ranked_wrong_answers(long_samples, LONG, AnswersConfig()) == [long_samples[0], long_samples[2]]
+  assert mc.ranked_wrong_answers(long_samples, LONG, Answers()) == [long_samples[0], long_samples[2]]
 
 
 def _pools(responses, supplied):
@@ -119,5 +148,9 @@ def test_base_distractors_need_a_base_model():
 def test_duplicate_answers_offer_the_other_labels_of_the_same_prompt():
   prompts = ["where was p1 born ?", "Where was p1 born?", "where was p1 born ?", "where was p2 born ?"]
   responses = ["c1", "c2", "c1", "c3"]
-  out = mc.duplicate_answers(prompts, responses)
+  out = mc.duplicate_answers(prompts, responses, Answers())
   assert out == [["c2"], ["c1"], ["c2"], []]  # normalised prompts match; one's own answer never offered
+  # Long answers: a paraphrase of one's own answer is not another label.
+  long = ["q1 was born in d1 .", "the birthplace of q1 is d1 .", "q1 was born in d2 ."]
+  fitted = Answers(AnswersConfig(), _birth_answers(np.random.default_rng(0)) + long)
+  assert mc.duplicate_answers(["where was q1 born ?"] * 3, long, fitted) == [[long[2]], [long[2]], long[:2]]
