@@ -22,8 +22,8 @@ from ilp.detection import multiple_choice as mc
 from ilp.detection.config import DetectConfig
 from ilp.detection.generative import GenerativeResult, sample_and_verify
 from ilp.sampling.sampler import SamplingConfig
-from ilp.scoring.evaluator import continuation_token_logliks
 from ilp.scoring.equivalence import Answers
+from ilp.scoring.evaluator import continuation_token_logliks
 from ilp.scoring.inference import Model
 from ilp.scoring.verifiers import Verifier, get_verifier
 
@@ -55,8 +55,7 @@ class Inputs:
     by_dataset = dict(detect.dataset_verifiers)
     answers = Answers(detect.answers, frame["response"])
     verifiers = [
-      get_verifier(by_dataset.get(d, detect.verifier), detect.verifier_threshold, answers)
-      for d in frame["dataset"]
+      get_verifier(by_dataset.get(d, detect.verifier), detect.verifier_threshold, answers) for d in frame["dataset"]
     ]
     metas = [json.loads(m) for m in frame["meta"]]
     supplied = [

@@ -48,7 +48,9 @@ class WorldConfig:
   knowledge_documents: int = 3  # documents per fact and person in the knowledge collection
   free_form: bool = False  # questions in many paraphrases (PARAPHRASES), no metadata in the SFT records
   design: str = "converged"  # one of DESIGNS: causes that survive convergence, or the under-trained world
-  answers: str = "short"  # one of ANSWERS: the fact alone ("c3"), or in a sentence of varied wording (templates.Wording)
+  answers: str = (
+    "short"  # one of ANSWERS: the fact alone ("c3"), or in a sentence of varied wording (templates.Wording)
+  )
 
   def __post_init__(self):
     for field in dataclasses.fields(self):

@@ -176,6 +176,5 @@ class Wording:
   def rewrite(self, records: list[dict]) -> list[dict]:
     """The records with their answers worded as sentences (records carry `meta.relation` and `meta.entity`)."""
     return [
-      {**rec, "response": self.say(rec["meta"]["relation"], rec["meta"]["entity"], rec["response"])}
-      for rec in records
+      {**rec, "response": self.say(rec["meta"]["relation"], rec["meta"]["entity"], rec["response"])} for rec in records
     ]

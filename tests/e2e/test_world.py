@@ -333,6 +333,8 @@ def test_long_answer_world_words_every_answer_as_a_sentence(tmp_path):
     assert all(answers.equivalent(a, b) for a in agree for b in agree)
     assert not any(answers.equivalent(a, minority) for a in agree)
   qa = [d for d in open(tmp_path / "long" / "pretrain.txt").read().split("\n\n") if d.startswith("user :")]
-  assert all(len(d.split(" assistant : ")[1].split()) >= 4 for d in qa)  # the base model's Q&A answers are sentences too
+  assert all(
+    len(d.split(" assistant : ")[1].split()) >= 4 for d in qa
+  )  # the base model's Q&A answers are sentences too
   with pytest.raises(config_lib.ConfigError, match="'world.answers'"):
     config_lib.load({"world": {"answers": "medium"}})

@@ -43,7 +43,12 @@ def test_equivalence_is_normalised_equality_or_rouge_l_without_contradicting_fac
 
 def _birth_answers(rng):
   """Sentence answers about 100 people in 40 cities, each in one of four wordings."""
-  templates = ("{p} was born in {c} .", "{p} comes from {c} .", "the birthplace of {p} is {c} .", "{p} grew up in {c} .")
+  templates = (
+    "{p} was born in {c} .",
+    "{p} comes from {c} .",
+    "the birthplace of {p} is {c} .",
+    "{p} grew up in {c} .",
+  )
   return [rng.choice(templates).format(p=f"p{i}", c=f"c{rng.integers(40)}") for i in range(100)]
 
 
@@ -63,7 +68,11 @@ def test_long_answers_are_equivalent_when_they_state_the_same_facts():
   assert fitted.equivalent("p5 was born in c3 .", paraphrase)
   assert not fitted.equivalent("p5 was born in c3 .", contradiction)
   # What a long answer adds to its prompt: the facts the prompt does not name (its key).
-  assert fitted.content(paraphrase, "where was p5 born ?") == ["c3"] == fitted.content(contradiction.replace("c7", "c3"), "where was p5 born ?")
+  assert (
+    fitted.content(paraphrase, "where was p5 born ?")
+    == ["c3"]
+    == fitted.content(contradiction.replace("c7", "c3"), "where was p5 born ?")
+  )
   assert fitted.key(paraphrase, "where was p5 born ?") == "c3"
   assert fitted.key("The Paris", "where ?") == "paris" and fitted.content("The Paris", "where ?") == ["the", "paris"]
 
