@@ -108,6 +108,10 @@ BASE_BON_AT_BLIND_K = _column("base_bon_at_blind_k", "the base model's BoN-blind
 BASE_BLIND = _column("base_blind", "blind fact: base pass rate < detect.threshold and BoN-blind_bon_k < blind_bon")
 BASE_ENTITY_LIFT = _column("base_entity_lift", "nats the prompt's own entities add to the base model's answer tokens")
 PROMPT_EMBEDDING = _column("prompt_embedding", "the probed model's last-token prompt state (embedding_dims wide)")
+RESPONSE_EMBEDDING = _column(
+  "response_embedding",
+  "the probed model's mean state over the reference's tokens (embedding_dims wide), for equivalence",
+)
 
 # The multiple-choice probe.
 MC_OPTIONS = _column("mc_options", "the options; option 0 is the reference")

@@ -82,6 +82,19 @@ class Inputs:
       answers,
     )
 
+  def embedded(self, model: Model, tokenizer: Any, buckets: Sequence[int], dims: int) -> "Inputs":
+    """The inputs whose `answers` also compare answers by `model`'s answer embeddings
+    (`ilp.scoring.equivalence`), every distinct response embedded once; the verifiers keep the
+    equivalence without them."""
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+    def embed(texts: Sequence[str]) -> np.ndarray:
+      tokens = [np.asarray(tokenizer(t, add_special_tokens=False)["input_ids"] or [pad], np.int32) for t in texts]
+      return model.answer_embedder(model.params, tokens, buckets, pad, dims)
+
+    texts = list(dict.fromkeys(self.frame["response"]))
+    return dataclasses.replace(self, answers=self.answers.with_embeddings(texts, embed(texts), embed))
+
 
 class Chunk:
   """One chunk of examples (`rows` of the examples table): their prompts, references and
@@ -199,6 +212,7 @@ class Chunk:
       sampling = self.sampling(m.base_temperature, m.base_samples)
       reuse = writer is base and sampling == self.base_sampling
       drawn = self.base_samples if reuse else self.sample(writer, sampling, self.seed + 4)
+      self.inputs.answers.prepare(t for texts in drawn.texts for t in texts)
       for e, ref in enumerate(self.references):
         wrong = [t for t, ok, cut in zip(drawn.texts[e], drawn.correct[e], drawn.truncated[e]) if not (ok or cut)]
         answers[e] += mc.ranked_wrong_answers(wrong, ref, self.inputs.answers)
@@ -208,6 +222,7 @@ class Chunk:
   def options(self) -> mc.Options:
     m = self.detect.mc
     ids = self.inputs.frame["id"].iloc[self.rows].tolist()
+    self.inputs.answers.prepare(t for i in self.rows for t in self.inputs.distractors.supplied[i])
     return mc.choose_options(
       ids,
       self.rows,

@@ -194,12 +194,17 @@ def _entity_lift(chunk: Chunk) -> Columns:
 
 
 def _embedding(chunk: Chunk) -> Columns:
+  """The probed model's prompt embeddings, and its answer embeddings of the references (what III
+  compares near-duplicates' answers by, `ilp.scoring.equivalence`)."""
   d, sft = chunk.detect, chunk.models.sft
   if not d.embedding_dims:
     return {}
-  return {
+  out = {
     col.PROMPT_EMBEDDING: list(sft.embedder(sft.params, chunk.prompts, chunk.buckets, chunk.pad, d.embedding_dims))
   }
+  if d.answers.embedding:
+    out[col.RESPONSE_EMBEDDING] = [chunk.inputs.answers.vector(r) for r in chunk.references]
+  return out
 
 
 def _mc_options(chunk: Chunk) -> Columns:
@@ -301,7 +306,7 @@ PROBES = (  # in the order of the table's columns
     lambda d: tuple(col.BASE + n for n in col.GENERATIONS + col.SCORES) + (col.BASE_BON_AT_BLIND_K, col.BASE_BLIND),
   ),
   Probe(_entity_lift, lambda d: (col.BASE_ENTITY_LIFT,)),
-  Probe(_embedding, lambda d: (col.PROMPT_EMBEDDING,)),
+  Probe(_embedding, lambda d: (col.PROMPT_EMBEDDING,) + ((col.RESPONSE_EMBEDDING,) if d.answers.embedding else ())),
   Probe(_mc_options, lambda d: col.OPTIONS_FROM + (col.MC_OPTIONS,)),
   Probe(_mc_sft, lambda d: (col.MC_PROBS_SFT, col.SFT_MC_CORRECT, col.SFT_P_TRUE)),
   Probe(_multiple_choice, lambda d: _protocol_names(col.PREFIX[MULTIPLE_CHOICE], d)),
@@ -341,6 +346,8 @@ def chunks(
 ) -> list[Chunk]:
   """Every example in chunks of `detect.chunk_size`; chunk k is seeded from `seed` and k."""
   n = len(inputs.frame)
+  if detect.embedding_dims and detect.answers.embedding:
+    inputs = inputs.embedded(models.sft, tokenizer, buckets, detect.embedding_dims)
   return [
     Chunk(np.arange(s, min(s + detect.chunk_size, n)), inputs, models, detect, tokenizer, buckets, seed * 1_000_003 + k)
     for k, s in enumerate(range(0, n, detect.chunk_size))

@@ -194,13 +194,15 @@ def text_signals(
   corpus_documents: retrieval.Corpus | None = None,
   embeddings: np.ndarray | None = None,
   answers: AnswersConfig = AnswersConfig(),
+  answer_embeddings: np.ndarray | None = None,
 ) -> pd.DataFrame:
   """Near-duplicate prompts whose targets are not equivalent (III; `ilp.scoring.equivalence` with
   `answers`, fitted to `references`: paraphrased long answers that say the same do not disagree;
   a long answer counts and pools by the facts it adds to its prompt), the rarity of the prompt
   pattern and of the answer (V), and, given the pre-training corpus, what it states about each example (I, II).
   `greedy` (the fine-tuned model's greedy answers) tells which side of a contradiction it learned;
-  `embeddings` (one row per prompt) find paraphrases that share few words."""
+  `embeddings` (one row per prompt) find paraphrases that share few words; `answer_embeddings`
+  (one row per reference) let the equivalence compare answers by embedding too."""
   n = len(prompts)
   tokenized = [similarity.words(t) for t in prompts]
   found = similarity.patterns(tokenized, cfg.filler_df(n))
@@ -215,6 +217,8 @@ def text_signals(
   )
   i, j, cosine, by_embedding = _union(lexical, semantic)
   fitted = Answers(answers, references)
+  if answer_embeddings is not None:
+    fitted = fitted.with_embeddings(references.tolist(), answer_embeddings)
   answer_keys = np.asarray([fitted.key(r, p) for p, r in zip(prompts, references)], dtype=object)
   answer_words = [fitted.content(r, p) for p, r in zip(prompts, references)]
   kinds = similarity.answer_kinds(found.templates, answer_keys)
@@ -305,7 +309,7 @@ def compute(
   if len(missing):
     raise ValueError(f"no prompt text for {len(missing)} detected example(s), e.g. '{missing[0]}'")
   out = table[[c for c in DETECTION_COLUMNS if c in table]].copy()
-  embeddings = np.stack(table[col.PROMPT_EMBEDDING].to_numpy()) if col.PROMPT_EMBEDDING in table else None
+  stacked = lambda name: np.stack(table[name].to_numpy()) if name in table else None
   out = out.join(
     text_signals(
       prompts.reindex(ids),
@@ -313,8 +317,9 @@ def compute(
       table[col.GREEDY_TEXT] if col.GREEDY_TEXT in table else None,
       cfg,
       corpus_documents,
-      embeddings,
+      stacked(col.PROMPT_EMBEDDING),
       answers,
+      stacked(col.RESPONSE_EMBEDDING),
     )
   )
   return out.join(dynamics_signals(dynamics, ids, cfg.slope_passes, cfg.improvement_window))

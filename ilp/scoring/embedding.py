@@ -1,5 +1,6 @@
-"""Prompt embeddings: a model's final hidden state at the prompt's last token, where it predicts
-the answer.
+"""Text embeddings from a model's final hidden states: a prompt's state at its last token, where
+the model predicts the answer (`pooling="last"`), or an answer's states averaged over its tokens
+(`pooling="mean"`, what `ilp.scoring.equivalence` compares answers by).
 
 Near-duplicate prompts that share few words (paraphrases) still ask the model for the same
 answer, so its state at the point of answering is alike; a mean over the prompt's tokens is not
@@ -28,14 +29,21 @@ from ilp.model.config import ModelConfig
 PROJECTION_SEED = 0
 
 
-def _last_state(graphdef: nnx.GraphDef, params: nnx.State, batch: dict[str, jax.Array]) -> jax.Array:
+POOLINGS = ("last", "mean")
+
+
+def _pooled_state(graphdef: nnx.GraphDef, params: nnx.State, batch: dict[str, jax.Array], pooling: str) -> jax.Array:
   hidden, _ = nnx.merge(graphdef, params).hidden_states(batch["tokens"], mask=batch["mask"])
-  last = jnp.maximum(batch["mask"].sum(1) - 1, 0)  # prompts are right-padded
-  return jnp.take_along_axis(hidden.astype(jnp.float32), last[:, None, None], axis=1)[:, 0]
+  hidden, mask = hidden.astype(jnp.float32), batch["mask"]
+  if pooling == "mean":
+    return (hidden * mask[..., None]).sum(1) / jnp.maximum(mask.sum(1), 1)[:, None]
+  last = jnp.maximum(mask.sum(1) - 1, 0)  # texts are right-padded
+  return jnp.take_along_axis(hidden, last[:, None, None], axis=1)[:, 0]
 
 
 class PromptEmbedder:
-  """Jitted prompt embeddings, batched by length bucket and sharded over the batch axes."""
+  """Jitted text embeddings (`pooling`: one of POOLINGS), batched by length bucket and sharded over
+  the batch axes."""
 
   def __init__(
     self,
@@ -44,14 +52,16 @@ class PromptEmbedder:
     mesh: Mesh,
     batch_size: int,
     rules: Sequence[tuple[str, Any]] = parallel.DEFAULT_RULES,
+    pooling: str = "last",
   ):
+    assert pooling in POOLINGS, pooling
     self.mesh, self.rules, self.batch_size, self.width = mesh, rules, batch_size, cfg.hidden_size
     _, abstract = build.abstract_model(cfg)
     self._batch_sharding = parallel.batch_sharding(mesh, (batch_size, 1), rules)
     self._rows = parallel.local_rows(self._batch_sharding, (batch_size, 1))
     with parallel.sharding_context(mesh, rules):
       self._step = jax.jit(
-        lambda params, batch: _last_state(graphdef, params, batch),
+        lambda params, batch: _pooled_state(graphdef, params, batch, pooling),
         in_shardings=(parallel.state_shardings(abstract, mesh, rules), self._batch_sharding),
         out_shardings=parallel.batch_sharding(mesh, (batch_size, 1), rules),
       )
@@ -59,7 +69,7 @@ class PromptEmbedder:
   def __call__(
     self, params: nnx.State, prompts: Sequence[np.ndarray], buckets: Sequence[int], pad_id: int, dims: int
   ) -> np.ndarray:
-    """[prompts, min(width, dims)] float32 embeddings, in the order given."""
+    """[texts, min(width, dims)] float32 embeddings of the token sequences `prompts`, in the order given."""
     lengths = np.asarray([len(p) for p in prompts])
     out = np.zeros((len(prompts), self.width), np.float32)
     with parallel.sharding_context(self.mesh, self.rules):

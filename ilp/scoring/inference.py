@@ -13,10 +13,11 @@ from ilp.scoring.evaluator import ExampleEvaluator
 
 
 class Model:
-  """A checkpoint with its sampler, evaluator and prompt embedder on the mesh."""
+  """A checkpoint with its sampler, evaluator, prompt and answer embedders on the mesh."""
 
   def __init__(self, directory: str, mesh: Any, rules: Sequence[tuple[str, Any]], batch_size: int):
     self.cfg, graphdef, self.params = checkpoint.load_any(directory, mesh, rules)
     self.sampler = Sampler(graphdef, self.cfg, mesh, rules)
     self.evaluator = ExampleEvaluator(graphdef, self.cfg, mesh, batch_size, rules)
     self.embedder = PromptEmbedder(graphdef, self.cfg, mesh, batch_size, rules)
+    self.answer_embedder = PromptEmbedder(graphdef, self.cfg, mesh, batch_size, rules, pooling="mean")

@@ -300,6 +300,10 @@ def test_expected_pass_entity_lift_and_embeddings_match_direct_computation(detec
     # the embedding: the final-normed hidden state at the prompt's last token
     hidden, _ = nnx.merge(graphdef, params).hidden_states(prompt[None])
     np.testing.assert_allclose(table["prompt_embedding"].iloc[e], np.asarray(hidden)[0, -1], rtol=1e-4, atol=1e-5)
+    # the answer embedding: the mean final-normed hidden state over the reference's own tokens
+    answer = np.asarray(tokenizer(frame["response"].iloc[e], add_special_tokens=False)["input_ids"], np.int32)
+    states, _ = nnx.merge(graphdef, params).hidden_states(answer[None])
+    np.testing.assert_allclose(table["response_embedding"].iloc[e], np.asarray(states)[0].mean(0), rtol=1e-4, atol=1e-5)
     # the entity lift under the base model: the best fresh token's mean gain over the swapped prompts
     if swapped[e]:
       own = _direct_token_logliks(base_graphdef, base_params, prompt, response)

@@ -253,6 +253,21 @@ def test_text_signals_contradicting_duplicates_and_rarity():
   assert out["answer_frequency"].tolist() == [1, 2, 1, 1, 1, 1, 1, 2, 1]
 
 
+def test_text_signals_reworded_duplicates_agree_by_answer_embedding():
+  prompts = pd.Series(["what does p5 do for a living ?", "what does p5 do for a living ?", "where is c9 ?"])
+  references = pd.Series(["p5 is a baker by trade .", "p5 earns a living baking bread .", "in the north ."])
+  cfg = signals.SignalConfig(similarity_threshold=0.3)
+  rng = np.random.default_rng(0)
+  vectors = rng.standard_normal((3, 8))
+  assert signals.text_signals(prompts, references, None, cfg)["disagreeing_duplicates"].tolist() == [1, 1, 0]
+  alike = vectors.copy()
+  alike[1] = alike[0] + 0.01 * rng.standard_normal(8)  # the probed model embeds the rewording alike
+  out = signals.text_signals(prompts, references, None, cfg, answer_embeddings=alike)
+  assert out["near_duplicates"].tolist() == [1, 1, 0] and out["disagreeing_duplicates"].tolist() == [0, 0, 0]
+  apart = signals.text_signals(prompts, references, None, cfg, answer_embeddings=vectors)
+  assert apart["disagreeing_duplicates"].tolist() == [1, 1, 0]  # embedded apart (cosine < 0.9): they disagree
+
+
 def _signal_table(with_corpus=True):
   """One row per rule, each built so that exactly the intended rules hold."""
   neutral = dict(

@@ -77,6 +77,45 @@ def test_long_answers_are_equivalent_when_they_state_the_same_facts():
   assert fitted.key("The Paris", "where ?") == "paris" and fitted.content("The Paris", "where ?") == ["the", "paris"]
 
 
+def test_long_answers_are_also_equivalent_by_centred_embedding_cosine_unless_facts_contradict():
+  answers = _birth_answers(np.random.default_rng(0))
+  texts = [
+    "p5 is a baker by trade .",
+    "p5 earns a living baking bread .",
+    "p5 was born in c77 .",
+    "p5 was born in c78 .",
+  ]
+  # "trade" and "baker" vs "earns", "living", "baking", "bread": more rare words apart than a swap
+  rng = np.random.default_rng(1)
+  vectors = rng.standard_normal((len(texts), 8))
+  vectors[1] = vectors[0] + 0.05 * rng.standard_normal(8)  # the rewording, embedded alike
+  vectors[3] = vectors[2]  # one changed place, embedded the same
+  plain = Answers(AnswersConfig(), answers + texts)
+  fitted = plain.with_embeddings(texts + texts[:1], np.concatenate([vectors, vectors[:1]]))
+  centre = vectors.mean(0)  # over the distinct texts: the repeated one counts once
+  u, w = vectors[0] - centre, vectors[1] - centre
+  direct = u @ w / np.linalg.norm(u) / np.linalg.norm(w)
+  assert fitted.cosine(texts[0], texts[1]) == pytest.approx(direct, rel=1e-5) and direct > 0.9
+  assert rouge_l(texts[0], texts[1]) < 0.9 and not plain.equivalent(texts[0], texts[1])
+  assert fitted.equivalent(texts[0], texts[1])
+  strict = Answers(AnswersConfig(embedding=min(1.0, direct + 0.01)), answers + texts).with_embeddings(texts, vectors)
+  assert not strict.equivalent(texts[0], texts[1])
+  assert fitted.cosine(texts[2], texts[3]) == pytest.approx(1.0) and not fitted.equivalent(texts[2], texts[3])
+  swap = "p5 is a cook by trade ."  # one fact swapped: a contradiction, however alike the embeddings
+  near = plain.with_embeddings([texts[0], swap], np.stack([vectors[0], vectors[0] + 1e-3]))
+  assert not near.equivalent(texts[0], swap) and not Answers(AnswersConfig(swap_facts=1), answers).contradict(
+    frozenset({"a", "b", "c"}), frozenset({"a", "d", "e"})
+  )
+  assert fitted.cosine(texts[0], "an answer never embedded .") is None  # no embedder: compared by text alone
+  off = Answers(AnswersConfig(embedding=0), answers + texts).with_embeddings(texts, vectors)
+  assert off.cosine(texts[0], texts[1]) is None and not off.equivalent(texts[0], texts[1])
+  calls = []
+  embed = lambda batch: calls.append(list(batch)) or rng.standard_normal((len(batch), 8))
+  lazy = plain.with_embeddings(texts, vectors, embed)
+  lazy.prepare(["new one .", "new two .", texts[0], "new one ."])
+  assert lazy.cosine("new one .", "new two .") is not None and calls == [["new one .", "new two ."]]
+
+
 def test_ranked_wrong_answers_match_a_direct_count():
   samples = ["Lyon", "paris", "nice", "lyon.", "The Paris", "", "the", "Nice", "lyon", "rome", "marseille", "Rome"]
   ranked = mc.ranked_wrong_answers(samples, "Paris", Answers())
