@@ -110,7 +110,7 @@ BASE_ENTITY_LIFT = _column("base_entity_lift", "nats the prompt's own entities a
 PROMPT_EMBEDDING = _column("prompt_embedding", "the probed model's last-token prompt state (embedding_dims wide)")
 RESPONSE_EMBEDDING = _column(
   "response_embedding",
-  "the probed model's mean state over the reference's tokens (embedding_dims wide), for equivalence",
+  "the probed model's mean state over the reference's tokens (embedding_dims wide)",
 )
 
 # The multiple-choice probe.
