@@ -112,7 +112,8 @@ def detect_tokens(workdir: str, detect) -> dict[str, float]:
   """Forward tokens detection runs through each model, from its settings and the examples' token
   lengths (P: prompt, R: response, T: `max_new_tokens`; each generation at T, an upper bound).
   The fine-tuned model: its greedy answer and repeats x N samples (P + T each), the reference
-  teacher-forced (P + R), the MC options (options x (P + R)) and the prompt embedding (P). The
+  teacher-forced (P + R), the MC options (options x (P + R)), the prompt embedding (P) and the
+  answer embedding (R, when `detect.answers.embedding` is on; other candidate options not counted). The
   base model: its greedy answer and `base_samples` samples (P + T), the MC distractor samples
   when not the same draw, the options, and each entity swap with the example itself (P + R)."""
   examples = pd.read_parquet(os.path.join(workdir, "examples.parquet"), columns=["prompt_length", "length"])
@@ -121,7 +122,8 @@ def detect_tokens(workdir: str, detect) -> dict[str, float]:
   t = detect.max_new_tokens
   options = detect.mc.num_options if detect.mc.enabled else 0
   generate, score = (p + t).sum(), (p + r).sum()
-  tuned = (1 + detect.repeats * detect.num_samples) * generate + (1 + options) * score + p.sum()
+  embedded = (p.sum() + (r.sum() if detect.answers.embedding else 0.0)) if detect.embedding_dims else 0.0
+  tuned = (1 + detect.repeats * detect.num_samples) * generate + (1 + options) * score + embedded
   if not detect.base:
     return {"sft": tuned, "base": 0.0}
   m = detect.mc

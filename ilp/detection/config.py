@@ -37,6 +37,7 @@ class MCConfig:
   distractor_model: str = "base"  # who writes them: "base" (detect.base) or "reference" (detect.reference)
   base_samples: int = 8  # samples per prompt from the base model, for `base_distractors`
   base_temperature: float = 1.0  # their temperature (1: the base model's own distribution)
+  lead_in: bool = True  # long references: the writer continues the reference's words before its first new fact
   p_exist: float = 0.8  # knowledge exists: base accuracy over N predictions > p_exist (paper: 0.8)
   t_conf: float = 0.5  # high-confidence error: base P(a wrong option) > t_conf (paper: not given)
 

@@ -195,23 +195,70 @@ class Chunk:
     )
 
   @functools.cached_property
+  def lead_ins(self) -> list[np.ndarray]:
+    """Per example, the reference's tokens before the first fact it adds to its prompt
+    (`Answers.lead_in`; none for a short answer): the longest prefix of the response tokens, as
+    trained on, whose text starts the lead-in."""
+    squash = lambda text: " ".join(text.lower().split())
+    out = []
+    for i, tokens in zip(self.rows, self.responses):
+      lead = squash(
+        self.inputs.answers.lead_in(self.inputs.frame["response"].iloc[i], self.inputs.frame["prompt"].iloc[i])
+      )
+      k = 0
+      while lead and k < len(tokens) and lead.startswith(squash(self.decode(tokens[: k + 1]))):
+        k += 1
+      out.append(tokens[:k])
+    return out
+
+  def continue_lead_ins(self, model: Model, sampling: SamplingConfig, seed: int) -> GenerativeResult:
+    """`model`'s answers that continue each reference's lead-in (as `sample` asks it otherwise),
+    each the lead-in and its continuation, verified against the reference."""
+    asked = self.base_prompts if model is self.models.base else self.prompts
+    drawn = sample_and_verify(
+      model.sampler,
+      model.params,
+      [np.concatenate([q, lead]) for q, lead in zip(asked, self.lead_ins)],
+      self.references,
+      self.verifiers,
+      self.decode,
+      sampling,
+      self.buckets,
+      self.detect.batch_size,
+      self.pad,
+      seed,
+    )
+    leads = [self.decode(lead) for lead in self.lead_ins]
+    drawn.texts = [[f"{lead} {t}".strip() for t in texts] for lead, texts in zip(leads, drawn.texts)]
+    for e, texts in enumerate(drawn.texts):
+      drawn.correct[e] = [self.verifiers[e](t, self.references[e]) for t in texts]
+    return drawn
+
+  @functools.cached_property
   def base_answers(self) -> list[list[str]] | None:
     """Per example, model-written wrong answers to offer as MC options (None: no model to ask): the
     base model's greedy answer, then the most frequent sampled ones of `mc.distractor_model`
-    (`mc.base_distractors`). An answer the verifier accepts is no distractor; nor is a sample the
-    token budget cut (not an answer given)."""
+    (`mc.base_distractors`). With `mc.lead_in`, where some reference is long, both continue the
+    references' lead-ins, so that they answer the question asked in the reference's form. An
+    answer the verifier accepts is no distractor; nor is a sample the token budget cut (not an
+    answer given)."""
     m, base = self.detect.mc, self.models.base
     writer = self.models.reference if m.distractor_model == "reference" else base
     if base is None and writer is None:
       return None
+    lead = m.lead_in and any(len(t) for t in self.lead_ins)
     answers: list[list[str]] = [[] for _ in self.rows]
     if base is not None and m.include_base_answer:
-      greedy = self.base_greedy
+      greedy = self.continue_lead_ins(base, self.greedy, self.seed + 5) if lead else self.base_greedy
       answers = [t[:1] if not ok else [] for t, ok in zip(greedy.texts, greedy.correct[:, 0])]
     if m.enabled and m.base_distractors is not False and writer is not None:
       sampling = self.sampling(m.base_temperature, m.base_samples)
-      reuse = writer is base and sampling == self.base_sampling
-      drawn = self.base_samples if reuse else self.sample(writer, sampling, self.seed + 4)
+      if lead:
+        drawn = self.continue_lead_ins(writer, sampling, self.seed + 4)
+      elif writer is base and sampling == self.base_sampling:
+        drawn = self.base_samples
+      else:
+        drawn = self.sample(writer, sampling, self.seed + 4)
       self.inputs.answers.prepare(t for texts in drawn.texts for t in texts)
       for e, ref in enumerate(self.references):
         wrong = [t for t, ok, cut in zip(drawn.texts[e], drawn.correct[e], drawn.truncated[e]) if not (ok or cut)]

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
@@ -160,6 +161,16 @@ class Answers:
       return []
     asked, facts = set(similarity.words(prompt)), self.facts(answer)
     return [w for w in dict.fromkeys(_words(answer)) if w in facts and w not in asked]
+
+  def lead_in(self, answer: str, prompt: str) -> str:
+    """A long answer's words before the first fact it adds to its prompt ("the code of p5 is" in
+    "the code of p5 is z3 ."), as written; "" for a short answer or one that adds no fact or starts
+    with it. A model that continues it writes an answer to the same question in the same form."""
+    added = self.added(answer, prompt)
+    if not added:
+      return ""
+    found = re.search(rf"(?<![^\W_]){re.escape(added[0])}(?![^\W_])", answer, re.IGNORECASE)
+    return answer[: found.start()].rstrip() if found else ""
 
   def content(self, answer: str, prompt: str) -> list[str]:
     """What an answer says (`similarity.words`): its added facts when it has any, else all its words."""

@@ -1,5 +1,6 @@
 """The detection stage on a model that memorised part of its data; MC scoring; chunk-level resume."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -19,11 +20,13 @@ from ilp.detection import columns as col
 from ilp.detection import entities, retest
 from ilp.detection import multiple_choice as mc
 from ilp.detection.config import DetectConfig
+from ilp.detection.inputs import Chunk, Inputs, Models
 from ilp.detection.probes import probe_model
 from ilp.model import build, checkpoint, hf
 from ilp.scoring import estimators
 from ilp.scoring.equivalence import Answers
 from ilp.scoring.evaluator import ExampleEvaluator
+from ilp.scoring.inference import Model
 from ilp.scoring.verifiers import normalize
 from ilp.typed import ConfigError
 from tests import ROOT, sft_data
@@ -401,3 +404,37 @@ def test_a_retest_with_the_stages_seed_reproduces_its_labels_and_the_script_repo
     estimators.cohen_kappa(expected_pass(table.set_index("id")), expected_pass(other))
   )
   assert retest["multiple_choice"]["runs"] == 2 and "test-retest kappa" in result.stdout
+
+
+def test_model_written_distractors_continue_a_long_references_lead_in(detected, tmp_path):
+  """Long references ("w5 w6 w7 <fact> w8"): the base model's distractors continue the words
+  before the fact, so each answers the question in the reference's form."""
+  paths, workdir, _ = detected
+  records = [
+    {"id": f"l{i}", "prompt": f"w{60 + i} w9", "response": f"w5 w6 w7 w{30 + i} w8", "dataset": "a", "phase": 1}
+    for i in range(12)
+  ]
+  with open(tmp_path / "long.jsonl", "w") as f:
+    f.writelines(json.dumps(r) + "\n" for r in records)
+  config = ilp_config.load(_config(paths))
+  data = dataclasses.replace(config.data, sft=({"path": str(tmp_path / "long.jsonl")},))
+  detect = dataclasses.replace(config.detect, mc=dataclasses.replace(config.detect.mc, base_samples=4))
+  tokenizer = checkpoint.load_tokenizer(os.path.join(workdir, "sft", "final"), paths["tokenizer"])
+  frame = examples.build(data, tokenizer)[0]
+  mesh = parallel.make_mesh((1, 1, 1), jax.devices()[:1])
+  load = lambda name: Model(os.path.join(workdir, name), mesh, config.mesh.rules, detect.batch_size)
+  inputs = Inputs.from_examples(frame, detect, data, tokenizer)
+  chunk = Chunk(
+    np.arange(len(frame)), inputs, Models(load("sft/final"), load("model_init")), detect, tokenizer, (16, 24), 0
+  )
+  assert [chunk.decode(t) for t in chunk.lead_ins] == ["w5 w6 w7"] * len(frame)
+  drawn = chunk.continue_lead_ins(chunk.models.base, chunk.sampling(1.0, 4), seed=3)
+  assert all(t.startswith("w5 w6 w7 ") for texts in drawn.texts for t in texts)
+  for e, texts in enumerate(drawn.texts):  # each verified as a whole, lead-in included
+    assert drawn.correct[e].tolist() == [normalize(t) == normalize(chunk.references[e]) for t in texts]
+  written = chunk.base_answers
+  assert sum(map(len, written)) >= len(frame) and all(t.startswith("w5 w6 w7 ") for w in written for t in w)
+  # without the lead-in, the base model answers from scratch
+  without = dataclasses.replace(detect, mc=dataclasses.replace(detect.mc, lead_in=False))
+  plain = Chunk(chunk.rows, inputs, chunk.models, without, tokenizer, (16, 24), 0)
+  assert not all(t.startswith("w5 w6 w7 ") for w in plain.base_answers for t in w)

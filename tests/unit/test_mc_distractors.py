@@ -202,3 +202,12 @@ def test_duplicate_answers_offer_the_other_labels_of_the_same_prompt():
   long = ["q1 was born in d1 .", "the birthplace of q1 is d1 .", "q1 was born in d2 ."]
   fitted = Answers(AnswersConfig(), _birth_answers(np.random.default_rng(0)) + long)
   assert mc.duplicate_answers(["where was q1 born ?"] * 3, long, fitted) == [[long[2]], [long[2]], long[:2]]
+
+
+def test_lead_in_is_a_long_answers_words_before_the_first_fact_it_adds():
+  fitted = Answers(AnswersConfig(), _birth_answers(np.random.default_rng(0)))
+  assert fitted.lead_in("the birthplace of p5 is c3 .", "where was p5 born ?") == "the birthplace of p5 is"
+  assert fitted.lead_in("The birthplace of P5 is C3 .", "where was p5 born ?") == "The birthplace of P5 is"
+  assert fitted.lead_in("c3 is where p5 was born .", "where was p5 born ?") == ""  # starts with the fact
+  assert fitted.lead_in("c3", "where was p5 born ?") == ""  # a short answer
+  assert fitted.lead_in("p5 was born in p5 .", "where was p5 born ?") == ""  # adds no fact
