@@ -89,26 +89,34 @@ def different_things(slots: sparse.csr_matrix, i: np.ndarray, j: np.ndarray) -> 
 
 
 def embedding_pairs(
-  embeddings: np.ndarray, threshold: float, slots: sparse.csr_matrix | None = None
+  embeddings: np.ndarray, threshold: float, slots: sparse.csr_matrix | None = None, max_neighbours: int = 50
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """Pairs (i < j) whose centred embeddings have cosine >= threshold (scikit-learn's radius
-  neighbours), less those `different_things` rules out: paraphrases that share few words but read
-  alike. Centring (subtracting the mean embedding) removes the direction every prompt shares,
-  which otherwise makes all cosines high."""
+  """Pairs (i < j) whose centred embeddings have cosine >= threshold, among each prompt's
+  `max_neighbours` nearest (scikit-learn's brute-force k-nearest neighbours, computed in chunks),
+  less those `different_things` rules out: paraphrases that share few words but read alike.
+  Centring (subtracting the mean embedding) removes the direction every prompt shares, which
+  otherwise makes all cosines high. The cap bounds memory at prompts x `max_neighbours` pairs: an
+  under-trained model embeds most prompts alike (100k prompts of the scale run: 37k neighbours
+  above 0.8 each, billions of pairs), as `max_df` bounds the TF-IDF candidates."""
   from sklearn.neighbors import NearestNeighbors
 
-  if len(embeddings) < 2:
+  n = len(embeddings)
+  if n < 2:
     return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
   centred = embeddings - embeddings.mean(0, keepdims=True)
-  index = NearestNeighbors(radius=1.0 - threshold, metric="cosine", algorithm="brute").fit(centred)
-  distances, neighbours = index.radius_neighbors(centred)
-  i = np.repeat(np.arange(len(embeddings)), [len(n) for n in neighbours])
-  j = np.concatenate(neighbours).astype(np.int64)
-  cosine = 1.0 - np.concatenate(distances)
-  keep = i < j
+  index = NearestNeighbors(metric="cosine", algorithm="brute").fit(centred)
+  distances, neighbours = index.kneighbors(n_neighbors=min(max_neighbours, n - 1))  # a prompt is not its own
+  i = np.repeat(np.arange(n), neighbours.shape[1])
+  j = neighbours.ravel().astype(np.int64)
+  cosine = 1.0 - distances.ravel()
+  keep = cosine >= threshold
+  i, j, cosine = np.minimum(i, j)[keep], np.maximum(i, j)[keep], cosine[keep]
+  _, first = np.unique(i * n + j, return_index=True)  # found from both ends: once
+  i, j, cosine = i[first], j[first], cosine[first]
   if slots is not None:
-    keep &= ~different_things(slots, i, j)
-  return i[keep], j[keep], cosine[keep]
+    keep = ~different_things(slots, i, j)
+    i, j, cosine = i[keep], j[keep], cosine[keep]
+  return i, j, cosine
 
 
 def groups(n: int, i: np.ndarray, j: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -142,13 +142,19 @@ class Chunk:
   def decode(self, ids: np.ndarray) -> str:
     return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
 
-  def sample(self, model: Model, sampling: SamplingConfig, seed: int) -> GenerativeResult:
-    """`model`'s answers to the chunk's prompts (as the base model is asked, for the base model),
-    each verified against its reference."""
+  def asked(self, model: Model) -> list[np.ndarray]:
+    """The chunk's prompts as `model` is asked them (`base_format` for the base model)."""
+    return self.base_prompts if model is self.models.base else self.prompts
+
+  def sample(
+    self, model: Model, sampling: SamplingConfig, seed: int, prompts: Sequence[np.ndarray] | None = None
+  ) -> GenerativeResult:
+    """`model`'s answers to `prompts` (default: the chunk's, `asked`), each verified against its
+    example's reference."""
     return sample_and_verify(
       model.sampler,
       model.params,
-      self.base_prompts if model is self.models.base else self.prompts,
+      self.asked(model) if prompts is None else prompts,
       self.references,
       self.verifiers,
       self.decode,
@@ -214,20 +220,7 @@ class Chunk:
   def continue_lead_ins(self, model: Model, sampling: SamplingConfig, seed: int) -> GenerativeResult:
     """`model`'s answers that continue each reference's lead-in (as `sample` asks it otherwise),
     each the lead-in and its continuation, verified against the reference."""
-    asked = self.base_prompts if model is self.models.base else self.prompts
-    drawn = sample_and_verify(
-      model.sampler,
-      model.params,
-      [np.concatenate([q, lead]) for q, lead in zip(asked, self.lead_ins)],
-      self.references,
-      self.verifiers,
-      self.decode,
-      sampling,
-      self.buckets,
-      self.detect.batch_size,
-      self.pad,
-      seed,
-    )
+    drawn = self.sample(model, sampling, seed, [np.concatenate(p) for p in zip(self.asked(model), self.lead_ins)])
     leads = [self.decode(lead) for lead in self.lead_ins]
     drawn.texts = [[f"{lead} {t}".strip() for t in texts] for lead, texts in zip(leads, drawn.texts)]
     for e, texts in enumerate(drawn.texts):

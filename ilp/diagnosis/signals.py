@@ -27,6 +27,7 @@ class SignalConfig:
 
   similarity_threshold: float = 0.5  # TF-IDF cosine for near-duplicate prompts (paper's X: not given)
   embedding_threshold: float = 0.8  # centred cosine of the prompt embeddings (detection's) for near-duplicates
+  max_neighbours: int = 50  # ... among each prompt's this many nearest by embedding (bounds memory)
   ngram: int = 1  # word n-grams of the TF-IDF
   max_df: int = 100  # n-grams shared by more prompts do not propose candidate pairs
   template_min_df: int = similarity.TEMPLATE_MIN_DF  # words in fewer prompts are masked to form the template ...
@@ -43,6 +44,7 @@ class SignalConfig:
       0 < self.similarity_threshold <= 1, "similarity_threshold", f"must lie in (0, 1], got {self.similarity_threshold}"
     )
     check(self.ngram >= 1, "ngram", f"must be >= 1, got {self.ngram}")
+    check(self.max_neighbours >= 1, "max_neighbours", f"must be >= 1, got {self.max_neighbours}")
     check(self.max_df >= 2, "max_df", f"must be >= 2 (a pair needs two prompts), got {self.max_df}")
     check(self.template_min_df >= 1, "template_min_df", f"must be >= 1, got {self.template_min_df}")
     for name in ("embedding_threshold", "template_min_share"):
@@ -211,7 +213,7 @@ def text_signals(
   vectors = similarity.tfidf(tokenized, cfg.ngram)
   lexical = similarity.near_duplicate_pairs(vectors, cfg.similarity_threshold, cfg.max_df, slots)
   semantic = (
-    similarity.embedding_pairs(embeddings, cfg.embedding_threshold, slots)
+    similarity.embedding_pairs(embeddings, cfg.embedding_threshold, slots, cfg.max_neighbours)
     if embeddings is not None
     else tuple(np.zeros(0, t) for t in (np.int64, np.int64, np.float64))
   )

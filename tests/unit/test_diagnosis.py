@@ -124,6 +124,22 @@ def test_embedding_pairs_find_paraphrases_and_skip_one_template_about_two_things
   assert len(similarity.embedding_pairs(embeddings[:1], 0.9)[0]) == 0
 
 
+def test_embedding_pairs_are_each_prompts_nearest_above_the_threshold_by_brute_force():
+  rng = np.random.default_rng(1)
+  embeddings = rng.normal(size=(60, 4))  # few dimensions: many pairs above the threshold
+  centred = embeddings - embeddings.mean(0)
+  unit = centred / np.linalg.norm(centred, axis=1, keepdims=True)
+  cos = unit @ unit.T
+  np.fill_diagonal(cos, -np.inf)
+  for cap in (3, 59):
+    nearest = np.argsort(-cos, axis=1, kind="stable")[:, :cap]
+    expected = {(min(a, b), max(a, b)) for a in range(60) for b in nearest[a] if cos[a, b] >= 0.6}
+    i, j, cosine = similarity.embedding_pairs(embeddings, 0.6, max_neighbours=cap)
+    assert set(zip(i.tolist(), j.tolist())) == expected and len(i) == len(expected)
+    np.testing.assert_allclose(cosine, cos[i, j], rtol=1e-6)
+  assert len(expected) > 60 * 3  # the cap of 3 bounded what 59 finds
+
+
 def test_text_signals_union_lexical_and_embedding_pairs():
   """Two phrasings of the birthplace question; p1 is asked in both, with contradicting answers. The
   two share only p1 and "?"/".", so TF-IDF misses them; states dominated by the person find them."""
