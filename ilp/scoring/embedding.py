@@ -41,7 +41,7 @@ def _pooled_state(graphdef: nnx.GraphDef, params: nnx.State, batch: dict[str, ja
   return jnp.take_along_axis(hidden, last[:, None, None], axis=1)[:, 0]
 
 
-class PromptEmbedder:
+class TextEmbedder:
   """Jitted text embeddings (`pooling`: one of POOLINGS), batched by length bucket and sharded over
   the batch axes."""
 

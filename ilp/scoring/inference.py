@@ -8,7 +8,7 @@ from typing import Any, Sequence
 
 from ilp.model import checkpoint
 from ilp.sampling.sampler import Sampler
-from ilp.scoring.embedding import PromptEmbedder
+from ilp.scoring.embedding import TextEmbedder
 from ilp.scoring.evaluator import ExampleEvaluator
 
 
@@ -19,5 +19,5 @@ class Model:
     self.cfg, graphdef, self.params = checkpoint.load_any(directory, mesh, rules)
     self.sampler = Sampler(graphdef, self.cfg, mesh, rules)
     self.evaluator = ExampleEvaluator(graphdef, self.cfg, mesh, batch_size, rules)
-    self.embedder = PromptEmbedder(graphdef, self.cfg, mesh, batch_size, rules)
-    self.answer_embedder = PromptEmbedder(graphdef, self.cfg, mesh, batch_size, rules, pooling="mean")
+    self.embedder = TextEmbedder(graphdef, self.cfg, mesh, batch_size, rules)
+    self.answer_embedder = TextEmbedder(graphdef, self.cfg, mesh, batch_size, rules, pooling="mean")
