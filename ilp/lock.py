@@ -66,9 +66,16 @@ def workdir_lock(root: str, enabled: bool = True) -> Iterator[None]:
     yield
     return
   created = not os.path.exists(root)
-  os.makedirs(root, exist_ok=True)
   path = os.path.join(root, NAME)
-  while not _take(path):
+
+  def take() -> bool:
+    try:
+      os.makedirs(root, exist_ok=True)
+      return _take(path)
+    except OSError as e:  # read-only, not a directory, no permission: one line, no traceback
+      raise LockError(f"{root}: cannot write the work directory ({e.strerror}); give a writable --workdir") from None
+
+  while not take():
     owner = _owner(path)
     if owner is None:  # released meanwhile
       continue

@@ -42,9 +42,9 @@ class ArmConfig:
 
   def __post_init__(self):
     check(
-      bool(re.fullmatch(r"[A-Za-z0-9_.-]+", self.name)),
+      bool(re.fullmatch(r"[A-Za-z0-9_.-]+", self.name)) and self.name not in (".", ".."),
       "name",
-      f"'{self.name}' must be a non-empty directory name (letters, digits, _ . -)",
+      f"'{self.name}' must be a non-empty directory name (letters, digits, _ . -; not '.' or '..')",
     )
     check(
       self.intervention in INTERVENTIONS, "intervention", f"'{self.intervention}' is not one of {tuple(INTERVENTIONS)}"

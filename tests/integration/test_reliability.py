@@ -50,6 +50,14 @@ def test_a_stale_lock_is_taken_over_and_released(tmp_path, caplog):
   assert "stale lock" in caplog.text and not os.path.exists(os.path.join(root, lock.NAME))
 
 
+def test_an_unwritable_work_directory_is_one_line_error(tmp_path):
+  (tmp_path / "file").write_text("not a directory")
+  for root in (tmp_path / "file", tmp_path / "file" / "work"):  # a file; a path under a file
+    with pytest.raises(lock.LockError, match=f"^{root}: cannot write the work directory \\(.+\\); give a writable"):
+      with lock.workdir_lock(str(root)):
+        pass
+
+
 def test_a_refused_run_leaves_no_directory(tmp_path):
   paths = sft_data.make_inputs(str(tmp_path / "data"), per_dataset=8)
   config = sft_data.sft_config(paths)

@@ -85,6 +85,16 @@ BAD_FIELDS = [
   ("interventions.arms", ({"name": "a b", "intervention": "epochs"},), "'interventions.arms[0].name'"),
   (
     "interventions.arms",
+    ({"name": "..", "intervention": "epochs"},),
+    "'interventions.arms[0].name': '..' must be a non-empty directory name",
+  ),
+  (
+    "model.max_position_embeddings",
+    32,
+    "'model.max_position_embeddings': is 32, shorter than the longest sequence (data.buckets' largest: 256)",
+  ),
+  (
+    "interventions.arms",
     ({"name": "x", "intervention": "shuffle", "settings": {"share": 0}},),
     "'interventions.arms[0].settings.share': must be in (0, 1]",
   ),
