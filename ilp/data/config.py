@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable, Iterable
 
+from ilp.data.records import EXTRA_FIELDS
 from ilp.data.tokenize import OVERLONG_POLICIES, TemplateConfig
 from ilp.typed import check
 
@@ -41,6 +42,7 @@ class DataConfig:
   index_dir: str = "{workdir}/indexes"  # BM25 indexes of corpora, built once and memory-mapped ("": none kept)
   buckets: tuple[int, ...] = (64, 128, 256)  # padded sequence lengths; the largest is the maximum length
   overlong: str = "truncate_prompt"  # one of OVERLONG_POLICIES: what to do with a longer example
+  extra_fields: str = "error"  # one of records.EXTRA_FIELDS: a record's unknown top-level field (error names it)
   template: TemplateConfig = TemplateConfig()  # how a conversation becomes the model's text
 
   def __post_init__(self):
@@ -50,6 +52,7 @@ class DataConfig:
       f"must list lengths >= 2, got {self.buckets}",
     )
     check(self.overlong in OVERLONG_POLICIES, "overlong", f"'{self.overlong}' is not one of {OVERLONG_POLICIES}")
+    check(self.extra_fields in EXTRA_FIELDS, "extra_fields", f"'{self.extra_fields}' is not one of {EXTRA_FIELDS}")
     check(0 <= self.dev_fraction < 1, "dev_fraction", f"must be in [0, 1), got {self.dev_fraction}")
     for k, source in enumerate(self.corpora):
       weight = source.get("weight", 1.0)

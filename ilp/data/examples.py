@@ -53,7 +53,7 @@ def check(config: Any, data: DataConfig) -> None:
   that the data sets `config.sft.phases` names are in them."""
   if not data.sft:
     return
-  records = loaders.load_sft(data.sft)
+  records = loaders.load_sft(data.sft, data.extra_fields)
   if not records:
     raise DataError(f"data.sft: the sources hold no records ({', '.join(str(s['path']) for s in data.sft)})")
   known = {r.dataset for r in records}
@@ -71,7 +71,7 @@ def build(
 ) -> tuple[pd.DataFrame, dict[str, int]]:
   """Reads `sources` (default `data.sft`; e.g. `data.dev`) and tokenises them with `data.template`:
   the table and the tokenisation counts."""
-  records = loaders.load_sft(data.sft if sources is None else sources)
+  records = loaders.load_sft(data.sft if sources is None else sources, data.extra_fields)
   tokenized, report = tokenize_sft(records, tokenizer, data.max_length, data.template, data.overlong)
   return table(records, tokenized), report
 
@@ -118,7 +118,7 @@ def check_sources(config: Any, data: DataConfig) -> None:
   del config
   for name in ("dev", "heldout", "replay"):
     if getattr(data, name):
-      loaders.load_sft(getattr(data, name))
+      loaders.load_sft(getattr(data, name), data.extra_fields)
   for name in ("knowledge", "general", "heldout_text"):
     if getattr(data, name):
       loaders.load_corpus(getattr(data, name))

@@ -135,11 +135,28 @@ def _lines(path: str) -> Iterator[tuple[str, str | DataError]]:
         yield where, DataError(f"{where}: invalid UTF-8 (byte {e.start + 1} of the line)")
 
 
+def _unique_keys(where: str) -> Callable[[list[tuple[str, Any]]], dict[str, Any]]:
+  """A `json.loads` object hook that refuses a key given twice in one object (JSON keeps the last
+  silently: a record could say two things and train on one)."""
+
+  def build(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+      if key in out:
+        raise DataError(f"{where}: key '{key}' given twice in one object")
+      out[key] = value
+    return out
+
+  return build
+
+
 def _json_line(line: str, where: str) -> Any:
   try:
-    return json.loads(line)
+    return json.loads(line, object_pairs_hook=_unique_keys(where))
   except json.JSONDecodeError as e:
     return DataError(f"{where}: invalid JSON ({e.msg} at column {e.colno})")
+  except DataError as e:
+    return e
 
 
 def _jsonl_rows(path: str) -> _Rows:
@@ -156,7 +173,7 @@ def _json_rows(path: str) -> _Rows:
   with open(path, "rb") as f:
     data = f.read()
   try:
-    payload = json.loads(data.decode("utf-8"))
+    payload = json.loads(data.decode("utf-8"), object_pairs_hook=_unique_keys(path))
   except UnicodeDecodeError as e:
     line = data.count(b"\n", 0, e.start) + 1
     raise DataError(f"{path}:{line}: invalid UTF-8") from e
@@ -373,10 +390,10 @@ def _read(sources: Sequence[Any], kind: _Kind) -> tuple[list[Any], list[str], li
   return items, locations, problems
 
 
-def _sft_record(source: _Source, part: _Part, number: int, where: str, row: Any) -> SFTRecord:
+def _sft_record(source: _Source, part: _Part, number: int, where: str, row: Any, extra_fields: str) -> SFTRecord:
   if isinstance(row, DataError):
     raise row
-  return record_from_mapping(row, part.fields, source.dataset or part.name, source.phase, where)
+  return record_from_mapping(row, part.fields, source.dataset or part.name, source.phase, where, extra_fields)
 
 
 def _corpus_document(source: _Source, part: _Part, number: int, where: str, row: Any) -> CorpusDocument | None:
@@ -389,9 +406,11 @@ _SFT = _Kind("SFT data", SFT_FIELDS, _SOURCE_KEYS, tuple(f for f in FORMATS if f
 _CORPUS = _Kind("corpus data", CORPUS_FIELDS, tuple(k for k in _SOURCE_KEYS if k != "phase"), FORMATS, _corpus_document)
 
 
-def load_sft(sources: Sequence[Mapping[str, Any]]) -> list[SFTRecord]:
-  """Every SFT record of `sources`, in order; ids must be unique across all of them."""
-  records, locations, problems = _read(sources, _SFT)
+def load_sft(sources: Sequence[Mapping[str, Any]], extra_fields: str = "error") -> list[SFTRecord]:
+  """Every SFT record of `sources`, in order; ids must be unique across all of them. A record's
+  unknown top-level field is an error or passed over (`extra_fields`, one of `EXTRA_FIELDS`)."""
+  make = lambda source, part, number, where, row: _sft_record(source, part, number, where, row, extra_fields)
+  records, locations, problems = _read(sources, _SFT._replace(make=make))
   raise_problems(problems + duplicate_id_problems(zip(records, locations)), _SFT.name)
   return records
 

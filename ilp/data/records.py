@@ -10,7 +10,9 @@ location (file and line, or row) and the field, so a bad row can be found and fi
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
+import unicodedata
 from typing import Any, Iterable, Mapping, Sequence
 
 ROLES = ("system", "user", "assistant")
@@ -21,6 +23,24 @@ PREREQUISITES = "prerequisites"  # optional meta key: [{"prompt", "response"}, .
 DISTRACTORS = "distractors"  # optional meta key: wrong answers for the multiple-choice probe
 
 _KINDS = {str: "a string", int: "an int", dict: "an object", list: "a list"}
+EXTRA_FIELDS = ("error", "ignore")  # `data.extra_fields`: what an unknown top-level field of a record is
+# Names other SFT sets give the canonical fields, for the hint of an unknown-field error.
+ALIASES = {
+  "stage": "phase",
+  "instruction": "prompt",
+  "question": "prompt",
+  "input": "prompt",
+  "query": "prompt",
+  "output": "response",
+  "answer": "response",
+  "completion": "response",
+  "target": "response",
+  "conversation": "messages",
+  "conversations": "messages",
+  "source": "dataset",
+  "metadata": "meta",
+}
+_INVISIBLE = ("Cc", "Cf", "Zs", "Zl", "Zp")  # control, format (zero-width), space and separator characters
 
 
 class DataError(ValueError):
@@ -103,6 +123,36 @@ def _non_empty(value: Any, where: str, column: str) -> str:
   return value
 
 
+def _text(value: Any, where: str, column: str, empty: str) -> str:
+  """A prompt, response or turn: a string of encodable text with a visible character (`empty`
+  names the fault otherwise; spaces, zero-width and control characters are not visible). A lone
+  surrogate ("\\ud800" in JSON) cannot be encoded, and would fail three stages later in the
+  tokenizer."""
+  text = _expect(value, str, where, column)
+  for k, char in enumerate(text):
+    if "\ud800" <= char <= "\udfff":
+      raise _field_error(where, column, f"lone surrogate U+{ord(char):04X} at character {k + 1} (not text)")
+  if not any(unicodedata.category(char) not in _INVISIBLE for char in text):
+    raise _field_error(where, column, empty)
+  return text
+
+
+def _unknown_fields(row: Mapping[str, Any], known: Iterable[str], where: str) -> None:
+  """An error naming the first field the record has that the schema does not, with the closest
+  known name (a typo, or another data set's name for it)."""
+  known = set(known)
+  extra = [k for k, v in row.items() if k not in known and v is not None]
+  if extra:
+    name = str(extra[0])
+    close = ALIASES.get(name.lower()) or next(iter(difflib.get_close_matches(name, SFT_FIELDS, n=1)), None)
+    hint = f"; did you mean '{close}'? (or map it with the source's 'fields')" if close else ""
+    if name in SFT_FIELDS:  # a canonical name the source's `fields` reads from another column
+      hint = " (the source's 'fields' reads this field from another column)"
+    raise DataError(
+      f"{where}: unknown field '{name}'{hint}; set data.extra_fields='ignore' to pass unknown fields over"
+    )
+
+
 def _turn(turn: Any, where: str, column: str) -> dict[str, str]:
   _expect(turn, dict, where, column)
   extra = sorted(k for k, v in turn.items() if k not in ("role", "content") and v is not None)
@@ -123,22 +173,28 @@ def _messages(value: Any, where: str, column: str) -> tuple[dict[str, str], ...]
     raise _field_error(where, column, "no turns")
   if turns[-1]["role"] != "assistant":
     raise _field_error(where, column, f"last turn is '{turns[-1]['role']}'; it must be 'assistant' (the response)")
-  if not any(t["role"] == "user" for t in turns):
-    raise _field_error(where, column, "no 'user' turn")
-  if not turns[-1]["content"].strip():
-    raise _field_error(where, f"{column}[{len(turns) - 1}].content", "empty response")
+  for k, turn in enumerate(turns):
+    _text(turn["content"], where, f"{column}[{k}].content", "empty response" if k == len(turns) - 1 else "empty turn")
+  start = 1 if turns[0]["role"] == "system" else 0
+  for k in range(start, len(turns)):
+    expected = ("user", "assistant")[(k - start) % 2]
+    if turns[k]["role"] != expected:
+      raise _field_error(
+        where,
+        f"{column}[{k}].role",
+        f"'{turns[k]['role']}' where '{expected}' belongs: a conversation is an optional first 'system' "
+        "turn, then 'user' and 'assistant' in turn, ending with 'assistant'",
+      )
   return turns
 
 
 def _prompt_response(row: Mapping[str, Any], fields: Mapping[str, str], where: str) -> tuple[dict[str, str], ...]:
   """The [user, assistant] conversation of a row in prompt/response form."""
   prompt, response = fields.get("prompt", "prompt"), fields.get("response", "response")
-  for column in (prompt, response):
+  for column, empty in ((prompt, "empty prompt"), (response, "empty response")):
     if row.get(column) is None:
       raise DataError(f"{where}: missing field '{column}' (or '{fields.get('messages', 'messages')}')")
-    _expect(row[column], str, where, column)
-  if not row[response].strip():
-    raise _field_error(where, response, "empty response")
+    _text(row[column], where, column, empty)
   return {"role": "user", "content": row[prompt]}, {"role": "assistant", "content": row[response]}
 
 
@@ -170,17 +226,26 @@ def _prerequisites(value: Any, where: str, column: str) -> None:
 
 
 def record_from_mapping(
-  row: Mapping[str, Any], fields: Mapping[str, str], default_dataset: str, default_phase: int, where: str
+  row: Mapping[str, Any],
+  fields: Mapping[str, str],
+  default_dataset: str,
+  default_phase: int,
+  where: str,
+  extra_fields: str = "error",
 ) -> SFTRecord:
   """Validates one raw row into an `SFTRecord`.
 
   `fields` maps canonical names (`SFT_FIELDS`) to the row's column names (identity when absent);
   errors name the row's own columns, prefixed by `where` (e.g. "data/train.jsonl:17"). A None
-  value counts as absent, since columnar formats fill the columns a row lacks with nulls.
+  value counts as absent, since columnar formats fill the columns a row lacks with nulls. A field
+  the schema does not know is an error (`extra_fields` "error", with the closest known name) or
+  passed over ("ignore"): a misspelt `phase` would otherwise train in phase 1 without a word.
   """
   if not isinstance(row, Mapping):
     raise DataError(f"{where}: expected an object (a mapping of fields), got {type(row).__name__}")
   column = {name: fields.get(name, name) for name in SFT_FIELDS}
+  if extra_fields == "error":
+    _unknown_fields(row, column.values(), where)
   if row.get(column["id"]) is None:
     raise DataError(f"{where}: missing field '{column['id']}'")
   record_id = _non_empty(row[column["id"]], where, column["id"])

@@ -84,7 +84,7 @@ def training_text(data: DataConfig) -> TrainingText:
         f"'{path}' is a file a run writes ({WORKDIR}); a tokenizer is trained on existing files",
       )
   documents = load_corpus([source for source, _ in data.corpus_sources()])
-  records = load_sft(data.sft)
+  records = load_sft(data.sft, data.extra_fields)
   texts = [d.text for d in documents]
   for record in records:
     texts += [plain_prompt(record, data.template), record.response]

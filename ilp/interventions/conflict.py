@@ -120,7 +120,7 @@ def prepare(context: Any, settings: Settings, config: Any) -> Any:
   sft, data = config.sft, config.data
   if removed:
     path = os.path.join(directory, "sft.jsonl")
-    selection.write_records([r for r in loaders.load_sft(data.sft) if r.id not in removed], path)
+    selection.write_records([r for r in loaders.load_sft(data.sft, data.extra_fields) if r.id not in removed], path)
     data = dataclasses.replace(data, sft=({"path": path, "format": "jsonl"},))
   if settings.bucket:
     path = os.path.join(directory, "groups.json")

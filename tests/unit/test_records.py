@@ -3,6 +3,7 @@ file, line (or row) and field, all in one error."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from typing import Any
@@ -11,7 +12,9 @@ import ml_collections
 import pytest
 
 from ilp.data import loaders
+from ilp.data.config import DataConfig
 from ilp.data.records import CorpusDocument, DataError, SFTRecord, record_from_mapping, validate_unique_ids
+from ilp.typed import ConfigError
 
 CHAT = {
   "id": "c1",
@@ -94,7 +97,11 @@ def test_record_from_mapping_both_forms():
       {**CHAT, "messages": CHAT["messages"][:2]},
       "x:4: field 'messages': last turn is 'user'; it must be 'assistant' (the response)",
     ),
-    ({**CHAT, "messages": [CHAT["messages"][0], CHAT["messages"][2]]}, "x:4: field 'messages': no 'user' turn"),
+    (
+      {**CHAT, "messages": [CHAT["messages"][0], CHAT["messages"][2]]},
+      "x:4: field 'messages[1].role': 'assistant' where 'user' belongs: a conversation is an optional first "
+      "'system' turn, then 'user' and 'assistant' in turn, ending with 'assistant'",
+    ),
     ({**CHAT, "messages": []}, "x:4: field 'messages': no turns"),
     ({**CHAT, "messages": "hi"}, "x:4: field 'messages': expected a list, got str"),
     (
@@ -149,10 +156,15 @@ def test_field_mapping_renames_columns_in_records_and_errors(tmp_path):
   fields = {"id": "uid", "prompt": "question", "response": "answer", "meta": "info", "phase": "step"}
   row = {"uid": "q1", "question": "Why?", "answer": "Because.", "info": {"k": [1, 2]}, "step": 4, "id": 99}
   path = write_jsonl(tmp_path / "qa.jsonl", [row, {**row, "uid": "q2", "answer": ""}])
-  assert load_error([{"path": path, "fields": fields}]) == f"{path}:2: field 'answer': empty response"
+  lenient = functools.partial(loaders.load_sft, extra_fields="ignore")  # the unread "id" column passed over
+  assert load_error([{"path": path, "fields": fields}], lenient) == f"{path}:2: field 'answer': empty response"
   write_jsonl(path, [row])
   messages = ({"role": "user", "content": "Why?"}, {"role": "assistant", "content": "Because."})
-  assert loaders.load_sft([{"path": path, "fields": fields}]) == [SFTRecord("q1", messages, "qa", 4, {"k": [1, 2]})]
+  assert lenient([{"path": path, "fields": fields}]) == [SFTRecord("q1", messages, "qa", 4, {"k": [1, 2]})]
+  assert load_error([{"path": path, "fields": fields}]) == (  # strict (the default): the unread column named
+    f"{path}:1: unknown field 'id' (the source's 'fields' reads this field from another column); "
+    "set data.extra_fields='ignore' to pass unknown fields over"
+  )
 
 
 def test_json_list_data_object_and_directory(tmp_path):
@@ -249,10 +261,43 @@ def test_tfds_array_record_without_tensorflow(tmp_path):
     SFTRecord("c1", tuple(CHAT["messages"]), "ilp_tiny_chat", 2, {}),
     SFTRecord("t2", french, "ilp_tiny_chat", 1, {}),
   ]
-  assert load_error([{"path": path, "format": "tfds", "fields": {"id": "phase"}}]) == (
+  lenient = functools.partial(loaders.load_sft, extra_fields="ignore")
+  assert load_error([{"path": path, "format": "tfds", "fields": {"id": "phase"}}], lenient) == (
     f"2 problems in the SFT data:\n  tfds:{path}[train]:row 0: field 'phase': expected a string, got int\n"
     f"  tfds:{path}[train]:row 1: field 'phase': expected a string, got int"
   )
+
+
+def test_strict_records_name_file_line_and_field(tmp_path):
+  """Faults a record can hide: each is an error naming its file, line and field, found by the load."""
+  path = str(tmp_path / "odd.jsonl")
+  cases = [
+    ({**PAIR, "stage": 2}, "unknown field 'stage'; did you mean 'phase'? (or map it with the source's 'fields')"),
+    ({**PAIR, "promt": "q"}, "unknown field 'promt'; did you mean 'prompt'?"),
+    ({**PAIR, "prompt": " \t"}, "field 'prompt': empty prompt"),
+    ({**PAIR, "response": "\u00a0\u200b"}, "field 'response': empty response"),  # invisible characters only
+    ({**PAIR, "prompt": "q\ud800"}, "field 'prompt': lone surrogate U+D800 at character 2 (not text)"),
+    (
+      {**CHAT, "messages": [{"role": r, "content": "x"} for r in ("assistant", "user", "assistant", "assistant")]},
+      "field 'messages[0].role': 'assistant' where 'user' belongs",
+    ),
+    (
+      {**CHAT, "messages": [{"role": r, "content": "x"} for r in ("user", "system", "assistant")]},
+      "field 'messages[1].role': 'system' where 'assistant' belongs",
+    ),
+  ]
+  for row, message in cases:
+    with open(path, "w") as f:
+      f.write(json.dumps(row) + "\n")
+    assert load_error([{"path": path}]).startswith(f"{path}:1: {message}"), message
+  with open(path, "w") as f:
+    f.write('{"id": "a", "prompt": "q", "response": "x", "prompt": "other"}\n')
+  assert load_error([{"path": path}]) == f"{path}:1: key 'prompt' given twice in one object"
+  with open(path, "w") as f:
+    f.write(json.dumps({**PAIR, "stage": 2}) + "\n")
+  assert loaders.load_sft([{"path": path}], extra_fields="ignore")[0].phase == 1  # passed over when asked
+  with pytest.raises(ConfigError, match="'extra_fields': 'warn' is not one of"):
+    DataConfig(extra_fields="warn")
 
 
 # --- errors across a whole load --------------------------------------------------------------------
