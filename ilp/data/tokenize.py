@@ -14,15 +14,16 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ilp.data.records import CorpusDocument, SFTRecord
+from ilp.data.records import CorpusDocument, DataError, SFTRecord
 from ilp.typed import check
 
 log = logging.getLogger(__name__)
 
-OVERLONG_POLICIES = ("truncate_prompt", "drop")
+OVERLONG_POLICIES = ("truncate_prompt", "drop", "error")
+LISTED_OVERLONG = 5  # over-long examples named by id in the warning or error
 
 
-class TokenizationError(ValueError):
+class TokenizationError(DataError):
   """The tokenizer or template cannot produce valid training sequences."""
 
 
@@ -94,24 +95,34 @@ def tokenize_sft(
   """Tokenises every record; over-long ones follow `overlong`. Returns examples and counts.
 
   `truncate_prompt` drops prompt tokens from the left (the response is what is being learned);
-  a response that alone exceeds `max_length` cannot be supervised whole and is dropped.
+  a response that alone exceeds `max_length` cannot be supervised whole and is dropped. `error`
+  refuses the data, naming the first over-long records; otherwise a WARNING counts and names them.
   """
   if overlong not in OVERLONG_POLICIES:
     raise TokenizationError(f"data.overlong '{overlong}' is not one of {OVERLONG_POLICIES}")
-  examples, truncated, dropped = [], 0, 0
+  examples, truncated, dropped, longer = [], 0, 0, []
   for i, record in enumerate(records):
     prompt, response = _prompt_and_response(record, tokenizer, template)
     if len(prompt) + len(response) > max_length:
-      if overlong == "drop" or len(response) >= max_length:
+      longer.append(record.id)
+      if overlong != "truncate_prompt" or len(response) >= max_length:
         dropped += 1
         continue
       prompt = prompt[len(prompt) + len(response) - max_length :]
       truncated += 1
     examples.append(TokenizedExample(i, np.asarray(prompt + response, np.int32), len(prompt)))
   report = {"examples": len(examples), "truncated": truncated, "dropped": dropped}
-  if truncated or dropped:
-    log.info(
-      "tokenize: %d over-long examples had their prompt truncated, %d were dropped (max_length %d)",
+  named = ", ".join(f"'{r}'" for r in longer[:LISTED_OVERLONG]) + (", ..." if len(longer) > LISTED_OVERLONG else "")
+  if longer and overlong == "error":
+    raise TokenizationError(
+      f"{len(longer)} SFT record(s) longer than data.max_length={max_length} tokens (ids {named}); "
+      "raise data.buckets' largest, or set data.overlong to truncate_prompt or drop"
+    )
+  if longer:
+    log.warning(
+      "tokenize: %d over-long example(s) (ids %s): %d had their prompt truncated, %d were dropped (max_length %d)",
+      len(longer),
+      named,
       truncated,
       dropped,
       max_length,

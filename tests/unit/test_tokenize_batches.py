@@ -50,13 +50,19 @@ def test_chat_template_is_used_when_present(tokenizer):
   assert ex.tokens.tolist() == [3, 10, 4, 20, 21, 2] and ex.prompt_length == 3
 
 
-def test_overlong_policies(tokenizer):
+def test_overlong_policies(tokenizer, caplog):
   records = [_record("w10 w11 w12 w13 w14 w15", "w20 w21", 0), _record("w10", "w20 " * 9, 1), _record("w10", "w20", 2)]
   examples, report = tokenize_sft(records, tokenizer, 8, PLAIN, overlong="truncate_prompt")
   assert report == {"examples": 2, "truncated": 1, "dropped": 1}
+  warned = [r for r in caplog.records if r.levelname == "WARNING"]
+  assert len(warned) == 1 and "2 over-long example(s) (ids '0', '1')" in warned[0].getMessage()
   assert examples[0].tokens.tolist() == [12, 13, 14, 15, 4, 20, 21, 2] and examples[0].prompt_length == 5
   examples, report = tokenize_sft(records, tokenizer, 8, PLAIN, overlong="drop")
   assert [e.record for e in examples] == [2] and report["dropped"] == 2
+  with pytest.raises(
+    TokenizationError, match=r"^2 SFT record\(s\) longer than data.max_length=8 tokens \(ids '0', '1'\)"
+  ):
+    tokenize_sft(records, tokenizer, 8, PLAIN, overlong="error")
   with pytest.raises(TokenizationError, match="data.overlong 'cut'"):
     tokenize_sft(records, tokenizer, 8, PLAIN, overlong="cut")
 
