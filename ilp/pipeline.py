@@ -2,7 +2,8 @@
 
 A stage writes its outputs atomically, so "all outputs exist" means "finished": re-running a
 pipeline skips finished stages and redoes only what was interrupted or never run; once a stage
-with outputs runs, every later stage runs again from scratch (its inputs changed). Before
+runs, every later stage runs again from scratch (its inputs changed; the arms and compare stages,
+which have no outputs, run every time, and so does what follows them). Before
 anything is written, the config is built and checked (`ilp.config.load`), the work directory is
 locked (`ilp.lock`), its provenance is checked (`ilp.provenance`: a stage recorded with other
 settings is refused unless forced) and the input files of every stage still to run are
@@ -159,7 +160,10 @@ def _plan(config: Config, layout: Layout, record: provenance.Record, force: set[
       plan.append((stage, "skip"))
     else:
       plan.append((stage, "run"))
-      stale = bool(stage.outputs(layout))  # later outputs were built on this stage's old ones
+      # Later outputs were built on this stage's old ones. A stage without outputs (arms, compare)
+      # runs every time and may change what follows (an arm added, a killed re-run resumed), so
+      # what follows it is rebuilt every time: the report never lags the comparison.
+      stale = True
   if problems:
     listed = "".join(f"\n  {name}: {change}" for name, changed in problems for change in changed)
     raise fileio.ResumeError(
