@@ -19,13 +19,32 @@ if TYPE_CHECKING:
   import pandas as pd
 
 
+TMP_PREFIX = ".tmp-"  # what atomic writes name their temporary siblings
+
+
+def remove_orphans(root: str) -> list[str]:
+  """Removes the temporary siblings (`TMP_PREFIX`) a killed job left anywhere under `root`, and
+  returns them: run only while holding the work-directory lock, when no write is in progress."""
+  found = []
+  for parent, directories, files in os.walk(root):
+    for name in [d for d in directories if d.startswith(TMP_PREFIX)] + [f for f in files if f.startswith(TMP_PREFIX)]:
+      path = os.path.join(parent, name)
+      if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+      else:
+        os.remove(path)
+      found.append(path)
+    directories[:] = [d for d in directories if not d.startswith(TMP_PREFIX)]
+  return found
+
+
 @contextlib.contextmanager
 def atomic_directory(final: str) -> Iterator[str]:
   """Yields a temporary directory that replaces `final` when the block succeeds."""
   final = os.path.abspath(final)
   parent = os.path.dirname(final)
   os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=f".tmp-{os.path.basename(final)}-", dir=parent)
+  tmp = tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.path.basename(final)}-", dir=parent)
   try:
     yield tmp
   except BaseException:
@@ -41,7 +60,7 @@ def atomic_file(path: str) -> Iterator[str]:
   """Yields a temporary path in `path`'s directory that replaces `path` when the block succeeds."""
   path = os.path.abspath(path)
   os.makedirs(os.path.dirname(path), exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=f".tmp-{os.path.basename(path)}-", dir=os.path.dirname(path))
+  fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{os.path.basename(path)}-", dir=os.path.dirname(path))
   os.close(fd)
   try:
     yield tmp

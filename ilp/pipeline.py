@@ -127,13 +127,17 @@ def run(config: ml_collections.ConfigDict | Config, workdir: str, force: Sequenc
 
 @contextlib.contextmanager
 def _locked(root: str) -> Iterator[None]:
-  """Process 0 holds the work-directory lock; every process learns whether it got it, so a refused
-  multi-process launch stops everywhere at once instead of leaving the others waiting."""
+  """Process 0 holds the work-directory lock (and removes what killed runs left half-written);
+  every process learns whether it got it, so a refused multi-process launch stops everywhere at
+  once instead of leaving the others waiting."""
   refused = None
   with contextlib.ExitStack() as stack:
     if jax.process_index() == 0:
       try:
         stack.enter_context(lock.workdir_lock(root))
+        orphans = fileio.remove_orphans(root)  # a killed job's temporaries: no write is in progress
+        if orphans:
+          log.warning("removed %d temporary file(s) a killed run left, e.g. %s", len(orphans), orphans[0])
       except lock.LockError as e:
         refused = e
     if not parallel.agree(refused is None):

@@ -181,3 +181,14 @@ def test_what_follows_the_always_running_arms_and_compare_is_rebuilt(tmp_path):
   record = provenance.Record(layout.provenance, True)
   actions = [action for _, action in pipeline._plan(config, layout, record, set())]
   assert actions == ["run", "redo", "redo"]
+
+
+def test_a_killed_runs_temporaries_are_removed_when_the_next_run_locks(tmp_path, caplog):
+  (tmp_path / "sft" / ".tmp-dynamics-x1").mkdir(parents=True)
+  (tmp_path / "sft" / ".tmp-dynamics-x1" / "part.parquet").write_text("half")
+  (tmp_path / ".tmp-summary.json-x2").write_text("{")
+  (tmp_path / "sft" / "kept.json").write_text("{}")
+  with caplog.at_level(logging.WARNING), pipeline._locked(str(tmp_path)):
+    pass
+  assert sorted(p.name for p in tmp_path.rglob("*")) == ["kept.json", "sft"]
+  assert "removed 2 temporary file(s) a killed run left" in caplog.text
