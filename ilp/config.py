@@ -238,15 +238,7 @@ class Config:
       "is 0 (take it from the tokenizer) but 'data.tokenizer' is empty",
     )
     check(self.model.vocab_size >= 0, "model.vocab_size", f"must be >= 0, got {self.model.vocab_size}")
-    lengths = {"data.buckets' largest": self.data.max_length}
-    if "pretrain" in self.stages:
-      lengths["pretrain.seq_length"] = self.pretrain.seq_length
-    longest = max(lengths, key=lengths.get)
-    check(
-      bool(self.init.hf_dir) or self.model.max_position_embeddings >= lengths[longest],
-      "model.max_position_embeddings",
-      f"is {self.model.max_position_embeddings}, shorter than the longest sequence ({longest}: {lengths[longest]})",
-    )
+    self._check_positions()
     check(
       self.interventions.workers == 1 or not self.distributed.enabled,
       "interventions.workers",
@@ -260,6 +252,18 @@ class Config:
       except ConfigError as e:
         field = f"interventions.arms[{k}].{e.field}" if e.field.startswith("settings") else e.field
         raise ConfigError(field, f"(arm '{arm.name}') {e.message}") from None
+
+  def _check_positions(self) -> None:
+    """A random init positions every token of the longest sequence it will see."""
+    lengths = {"data.buckets' largest": self.data.max_length}
+    if "pretrain" in self.stages:
+      lengths["pretrain.seq_length"] = self.pretrain.seq_length
+    longest = max(lengths, key=lengths.get)
+    check(
+      bool(self.init.hf_dir) or self.model.max_position_embeddings >= lengths[longest],
+      "model.max_position_embeddings",
+      f"is {self.model.max_position_embeddings}, shorter than the longest sequence ({longest}: {lengths[longest]})",
+    )
 
 
 def check_paths(config: Config) -> None:
