@@ -86,8 +86,21 @@ class Record:
     self.path, self.writer = path, writer
     self.stages: dict[str, Any] = {}
     if os.path.exists(self.path):
-      with open(self.path) as f:
-        self.stages = json.load(f)
+      with open(self.path, "rb") as f:
+        raw = f.read()
+      try:
+        self.stages = json.loads(raw)
+        valid = isinstance(self.stages, dict) and all(
+          isinstance(v, dict) and isinstance(v.get("settings"), dict) for v in self.stages.values()
+        )
+      except (UnicodeDecodeError, json.JSONDecodeError):
+        valid = False
+      if not valid:
+        raise fileio.ResumeError(
+          f"{self.path} is damaged (not the record of stages and settings this project writes), so "
+          "the settings of the work directory's outputs are unknown; use a new work directory, or delete "
+          "the work directory's outputs and this file to start over"
+        )
 
   def mark(self, stage: str, values: dict[str, Any], finished: bool) -> None:
     self.stages[stage] = {"settings": values, "finished": finished}

@@ -14,7 +14,7 @@ import pytest
 
 import ilp
 from ilp import config as ilp_config
-from ilp import lock, pipeline, provenance
+from ilp import fileio, lock, pipeline, provenance
 from ilp.data import loaders
 from ilp.data.records import DataError
 from ilp.layout import Layout
@@ -192,3 +192,10 @@ def test_a_killed_runs_temporaries_are_removed_when_the_next_run_locks(tmp_path,
     pass
   assert sorted(p.name for p in tmp_path.rglob("*")) == ["kept.json", "sft"]
   assert "removed 2 temporary file(s) a killed run left" in caplog.text
+
+
+@pytest.mark.parametrize("content", [b'{"sft": {"settings": {"a"', b"[1, 2]", b"\xff\xfe", b'{"sft": 3}'])
+def test_a_damaged_provenance_is_one_line_error_naming_it(tmp_path, content):
+  (tmp_path / "provenance.json").write_bytes(content)
+  with pytest.raises(fileio.ResumeError, match=f"^{tmp_path}/provenance.json is damaged .*use a new work directory"):
+    provenance.Record(str(tmp_path / "provenance.json"), True)
