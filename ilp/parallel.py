@@ -163,7 +163,7 @@ def shared_directory(final: str) -> Iterator[str]:
       yield tmp
     return
   final = os.path.abspath(final)
-  tmp = os.path.join(os.path.dirname(final), f".tmp-{os.path.basename(final)}-shared")
+  tmp = os.path.join(os.path.dirname(final), f"{fileio.TMP_PREFIX}{os.path.basename(final)}-shared")
   writer = jax.process_index() == 0
   if writer:
     shutil.rmtree(tmp, ignore_errors=True)

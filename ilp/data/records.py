@@ -129,9 +129,13 @@ def _text(value: Any, where: str, column: str, empty: str) -> str:
   surrogate ("\\ud800" in JSON) cannot be encoded, and would fail three stages later in the
   tokenizer."""
   text = _expect(value, str, where, column)
-  for k, char in enumerate(text):
-    if "\ud800" <= char <= "\udfff":
-      raise _field_error(where, column, f"lone surrogate U+{ord(char):04X} at character {k + 1} (not text)")
+  try:
+    text.encode("utf-8")  # at C speed: records are many, surrogates rare
+  except UnicodeEncodeError as e:
+    char = text[e.start]
+    raise _field_error(
+      where, column, f"lone surrogate U+{ord(char):04X} at character {e.start + 1} (not text)"
+    ) from None
   if not any(unicodedata.category(char) not in _INVISIBLE for char in text):
     raise _field_error(where, column, empty)
   return text
