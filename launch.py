@@ -24,6 +24,12 @@ flags.DEFINE_list(
   "force_rerun", [], "Stages to run again from scratch, with every later stage (after a change of their settings)."
 )
 flags.DEFINE_bool(
+  "adopt",
+  False,
+  "Accept outputs whose settings the work directory's provenance does not record (it was deleted, or "
+  "predates sealed records) as made with this config's settings, and seal them.",
+)
+flags.DEFINE_bool(
   "describe",
   False,
   "Print the config reference (every section and field with its type, "
@@ -58,7 +64,7 @@ def main(argv: list[str]) -> None:
   try:
     # The multi-process runtime starts before JAX sees its devices (which the mesh check needs).
     parallel.initialize_distributed(typed.build(machine.DistributedConfig, FLAGS.config.distributed, "distributed"))
-    pipeline.run(FLAGS.config, FLAGS.workdir, FLAGS.force_rerun)
+    pipeline.run(FLAGS.config, FLAGS.workdir, FLAGS.force_rerun, FLAGS.adopt)
     # Processes leave together: one done early would otherwise wait in JAX's shutdown barrier, which
     # gives up after `distributed.shutdown_timeout_seconds` while process 0 may still be writing.
     parallel.sync("pipeline done")

@@ -36,11 +36,40 @@ JSONL_DAMAGE = (
   "invalid UTF-8",
   "empty file",
 )
+STRICT_DAMAGE = (  # what a lenient loader would accept silently (issue 25)
+  "unknown field",
+  "whitespace-only prompt",
+  "invisible-only response",
+  "messages out of order",
+  "repeated key",
+  "lone surrogate",
+  "data set '..'",
+)
+
+
+def _strict(record: dict, kind: str) -> bytes:
+  """`record` (a prompt/response one) with the fault `kind` of STRICT_DAMAGE, as a JSONL line."""
+  if kind == "unknown field":
+    record["stage"] = record.pop("phase", 2)  # the field is called phase
+  elif kind == "whitespace-only prompt":
+    record["prompt"] = " \t "
+  elif kind == "invisible-only response":
+    record["response"] = "\u00a0\u200b"
+  elif kind == "messages out of order":
+    turns = [("assistant", record.pop("response")), ("user", record.pop("prompt")), ("assistant", "x")]
+    record["messages"] = [{"role": r, "content": c} for r, c in turns]
+  elif kind == "repeated key":
+    return json.dumps(record)[:-1].encode() + b', "prompt": "again"}'
+  elif kind == "lone surrogate":
+    record["response"] = "x\ud800"  # JSON-escaped as \ud800: valid JSON, not text
+  elif kind == "data set '..'":
+    record["dataset"] = ".."
+  return json.dumps(record).encode()
 
 
 def damage_jsonl(source: str, target: str, kind: str) -> None:
-  """Writes `source`'s SFT records to `target` with one fault of `kind` (one of JSONL_DAMAGE), each
-  one a data error the loaders must name by file and line."""
+  """Writes `source`'s SFT records to `target` with one fault of `kind` (one of JSONL_DAMAGE or
+  STRICT_DAMAGE), each one a data error the loaders must name by file and line."""
   lines = open(source, "rb").read().splitlines()
   row = lambda k: json.loads(lines[k])
   if kind == "malformed JSON":
@@ -63,7 +92,9 @@ def damage_jsonl(source: str, target: str, kind: str) -> None:
     lines[5] = b'{"id": "u", "prompt": "\xff\xfe", "response": "x"}'
   elif kind == "empty file":
     lines = []
+  elif kind in STRICT_DAMAGE:
+    lines[3] = _strict(row(3), kind)
   else:
-    raise ValueError(f"unknown damage {kind!r} (one of {JSONL_DAMAGE})")
+    raise ValueError(f"unknown damage {kind!r} (one of {JSONL_DAMAGE + STRICT_DAMAGE})")
   with open(target, "wb") as f:
     f.write(b"\n".join(lines) + (b"\n" if lines else b""))

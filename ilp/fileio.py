@@ -2,13 +2,12 @@
 
 Every stage writes into a temporary sibling and renames it into place, so a killed job never
 leaves a half-written artifact that a later run would mistake for a finished one; long outputs
-are written as numbered parts (`Parts`) so a killed job resumes after its last finished part.
+are written as parts (`ilp.parts`) so a killed job resumes after its last finished part.
 """
 
 from __future__ import annotations
 
 import contextlib
-import glob
 import json
 import os
 import shutil
@@ -90,40 +89,3 @@ def write_parquet_atomic(frame: "pd.DataFrame", path: str) -> None:
 
 class ResumeError(RuntimeError):
   """Finished work on disk was produced with other settings than the run that tries to resume it."""
-
-
-class Parts:
-  """Numbered Parquet parts of one output, computed under one settings hash.
-
-  `settings` identifies what the parts depend on; finding parts from other settings raises a
-  ResumeError instead of mixing them with new ones.
-  """
-
-  def __init__(self, directory: str, settings: str, writer: bool = True):
-    self.directory, self.writer = directory, writer
-    record = os.path.join(directory, "settings.json")
-    if os.path.exists(record):
-      with open(record) as f:
-        if json.load(f)["hash"] != settings:
-          raise ResumeError(
-            f"{directory}: finished parts were computed with other settings; delete "
-            f"{os.path.dirname(directory)} to start over"
-          )
-    elif writer:
-      write_json_atomic(record, {"hash": settings})
-
-  def path(self, k: int) -> str:
-    return os.path.join(self.directory, f"part-{k:05d}.parquet")
-
-  def done(self, k: int) -> bool:
-    return os.path.exists(self.path(k))
-
-  def write(self, k: int, frame: "pd.DataFrame") -> None:
-    if self.writer:
-      write_parquet_atomic(frame, self.path(k))
-
-  def read(self) -> "pd.DataFrame":
-    import pandas as pd
-
-    files = sorted(glob.glob(os.path.join(self.directory, "part-*.parquet")))
-    return pd.concat([pd.read_parquet(p) for p in files], ignore_index=True)

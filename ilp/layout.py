@@ -9,10 +9,24 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import glob
 import os
 from typing import Callable
 
 FINAL = "final"  # the trained model inside a training stage's directory
+
+
+def component_problem(name: str) -> str:
+  """Why `name` (an arm's or a data set's) could not be one directory name on every platform
+  ('' when it can): arms are directories, and data-set names go into file and TensorBoard names."""
+  if name in ("", ".", ".."):
+    return f"{name!r} is not a directory name"
+  bad = sorted({c for c in name if c in '/\\:*?"<>|' or ord(c) < 32 or ord(c) == 127})
+  if bad:
+    return f"{name!r} holds {', '.join(map(repr, bad))}, which a directory name cannot"
+  if len(name.encode("utf-8", "surrogatepass")) > 255:
+    return f"{name[:20]!r}... is longer than a directory name may be (255 bytes)"
+  return ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +103,10 @@ class Layout:
     """The model at the end of `phase` (`sft.checkpoint.phase_models`)."""
     return self.path(stage, f"phase{phase}")
 
+  def phase_models(self, stage: str) -> list[str]:
+    """Every phase model `stage` has exported so far."""
+    return sorted(glob.glob(self.path(stage, "phase[0-9]*")))
+
   def checkpoints(self, stage: str) -> str:
     return self.path(stage, "checkpoints")
 
@@ -154,6 +172,11 @@ class Layout:
   @property
   def capability(self) -> str:
     return self.path("capability.json")
+
+  @property
+  def arms_index(self) -> str:
+    """Every arm the arms stage ran, with the digest of its provenance (what its outputs are)."""
+    return self.path("arms", "arms.json")
 
   @property
   def intervention(self) -> str:

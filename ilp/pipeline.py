@@ -32,7 +32,9 @@ from ilp.data.records import DataError
 from ilp.interventions import arms
 from ilp.layout import Layout
 from ilp.stages import capability, compare, detect, diagnose, init_model, pretrain, report, sft, world
+from ilp.train import dynamics
 from ilp.typed import ConfigError
+from ilp.world import files as world_files
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +52,37 @@ class Stage:
   work: Callable[[Layout], list[str]] = lambda layout: []
   # No device work (files and tables only): process 0 alone runs it, the others wait for its files.
   host_only: bool = False
+  # What the seal covers, when not just the outputs (what later stages read).
+  sealed_paths: Callable[[Layout], list[str]] | None = None
+  # Outputs a resumed run writes anew in full: damage confined to them resumes the stage instead of
+  # redoing it from scratch (a damaged final model is exported again from the last checkpoint).
+  rewrites: Callable[[Layout], list[str]] = lambda layout: []
+  # Damage in the partial work a resume would build on (`[]`: none): such a stage is redone instead.
+  resume_problems: Callable[[Layout], list[str]] = lambda layout: []
+  # Runs every time, its own work resuming and verifying itself (the arms: each arm's pipeline);
+  # what follows is rebuilt only when its sealed outputs changed.
+  always: bool = False
+
+  def sealed(self, layout: Layout) -> list[str]:
+    return (self.sealed_paths or self.outputs)(layout)
+
+
+def _sft_sealed(layout: Layout) -> list[str]:
+  """Also the dynamics log and the phase models, which diagnosis and the evaluations read."""
+  return [*sft.outputs(layout), layout.dynamics("sft"), *layout.phase_models("sft")]
+
+
+def _world_sealed(layout: Layout) -> list[str]:
+  """Every world file but the ground truth, which no stage may open (the evaluations read it)."""
+  return [os.path.join(layout.world, f) for f in sorted(os.listdir(layout.world)) if f != world_files.GROUND_TRUTH]
 
 
 STAGES = {
   stage.name: stage
   for stage in (
-    Stage("world", world.outputs, world.run, work=lambda layout: [layout.world], host_only=True),
+    Stage(
+      "world", world.outputs, world.run, work=lambda layout: [layout.world], host_only=True, sealed_paths=_world_sealed
+    ),
     Stage(
       "init_model",
       init_model.outputs,
@@ -63,7 +90,12 @@ STAGES = {
       work=lambda layout: [layout.model_init, layout.model_init_summary],
     ),
     Stage(
-      "pretrain", pretrain.outputs, pretrain.run, (mixture.check,), work=lambda layout: [layout.training("pretrain")]
+      "pretrain",
+      pretrain.outputs,
+      pretrain.run,
+      (mixture.check,),
+      work=lambda layout: [layout.training("pretrain")],
+      rewrites=pretrain.outputs,
     ),
     Stage(
       "sft",
@@ -71,8 +103,18 @@ STAGES = {
       sft.run,
       (examples.check, examples.check_sources),
       work=lambda layout: [layout.training("sft"), layout.examples],
+      sealed_paths=_sft_sealed,
+      rewrites=sft.outputs,
+      resume_problems=lambda layout: dynamics.problems(layout.dynamics("sft")),
     ),
-    Stage("detect", detect.outputs, detect.run, (examples.check,), work=lambda layout: [layout.detect]),
+    Stage(
+      "detect",
+      detect.outputs,
+      detect.run,
+      (examples.check,),
+      work=lambda layout: [layout.detect],
+      rewrites=detect.outputs,
+    ),
     Stage("diagnose", diagnose.outputs, diagnose.run, work=lambda layout: [layout.diagnosis], host_only=True),
     Stage(
       "capability",
@@ -81,38 +123,29 @@ STAGES = {
       (examples.check_sources,),
       work=lambda layout: [layout.capability],
     ),
-    # The arms and their comparison always run: each arm's pipeline skips its finished stages,
-    # and the comparison is recomputed from the tables (seconds), so arms added later count.
+    # Each arm's pipeline skips its finished stages and verifies its own seals; the index names
+    # every arm run with its provenance, so the comparison is redone exactly when an arm changed.
     Stage(
       "arms",
-      lambda layout: [],
+      lambda layout: [layout.arms_index],
       lambda config, layout: arms.run(config, layout, run),
       (examples.check_sources,),
       work=lambda layout: [layout.path("arms")],
+      rewrites=lambda layout: [layout.arms_index],
+      always=True,
     ),
-    Stage("compare", lambda layout: [], compare.run, work=lambda layout: [layout.compare], host_only=True),
+    Stage("compare", compare.outputs, compare.run, work=lambda layout: [layout.compare], host_only=True),
     Stage("report", report.outputs, report.run, work=lambda layout: [layout.report], host_only=True),
   )
 }
 
 
-def _finished(stage: Stage, layout: Layout) -> bool:
-  """All outputs exist, and every sealed one (a model checkpoint) still matches its checksums: a
-  corrupt model makes its stage run again, which resumes from the stage's last good checkpoint."""
-  outputs = stage.outputs(layout)
-  if not (outputs and all(os.path.exists(p) for p in outputs)):
-    return False
-  for path in outputs:
-    bad = checksums.problems(path) if os.path.isdir(path) and checksums.sealed(path) else []
-    if bad:
-      log.warning("stage %s: output %s is corrupt (%s); the stage runs again", stage.name, path, bad[0])
-      return False
-  return True
-
-
-def run(config: ml_collections.ConfigDict | Config, workdir: str, force: Sequence[str] = ()) -> None:
+def run(
+  config: ml_collections.ConfigDict | Config, workdir: str, force: Sequence[str] = (), adopt: bool = False
+) -> None:
   """Checks `config`, the work directory's provenance and the pending stages' inputs, then runs
-  every pending stage into `workdir`; the stages in `force`, and every later one, run from scratch."""
+  every pending stage into `workdir`; the stages in `force`, and every later one, run from scratch.
+  `adopt`: outputs the provenance does not vouch for are accepted as made with `config`'s settings."""
   config = config_lib.load(config)
   unknown = [name for name in config.stages if name not in STAGES]
   if unknown:
@@ -122,7 +155,7 @@ def run(config: ml_collections.ConfigDict | Config, workdir: str, force: Sequenc
     raise ConfigError("force_rerun", f"stage(s) {', '.join(unknown)} not in stages {config.stages}")
   layout = Layout(workdir)
   with _locked(layout.root):
-    _run(config, layout, set(force))
+    _run(config, layout, set(force), adopt)
 
 
 @contextlib.contextmanager
@@ -145,11 +178,44 @@ def _locked(root: str) -> Iterator[None]:
     yield
 
 
-def _plan(config: Config, layout: Layout, record: provenance.Record, force: set[str]) -> list[tuple[Stage, str]]:
-  """("skip" | "run" | "redo", per stage). A stage runs when unfinished; it is redone from scratch
-  when forced or when an earlier stage with outputs runs (its inputs change). A finished or
-  started stage recorded with other settings is refused, naming every changed field."""
-  plan, stale, problems = [], False, []
+def _state(stage: Stage, layout: Layout, record: provenance.Record) -> str:
+  """What the work directory holds of `stage`: "done" (sealed and intact), "resume", "redo"
+  (damaged beyond resuming), or "unknown" (outputs or work the provenance does not vouch for)."""
+  seal, entry = record.seal(stage.name), record.stages.get(stage.name)
+  if seal is None:
+    present = [p for p in stage.work(layout) + stage.outputs(layout) if os.path.exists(p)]
+    if present and (entry is None or entry.get("finished")):  # no record, or one from before seals
+      return "unknown"
+    bad = stage.resume_problems(layout) if present else []
+    if bad:
+      log.warning("stage %s: %s; the stage is redone from scratch", stage.name, bad[0])
+    return "redo" if bad else "resume"
+  missing = [p for p in stage.outputs(layout) if not os.path.exists(p)]
+  bad = [f"{p}: missing" for p in missing] or checksums.differences(layout.root, seal, stage.sealed(layout))
+  if not bad:
+    return "done"
+  rewritten = [p.rstrip("/") for p in stage.rewrites(layout)]
+  inside = lambda problem: any(problem == p or problem.startswith((p + ":", p + "/")) for p in rewritten)
+  resumable = all(inside(problem) for problem in bad) and not stage.resume_problems(layout)
+  log.warning(
+    "stage %s: output %s (%d problem(s)); the stage %s",
+    stage.name,
+    bad[0],
+    len(bad),
+    "resumes and writes it again" if resumable else "is redone from scratch",
+  )
+  return "resume" if resumable else "redo"
+
+
+def _plan(
+  config: Config, layout: Layout, record: provenance.Record, force: set[str], adopt: bool
+) -> list[tuple[Stage, str]]:
+  """("skip" | "run" | "redo" | "adopt", per stage). A stage runs when unfinished (resuming its
+  partial work) and is redone from scratch when forced, damaged beyond resuming, or when an earlier
+  stage runs (its inputs change; an `always` stage changes them only if its sealed outputs change,
+  known once it has run). A finished or started stage recorded with other settings is refused,
+  naming every changed field; so are outputs no record vouches for, unless `adopt`."""
+  plan, stale, problems, unknown = [], False, [], []
   for name in config.stages:
     stage = STAGES[name]
     stale = stale or name in force
@@ -158,16 +224,21 @@ def _plan(config: Config, layout: Layout, record: provenance.Record, force: set[
     changed = provenance.changes(before["settings"], now, defaults) if before else []
     if changed and not stale:
       problems.append((name, changed))
-    if stale:
-      plan.append((stage, "redo"))
-    elif _finished(stage, layout):
-      plan.append((stage, "skip"))
-    else:
-      plan.append((stage, "run"))
-      # Later outputs were built on this stage's old ones. A stage without outputs (arms, compare)
-      # runs every time and may change what follows (an arm added, a killed re-run resumed), so
-      # what follows it is rebuilt every time: the report never lags the comparison.
-      stale = True
+    state = "redo" if stale else _state(stage, layout, record)
+    if state == "unknown":
+      unknown.append(name)
+      complete = all(os.path.exists(p) for p in stage.outputs(layout))
+      state = "adopt" if complete and not stage.always else "resume"
+    action = {"done": "run" if stage.always else "skip", "resume": "run"}.get(state, state)
+    plan.append((stage, action))
+    stale = stale or (action in ("run", "redo") and not stage.always)
+  if unknown and not adopt:
+    why = "is missing" if not record.found else "has no sealed record of them"
+    raise fileio.ResumeError(
+      f"{layout.root} holds outputs of {', '.join(unknown)} whose settings are unknown ({layout.provenance} "
+      f"{why}). Re-run with --force_rerun={unknown[0]} to redo them (with every later stage), or with "
+      "--adopt to accept them as made with this config's settings."
+    )
   if problems:
     listed = "".join(f"\n  {name}: {change}" for name, changed in problems for change in changed)
     raise fileio.ResumeError(
@@ -199,11 +270,11 @@ def _check_workdir_sources(config: Config, layout: Layout, pending: list[Stage])
       )
 
 
-def _run(config: Config, layout: Layout, force: set[str]) -> None:
+def _run(config: Config, layout: Layout, force: set[str], adopt: bool) -> None:
   writer = jax.process_index() == 0
   record = provenance.Record(layout.provenance, writer)
-  plan = _plan(config, layout, record, force)
-  pending = [stage for stage, action in plan if action != "skip"]
+  plan = _plan(config, layout, record, force, adopt)
+  pending = [stage for stage, action in plan if action not in ("skip", "adopt")]
   config_lib.check_paths(config)
   _check_workdir_sources(config, layout, pending)
   existing = config.data.existing()
@@ -221,7 +292,15 @@ def _run(config: Config, layout: Layout, force: set[str]) -> None:
     parallel.use_compilation_cache(config.machine.compilation_cache)
   if jax.process_index() == 0:
     fileio.write_json_atomic(layout.config, dataclasses.asdict(config))
+  changed = False  # an `always` stage's sealed outputs changed: what follows is rebuilt
   for stage, action in plan:
+    values = provenance.settings(unresolved, stage.name)
+    if action == "adopt":
+      log.warning("stage %s: outputs adopted as made with this config's settings", stage.name)
+      record.mark(stage.name, values, True, _seal(stage, layout, writer))
+      continue
+    if action == "skip" and changed:
+      action = "redo"
     if action == "skip":
       log.info("stage %s: outputs exist, skipped", stage.name)
       continue
@@ -233,11 +312,20 @@ def _run(config: Config, layout: Layout, force: set[str]) -> None:
         else:
           os.remove(path)
     parallel.sync(f"clear {stage.name}")
-    values = provenance.settings(unresolved, stage.name)
+    before = record.seal(stage.name)
     record.mark(stage.name, values, finished=False)
     log.info("stage %s: running%s", stage.name, f" from scratch (removed {', '.join(cleared)})" if cleared else "")
     start = time.time()
     if writer or not stage.host_only:
       stage.run(config, layout)
-    record.mark(stage.name, values, finished=True)
+    parallel.sync(f"{stage.name} done")  # the others wait for process 0's files
+    seal = _seal(stage, layout, writer or stage.always)
+    record.mark(stage.name, values, True, seal)
+    changed = changed or (stage.always and seal != before)
     log.info("stage %s: done in %.1fs", stage.name, time.time() - start)
+
+
+def _seal(stage: Stage, layout: Layout, compute: bool) -> dict | None:
+  """The manifest of `stage`'s outputs (None where this process does not compute it: only process 0
+  writes the record, and every process knows an `always` stage's, which decides what follows)."""
+  return checksums.manifest(layout.root, stage.sealed(layout)) if compute else None

@@ -7,11 +7,17 @@ so a moved work directory still matches); when it finishes, the record says so. 
 stage that finished or started with other values is a `ResumeError` listing every changed field,
 raised before anything runs, unless the user forces it (`--force_rerun=<stage>`), which re-runs
 that stage and every later one from scratch.
+
+The record also seals each finished stage's outputs (their `ilp.checksums.manifest`), and is
+sealed itself: the file holds the SHA-256 of its content, so a damaged or hand-edited record is
+refused in one line instead of trusted. Outputs the record does not vouch for (the file deleted,
+or written before seals existed) are not trusted either (`ilp.pipeline`: redo, or `--adopt`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 from typing import Any
@@ -36,6 +42,13 @@ SETTINGS: dict[str, tuple[str, ...]] = {
   "detect": ("seed", "detect", "data.template", "data.buckets", "data.tokenizer"),
   "diagnose": ("diagnose", "data.corpora", "detect.answers"),
   "capability": ("seed", "detect", "data.heldout", "data.heldout_text", "data.template", "data.buckets"),
+  # the arms list is not a setting of the comparison: the arms stage's index says which arms ran
+  "compare": (
+    "seed",
+    "interventions.bootstrap_samples",
+    "interventions.equal_compute",
+    "interventions.equal_compute_rounding",
+  ),
   "report": ("diagnose.protocol", "diagnose.typical_examples"),
 }
 
@@ -79,30 +92,64 @@ def changes(before: dict[str, Any], now: dict[str, Any], defaults: dict[str, Any
   ]
 
 
+def _digest(stages: dict[str, Any]) -> str:
+  return hashlib.sha256(json.dumps(stages, sort_keys=True).encode()).hexdigest()
+
+
+def _valid(stages: Any) -> bool:
+  return isinstance(stages, dict) and all(
+    isinstance(v, dict) and isinstance(v.get("settings"), dict) and isinstance(v.get("outputs", {}), dict)
+    for v in stages.values()
+  )
+
+
 class Record:
-  """`provenance.json` of a work directory."""
+  """`provenance.json` of a work directory: per stage, its settings, whether it finished, and the
+  manifest of its outputs once it did; sealed by the SHA-256 of that content."""
 
   def __init__(self, path: str, writer: bool):
     self.path, self.writer = path, writer
     self.stages: dict[str, Any] = {}
-    if os.path.exists(self.path):
+    self.found = os.path.exists(self.path)
+    if self.found:
       with open(self.path, "rb") as f:
         raw = f.read()
       try:
-        self.stages = json.loads(raw)
-        valid = isinstance(self.stages, dict) and all(
-          isinstance(v, dict) and isinstance(v.get("settings"), dict) for v in self.stages.values()
+        stored = json.loads(raw)
+        valid = (
+          isinstance(stored, dict)
+          and _valid(stored.get("stages"))
+          and stored.get("sha256") == _digest(stored["stages"])
         )
       except (UnicodeDecodeError, json.JSONDecodeError):
         valid = False
       if not valid:
         raise fileio.ResumeError(
-          f"{self.path} is damaged (not the record of stages and settings this project writes), so "
+          f"{self.path} is damaged (not the sealed record of stages and settings this project writes), so "
           "the settings of the work directory's outputs are unknown; use a new work directory, or delete "
-          "the work directory's outputs and this file to start over"
+          "this file and re-run with --adopt to accept the outputs as made with the config's settings"
         )
+      self.stages = stored["stages"]
 
-  def mark(self, stage: str, values: dict[str, Any], finished: bool) -> None:
-    self.stages[stage] = {"settings": values, "finished": finished}
+  def mark(self, stage: str, values: dict[str, Any], finished: bool, outputs: dict[str, Any] | None = None) -> None:
+    """Records `stage`'s settings and state; `outputs`: the manifest of a finished stage's outputs."""
+    self.stages[stage] = {
+      "settings": values,
+      "finished": finished,
+      **({"outputs": outputs} if outputs is not None else {}),
+    }
+    self.save()
+
+  def save(self) -> None:
+    """Writes the record, sealed (process 0 only)."""
     if self.writer:
-      fileio.write_json_atomic(self.path, self.stages)
+      fileio.write_json_atomic(self.path, {"stages": self.stages, "sha256": _digest(self.stages)})
+
+  def seal(self, stage: str) -> dict[str, Any] | None:
+    """The manifest of `stage`'s outputs, if the record vouches for them (finished and sealed)."""
+    entry = self.stages.get(stage)
+    return entry.get("outputs") if entry and entry.get("finished") else None
+
+  def digest(self) -> str:
+    """Identifies everything recorded: settings and outputs of every stage."""
+    return _digest(self.stages)

@@ -1,14 +1,18 @@
-"""Fault injection: kills, damaged checkpoints, a full disk, a concurrent launch, changed settings,
-bad configs and bad inputs, each against an uninterrupted reference run of a small world.
+"""Fault injection: kills, damaged checkpoints, damaged stage outputs, a damaged or lost provenance,
+a full disk, a concurrent launch, changed settings, bad configs, bad and odd input records, a kill
+during a forced re-run of the arms, and environment faults, each against an uninterrupted reference
+run of a small world.
 
   python scripts/fault_check.py --out=/tmp/faults [--kills=6] [--classes=kill,checkpoint,...]
 
 A fault is *survived* when the run either finishes with outputs identical to the reference's
 (parameters bit for bit, every table equal) or refuses with a clear message before doing any work;
 a bad config or input is *rejected* when the launch fails naming the field or file and leaves no
-work directory behind. Every launch runs with an audit hook that records any attempt to open a
-network connection other than to this machine; the count must be 0. Prints survived/tried per
-class and writes `<out>/faults.json`. Disk-full needs root (a small tmpfs is mounted).
+work directory behind. An input, config, provenance or environment fault must also end in at most
+a 3-frame traceback (launch.py's one-line errors have none). Every launch runs with an audit hook
+that records any attempt to open a network connection other than to this machine; the count must
+be 0. Prints survived/tried per class and writes `<out>/faults.json`. Disk-full needs root (a small
+tmpfs is mounted).
 """
 
 from __future__ import annotations
@@ -37,7 +41,20 @@ flags.DEFINE_integer("kills", 6, "SIGKILLs at random points of one run, resumed 
 flags.DEFINE_integer("seed", 0, "Seed of the kill times.")
 flags.DEFINE_list(
   "classes",
-  ["kill", "checkpoint", "disk_full", "concurrent", "changed_config", "bad_config", "bad_input"],
+  [
+    "kill",
+    "checkpoint",
+    "damaged_output",
+    "provenance",
+    "disk_full",
+    "concurrent",
+    "changed_config",
+    "bad_config",
+    "bad_input",
+    "strict_record",
+    "arms_kill",
+    "environment",
+  ],
   "Fault classes to try.",
 )
 flags.mark_flags_as_required(["out"])
@@ -56,6 +73,27 @@ def _guard(event, args):
         f.write(f"{event} {target!r}\\n")
 sys.addaudithook(_guard)
 """
+
+
+MAX_FRAMES = 3  # the longest traceback an input, config or environment fault may end in
+
+
+def frames(output: str) -> int:
+  """The most stack frames of any traceback in `output` (0: none)."""
+  most = 0
+  for block in output.split("Traceback (most recent call last):")[1:]:
+    lines = block.splitlines()[1:]
+    count = 0
+    for line in lines:
+      if not line.startswith(" "):
+        break
+      count += line.startswith('  File "')
+    most = max(most, count)
+  return most
+
+
+def last_line(output: str) -> str:
+  return output.strip().splitlines()[-1] if output.strip() else ""
 
 
 class Checker:
@@ -219,7 +257,7 @@ def check_checkpoints(c: Checker, reference: str) -> None:
   shutil.copytree(reference, workdir)
   faults.flip_bytes(faults.largest_file(os.path.join(Layout(workdir).final("sft"), "params")))
   code, output = c.run(workdir)
-  noticed = "is corrupt" in output
+  noticed = "content differs from its checksum" in output
   differ = outputs_differ(reference, workdir) if code == 0 else output.strip().splitlines()[-1]
   c.record(
     "checkpoint",
@@ -321,6 +359,14 @@ BAD_CONFIGS = (  # (case, flags, config body, the field the message must name)
   ("mesh larger than the devices", (), "c.mesh.shape = (3, 1, 1)", "mesh.shape"),
   ("unknown stage", (), "c.stages = c.stages + ('train_more',)", "stages"),
   ("top_p=0", ("--config.detect.top_p=0",), "", "top_p"),
+  (
+    "arm named '..'",
+    (),
+    "c.stages = c.stages + ('arms',)\n"
+    "c.interventions.arms = ({'name': '..', 'intervention': 'conflict', 'settings': {'delete': 'minority'}},)",
+    "name",
+  ),
+  ("max_position_embeddings < largest bucket", ("--config.model.max_position_embeddings=32",), "", "max_position"),
 )
 
 
@@ -330,17 +376,17 @@ def check_bad_configs(c: Checker) -> None:
     workdir = os.path.join(c.out, f"bad-config-{i}")
     start = time.time()
     code, output = c.run(workdir, *flags_, config=config, timeout=300)
-    last = output.strip().splitlines()[-1] if output.strip() else ""
-    ok = code != 0 and field in last and not os.path.exists(workdir)
-    c.record("bad_config", case, ok, f"{last[:160]} ({time.time() - start:.0f}s)")
+    last = last_line(output)
+    ok = code != 0 and field in last and not os.path.exists(workdir) and frames(output) <= MAX_FRAMES
+    c.record("bad_config", case, ok, f"{last[:160]} ({time.time() - start:.0f}s, traceback frames {frames(output)})")
 
 
-def check_bad_inputs(c: Checker, reference: str) -> None:
+def check_bad_inputs(c: Checker, reference: str, kinds: tuple = faults.JSONL_DAMAGE, name: str = "bad_input") -> None:
   world = Layout(reference).world
-  data = os.path.join(c.out, "bad-data")
+  data = os.path.join(c.out, f"{name}-data")
   os.makedirs(data, exist_ok=True)
   cases = []
-  for kind in faults.JSONL_DAMAGE:
+  for kind in kinds:
     target = os.path.join(data, kind.replace(" ", "_") + ".jsonl")
     faults.damage_jsonl(os.path.join(world, "sft_phase2.jsonl"), target, kind)
     cases.append(
@@ -350,30 +396,200 @@ def check_bad_inputs(c: Checker, reference: str) -> None:
         os.path.basename(target),
       )
     )
-  cases += [
-    ("missing SFT file", "c.data.sft = ({'path': '/nonexistent/sft.jsonl'},)", "/nonexistent/sft.jsonl"),
-    ("Hub id as an hf source", "c.data.sft = ({'path': 'tatsu-lab/alpaca', 'format': 'hf'},)", "tatsu-lab/alpaca"),
-    (
-      "Hub id as an hf dataset name",
-      "c.data.sft = ({'name': 'tatsu-lab/alpaca', 'format': 'hf'},)",
-      "tatsu-lab/alpaca",
-    ),
-    ("URL as a source", "c.data.sft = ({'path': 'https://example.com/sft.jsonl'},)", "https://example.com"),
-    ("URL as a corpus", "c.data.corpora = ({'path': 'https://example.com/c.txt', 'weight': 1.0},)", "https://"),
-    ("missing tokenizer directory", "c.data.tokenizer = '/nonexistent/tokenizer'", "/nonexistent/tokenizer"),
-  ]
+  cases += (
+    []
+    if name != "bad_input"
+    else [
+      ("missing SFT file", "c.data.sft = ({'path': '/nonexistent/sft.jsonl'},)", "/nonexistent/sft.jsonl"),
+      ("Hub id as an hf source", "c.data.sft = ({'path': 'tatsu-lab/alpaca', 'format': 'hf'},)", "tatsu-lab/alpaca"),
+      (
+        "Hub id as an hf dataset name",
+        "c.data.sft = ({'name': 'tatsu-lab/alpaca', 'format': 'hf'},)",
+        "tatsu-lab/alpaca",
+      ),
+      ("URL as a source", "c.data.sft = ({'path': 'https://example.com/sft.jsonl'},)", "https://example.com"),
+      ("URL as a corpus", "c.data.corpora = ({'path': 'https://example.com/c.txt', 'weight': 1.0},)", "https://"),
+      ("missing tokenizer directory", "c.data.tokenizer = '/nonexistent/tokenizer'", "/nonexistent/tokenizer"),
+    ]
+  )
   prefix = (
     f"c.stages = ('init_model', 'pretrain', 'sft')\nc.data.tokenizer = {os.path.join(world, 'tokenizer')!r}\n"
     f"c.data.corpora = ({{'path': {os.path.join(world, 'pretrain.txt')!r}, 'weight': 1.0}},)\n"
   )
   for i, (case, body, named) in enumerate(cases):
-    config = c.config_file(f"input{i}", prefix + body)
-    workdir = os.path.join(c.out, f"bad-input-{i}")
+    config = c.config_file(f"{name}{i}", prefix + body)
+    workdir = os.path.join(c.out, f"{name}-{i}")
     start = time.time()
     code, output = c.run(workdir, config=config, timeout=300)
-    last = output.strip().splitlines()[-1] if output.strip() else ""
-    ok = code != 0 and named in last and not os.path.exists(workdir)
-    c.record("bad_input", case, ok, f"{last[:160]} ({time.time() - start:.0f}s)")
+    last = last_line(output)
+    ok = code != 0 and named in last and not os.path.exists(workdir) and frames(output) <= MAX_FRAMES
+    c.record(name, case, ok, f"{last[:160]} ({time.time() - start:.0f}s, traceback frames {frames(output)})")
+
+
+def _copy(c: Checker, reference: str, name: str) -> tuple[str, Layout]:
+  workdir = os.path.join(c.out, name)
+  shutil.copytree(reference, workdir)
+  return workdir, Layout(workdir)
+
+
+def _shorten_part(layout: Layout) -> str:
+  """Three rows lost from a detection part, the table deleted: what a bad copy after a kill leaves."""
+  import pandas as pd
+
+  part = os.path.join(layout.detection_parts, "part-00000.parquet")
+  pd.read_parquet(part).iloc[:-3].to_parquet(part, index=False)
+  os.remove(layout.detection)
+  return part
+
+
+DAMAGED_OUTPUTS = (  # (case, damage(layout) -> the damaged path, extra flags)
+  ("examples.parquet truncated", lambda L: _do(faults.truncate, L.examples), ()),
+  ("a dynamics log file truncated", lambda L: _do(faults.truncate, _first_log_file(L)), ()),
+  ("sft/summary.json bytes flipped", lambda L: _do(faults.flip_bytes, L.summary("sft")), ()),
+  ("detection.parquet truncated", lambda L: _do(faults.truncate, L.detection), ()),
+  ("a detection part 3 rows short, detection.parquet deleted", _shorten_part, ()),
+  ("attribution.parquet truncated", lambda L: _do(faults.truncate, L.attribution), ()),
+  (
+    "attribution.parquet truncated, then --force_rerun=report",
+    lambda L: _do(faults.truncate, L.attribution),
+    ("--force_rerun=report",),
+  ),
+  ("report.md deleted", lambda L: _do(os.remove, os.path.join(L.report, "report.md")), ()),
+)
+
+
+def _do(damage, path: str) -> str:
+  damage(path)
+  return path
+
+
+def _first_log_file(layout: Layout) -> str:
+  return os.path.join(layout.dynamics(), sorted(f for f in os.listdir(layout.dynamics()) if f.startswith("batch"))[0])
+
+
+def check_damaged_outputs(c: Checker, reference: str) -> None:
+  """Each stage output damaged in a copy of the reference: the run must name the file, run the stage
+  again (and what follows) and end with outputs identical to the reference's."""
+  for i, (case, damage, flags_) in enumerate(DAMAGED_OUTPUTS):
+    workdir, layout = _copy(c, reference, f"damaged-{i}")
+    path = damage(layout)
+    code, output = c.run(workdir, *flags_)
+    named = path in output
+    differ = outputs_differ(reference, workdir) if code == 0 else last_line(output)
+    c.record(
+      "damaged_output",
+      case,
+      code == 0 and named and not differ,
+      differ or ("named, stage run again, outputs identical" if named else "the damaged file was not named"),
+    )
+
+
+def check_provenance(c: Checker, reference: str) -> None:
+  """A truncated or deleted provenance: refused in one line, nothing touched, config.json kept; then
+  adopted explicitly, which recomputes nothing."""
+  workdir, layout = _copy(c, reference, "provenance")
+  cases = (
+    ("provenance.json truncated", lambda: faults.truncate(layout.provenance), (), "is damaged"),
+    ("provenance.json deleted", lambda: os.remove(layout.provenance), (), "--adopt"),
+    ("deleted, another learning rate", lambda: None, ("--config.sft.optimizer.learning_rate=0.01",), "--adopt"),
+  )
+  saved = open(layout.provenance, "rb").read()
+  for case, damage, flags_, expected in cases:
+    damage()
+    before = tree_state(workdir)
+    code, output = c.run(workdir, *flags_)
+    ok = code != 0 and expected in last_line(output) and tree_state(workdir) == before and frames(output) <= MAX_FRAMES
+    c.record("provenance", case, ok, f"{last_line(output)[:200]} (traceback frames {frames(output)})")
+    if case.endswith("truncated"):
+      with open(layout.provenance, "wb") as f:
+        f.write(saved)
+  code, output = c.run(workdir, "--adopt")
+  ran = [line for line in output.splitlines() if ": running" in line]
+  differ = outputs_differ(reference, workdir) if code == 0 else last_line(output)
+  c.record(
+    "provenance",
+    "deleted, then --adopt",
+    code == 0 and not ran and not differ,
+    differ or (f"stages run: {ran[0]}" if ran else "adopted, nothing recomputed, outputs identical"),
+  )
+
+
+ARMS_CONFIG = """
+c.stages = ('world', 'init_model', 'pretrain', 'sft', 'detect', 'diagnose', 'capability', 'arms', 'compare', 'report')
+c.interventions.equal_compute = False
+c.interventions.bootstrap_samples = 200
+c.interventions.arms = ({'name': 'shuffle', 'intervention': 'shuffle', 'settings': {'every_steps': 2}},)
+"""
+SECOND_ARM = (
+  "c.interventions.arms = c.interventions.arms + "
+  "({'name': 'conflict', 'intervention': 'conflict', 'settings': {'delete': 'minority'}},)\n"
+)
+
+
+def check_arms_kill(c: Checker, reference: str) -> None:
+  """An arm added and a forced arms re-run killed inside it; the plain re-run must leave a report
+  whose comparison section is the comparison's (no stale report)."""
+  workdir, layout = _copy(c, reference, "arms")
+  one = c.config_file("arms_one", ARMS_CONFIG)
+  two = c.config_file("arms_two", ARMS_CONFIG + SECOND_ARM)
+  code, output = c.run(workdir, config=one)
+  if code != 0:
+    c.record("arms_kill", "one arm", False, last_line(output))
+    return
+  process = c.launch(workdir, "--force_rerun=arms", config=two)
+  seen = []
+  for line in process.stdout:
+    seen.append(line)
+    if "arm conflict (" in line:
+      break
+  time.sleep(8)
+  os.killpg(process.pid, signal.SIGKILL)
+  process.communicate()
+  code, output = c.run(workdir, config=two)
+  report = open(os.path.join(layout.report, "report.md")).read() if code == 0 else ""
+  comparison = open(layout.compare_report).read().strip() if code == 0 else ""
+  ok = code == 0 and comparison and comparison in report and "conflict" in comparison
+  c.record(
+    "arms_kill",
+    "arm added, forced arms re-run killed in it, plain re-run",
+    ok,
+    "report holds the comparison of both arms" if ok else (last_line(output) if code else "report lags the comparison"),
+  )
+
+
+def check_environment(c: Checker, reference: str) -> None:
+  """Work directories that cannot be written, and the temporaries a killed run leaves."""
+  blocker = os.path.join(c.out, "a-file")
+  open(blocker, "w").close()
+  cases = [("work directory is a file", blocker), ("work directory under a file", os.path.join(blocker, "work"))]
+  mount = os.path.join(c.out, "ro")
+  if os.geteuid() == 0:  # root writes through file modes: a read-only mount is the read-only directory
+    os.makedirs(mount, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", mount], check=True)
+    cases.append(("read-only work directory (read-only mount)", mount))
+  else:
+    os.makedirs(mount, mode=0o555)
+    cases.append(("read-only work directory (mode 555)", mount))
+  try:
+    for case, workdir in cases:
+      code, output = c.run(workdir, timeout=300)
+      ok = code != 0 and workdir in last_line(output) and frames(output) <= MAX_FRAMES
+      c.record("environment", case, ok, f"{last_line(output)[:160]} (traceback frames {frames(output)})")
+  finally:
+    if os.geteuid() == 0:
+      subprocess.run(["umount", mount], check=False)
+  workdir, layout = _copy(c, reference, "orphans")
+  for parent in (layout.training("sft"), layout.detect):
+    os.makedirs(os.path.join(parent, ".tmp-left-by-a-kill"))
+  code, output = c.run(workdir)
+  left = [d for d, names, _ in os.walk(workdir) for n in names if n.startswith(".tmp-")]
+  differ = outputs_differ(reference, workdir) if code == 0 else last_line(output)
+  c.record(
+    "environment",
+    "temporaries a killed run left",
+    code == 0 and not left and not differ,
+    differ or ("removed, outputs identical" if not left else f"left: {left[0]}"),
+  )
 
 
 def main(argv: list[str]) -> None:
@@ -399,6 +615,11 @@ def main(argv: list[str]) -> None:
     "changed_config": lambda: check_changed_config(c, reference),
     "bad_config": lambda: check_bad_configs(c),
     "bad_input": lambda: check_bad_inputs(c, reference),
+    "damaged_output": lambda: check_damaged_outputs(c, reference),
+    "provenance": lambda: check_provenance(c, reference),
+    "strict_record": lambda: check_bad_inputs(c, reference, faults.STRICT_DAMAGE, "strict_record"),
+    "arms_kill": lambda: check_arms_kill(c, reference),
+    "environment": lambda: check_environment(c, reference),
   }
   for name in FLAGS.classes:
     print(f"{name}:", flush=True)

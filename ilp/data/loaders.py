@@ -40,6 +40,7 @@ from ilp.data.records import (
   raise_problems,
   record_from_mapping,
 )
+from ilp.layout import component_problem
 
 FORMATS = ("jsonl", "json", "parquet", "hf", "tfds", "text", "lines")
 LOCAL_BUILDERS = ("json", "parquet", "text", "csv", "arrow")  # `datasets` builders that read local files only
@@ -116,6 +117,8 @@ def _source(raw: Any, index: int, allowed_fields: Sequence[str], keys: Sequence[
     raise DataError(f"{label}: key 'phase': expected an int >= 1, got {source.phase!r}")
   if source.dataset is not None and not (isinstance(source.dataset, str) and source.dataset.strip()):
     raise DataError(f"{label}: key 'dataset': expected a non-empty string, got {source.dataset!r}")
+  if source.dataset is not None and component_problem(source.dataset):
+    raise DataError(f"{label}: key 'dataset': {component_problem(source.dataset)}")
   if not isinstance(source.fields, Mapping) or not all(isinstance(v, str) for v in source.fields.values()):
     raise DataError(f"{label}: key 'fields': expected a mapping of field name -> column name")
   bad = sorted(set(source.fields) - set(allowed_fields))

@@ -15,6 +15,8 @@ import json
 import unicodedata
 from typing import Any, Iterable, Mapping, Sequence
 
+from ilp.layout import component_problem
+
 ROLES = ("system", "user", "assistant")
 SFT_FIELDS = ("id", "messages", "prompt", "response", "dataset", "phase", "meta")
 CORPUS_FIELDS = ("id", "text")
@@ -120,6 +122,13 @@ def _expect(value: Any, kind: type, where: str, column: str) -> Any:
 def _non_empty(value: Any, where: str, column: str) -> str:
   if not _expect(value, str, where, column).strip():
     raise _field_error(where, column, "empty string")
+  return value
+
+
+def _dataset(value: Any, where: str, column: str) -> str:
+  problem = component_problem(_non_empty(value, where, column))
+  if problem:
+    raise _field_error(where, column, problem)
   return value
 
 
@@ -266,7 +275,7 @@ def record_from_mapping(
   return SFTRecord(
     id=record_id,
     messages=messages,
-    dataset=default_dataset if dataset is None else _non_empty(dataset, where, column["dataset"]),
+    dataset=default_dataset if dataset is None else _dataset(dataset, where, column["dataset"]),
     phase=default_phase if phase is None else phase,
     meta={} if meta is None else _meta(meta, where, column["meta"]),
   )

@@ -29,7 +29,7 @@ from typing import Any, Callable
 import pandas as pd
 from absl import logging as absl_logging
 
-from ilp import console, fileio
+from ilp import console, fileio, provenance
 from ilp.data.batches import PhaseConfig
 from ilp.detection import columns as col
 from ilp.interventions import equal_compute
@@ -138,15 +138,29 @@ def run(config: Any, layout: Layout, run_pipeline: Callable[[Any, str], None]) -
   cores one small run cannot keep busy (the world's 2-core CPU) two at a time finish sooner."""
   import jax  # here, not at import: the config sections import the interventions' modules without JAX
 
+  started: set[str] = set()
+  if config.interventions.arms:
+    _run_arms(config, layout, run_pipeline, started)
+  if jax.process_index() == 0:
+    fileio.write_json_atomic(layout.arms_index, index(layout, sorted(started)))
+
+
+def index(layout: Layout, names: list[str]) -> dict[str, str]:
+  """Each arm run with the digest of its provenance (settings and sealed outputs), so the arms
+  stage's outputs change exactly when an arm's do."""
+  return {name: provenance.Record(layout.arm(name).provenance, writer=False).digest() for name in names}
+
+
+def _run_arms(config: Any, layout: Layout, run_pipeline: Callable[[Any, str], None], started: set[str]) -> None:
+  """`run`'s work: `started` collects the name of every arm prepared (controls included)."""
+  import jax
+
   from ilp import config as config_lib
   from ilp import parallel
 
-  if not config.interventions.arms:
-    return
   if not os.path.exists(layout.attribution):
     raise FileNotFoundError(f"{layout.attribution}: no baseline diagnosis; arms start from it (run the diagnose stage)")
   attribution = pd.read_parquet(layout.attribution)
-  started: set[str] = set()
 
   def prepared(arm: ArmConfig) -> tuple[Any, str] | None:
     """The arm's config and directory, once per name (None: started already)."""

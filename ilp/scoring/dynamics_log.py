@@ -18,16 +18,26 @@ from typing import Sequence
 
 import pandas as pd
 
+from ilp.fileio import ResumeError
+from ilp.parts import Manifest
+
 KIND = "kind"
 BATCH, EVAL = "batch", "eval"
 
 
 def load(directory: str) -> pd.DataFrame:
-  """Every row of a dynamics directory (`<run>/dynamics`), ordered by kind, step and example."""
+  """Every row of a dynamics directory (`<run>/dynamics`), ordered by kind, step and example; each
+  file must hold the rows it was recorded with (`ilp.parts.Manifest`)."""
   files = sorted(glob.glob(os.path.join(directory, "*.parquet")))
   if not files:
     raise FileNotFoundError(f"{directory}: no dynamics files")
-  frame = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+  recorded = Manifest(directory, writer=False).entries
+  frames = [pd.read_parquet(f) for f in files]
+  for path, frame in zip(files, frames):
+    expected = recorded.get(os.path.basename(path), {}).get("rows")
+    if expected is not None and expected != len(frame):
+      raise ResumeError(f"{path}: {len(frame)} rows, {expected} when written; the sft stage must be redone")
+  frame = pd.concat(frames, ignore_index=True)
   return frame.sort_values([KIND, "step", "id", "stream_position"], kind="stable").reset_index(drop=True)
 
 

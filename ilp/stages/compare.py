@@ -1,8 +1,9 @@
 """Stage `compare`: every finished arm against the baseline and, at equal compute, each mitigation
 against its "more epochs" control (`ilp.interventions.compare`, `ilp.interventions.equal_compute`).
 Writes `compare/`: `comparison.parquet` (per arm, reference run and group), `summary.json` (per
-arm, with every run's training compute and capability check) and `comparison.md`. It always runs:
-it is recomputed in seconds from the runs' tables, so arms added or finished later count."""
+arm, with every run's training compute and capability check) and `comparison.md` (an empty
+`compare/` while no arm has finished). It is redone whenever the arms stage's index changes (an arm
+added, finished or redone), recomputed in seconds from the runs' tables."""
 
 from __future__ import annotations
 
@@ -29,10 +30,15 @@ def _capability(layout: Layout) -> dict:
     return json.load(f)
 
 
+def outputs(layout: Layout) -> list[str]:
+  return [layout.compare]
+
+
 def run(config: Config, layout: Layout) -> None:
   finished = [a for a in config.interventions.arms if os.path.exists(layout.arm(a.name).attribution)]
   if not finished:
     log.info("compare: no finished arm")
+    os.makedirs(layout.compare, exist_ok=True)
     return
   base = pd.read_parquet(layout.attribution, columns=list(compare.COLUMNS) + [col.CAUSE])
   tables = {a.name: pd.read_parquet(layout.arm(a.name).attribution, columns=list(compare.COLUMNS)) for a in finished}
@@ -90,10 +96,5 @@ def run(config: Config, layout: Layout) -> None:
   fileio.write_json_atomic(layout.compare_summary, result)
   fileio.write_text_atomic(layout.compare_report, comparison.markdown(result, capability))
   for name, s in summary.items():
-    log.info(
-      "compare %s: unlearned %.1f%% -> %.1f%%, DiD %s",
-      name,
-      100 * s["unlearned"]["baseline_rate"],
-      100 * s["unlearned"]["arm_rate"],
-      s["difference_in_differences"]["did"],
-    )
+    rates = (100 * s["unlearned"]["baseline_rate"], 100 * s["unlearned"]["arm_rate"])
+    log.info("compare %s: unlearned %.1f%% -> %.1f%%, DiD %s", name, *rates, s["difference_in_differences"]["did"])

@@ -25,6 +25,7 @@ from ilp.detection.inputs import Inputs, Models
 from ilp.detection.summary import finish
 from ilp.layout import Layout
 from ilp.model import checkpoint
+from ilp.parts import Parts
 from ilp.scoring.inference import Model
 from ilp.train.metrics import MetricWriter
 
@@ -47,21 +48,21 @@ def run(config: Config, layout: Layout) -> None:
   parallel.sync("examples table")
   frame = examples.read(layout.examples)
   inputs = Inputs.from_examples(frame, detect, config.data, tokenizer)
-  parts = fileio.Parts(layout.detection_parts, settings_hash(detect, config.data, config.seed, layout.root), writer)
+  parts = Parts(layout.detection_parts, settings_hash(detect, config.data, config.seed, layout.root), writer)
   mesh = parallel.make_mesh(config.mesh.shape)
   load = lambda name: Model(layout.model(name), mesh, config.mesh.rules, detect.batch_size) if name else None
   models = Models(load(detect.model), load(detect.base), load(detect.reference))
   chunks = probes.chunks(inputs, models, detect, tokenizer, tuple(sorted(config.data.buckets)), config.seed)
   start = time.time()
   for k, chunk in enumerate(chunks):
-    if not parts.done(k):
+    if not parts.done(k, len(chunk.rows)):
       parts.write(k, probes.table(chunk))
       log.info(
         "detect: chunk %d/%d (%d examples), %.0fs elapsed", k + 1, len(chunks), len(chunk.rows), time.time() - start
       )
   if not writer:
     return
-  detection, summary = finish(parts.read(), detect)
+  detection, summary = finish(parts.read([len(chunk.rows) for chunk in chunks]), detect)
   metrics = MetricWriter(layout.tensorboard("detect"))
   for protocol in detect.protocols:
     s = summary[protocol]

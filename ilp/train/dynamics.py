@@ -2,7 +2,9 @@
 which reads it back).
 
 Rows are buffered and written as Parquet files under `dynamics/` at checkpoint time, so after a
-resume the log holds exactly the steps the restored state has taken.
+resume the log holds exactly the steps the restored state has taken. Each file is recorded with its
+rows and checksum (`ilp.parts.Manifest`), so a damaged file is found before a resume builds on it
+(`problems`) and before a reader concatenates it (`ilp.scoring.dynamics_log.load`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import pandas as pd
 
 from ilp import fileio
 from ilp.data.batches import EvalPoint
+from ilp.parts import Manifest, rows_of
 from ilp.scoring.dynamics_log import BATCH, EVAL
 from ilp.scoring.statistics import STATS
 
@@ -39,6 +42,11 @@ class DynamicsWriter:
     self._last_step = 0
     if enabled:
       os.makedirs(directory, exist_ok=True)
+    self.manifest = Manifest(directory, writer=enabled)
+
+  def _write(self, frame: pd.DataFrame, name: str) -> None:
+    fileio.write_parquet_atomic(frame, os.path.join(self.directory, name))
+    self.manifest.add(name, len(frame))
 
   def _rows(self, rows: np.ndarray, stats: dict[str, np.ndarray], **columns) -> pd.DataFrame:
     real = rows >= 0
@@ -76,8 +84,9 @@ class DynamicsWriter:
     """Writes the buffered batch rows as `batch-<first>-<last>.parquet`."""
     if not self.enabled or not self._pending:
       return
-    path = os.path.join(self.directory, f"batch-{self._first_step:08d}-{self._last_step:08d}.parquet")
-    fileio.write_parquet_atomic(pd.concat(self._pending, ignore_index=True), path)
+    self._write(
+      pd.concat(self._pending, ignore_index=True), f"batch-{self._first_step:08d}-{self._last_step:08d}.parquet"
+    )
     self._pending, self._first_step = [], None
 
   def write_eval(self, point: EvalPoint, rows: np.ndarray, stats: dict[str, np.ndarray]) -> None:
@@ -95,24 +104,34 @@ class DynamicsWriter:
     )
     frame["phase_end"] = point.phase_end
     name = re.sub(r"[^A-Za-z0-9_.]+", "_", point.name)
-    fileio.write_parquet_atomic(
-      frame, os.path.join(self.directory, f"eval-{point.step:08d}-{point.step:08d}-{name}.parquet")
-    )
+    self._write(frame, f"eval-{point.step:08d}-{point.step:08d}-{name}.parquet")
 
   def discard_after(self, step: int) -> None:
-    """Drops files written after the checkpoint a run resumes from (they will be redone)."""
+    """Drops files written after the checkpoint a run resumes from (they will be redone), and
+    records a kept file a kill left unrecorded (written whole: writes are atomic)."""
     self._pending, self._first_step = [], None
     if not self.enabled:
       return
     for path in glob.glob(os.path.join(self.directory, "*.parquet")):
+      name = os.path.basename(path)
       if _step_of(path)[0] > step:
         os.remove(path)
+        self.manifest.remove(name)
+      elif name not in self.manifest.entries and (rows := rows_of(path)) is not None:
+        self.manifest.add(name, rows)
+
+
+def problems(directory: str) -> list[str]:
+  """The log's recorded files that are missing or damaged ([] also when there is no log yet)."""
+  return Manifest(directory, writer=False).problems() if os.path.isdir(directory) else []
 
 
 def copy_until(source: str, directory: str, step: int) -> None:
   """Copies another run's dynamics files up to `step` (the checkpoint a run starts from,
   `sft.extend`), so that this run's log holds every step its state has taken."""
   os.makedirs(directory, exist_ok=True)
+  copied = Manifest(directory)
   for path in glob.glob(os.path.join(source, "*.parquet")):
     if _step_of(path)[1] <= step:
       shutil.copy2(path, os.path.join(directory, os.path.basename(path)))
+      copied.add(os.path.basename(path), rows_of(path) or 0)

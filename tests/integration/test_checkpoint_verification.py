@@ -1,6 +1,6 @@
 """Verified checkpoints: a corrupt, truncated or incomplete latest train checkpoint is set aside and
 the previous good one resumed (final parameters equal to the uninterrupted run's); a corrupt final
-model makes its stage run again; a model that differs from its checksums is refused on load."""
+model makes its stage resume and export it again; a model that differs from its checksums is refused on load."""
 
 import logging
 import os
@@ -85,6 +85,7 @@ def test_a_corrupt_final_model_is_refused_on_load_and_rebuilt_by_its_stage(two_p
     _params(final)
   with caplog.at_level(logging.WARNING):
     pipeline.run(two_phase.config(), workdir)
-  assert f"stage sft: output {final} is corrupt" in caplog.text
+  assert f"stage sft: output {damaged}: content differs from its checksum" in caplog.text
+  assert "the stage resumes and writes it again" in caplog.text  # from the last checkpoint, not from scratch
   for a, b in zip(_params(os.path.join(ref, "sft", "final")), _params(final)):
     np.testing.assert_array_equal(a, b)

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -14,7 +15,7 @@ import pytest
 from flax import nnx
 
 from ilp import config as ilp_config
-from ilp import parallel, pipeline
+from ilp import faults, parallel, pipeline
 from ilp.data import examples
 from ilp.detection import columns as col
 from ilp.detection import entities, retest
@@ -159,6 +160,27 @@ def test_killed_detection_resumes_from_finished_chunks(detected, tmp_path):
   pd.testing.assert_frame_equal(pd.read_parquet(os.path.join(detect_dir, "detection.parquet")), table)
 
 
+def test_damaged_parts_and_tables_are_computed_again(detected, tmp_path, caplog):
+  """A part with three rows lost (its table deleted, as if killed) is computed again, not
+  concatenated: the table keeps every example; a truncated table is written again from its parts."""
+  paths, workdir, table = detected
+  copy = str(tmp_path / "work")
+  shutil.copytree(workdir, copy)
+  detect_dir = os.path.join(copy, "detect")
+  part = os.path.join(detect_dir, "parts", "part-00001.parquet")
+  pd.read_parquet(part).iloc[:-3].to_parquet(part, index=False)
+  os.remove(os.path.join(detect_dir, "detection.parquet"))
+  with caplog.at_level(logging.WARNING):
+    pipeline.run(_config(paths), copy)
+  assert f"{part}: " in caplog.text and "the part is computed again" in caplog.text
+  pd.testing.assert_frame_equal(pd.read_parquet(os.path.join(detect_dir, "detection.parquet")), table)
+  faults.truncate(os.path.join(detect_dir, "detection.parquet"))
+  stamp = os.path.getmtime(os.path.join(copy, "sft", "final"))
+  pipeline.run(_config(paths), copy)
+  pd.testing.assert_frame_equal(pd.read_parquet(os.path.join(detect_dir, "detection.parquet")), table)
+  assert os.path.getmtime(os.path.join(copy, "sft", "final")) == stamp
+
+
 def test_choose_options_prefers_the_base_answer_and_skips_duplicates():
   responses = ["x y", "The  X y!", "z", "w", "v"]
   distractors = mc.Distractors(
@@ -260,7 +282,7 @@ def test_multiple_choice_protocol_alone_through_diagnosis_and_report(detected, t
   config = _config(paths)
   config.stages = config.stages + ("diagnose", "report")
   config.detect.protocol = "multiple_choice"
-  pipeline.run(config, str(copy))
+  pipeline.run(config, str(copy), adopt=True)  # accepted as made with this config
   out = pd.read_parquet(copy / "diagnosis" / "attribution.parquet").set_index("id")
   np.testing.assert_array_equal(out.loc[table["id"], "unlearned"], table["mc_unlearned"])
   assert "greedy_text" not in out and "answers_partner_target" not in out

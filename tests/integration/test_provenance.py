@@ -2,13 +2,12 @@
 (naming the fields) unless forced; a stage that runs again makes every later stage run from
 scratch; a moved work directory still resumes."""
 
-import json
 import os
 import shutil
 
 import pytest
 
-from ilp import fileio, pipeline
+from ilp import fileio, pipeline, provenance
 from tests import sft_data
 
 
@@ -34,15 +33,15 @@ def test_changed_settings_are_refused_then_forced(tmp_path):
   assert "--force_rerun=init_model" in message and os.path.getmtime(final) == stamp
   pipeline.run(changed, workdir, force=("init_model",))
   assert os.path.getmtime(final) > stamp
-  record = json.load(open(os.path.join(workdir, "provenance.json")))
-  assert record["sft"]["finished"] and record["sft"]["settings"]["sft"]["optimizer"]["learning_rate"] == 1e-3
+  record = provenance.Record(os.path.join(workdir, "provenance.json"), writer=True)
+  sft = record.stages["sft"]
+  assert sft["finished"] and sft["settings"]["sft"]["optimizer"]["learning_rate"] == 1e-3
   pipeline.run(changed, workdir)  # now consistent: everything skipped
 
   # a run recorded before a field existed: the field at its default is no change, set otherwise it is
-  del record["sft"]["settings"]["sft"]["eval_every_steps"]
-  fileio.write_json_atomic(os.path.join(workdir, "provenance.json"), record)
-  record["sft"]["settings"]["sft"]["retired_field"] = 7  # a field the config no longer has
-  fileio.write_json_atomic(os.path.join(workdir, "provenance.json"), record)
+  del sft["settings"]["sft"]["eval_every_steps"]
+  sft["settings"]["sft"]["retired_field"] = 7  # a field the config no longer has
+  record.save()
   stamp = os.path.getmtime(final)
   pipeline.run(changed, workdir)  # skipped, not refused
   assert os.path.getmtime(final) == stamp

@@ -13,11 +13,9 @@ import numpy as np
 import pytest
 
 import ilp
-from ilp import config as ilp_config
 from ilp import fileio, lock, pipeline, provenance
 from ilp.data import loaders
 from ilp.data.records import DataError
-from ilp.layout import Layout
 from ilp.model import checkpoint
 from ilp.typed import ConfigError
 from tests import sft_data
@@ -169,18 +167,6 @@ def test_a_hub_id_as_a_dataset_name_is_refused_before_any_work(tmp_path):
   with pytest.raises(DataError, match="'tatsu-lab/alpaca' is neither a local dataset directory"):
     pipeline.run(config, str(tmp_path / "work"))
   assert not (tmp_path / "work").exists()
-
-
-def test_what_follows_the_always_running_arms_and_compare_is_rebuilt(tmp_path):
-  """A finished report after the arms and compare stages (which run every time: an arm may have
-  been added, or a killed re-run resumed) is redone, so it cannot lag the comparison."""
-  config = ilp_config.load({"stages": ("arms", "compare", "report")})
-  layout = Layout(str(tmp_path))
-  os.makedirs(os.path.dirname(layout.report), exist_ok=True)
-  open(layout.report, "w").close()
-  record = provenance.Record(layout.provenance, True)
-  actions = [action for _, action in pipeline._plan(config, layout, record, set())]
-  assert actions == ["run", "redo", "redo"]
 
 
 def test_a_killed_runs_temporaries_are_removed_when_the_next_run_locks(tmp_path, caplog):

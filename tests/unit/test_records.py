@@ -285,6 +285,8 @@ def test_strict_records_name_file_line_and_field(tmp_path):
       {**CHAT, "messages": [{"role": r, "content": "x"} for r in ("user", "system", "assistant")]},
       "field 'messages[1].role': 'system' where 'assistant' belongs",
     ),
+    ({**PAIR, "dataset": ".."}, "field 'dataset': '..' is not a directory name"),
+    ({**PAIR, "dataset": "a/b"}, "field 'dataset': 'a/b' holds '/', which a directory name cannot"),
   ]
   for row, message in cases:
     with open(path, "w") as f:
@@ -296,6 +298,8 @@ def test_strict_records_name_file_line_and_field(tmp_path):
   with open(path, "w") as f:
     f.write(json.dumps({**PAIR, "stage": 2}) + "\n")
   assert loaders.load_sft([{"path": path}], extra_fields="ignore")[0].phase == 1  # passed over when asked
+  named = load_error([{"path": path, "dataset": "x\ty"}])
+  assert named.endswith("key 'dataset': 'x\\ty' holds '\\t', which a directory name cannot")
   with pytest.raises(ConfigError, match="'extra_fields': 'warn' is not one of"):
     DataConfig(extra_fields="warn")
 
