@@ -29,7 +29,7 @@ def _files(directory: str, skip: str) -> list[str]:
   return [f for f in found if f != skip]
 
 
-def _digest(path: str) -> str:
+def digest(path: str) -> str:
   h = hashlib.sha256()
   with open(path, "rb") as f:
     while chunk := f.read(_CHUNK):
@@ -38,7 +38,7 @@ def _digest(path: str) -> str:
 
 
 def _entry(path: str) -> dict:
-  return {"size": os.path.getsize(path), "sha256": _digest(path)}
+  return {"size": os.path.getsize(path), "sha256": digest(path)}
 
 
 def _listing(root: str, paths: list[str], skip: str = "") -> list[str]:
@@ -70,7 +70,7 @@ def differences(root: str, entries: dict[str, dict], paths: list[str], skip: str
       continue
     if os.path.getsize(path) != entry["size"]:
       bad.append(f"{path}: {os.path.getsize(path)} bytes, {entry['size']} when saved (truncated?)")
-    elif _digest(path) != entry["sha256"]:
+    elif digest(path) != entry["sha256"]:
       bad.append(f"{path}: content differs from its checksum")
   return bad
 

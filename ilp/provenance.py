@@ -17,12 +17,13 @@ or written before seals existed) are not trusted either (`ilp.pipeline`: redo, o
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
 from typing import Any
 
-from ilp import fileio
+from ilp import checksums, fileio
 
 SETTINGS: dict[str, tuple[str, ...]] = {
   "world": ("world",),
@@ -34,6 +35,7 @@ SETTINGS: dict[str, tuple[str, ...]] = {
     "data.sft",
     "data.dev",
     "data.dev_fraction",
+    "data.replay",
     "data.template",
     "data.buckets",
     "data.overlong",
@@ -62,9 +64,37 @@ def _value(config: Any, path: str) -> Any:
   return json.loads(json.dumps(value, default=str))  # the JSON form, as stored
 
 
+INPUTS = "inputs"  # the settings' entry of the data files a stage reads, by content
+
+
+def _data_paths(value: Any) -> list[str]:
+  """The local paths a data field names: a source list's `path`s, or a directory (the tokenizer).
+  Paths under `{workdir}` are left out: an earlier stage wrote them, and its seal covers them."""
+  paths = [s.get("path", "") for s in value if isinstance(s, dict)] if isinstance(value, (list, tuple)) else [value]
+  return [p for p in paths if isinstance(p, str) and p and "{workdir}" not in p and os.path.exists(p)]
+
+
+@functools.lru_cache(maxsize=None)
+def _fingerprint(path: str, size: int, mtime: int) -> str:
+  """SHA-256 of a data file's content, or of a directory's manifest (cached per launch by size and
+  modification time, so several stages reading one file hash it once)."""
+  del size, mtime
+  if os.path.isdir(path):
+    return hashlib.sha256(json.dumps(checksums.manifest(path, [path]), sort_keys=True).encode()).hexdigest()
+  return checksums.digest(path)
+
+
+def fingerprint(path: str) -> str:
+  stat = os.stat(path)
+  return _fingerprint(os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
+
+
 def settings(config: Any, stage: str) -> dict[str, Any]:
-  """The values of the fields `stage` depends on."""
-  return {path: _value(config, path) for path in SETTINGS.get(stage, ())}
+  """The values of the fields `stage` depends on, and the content of the data files they name
+  (`INPUTS`: path -> SHA-256): data edited after a stage ran is a changed setting too."""
+  values = {path: _value(config, path) for path in SETTINGS.get(stage, ())}
+  files = [p for path in SETTINGS.get(stage, ()) if path.startswith("data.") for p in _data_paths(values[path])]
+  return {**values, **({INPUTS: {p: fingerprint(p) for p in files}} if files else {})}
 
 
 def _flatten(value: Any, prefix: str) -> dict[str, Any]:
@@ -80,16 +110,25 @@ def changes(before: dict[str, Any], now: dict[str, Any], defaults: dict[str, Any
   """'field: old -> new' for every leaf field that differs. With `defaults` (the stage's settings
   under the default config), the config's own changes since the run are none of the user's: a field
   the record lacks that is now at its default was added after the run, which ran as its default
-  says; a field the config no longer has (removed or moved) cannot be set otherwise now."""
-  old, new = (_flatten(d, "") for d in (before, now))
-  known = _flatten(defaults, "") if defaults is not None else None
+  says; a field the config no longer has (removed or moved) cannot be set otherwise now. A data
+  file whose content changed is named; one no longer there is no change (the outputs stand)."""
+  old, new = ({k: v for k, v in d.items() if k != INPUTS} for d in (before, now))
+  old, new = _flatten(old, ""), _flatten(new, "")
+  known = _flatten({k: v for k, v in defaults.items() if k != INPUTS}, "") if defaults is not None else None
   added = {k for k, v in (known or {}).items() if k not in old and new.get(k) == v}
   gone = {k for k in old if known is not None and k not in known}
-  return [
+  fields = [
     f"{k[1:]}: {old.get(k)!r} -> {new.get(k)!r}"
     for k in sorted(set(old) | set(new))
     if old.get(k) != new.get(k) and k not in added | gone
   ]
+  was, current = before.get(INPUTS, {}), now.get(INPUTS, {})
+  files = [
+    f"data file {p}: content changed (sha256 {was.get(p, 'not read')[:12]} -> {current[p][:12]})"
+    for p in sorted(current)
+    if was.get(p) != current[p]
+  ]
+  return fields + files
 
 
 def _digest(stages: dict[str, Any]) -> str:

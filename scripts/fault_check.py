@@ -415,6 +415,8 @@ def check_bad_inputs(c: Checker, reference: str, kinds: tuple = faults.JSONL_DAM
   prefix = (
     f"c.stages = ('init_model', 'pretrain', 'sft')\nc.data.tokenizer = {os.path.join(world, 'tokenizer')!r}\n"
     f"c.data.corpora = ({{'path': {os.path.join(world, 'pretrain.txt')!r}, 'weight': 1.0}},)\n"
+    f"c.data.replay = ({{'path': {os.path.join(world, 'replay.jsonl')!r}}},)\n"
+    f"c.data.sft = tuple({{'path': {world!r} + f'/sft_phase{{p}}.jsonl'}} for p in (1, 2))\n"
   )
   for i, (case, body, named) in enumerate(cases):
     config = c.config_file(f"{name}{i}", prefix + body)
@@ -455,7 +457,14 @@ DAMAGED_OUTPUTS = (  # (case, damage(layout) -> the damaged path, extra flags)
     ("--force_rerun=report",),
   ),
   ("report.md deleted", lambda L: _do(os.remove, os.path.join(L.report, "report.md")), ()),
+  ("a world data file edited", lambda L: _do(_drop_last_line, os.path.join(L.world, "sft_phase2.jsonl")), ()),
 )
+
+
+def _drop_last_line(path: str) -> None:
+  lines = open(path).read().splitlines()
+  with open(path, "w") as f:
+    f.write("\n".join(lines[:-1]) + "\n")
 
 
 def _do(damage, path: str) -> str:
@@ -516,6 +525,8 @@ def check_provenance(c: Checker, reference: str) -> None:
 
 ARMS_CONFIG = """
 c.stages = ('world', 'init_model', 'pretrain', 'sft', 'detect', 'diagnose', 'capability', 'arms', 'compare', 'report')
+c.data.heldout = ({'path': '{workdir}/world/heldout.jsonl'},)
+c.data.heldout_text = ({'path': '{workdir}/world/general.txt'},)
 c.interventions.equal_compute = False
 c.interventions.bootstrap_samples = 200
 c.interventions.arms = ({'name': 'shuffle', 'intervention': 'shuffle', 'settings': {'every_steps': 2}},)
@@ -543,17 +554,20 @@ def check_arms_kill(c: Checker, reference: str) -> None:
     if "arm conflict (" in line:
       break
   time.sleep(8)
+  landed = process.poll() is None
   os.killpg(process.pid, signal.SIGKILL)
   process.communicate()
   code, output = c.run(workdir, config=two)
   report = open(os.path.join(layout.report, "report.md")).read() if code == 0 else ""
   comparison = open(layout.compare_report).read().strip() if code == 0 else ""
-  ok = code == 0 and comparison and comparison in report and "conflict" in comparison
+  ok = landed and code == 0 and comparison and comparison in report and "conflict" in comparison
   c.record(
     "arms_kill",
     "arm added, forced arms re-run killed in it, plain re-run",
     ok,
-    "report holds the comparison of both arms" if ok else (last_line(output) if code else "report lags the comparison"),
+    "killed 8 s into the new arm; report holds the comparison of both arms"
+    if ok
+    else ("the kill came after the run ended" if not landed else last_line(output) if code else "report lags"),
   )
 
 

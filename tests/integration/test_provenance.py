@@ -5,6 +5,7 @@ scratch; a moved work directory still resumes."""
 import os
 import shutil
 
+import pandas as pd
 import pytest
 
 from ilp import fileio, pipeline, provenance
@@ -74,3 +75,18 @@ def test_a_moved_workdir_resumes_and_an_interrupted_stage_keeps_its_settings(tmp
   changed = _config(paths, batch_size=4)
   with pytest.raises(fileio.ResumeError, match="sft: sft.batch_size: 8 -> 4"):
     pipeline.run(changed, str(tmp_path / "moved"))
+
+
+def test_a_data_file_edited_after_its_stage_ran_is_a_changed_setting(tmp_path):
+  """The records' content is part of the settings: a fixed (or broken) file after SFT finished is
+  refused, naming the file, instead of the old training being kept silently."""
+  paths = sft_data.make_inputs(str(tmp_path / "data"), per_dataset=8)
+  workdir = str(tmp_path / "work")
+  pipeline.run(_config(paths), workdir)
+  lines = open(paths["a"]).read().splitlines()
+  with open(paths["a"], "w") as f:
+    f.write("\n".join(lines[:-1]) + "\n")
+  with pytest.raises(fileio.ResumeError, match=rf"sft: data file {paths['a']}: content changed \(sha256 \w{{12}} ->"):
+    pipeline.run(_config(paths), workdir)
+  pipeline.run(_config(paths), workdir, force=("sft",))
+  assert len(pd.read_parquet(os.path.join(workdir, "examples.parquet"))) == 2 * 8 - 1
