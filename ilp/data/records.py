@@ -58,6 +58,7 @@ class SFTRecord:
   dataset: str  # source name
   phase: int  # sequential-SFT phase, >= 1
   meta: dict[str, Any] = dataclasses.field(default_factory=dict)  # passed through to output tables
+  where: str = dataclasses.field(default="", compare=False)  # "file:line" it was read from (messages only)
 
   @property
   def prompt_messages(self) -> tuple[dict[str, str], ...]:
@@ -278,6 +279,7 @@ def record_from_mapping(
     dataset=default_dataset if dataset is None else _dataset(dataset, where, column["dataset"]),
     phase=default_phase if phase is None else phase,
     meta={} if meta is None else _meta(meta, where, column["meta"]),
+    where=where,
   )
 
 

@@ -20,7 +20,7 @@ from ilp.typed import check
 log = logging.getLogger(__name__)
 
 OVERLONG_POLICIES = ("truncate_prompt", "drop", "error")
-LISTED_OVERLONG = 5  # over-long examples named by id in the warning or error
+LISTED_OVERLONG = 5  # over-long examples named (file:line and id) in the warning or error
 
 
 class TokenizationError(DataError):
@@ -104,7 +104,7 @@ def tokenize_sft(
   for i, record in enumerate(records):
     prompt, response = _prompt_and_response(record, tokenizer, template)
     if len(prompt) + len(response) > max_length:
-      longer.append(record.id)
+      longer.append(f"{record.where} (id '{record.id}')" if record.where else f"id '{record.id}'")
       if overlong != "truncate_prompt" or len(response) >= max_length:
         dropped += 1
         continue
@@ -112,15 +112,15 @@ def tokenize_sft(
       truncated += 1
     examples.append(TokenizedExample(i, np.asarray(prompt + response, np.int32), len(prompt)))
   report = {"examples": len(examples), "truncated": truncated, "dropped": dropped}
-  named = ", ".join(f"'{r}'" for r in longer[:LISTED_OVERLONG]) + (", ..." if len(longer) > LISTED_OVERLONG else "")
+  named = ", ".join(longer[:LISTED_OVERLONG]) + (", ..." if len(longer) > LISTED_OVERLONG else "")
   if longer and overlong == "error":
     raise TokenizationError(
-      f"{len(longer)} SFT record(s) longer than data.max_length={max_length} tokens (ids {named}); "
+      f"{len(longer)} SFT record(s) longer than data.max_length={max_length} tokens ({named}); "
       "raise data.buckets' largest, or set data.overlong to truncate_prompt or drop"
     )
   if longer:
     log.warning(
-      "tokenize: %d over-long example(s) (ids %s): %d had their prompt truncated, %d were dropped (max_length %d)",
+      "tokenize: %d over-long example(s) (%s): %d had their prompt truncated, %d were dropped (max_length %d)",
       len(longer),
       named,
       truncated,

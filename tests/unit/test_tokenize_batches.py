@@ -1,5 +1,7 @@
 """Tokenisation (templates, loss mask, over-long policy) and the planned training stream."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -55,12 +57,15 @@ def test_overlong_policies(tokenizer, caplog):
   examples, report = tokenize_sft(records, tokenizer, 8, PLAIN, overlong="truncate_prompt")
   assert report == {"examples": 2, "truncated": 1, "dropped": 1}
   warned = [r for r in caplog.records if r.levelname == "WARNING"]
-  assert len(warned) == 1 and "2 over-long example(s) (ids '0', '1')" in warned[0].getMessage()
+  assert len(warned) == 1 and "2 over-long example(s) (id '0', id '1')" in warned[0].getMessage()
   assert examples[0].tokens.tolist() == [12, 13, 14, 15, 4, 20, 21, 2] and examples[0].prompt_length == 5
+  located = [dataclasses.replace(r, where=f"a.jsonl:{k + 1}") for k, r in enumerate(records)]
+  with pytest.raises(TokenizationError, match=r"\(a.jsonl:1 \(id '0'\), a.jsonl:2 \(id '1'\)\)"):
+    tokenize_sft(located, tokenizer, 8, PLAIN, overlong="error")
   examples, report = tokenize_sft(records, tokenizer, 8, PLAIN, overlong="drop")
   assert [e.record for e in examples] == [2] and report["dropped"] == 2
   with pytest.raises(
-    TokenizationError, match=r"^2 SFT record\(s\) longer than data.max_length=8 tokens \(ids '0', '1'\)"
+    TokenizationError, match=r"^2 SFT record\(s\) longer than data.max_length=8 tokens \(id '0', id '1'\)"
   ):
     tokenize_sft(records, tokenizer, 8, PLAIN, overlong="error")
   with pytest.raises(TokenizationError, match="data.overlong 'cut'"):
