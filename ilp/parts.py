@@ -32,14 +32,16 @@ class Manifest:
     self.directory, self.writer = directory, writer
     self.path = os.path.join(directory, RECORD)
     self.entries: dict[str, dict] = {}
+    self.damaged = ""  # why the record could not be read: no part on disk is then trusted
     if os.path.exists(self.path):
       try:
         with open(self.path) as f:
-          self.entries = json.load(f)["parts"]
+          self.entries = dict(json.load(f)["parts"])
+        if not all(isinstance(v, dict) and {"rows", "size", "sha256"} <= set(v) for v in self.entries.values()):
+          raise ValueError("an entry lacks rows, size or sha256")
       except (ValueError, KeyError, TypeError) as e:
-        raise fileio.ResumeError(
-          f"{self.path} is damaged ({type(e).__name__}); delete {directory} to compute its parts again"
-        ) from None
+        self.entries = {}
+        self.damaged = f"{self.path}: damaged ({type(e).__name__}), so none of its parts is trusted"
 
   def _save(self) -> None:
     if self.writer:
@@ -70,8 +72,8 @@ class Manifest:
     return bad[0] if bad else ""
 
   def problems(self) -> list[str]:
-    """The recorded parts that are missing or damaged."""
-    return [p for name in sorted(self.entries) if (p := self.problem(name))]
+    """A damaged record, and the recorded parts that are missing or damaged."""
+    return [self.damaged] * bool(self.damaged) + [p for name in sorted(self.entries) if (p := self.problem(name))]
 
 
 def rows_of(path: str) -> int | None:
@@ -114,7 +116,8 @@ class Parts:
     path = os.path.join(self.directory, self.name(k))
     if not os.path.exists(path):
       return False
-    if self.name(k) not in self.manifest.entries and rows_of(path) == rows:  # killed before it was recorded
+    unrecorded = self.name(k) not in self.manifest.entries and not self.manifest.damaged
+    if unrecorded and rows_of(path) == rows:  # killed before it was recorded
       if self.writer:
         self.manifest.add(self.name(k), rows)
       return True

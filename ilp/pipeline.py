@@ -1,12 +1,15 @@
 """Runs the configured stages in order; each reads and writes the work directory (`Layout`).
 
-A stage writes its outputs atomically, so "all outputs exist" means "finished": re-running a
-pipeline skips finished stages and redoes only what was interrupted or never run; once a stage
-runs, every later stage runs again from scratch (its inputs changed; the arms and compare stages,
-which have no outputs, run every time, and so does what follows them). Before
-anything is written, the config is built and checked (`ilp.config.load`), the work directory is
-locked (`ilp.lock`), its provenance is checked (`ilp.provenance`: a stage recorded with other
-settings is refused unless forced) and the input files of every stage still to run are
+A stage writes its outputs atomically, and once it finishes the provenance seals them (size and
+SHA-256 of every file a later stage reads, `ilp.provenance`): re-running a pipeline skips the
+stages whose seals verify and redoes only what was interrupted, never run, or damaged since (a
+damaged stage resumes when only what a resume rewrites is hurt, else starts over, and the warning
+names the file). Once a stage runs, every later stage runs again from scratch (its inputs changed);
+the arms stage runs every time (each arm's pipeline resumes itself) and makes what follows run
+again only when its index of the arms changed. Before anything is written, the config is built and
+checked (`ilp.config.load`), the work directory is locked (`ilp.lock`), its provenance is checked
+(a stage recorded with other settings or data files is refused unless forced; outputs the record
+does not vouch for are refused unless adopted) and the input files of every stage still to run are
 validated, so a bad field, bad data or a changed setting fails with nothing written.
 """
 

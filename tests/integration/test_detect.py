@@ -179,6 +179,14 @@ def test_damaged_parts_and_tables_are_computed_again(detected, tmp_path, caplog)
   pipeline.run(_config(paths), copy)
   pd.testing.assert_frame_equal(pd.read_parquet(os.path.join(detect_dir, "detection.parquet")), table)
   assert os.path.getmtime(os.path.join(copy, "sft", "final")) == stamp
+  with open(os.path.join(detect_dir, "parts", "parts.json"), "w") as f:  # the parts' record lost: none trusted
+    f.write('{"parts": {"part-00000.parquet": 3}}')
+  os.remove(os.path.join(detect_dir, "detection.parquet"))
+  caplog.clear()
+  with caplog.at_level(logging.WARNING):
+    pipeline.run(_config(paths), copy)
+  assert caplog.text.count("not recorded as written; the part is computed again") == 3  # every chunk
+  pd.testing.assert_frame_equal(pd.read_parquet(os.path.join(detect_dir, "detection.parquet")), table)
 
 
 def test_choose_options_prefers_the_base_answer_and_skips_duplicates():
