@@ -32,6 +32,19 @@ def draw(table: pd.DataFrame, log_frame: pd.DataFrame, directory: str) -> None:
   )
 
 
+def cause_curves(table: pd.DataFrame, log_frame: pd.DataFrame) -> dict[int, dict[str, float]]:
+  """Per evaluation step, the mean loss and exact match of the examples attributed to each cause
+  (and of the learned ones, for reference): TensorBoard scalars `diagnose/curves/<metric>/<cause>`,
+  so causes compare as curves over training."""
+  evals = dynamics_log.rows(log_frame, dynamics_log.EVAL).merge(table[[col.ID, col.CAUSE]], on=col.ID)
+  means = evals.groupby(["step", col.CAUSE])[["loss", "exact_match"]].mean()
+  curves: dict[int, dict[str, float]] = {}
+  for (step, cause), row in means.iterrows():
+    for metric in ("loss", "exact_match"):
+      curves.setdefault(int(step), {})[f"diagnose/curves/{metric}/{cause}"] = float(row[metric])
+  return curves
+
+
 def _cause_table(counts_by: dict[str, dict], key: str) -> list[str]:
   lines = [f"| {key} | " + " | ".join(f"{c}" for c in GROUPS) + " |", "|---" * (len(GROUPS) + 1) + "|"]
   for name, counts in counts_by.items():

@@ -3,7 +3,8 @@
 Reads the detection table, the examples table and the dynamics log (and the pre-training corpus
 for corpus evidence), and writes `diagnosis/`: `attribution.parquet` (one row per example:
 signals, cause, evidence scores, the rules that hold and the conditions that fired),
-`summary.json`, `diagnosis.md` with its figures, and `tensorboard/` (text and image summaries).
+`summary.json`, `diagnosis.md` with its figures, and `tensorboard/` (text and image summaries, and
+each cause's learning curves as scalars).
 The report stage embeds the same section.
 """
 
@@ -52,6 +53,8 @@ def run(config: Config, layout: Layout) -> None:
     writer.scalars(
       0, {f"diagnose/share_of_unlearned/{c}": v["share_of_unlearned"] for c, v in summary["by_cause"].items()}
     )
+    for step, values in section.cause_curves(table, log_frame).items():
+      writer.scalars(step, values)
     writer.text(0, "diagnose/report", text)
     for name, file in section.FIGURES.items():
       writer.image(0, f"diagnose/{name}", os.path.join(out, file))

@@ -1,6 +1,7 @@
 """The detection stage on a model that memorised part of its data; MC scoring; chunk-level resume."""
 
 import dataclasses
+import glob
 import json
 import logging
 import os
@@ -13,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from flax import nnx
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from ilp import config as ilp_config
 from ilp import faults, parallel, pipeline
@@ -24,7 +26,7 @@ from ilp.detection.config import DetectConfig
 from ilp.detection.inputs import Chunk, Inputs, Models
 from ilp.detection.probes import probe_model
 from ilp.model import build, checkpoint, hf
-from ilp.scoring import estimators
+from ilp.scoring import dynamics_log, estimators
 from ilp.scoring.equivalence import Answers
 from ilp.scoring.evaluator import ExampleEvaluator
 from ilp.scoring.inference import Model
@@ -230,6 +232,15 @@ def test_diagnosis_without_corpus_follows_its_rules(detected, tmp_path):
   for cause, v in summary["by_cause"].items():
     assert v["top_k_count"] == int((top["cause"] == cause).sum())
     assert v["share_of_top_k"] == pytest.approx((top["cause"] == cause).mean() if len(top) else 0.0)
+  # each cause's learning curve in TensorBoard: its examples' mean loss per evaluation step
+  events = glob.glob(os.path.join(copy, "diagnosis", "tensorboard", "events.out.tfevents.*"))
+  scalars = EventAccumulator(events[0], size_guidance={"scalars": 0}).Reload()
+  evals = dynamics_log.rows(dynamics_log.load(os.path.join(copy, "sft", "dynamics")), dynamics_log.EVAL)
+  for cause, ids in out.groupby("cause").groups.items():
+    direct = evals[evals["id"].isin(ids)].groupby("step")["loss"].mean()
+    logged = {e.step: e.value for e in scalars.Scalars(f"diagnose/curves/loss/{cause}")}
+    assert sorted(logged) == direct.index.tolist()
+    np.testing.assert_allclose([logged[k] for k in direct.index], direct.to_numpy(), rtol=1e-5)
 
 
 def test_examples_table_is_what_training_saw_and_detect_builds_it_for_a_model_trained_elsewhere(detected, tmp_path):

@@ -1,0 +1,113 @@
+"""The early-warning model: from the FEATURES of each example at step t of SFT, the probability that
+it ends unlearned, and a provisional cause.
+
+The score is a logistic regression (scikit-learn) on standardised features, fitted on finished
+runs (their features at several points of SFT against the final detection label) and stored as
+plain numbers (`save`/`load`), so scoring needs no scikit-learn object and is exact to reproduce.
+A model is never used on the data it was fitted on: it records each fitted run's data fingerprint
+(`fingerprint`) and `check_unseen` refuses a run whose fingerprint is among them.
+
+The provisional cause reads the same features with the diagnosis's order (III, IV, II, I, V):
+contradicting near-duplicates (III); learned in an earlier phase and lost since (IV); a base model
+that prefers another answer (II); still improving at the end of the budget so far (V); otherwise
+missing knowledge (I). Its thresholds are `CauseRules` (our choices: the paper diagnoses after
+training only).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from ilp import fileio
+from ilp.online.features import FEATURES
+from ilp.typed import ConfigError, check
+
+
+@dataclasses.dataclass(frozen=True)
+class CauseRules:
+  """Thresholds of the provisional cause (config section `sft.online.causes`)."""
+
+  forgetting_drop: float = 0.2  # IV: gold-token probability lost since its own phase ended
+  conflict_margin: float = -2.0  # II: the base model's mean gold-logit margin below this (it prefers another token)
+  improvement: float = 0.05  # V: relative loss fall over the last passes above this (still learning)
+
+  def __post_init__(self):
+    check(0 <= self.forgetting_drop <= 1, "forgetting_drop", f"must lie in [0, 1], got {self.forgetting_drop}")
+    check(self.improvement >= 0, "improvement", f"must be >= 0, got {self.improvement}")
+
+
+def provisional_cause(features: pd.DataFrame, rules: CauseRules = CauseRules()) -> np.ndarray:
+  """One of I..V per example (as the final diagnosis would name it), from its features now."""
+  f = features
+  conditions = [
+    ("III", f["contradicting_duplicates"] > 0),
+    ("IV", (f["earlier_phase"] > 0) & ((f["learned_then_lost"] > 0) | (f["boundary_drop"] > rules.forgetting_drop))),
+    ("II", f["initial_margin"] < rules.conflict_margin),
+    ("V", f["recent_improvement"] > rules.improvement),
+  ]
+  return np.select([c.to_numpy() for _, c in conditions], [name for name, _ in conditions], default="I")
+
+
+def fingerprint(examples: pd.DataFrame) -> str:
+  """Identifies a run's SFT data: SHA-256 over its sorted (id, prompt, response) triples."""
+  rows = sorted(zip(examples["id"].astype(str), examples["prompt"].astype(str), examples["response"].astype(str)))
+  return hashlib.sha256(json.dumps(rows).encode()).hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class EarlyWarning:
+  """A fitted score: P(unlearned at the end) = sigmoid(((x - mean) / scale) . coef + intercept)."""
+
+  mean: tuple[float, ...]
+  scale: tuple[float, ...]
+  coef: tuple[float, ...]
+  intercept: float
+  fitted_on: tuple[str, ...]  # data fingerprints of the runs it was fitted on
+  features: tuple[str, ...] = FEATURES
+
+  def score(self, features: pd.DataFrame) -> np.ndarray:
+    x = features[list(self.features)].to_numpy(np.float64)
+    z = ((x - np.asarray(self.mean)) / np.asarray(self.scale)) @ np.asarray(self.coef) + self.intercept
+    return 1.0 / (1.0 + np.exp(-z))
+
+  def check_unseen(self, data_fingerprint: str, field: str = "sft.online.model") -> None:
+    """Refuses to score a run whose data the model was fitted on (its score would be optimistic)."""
+    if data_fingerprint in self.fitted_on:
+      raise ConfigError(field, "the early-warning model was fitted on this run's SFT data; fit it on other runs")
+
+  def save(self, path: str) -> None:
+    fileio.write_json_atomic(path, dataclasses.asdict(self))
+
+  @classmethod
+  def load(cls, path: str) -> "EarlyWarning":
+    with open(path) as f:
+      raw = json.load(f)
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
+
+
+def fit(
+  features: Sequence[pd.DataFrame], labels: Sequence[np.ndarray], fingerprints: Sequence[str], c: float = 1.0
+) -> EarlyWarning:
+  """Fits the score on the pooled rows of several (features, final label) tables (class-balanced
+  weights: unlearned examples are the minority); `fingerprints`: the runs' data."""
+  from sklearn.linear_model import LogisticRegression
+  from sklearn.preprocessing import StandardScaler
+
+  x = pd.concat(features)[list(FEATURES)].to_numpy(np.float64)
+  y = np.concatenate(labels).astype(bool)
+  scaler = StandardScaler().fit(x)
+  scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
+  model = LogisticRegression(C=c, class_weight="balanced", max_iter=1000).fit((x - scaler.mean_) / scale, y)
+  return EarlyWarning(
+    tuple(scaler.mean_.tolist()),
+    tuple(scale.tolist()),
+    tuple(model.coef_[0].tolist()),
+    float(model.intercept_[0]),
+    tuple(sorted(set(fingerprints))),
+  )

@@ -1,0 +1,73 @@
+"""The early-warning model: its stored score against scikit-learn's fitted pipeline, a model never
+scoring its own data, the provisional cause's rule order, and the evaluation's ROC-AUC against a
+brute-force count of ranked pairs."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from ilp.online import evaluation, warning
+from ilp.online.features import FEATURES
+from ilp.typed import ConfigError
+
+
+def _table(n, seed):
+  rng = np.random.default_rng(seed)
+  x = pd.DataFrame(rng.normal(size=(n, len(FEATURES))), columns=list(FEATURES))
+  y = (x["loss"] + 0.5 * x["initial_margin"] + rng.normal(scale=0.5, size=n)) > 0.8
+  return x, y.to_numpy()
+
+
+def test_score_is_the_fitted_pipelines_probability_and_survives_a_round_trip(tmp_path):
+  (x1, y1), (x2, y2) = _table(300, 0), _table(200, 1)
+  model = warning.fit([x1, x2], [y1, y2], ["a", "b"])
+  x, y = pd.concat([x1, x2]), np.concatenate([y1, y2])
+  reference = make_pipeline(StandardScaler(), LogisticRegression(class_weight="balanced", max_iter=1000)).fit(x, y)
+  test, _ = _table(50, 2)
+  np.testing.assert_allclose(model.score(test), reference.predict_proba(test)[:, 1], rtol=1e-6)
+  model.save(str(tmp_path / "w.json"))
+  np.testing.assert_array_equal(warning.EarlyWarning.load(str(tmp_path / "w.json")).score(test), model.score(test))
+  assert model.fitted_on == ("a", "b")
+
+
+def test_a_model_never_scores_the_data_it_was_fitted_on():
+  examples = pd.DataFrame({"id": ["b", "a"], "prompt": ["p", "q"], "response": ["r", "s"]})
+  mark = warning.fingerprint(examples)
+  assert mark == warning.fingerprint(examples.iloc[::-1])  # row order does not matter
+  x, y = _table(100, 0)
+  model = warning.fit([x], [y], [mark])
+  with pytest.raises(ConfigError, match="'sft.online.model': the early-warning model was fitted on this run's"):
+    model.check_unseen(mark)
+  model.check_unseen(warning.fingerprint(examples.assign(response=["r", "t"])))
+
+
+def test_provisional_cause_follows_the_diagnosis_order():
+  base = dict.fromkeys(FEATURES, 0.0)
+  rows = [
+    {**base, "contradicting_duplicates": 1, "earlier_phase": 1, "learned_then_lost": 1},  # III before IV
+    {**base, "earlier_phase": 1, "boundary_drop": 0.5, "initial_margin": -5},  # IV before II
+    {**base, "learned_then_lost": 1},  # lost, but its phase is not over: not IV
+    {**base, "initial_margin": -5, "recent_improvement": 0.5},  # II before V
+    {**base, "recent_improvement": 0.5},
+    base,
+  ]
+  causes = warning.provisional_cause(pd.DataFrame(rows))
+  assert causes.tolist() == ["III", "IV", "I", "II", "V", "I"]
+
+
+def test_the_evaluation_scores_a_held_out_run_against_brute_force_auc():
+  tables = {f: _table(120, k) for k, f in enumerate((0.25, 0.5))}
+  y = tables[0.25][1]
+  run = evaluation.Run("held", "h", {f: t for f, (t, _) in tables.items()}, y, np.where(y, "V", "learned"))
+  model = warning.fit([_table(400, 9)[0]], [_table(400, 9)[1]], ["other"])
+  scored = evaluation.score(model, run)
+  p = model.score(tables[0.25][0])
+  pos, neg = p[y], p[~y]
+  brute = ((pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()) / (len(pos) * len(neg))
+  assert scored["0.25"]["roc_auc"] == pytest.approx(brute)
+  assert scored["0.25"]["unlearned"] == int(y.sum()) and 0 <= scored["0.25"]["average_precision"] <= 1
+  with pytest.raises(ConfigError, match="--workdirs"):
+    evaluation.score(warning.fit([tables[0.5][0]], [tables[0.5][1]], ["h"]), run)
