@@ -54,8 +54,9 @@ def fit_on(runs: Sequence[Run]) -> warning.EarlyWarning:
 
 
 def score(model: warning.EarlyWarning, run: Run) -> dict[str, dict]:
-  """Per share of SFT: ROC-AUC, average precision, and the provisional cause's agreement with the
-  final diagnosis on the examples it attributes to a cause (kappa; None without a diagnosis)."""
+  """Per share of SFT: ROC-AUC and average precision (and the ROC-AUC of the current loss alone),
+  and the provisional cause's agreement with the final diagnosis on the examples it attributes to a
+  cause (kappa; None without a diagnosis)."""
   from sklearn.metrics import average_precision_score, cohen_kappa_score, roc_auc_score
 
   model.check_unseen(run.fingerprint, field="--workdirs")
@@ -70,6 +71,8 @@ def score(model: warning.EarlyWarning, run: Run) -> dict[str, dict]:
       "unlearned": int(run.unlearned.sum()),
       "roc_auc": float(roc_auc_score(run.unlearned, p)) if both else None,
       "average_precision": float(average_precision_score(run.unlearned, p)) if both else None,
+      # the same ranking by the current loss alone: what the model adds over the obvious signal
+      "loss_roc_auc": float(roc_auc_score(run.unlearned, table["loss"])) if both else None,
       "cause_kappa": float(cohen_kappa_score(run.cause[attributed], provisional[attributed]))
       if attributed.sum() > 1
       else None,
