@@ -29,6 +29,7 @@ from ilp.interventions import config as interventions
 from ilp.interventions.config import InterventionsConfig
 from ilp.machine import DistributedConfig, MachineConfig, MeshConfig
 from ilp.model.config import DTYPES, ModelConfig
+from ilp.online.config import OnlineConfig
 from ilp.train.config import TrainConfig
 from ilp.train.controls import ProgressiveConfig, ResampleConfig
 from ilp.train.convergence import ConvergenceConfig, ExtendConfig
@@ -90,6 +91,7 @@ class SFTConfig(TrainConfig):
   convergence: ConvergenceConfig = ConvergenceConfig()  # the criterion judged per phase; training until it holds
   replay: ReplayConfig = ReplayConfig()  # language modelling on `data.replay` between SFT steps
   extend: ExtendConfig = ExtendConfig()  # continue a converged run's last phase from its plateau checkpoint
+  online: OnlineConfig = OnlineConfig()  # the early warning scored at every evaluation pass (TensorBoard)
 
   def __post_init__(self):
     super().__post_init__()
@@ -283,6 +285,11 @@ def check_paths(config: Config) -> None:
   for field, path in named:
     if path and WORKDIR not in path:
       check(os.path.isdir(path), field, f"{path}: no such directory")
+  model = config.sft.online.model
+  if "sft" in config.stages and model:
+    check(
+      os.path.isfile(model), "sft.online.model", f"{model}: no such file (scripts/early_warning.py --save writes one)"
+    )
   tokenizer = config.data.tokenizer
   if "init_model" in config.stages and not config.init.hf_dir and tokenizer and WORKDIR not in tokenizer:
     from ilp.model import hf

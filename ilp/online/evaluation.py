@@ -13,7 +13,6 @@ import pandas as pd
 
 from ilp.data import examples as examples_lib
 from ilp.detection import columns as col
-from ilp.diagnosis.attribution import CAUSES
 from ilp.layout import Layout
 from ilp.online import features, warning
 from ilp.scoring import dynamics_log
@@ -61,7 +60,7 @@ def score(model: warning.EarlyWarning, run: Run) -> dict[str, dict]:
 
   model.check_unseen(run.fingerprint, field="--workdirs")
   out = {}
-  attributed = np.isin(run.cause, CAUSES) & run.unlearned
+  attributed = np.isin(run.cause, warning.CAUSES) & run.unlearned
   for f, table in sorted(run.at.items()):
     p = model.score(table)
     provisional = warning.provisional_cause(table)

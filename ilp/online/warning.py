@@ -10,8 +10,7 @@ A model is never used on the data it was fitted on: it records each fitted run's
 The provisional cause reads the same features with the diagnosis's order (III, IV, II, I, V):
 contradicting near-duplicates (III); learned in an earlier phase and lost since (IV); a base model
 that prefers another answer (II); still improving at the end of the budget so far (V); otherwise
-missing knowledge (I). Its thresholds are `CauseRules` (our choices: the paper diagnoses after
-training only).
+missing knowledge (I). Its thresholds are `ilp.online.config.CauseRules`.
 """
 
 from __future__ import annotations
@@ -25,21 +24,12 @@ import numpy as np
 import pandas as pd
 
 from ilp import fileio
+from ilp.diagnosis.attribution import CAUSES
+from ilp.diagnosis.signals import SignalConfig
+from ilp.online import features
+from ilp.online.config import CauseRules, OnlineConfig
 from ilp.online.features import FEATURES
-from ilp.typed import ConfigError, check
-
-
-@dataclasses.dataclass(frozen=True)
-class CauseRules:
-  """Thresholds of the provisional cause (config section `sft.online.causes`)."""
-
-  forgetting_drop: float = 0.2  # IV: gold-token probability lost since its own phase ended
-  conflict_margin: float = -2.0  # II: the base model's mean gold-logit margin below this (it prefers another token)
-  improvement: float = 0.05  # V: relative loss fall over the last passes above this (still learning)
-
-  def __post_init__(self):
-    check(0 <= self.forgetting_drop <= 1, "forgetting_drop", f"must lie in [0, 1], got {self.forgetting_drop}")
-    check(self.improvement >= 0, "improvement", f"must be >= 0, got {self.improvement}")
+from ilp.typed import ConfigError
 
 
 def provisional_cause(features: pd.DataFrame, rules: CauseRules = CauseRules()) -> np.ndarray:
@@ -51,7 +41,7 @@ def provisional_cause(features: pd.DataFrame, rules: CauseRules = CauseRules()) 
     ("II", f["initial_margin"] < rules.conflict_margin),
     ("V", f["recent_improvement"] > rules.improvement),
   ]
-  return np.select([c.to_numpy() for _, c in conditions], [name for name, _ in conditions], default="I")
+  return np.select([c.to_numpy() for _, c in conditions], [name for name, _ in conditions], default=CAUSES[0])
 
 
 def fingerprint(examples: pd.DataFrame) -> str:
@@ -111,3 +101,24 @@ def fit(
     float(model.intercept_[0]),
     tuple(sorted(set(fingerprints))),
   )
+
+
+@dataclasses.dataclass
+class Watch:
+  """What the training loop's early-warning view scores with (`sft.online`), and what it spent."""
+
+  model: EarlyWarning
+  data: pd.DataFrame  # `features.data_signals` of the examples, indexed by id
+  datasets: pd.Series  # id -> data set
+  config: OnlineConfig
+  signals: SignalConfig  # how the features are computed (the diagnosis's settings)
+  seconds: float = 0.0  # spent scoring so far (in the summary: the view's overhead)
+  calls: int = 0
+
+  @classmethod
+  def of(cls, examples: pd.DataFrame, config: OnlineConfig, signals: SignalConfig) -> "Watch":
+    """The view of a run training on `examples` (the examples table); refuses a model fitted on
+    this data, before any training."""
+    model = EarlyWarning.load(config.model)
+    model.check_unseen(fingerprint(examples))
+    return cls(model, features.data_signals(examples, signals), examples.set_index("id")["dataset"], config, signals)

@@ -18,6 +18,7 @@ from ilp.data import batches as batching
 from ilp.data import examples, plan
 from ilp.layout import Layout
 from ilp.model import checkpoint
+from ilp.online import warning
 from ilp.train import checkpointing, convergence, loop
 from ilp.train import controls as controls_lib
 
@@ -67,6 +68,7 @@ def run(config: Config, layout: Layout) -> None:
   watched = None
   if controls and dev_frame is not None and len(dev_frame):
     watched = loop.DevData(arrays(dev_frame), dev_frame["length"].to_numpy(), dev_frame["dataset"].to_numpy(object))
+  online = warning.Watch.of(frame, section.online, config.diagnose.signals) if section.online.model else None
   data = loop.TrainData(
     stream=stream,
     batch_size=section.batch_size,
@@ -80,6 +82,7 @@ def run(config: Config, layout: Layout) -> None:
     convergence=until_converged,
     phase_names=phase_names,
     replay_arrays=None if replayed is None else arrays(replayed),
+    online=online,
   )
   paths = layout.training_paths(NAME)
   if section.extend.checkpoint and not os.path.isdir(paths.checkpoints):  # a fresh start: from that run's plateau

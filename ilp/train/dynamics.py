@@ -20,7 +20,7 @@ import pandas as pd
 from ilp import fileio
 from ilp.data.batches import EvalPoint
 from ilp.parts import Manifest, rows_of
-from ilp.scoring.dynamics_log import BATCH, EVAL
+from ilp.scoring.dynamics_log import BATCH, EVAL, KIND
 from ilp.scoring.statistics import STATS
 
 
@@ -105,6 +105,14 @@ class DynamicsWriter:
     frame["phase_end"] = point.phase_end
     name = re.sub(r"[^A-Za-z0-9_.]+", "_", point.name)
     self._write(frame, f"eval-{point.step:08d}-{point.step:08d}-{name}.parquet")
+
+  def frame(self) -> pd.DataFrame:
+    """Every row so far, as `ilp.scoring.dynamics_log.load` reads them: the files and the rows not
+    yet written (what a monitor of the running training sees)."""
+    files = sorted(glob.glob(os.path.join(self.directory, "*.parquet")))
+    frames = [pd.read_parquet(f) for f in files] + self._pending
+    frame = pd.concat(frames, ignore_index=True)
+    return frame.sort_values([KIND, "step", "id", "stream_position"], kind="stable").reset_index(drop=True)
 
   def discard_after(self, step: int) -> None:
     """Drops files written after the checkpoint a run resumes from (they will be redone), and

@@ -30,6 +30,7 @@ from ilp.train import controls as controls_lib
 from ilp.train import convergence as convergence_lib
 
 if TYPE_CHECKING:
+  from ilp.online.warning import Watch
   from ilp.train.loop import DevData, TrainData
 
 log = logging.getLogger(__name__)
@@ -311,6 +312,35 @@ class Evaluation:
         100 * stats["exact_match"].mean(),
         time.time() - t0,
       )
+
+
+class EarlyWarningView:
+  """The early-warning score after every evaluation pass (`sft.online`): how many examples are at
+  risk of ending unlearned, overall and by provisional cause, and the at-risk share per data set,
+  to TensorBoard (`online/...`) and the log; its time goes into the summary (`online.seconds`)."""
+
+  def __init__(self, online: "Watch", log: dynamics.DynamicsWriter, writer: metrics.MetricWriter, plan: Plan):
+    self.online, self.log, self.writer, self.plan = online, log, writer, plan
+
+  def due(self, info: StepInfo) -> bool:
+    return info.step in self.plan.evals_at
+
+  def __call__(self, info: StepInfo) -> None:
+    from ilp.online import features, warning
+
+    t0 = time.time()
+    o = self.online
+    found = features.at_step(self.log.frame(), o.data, info.step, o.signals)
+    at_risk = o.model.score(found) >= o.config.threshold
+    causes = warning.provisional_cause(found, o.config.causes)
+    values = {"online/predicted_unlearned": int(at_risk.sum())}
+    values.update({f"online/predicted_unlearned/{c}": int((at_risk & (causes == c)).sum()) for c in warning.CAUSES})
+    share = pd.Series(at_risk, index=found.index).groupby(o.datasets.reindex(found.index)).mean()
+    values.update({f"online/at_risk_share/{name}": float(v) for name, v in share.items()})
+    self.writer.scalars(info.step, values)
+    o.seconds, o.calls = o.seconds + time.time() - t0, o.calls + 1
+    by_cause = ", ".join(f"{c} {values[f'online/predicted_unlearned/{c}']}" for c in warning.CAUSES)
+    log.info("early warning at step %d: %d examples at risk (%s)", info.step, at_risk.sum(), by_cause)
 
 
 class DevCheck:

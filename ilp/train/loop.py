@@ -59,6 +59,7 @@ class TrainData:
   convergence: convergence_lib.Control | None = None  # training to convergence (also in `controls`)
   phase_names: tuple[str, ...] = ()  # the phases' names, in order
   replay_arrays: Callable[[np.ndarray, int], dict[str, np.ndarray]] | None = None  # replay batches' arrays
+  online: Any = None  # ilp.online.warning.Watch: the early warning scored at every evaluation pass (`sft.online`)
 
 
 @dataclasses.dataclass
@@ -184,6 +185,9 @@ def _hooks(
   run.add(hooks.Controls(plan, hooks.DevCheck(model.evaluator, data.dev, data.buckets, writer) if data.dev else None))
   if evaluation is not None:
     run.add(evaluation)
+    if data.online is not None and dynamics_log.writer.enabled:
+      view = hooks.EarlyWarningView(data.online, dynamics_log.writer, writer, plan)
+      run.add(view, every=view.due)
   if export is not None:
     run.add(export, every=plan.ends_phase)
   if dynamics_log is not None:
@@ -264,6 +268,8 @@ def _summary(
   variants, token counts, the last loss) and, when a phase was judged, the convergence verdict."""
   if data.monitor is not None:
     notes = {**(notes or {}), "convergence": convergence_lib.report(data.monitor, data.phase_names, data.convergence)}
+  if data.online is not None:
+    notes = {**(notes or {}), "online": {"seconds": data.online.seconds, "scored_passes": data.online.calls}}
   return {
     "steps": int(jax.device_get(model.state.step)),
     "planned_steps": plan.total,

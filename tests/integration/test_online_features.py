@@ -1,14 +1,20 @@
-"""The early warning's features at a step of a real (tiny) SFT run, against direct reads of the
-dynamics log up to that step."""
+"""The early warning on a real (tiny) SFT run: its features at a step against direct reads of the
+dynamics log up to that step, and the view the training loop writes to TensorBoard."""
 
+import glob
+import json
 import os
 
 import numpy as np
+import pandas as pd
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from ilp import pipeline
 from ilp.data import examples
-from ilp.online import features
+from ilp.online import features, warning
 from ilp.scoring import dynamics_log
+from ilp.typed import ConfigError
 from tests import sft_data
 
 
@@ -33,3 +39,53 @@ def test_features_at_a_step_read_only_the_log_up_to_it(tmp_path):
   visits = batches[batches["step"] <= step].groupby("id").size().reindex(data.index).fillna(0)
   np.testing.assert_allclose(found["visits"], np.log1p(visits))
   assert 0 < visits.sum() < len(batches)  # the log after `step` was not read
+
+
+def _model(fingerprints, seed=0):
+  rng = np.random.default_rng(seed)
+  x = pd.DataFrame(rng.normal(size=(200, len(features.FEATURES))), columns=list(features.FEATURES))
+  return warning.fit([x], [(x["loss"] - x["exact_match"] + rng.normal(size=200)) > 0], fingerprints)
+
+
+def test_the_early_warning_is_scored_at_every_evaluation_pass_into_tensorboard(tmp_path):
+  """`sft.online.model`: after every evaluation pass the at-risk count (overall, by provisional
+  cause, and the share per data set) goes to TensorBoard, equal to scoring the finished log cut at
+  that step; a model fitted on this run's data, or a missing one, is refused before training."""
+  paths = sft_data.make_inputs(str(tmp_path / "data"), per_dataset=8)
+  config = sft_data.sft_config(paths, epochs=3, eval_every_steps=2)
+  model = _model(["another run"])
+  config.sft.online.model = str(tmp_path / "warning.json")
+  config.sft.online.threshold = 0.4
+  model.save(config.sft.online.model)
+  workdir = str(tmp_path / "work")
+  pipeline.run(config, workdir)
+  log = dynamics_log.load(os.path.join(workdir, "sft", "dynamics"))
+  table = examples.read(os.path.join(workdir, "examples.parquet"))
+  data = features.data_signals(table)
+  events = glob.glob(os.path.join(workdir, "sft", "tensorboard", "events.out.tfevents.*"))
+  scalars = EventAccumulator(events[0], size_guidance={"scalars": 0}).Reload()
+  logged = {e.step: e.value for e in scalars.Scalars("online/predicted_unlearned")}
+  eval_steps = sorted(dynamics_log.rows(log, dynamics_log.EVAL)["step"].unique())
+  assert sorted(logged) == [s for s in eval_steps if s > 0]  # every pass after the start
+  for step, value in logged.items():
+    found = features.at_step(log, data, step)
+    at_risk = model.score(found) >= 0.4
+    assert value == at_risk.sum(), step
+    causes = warning.provisional_cause(found)
+    for cause in warning.CAUSES:
+      by_cause = {e.step: e.value for e in scalars.Scalars(f"online/predicted_unlearned/{cause}")}
+      assert by_cause[step] == (at_risk & (causes == cause)).sum()
+    share = {e.step: e.value for e in scalars.Scalars("online/at_risk_share/a")}
+    assert share[step] == pytest.approx(at_risk[(table.set_index("id")["dataset"] == "a").to_numpy()].mean())
+  summary = json.load(open(os.path.join(workdir, "sft", "summary.json")))
+  assert summary["online"]["scored_passes"] == len(logged) and summary["online"]["seconds"] > 0
+
+  own = str(tmp_path / "own.json")
+  _model([warning.fingerprint(table)]).save(own)
+  config.sft.online.model = own
+  with pytest.raises(ConfigError, match="'sft.online.model': the early-warning model was fitted on this run's"):
+    pipeline.run(config, str(tmp_path / "refused"))
+  assert not os.path.exists(tmp_path / "refused" / "sft" / "checkpoints")
+  config.sft.online.model = str(tmp_path / "missing.json")
+  with pytest.raises(ConfigError, match="'sft.online.model': .*missing.json: no such file"):
+    pipeline.run(config, str(tmp_path / "refused2"))

@@ -1,0 +1,36 @@
+"""The online section of SFT (`sft.online`): which early-warning model watches training, and the
+provisional cause's thresholds (no JAX, no scikit-learn: config sections import it)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ilp.typed import check
+
+
+@dataclasses.dataclass(frozen=True)
+class CauseRules:
+  """Thresholds of the provisional cause (`sft.online.causes`; ours: the paper diagnoses after
+  training only)."""
+
+  forgetting_drop: float = 0.2  # IV: gold-token probability lost since its own phase ended
+  conflict_margin: float = -2.0  # II: the base model's mean gold-logit margin below this (it prefers another token)
+  improvement: float = 0.05  # V: relative loss fall over the last passes above this (still learning)
+
+  def __post_init__(self):
+    check(0 <= self.forgetting_drop <= 1, "forgetting_drop", f"must lie in [0, 1], got {self.forgetting_drop}")
+    check(self.improvement >= 0, "improvement", f"must be >= 0, got {self.improvement}")
+
+
+@dataclasses.dataclass(frozen=True)
+class OnlineConfig:
+  """The early warning during SFT (section `sft.online`): at every evaluation pass, the model in
+  `model` scores every example, and TensorBoard gets `online/predicted_unlearned` (overall and by
+  provisional cause) and `online/at_risk_share/<data set>`. Watching only: nothing acts on it yet."""
+
+  model: str = ""  # an early-warning model (scripts/early_warning.py --save), fitted on other runs ("": off)
+  threshold: float = 0.5  # an example is at risk when its score reaches this
+  causes: CauseRules = CauseRules()  # the provisional cause's thresholds
+
+  def __post_init__(self):
+    check(0 < self.threshold < 1, "threshold", f"must lie in (0, 1), got {self.threshold}")
