@@ -40,6 +40,7 @@ class DynamicsWriter:
     self._pending: list[pd.DataFrame] = []
     self._first_step: int | None = None
     self._last_step = 0
+    self._read: dict[str, pd.DataFrame] = {}  # the files `frame` has read
     if enabled:
       os.makedirs(directory, exist_ok=True)
     self.manifest = Manifest(directory, writer=enabled)
@@ -108,10 +109,11 @@ class DynamicsWriter:
 
   def frame(self) -> pd.DataFrame:
     """Every row so far, as `ilp.scoring.dynamics_log.load` reads them: the files and the rows not
-    yet written (what a monitor of the running training sees)."""
+    yet written (what a monitor of the running training sees). A file is read once: written, it
+    never changes."""
     files = sorted(glob.glob(os.path.join(self.directory, "*.parquet")))
-    frames = [pd.read_parquet(f) for f in files] + self._pending
-    frame = pd.concat(frames, ignore_index=True)
+    self._read = {f: self._read[f] if f in self._read else pd.read_parquet(f) for f in files}
+    frame = pd.concat([*self._read.values(), *self._pending], ignore_index=True)
     return frame.sort_values([KIND, "step", "id", "stream_position"], kind="stable").reset_index(drop=True)
 
   def discard_after(self, step: int) -> None:

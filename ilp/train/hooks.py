@@ -315,15 +315,20 @@ class Evaluation:
 
 
 class EarlyWarningView:
-  """The early-warning score after every evaluation pass (`sft.online`): how many examples are at
+  """The early-warning score after evaluation passes (`sft.online`): how many examples are at
   risk of ending unlearned, overall and by provisional cause, and the at-risk share per data set,
   to TensorBoard (`online/...`) and the log; its time goes into the summary (`online.seconds`)."""
 
   def __init__(self, online: "Watch", log: dynamics.DynamicsWriter, writer: metrics.MetricWriter, plan: Plan):
     self.online, self.log, self.writer, self.plan = online, log, writer, plan
+    self.last = -online.config.every_steps  # the step last scored (the first pass is always scored)
 
   def due(self, info: StepInfo) -> bool:
-    return info.step in self.plan.evals_at
+    """At an evaluation pass `sft.online.every_steps` or more after the last one scored."""
+    if info.step not in self.plan.evals_at or info.step - self.last < self.online.config.every_steps:
+      return False
+    self.last = info.step
+    return True
 
   def __call__(self, info: StepInfo) -> None:
     from ilp.online import features, warning

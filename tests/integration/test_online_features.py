@@ -55,7 +55,7 @@ def test_the_early_warning_is_scored_at_every_evaluation_pass_into_tensorboard(t
   config = sft_data.sft_config(paths, epochs=3, eval_every_steps=2)
   model = _model(["another run"])
   config.sft.online.model = str(tmp_path / "warning.json")
-  config.sft.online.threshold = 0.4
+  config.sft.online.update(threshold=0.4, every_steps=0)  # every pass
   model.save(config.sft.online.model)
   workdir = str(tmp_path / "work")
   pipeline.run(config, workdir)

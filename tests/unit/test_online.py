@@ -2,6 +2,8 @@
 scoring its own data, the provisional cause's rule order, and the evaluation's ROC-AUC against a
 brute-force count of ranked pairs."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,7 +12,9 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from ilp.online import evaluation, warning
+from ilp.online.config import OnlineConfig
 from ilp.online.features import FEATURES
+from ilp.train import hooks
 from ilp.typed import ConfigError
 
 
@@ -71,3 +75,13 @@ def test_the_evaluation_scores_a_held_out_run_against_brute_force_auc():
   assert scored["0.25"]["unlearned"] == int(y.sum()) and 0 <= scored["0.25"]["average_precision"] <= 1
   with pytest.raises(ConfigError, match="--workdirs"):
     evaluation.score(warning.fit([tables[0.5][0]], [tables[0.5][1]], ["h"]), run)
+
+
+def test_the_training_view_scores_passes_every_steps_apart():
+  plan = SimpleNamespace(evals_at={s: ["pass"] for s in (3, 5, 9, 12, 20, 21)})
+  view = hooks.EarlyWarningView(SimpleNamespace(config=OnlineConfig(every_steps=5)), None, None, plan)
+  assert [s for s in range(1, 25) if view.due(SimpleNamespace(step=s))] == [3, 9, 20]
+  every = hooks.EarlyWarningView(SimpleNamespace(config=OnlineConfig(every_steps=0)), None, None, plan)
+  assert [s for s in range(1, 25) if every.due(SimpleNamespace(step=s))] == [3, 5, 9, 12, 20, 21]
+  with pytest.raises(ConfigError, match="'every_steps': must be >= 0"):
+    OnlineConfig(every_steps=-1)
