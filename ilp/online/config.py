@@ -27,13 +27,18 @@ class OnlineConfig:
   """The early warning during SFT (section `sft.online`): at evaluation passes (`every_steps` apart
   at least, bounding its cost), the model in `model` scores every example, and TensorBoard gets
   `online/predicted_unlearned` (overall and by provisional cause) and
-  `online/at_risk_share/<data set>`. Watching only: nothing acts on it yet."""
+  `online/at_risk_share/<data set>`; with `replay_share`, the control acts on it
+  (`ilp.online.control`)."""
 
   model: str = ""  # an early-warning model (scripts/early_warning.py --save), fitted on other runs ("": off)
   every_steps: int = 50  # score at the first evaluation pass at least this many steps after the last (0: every pass)
   threshold: float = 0.5  # an example is at risk when its score reaches this
+  # act (ilp.online.control): at-risk V- and IV-like examples take this share of the rows of the
+  # next every_steps batches (0: watch only; the batches keep their count and shape: equal compute)
+  replay_share: float = 0.0
   causes: CauseRules = CauseRules()  # the provisional cause's thresholds
 
   def __post_init__(self):
     check(0 < self.threshold < 1, "threshold", f"must lie in (0, 1), got {self.threshold}")
     check(self.every_steps >= 0, "every_steps", f"must be >= 0, got {self.every_steps}")
+    check(0 <= self.replay_share <= 1, "replay_share", f"must lie in [0, 1] (0: watch only), got {self.replay_share}")

@@ -18,7 +18,7 @@ from ilp.data import batches as batching
 from ilp.data import examples, plan
 from ilp.layout import Layout
 from ilp.model import checkpoint
-from ilp.online import warning
+from ilp.online import control
 from ilp.train import checkpointing, convergence, loop
 from ilp.train import controls as controls_lib
 
@@ -68,7 +68,8 @@ def run(config: Config, layout: Layout) -> None:
   watched = None
   if controls and dev_frame is not None and len(dev_frame):
     watched = loop.DevData(arrays(dev_frame), dev_frame["length"].to_numpy(), dev_frame["dataset"].to_numpy(object))
-  online = warning.Watch.of(frame, section.online, config.diagnose.signals) if section.online.model else None
+  online, act = control.build(frame, config, layout.dynamics(NAME), stream, lengths)
+  controls += [act] if act else []
   data = loop.TrainData(
     stream=stream,
     batch_size=section.batch_size,

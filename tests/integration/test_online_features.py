@@ -89,3 +89,27 @@ def test_the_early_warning_is_scored_at_every_evaluation_pass_into_tensorboard(t
   config.sft.online.model = str(tmp_path / "missing.json")
   with pytest.raises(ConfigError, match="'sft.online.model': .*missing.json: no such file"):
     pipeline.run(config, str(tmp_path / "refused2"))
+
+
+def test_the_online_control_replays_at_risk_examples_and_resumes_exactly(tmp_path, monkeypatch):
+  """`sft.online.replay_share`: the at-risk V- and IV-like examples take rows of the coming batches
+  (same steps and shapes), and a run killed mid-way and resumed trains bit-identically."""
+  paths = sft_data.make_inputs(str(tmp_path / "data"), per_dataset=8)
+  config = sft_data.sft_config(paths, epochs=3, eval_every_steps=2)
+  config.sft.online.update(model=str(tmp_path / "warning.json"), threshold=0.05, every_steps=2, replay_share=0.5)
+  _model(["another run"]).save(config.sft.online.model)
+  plain = sft_data.sft_config(paths, epochs=3, eval_every_steps=2)
+  pipeline.run(plain, str(tmp_path / "plain"))
+  pipeline.run(config, str(tmp_path / "online"))
+  summary = lambda run: json.load(open(tmp_path / run / "sft" / "summary.json"))
+  events = summary("online")["controls"][-1]["events"]
+  assert sum(e["rows"] for e in events) > 0 and summary("online")["steps"] == summary("plain")["steps"]
+  log = dynamics_log.rows(dynamics_log.load(str(tmp_path / "online" / "sft" / "dynamics")), dynamics_log.BATCH)
+  event = next(e for e in events if e["rows"])  # the first pass (the base model's alone on disk) acts on nothing
+  step = event["step"]
+  replayed = set(np.asarray(examples.read(str(tmp_path / "online" / "examples.parquet"))["id"])[event["replay"]])
+  visited = log[(log["step"] > step) & (log["step"] <= step + 2)]["id"]
+  assert replayed & set(visited)  # the chosen examples are in the next batches
+  sft_data.run_killed_and_resumed(monkeypatch, config, str(tmp_path / "killed"), kill_at=step + 3)
+  sft_data.assert_same_final_params(str(tmp_path / "online"), str(tmp_path / "killed"))
+  assert summary("killed")["controls"] == summary("online")["controls"]

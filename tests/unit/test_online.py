@@ -2,6 +2,7 @@
 scoring its own data, the provisional cause's rule order, and the evaluation's ROC-AUC against a
 brute-force count of ranked pairs."""
 
+import dataclasses
 from types import SimpleNamespace
 
 import numpy as np
@@ -11,7 +12,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from ilp.online import evaluation, warning
+from ilp.data.batches import PlannedBatch, Stream
+from ilp.online import control, evaluation, warning
 from ilp.online.config import OnlineConfig
 from ilp.online.features import FEATURES
 from ilp.train import hooks
@@ -85,3 +87,37 @@ def test_the_training_view_scores_passes_every_steps_apart():
   assert [s for s in range(1, 25) if every.due(SimpleNamespace(step=s))] == [3, 5, 9, 12, 20, 21]
   with pytest.raises(ConfigError, match="'every_steps': must be >= 0"):
     OnlineConfig(every_steps=-1)
+
+
+def _stream(steps=12, batch=8, examples=40, seed=0):
+  rng = np.random.default_rng(seed)
+  rows = [rng.choice(examples, batch, replace=False) for _ in range(steps)]
+  half = steps // 2
+  batches = [PlannedBatch(r, 16 if k % 2 else 24, 1 + k // half, 1, np.arange(batch)) for k, r in enumerate(rows)]
+  batches[7] = dataclasses.replace(batches[7], replay=True)
+  return Stream(batches, [])
+
+
+def test_the_online_control_replays_at_risk_rows_within_its_share_and_replays_on_restore():
+  lengths = np.where(np.arange(40) % 3 == 0, 20, 10)  # every third example needs the 24-token bucket
+  watch = SimpleNamespace(config=OnlineConfig(model="m", every_steps=4, replay_share=0.25))
+  stream = _stream()
+  before = [b.rows.copy() for b in stream.batches]
+  act = control.OnlineReplay(watch, "", lengths, stream, seed=3)
+  event = {"step": 5, "replay": [0, 1, 2, 3], "flagged": {}}
+  replaced = act._apply(event, stream)
+  changed = [k for k, b in enumerate(stream.batches) if not np.array_equal(b.rows, before[k])]
+  assert changed and set(changed) <= {5, 6, 8} and replaced == 2 * len(changed)  # 25% of 8 rows; 7 is replay
+  for k in changed:
+    new = stream.batches[k].rows[stream.batches[k].rows != before[k]]
+    assert set(new) <= {0, 1, 2, 3} and (lengths[new] <= stream.batches[k].length).all()
+  act.events.append(dict(event, rows=replaced))
+  fresh = _stream()
+  again = control.OnlineReplay(watch, "", lengths, fresh, seed=3)
+  again.restore(act.state(), fresh)
+  assert all(np.array_equal(a.rows, b.rows) for a, b in zip(stream.batches, fresh.batches))
+  with pytest.raises(ConfigError, match="'sft.online.every_steps': 7 is longer than the shortest phase \\(5 steps\\)"):
+    long = SimpleNamespace(config=OnlineConfig(model="m", every_steps=7, replay_share=0.25))
+    control.OnlineReplay(long, "", lengths, _stream(), 0)
+  with pytest.raises(ConfigError, match="'replay_share': must lie in \\[0, 1\\]"):
+    OnlineConfig(replay_share=1.5)

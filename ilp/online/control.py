@@ -1,0 +1,121 @@
+"""The online control (`sft.online.replay_share` > 0): acts on the early warning while SFT runs.
+
+At the evaluation passes the view scores (`sft.online.every_steps` apart), the examples at risk
+whose provisional cause training itself can mend (V, still improving: slow learning; IV, learned
+in an earlier phase and lost since) are replayed: they take `replay_share` of the rows of each of
+the next `every_steps` batches (rows of examples that are not at risk, and only examples that fit
+the batch's padded length, so the step never recompiles). The batches keep their count and
+shape, so the run trains exactly the steps and tokens it planned: the compute is the baseline's.
+At-risk examples of III (a near-duplicate with another answer) and II (a base model that prefers
+another answer) are flagged, not replayed: more visits would hammer a contradiction. Every
+decision (the step, the rows chosen) goes into the checkpoint (`state`) and is replayed onto a
+freshly planned stream on resume (`restore`), as the dev-set controls do.
+
+It reads the dynamics log's written files (the rows since the last checkpoint are not yet on disk,
+and the pass of the step it acts at is evaluated after it): what a resumed run reads at the same
+step too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from ilp.data import batches as batching
+from ilp.online import features
+from ilp.online.warning import Watch, provisional_cause
+from ilp.scoring import dynamics_log
+from ilp.typed import ConfigError
+
+REPLAYED = ("V", "IV")  # causes more visits can mend
+FLAGGED = ("III", "II")  # causes more visits would hammer
+
+
+class OnlineReplay:
+  """The `ilp.train.controls.Control` of the early warning (see the module docstring)."""
+
+  needs_dev = False  # it reads the training set's own evaluation passes, not the dev set
+
+  def __init__(self, watch: Watch, dynamics: str, lengths: np.ndarray, stream: batching.Stream, seed: int):
+    self.warned, self.dynamics, self.lengths, self.stream, self.seed = watch, dynamics, lengths, stream, seed
+    self.config = watch.config
+    self.last = -self.config.every_steps
+    self.events: list[dict[str, Any]] = []
+    steps = np.bincount([b.phase for b in stream.batches if not b.replay])
+    shortest = int(steps[steps > 0].min()) if len(stream.batches) else 0
+    if self.config.every_steps > shortest:
+      raise ConfigError(
+        "sft.online.every_steps",
+        f"{self.config.every_steps} is longer than the shortest phase ({shortest} steps): its replays would spill over",
+      )
+
+  def due(self, step: int) -> bool:
+    """At an evaluation pass (of the stream as now planned) `every_steps` or more after the last."""
+    if step - self.last < self.config.every_steps or all(p.step != step for p in self.stream.eval_points):
+      return False
+    self.last = step
+    return True
+
+  def update(self, step: int, dev: Any, stream: batching.Stream) -> bool:
+    del dev
+    frame = dynamics_log.load(self.dynamics)
+    if not (dynamics_log.rows(frame, dynamics_log.EVAL)["step"] > 0).any():  # only the base model's pass yet
+      at_risk, causes = np.zeros(len(self.warned.data), bool), np.full(len(self.warned.data), "")
+    else:
+      found = features.at_step(frame, self.warned.data, step, self.warned.signals)
+      at_risk = self.warned.model.score(found) >= self.config.threshold
+      causes = provisional_cause(found, self.config.causes)
+    event = {
+      "step": step,
+      "replay": np.flatnonzero(at_risk & np.isin(causes, REPLAYED)).tolist(),  # example rows (table order)
+      "flagged": {c: int((at_risk & (causes == c)).sum()) for c in FLAGGED},
+    }
+    event["rows"] = self._apply(event, stream)
+    self.events.append(event)
+    return False
+
+  def _apply(self, event: dict[str, Any], stream: batching.Stream) -> int:
+    """Puts the event's examples into `replay_share` of the rows of the next `every_steps` batches
+    (in place of examples not chosen); returns how many rows were replaced."""
+    rng = np.random.default_rng([self.seed, 29, event["step"]])
+    pool = np.asarray(event["replay"], np.int64)
+    replaced = 0
+    end = min(event["step"] + max(self.config.every_steps, 1), len(stream.batches))
+    for i in range(event["step"], end):
+      planned = stream.batches[i]
+      if planned.replay or not len(pool):
+        continue
+      fits = pool[self.lengths[pool] <= planned.length]
+      slots = np.flatnonzero((planned.rows >= 0) & ~np.isin(planned.rows, pool))
+      take = min(len(slots), int(round(self.config.replay_share * (planned.rows >= 0).sum())))
+      if not len(fits) or not take:
+        continue
+      rows = planned.rows.copy()
+      rows[rng.choice(slots, take, replace=False)] = rng.choice(fits, take)
+      stream.batches[i] = dataclasses.replace(planned, rows=rows)
+      replaced += take
+    return replaced
+
+  def state(self) -> dict[str, Any]:
+    return {"last": self.last, "events": [dict(e) for e in self.events]}
+
+  def restore(self, state: dict[str, Any], stream: batching.Stream) -> None:
+    self.last = state.get("last", -self.config.every_steps)
+    self.events = []
+    for event in state.get("events", []):
+      self._apply(event, stream)
+      self.events.append(dict(event))
+
+
+def build(
+  examples: Any, config: Any, dynamics: str, stream: batching.Stream, lengths: np.ndarray
+) -> tuple[Watch | None, OnlineReplay | None]:
+  """The early warning's view of a run training on `examples` (None: `config.sft.online.model`
+  unset) and, with `sft.online.replay_share`, its control; both refuse bad settings before training."""
+  online = config.sft.online
+  if not online.model:
+    return None, None
+  watch = Watch.of(examples, online, config.diagnose.signals)
+  return watch, OnlineReplay(watch, dynamics, lengths, stream, config.seed) if online.replay_share else None
