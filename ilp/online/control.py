@@ -18,7 +18,6 @@ step too.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import numpy as np
@@ -27,6 +26,7 @@ from ilp.data import batches as batching
 from ilp.online import features
 from ilp.online.warning import Watch, provisional_cause
 from ilp.scoring import dynamics_log
+from ilp.train.controls import put_rows
 from ilp.typed import ConfigError
 
 REPLAYED = ("V", "IV")  # causes more visits can mend
@@ -77,26 +77,11 @@ class OnlineReplay:
     return False
 
   def _apply(self, event: dict[str, Any], stream: batching.Stream) -> int:
-    """Puts the event's examples into `replay_share` of the rows of the next `every_steps` batches
-    (in place of examples not chosen); returns how many rows were replaced."""
+    """Puts the event's examples into `replay_share` of the rows of the next `every_steps` batches."""
     rng = np.random.default_rng([self.seed, 29, event["step"]])
     pool = np.asarray(event["replay"], np.int64)
-    replaced = 0
-    end = min(event["step"] + max(self.config.every_steps, 1), len(stream.batches))
-    for i in range(event["step"], end):
-      planned = stream.batches[i]
-      if planned.replay or not len(pool):
-        continue
-      fits = pool[self.lengths[pool] <= planned.length]
-      slots = np.flatnonzero((planned.rows >= 0) & ~np.isin(planned.rows, pool))
-      take = min(len(slots), int(round(self.config.replay_share * (planned.rows >= 0).sum())))
-      if not len(fits) or not take:
-        continue
-      rows = planned.rows.copy()
-      rows[rng.choice(slots, take, replace=False)] = rng.choice(fits, take)
-      stream.batches[i] = dataclasses.replace(planned, rows=rows)
-      replaced += take
-    return replaced
+    count = max(self.config.every_steps, 1)
+    return put_rows(stream, event["step"], count, pool, self.lengths, self.config.replay_share, rng)
 
   def state(self) -> dict[str, Any]:
     return {"last": self.last, "events": [dict(e) for e in self.events]}

@@ -93,25 +93,10 @@ class Resampler:
     return False
 
   def _apply(self, event: dict[str, Any], stream: batching.Stream) -> int:
-    """Replaces `share` of the real rows of the next `every_steps` batches with examples of the
-    event's data set that fit the batch's padded length; returns how many rows were replaced."""
+    """Gives the event's data set `share` of the rows of the next `every_steps` batches."""
     rng = np.random.default_rng([self.seed, 11, event["step"]])
     pool = np.flatnonzero(self.datasets == event["dataset"])
-    replaced = 0
-    for i in range(event["step"], min(event["step"] + self.config.every_steps, len(stream.batches))):
-      planned = stream.batches[i]
-      if planned.replay:  # rows of packed replay text, not SFT examples
-        continue
-      fits = pool[self.lengths[pool] <= planned.length]
-      slots = np.flatnonzero((planned.rows >= 0) & (self.datasets[np.maximum(planned.rows, 0)] != event["dataset"]))
-      take = min(len(slots), int(round(self.config.share * (planned.rows >= 0).sum())))
-      if not len(fits) or not take:
-        continue
-      rows = planned.rows.copy()
-      rows[rng.choice(slots, take, replace=False)] = rng.choice(fits, take)
-      stream.batches[i] = dataclasses.replace(planned, rows=rows)
-      replaced += take
-    return replaced
+    return put_rows(stream, event["step"], self.config.every_steps, pool, self.lengths, self.config.share, rng)
 
   def state(self) -> dict[str, Any]:
     return {"last": dict(self.last), "events": [dict(e) for e in self.events]}
@@ -122,6 +107,29 @@ class Resampler:
     for event in state.get("events", []):
       self._apply(event, stream)
       self.events.append(dict(event))
+
+
+def put_rows(
+  stream: batching.Stream, first: int, count: int, pool: np.ndarray, lengths: np.ndarray, share: float, rng: Any
+) -> int:
+  """Replaces `share` of the real rows of batches first..first+count-1 (rows not from `pool`) with
+  examples of `pool` that fit the batch's padded length (so the step never recompiles); packed
+  replay batches are left alone. Returns how many rows were replaced."""
+  replaced = 0
+  for i in range(first, min(first + count, len(stream.batches))):
+    planned = stream.batches[i]
+    if planned.replay or not len(pool):
+      continue
+    fits = pool[lengths[pool] <= planned.length]
+    slots = np.flatnonzero((planned.rows >= 0) & ~np.isin(planned.rows, pool))
+    take = min(len(slots), int(round(share * (planned.rows >= 0).sum())))
+    if not len(fits) or not take:
+      continue
+    rows = planned.rows.copy()
+    rows[rng.choice(slots, take, replace=False)] = rng.choice(fits, take)
+    stream.batches[i] = dataclasses.replace(planned, rows=rows)
+    replaced += take
+  return replaced
 
 
 class EarlyStop:
