@@ -23,8 +23,7 @@ from typing import Any
 import numpy as np
 
 from ilp.data import batches as batching
-from ilp.online import features
-from ilp.online.warning import Watch, provisional_cause
+from ilp.online.warning import Watch
 from ilp.scoring import dynamics_log
 from ilp.train.controls import put_rows
 from ilp.typed import ConfigError
@@ -60,13 +59,7 @@ class OnlineReplay:
 
   def update(self, step: int, dev: Any, stream: batching.Stream) -> bool:
     del dev
-    frame = dynamics_log.load(self.dynamics)
-    if not (dynamics_log.rows(frame, dynamics_log.EVAL)["step"] > 0).any():  # only the base model's pass yet
-      at_risk, causes = np.zeros(len(self.warned.data), bool), np.full(len(self.warned.data), "")
-    else:
-      found = features.at_step(frame, self.warned.data, step, self.warned.signals)
-      at_risk = self.warned.model.score(found) >= self.config.threshold
-      causes = provisional_cause(found, self.config.causes)
+    at_risk, causes = self.warned.assess(dynamics_log.load(self.dynamics), step)
     event = {
       "step": step,
       "replay": np.flatnonzero(at_risk & np.isin(causes, REPLAYED)).tolist(),  # example rows (table order)

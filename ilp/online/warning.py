@@ -7,10 +7,10 @@ plain numbers (`save`/`load`), so scoring needs no scikit-learn object and is ex
 A model is never used on the data it was fitted on: it records each fitted run's data fingerprint
 (`fingerprint`) and `check_unseen` refuses a run whose fingerprint is among them.
 
-The provisional cause reads the same features with the diagnosis's order (III, IV, II, I, V):
-contradicting near-duplicates (III); learned in an earlier phase and lost since (IV); a base model
-that prefers another answer (II); still improving at the end of the budget so far (V); otherwise
-missing knowledge (I). Its thresholds are `ilp.online.config.CauseRules`.
+The provisional cause reads the same features, its rules tried in turn: contradicting
+near-duplicates (III); learned in an earlier phase and lost since (IV); a base model that prefers
+another answer (II); still improving at the end of the budget so far (V); otherwise missing
+knowledge (I), which early in training has no evidence of its own. Its thresholds are `ilp.online.config.CauseRules`.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from ilp.diagnosis.signals import SignalConfig
 from ilp.online import features
 from ilp.online.config import CauseRules, OnlineConfig
 from ilp.online.features import FEATURES
+from ilp.scoring import dynamics_log
 from ilp.typed import ConfigError
 
 
@@ -122,3 +123,12 @@ class Watch:
     model = EarlyWarning.load(config.model)
     model.check_unseen(fingerprint(examples))
     return cls(model, features.data_signals(examples, signals), examples.set_index("id")["dataset"], config, signals)
+
+  def assess(self, dynamics: pd.DataFrame, step: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per example (the examples table's order): at risk (score >= threshold) and its provisional
+    cause, from the dynamics log's rows up to `step`; nothing is at risk while the log holds only
+    the base model's pass (no training to read yet)."""
+    if not (dynamics_log.rows(dynamics, dynamics_log.EVAL)["step"] > 0).any():
+      return np.zeros(len(self.data), bool), np.full(len(self.data), "")
+    found = features.at_step(dynamics, self.data, step, self.signals)
+    return self.model.score(found) >= self.config.threshold, provisional_cause(found, self.config.causes)

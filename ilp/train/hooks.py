@@ -331,16 +331,14 @@ class EarlyWarningView:
     return True
 
   def __call__(self, info: StepInfo) -> None:
-    from ilp.online import features, warning
+    from ilp.online import warning
 
     t0 = time.time()
     o = self.online
-    found = features.at_step(self.log.frame(), o.data, info.step, o.signals)
-    at_risk = o.model.score(found) >= o.config.threshold
-    causes = warning.provisional_cause(found, o.config.causes)
+    at_risk, causes = o.assess(self.log.frame(), info.step)
     values = {"online/predicted_unlearned": int(at_risk.sum())}
     values.update({f"online/predicted_unlearned/{c}": int((at_risk & (causes == c)).sum()) for c in warning.CAUSES})
-    share = pd.Series(at_risk, index=found.index).groupby(o.datasets.reindex(found.index)).mean()
+    share = pd.Series(at_risk, index=o.data.index).groupby(o.datasets.reindex(o.data.index)).mean()
     values.update({f"online/at_risk_share/{name}": float(v) for name, v in share.items()})
     self.writer.scalars(info.step, values)
     o.seconds, o.calls = o.seconds + time.time() - t0, o.calls + 1
