@@ -114,6 +114,11 @@ class SFTConfig(TrainConfig):
         "training to convergence and progressive epochs both decide how long the last phase runs: use one",
       )
       check(
+        not self.convergence.plateaus or not self.phases or len(self.convergence.plateaus) == len(self.phases),
+        "convergence.plateaus",
+        f"{self.convergence.plateaus}: one plateau epoch per phase ({len(self.phases)})",
+      )
+      check(
         self.order == "sequential",
         "convergence.max_epochs",
         f"training to convergence needs order='sequential' (global rounds interleave every phase), got '{self.order}'",

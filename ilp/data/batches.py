@@ -69,6 +69,7 @@ class PlannedBatch:
   epoch: int  # 1-based epoch within the phase
   positions: np.ndarray  # [batch] position of each visit in the training stream, -1 for padding
   replay: bool = False  # rows are packed replay sequences (language modelling), not SFT examples
+  placed: int = 0  # rows a control put in place of planned ones (dynamic resampling, the online replay)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -88,6 +88,26 @@ def exact_epochs(config: Any, phases: tuple[PhaseConfig, ...]) -> Any:
   )
 
 
+def baseline_schedule(config: Any, context: Context) -> Any:
+  """`config` training on the baseline's own schedule: where the baseline trained to convergence,
+  each phase's plateau fixed at the epoch the baseline's criterion held there
+  (`sft.convergence.plateaus`), the same cooldown, so the steps, tokens and learning rate of every
+  step are the baseline's (detection's convergence requirement off: the baseline's run decided the
+  end); otherwise its fixed epochs (`exact_epochs`). An arm that changes only which rows a step
+  trains then differs from the baseline by those rows alone."""
+  phases = context.trained_phases()
+  plateaus = equal_compute.plateau_epochs(context.baseline)
+  if not config.sft.convergence.max_epochs or any(p.name not in plateaus for p in phases):
+    return exact_epochs(config, phases)
+  sft = config.sft
+  fixed = dataclasses.replace(sft.convergence, plateaus=tuple(plateaus[p.name] for p in phases))
+  return dataclasses.replace(
+    config,
+    sft=dataclasses.replace(sft, convergence=fixed),
+    detect=dataclasses.replace(config.detect, require_converged=False),
+  )
+
+
 def base_config(config: Any, baseline: Layout) -> Any:
   """The arm's starting point: the baseline's config re-pointed at the baseline's models, running
   only the stages an arm redoes."""

@@ -24,6 +24,7 @@ INTERVENTIONS = {
   "shuffle": "ilp.interventions.shuffle",  # M-IV: global shuffle + dynamic resampling
   "progressive": "ilp.interventions.progressive",  # M-V: progressive epochs + early stopping
   "epochs": "ilp.interventions.epochs",  # control arm: the baseline with more epochs
+  "online": "ilp.interventions.online",  # the early warning acting during SFT (no baseline needed)
 }
 
 

@@ -85,6 +85,23 @@ def compute(layout: Layout, stages: Sequence[str]) -> dict[str, Any] | None:
   return {"tokens": total, "by_stage": by_stage, "flops": flops}
 
 
+STANDALONE = ("online",)  # interventions that need no baseline run first: they act during SFT itself
+
+
+def totals(compute: dict[str, dict[str, Any] | None], arms: Sequence[ArmConfig]) -> dict[str, dict[str, Any] | None]:
+  """`compute` (run name -> `compute(...)`; "baseline" among them) with each run's total real
+  tokens added (`total_real`): what a user spends to get that run's model. A post-hoc arm (and a
+  "more epochs" control, which continues the baseline) needs the baseline's training first, so its
+  total adds the baseline's tokens; the baseline and a standalone arm (`STANDALONE`) count their own."""
+  standalone = {"baseline"} | {a.name for a in arms if a.intervention in STANDALONE}
+  base = (compute.get("baseline") or {}).get("tokens", {}).get("real")
+  out = {}
+  for name, c in compute.items():
+    first = 0 if name in standalone else base
+    out[name] = c and {**c, "total_real": None if first is None else c["tokens"]["real"] + first}
+  return out
+
+
 @dataclasses.dataclass(frozen=True)
 class Raised:
   """What the control trains longer, as the baseline trained it."""
@@ -105,6 +122,14 @@ def trained_epochs(layout: Layout) -> dict[str, int]:
   with open(layout.summary("sft")) as f:
     phases = (json.load(f).get("convergence") or {}).get("phases", {})
   return {name: int(p["trained_epochs"]) for name, p in phases.items() if p.get("trained_epochs")}
+
+
+def plateau_epochs(layout: Layout) -> dict[str, int]:
+  """The epoch each of the baseline's phases trained to convergence ended its plateau at (its
+  summary's `convergence.phases.<name>.epoch` where it has `trained_epochs`), by phase name."""
+  with open(layout.summary("sft")) as f:
+    phases = (json.load(f).get("convergence") or {}).get("phases", {})
+  return {name: int(p["epoch"]) for name, p in phases.items() if p.get("trained_epochs")}
 
 
 def plateau_checkpoint(layout: Layout) -> str | None:

@@ -7,6 +7,9 @@ import dataclasses
 
 from ilp.typed import check
 
+REPLAYABLE = ("I", "IV", "V")  # provisional causes more visits can mend
+FLAGGED = ("III", "II")  # provisional causes more visits would hammer: reported, never replayed
+
 
 @dataclasses.dataclass(frozen=True)
 class CauseRules:
@@ -36,9 +39,15 @@ class OnlineConfig:
   # act (ilp.online.control): at-risk V- and IV-like examples take this share of the rows of the
   # next every_steps batches (0: watch only; the batches keep their count and shape: equal compute)
   replay_share: float = 0.0
+  # the provisional causes replayed: those more visits can mend (I: knowledge SFT itself teaches,
+  # IV: forgotten, V: still improving); III and II are flagged, never replayed (more visits would
+  # hammer a contradiction)
+  replay_causes: tuple[str, ...] = ("V", "IV")
   causes: CauseRules = CauseRules()  # the provisional cause's thresholds
 
   def __post_init__(self):
     check(0 < self.threshold < 1, "threshold", f"must lie in (0, 1), got {self.threshold}")
     check(self.every_steps >= 0, "every_steps", f"must be >= 0, got {self.every_steps}")
     check(0 <= self.replay_share <= 1, "replay_share", f"must lie in [0, 1] (0: watch only), got {self.replay_share}")
+    bad = [c for c in self.replay_causes if c not in REPLAYABLE]
+    check(not bad, "replay_causes", f"{bad}: only {REPLAYABLE} can be replayed (III and II are flagged)")

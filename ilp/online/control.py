@@ -1,13 +1,14 @@
 """The online control (`sft.online.replay_share` > 0): acts on the early warning while SFT runs.
 
 At the evaluation passes the view scores (`sft.online.every_steps` apart), the examples at risk
-whose provisional cause training itself can mend (V, still improving: slow learning; IV, learned
-in an earlier phase and lost since) are replayed: they take `replay_share` of the rows of each of
-the next `every_steps` batches (rows of examples that are not at risk, and only examples that fit
-the batch's padded length, so the step never recompiles). The batches keep their count and
-shape, so the run trains exactly the steps and tokens it planned: the compute is the baseline's.
-At-risk examples of III (a near-duplicate with another answer) and II (a base model that prefers
-another answer) are flagged, not replayed: more visits would hammer a contradiction. Every
+whose provisional cause training itself can mend (`sft.online.replay_causes`; by default V,
+still improving: slow learning, and IV, learned in an earlier phase and lost since) are replayed:
+they take `replay_share` of the rows of each of the next `every_steps` batches (rows of examples
+that are not at risk, and only examples that fit the batch's padded length, so the step never
+recompiles). The batches keep their count and shape, so the run trains exactly the steps and
+tokens it planned: the compute is the baseline's. At-risk examples of III (a near-duplicate with
+another answer) and II (a base model that prefers another answer) are flagged for the report
+(`flagged`, `ilp.report.online`), not replayed: more visits would hammer a contradiction. Every
 decision (the step, the rows chosen) goes into the checkpoint (`state`) and is replayed onto a
 freshly planned stream on resume (`restore`), as the dev-set controls do.
 
@@ -23,13 +24,13 @@ from typing import Any
 import numpy as np
 
 from ilp.data import batches as batching
+from ilp.online.config import FLAGGED
 from ilp.online.warning import Watch
 from ilp.scoring import dynamics_log
 from ilp.train.controls import put_rows
 from ilp.typed import ConfigError
 
-REPLAYED = ("V", "IV")  # causes more visits can mend
-FLAGGED = ("III", "II")  # causes more visits would hammer
+KIND = "online"  # marks the control's state among the run's controls
 
 
 class OnlineReplay:
@@ -60,10 +61,11 @@ class OnlineReplay:
   def update(self, step: int, dev: Any, stream: batching.Stream) -> bool:
     del dev
     at_risk, causes = self.warned.assess(dynamics_log.load(self.dynamics), step)
+    replayed = at_risk & np.isin(causes, self.config.replay_causes)
     event = {
       "step": step,
-      "replay": np.flatnonzero(at_risk & np.isin(causes, REPLAYED)).tolist(),  # example rows (table order)
-      "flagged": {c: int((at_risk & (causes == c)).sum()) for c in FLAGGED},
+      "replay": np.flatnonzero(replayed).tolist(),  # example rows (table order)
+      "flagged": {c: np.flatnonzero(at_risk & (causes == c)).tolist() for c in FLAGGED},  # for the report
     }
     event["rows"] = self._apply(event, stream)
     self.events.append(event)
@@ -77,7 +79,7 @@ class OnlineReplay:
     return put_rows(stream, event["step"], count, pool, self.lengths, self.config.replay_share, rng)
 
   def state(self) -> dict[str, Any]:
-    return {"last": self.last, "events": [dict(e) for e in self.events]}
+    return {"kind": KIND, "last": self.last, "events": [dict(e) for e in self.events]}
 
   def restore(self, state: dict[str, Any], stream: batching.Stream) -> None:
     self.last = state.get("last", -self.config.every_steps)
@@ -85,6 +87,15 @@ class OnlineReplay:
     for event in state.get("events", []):
       self._apply(event, stream)
       self.events.append(dict(event))
+
+
+def flagged(summary: dict[str, Any]) -> dict[str, list[int]] | None:
+  """The examples (table rows) an SFT run's online control flagged at its last decision, by
+  provisional cause (`sft/summary.json`'s controls); None when it ran without the control."""
+  state = next((c for c in summary.get("controls", []) if c.get("kind") == KIND), None)
+  if state is None:
+    return None
+  return dict(state["events"][-1]["flagged"]) if state["events"] else {c: [] for c in FLAGGED}
 
 
 def build(

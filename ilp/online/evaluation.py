@@ -25,7 +25,7 @@ class Run:
   """A finished run's features at points of its SFT, its final label and diagnosis."""
 
   name: str
-  fingerprint: str
+  keys: tuple[str, ...]  # `warning.keys` of its examples
   at: dict[float, pd.DataFrame]  # share of the SFT steps -> features
   unlearned: np.ndarray  # the final label, per example (features' row order)
   cause: np.ndarray  # the final diagnosis's cause, per example ("" without a diagnosis)
@@ -43,13 +43,13 @@ def read(workdir: str, fractions: Sequence[float], protocol: str = col.GENERATIV
   if os.path.exists(layout.attribution):
     causes = pd.read_parquet(layout.attribution).set_index(col.ID)[col.CAUSE]
     cause = causes.reindex(data.index).fillna("").to_numpy(str)
-  return Run(workdir, warning.fingerprint(table), at, detection[col.of(protocol, col.UNLEARNED)].to_numpy(bool), cause)
+  return Run(workdir, warning.keys(table), at, detection[col.of(protocol, col.UNLEARNED)].to_numpy(bool), cause)
 
 
 def fit_on(runs: Sequence[Run]) -> warning.EarlyWarning:
   """The model fitted on every point of every run in `runs`."""
   tables = [(r.at[f], r.unlearned) for r in runs for f in r.at]
-  return warning.fit([t for t, _ in tables], [y for _, y in tables], [r.fingerprint for r in runs])
+  return warning.fit([t for t, _ in tables], [y for _, y in tables], [k for r in runs for k in r.keys])
 
 
 def score(model: warning.EarlyWarning, run: Run) -> dict[str, dict]:
@@ -58,7 +58,7 @@ def score(model: warning.EarlyWarning, run: Run) -> dict[str, dict]:
   cause (kappa; None without a diagnosis)."""
   from sklearn.metrics import average_precision_score, cohen_kappa_score, roc_auc_score
 
-  model.check_unseen(run.fingerprint, field="--workdirs")
+  model.check_unseen(run.keys, field="--workdirs")
   out = {}
   attributed = np.isin(run.cause, warning.CAUSES) & run.unlearned
   for f, table in sorted(run.at.items()):

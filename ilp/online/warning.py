@@ -4,8 +4,10 @@ it ends unlearned, and a provisional cause.
 The score is a logistic regression (scikit-learn) on standardised features, fitted on finished
 runs (their features at several points of SFT against the final detection label) and stored as
 plain numbers (`save`/`load`), so scoring needs no scikit-learn object and is exact to reproduce.
-A model is never used on the data it was fitted on: it records each fitted run's data fingerprint
-(`fingerprint`) and `check_unseen` refuses a run whose fingerprint is among them.
+A model is never used on the data it was fitted on: it records a key of every example it was
+fitted on (`keys`: a short SHA-256 of its prompt and response) and `check_unseen` refuses a run
+sharing more than `SHARED_LIMIT` of its examples with them: the same data, a subset of it (an arm
+that deleted examples), or the same world with a few records changed.
 
 The provisional cause reads the same features, its rules tried in turn: contradicting
 near-duplicates (III); learned in an earlier phase and lost since (IV); a base model that prefers
@@ -45,10 +47,15 @@ def provisional_cause(features: pd.DataFrame, rules: CauseRules = CauseRules()) 
   return np.select([c.to_numpy() for _, c in conditions], [name for name, _ in conditions], default=CAUSES[0])
 
 
-def fingerprint(examples: pd.DataFrame) -> str:
-  """Identifies a run's SFT data: SHA-256 over its sorted (id, prompt, response) triples."""
-  rows = sorted(zip(examples["id"].astype(str), examples["prompt"].astype(str), examples["response"].astype(str)))
-  return hashlib.sha256(json.dumps(rows).encode()).hexdigest()
+# the share of a run's examples a model may have been fitted on; two seeds of the world share ~2%
+# of their (prompt, response) pairs by chance, a subset or a re-run of the same data 100%
+SHARED_LIMIT = 0.25
+
+
+def keys(examples: pd.DataFrame) -> tuple[str, ...]:
+  """Per example (table order), 16 hex digits of the SHA-256 of its (prompt, response)."""
+  pairs = zip(examples["prompt"].astype(str), examples["response"].astype(str))
+  return tuple(hashlib.sha256(json.dumps(pair).encode()).hexdigest()[:16] for pair in pairs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,7 +66,7 @@ class EarlyWarning:
   scale: tuple[float, ...]
   coef: tuple[float, ...]
   intercept: float
-  fitted_on: tuple[str, ...]  # data fingerprints of the runs it was fitted on
+  fitted_on: tuple[str, ...]  # `keys` of the examples it was fitted on, sorted
   features: tuple[str, ...] = FEATURES
 
   def score(self, features: pd.DataFrame) -> np.ndarray:
@@ -67,10 +74,16 @@ class EarlyWarning:
     z = ((x - np.asarray(self.mean)) / np.asarray(self.scale)) @ np.asarray(self.coef) + self.intercept
     return 1.0 / (1.0 + np.exp(-z))
 
-  def check_unseen(self, data_fingerprint: str, field: str = "sft.online.model") -> None:
-    """Refuses to score a run whose data the model was fitted on (its score would be optimistic)."""
-    if data_fingerprint in self.fitted_on:
-      raise ConfigError(field, "the early-warning model was fitted on this run's SFT data; fit it on other runs")
+  def check_unseen(self, examples: Sequence[str], field: str = "sft.online.model") -> None:
+    """Refuses to score a run (`examples`: its `keys`) more than `SHARED_LIMIT` of whose examples
+    the model was fitted on (its score would be optimistic)."""
+    shared = float(np.isin(np.asarray(examples), np.asarray(self.fitted_on)).mean()) if len(examples) else 0.0
+    if shared > SHARED_LIMIT:
+      raise ConfigError(
+        field,
+        f"the early-warning model was fitted on {100 * shared:.0f}% of this run's SFT examples "
+        f"(at most {100 * SHARED_LIMIT:.0f}%); fit it on other runs",
+      )
 
   def save(self, path: str) -> None:
     fileio.write_json_atomic(path, dataclasses.asdict(self))
@@ -83,10 +96,10 @@ class EarlyWarning:
 
 
 def fit(
-  features: Sequence[pd.DataFrame], labels: Sequence[np.ndarray], fingerprints: Sequence[str], c: float = 1.0
+  features: Sequence[pd.DataFrame], labels: Sequence[np.ndarray], examples: Sequence[str], c: float = 1.0
 ) -> EarlyWarning:
   """Fits the score on the pooled rows of several (features, final label) tables (class-balanced
-  weights: unlearned examples are the minority); `fingerprints`: the runs' data."""
+  weights: unlearned examples are the minority); `examples`: the `keys` of the runs' examples."""
   from sklearn.linear_model import LogisticRegression
   from sklearn.preprocessing import StandardScaler
 
@@ -100,7 +113,7 @@ def fit(
     tuple(scale.tolist()),
     tuple(model.coef_[0].tolist()),
     float(model.intercept_[0]),
-    tuple(sorted(set(fingerprints))),
+    tuple(sorted(set(examples))),
   )
 
 
@@ -121,7 +134,7 @@ class Watch:
     """The view of a run training on `examples` (the examples table); refuses a model fitted on
     this data, before any training."""
     model = EarlyWarning.load(config.model)
-    model.check_unseen(fingerprint(examples))
+    model.check_unseen(keys(examples))
     return cls(model, features.data_signals(examples, signals), examples.set_index("id")["dataset"], config, signals)
 
   def assess(self, dynamics: pd.DataFrame, step: int) -> tuple[np.ndarray, np.ndarray]:

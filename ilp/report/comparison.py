@@ -54,22 +54,25 @@ def _compute(result: dict[str, Any]) -> list[str]:
     "Tokens trained by the run's own training stages, summed over their optimizer steps (each stage's "
     "`summary.json`): SFT, plus continual pre-training (CPT) for the knowledge and calibration arms; the "
     "base model's pre-training, shared by every run, is not counted. FLOPs = 6·N·D over the padded tokens "
-    "(attention scores left out).",
+    "(attention scores left out). *With the baseline first*: what a user spends to get the run's model; a "
+    "post-hoc arm (and a more-epochs control, which continues the baseline) needs the baseline trained and "
+    "diagnosed first, so its own tokens plus the baseline's; the online arm acts during SFT and needs none.",
     "",
-    "| run | CPT real tokens | SFT real tokens | total real tokens | × baseline | padded tokens | loss tokens "
-    "| FLOPs |",
-    "|---|---|---|---|---|---|---|---|",
+    "| run | CPT real tokens | SFT real tokens | total real tokens | × baseline | with the baseline first "
+    "| × baseline | padded tokens | loss tokens | FLOPs |",
+    "|---|---|---|---|---|---|---|---|---|---|",
   ]
+  ratio = lambda n: f"{n / base:.2f}" if base and n is not None else "—"
   for name, c in runs.items():
     if not c:
-      lines.append(f"| {name} | — | — | — | — | — | — | — |")
+      lines.append(f"| {name} |" + " — |" * 9)
       continue
-    t, by = c["tokens"], c["by_stage"]
-    ratio = f"{t['real'] / base:.2f}" if base else "—"
+    t, by, total = c["tokens"], c["by_stage"], c.get("total_real")
     flops = "—" if c["flops"] is None else f"{c['flops']:.3g}"
     lines.append(
       f"| {name} | {_tokens(by.get('pretrain', {}).get('real'))} | {_tokens(by['sft']['real'])} | "
-      f"{_tokens(t['real'])} | {ratio} | {_tokens(t['padded'])} | {_tokens(t['loss'])} | {flops} |"
+      f"{_tokens(t['real'])} | {ratio(t['real'])} | {_tokens(total)} | {ratio(total)} | {_tokens(t['padded'])} | "
+      f"{_tokens(t['loss'])} | {flops} |"
     )
   return lines
 

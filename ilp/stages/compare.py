@@ -48,10 +48,9 @@ def run(config: Config, layout: Layout) -> None:
   plans = {a.name: p for a in finished if (p := equal_compute.plan(config, layout, a)) is not None}
   controls = sorted({p.name for p in plans.values() if p.arm is not None})
   runs = {"baseline": layout, **{name: layout.arm(name) for name in [*tables, *controls]}}
-  compute = {
-    name: equal_compute.compute(run, equal_compute.BASELINE_STAGES if name == "baseline" else equal_compute.ARM_STAGES)
-    for name, run in runs.items()
-  }
+  stages = lambda name: equal_compute.BASELINE_STAGES if name == "baseline" else equal_compute.ARM_STAGES
+  compute = {name: equal_compute.compute(run, stages(name)) for name, run in runs.items()}
+  compute = equal_compute.totals(compute, finished)
   capability = {name: _capability(run) for name, run in runs.items()}
   for a in finished:
     summary[a.name].update(

@@ -127,7 +127,7 @@ def put_rows(
       continue
     rows = planned.rows.copy()
     rows[rng.choice(slots, take, replace=False)] = rng.choice(fits, take)
-    stream.batches[i] = dataclasses.replace(planned, rows=rows)
+    stream.batches[i] = dataclasses.replace(planned, rows=rows, placed=planned.placed + take)
     replaced += take
   return replaced
 

@@ -31,7 +31,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ilp.data import batches as batching
-from ilp.typed import check
+from ilp.typed import ConfigError, check
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +43,9 @@ class ConvergenceConfig:
   max_epochs: int = 0  # > 0: every phase runs until converged, at least its `epochs`, at most this many
   cooldown_epochs: int = 1  # epochs of linear learning-rate decay after the plateau (training to convergence)
   window: int = 1  # epochs averaged on each side of the comparison (> 1 smooths a noisy epoch loss)
+  # per phase, the epoch its plateau ends at, decided in advance instead of by the criterion (a
+  # converged run's schedule replayed: its decisions' `plateau_epoch`s); () = the criterion decides
+  plateaus: tuple[int, ...] = ()
 
   def __post_init__(self):
     check(self.delta > 0, "delta", f"must be > 0, got {self.delta}")
@@ -50,6 +53,12 @@ class ConvergenceConfig:
     check(self.max_epochs >= 0, "max_epochs", f"must be >= 0 (0: fixed epochs), got {self.max_epochs}")
     check(self.cooldown_epochs >= 0, "cooldown_epochs", f"must be >= 0, got {self.cooldown_epochs}")
     check(self.window >= 1, "window", f"must be >= 1, got {self.window}")
+    check(all(p >= 1 for p in self.plateaus), "plateaus", f"each must be >= 1, got {self.plateaus}")
+    check(
+      not self.plateaus or max(self.plateaus) <= self.max_epochs,
+      "plateaus",
+      f"{self.plateaus} must lie within max_epochs={self.max_epochs} (training to convergence plans that many)",
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -205,7 +214,8 @@ def report(monitor: Monitor, phases: Sequence[str], control: "Control | None" = 
 
 class Control:
   """Training to convergence (a loop control): at each epoch end of a phase, from its `epochs`
-  on, judges the phase at its constant learning rate; once it converged (or reached `max_epochs`)
+  on, judges the phase at its constant learning rate; once it converged (or reached `max_epochs`;
+  with `plateaus`, once it reached its plateau epoch, the criterion not consulted)
   the phase keeps `cooldown_epochs` more epochs, which decay the learning rate, and the rest of
   its planned epochs are dropped from the stream (`replan`)."""
 
@@ -216,6 +226,10 @@ class Control:
     configured `epochs`; `replan(decisions)` rewrites the stream in place for the decisions so far."""
     self.monitor, self.min_epochs, self.replan = monitor, list(min_epochs), replan
     self.config = monitor.config
+    if self.config.plateaus and len(self.config.plateaus) != len(self.min_epochs):
+      raise ConfigError(
+        "sft.convergence.plateaus", f"{self.config.plateaus}: one plateau epoch per phase ({len(self.min_epochs)})"
+      )
     self.decisions: dict[int, dict[str, Any]] = {}
     self.epoch_ends: dict[int, tuple[int, int]] = {}
 
@@ -233,15 +247,19 @@ class Control:
   def update(self, step: int, dev: Any, stream: batching.Stream) -> bool:
     del dev, stream
     phase, epoch = self.epoch_ends[step]
-    if epoch < self.min_epochs[phase - 1]:
-      return False
-    verdict = judge(self.monitor.losses(phase), self.monitor.learning_rates(phase), self.config, epoch)
-    if verdict["converged"] or epoch >= self.config.max_epochs:
+    if self.config.plateaus:
+      reason = "fixed" if epoch >= self.config.plateaus[phase - 1] else None
+    elif epoch < self.min_epochs[phase - 1]:
+      reason = None
+    else:
+      verdict = judge(self.monitor.losses(phase), self.monitor.learning_rates(phase), self.config, epoch)
+      reason = "converged" if verdict["converged"] else "max_epochs" if epoch >= self.config.max_epochs else None
+    if reason:
       self.decisions[phase] = {
         "plateau_epoch": epoch,
         "epochs": epoch + self.config.cooldown_epochs,
         "step": step,
-        "reason": "converged" if verdict["converged"] else "max_epochs",
+        "reason": reason,
       }
       self.replan(self.decisions)
     return False

@@ -169,7 +169,9 @@ class Tokens:
 
 class Progress:
   """The progress line and its TensorBoard scalars over the steps since the last line: training
-  loss, learning rate, gradient norm, throughput and MFU (replay batches' loss apart), with an ETA."""
+  loss, learning rate, gradient norm, throughput and MFU (replay batches' loss apart), the rows
+  controls put into the batches (`control/rows_placed_per_step`: resampling, the online replay),
+  with an ETA."""
 
   def __init__(self, writer: metrics.MetricWriter, cfg: ModelConfig, peak_flops: float, plan: Plan, start: int):
     self.writer, self.cfg, self.peak_flops, self.plan, self.start = writer, cfg, peak_flops, plan, start
@@ -178,11 +180,12 @@ class Progress:
 
   def _reset(self) -> None:
     self.window_start, self.nll, self.tokens, self.real_tokens, self.flops = time.time(), 0.0, 0.0, 0, 0.0
-    self.replay, self.replay_steps = 0.0, 0
+    self.replay, self.replay_steps, self.placed, self.steps = 0.0, 0, 0, 0
 
   def add(self, info: StepInfo) -> None:
     self.real_tokens += int(info.host["mask"].sum())
     self.flops += flops.training_flops_per_token(self.cfg, info.batch.length) * info.host["tokens"].size
+    self.placed, self.steps = self.placed + info.batch.placed, self.steps + 1
     if info.batch.replay:  # replayed records: their own loss curve
       self.replay += float(info.metrics["loss"])
       self.replay_steps += 1
@@ -198,6 +201,7 @@ class Progress:
       "train/grad_norm": info.metrics["grad_norm"],
       "perf/tokens_per_sec": self.real_tokens / elapsed,
       "perf/mfu": self.flops / elapsed / self.peak_flops,
+      "control/rows_placed_per_step": self.placed / max(self.steps, 1),
     }
     if self.replay_steps:
       scalars["train/replay_loss"] = self.replay / self.replay_steps

@@ -1,6 +1,6 @@
-"""Arms end to end on a reduced ILP world: the baseline, three arms (continual pre-training with
-retrieval, global shuffle with resampling, conflict deletion with bucketing) and the comparison,
-never reading the ground truth; the comparison against a direct computation from the tables."""
+"""Arms end to end on a reduced ILP world: the baseline, four arms (continual pre-training with
+retrieval, global shuffle with resampling, conflict deletion with bucketing, the online control)
+and the comparison, never reading the ground truth; the comparison against a direct computation from the tables."""
 
 import json
 import math
@@ -9,14 +9,26 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from configs import interventions
 from ilp import pipeline
 from ilp.layout import Layout
+from ilp.online import features, warning
 from tests import ROOT
 from tests.e2e.test_world import SMALL, _guard_ground_truth, reduce
+
+# the online arm acting on anything at risk of any replayable cause, at every other step
+ONLINE = {"threshold": 0.05, "every_steps": 2, "share": 0.5, "replay_causes": ("I", "IV", "V"), "causes": ("I", "V")}
+
+
+def _warning_model(path: str) -> None:
+  """An early-warning model fitted on made-up runs (none of this world's examples)."""
+  rng = np.random.default_rng(0)
+  x = pd.DataFrame(rng.normal(size=(200, len(features.FEATURES))), columns=list(features.FEATURES))
+  warning.fit([x], [(x["loss"] - x["exact_match"] + rng.normal(size=200)) > 0], ["another run"]).save(path)
 
 
 def test_arms_and_comparison_on_a_reduced_world(tmp_path, monkeypatch):
@@ -31,8 +43,10 @@ def test_arms_and_comparison_on_a_reduced_world(tmp_path, monkeypatch):
         "settings": {"every_steps": 2, "causes": ("I", "II", "III", "IV", "V")},
       },
       {"name": "conflict", "intervention": "conflict", "settings": {"causes": ("I", "II", "III", "IV", "V")}},
+      {"name": "online", "intervention": "online", "settings": ONLINE | {"model": str(tmp_path / "warning.json")}},
     ),
   )
+  _warning_model(str(tmp_path / "warning.json"))
   _guard_ground_truth(monkeypatch)
   workdir = str(tmp_path / "work")
   pipeline.run(config, workdir)
@@ -59,8 +73,21 @@ def test_arms_and_comparison_on_a_reduced_world(tmp_path, monkeypatch):
   arm_examples = pd.read_parquet(layout.arm("conflict").examples)
   assert len(arm_examples) == len(pd.read_parquet(layout.examples)) - conflict["deleted"]
 
+  # the online arm: the baseline's schedule and compute, rows placed by its control, flags reported
+  online, baseline = (json.load(open(run.summary("sft"))) for run in (layout.arm("online"), layout))
+  assert online["steps"] == baseline["steps"] and online["tokens"]["padded"] == baseline["tokens"]["padded"]
+  assert {d["reason"] for d in online["controls"][0]["decisions"].values()} == {"fixed"}
+  assert online["convergence"]["phases"]["phase2"]["epoch"] == baseline["convergence"]["phases"]["phase2"]["epoch"]
+  events = next(c for c in online["controls"] if c.get("kind") == "online")["events"]
+  assert sum(e["rows"] for e in events) > 0
+  compute = json.load(open(layout.compare_summary))["compute"]
+  assert compute["online"]["total_real"] == compute["online"]["tokens"]["real"]  # it needs no baseline first
+  shuffle_total = compute["shuffle"]["tokens"]["real"] + compute["baseline"]["tokens"]["real"]
+  assert compute["shuffle"]["total_real"] == shuffle_total  # a post-hoc arm: the baseline first
+  assert "## Arm online: flagged during SFT" in open(os.path.join(layout.report, "report.md")).read()
+
   summary = json.load(open(layout.compare_summary))["arms"]
-  assert set(summary) == {"knowledge", "shuffle", "conflict"}
+  assert set(summary) == {"knowledge", "shuffle", "conflict", "online"}
   base = pd.read_parquet(layout.attribution)
   for name, s in summary.items():
     arm = pd.read_parquet(layout.arm(name).attribution)
@@ -96,7 +123,7 @@ def test_arms_and_comparison_on_a_reduced_world(tmp_path, monkeypatch):
   # two arms at once, each in its own process, from a copy of the baseline: the same tables
   parallel = str(tmp_path / "parallel")
   shutil.copytree(workdir, parallel, ignore=shutil.ignore_patterns("arms", "compare", "report"))
-  config.interventions.update(workers=2, arms=config.interventions.arms[1:])
+  config.interventions.update(workers=2, arms=config.interventions.arms[1:3])
   pipeline.run(config, parallel)
   for name in ("shuffle", "conflict"):
     for table in ("detection", "attribution"):

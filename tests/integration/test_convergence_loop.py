@@ -8,6 +8,7 @@ import pytest
 
 from ilp import pipeline
 from ilp.scoring import dynamics_log
+from ilp.typed import ConfigError
 from tests import sft_data
 
 
@@ -58,6 +59,19 @@ def test_training_to_convergence_stops_where_the_dynamics_say(tmp_path, monkeypa
   assert resumed["resumed_from"] is not None and resumed["controls"] == summary["controls"]
   assert resumed["convergence"] == summary["convergence"] and resumed["tokens"] == summary["tokens"]
   pd.testing.assert_frame_equal(frame, dynamics_log.load(str(tmp_path / "killed" / "sft" / "dynamics")))
+
+  # The same plateaus fixed in advance (`plateaus`: how the online arm replays its baseline's
+  # schedule) train the same run: the same steps and learning rates, the same parameters.
+  fixed = _converging_config(paths)
+  fixed.sft.convergence.plateaus = (decisions["1"]["plateau_epoch"], decisions["2"]["plateau_epoch"])
+  pipeline.run(fixed, str(tmp_path / "fixed"))
+  again = json.load(open(tmp_path / "fixed" / "sft" / "summary.json"))
+  assert {k: d["reason"] for k, d in again["controls"][0]["decisions"].items()} == {"1": "fixed", "2": "fixed"}
+  assert again["steps"] == summary["steps"] and again["tokens"] == summary["tokens"]
+  sft_data.assert_same_final_params(str(tmp_path / "full"), str(tmp_path / "fixed"))
+  fixed.sft.convergence.plateaus = (3,)
+  with pytest.raises(ConfigError, match="'sft.convergence.plateaus': \\(3,\\): one plateau epoch per phase \\(2\\)"):
+    pipeline.run(fixed, str(tmp_path / "refused"))
   sft_data.assert_same_final_params(str(tmp_path / "full"), str(tmp_path / "killed"))
 
 

@@ -81,9 +81,9 @@ def test_the_early_warning_is_scored_at_every_evaluation_pass_into_tensorboard(t
   assert summary["online"]["scored_passes"] == len(logged) and summary["online"]["seconds"] > 0
 
   own = str(tmp_path / "own.json")
-  _model([warning.fingerprint(table)]).save(own)
+  _model(warning.keys(table)).save(own)
   config.sft.online.model = own
-  with pytest.raises(ConfigError, match="'sft.online.model': the early-warning model was fitted on this run's"):
+  with pytest.raises(ConfigError, match="'sft.online.model': the early-warning model was fitted on 100% of this run's"):
     pipeline.run(config, str(tmp_path / "refused"))
   assert not os.path.exists(tmp_path / "refused" / "sft" / "checkpoints")
   config.sft.online.model = str(tmp_path / "missing.json")
@@ -93,9 +93,10 @@ def test_the_early_warning_is_scored_at_every_evaluation_pass_into_tensorboard(t
 
 def test_the_online_control_replays_at_risk_examples_and_resumes_exactly(tmp_path, monkeypatch):
   """`sft.online.replay_share`: the at-risk V- and IV-like examples take rows of the coming batches
-  (same steps and shapes), and a run killed mid-way and resumed trains bit-identically."""
+  (same steps and shapes; TensorBoard's `control/rows_placed_per_step` counts them), and a run
+  killed mid-way and resumed trains bit-identically."""
   paths = sft_data.make_inputs(str(tmp_path / "data"), per_dataset=8)
-  config = sft_data.sft_config(paths, epochs=3, eval_every_steps=2)
+  config = sft_data.sft_config(paths, epochs=3, eval_every_steps=2, log_every_steps=1)
   config.sft.online.update(model=str(tmp_path / "warning.json"), threshold=0.05, every_steps=2, replay_share=0.5)
   _model(["another run"]).save(config.sft.online.model)
   plain = sft_data.sft_config(paths, epochs=3, eval_every_steps=2)
@@ -110,6 +111,9 @@ def test_the_online_control_replays_at_risk_examples_and_resumes_exactly(tmp_pat
   replayed = set(np.asarray(examples.read(str(tmp_path / "online" / "examples.parquet"))["id"])[event["replay"]])
   visited = log[(log["step"] > step) & (log["step"] <= step + 2)]["id"]
   assert replayed & set(visited)  # the chosen examples are in the next batches
+  events_file = glob.glob(str(tmp_path / "online" / "sft" / "tensorboard" / "events.out.tfevents.*"))[0]
+  placed = EventAccumulator(events_file, size_guidance={"scalars": 0}).Reload().Scalars("control/rows_placed_per_step")
+  assert len(placed) == summary("online")["steps"] and sum(e.value for e in placed) == sum(e["rows"] for e in events)
   sft_data.run_killed_and_resumed(monkeypatch, config, str(tmp_path / "killed"), kill_at=step + 3)
   sft_data.assert_same_final_params(str(tmp_path / "online"), str(tmp_path / "killed"))
   assert summary("killed")["controls"] == summary("online")["controls"]

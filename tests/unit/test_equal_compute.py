@@ -303,3 +303,22 @@ def test_a_mitigation_with_no_attributed_example_is_skipped_and_reported(run):
   assert arms.idle(arms_config.ArmConfig("m1", "knowledge"), pd.DataFrame({"cause": ["IV"]}))
   assert not arms.idle(arms_config.ArmConfig("m4", "shuffle"), pd.DataFrame({"cause": ["IV"]}))
   assert not arms.idle(arms_config.ArmConfig("more", "epochs"), pd.DataFrame({"cause": ["IV"]}))  # a control
+
+
+def test_totals_add_the_baseline_to_every_run_that_needs_it_first():
+  """A post-hoc arm and a more-epochs control need the baseline trained first; the baseline itself
+  and the online arm (standalone) do not."""
+  run = lambda real: {"tokens": {"real": real, "padded": 2 * real, "loss": real // 2}, "by_stage": {}, "flops": None}
+  compute = {"baseline": run(1000), "conflict": run(900), "online": run(1000), "more_epochs.e30": run(400), "x": None}
+  arms_run = [arms_config.ArmConfig("conflict", "conflict"), arms_config.ArmConfig("online", "online", {"model": "m"})]
+  out = equal_compute.totals(compute, arms_run)
+  assert {name: c and c["total_real"] for name, c in out.items()} == {
+    "baseline": 1000,
+    "conflict": 1900,
+    "online": 1000,
+    "more_epochs.e30": 1400,
+    "x": None,
+  }
+  assert out["conflict"]["tokens"] == compute["conflict"]["tokens"]
+  missing = equal_compute.totals({"baseline": None, "conflict": run(900)}, arms_run)
+  assert missing["conflict"]["total_real"] is None  # no baseline count: no total

@@ -11,7 +11,7 @@ import pytest
 from ilp import config as config_lib
 from ilp import fileio
 from ilp.data import batches, loaders
-from ilp.interventions import arms, calibration, conflict, epochs, knowledge, progressive, selection, shuffle
+from ilp.interventions import arms, calibration, conflict, epochs, knowledge, online, progressive, selection, shuffle
 from ilp.layout import Layout
 from ilp.typed import ConfigError
 
@@ -251,6 +251,42 @@ def test_arms_on_a_converged_baseline_train_exactly_their_epochs(converged):
   assert epochs_of(p) == TRAINED and p.sft.convergence.max_epochs == 0 and p.sft.progressive.enabled
   for arm in (s, p, arms.exact_epochs(base, context.trained_phases())):  # each loads as a config of its own
     assert config_lib.load(config_lib.config_dict(arm)).sft == arm.sft
+
+
+def test_the_online_arm_replays_the_converged_baselines_schedule(converged):
+  """The online arm keeps training to convergence with each phase's plateau fixed where the
+  baseline's criterion held (epoch 3 and 6 of 4 and 7), so the schedule is the baseline's; its
+  settings become `sft.online`, checked before anything runs."""
+  context, config = converged
+  base = _arm_config(context, config)
+  settings = online.Settings(model="/m.json", share=0.5, threshold=0.3, every_steps=20, replay_causes=("I", "V"))
+  arm = online.prepare(context, settings, base)
+  assert arm.sft.convergence.plateaus == (3, 6) and arm.sft.convergence.max_epochs == 9
+  assert arm.sft.phases == config.sft.phases and not arm.detect.require_converged
+  got = arm.sft.online
+  assert (got.model, got.replay_share, got.threshold, got.every_steps, got.replay_causes) == (
+    "/m.json",
+    0.5,
+    0.3,
+    20,
+    ("I", "V"),
+  )
+  assert config_lib.load(config_lib.config_dict(arm)).sft == arm.sft
+  fixed = dataclasses.replace(config.sft.convergence, max_epochs=0)  # a baseline trained fixed epochs
+  fixed = arms.baseline_schedule(
+    dataclasses.replace(base, sft=dataclasses.replace(base.sft, convergence=fixed)), context
+  )
+  assert fixed.sft.convergence.plateaus == () and {p.name: p.epochs for p in fixed.sft.phases} == TRAINED
+  cfg = config_lib.config_dict(config)
+  for bad, field in (
+    ({}, "model"),
+    ({"model": "/m.json", "share": 0.0}, "share"),
+    ({"model": "/m.json", "share": 1.5}, "share"),
+    ({"model": "/m.json", "replay_causes": ("III",)}, "replay_causes"),
+  ):
+    cfg.interventions.arms = ({"name": "o", "intervention": "online", "settings": bad},)
+    with pytest.raises(ConfigError, match=rf"interventions.arms\[0\].settings.{field}"):
+      config_lib.load(cfg)
 
 
 def test_trained_phases_of_a_baseline_without_sft_phases(tmp_path):

@@ -16,6 +16,7 @@ from ilp.data.batches import PlannedBatch, Stream
 from ilp.online import control, evaluation, warning
 from ilp.online.config import OnlineConfig
 from ilp.online.features import FEATURES
+from ilp.report import online as report_online
 from ilp.train import hooks
 from ilp.typed import ConfigError
 
@@ -36,18 +37,31 @@ def test_score_is_the_fitted_pipelines_probability_and_survives_a_round_trip(tmp
   np.testing.assert_allclose(model.score(test), reference.predict_proba(test)[:, 1], rtol=1e-6)
   model.save(str(tmp_path / "w.json"))
   np.testing.assert_array_equal(warning.EarlyWarning.load(str(tmp_path / "w.json")).score(test), model.score(test))
-  assert model.fitted_on == ("a", "b")
+  assert model.fitted_on == ("a", "b")  # the examples' keys, sorted
 
 
-def test_a_model_never_scores_the_data_it_was_fitted_on():
-  examples = pd.DataFrame({"id": ["b", "a"], "prompt": ["p", "q"], "response": ["r", "s"]})
-  mark = warning.fingerprint(examples)
-  assert mark == warning.fingerprint(examples.iloc[::-1])  # row order does not matter
+def test_a_model_never_scores_the_data_it_was_fitted_on_nor_a_subset_of_it():
+  """More than a quarter of a run's examples among the fitted ones is refused: the same data in any
+  order, a subset of it (an arm that deleted examples); a run sharing a quarter or less is scored."""
+  examples = pd.DataFrame(
+    {"id": [f"e{i}" for i in range(8)], "prompt": [f"q{i}" for i in range(8)], "response": [f"r{i}" for i in range(8)]}
+  )
+  fitted = warning.keys(examples)
+  assert len(set(fitted)) == 8 and all(len(k) == 16 for k in fitted)
+  assert warning.keys(examples.iloc[::-1]) == fitted[::-1]  # a key per example, not per table
   x, y = _table(100, 0)
-  model = warning.fit([x], [y], [mark])
-  with pytest.raises(ConfigError, match="'sft.online.model': the early-warning model was fitted on this run's"):
-    model.check_unseen(mark)
-  model.check_unseen(warning.fingerprint(examples.assign(response=["r", "t"])))
+  model = warning.fit([x], [y], fitted)
+  assert model.fitted_on == tuple(sorted(fitted))
+  refused = "'sft.online.model': the early-warning model was fitted on {}% of this run's SFT examples"
+  with pytest.raises(ConfigError, match=refused.format(100)):
+    model.check_unseen(warning.keys(examples.iloc[::-1]))
+  with pytest.raises(ConfigError, match=refused.format(100)):
+    model.check_unseen(warning.keys(examples.iloc[:3]))  # a subset
+  other = examples.assign(response=[f"s{i}" for i in range(8)])
+  with pytest.raises(ConfigError, match=refused.format(38)):  # 3 of 8 records unchanged
+    model.check_unseen(warning.keys(pd.concat([examples.iloc[:3], other.iloc[3:]])))
+  model.check_unseen(warning.keys(pd.concat([examples.iloc[:2], other.iloc[2:]])))  # 2 of 8: 25%, the limit
+  model.check_unseen(warning.keys(other))
 
 
 def test_provisional_cause_follows_the_diagnosis_order():
@@ -121,3 +135,39 @@ def test_the_online_control_replays_at_risk_rows_within_its_share_and_replays_on
     control.OnlineReplay(long, "", lengths, _stream(), 0)
   with pytest.raises(ConfigError, match="'replay_share': must lie in \\[0, 1\\]"):
     OnlineConfig(replay_share=1.5)
+  with pytest.raises(ConfigError, match="'replay_causes': \\['III'\\]: only \\('I', 'IV', 'V'\\) can be replayed"):
+    OnlineConfig(replay_causes=("V", "III"))
+
+
+def test_the_control_replays_the_configured_causes_and_flags_iii_and_ii(monkeypatch):
+  at_risk = np.arange(40) < 6  # examples 0-5 at risk, provisionally I, II, III, IV, V, V
+  causes = np.array(["I", "II", "III", "IV", "V", "V"] + ["V"] * 34)
+  monkeypatch.setattr(control.dynamics_log, "load", lambda path: None)
+  for replay_causes, expected in ((("V", "IV"), [3, 4, 5]), (("I",), [0])):
+    online = OnlineConfig(model="m", every_steps=4, replay_share=0.25, replay_causes=replay_causes)
+    watch = SimpleNamespace(config=online, assess=lambda log, step: (at_risk, causes))
+    stream = _stream()
+    act = control.OnlineReplay(watch, "", np.full(40, 10), stream, seed=3)
+    act.update(5, None, stream)
+    event = act.events[-1]
+    assert event["replay"] == expected and event["flagged"] == {"III": [2], "II": [1]} and event["rows"] == 6
+
+
+def test_the_flags_section_counts_what_the_control_flagged_and_how_it_ended():
+  """`control.flagged` reads the last decision of the online control's state (not another
+  control's); the report's table counts, per provisional cause, the flagged examples, those
+  unlearned at the end and those the diagnosis attributed to that cause, against a direct count."""
+  events = [{"flagged": {"III": [0], "II": []}}, {"flagged": {"III": [0, 2], "II": [1, 3, 4]}}]
+  summary = {"controls": [{"decisions": {}}, {"events": [{"rows": 3}]}, {"kind": control.KIND, "events": events}]}
+  assert control.flagged(summary) == {"III": [0, 2], "II": [1, 3, 4]}
+  assert control.flagged({"controls": [{"decisions": {}}]}) is None
+  assert control.flagged({"controls": [{"kind": control.KIND, "events": []}]}) == {"III": [], "II": []}
+  ids = np.array(["a", "b", "c", "d", "e"])
+  unlearned = pd.Series([True, False, True, True, False], index=ids)
+  causes = pd.Series(["III", "II", "I", "II", ""], index=ids)
+  text = report_online.markdown(control.flagged(summary), ids, unlearned, causes, "Flags")
+  rows = {line.split(" | ")[0]: line.split(" | ")[1:4] for line in text.splitlines() if line.startswith("| I")}
+  assert rows["| III (near-duplicates with another answer)"] == ["2", "2", "1"]  # a, c flagged; both unlearned
+  assert rows["| II (the base model prefers another answer)"] == ["3", "1", "2"]  # b, d, e; d unlearned; b, d II
+  assert "`a`, `c`" in text and text.startswith("## Flags")
+  assert "| — |" in report_online.markdown({"III": [0]}, ids, unlearned, None, "Flags")  # no diagnosis
