@@ -88,19 +88,23 @@ def exact_epochs(config: Any, phases: tuple[PhaseConfig, ...]) -> Any:
   )
 
 
-def baseline_schedule(config: Any, context: Context) -> Any:
+def baseline_schedule(config: Any, context: Context, extra: int = 0) -> Any:
   """`config` training on the baseline's own schedule: where the baseline trained to convergence,
   each phase's plateau fixed at the epoch the baseline's criterion held there
   (`sft.convergence.plateaus`), the same cooldown, so the steps, tokens and learning rate of every
   step are the baseline's (detection's convergence requirement off: the baseline's run decided the
   end); otherwise its fixed epochs (`exact_epochs`). An arm that changes only which rows a step
-  trains then differs from the baseline by those rows alone."""
+  trains then differs from the baseline by those rows alone. `extra` > 0 trains the last phase that
+  many epochs more (its plateau later, or its fixed epochs more)."""
   phases = context.trained_phases()
   plateaus = equal_compute.plateau_epochs(context.baseline)
   if not config.sft.convergence.max_epochs or any(p.name not in plateaus for p in phases):
-    return exact_epochs(config, phases)
+    return exact_epochs(config, phases[:-1] + (dataclasses.replace(phases[-1], epochs=phases[-1].epochs + extra),))
   sft = config.sft
-  fixed = dataclasses.replace(sft.convergence, plateaus=tuple(plateaus[p.name] for p in phases))
+  at = [plateaus[p.name] for p in phases]
+  at[-1] += extra
+  max_epochs = max(sft.convergence.max_epochs, at[-1])
+  fixed = dataclasses.replace(sft.convergence, plateaus=tuple(at), max_epochs=max_epochs)
   return dataclasses.replace(
     config,
     sft=dataclasses.replace(sft, convergence=fixed),

@@ -29,10 +29,14 @@ class Settings:
   threshold: float = 0.5  # an example is at risk when its score reaches this
   every_steps: int = 50  # steps between the control's decisions
   replay_causes: tuple[str, ...] = ("V", "IV")  # provisional causes replayed (I, IV, V; III and II are flagged)
+  # > 0: the last phase's plateau that many epochs later than the baseline's (more compute: to match
+  # a post-hoc arm's total, the baseline's tokens included)
+  extra_epochs: int = 0
 
   def __post_init__(self):
     check(bool(self.model), "model", "the online arm needs an early-warning model (scripts/early_warning.py --save)")
     check(0 < self.share <= 1, "share", f"must lie in (0, 1], got {self.share}")
+    check(self.extra_epochs >= 0, "extra_epochs", f"must be >= 0, got {self.extra_epochs}")
     self.online()
 
   def online(self) -> OnlineConfig:
@@ -40,6 +44,6 @@ class Settings:
 
 
 def prepare(context: Any, settings: Settings, config: Any) -> Any:
-  config = arms.baseline_schedule(config, context)
+  config = arms.baseline_schedule(config, context, settings.extra_epochs)
   online = dataclasses.replace(settings.online(), causes=config.sft.online.causes)
   return dataclasses.replace(config, sft=dataclasses.replace(config.sft, online=online))

@@ -272,11 +272,14 @@ def test_the_online_arm_replays_the_converged_baselines_schedule(converged):
     ("I", "V"),
   )
   assert config_lib.load(config_lib.config_dict(arm)).sft == arm.sft
-  fixed = dataclasses.replace(config.sft.convergence, max_epochs=0)  # a baseline trained fixed epochs
-  fixed = arms.baseline_schedule(
-    dataclasses.replace(base, sft=dataclasses.replace(base.sft, convergence=fixed)), context
-  )
+  longer = online.prepare(context, dataclasses.replace(settings, extra_epochs=5), base).sft.convergence
+  assert (longer.plateaus, longer.max_epochs) == ((3, 11), 11)  # more compute: the last plateau later
+  unconverged = dataclasses.replace(config.sft.convergence, max_epochs=0)  # a baseline trained fixed epochs
+  unconverged = dataclasses.replace(base, sft=dataclasses.replace(base.sft, convergence=unconverged))
+  fixed = arms.baseline_schedule(unconverged, context)
   assert fixed.sft.convergence.plateaus == () and {p.name: p.epochs for p in fixed.sft.phases} == TRAINED
+  longer = arms.baseline_schedule(unconverged, context, 5)
+  assert {p.name: p.epochs for p in longer.sft.phases} == {"one": 4, "two": 12}
   cfg = config_lib.config_dict(config)
   for bad, field in (
     ({}, "model"),
