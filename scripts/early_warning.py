@@ -3,7 +3,7 @@ a share of its SFT steps and scored by the early-warning model fitted on the *ot
 (leave-one-run-out: a model never scores the data it was fitted on).
 
   python scripts/early_warning.py --workdirs=runs/w0,runs/w1,runs/w2 [--heldout=runs/free_form]
-      [--fractions=0.25,0.5,0.75] [--protocol=generative] [--save=warning.json]
+      [--fractions=0.25,0.5,0.75] [--protocol=generative] [--transform=none|rank] [--save=warning.json]
 
 Prints ROC-AUC, average precision and the provisional cause's kappa with the final diagnosis per
 run and share, and writes them to `<first workdir>/../early_warning.json` (or --out). Runs in
@@ -27,6 +27,7 @@ flags.DEFINE_list("fractions", ["0.25", "0.5", "0.75"], "Shares of the SFT steps
 flags.DEFINE_string("protocol", "generative", "Whose final unlearned label is predicted.")
 flags.DEFINE_string("out", None, "Where the figures go (default: early_warning.json beside the first workdir).")
 flags.DEFINE_string("save", None, "Also write the model fitted on every run here.")
+flags.DEFINE_enum("transform", "none", ["none", "rank"], "Features as they are, or as percentiles within the run.")
 flags.mark_flags_as_required(["workdirs"])
 
 
@@ -36,8 +37,8 @@ def main(argv: list[str]) -> None:
     raise app.UsageError("--workdirs: at least two runs (each is scored by a model fitted on the others)")
   fractions = sorted({float(f) for f in FLAGS.fractions} | set(evaluation.FIT_FRACTIONS))
   runs = [evaluation.read(w, fractions, FLAGS.protocol) for w in FLAGS.workdirs]
-  everything = evaluation.fit_on(runs)
-  jobs = [(r, evaluation.fit_on([o for o in runs if o is not r])) for r in runs]
+  everything = evaluation.fit_on(runs, FLAGS.transform)
+  jobs = [(r, evaluation.fit_on([o for o in runs if o is not r], FLAGS.transform)) for r in runs]
   jobs += [(evaluation.read(w, fractions, FLAGS.protocol), everything) for w in FLAGS.heldout]
   results = {}
   for held, model in jobs:

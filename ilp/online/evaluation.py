@@ -46,10 +46,11 @@ def read(workdir: str, fractions: Sequence[float], protocol: str = col.GENERATIV
   return Run(workdir, warning.keys(table), at, detection[col.of(protocol, col.UNLEARNED)].to_numpy(bool), cause)
 
 
-def fit_on(runs: Sequence[Run]) -> warning.EarlyWarning:
-  """The model fitted on every point of every run in `runs`."""
+def fit_on(runs: Sequence[Run], transform: str = "none") -> warning.EarlyWarning:
+  """The model fitted on every point of every run in `runs` (`transform`: `warning.TRANSFORMS`)."""
   tables = [(r.at[f], r.unlearned) for r in runs for f in r.at]
-  return warning.fit([t for t, _ in tables], [y for _, y in tables], [k for r in runs for k in r.keys])
+  keys = [k for r in runs for k in r.keys]
+  return warning.fit([t for t, _ in tables], [y for _, y in tables], keys, transform=transform)
 
 
 def score(model: warning.EarlyWarning, run: Run) -> dict[str, dict]:

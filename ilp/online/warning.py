@@ -58,9 +58,20 @@ def keys(examples: pd.DataFrame) -> tuple[str, ...]:
   return tuple(hashlib.sha256(json.dumps(pair).encode()).hexdigest()[:16] for pair in pairs)
 
 
+TRANSFORMS = ("none", "rank")
+
+
+def transformed(features: pd.DataFrame, transform: str) -> pd.DataFrame:
+  """The features a score reads: as they are ("none"), or each as its percentile among the run's
+  examples at that step ("rank", ties averaged), which no scale difference between runs survives
+  (a world of sentence answers has other loss values than one of one-word answers)."""
+  return features.rank(pct=True) if transform == "rank" else features
+
+
 @dataclasses.dataclass(frozen=True)
 class EarlyWarning:
-  """A fitted score: P(unlearned at the end) = sigmoid(((x - mean) / scale) . coef + intercept)."""
+  """A fitted score: P(unlearned at the end) = sigmoid(((x - mean) / scale) . coef + intercept),
+  x the features `transformed` as it was fitted."""
 
   mean: tuple[float, ...]
   scale: tuple[float, ...]
@@ -68,9 +79,11 @@ class EarlyWarning:
   intercept: float
   fitted_on: tuple[str, ...]  # `keys` of the examples it was fitted on, sorted
   features: tuple[str, ...] = FEATURES
+  transform: str = "none"  # one of TRANSFORMS
 
   def score(self, features: pd.DataFrame) -> np.ndarray:
-    x = features[list(self.features)].to_numpy(np.float64)
+    """Per example of one run at one step (`features`: every example, as `ilp.online.features.at_step`)."""
+    x = transformed(features[list(self.features)], self.transform).to_numpy(np.float64)
     z = ((x - np.asarray(self.mean)) / np.asarray(self.scale)) @ np.asarray(self.coef) + self.intercept
     return 1.0 / (1.0 + np.exp(-z))
 
@@ -96,14 +109,21 @@ class EarlyWarning:
 
 
 def fit(
-  features: Sequence[pd.DataFrame], labels: Sequence[np.ndarray], examples: Sequence[str], c: float = 1.0
+  features: Sequence[pd.DataFrame],
+  labels: Sequence[np.ndarray],
+  examples: Sequence[str],
+  c: float = 1.0,
+  transform: str = "none",
 ) -> EarlyWarning:
-  """Fits the score on the pooled rows of several (features, final label) tables (class-balanced
-  weights: unlearned examples are the minority); `examples`: the `keys` of the runs' examples."""
+  """Fits the score on the pooled rows of several (features, final label) tables, each one run at
+  one step (class-balanced weights: unlearned examples are the minority); `examples`: the `keys`
+  of the runs' examples; `transform`: how features are read (`transformed`, per table)."""
   from sklearn.linear_model import LogisticRegression
   from sklearn.preprocessing import StandardScaler
 
-  x = pd.concat(features)[list(FEATURES)].to_numpy(np.float64)
+  if transform not in TRANSFORMS:
+    raise ValueError(f"transform '{transform}' is not one of {TRANSFORMS}")
+  x = pd.concat([transformed(f[list(FEATURES)], transform) for f in features]).to_numpy(np.float64)
   y = np.concatenate(labels).astype(bool)
   scaler = StandardScaler().fit(x)
   scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
@@ -114,6 +134,7 @@ def fit(
     tuple(model.coef_[0].tolist()),
     float(model.intercept_[0]),
     tuple(sorted(set(examples))),
+    transform=transform,
   )
 
 

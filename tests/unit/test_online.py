@@ -40,6 +40,23 @@ def test_score_is_the_fitted_pipelines_probability_and_survives_a_round_trip(tmp
   assert model.fitted_on == ("a", "b")  # the examples' keys, sorted
 
 
+def test_a_rank_model_reads_percentiles_within_each_run_and_ignores_its_scale(tmp_path):
+  """`transform="rank"`: each table's features become their percentiles (ties averaged) before the
+  same fitted pipeline; a run whose losses are on another scale (x3 + 1) gets the same scores."""
+  (x1, y1), (x2, y2) = _table(300, 0), _table(200, 1)
+  model = warning.fit([x1, x2], [y1, y2], ["a"], transform="rank")
+  ranked = pd.concat([x1.rank(pct=True), x2.rank(pct=True)])
+  reference = make_pipeline(StandardScaler(), LogisticRegression(class_weight="balanced", max_iter=1000))
+  reference.fit(ranked, np.concatenate([y1, y2]))
+  test, _ = _table(50, 2)
+  np.testing.assert_allclose(model.score(test), reference.predict_proba(test.rank(pct=True))[:, 1], rtol=1e-6)
+  np.testing.assert_allclose(model.score(test.assign(loss=3 * test["loss"] + 1)), model.score(test), rtol=1e-12)
+  model.save(str(tmp_path / "rank.json"))
+  assert warning.EarlyWarning.load(str(tmp_path / "rank.json")).transform == "rank"
+  with pytest.raises(ValueError, match="transform 'log' is not one of"):
+    warning.fit([x1], [y1], ["a"], transform="log")
+
+
 def test_a_model_never_scores_the_data_it_was_fitted_on_nor_a_subset_of_it():
   """More than a quarter of a run's examples among the fitted ones is refused: the same data in any
   order, a subset of it (an arm that deleted examples); a run sharing a quarter or less is scored."""
