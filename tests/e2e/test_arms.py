@@ -85,17 +85,16 @@ def test_arms_and_comparison_on_a_reduced_world(tmp_path, monkeypatch):
   shuffle_total = compute["shuffle"]["tokens"]["real"] + compute["baseline"]["tokens"]["real"]
   assert compute["shuffle"]["total_real"] == shuffle_total  # a post-hoc arm: the baseline first
   assert "## Arm online: flagged during SFT" in open(os.path.join(layout.report, "report.md")).read()
-  # its ceiling: the same control driven by hindsight replays exactly the baseline's unlearned examples
-  # of its replayed causes
-  ceiling = subprocess.run(
-    [sys.executable, os.path.join(ROOT, "scripts", "online_ceiling.py"), f"--workdir={workdir}", "--arm=online"],
+  # the same control driven by hindsight replays exactly the baseline's unlearned examples of its replayed causes
+  hindsight_run = subprocess.run(
+    [sys.executable, os.path.join(ROOT, "scripts", "online_hindsight.py"), f"--workdir={workdir}", "--arm=online"],
     capture_output=True,
     text=True,
     timeout=300,
   )
-  assert ceiling.returncode == 0, ceiling.stderr[-2000:]
-  assert [line.split(":")[0] for line in ceiling.stdout.splitlines()] == ["baseline", "online", "ceiling"]
-  hindsight = json.load(open(os.path.join(workdir, "ceiling", "online", "sft", "summary.json")))
+  assert hindsight_run.returncode == 0, hindsight_run.stderr[-2000:]
+  assert [line.split(":")[0] for line in hindsight_run.stdout.splitlines()] == ["baseline", "online", "hindsight"]
+  hindsight = json.load(open(os.path.join(workdir, "hindsight", "online", "sft", "summary.json")))
   replayed = next(c for c in hindsight["controls"] if c.get("kind") == "online")["events"][-1]["replay"]
   attribution = pd.read_parquet(layout.attribution).set_index("id").reindex(pd.read_parquet(layout.examples)["id"])
   expected = attribution["unlearned"].astype(bool) & attribution["cause"].isin(ONLINE["replay_causes"])

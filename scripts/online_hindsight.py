@@ -1,15 +1,17 @@
-"""The online control's ceiling: what its replays could do with perfect foresight.
+"""The online control driven by hindsight instead of the early warning.
 
-An online arm of a finished interventions study run again with the early warning replaced by
-hindsight: at every decision, the examples "at risk" are exactly those the converged baseline
-ended unlearned and its diagnosis attributed to one of the arm's `replay_causes` (their cause is
-the diagnosis's). Everything else is the arm's: share, decision steps, the baseline's schedule,
-the same compute. No early warning can pick better examples for this control, so a target the
-ceiling misses is out of the control's reach, not the score's.
+An online arm of a finished interventions study run again with the early warning replaced by the
+converged baseline's outcome: at every decision, the examples "at risk" are exactly those the
+baseline ended unlearned and its diagnosis attributed to one of the arm's `replay_causes` (their
+cause is the diagnosis's). Everything else is the arm's: share, decision steps, the baseline's
+schedule, the same compute. It tells whether the early warning's choice of examples is what limits
+the control: if replaying what the baseline *ends* unlearned does no better than the arm, a better
+score would not help. (It is not an upper bound: an example the baseline ends unlearned is not
+always the one a replay can still save.)
 
-  python scripts/online_ceiling.py --workdir=runs/interventions --arm=online [--out=<workdir>/ceiling/<arm>]
+  python scripts/online_hindsight.py --workdir=runs/interventions --arm=online [--out=<workdir>/hindsight/<arm>]
 
-Prints the unlearned rate of the baseline, the arm (when it ran) and the ceiling run on the
+Prints the unlearned rate of the baseline, the arm (when it ran) and the hindsight run on the
 baseline's examples (the diagnosis's label, as the comparison reads it).
 """
 
@@ -31,7 +33,7 @@ from ilp.online import warning
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "A finished interventions study (baseline diagnosed).")
 flags.DEFINE_string("arm", None, "The name of one of its online arms, whose settings the ceiling keeps.")
-flags.DEFINE_string("out", None, "The ceiling run's directory (default: <workdir>/ceiling/<arm>).")
+flags.DEFINE_string("out", None, "The hindsight run's directory (default: <workdir>/hindsight/<arm>).")
 flags.mark_flags_as_required(["workdir", "arm"])
 
 
@@ -59,12 +61,12 @@ def main(argv: list[str]) -> None:
     found = known.reindex(self.data.index)
     return found["at_risk"].fillna(False).to_numpy(bool), found["cause"].fillna("").to_numpy(str)
 
-  warning.Watch.assess = assess  # this process only: the ceiling's one change
-  out = FLAGS.out or layout.path("ceiling", arm.name)
+  warning.Watch.assess = assess  # this process only: the run's one change
+  out = FLAGS.out or layout.path("hindsight", arm.name)
   context = arms.Context(config, layout, Layout(out), attribution)
   pipeline.run(online.prepare(context, settings, arms.base_config(config, layout)), out)
   base = attribution.set_index(col.ID)[col.UNLEARNED].astype(bool)
-  for name, run in (("baseline", layout), (arm.name, layout.arm(arm.name)), ("ceiling", Layout(out))):
+  for name, run in (("baseline", layout), (arm.name, layout.arm(arm.name)), ("hindsight", Layout(out))):
     if os.path.exists(run.attribution):  # the diagnosis's label (the comparison's), on the baseline's examples
       rate = pd.read_parquet(run.attribution).set_index(col.ID)[col.UNLEARNED].reindex(base.index).mean()
       print(f"{name}: {100 * rate:.1f}% unlearned ({100 * (rate / base.mean() - 1):+.0f}% relative)")
