@@ -32,7 +32,7 @@ from ilp.online import warning
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "A finished interventions study (baseline diagnosed).")
-flags.DEFINE_string("arm", None, "The name of one of its online arms, whose settings the ceiling keeps.")
+flags.DEFINE_string("arm", None, "The name of one of its online arms, whose settings the hindsight run keeps.")
 flags.DEFINE_string("out", None, "The hindsight run's directory (default: <workdir>/hindsight/<arm>).")
 flags.mark_flags_as_required(["workdir", "arm"])
 
