@@ -3,7 +3,7 @@ a share of its SFT steps and scored by the early-warning model fitted on the *ot
 (leave-one-run-out: a model never scores the data it was fitted on).
 
   python scripts/early_warning.py --workdirs=runs/w0,runs/w1,runs/w2 [--heldout=runs/free_form]
-      [--fractions=0.25,0.5,0.75] [--protocol=generative] [--transform=none|rank] [--save=warning.json]
+      [--fractions=0.25,0.5,0.75] [--protocol=generative] [--transform=rank|none] [--save=warning.json]
 
 Prints ROC-AUC, average precision and the provisional cause's kappa with the final diagnosis per
 run and share, and writes them to `<first workdir>/../early_warning.json` (or --out). Runs in
@@ -27,7 +27,7 @@ flags.DEFINE_list("fractions", ["0.25", "0.5", "0.75"], "Shares of the SFT steps
 flags.DEFINE_string("protocol", "generative", "Whose final unlearned label is predicted.")
 flags.DEFINE_string("out", None, "Where the figures go (default: early_warning.json beside the first workdir).")
 flags.DEFINE_string("save", None, "Also write the model fitted on every run here.")
-flags.DEFINE_enum("transform", "none", ["none", "rank"], "Features as they are, or as percentiles within the run.")
+flags.DEFINE_enum("transform", "rank", ["none", "rank"], "Features as percentiles within the run, or as they are.")
 flags.mark_flags_as_required(["workdirs"])
 
 

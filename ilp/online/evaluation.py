@@ -46,7 +46,7 @@ def read(workdir: str, fractions: Sequence[float], protocol: str = col.GENERATIV
   return Run(workdir, warning.keys(table), at, detection[col.of(protocol, col.UNLEARNED)].to_numpy(bool), cause)
 
 
-def fit_on(runs: Sequence[Run], transform: str = "none") -> warning.EarlyWarning:
+def fit_on(runs: Sequence[Run], transform: str = "rank") -> warning.EarlyWarning:
   """The model fitted on every point of every run in `runs` (`transform`: `warning.TRANSFORMS`)."""
   tables = [(r.at[f], r.unlearned) for r in runs for f in r.at]
   keys = [k for r in runs for k in r.keys]

@@ -1,9 +1,11 @@
 """The early-warning model: from the FEATURES of each example at step t of SFT, the probability that
 it ends unlearned, and a provisional cause.
 
-The score is a logistic regression (scikit-learn) on standardised features, fitted on finished
-runs (their features at several points of SFT against the final detection label) and stored as
-plain numbers (`save`/`load`), so scoring needs no scikit-learn object and is exact to reproduce.
+The score is a logistic regression (scikit-learn) on standardised features, each read by default
+as its percentile among the run's examples at that step (`transformed`: a world of sentence
+answers, whose losses have another scale, then reads like one of one-word answers), fitted on
+finished runs (their features at several points of SFT against the final detection label) and
+stored as plain numbers (`save`/`load`), so scoring needs no scikit-learn object and is exact to reproduce.
 A model is never used on the data it was fitted on: it records a key of every example it was
 fitted on (`keys`: a short SHA-256 of its prompt and response) and `check_unseen` refuses a run
 sharing more than `SHARED_LIMIT` of its examples with them: the same data, a subset of it (an arm
@@ -113,7 +115,7 @@ def fit(
   labels: Sequence[np.ndarray],
   examples: Sequence[str],
   c: float = 1.0,
-  transform: str = "none",
+  transform: str = "rank",
 ) -> EarlyWarning:
   """Fits the score on the pooled rows of several (features, final label) tables, each one run at
   one step (class-balanced weights: unlearned examples are the minority); `examples`: the `keys`

@@ -30,7 +30,7 @@ def _table(n, seed):
 
 def test_score_is_the_fitted_pipelines_probability_and_survives_a_round_trip(tmp_path):
   (x1, y1), (x2, y2) = _table(300, 0), _table(200, 1)
-  model = warning.fit([x1, x2], [y1, y2], ["a", "b"])
+  model = warning.fit([x1, x2], [y1, y2], ["a", "b"], transform="none")
   x, y = pd.concat([x1, x2]), np.concatenate([y1, y2])
   reference = make_pipeline(StandardScaler(), LogisticRegression(class_weight="balanced", max_iter=1000)).fit(x, y)
   test, _ = _table(50, 2)
