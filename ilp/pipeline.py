@@ -34,6 +34,7 @@ from ilp.data.config import SOURCES, WORKDIR, DataConfig
 from ilp.data.records import DataError
 from ilp.interventions import arms
 from ilp.layout import Layout
+from ilp.online import warning
 from ilp.stages import capability, compare, detect, diagnose, init_model, pretrain, report, sft, world
 from ilp.train import dynamics
 from ilp.typed import ConfigError
@@ -104,7 +105,7 @@ STAGES = {
       "sft",
       sft.outputs,
       sft.run,
-      (examples.check, examples.check_sources),
+      (examples.check, examples.check_sources, warning.check),
       work=lambda layout: [layout.training("sft"), layout.examples],
       sealed_paths=_sft_sealed,
       rewrites=sft.outputs,

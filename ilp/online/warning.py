@@ -22,12 +22,15 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 
 from ilp import fileio
+from ilp.data import examples as examples_lib
+from ilp.data import loaders
+from ilp.data.config import DataConfig
 from ilp.diagnosis.attribution import CAUSES
 from ilp.diagnosis.signals import SignalConfig
 from ilp.online import features
@@ -138,6 +141,18 @@ def fit(
     tuple(sorted(set(examples))),
     transform=transform,
   )
+
+
+def check(config: Any, data: DataConfig) -> None:
+  """Before any stage runs: the early-warning model (`sft.online.model`) loads, and was not fitted
+  on the SFT records that exist already (`{workdir}` ones are checked when SFT starts, `Watch.of`)."""
+  if not config.sft.online.model:
+    return
+  model = EarlyWarning.load(config.sft.online.model)
+  records = loaders.load_sft(data.sft, data.extra_fields) if data.sft else []
+  if records:
+    prompts = [examples_lib.prompt_text(r.prompt_messages) for r in records]
+    model.check_unseen(keys(pd.DataFrame({"prompt": prompts, "response": [r.response for r in records]})))
 
 
 @dataclasses.dataclass

@@ -85,7 +85,7 @@ def test_the_early_warning_is_scored_at_every_evaluation_pass_into_tensorboard(t
   config.sft.online.model = own
   with pytest.raises(ConfigError, match="'sft.online.model': the early-warning model was fitted on 100% of this run's"):
     pipeline.run(config, str(tmp_path / "refused"))
-  assert not os.path.exists(tmp_path / "refused" / "sft" / "checkpoints")
+  assert not os.path.exists(tmp_path / "refused" / "config.json")  # refused before any stage
   config.sft.online.model = str(tmp_path / "missing.json")
   with pytest.raises(ConfigError, match="'sft.online.model': .*missing.json: no such file"):
     pipeline.run(config, str(tmp_path / "refused2"))
