@@ -85,15 +85,18 @@ def compute(layout: Layout, stages: Sequence[str]) -> dict[str, Any] | None:
   return {"tokens": total, "by_stage": by_stage, "flops": flops}
 
 
-STANDALONE = ("online",)  # interventions that need no baseline run first: they act during SFT itself
+# interventions whose run is the whole cost of its model: the online arm acts during SFT itself, and
+# a "more epochs" run's counts already hold the baseline's trunk it continues (restored with it)
+STANDALONE = ("online", "epochs")
 
 
 def totals(compute: dict[str, dict[str, Any] | None], arms: Sequence[ArmConfig]) -> dict[str, dict[str, Any] | None]:
   """`compute` (run name -> `compute(...)`; "baseline" among them) with each run's total real
-  tokens added (`total_real`): what a user spends to get that run's model. A post-hoc arm (and a
-  "more epochs" control, which continues the baseline) needs the baseline's training first, so its
-  total adds the baseline's tokens; the baseline and a standalone arm (`STANDALONE`) count their own."""
+  tokens added (`total_real`): what a user spends to get that run's model. A post-hoc arm needs
+  the baseline trained and diagnosed first, so its total adds the baseline's tokens; the baseline,
+  a standalone arm (`STANDALONE`) and a derived more-epochs control count their own."""
   standalone = {"baseline"} | {a.name for a in arms if a.intervention in STANDALONE}
+  standalone |= {name for name in compute if name.startswith(CONTROL_PREFIX)}
   base = (compute.get("baseline") or {}).get("tokens", {}).get("real")
   out = {}
   for name, c in compute.items():

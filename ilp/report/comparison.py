@@ -55,8 +55,8 @@ def _compute(result: dict[str, Any]) -> list[str]:
     "`summary.json`): SFT, plus continual pre-training (CPT) for the knowledge and calibration arms; the "
     "base model's pre-training, shared by every run, is not counted. FLOPs = 6·N·D over the padded tokens "
     "(attention scores left out). *With the baseline first*: what a user spends to get the run's model; a "
-    "post-hoc arm (and a more-epochs control, which continues the baseline) needs the baseline trained and "
-    "diagnosed first, so its own tokens plus the baseline's; the online arm acts during SFT and needs none.",
+    "post-hoc arm needs the baseline trained and diagnosed first, so its own tokens plus the baseline's; the "
+    "online arm acts during SFT and needs none, and a more-epochs run's tokens hold the baseline's it continues.",
     "",
     "| run | CPT real tokens | SFT real tokens | total real tokens | × baseline | with the baseline first "
     "| × baseline | padded tokens | loss tokens | FLOPs |",

@@ -306,18 +306,24 @@ def test_a_mitigation_with_no_attributed_example_is_skipped_and_reported(run):
 
 
 def test_totals_add_the_baseline_to_every_run_that_needs_it_first():
-  """A post-hoc arm and a more-epochs control need the baseline trained first; the baseline itself
-  and the online arm (standalone) do not."""
+  """A post-hoc arm needs the baseline trained first; the baseline itself, the online arm and a
+  more-epochs run (its counts hold the baseline's trunk it continues) are their whole cost."""
   run = lambda real: {"tokens": {"real": real, "padded": 2 * real, "loss": real // 2}, "by_stage": {}, "flops": None}
   compute = {"baseline": run(1000), "conflict": run(900), "online": run(1000), "more_epochs.e30": run(400), "x": None}
-  arms_run = [arms_config.ArmConfig("conflict", "conflict"), arms_config.ArmConfig("online", "online", {"model": "m"})]
+  compute["more"] = run(1300)
+  arms_run = [
+    arms_config.ArmConfig("conflict", "conflict"),
+    arms_config.ArmConfig("online", "online", {"model": "m"}),
+    arms_config.ArmConfig("more", "epochs", {"extra": 10}),
+  ]
   out = equal_compute.totals(compute, arms_run)
   assert {name: c and c["total_real"] for name, c in out.items()} == {
     "baseline": 1000,
     "conflict": 1900,
     "online": 1000,
-    "more_epochs.e30": 1400,
+    "more_epochs.e30": 400,
     "x": None,
+    "more": 1300,
   }
   assert out["conflict"]["tokens"] == compute["conflict"]["tokens"]
   missing = equal_compute.totals({"baseline": None, "conflict": run(900)}, arms_run)
