@@ -367,6 +367,16 @@ BAD_CONFIGS = (  # (case, flags, config body, the field the message must name)
     "name",
   ),
   ("max_position_embeddings < largest bucket", ("--config.model.max_position_embeddings=32",), "", "max_position"),
+  (
+    "online arm with share 0",
+    (),
+    "c.stages = c.stages + ('arms',)\n"
+    "c.interventions.arms = ({'name': 'online', 'intervention': 'online', "
+    "'settings': {'model': '/m.json', 'share': 0.0}},)",
+    "share",
+  ),
+  ("online replay of III", (), "c.sft.online.replay_causes = ('V', 'III')", "replay_causes"),
+  ("missing early-warning model", ("--config.sft.online.model=/nonexistent/warning.json",), "", "sft.online.model"),
 )
 
 
