@@ -23,12 +23,14 @@ from ilp.typed import check
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-  causes: tuple[str, ...] = ("IV", "V")  # the causes the arm is measured on (the ones it replays)
+  """Defaults: the settings chosen on world seed 0 among six (docs/measurements.md, "The online arm")."""
+
+  causes: tuple[str, ...] = ("I", "IV", "V")  # the causes the arm is measured on (the ones it replays)
   model: str = ""  # the early-warning model (scripts/early_warning.py --save), fitted on other runs (absolute path)
-  share: float = 0.25  # of the rows of each coming batch, given to the at-risk examples (the compute budget)
+  share: float = 0.75  # of the rows of each coming batch, given to the at-risk examples (the compute budget)
   threshold: float = 0.5  # an example is at risk when its score reaches this
   every_steps: int = 50  # steps between the control's decisions
-  replay_causes: tuple[str, ...] = ("V", "IV")  # provisional causes replayed (I, IV, V; III and II are flagged)
+  replay_causes: tuple[str, ...] = ("I", "IV", "V")  # provisional causes replayed (III and II are flagged)
   # > 0: the last phase's plateau that many epochs later than the baseline's (more compute: to match
   # a post-hoc arm's total, the baseline's tokens included)
   extra_epochs: int = 0
