@@ -8,7 +8,7 @@ training. To compare it at equal compute, it trains on the baseline's own schedu
 (`arms.baseline_schedule`: each phase ends where the baseline's criterion held, same learning rate
 at every step), so its steps and tokens are the baseline's and it differs from the baseline by the
 rows the control placed; a post-hoc arm's total compute includes the baseline it needed first
-(`ilp.interventions.equal_compute.total`). The early-warning model must be fitted on other runs
+(`ilp.interventions.equal_compute.totals`). The early-warning model must be fitted on other runs
 (scripts/early_warning.py --save): one fitted on this world is refused before SFT."""
 
 from __future__ import annotations
