@@ -43,6 +43,7 @@ class OnlineReplay:
     self.config = watch.config
     self.last = -self.config.every_steps
     self.events: list[dict[str, Any]] = []
+    self.read: dict[str, Any] = {}  # the log's files read so far (`dynamics_log.load`'s cache)
     steps = np.bincount([b.phase for b in stream.batches if not b.replay])
     shortest = int(steps[steps > 0].min()) if len(stream.batches) else 0
     if self.config.every_steps > shortest:
@@ -60,7 +61,7 @@ class OnlineReplay:
 
   def update(self, step: int, dev: Any, stream: batching.Stream) -> bool:
     del dev
-    at_risk, causes = self.warned.assess(dynamics_log.load(self.dynamics), step)
+    at_risk, causes = self.warned.assess(dynamics_log.load(self.dynamics, self.read), step)
     replayed = at_risk & np.isin(causes, self.config.replay_causes)
     event = {
       "step": step,

@@ -25,19 +25,32 @@ KIND = "kind"
 BATCH, EVAL = "batch", "eval"
 
 
-def load(directory: str) -> pd.DataFrame:
+def load(
+  directory: str, cache: dict[str, pd.DataFrame] | None = None, pending: Sequence[pd.DataFrame] = ()
+) -> pd.DataFrame:
   """Every row of a dynamics directory (`<run>/dynamics`), ordered by kind, step and example; each
-  file must hold the rows it was recorded with (`ilp.parts.Manifest`)."""
+  file must hold the rows it was recorded with (`ilp.parts.Manifest`).
+
+  Args:
+    directory: the log's directory.
+    cache: path -> rows of the files read before, updated: a written file never changes, so a
+      monitor reading a growing log during training reads each file once.
+    pending: rows of the running training not written yet, added to the files'.
+  """
   files = sorted(glob.glob(os.path.join(directory, "*.parquet")))
-  if not files:
+  if not files and not pending:
     raise FileNotFoundError(f"{directory}: no dynamics files")
-  recorded = Manifest(directory, writer=False).entries
-  frames = [pd.read_parquet(f) for f in files]
+  recorded = Manifest(directory, writer=False).entries if files else {}
+  cache = {} if cache is None else cache
+  for path in files:
+    if path not in cache:
+      cache[path] = pd.read_parquet(path)
+  frames = [cache[path] for path in files]
   for path, frame in zip(files, frames):
     expected = recorded.get(os.path.basename(path), {}).get("rows")
     if expected is not None and expected != len(frame):
       raise ResumeError(f"{path}: {len(frame)} rows, {expected} when written; the sft stage must be redone")
-  frame = pd.concat(frames, ignore_index=True)
+  frame = pd.concat([*frames, *pending], ignore_index=True)
   return frame.sort_values([KIND, "step", "id", "stream_position"], kind="stable").reset_index(drop=True)
 
 

@@ -20,7 +20,8 @@ import pandas as pd
 from ilp import fileio
 from ilp.data.batches import EvalPoint
 from ilp.parts import Manifest, rows_of
-from ilp.scoring.dynamics_log import BATCH, EVAL, KIND
+from ilp.scoring import dynamics_log
+from ilp.scoring.dynamics_log import BATCH, EVAL
 from ilp.scoring.statistics import STATS
 
 
@@ -108,13 +109,9 @@ class DynamicsWriter:
     self._write(frame, f"eval-{point.step:08d}-{point.step:08d}-{name}.parquet")
 
   def frame(self) -> pd.DataFrame:
-    """Every row so far, as `ilp.scoring.dynamics_log.load` reads them: the files and the rows not
-    yet written (what a monitor of the running training sees). A file is read once: written, it
-    never changes."""
-    files = sorted(glob.glob(os.path.join(self.directory, "*.parquet")))
-    self._read = {f: self._read[f] if f in self._read else pd.read_parquet(f) for f in files}
-    frame = pd.concat([*self._read.values(), *self._pending], ignore_index=True)
-    return frame.sort_values([KIND, "step", "id", "stream_position"], kind="stable").reset_index(drop=True)
+    """Every row so far: the files (each read once) and the rows not yet written (what a monitor of
+    the running training sees)."""
+    return dynamics_log.load(self.directory, self._read, self._pending)
 
   def discard_after(self, step: int) -> None:
     """Drops files written after the checkpoint a run resumes from (they will be redone), and

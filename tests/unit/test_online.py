@@ -159,7 +159,7 @@ def test_the_online_control_replays_at_risk_rows_within_its_share_and_replays_on
 def test_the_control_replays_the_configured_causes_and_flags_iii_and_ii(monkeypatch):
   at_risk = np.arange(40) < 6  # examples 0-5 at risk, provisionally I, II, III, IV, V, V
   causes = np.array(["I", "II", "III", "IV", "V", "V"] + ["V"] * 34)
-  monkeypatch.setattr(control.dynamics_log, "load", lambda path: None)
+  monkeypatch.setattr(control.dynamics_log, "load", lambda *args: None)
   for replay_causes, expected in ((("V", "IV"), [3, 4, 5]), (("I",), [0])):
     online = OnlineConfig(model="m", every_steps=4, replay_share=0.25, replay_causes=replay_causes)
     watch = SimpleNamespace(config=online, assess=lambda log, step: (at_risk, causes))
